@@ -1,0 +1,1 @@
+"""The anomaly engine: pure computation over columnar batches; knows nothing of protocols."""

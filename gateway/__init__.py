@@ -1,0 +1,1 @@
+"""The edge gateway: protocol drivers, scheduler, spool, sinks; drives the anomaly engine."""

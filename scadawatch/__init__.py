@@ -1,0 +1,1 @@
+"""The `scadawatch` command line: the one composition root of gateway, anomaly, api, simulators."""

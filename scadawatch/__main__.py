@@ -1,0 +1,3 @@
+from scadawatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Argument parsing for `scadawatch`; each subcommand's body lives in its own module and is
+imported only when that subcommand runs, so `scadawatch run` never imports wntr."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A usage or configuration error: printed without a traceback, exit 2."""
+
+
+def _config(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", required=required, metavar="SITE.toml", help="site file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scadawatch",
+        description="Monitoring for water and energy utility networks: Modbus/OPC UA gateway, "
+        "historian, anomaly detection and control-room API.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("demo", "scadawatch.demo:main",
+                "simulators + gateway + historian + API on 127.0.0.1, on the example site")
+    p.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after S seconds (default: run until Ctrl-C)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where data lives (default: a fresh temporary directory)")
+    p.add_argument("--scenario", default="normal", help="simulator scenario (default normal)")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated-time factor (default 1)")
+    p.add_argument("--seed", type=int, default=1)
+
+    for name, help_ in (("run", "gateway + detector + API in one process (edge)"),
+                        ("gateway", "the gateway alone: poll, spool, store, detect"),
+                        ("api", "the API alone, over the historian a gateway fills")):
+        p = command(name, "scadawatch.serve:main", help_)
+        _config(p)
+
+    p = command("check-config", "scadawatch.check:main",
+                "validate a site file; every error names file, key path and reason; exit 2")
+    _config(p)
+
+    p = command("simulate", "scadawatch.simulate:main",
+                "physical simulators served over Modbus TCP and OPC UA, or exported to CSV")
+    p.add_argument("site", choices=["water", "grid"])
+    p.add_argument("--scenario", default="normal", help="shipped scenario name or a .toml path")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--speed", type=float, default=1.0, help="simulated-time factor when serving")
+    p.add_argument("--start", default=None,
+                   help="simulated clock start, ISO 8601 (default: 2026-01-05T00:00:00Z)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--modbus-port", type=int, default=5020)
+    p.add_argument("--opcua-port", type=int, default=4840)
+    p.add_argument("--write-site", default=None, metavar="SITE.toml",
+                   help="write the site file that lets the gateway read this simulator")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop serving after S wall-clock seconds")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="export readings.csv, labels.csv and site.toml to DIR instead of serving")
+    p.add_argument("--days", type=float, default=7.0, help="simulated days to export")
+    p.add_argument("--step", default=None, help="export step (default 5min water, 15min grid)")
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = args.handler.split(":")
+    handler = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(handler(args) or EXIT_OK)
+    except UsageError as e:
+        print(f"scadawatch {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""What a simulated site measures: one `Signal` per sensor, with its Modbus/OPC UA address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One measured quantity of a simulated site.
+
+    `noise` is the standard deviation of the sensor's measurement noise and `resolution` its
+    quantisation step, both in engineering units. The Modbus fields say where the value is
+    served; `address` is None until `simulators.registers.assign_addresses` places it.
+    """
+
+    tag: str
+    kind: str  # DESIGN.md point kind: pressure|flow|level|status|voltage|current|...
+    unit: str
+    zone: str | None = None
+    role: str | None = None  # inflow|outflow for zone balances
+    lo: float | None = None  # physical range of the sensor
+    hi: float | None = None
+    noise: float = 0.0
+    resolution: float = 0.0
+    description: str = ""
+    # Modbus mapping
+    device: str = ""  # name of the Modbus unit serving it
+    unit_id: int = 1
+    register: str = "holding"  # holding|input|coil|discrete
+    address: int | None = None
+    type: str = "float32"
+    word_order: str = "ABCD"
+    scale: float = 1.0  # raw register value * scale = engineering value
