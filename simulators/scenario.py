@@ -93,6 +93,7 @@ class Event:
     start: float  # seconds after the simulation start
     duration: float
     params: dict[str, float | str] = field(default_factory=dict)
+    key: str = ""  # where it was defined, e.g. "water.events[3]", for error messages
 
     @property
     def end(self) -> float:
@@ -200,4 +201,4 @@ def _event(item: object, file: str, key: str, site: str) -> Event:
                 continue
             raise ScenarioError(file, f"{key}.{k}", f"expected a number, got {v!r}")
     return Event(kind=kind, target=item["target"], start=times["start"],
-                 duration=times["duration"], params=params)
+                 duration=times["duration"], params=params, key=key)
