@@ -1,16 +1,23 @@
 """The site file: pydantic models of DESIGN.md's TOML keys, and the loader.
 
 `load_site()` reports every problem at once as a `ConfigError`, each naming the file, the key
-path (`points[12].word_order`) and the reason.
+path (`points[12].word_order`, or `row 14, column word_order` for a point from the CSV) and the
+reason. TOML values must have their type (`address = 5`, not `"5"`); CSV cells are text and are
+converted (`12`, `TRUE`, `1.5`). Cross-field rules live in `gateway.site_checks`.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway import point_csv
+from gateway.site_checks import BIT_TABLES, RULE_KEYS, check_site
 
 Protocol = Literal["modbus-tcp", "modbus-rtu", "opcua"]
 PointKind = Literal[
@@ -21,9 +28,14 @@ RegisterKind = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 
+# Registers a value occupies in a holding/input table (a coil or discrete input is one bit).
+REGISTER_WIDTH: dict[str, int] = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2,
+                                  "float32": 2, "int64": 4, "float64": 4}
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
 class SiteSection(Strict):
@@ -36,10 +48,10 @@ class HistorianSection(Strict):
     kind: Literal["embedded", "influxdb"] = "embedded"
     url: str = "http://127.0.0.1:8086"
     api: Literal["v1", "v2"] = "v2"
-    bucket: str = "scada"
+    bucket: str = ""  # required by api "v2"
     org: str = ""
     token_env: str = "INFLUX_TOKEN"
-    database: str = "scada"
+    database: str = ""  # required by api "v1"
     retention_policy: str = ""
     username: str = ""
     password_env: str = "INFLUX_PASSWORD"
@@ -87,8 +99,21 @@ class Device(Strict):
     username: str | None = None
     password_env: str | None = None
 
+    @property
+    def bus(self) -> str:
+        """What the device shares a connection with: "tcp:host:port", "rtu:/dev/x", endpoint."""
+        if self.protocol == "modbus-tcp":
+            return f"tcp:{self.host}:{self.port}"
+        if self.protocol == "modbus-rtu":
+            return f"rtu:{self.serial_port}"
+        return self.endpoint or ""
+
 
 class Point(Strict):
+    """One measured value. `type` defaults to "bool" in a coil or discrete table, else
+    "float32". A bool in a holding or input register occupies that register and reads its bit 0.
+    """
+
     tag: str = Field(min_length=1)
     device: str | None = None
     kind: PointKind = "other"
@@ -106,8 +131,21 @@ class Point(Strict):
     word_order: WordOrder = "ABCD"
     scale: float = 1.0
     offset: float = 0.0
-    # OPC UA
+    # OPC UA (a Modbus point may carry one too, so one file serves both protocols)
     node: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bits_are_bool(cls, data: Any) -> Any:
+        if (isinstance(data, dict) and "type" not in data
+                and data.get("register", data.get("register_kind")) in BIT_TABLES):
+            return {**data, "type": "bool"}
+        return data
+
+    @property
+    def width(self) -> int:
+        """Registers (or bits, in a coil/discrete table) the value occupies."""
+        return 1 if self.register_kind in BIT_TABLES else REGISTER_WIDTH[self.type]
 
 
 class Site(Strict):
@@ -140,6 +178,13 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+
+_SECTIONS: dict[str, type[Strict]] = {"site": SiteSection, "historian": HistorianSection,
+                                      "spool": SpoolSection, "api": ApiSection}
+_ARRAYS: dict[str, type[Strict]] = {"devices": Device, "points": Point}
+_DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
+
+
 def key_path(loc: tuple[str | int, ...]) -> str:
     """("points", 12, "word_order") -> "points[12].word_order"."""
     out = ""
@@ -148,20 +193,208 @@ def key_path(loc: tuple[str | int, ...]) -> str:
     return out
 
 
-def load_site(path: str | Path) -> Site:
-    """Read and validate a site file; raise `ConfigError` listing every problem."""
-    path = Path(path)
+def keys_of(model: type[BaseModel]) -> list[str]:
+    """The keys a table of `model` accepts (the alias where one is set)."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    """Where a table came from (`points[3]` of the TOML file, row 5 of the CSV), and its rank in
+    reading order, so that the report reads from top to bottom."""
+
+    file: str
+    prefix: str
+    label: str  # how other messages name it
+    rank: tuple[int, int, int]
+    csv: bool = False
+
+    def key(self, loc: tuple[str | int, ...]) -> str:
+        if not loc:
+            return self.prefix
+        if self.csv:
+            return f"{self.prefix}, column {key_path(loc)}"
+        return key_path((self.prefix, *loc)) if self.prefix else key_path(loc)
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self._ranked: list[tuple[tuple[int, int, int], ConfigProblem]] = []
+
+    def add(self, origin: _Origin, loc: tuple[str | int, ...], reason: str) -> None:
+        self._ranked.append(
+            (origin.rank, ConfigProblem(file=origin.file, key=origin.key(loc), reason=reason)))
+
+    def raise_any(self) -> None:
+        if self._ranked:
+            raise ConfigError([p for _, p in sorted(self._ranked, key=lambda r: r[0])])
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _reason(err: Any, model: type[BaseModel], csv: bool) -> str:
+    """Pydantic's message for one error, reworded where it would leave a reader guessing."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    got = _show(value)
+    if kind == "extra_forbidden":
+        return "unknown key" + point_csv.suggest(str(err["loc"][-1]), keys_of(model))
+    if kind == "missing":
+        return "required, but the cell is empty" if csv else "required key is missing"
+    if kind == "literal_error":
+        allowed = ctx["expected"]
+        hint = point_csv.suggest(value, allowed.replace("'", "").replace(" or ", ", ").split(
+            ", ")) if isinstance(value, str) else ""
+        return f"{got} is not allowed: use {allowed}{hint}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected a whole number, got {got}"
+    if kind in ("float_type", "float_parsing"):
+        comma = isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value)
+        return f"expected a number, got {got}" + (
+            " (use a dot as the decimal separator)" if comma else "")
+    if kind == "finite_number":
+        return f"must be a finite number, got {got}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, got {got}"
+    if kind == "string_type":
+        return f"expected text, got {got}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("greater than", "gt"),
+              "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
+    if kind in bounds:
+        words, name = bounds[kind]
+        return f"must be {words} {ctx[name]}, got {got}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a table, got {got}"
+    return str(err["msg"])
+
+
+def _validate(model: type[Strict], data: object, origin: _Origin, problems: _Problems) -> Any:
+    """`model` validated from `data`; if invalid, its problems are added, and the return is the
+    entry without its faulty keys when the cross-field rules can still judge it, else None."""
+    # TOML values carry their types, CSV cells are text to convert.
+    strict = not origin.csv and model is not SiteSection
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([ConfigProblem(file=str(path), key="", reason="file not found")])
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([ConfigProblem(file=str(path), key="", reason=f"invalid TOML: {e}")])
-    try:
-        site = Site.model_validate(raw)
+        return model.model_validate(data, strict=strict)
     except ValidationError as e:
-        raise ConfigError(
-            [ConfigProblem(file=str(path), key=key_path(err["loc"]), reason=err["msg"])
-             for err in e.errors()]
-        ) from None
-    return site
+        errors = e.errors()
+    for err in errors:
+        problems.add(origin, err["loc"], _reason(err, model, origin.csv))
+    faulty = {err["loc"][0] if err["loc"] else "" for err in errors}
+    if not isinstance(data, dict) or faulty & RULE_KEYS or "" in faulty:
+        return None
+    try:
+        return model.model_validate({k: v for k, v in data.items() if k not in faulty},
+                                    strict=strict)
+    except ValidationError:
+        return None
+
+
+def _os_reason(e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory, not a file"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return f"cannot read: {e.strerror or e}"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    def fail(reason: str) -> ConfigError:
+        return ConfigError([ConfigProblem(file=str(path), key="", reason=reason)])
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise fail(_os_reason(e)) from None
+    try:
+        text = data.decode("utf-8-sig")  # Windows editors may add a BOM
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise fail(f"not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
+                   "save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise fail(f"invalid TOML: {e}") from None
+
+
+def _read_csv(path: Path, shown: str, problems: _Problems,
+              site_origin: _Origin) -> list[tuple[Point | None, _Origin]]:
+    """The CSV's points in row order (None where invalid) with their origins."""
+    try:
+        rows, found = point_csv.read_rows(path, keys_of(Point))
+    except OSError as e:
+        problems.add(site_origin, ("points_csv",), f"{shown}: {_os_reason(e)}")
+        return []
+    for number, key, reason in found:
+        problems.add(_Origin(shown, key, "", rank=(1, number, 0), csv=True), (), reason)
+    name = Path(shown).name
+    out = []
+    for number, row in rows:
+        origin = _Origin(shown, f"row {number}", f"{name} row {number}", (1, number, 0), csv=True)
+        out.append((_validate(Point, row, origin, problems), origin))
+    return out
+
+
+def load_site(path: str | Path) -> Site:
+    """Read and validate a site file and its `points_csv`; raise `ConfigError` listing every
+    problem. Relative `data_dir` and `points_csv` are resolved against the site file's folder."""
+    path = Path(path)
+    toml = str(path)
+    raw = _read_toml(path)
+    problems = _Problems()
+
+    top = _Origin(toml, "", "", (0, 0, 0))
+    known = [*_SECTIONS, *_ARRAYS]
+    for key in raw:
+        if key not in known:
+            problems.add(top, (key,), "unknown key" + point_csv.suggest(key, known))
+    if "site" not in raw:
+        problems.add(top, ("site",), "required table [site] is missing")
+    origins = {key: _Origin(toml, key, key, (0, 1 + k, 0)) for k, key in enumerate(_SECTIONS)}
+    sections = {key: _validate(model, raw[key], origins[key], problems)
+                for key, model in _SECTIONS.items() if key in raw}
+
+    located: dict[str, list[tuple[Any, _Origin]]] = {}
+    for k, (key, model) in enumerate(_ARRAYS.items(), start=len(_SECTIONS) + 1):
+        items = raw.get(key, [])
+        if not isinstance(items, list):
+            problems.add(top, (key,), f"expected an array of tables ([[{key}]]), "
+                                      f"got {_show(items)}")
+            items = []
+        located[key] = []
+        for i, item in enumerate(items):
+            origin = _Origin(toml, f"{key}[{i}]", f"{key}[{i}]", (0, k, i))
+            located[key].append((_validate(model, item, origin, problems), origin))
+
+    base = path.absolute().parent
+    csv_name = raw["site"].get("points_csv") if isinstance(raw.get("site"), dict) else None
+    if isinstance(csv_name, str):  # read even when [site] has faults: report the CSV's too
+        csv = Path(csv_name).expanduser()
+        located["points"] += _read_csv(base / csv, str(path.parent / csv), problems,
+                                       origins["site"])
+
+    devices = [d for d, _ in located["devices"]]
+    points = [p for p, _ in located["points"]]
+    for section, index, field, reason in check_site(
+            sections.get("historian") or HistorianSection(), devices, points,
+            lambda s, i: located[s][i][1].label):
+        origin = origins[section] if index < 0 else located[section][index][1]
+        problems.add(origin, (field,), reason)
+    problems.raise_any()
+
+    head: SiteSection = sections["site"]  # a missing or invalid [site] was a problem above
+    resolve = {k: base / v.expanduser() for k in ("data_dir", "points_csv")
+               if (v := getattr(head, k)) is not None}
+    return Site(site=head.model_copy(update=resolve), **{
+        k: v for k, v in sections.items() if k != "site"}, devices=devices, points=points)

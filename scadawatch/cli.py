@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -86,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scadawatch {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # Output piped into `head` and closed: not an error of ours; silence the final flush.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return EXIT_OK
 
 

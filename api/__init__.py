@@ -1,0 +1,1 @@
+"""The HTTP API: health, points, latest, history and metrics over FastAPI."""

@@ -1,0 +1,72 @@
+"""Serve the API inside a running event loop (the gateway's, in the all-in-one process)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+GRACE = 5.0  # seconds requests in flight (and, later, event streams) get to finish on shutdown
+
+
+class _EmbeddedServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_started: asyncio.Future[int] | None,
+                 port: int) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+        self._port = port
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn would take over SIGINT/SIGTERM and re-raise them after its own shutdown;
+        # the embedding process owns the signals and stops us by cancelling `serve`.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None and not self._on_started.done():
+            self._on_started.set_result(self._port)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket; an OSError naming host and port when it cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as e:
+        raise OSError(e.errno, f"API cannot listen on {host}:{port}: {e.strerror}") from None
+
+
+async def serve(app: FastAPI, host: str, port: int,
+                ready: asyncio.Future[int] | None = None) -> None:
+    """Serve `app` on host:port (0: any free port) until cancelled.
+
+    `ready` gets the bound port once the server accepts connections. On cancellation the
+    listener closes, requests in flight get up to GRACE seconds, then CancelledError
+    propagates.
+    """
+    sock = listen(host, port)
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=GRACE)
+    server = _EmbeddedServer(config, ready, bound)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    log.info("event=api_listening url=http://%s:%d", host, bound)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await task
+        raise
+    finally:
+        sock.close()
+        if ready is not None and not ready.done():
+            ready.cancel()
+        log.info("event=api_stopped url=http://%s:%d", host, bound)

@@ -1,0 +1,235 @@
+"""Modbus driver throughput against the raw ceiling, and the cost of dead devices.
+
+Servers: pymodbus TCP servers on loopback, one port per device, each serving `--points`
+float32 in holding registers, in a separate process. Figures printed:
+
+1. ceiling: a bare pymodbus read loop (one client per device, the driver's own coalesced
+   requests, no decoding) as fast as it goes: readings/s.
+2. driver: `gateway.modbus` polling as fast as it can (interval ~0): readings/s, its ratio to
+   the ceiling, and the CPU of the gateway and server processes.
+3. paced: the driver asked for `--rate` readings/s (interval = devices x points / rate):
+   achieved readings/s and CPU (what a site at that load costs).
+4. dead devices: poll rates of live devices alone, then beside a closed port and a unit that
+   never answers on a live device's bus; the lowest ratio of the two.
+
+    python bench/modbus.py [--devices 20] [--points 2500] [--seconds 10] [--rate 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import socket
+import time
+from collections import Counter
+from multiprocessing.connection import Connection
+
+import numpy as np
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from anomaly.batch import Batch
+from gateway.config import Device, Point, Site, SiteSection
+from gateway.modbus import build_buses
+from gateway.modbus_plan import plan_device
+from gateway.status import GatewayStatus
+
+SILENT_UNIT = 9  # answered by no one: pymodbus drops its requests
+
+
+def _serve(conn: Connection, devices: int, points: int) -> None:
+    """Child process: `devices` servers; sends their ports, runs until terminated."""
+    registers = np.arange(points, dtype=">f4").view(">u2").tolist()
+
+    def drop_silent(sending: bool, pdu):  # noqa: ANN001, ANN202 (pymodbus PDU)
+        return None if not sending and pdu.dev_id == SILENT_UNIT else pdu
+
+    async def main() -> None:
+        ports = []
+        for _ in range(devices):
+            sims = [SimDevice(id=u, simdata=[SimData(0, values=registers,
+                                                     datatype=DataType.REGISTERS)])
+                    for u in (1, SILENT_UNIT)]
+            server = ModbusTcpServer(sims, address=("127.0.0.1", 0), trace_pdu=drop_silent)
+            await server.serve_forever(background=True)
+            ports.append(server.transport.sockets[0].getsockname()[1])
+        conn.send(ports)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class Servers:
+    """The server process; `cpu()` is its CPU seconds so far."""
+
+    def __init__(self, devices: int, points: int):
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, devices, points), daemon=True)
+        self.proc.start()
+        self.ports: list[int] = parent.recv()
+
+    def cpu(self) -> float:
+        return _cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.join()
+
+
+def _cpu(pid: int | None = None) -> float:
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _site(ports: list[int], points: int, interval: float, **device: object) -> Site:
+    devices, pts = [], []
+    for i, port in enumerate(ports):
+        name = f"plc{i}"
+        devices.append(Device(name=name, protocol="modbus-tcp", port=port, unit=1,
+                              poll_interval=interval, **device))
+        pts += [Point(tag=f"{name}.f{k}", device=name, address=2 * k, type="float32")
+                for k in range(points)]
+    return Site(site=SiteSection(name="bench"), devices=devices, points=pts)
+
+
+class Meter:
+    """Counts readings (and polls per device) between two marks."""
+
+    def __init__(self, owner: dict[int, str]):
+        self.owner = owner  # first point index of a device -> its name
+        self.readings = 0
+        self.good = 0
+        self.polls: Counter[str] = Counter()
+
+    async def __call__(self, batch: Batch) -> None:
+        self.readings += len(batch)
+        self.good += int(np.count_nonzero(batch.quality == 0))
+        self.polls[self.owner.get(int(batch.point.min()), "?")] += 1
+
+
+async def _measure(meter_or_counts, run, warmup: float, seconds: float,  # noqa: ANN001
+                   servers: Servers) -> dict:
+    """Run `run()` for warmup + seconds; figures of the last `seconds`."""
+    task = asyncio.create_task(run())
+    await asyncio.sleep(warmup)
+    r0, p0, c0, s0, t0 = (meter_or_counts.good, Counter(meter_or_counts.polls), _cpu(),
+                          servers.cpu(), time.perf_counter())
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - t0
+    out = {
+        "readings_per_s": (meter_or_counts.good - r0) / elapsed,
+        "polls_per_s": {k: (v - p0[k]) / elapsed for k, v in meter_or_counts.polls.items()},
+        "gateway_cpu": (_cpu() - c0) / elapsed,
+        "server_cpu": (servers.cpu() - s0) / elapsed,
+    }
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return out
+
+
+async def driver(servers: Servers, points: int, interval: float, seconds: float,
+                 **device: object) -> dict:
+    site = _site(servers.ports, points, interval, **device)
+    meter = Meter({i * points: d.name for i, d in enumerate(site.devices)})
+    buses = build_buses(site, GatewayStatus(site="bench"), meter)
+
+    async def run() -> None:
+        await asyncio.gather(*(b.run() for b in buses))
+
+    return await _measure(meter, run, 1.0, seconds, servers)
+
+
+async def ceiling(servers: Servers, points: int, seconds: float) -> dict:
+    """A bare read loop per device over the driver's requests; counts float32 read."""
+    site = _site(servers.ports, points, 1.0)
+    requests = plan_device(site.devices[0],
+                           [(i, p) for i, p in enumerate(site.points[:points])]).requests
+    meter = Meter({})
+
+    async def loop(port: int) -> None:
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, retries=0, reconnect_delay=0)
+        await client.connect()
+        try:
+            while True:
+                for r in requests:
+                    rr = await client.read_holding_registers(r.address, count=r.count,
+                                                             device_id=1)
+                    meter.good += len(rr.registers) // 2
+        finally:
+            client.close()
+
+    async def run() -> None:
+        await asyncio.gather(*(loop(p) for p in servers.ports))
+
+    return await _measure(meter, run, 1.0, seconds, servers)
+
+
+async def dead_devices(servers: Servers, points: int, seconds: float) -> tuple[dict, dict]:
+    """Poll rates of live devices alone, then beside a closed port and a silent unit."""
+    live = _site(servers.ports, points, 0.1, timeout=0.05, retries=1)
+
+    async def run_site(site: Site) -> dict:
+        meter = Meter({i * points: d.name for i, d in enumerate(site.devices)})
+        buses = build_buses(site, GatewayStatus(site="bench"), meter)
+
+        async def run() -> None:
+            await asyncio.gather(*(b.run() for b in buses))
+
+        return await _measure(meter, run, 1.0, seconds, servers)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens once the socket is closed
+    dead = [Device(name="closed", protocol="modbus-tcp", port=closed, poll_interval=0.1,
+                   timeout=0.05),
+            Device(name="silent", protocol="modbus-tcp", port=servers.ports[0],
+                   unit=SILENT_UNIT, poll_interval=0.1, timeout=0.05, retries=1)]
+    dead_points = [Point(tag=f"{d.name}.f{k}", device=d.name, address=2 * k, type="float32")
+                   for d in dead for k in range(points)]
+    with_dead = live.model_copy(update={"devices": live.devices + dead,
+                                        "points": live.points + dead_points})
+    return await run_site(live), await run_site(with_dead)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--devices", type=int, default=20)
+    ap.add_argument("--points", type=int, default=2500)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=100_000.0)
+    args = ap.parse_args()
+    servers = Servers(args.devices, args.points)
+    try:
+        n = args.devices * args.points
+        print(f"{args.devices} devices x {args.points} float32 on loopback pymodbus servers "
+              f"(separate process), {os.cpu_count()} CPUs, {args.seconds:.0f} s per run")
+        raw = asyncio.run(ceiling(servers, args.points, args.seconds))
+        fast = asyncio.run(driver(servers, args.points, 1e-6, args.seconds))
+        ratio = fast["readings_per_s"] / raw["readings_per_s"]
+        for name, r in (("ceiling (bare pymodbus loop)", raw), ("driver, unpaced", fast)):
+            print(f"{name:30s} {r['readings_per_s']:>10,.0f} readings/s   "
+                  f"gateway CPU {r['gateway_cpu']:.0%}  server CPU {r['server_cpu']:.0%}")
+        print(f"{'ratio driver / ceiling':30s} {ratio:>10.2f}")
+        paced = asyncio.run(driver(servers, args.points, n / args.rate, args.seconds))
+        print(f"{f'driver, asked {args.rate:,.0f}/s':30s} {paced['readings_per_s']:>10,.0f} "
+              f"readings/s   gateway CPU {paced['gateway_cpu']:.0%}  "
+              f"server CPU {paced['server_cpu']:.0%}")
+        alone, beside = asyncio.run(dead_devices(servers, 250, args.seconds))
+        live = [k for k in alone["polls_per_s"] if k.startswith("plc")]
+        worst = min(beside["polls_per_s"].get(k, 0.0) / alone["polls_per_s"][k] for k in live)
+        print(f"{'dead devices: live poll rate':30s} {worst:>10.2f} of the rate without them "
+              f"(worst of {len(live)} devices at 10 polls/s; closed port + silent unit "
+              "on plc0's bus)")
+    finally:
+        servers.stop()
+
+
+if __name__ == "__main__":
+    main()

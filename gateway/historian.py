@@ -1,0 +1,539 @@
+"""The embedded historian: readings with quality in one SQLite file (WAL), stored in chunks.
+
+A row per reading costs a whole core at 100k readings/s (NOTES.md), so readings are stored as
+numpy columns in blobs, in two tables:
+
+- `fresh`: what `store()` writes, one row per group of 256 tag ids per store, sorted by
+  (tag, source time). One store of readings from many tags is a handful of rows.
+- `chunks`: one tag's readings, up to 4,096 per row, with the row's time range indexed.
+  A background compaction (bounded work after each store) moves a group's fresh rows into
+  per-tag chunks once the group has enough of them, and merges a tag's small chunks into big
+  ones, so one tag's 1M readings are a few hundred rows.
+
+A query reads the tag's chunks and its group's fresh rows in one read transaction, so it sees
+every reading exactly once while compaction moves them. `latest` keeps one row of arrays per
+1,024 tag ids, rewritten when a store touches it. The spool cursor is stored in the same
+transaction as the readings: after a crash the sink resumes from `cursor()`, exactly once.
+
+Tag ids are persisted (`tags` table), new tags are appended: a config change never remaps the
+stored history. One writer per file; readers may be other processes (`readonly=True`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from anomaly.batch import Batch, Quality
+
+log = logging.getLogger(__name__)
+
+GROUP_SHIFT = 8  # 256 tag ids share a fresh row
+LATEST_SHIFT = 10  # 1,024 tag ids share a latest row
+CHUNK_MAX = 4096  # readings per chunk
+SMALL = 1024  # chunks below this many readings get merged
+MERGE_FANIN = 8  # a tag's small chunks are merged once it has this many
+MERGE_TAGS = 64  # tags merged per compaction step
+FLUSH_ROWS = 256  # a group's fresh rows are moved to chunks at this many rows...
+FLUSH_READINGS = 1 << 18  # ...or this many readings
+NO_TS = np.iinfo(np.int64).min  # latest: no reading yet
+
+# Blob layouts: 8-byte columns first, so every column is aligned within the blob.
+CHUNK_COLUMNS = ("source_ts", "value", "gateway_ts", "cause", "quality")
+FRESH_COLUMNS = ("source_ts", "value", "gateway_ts", "tag", "cause", "quality")
+DTYPES = {**{k: np.dtype(v) for k, v in Batch.DTYPES.items()}, "tag": np.dtype(np.int32)}
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tags(id INTEGER PRIMARY KEY, tag TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS fresh(id INTEGER PRIMARY KEY, grp INTEGER NOT NULL,
+    t_min INTEGER NOT NULL, t_max INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS fresh_grp ON fresh(grp, t_max, t_min);
+CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY, tag INTEGER NOT NULL,
+    t_min INTEGER NOT NULL, t_max INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_tag ON chunks(tag, t_max, t_min);
+CREATE INDEX IF NOT EXISTS chunks_small ON chunks(tag, t_min) WHERE n < {SMALL};
+CREATE TABLE IF NOT EXISTS latest(block INTEGER PRIMARY KEY, data BLOB NOT NULL);
+"""
+
+Columns = dict[str, np.ndarray]
+
+
+class HistorianError(Exception):
+    """The historian file cannot be opened or used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """Aggregates of one tag per time bucket, over good and uncertain readings only.
+
+    Buckets are aligned to multiples of the width since the Unix epoch; `start` is each
+    bucket's start (int64 ns). Buckets without such a reading are omitted.
+    """
+
+    start: np.ndarray
+    count: np.ndarray
+    mean: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+class HistorianReader(Protocol):
+    """What the API reads from a historian (embedded here; InfluxDB implements it too).
+
+    Times are int64 ns since the epoch; ranges are [start_ns, end_ns). `point` in the returned
+    batches is the tag's position in the tag list the reader was opened with.
+    """
+
+    def latest(self, tags: Sequence[str] | None = None) -> Batch: ...
+
+    def history(self, tag: str, start_ns: int, end_ns: int, limit: int | None = None) -> Batch:
+        ...
+
+    def buckets(self, tag: str, start_ns: int, end_ns: int, width_ns: int) -> Buckets: ...
+
+
+def _pack(cols: Columns, names: Sequence[str], a: int, b: int) -> bytes:
+    return b"".join(np.ascontiguousarray(cols[k][a:b], DTYPES[k]).tobytes() for k in names)
+
+
+def _unpack(blob: bytes, n: int, names: Sequence[str]) -> Columns:
+    out, off = {}, 0
+    for k in names:
+        out[k] = np.frombuffer(blob, DTYPES[k], n, off)
+        off += n * DTYPES[k].itemsize
+    return out
+
+
+def _read_part(blob: sqlite3.Blob, layout: Sequence[str], names: Sequence[str],
+               tag_id: int | None, start_ns: int, end_ns: int) -> Columns:
+    """Columns `names` of the rows of a blob laid out as `layout` whose source time is in
+    [start_ns, end_ns) (and whose tag is `tag_id`, for a fresh row)."""
+    row = sum(DTYPES[k].itemsize for k in layout)
+    n = len(blob) // row
+    offset = dict(zip(layout, np.cumsum([0] + [DTYPES[k].itemsize for k in layout]).tolist(),
+                      strict=False))
+
+    def column(name: str, a: int, b: int) -> np.ndarray:
+        size = DTYPES[name].itemsize
+        blob.seek(offset[name] * n + a * size)
+        return np.frombuffer(blob.read((b - a) * size), DTYPES[name])
+
+    a, b = 0, n
+    if tag_id is not None:
+        a, b = np.searchsorted(column("tag", 0, n), [tag_id, tag_id + 1]).tolist()
+    ts = column("source_ts", a, b)
+    lo, hi = np.searchsorted(ts, [start_ns, end_ns]).tolist()
+    return {k: ts[lo:hi] if k == "source_ts" else column(k, a + lo, a + hi) for k in names}
+
+
+def _concat(parts: list[Columns], names: Sequence[str]) -> Columns:
+    if not parts:
+        return {k: np.empty(0, DTYPES[k]) for k in names}
+    return {k: np.concatenate([p[k] for p in parts]) for k in names}
+
+
+def _take(cols: Columns, index: np.ndarray) -> Columns:
+    return {k: v[index] for k, v in cols.items()}
+
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of each run of equal values in sorted `keys`."""
+    cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return np.r_[0, cuts], np.r_[cuts, len(keys)]
+
+
+def _pieces(a: int, b: int) -> Iterable[tuple[int, int]]:
+    """[a, b) cut into nearly equal pieces of at most CHUNK_MAX."""
+    k = -(-(b - a) // CHUNK_MAX)
+    edges = np.linspace(a, b, k + 1).astype(np.int64)
+    return zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    try:
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("SELECT 1 FROM meta LIMIT 1")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA journal_size_limit=67108864")
+            conn.executescript(SCHEMA)
+    except sqlite3.Error as e:
+        raise HistorianError(f"{path}: cannot open the historian: {e}") from None
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+class EmbeddedHistorian:
+    """The SQLite historian: a spool sink (`cursor`, `store`) and a `HistorianReader`.
+
+    `tags` are the site's tags in point order: a batch's `point` indexes them, and readers
+    report positions in them.
+    """
+
+    name = "historian"
+
+    def __init__(self, path: Path, tags: Sequence[str], *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.tags = list(tags)
+        self.readonly = readonly
+        self._position = {tag: i for i, tag in enumerate(self.tags)}
+        self._read_lock = threading.Lock()
+        self._read = _connect(self.path, readonly=True) if readonly else None
+        self._ids: dict[str, int] = {}
+        if readonly:
+            self._load_ids(self._read)
+            return
+        self._write_lock = threading.Lock()
+        self._write = _connect(self.path, readonly=False)
+        self._open_writer()
+
+    # --- writer state ------------------------------------------------------------------
+
+    def _open_writer(self) -> None:
+        db = self._write
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT OR IGNORE INTO tags(tag) VALUES (?)", [(t,) for t in self.tags])
+        db.execute("COMMIT")
+        self._load_ids(db)
+        self._point_ids = np.array([self._ids[t] for t in self.tags], np.int32)
+        row = db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
+        self._cursor = row[0] if row else 0
+        self._fresh: dict[int, list[int]] = {  # group -> [rows, readings]
+            g: [r, n] for g, r, n in db.execute(
+                "SELECT grp, count(*), sum(n) FROM fresh GROUP BY grp")}
+        self._small = np.zeros(self._capacity(), np.int64)  # small chunks per tag id
+        for tag, count in db.execute(
+                f"SELECT tag, count(*) FROM chunks WHERE n < {SMALL} GROUP BY tag"):
+            self._small[tag] = count
+        self._latest = self._empty_latest(self._capacity())
+        for block, data in db.execute("SELECT block, data FROM latest"):
+            a = block << LATEST_SHIFT
+            for k, v in _unpack(data, 1 << LATEST_SHIFT, CHUNK_COLUMNS).items():
+                self._latest[k][a : a + len(v)] = v
+
+    def _load_ids(self, db: sqlite3.Connection) -> None:
+        self._ids = dict(db.execute("SELECT tag, id FROM tags").fetchall())
+
+    def _capacity(self) -> int:
+        top = max(self._ids.values(), default=0) + 1
+        return -(-top >> LATEST_SHIFT) << LATEST_SHIFT
+
+    @staticmethod
+    def _empty_latest(n: int) -> Columns:
+        cols = {k: np.zeros(n, DTYPES[k]) for k in CHUNK_COLUMNS}
+        cols["source_ts"][:] = NO_TS
+        cols["value"][:] = np.nan
+        cols["quality"][:] = Quality.BAD
+        return cols
+
+    # --- sink --------------------------------------------------------------------------
+
+    def cursor(self) -> int:
+        """The last spool sequence number stored (0 if none)."""
+        if self.readonly:
+            with self._read_lock:
+                row = self._read.execute("SELECT value FROM meta WHERE key='cursor'").fetchone()
+            return row[0] if row else 0
+        return self._cursor
+
+    def store(self, entries: list[tuple[int, Batch]]) -> None:
+        """Store spooled batches and the cursor (their last seq) in one transaction.
+
+        Entries at or below the cursor are already stored and are skipped.
+        """
+        if self.readonly:
+            raise HistorianError(f"{self.path}: opened read-only")
+        with self._write_lock:
+            entries = [(seq, b) for seq, b in entries if seq > self._cursor]
+            if not entries:
+                return
+            self._store(Batch.concat([b for _, b in entries]), entries[-1][0])
+            budget = 4 * sum(len(b) for _, b in entries) + FLUSH_READINGS
+            try:
+                while budget > 0:
+                    done = self._compact_step()
+                    if not done:
+                        break
+                    budget -= done
+            except sqlite3.Error:
+                # The readings are committed; compaction retries after the next store.
+                log.exception("event=historian_compaction_error path=%s", self.path)
+
+    def _store(self, batch: Batch, cursor: int) -> None:
+        known = (batch.point >= 0) & (batch.point < len(self._point_ids))
+        if not known.all():
+            # The spool holds point indexes of the site file it was written under.
+            log.error("event=historian_unknown_point readings=%d points=%s",
+                      int((~known).sum()), np.unique(batch.point[~known])[:10].tolist())
+            batch = batch.take(known)
+        tag = self._point_ids[batch.point]
+        order = np.lexsort((batch.source_ts, tag))
+        cols = {k: getattr(batch, k)[order] for k in CHUNK_COLUMNS}
+        cols["tag"] = tag[order]
+        ts = cols["source_ts"]
+        fresh_rows = []
+        if len(ts):
+            grp = cols["tag"] >> GROUP_SHIFT
+            starts, ends = _runs(grp)
+            t_min = np.minimum.reduceat(ts, starts)
+            t_max = np.maximum.reduceat(ts, starts)
+            fresh_rows = [
+                (int(grp[a]), int(lo), int(hi), int(b - a), _pack(cols, FRESH_COLUMNS, a, b))
+                for a, b, lo, hi in zip(starts, ends, t_min, t_max, strict=True)]
+        ids, undo = self._latest_update(cols)
+        latest = self._latest
+        db = self._write
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO fresh(grp, t_min, t_max, n, data) VALUES (?, ?, ?, ?, ?)",
+                fresh_rows)
+            db.executemany("INSERT OR REPLACE INTO latest(block, data) VALUES (?, ?)", [
+                (b, _pack(latest, CHUNK_COLUMNS, b << LATEST_SHIFT, (b + 1) << LATEST_SHIFT))
+                for b in np.unique(ids >> LATEST_SHIFT).tolist()])
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('cursor', ?)", (cursor,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            for k, v in undo.items():
+                latest[k][ids] = v
+            raise
+        self._cursor = cursor
+        for g, _, _, n, _ in fresh_rows:
+            stats = self._fresh.setdefault(g, [0, 0])
+            stats[0] += 1
+            stats[1] += n
+
+    def _latest_update(self, cols: Columns) -> tuple[np.ndarray, Columns]:
+        """Apply `cols` (sorted by tag, time) to the latest arrays; return the tag ids changed
+        and their previous values, to undo a failed commit.
+
+        A reading replaces the latest only if it is not older: late data never hides newer.
+        """
+        latest = self._latest
+        if not len(cols["tag"]):
+            return np.empty(0, np.int64), {}
+        last = _runs(cols["tag"])[1] - 1
+        ids = cols["tag"][last].astype(np.int64)
+        newer = cols["source_ts"][last] >= latest["source_ts"][ids]
+        ids, last = ids[newer], last[newer]
+        undo = {k: latest[k][ids] for k in CHUNK_COLUMNS}
+        for k in CHUNK_COLUMNS:
+            latest[k][ids] = cols[k][last]
+        return ids, undo
+
+    # --- compaction --------------------------------------------------------------------
+
+    def compact(self) -> bool:
+        """Run one bounded compaction step; False once there is nothing left to do."""
+        with self._write_lock:
+            return self._compact_step() > 0
+
+    def _compact_step(self) -> int:
+        """Move one due group from `fresh` into chunks, and merge some tags' small chunks.
+        Returns the readings rewritten (0: nothing was due)."""
+        done = 0
+        due = [(n, g) for g, (rows, n) in self._fresh.items()
+               if rows >= FLUSH_ROWS or n >= FLUSH_READINGS]
+        if due:
+            done += self._flush(max(due)[1])
+        tags = np.flatnonzero(self._small >= MERGE_FANIN)[:MERGE_TAGS]
+        if len(tags):
+            done += self._merge(tags.tolist())
+        return done
+
+    def _flush(self, grp: int) -> int:
+        """Move everything of group `grp` from `fresh` into per-tag chunks (one transaction)."""
+        db = self._write
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute("SELECT id, n, data FROM fresh WHERE grp = ?", (grp,)).fetchall()
+            cols = _concat([_unpack(data, n, FRESH_COLUMNS) for _, n, data in rows],
+                           FRESH_COLUMNS)
+            cols = _take(cols, np.lexsort((cols["source_ts"], cols["tag"])))
+            chunks = []
+            for a, b in zip(*_runs(cols["tag"]), strict=True):
+                chunks += self._chunk_rows(int(cols["tag"][a]), cols, a, b)
+            db.executemany("DELETE FROM fresh WHERE id = ?", [(r[0],) for r in rows])
+            db.executemany(
+                "INSERT INTO chunks(tag, t_min, t_max, n, data) VALUES (?, ?, ?, ?, ?)", chunks)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        del self._fresh[grp]
+        for tag, _, _, n, _ in chunks:
+            self._small[tag] += n < SMALL
+        return len(cols["tag"])
+
+    def _merge(self, tags: list[int]) -> int:
+        """Merge each tag's small chunks (up to 64) into as few big ones as fit."""
+        db = self._write
+        done = 0
+        small = {}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for tag in tags:
+                rows = db.execute(
+                    f"SELECT id, n, data FROM chunks WHERE tag = ? AND n < {SMALL} "
+                    "ORDER BY t_min LIMIT 64", (tag,)).fetchall()
+                cols = _concat([_unpack(data, n, CHUNK_COLUMNS) for _, n, data in rows],
+                               CHUNK_COLUMNS)
+                cols = _take(cols, np.argsort(cols["source_ts"], kind="stable"))
+                db.executemany("DELETE FROM chunks WHERE id = ?", [(r[0],) for r in rows])
+                db.executemany(
+                    "INSERT INTO chunks(tag, t_min, t_max, n, data) VALUES (?, ?, ?, ?, ?)",
+                    self._chunk_rows(tag, cols, 0, len(cols["source_ts"])))
+                # Counted afresh rather than adjusted, so a miscount cannot loop forever.
+                small[tag] = db.execute(
+                    f"SELECT count(*) FROM chunks WHERE tag = ? AND n < {SMALL}", (tag,)
+                ).fetchone()[0]
+                done += len(cols["source_ts"])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        for tag, count in small.items():
+            self._small[tag] = count
+        return done
+
+    def _chunk_rows(self, tag: int, cols: Columns, a: int, b: int) -> list[tuple]:
+        ts = cols["source_ts"]
+        return [(tag, int(ts[lo]), int(ts[hi - 1]), hi - lo, _pack(cols, CHUNK_COLUMNS, lo, hi))
+                for lo, hi in _pieces(a, b)]
+
+    # --- reader ------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._read is None:
+            self._read = _connect(self.path, readonly=True)
+        return self._read
+
+    def _tag_id(self, tag: str) -> int | None:
+        """The stored id of `tag`; None if it is one of ours but nothing was stored yet."""
+        if tag not in self._ids:
+            self._load_ids(self._reader())  # the writer may have added it since
+        if tag not in self._ids and tag not in self._position:
+            raise KeyError(f"unknown tag {tag!r}")
+        return self._ids.get(tag)
+
+    def latest(self, tags: Sequence[str] | None = None) -> Batch:
+        """The newest reading of each tag (all reader tags if None) that has one."""
+        names = self.tags if tags is None else list(tags)
+        unknown = [t for t in names if t not in self._position]
+        if unknown:
+            raise KeyError(f"unknown tag {unknown[0]!r}")
+        with self._read_lock:
+            db = self._reader()
+            if any(t not in self._ids for t in names):
+                self._load_ids(db)
+            present = [t for t in names if t in self._ids]
+            ids = np.array([self._ids[t] for t in present], np.int64)
+            blocks = np.unique(ids >> LATEST_SHIFT).tolist()
+            rows = db.execute(
+                f"SELECT block, data FROM latest WHERE block IN ({','.join('?' * len(blocks))})",
+                blocks).fetchall() if blocks else []
+        width = 1 << LATEST_SHIFT
+        table = self._empty_latest(width * (max(blocks, default=-1) + 1))
+        for block, data in rows:
+            for k, v in _unpack(data, width, CHUNK_COLUMNS).items():
+                table[k][block * width : (block + 1) * width] = v
+        cols = _take(table, ids)
+        has = cols["source_ts"] != NO_TS
+        points = np.array([self._position[t] for t in present], np.int32)
+        return Batch(point=points[has], **{k: v[has] for k, v in cols.items()})
+
+    def _read_range(self, tag: str, start_ns: int, end_ns: int,
+                    names: Sequence[str] = CHUNK_COLUMNS) -> tuple[int, Columns]:
+        """(point, columns `names`) of `tag`'s readings in [start_ns, end_ns), oldest first.
+
+        Blobs are read in part (incremental blob I/O): only the columns asked for, and from a
+        fresh row only the tag's slice.
+        """
+        parts = []
+        with self._read_lock:
+            tag_id = self._tag_id(tag)
+            if tag_id is None:
+                return self._position[tag], _concat([], names)
+            db = self._reader()
+            # One read transaction: compaction moving readings cannot hide or double them.
+            db.execute("BEGIN")
+            try:
+                chunks = db.execute(
+                    "SELECT id FROM chunks WHERE tag = ? AND t_max >= ? AND t_min < ? "
+                    "ORDER BY t_min", (tag_id, start_ns, end_ns)).fetchall()
+                for (rowid,) in chunks:
+                    with db.blobopen("chunks", "data", rowid, readonly=True) as blob:
+                        parts.append(_read_part(blob, CHUNK_COLUMNS, names, None,
+                                                start_ns, end_ns))
+                fresh = db.execute(
+                    "SELECT id FROM fresh WHERE grp = ? AND t_max >= ? AND t_min < ? "
+                    "ORDER BY id", (tag_id >> GROUP_SHIFT, start_ns, end_ns)).fetchall()
+                for (rowid,) in fresh:
+                    with db.blobopen("fresh", "data", rowid, readonly=True) as blob:
+                        parts.append(_read_part(blob, FRESH_COLUMNS, names, tag_id,
+                                                start_ns, end_ns))
+            finally:
+                db.execute("COMMIT")
+        cols = _concat(parts, names)
+        ts = cols["source_ts"]
+        if len(ts) > 1 and (ts[1:] < ts[:-1]).any():  # chunks may overlap (late data)
+            cols = _take(cols, np.argsort(ts, kind="stable"))
+        return self._position.get(tag, -1), cols
+
+    def history(self, tag: str, start_ns: int, end_ns: int, limit: int | None = None) -> Batch:
+        """`tag`'s raw readings in [start_ns, end_ns), oldest first, at most `limit`."""
+        point, cols = self._read_range(tag, start_ns, end_ns)
+        if limit is not None:
+            cols = {k: v[:limit] for k, v in cols.items()}
+        return Batch(point=np.full(len(cols["source_ts"]), point, np.int32), **cols)
+
+    def buckets(self, tag: str, start_ns: int, end_ns: int, width_ns: int) -> Buckets:
+        """`tag`'s good and uncertain readings in [start_ns, end_ns), aggregated per bucket."""
+        if width_ns <= 0:
+            raise ValueError(f"bucket width must be positive, got {width_ns} ns")
+        _, cols = self._read_range(tag, start_ns, end_ns, ("source_ts", "value", "quality"))
+        ts, value = cols["source_ts"], cols["value"]
+        usable = cols["quality"] != Quality.BAD
+        if not usable.all():
+            ts, value = ts[usable], value[usable]
+        if not len(ts):
+            empty = np.empty(0)
+            return Buckets(np.empty(0, np.int64), np.empty(0, np.int64), *[empty] * 5)
+        bucket = ts // width_ns
+        starts, ends = _runs(bucket)
+        count = ends - starts
+        return Buckets(
+            start=bucket[starts] * width_ns,
+            count=count,
+            mean=np.add.reduceat(value, starts) / count,
+            min=np.minimum.reduceat(value, starts),
+            max=np.maximum.reduceat(value, starts),
+            first=value[starts],
+            last=value[ends - 1],
+        )
+
+    def close(self) -> None:
+        if self._read is not None:
+            self._read.close()
+        if not self.readonly:
+            with self._write_lock:
+                self._write.close()

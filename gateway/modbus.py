@@ -1,0 +1,424 @@
+"""Modbus TCP/RTU polling: one deadline-ordered queue per bus, batches out.
+
+A bus is a TCP endpoint (host, port) or a serial port; every unit id behind it shares its
+queue, and its one connection (TCP: `connections` if a device asks for more), because a
+Modbus client has one request in flight. Each device is polled on a fixed grid
+(next deadline = previous deadline + poll_interval), so a late poll does not shift its rate;
+deadlines missed by a whole interval are skipped, not bunched.
+
+Failures: a request is retried `retries` times; a timeout or a lost connection ends the
+device's poll (its remaining points are bad with that cause) and opens its circuit breaker
+for an exponentially growing, jittered backoff, during which its points are reported bad
+(`CIRCUIT_OPEN`) at each deadline without asking it. Exception responses mark only the points
+of that request. Reconnects use the same backoff. A failed read never carries the last good
+value: it is NaN with quality BAD and its cause (`gateway.quality`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+
+from anomaly.batch import Batch, Quality
+from gateway import quality
+from gateway.config import Device, Site
+from gateway.modbus_plan import DevicePlan, Request, plan_device
+from gateway.status import DeviceState, DeviceStatus, GatewayStatus
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Batch], Awaitable[None]]
+
+BACKOFF_MAX = 60.0  # seconds, cap of the breaker's and the reconnect's backoff
+# Causes after which the device (or the link) is taken as unreachable: stop this poll.
+_UNREACHABLE = frozenset({
+    quality.TIMEOUT,
+    quality.CONNECTION,
+    quality.modbus_exception(10),  # gateway path unavailable
+    quality.modbus_exception(11),  # gateway target device failed to respond
+})
+_SERIAL_KEYS = ("baudrate", "parity", "stopbits", "bytesize")
+
+
+def bus_key(device: Device) -> str:
+    """The bus a device sits on: "tcp:HOST:PORT" or "rtu:SERIAL_PORT"."""
+    if device.protocol == "modbus-rtu":
+        return f"rtu:{device.serial_port}"
+    return f"tcp:{device.host}:{device.port}"
+
+
+def backoff(failures: int, base: float) -> float:
+    """Exponential backoff with equal jitter: in [d/2, d), d = min(cap, base * 2^(n-1))."""
+    d = min(BACKOFF_MAX, base * 2 ** min(failures - 1, 30))
+    return d / 2 + random.uniform(0, d / 2)
+
+
+@dataclass(eq=False)
+class _Device:
+    cfg: Device
+    plan: DevicePlan
+    status: DeviceStatus
+    registers: np.ndarray
+    bits: np.ndarray
+    deadline: float = 0.0
+    failures: int = 0  # consecutive polls that found the device unreachable
+    open_until: float = 0.0
+    state: DeviceState = "unknown"
+
+    @classmethod
+    def of(cls, cfg: Device, plan: DevicePlan, status: DeviceStatus) -> _Device:
+        registers, bits = plan.buffers()
+        return cls(cfg, plan, status, registers, bits)
+
+
+@dataclass(eq=False)
+class _Link:
+    """One connection of a bus, with its reconnect backoff and request pacing."""
+
+    number: int
+    client: ModbusBaseClient | None = None
+    timeout: float = 0.0
+    failures: int = 0
+    retry_at: float = 0.0
+    quiet_until: float = 0.0  # no request before this (loop time): the devices' `pause`
+    connects: int = 0
+    read: dict[int, Callable] = field(default_factory=dict)
+
+
+class ModbusBus:
+    """Polls the devices of one bus until cancelled."""
+
+    def __init__(self, key: str, devices: list[_Device], emit: Emit, connections: int = 1):
+        self.key = key
+        self.devices = devices
+        self.emit = emit
+        self.links = [_Link(i) for i in range(connections)]
+        self._heap: list[tuple[float, int, _Device]] = []
+        self._seq = itertools.count()
+        self._wake: asyncio.Event | None = None
+
+    @property
+    def device_names(self) -> list[str]:
+        return [d.cfg.name for d in self.devices]
+
+    async def run(self) -> None:
+        """Poll every device at its interval until cancelled."""
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        now = loop.time()
+        self._heap = []
+        for d in self.devices:
+            d.deadline = now
+            heapq.heappush(self._heap, (d.deadline, next(self._seq), d))
+        workers = [asyncio.create_task(self._work(link), name=f"modbus {self.key}#{link.number}")
+                   for link in self.links]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            await self.close()
+
+    async def close(self) -> None:
+        for link in self.links:
+            if link.client is not None:
+                link.client.close()
+                link.client = None
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    async def _work(self, link: _Link) -> None:
+        while True:
+            dev = await self._next_due()
+            try:
+                await self._poll(dev, link)
+            finally:
+                self._reschedule(dev)
+
+    async def _next_due(self) -> _Device:
+        loop = asyncio.get_running_loop()
+        assert self._wake is not None
+        while True:
+            delay = None
+            if self._heap:
+                delay = self._heap[0][0] - loop.time()
+                if delay <= 0:
+                    return heapq.heappop(self._heap)[2]
+            if len(self.links) == 1 and delay is not None:
+                await asyncio.sleep(delay)
+                continue
+            # Another link may put back a device due sooner than the one we wait for.
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _reschedule(self, dev: _Device) -> None:
+        interval = dev.cfg.poll_interval
+        dev.deadline += interval
+        behind = asyncio.get_running_loop().time() - dev.deadline
+        if behind >= interval:
+            dev.deadline += (behind // interval) * interval
+        heapq.heappush(self._heap, (dev.deadline, next(self._seq), dev))
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- polling ---------------------------------------------------------------------------
+
+    async def _poll(self, dev: _Device, link: _Link) -> None:
+        loop = asyncio.get_running_loop()
+        if dev.open_until > loop.time():
+            await self._emit_failed(dev, quality.CIRCUIT_OPEN)
+            return
+        if not await self._connect(link, dev):
+            await self._emit_failed(dev, quality.CONNECTION)
+            self._unreachable(dev, quality.CONNECTION)
+            return
+        plan = dev.plan
+        n = len(plan.requests)
+        codes = np.zeros(n, dtype=np.uint32)
+        stamps = np.empty(n, dtype=np.int64)
+        answered = False
+        for i, req in enumerate(plan.requests):
+            code = await self._request(link, dev, req)
+            stamps[i] = time.time_ns()
+            if code in _UNREACHABLE:
+                codes[i:] = code
+                stamps[i:] = stamps[i]
+                break
+            codes[i] = code
+            answered = True
+        await self._emit_poll(dev, codes, stamps)
+        if answered:
+            dev.status.last_success = time.time()
+        failed = np.flatnonzero(codes)
+        if len(failed) and int(codes[failed[-1]]) in _UNREACHABLE:
+            self._unreachable(dev, int(codes[failed[-1]]))
+            return
+        dev.failures = 0
+        if len(failed):
+            self._set_state(dev, "degraded", quality.cause_name(int(codes[failed[0]])))
+        else:
+            self._set_state(dev, "ok")
+
+    async def _request(self, link: _Link, dev: _Device, req: Request) -> int:
+        """Send one read (with retries); copy its answer into the poll buffers; a cause code."""
+        client = link.client
+        assert client is not None
+        loop = asyncio.get_running_loop()
+        if link.timeout != dev.cfg.timeout:
+            # One client serves every unit id of the bus; each has its own timeout.
+            client.ctx.comm_params.timeout_connect = link.timeout = dev.cfg.timeout
+        code = quality.OK
+        # A device on probation (circuit half-open) gets one try: it must not hold the bus.
+        for _ in range(1 if dev.failures else dev.cfg.retries + 1):
+            wait = link.quiet_until - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            started = time.perf_counter()
+            try:
+                rr = await link.read[req.function_code](
+                    req.address, count=req.count, device_id=dev.cfg.unit)
+            except ConnectionException:
+                code = quality.CONNECTION
+            except ModbusIOException as e:
+                code = quality.TIMEOUT if "No response" in str(e) else quality.INVALID_RESPONSE
+            except ModbusException:
+                code = quality.INVALID_RESPONSE
+            else:
+                dev.status.observe_request(time.perf_counter() - started)
+                code = self._store(dev, req, rr)
+            if dev.cfg.pause:
+                link.quiet_until = loop.time() + dev.cfg.pause
+            if code == quality.OK:
+                return code
+            dev.status.count_error(quality.cause_name(code))
+            if not client.connected:
+                self._drop(link, dev)
+                return quality.CONNECTION
+            if code > quality.MODBUS_EXCEPTION_BASE and code not in _UNREACHABLE:
+                return code  # the device answered: asking again gets the same answer
+        return code
+
+    @staticmethod
+    def _store(dev: _Device, req: Request, rr: ModbusPDU) -> int:
+        if rr.isError():
+            return quality.modbus_exception(getattr(rr, "exception_code", 0))
+        if req.function_code <= 2:
+            if len(rr.bits) < req.count:
+                return quality.INVALID_RESPONSE
+            dev.bits[req.offset:req.offset + req.count] = rr.bits[:req.count]
+        else:
+            if len(rr.registers) != req.count:
+                return quality.INVALID_RESPONSE
+            dev.registers[req.offset:req.offset + req.count] = rr.registers
+        return quality.OK
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def _connect(self, link: _Link, dev: _Device) -> bool:
+        """Whether `link` is connected, connecting it if its backoff allows."""
+        if link.client is not None and link.client.connected:
+            return True
+        loop = asyncio.get_running_loop()
+        if loop.time() < link.retry_at:
+            return False
+        if link.client is None:
+            link.client = self._client(dev.cfg)
+            link.timeout = dev.cfg.timeout
+            c = link.client
+            link.read = {1: c.read_coils, 2: c.read_discrete_inputs,
+                         3: c.read_holding_registers, 4: c.read_input_registers}
+        link.client.ctx.comm_params.timeout_connect = link.timeout = dev.cfg.timeout
+        if await link.client.connect():
+            if link.connects:
+                for d in self.devices:
+                    d.status.reconnects_total += 1
+            link.connects += 1
+            log.info("event=connected bus=%s link=%d failures=%d", self.key, link.number,
+                     link.failures)
+            link.failures = 0
+            return True
+        link.failures += 1
+        delay = backoff(link.failures, dev.cfg.poll_interval)
+        link.retry_at = loop.time() + delay
+        if link.failures == 1:
+            log.warning("event=connect_failed bus=%s link=%d backoff=%.3f", self.key,
+                        link.number, delay)
+        return False
+
+    def _drop(self, link: _Link, dev: _Device) -> None:
+        log.warning("event=disconnected bus=%s link=%d device=%s", self.key, link.number,
+                    dev.cfg.name)
+        if link.client is not None:
+            link.client.close()
+
+    def _client(self, d: Device) -> ModbusBaseClient:
+        # retries=0 and reconnect_delay=0: retries and reconnects are ours (with backoff).
+        if d.protocol == "modbus-rtu":
+            assert d.serial_port is not None
+            return AsyncModbusSerialClient(
+                d.serial_port, baudrate=d.baudrate, parity=d.parity, stopbits=d.stopbits,
+                bytesize=d.bytesize, timeout=d.timeout, retries=0, reconnect_delay=0,
+                name=self.key)
+        return AsyncModbusTcpClient(d.host, port=d.port, timeout=d.timeout, retries=0,
+                                    reconnect_delay=0, name=self.key)
+
+    # -- results ---------------------------------------------------------------------------
+
+    async def _emit_poll(self, dev: _Device, codes: np.ndarray, stamps: np.ndarray) -> None:
+        plan = dev.plan
+        rows = plan.request_of_row
+        values = plan.decode(dev.registers, dev.bits)
+        if codes.any():
+            cause = codes[rows]
+            bad = cause != 0
+            values[bad] = np.nan
+            quality_ = bad.astype(np.uint8) * np.uint8(Quality.BAD)
+        else:
+            cause = np.zeros(len(rows), dtype=np.uint32)
+            quality_ = np.zeros(len(rows), dtype=np.uint8)
+        source_ts = stamps[rows]
+        batch = Batch(source_ts=source_ts, gateway_ts=source_ts.copy(), point=plan.points,
+                      value=values, quality=quality_, cause=cause)
+        await self.emit(batch)
+        dev.status.polls_total += 1
+        dev.status.readings_total += len(rows)
+        if len(cause) and cause.any():
+            dev.status.poll_errors_total += 1
+
+    async def _emit_failed(self, dev: _Device, cause: int) -> None:
+        """Every point of `dev` bad with `cause`, without asking the device."""
+        n = len(dev.plan)
+        now = time.time_ns()
+        await self.emit(Batch(
+            source_ts=np.full(n, now, dtype=np.int64),
+            gateway_ts=np.full(n, now, dtype=np.int64),
+            point=dev.plan.points,
+            value=np.full(n, np.nan),
+            quality=np.full(n, Quality.BAD, dtype=np.uint8),
+            cause=np.full(n, cause, dtype=np.uint32),
+        ))
+        dev.status.polls_total += 1
+        dev.status.poll_errors_total += 1
+        dev.status.readings_total += n
+
+    def _unreachable(self, dev: _Device, cause: int) -> None:
+        """Open the device's circuit breaker for a growing backoff."""
+        dev.failures += 1
+        delay = backoff(dev.failures, dev.cfg.poll_interval)
+        dev.open_until = asyncio.get_running_loop().time() + delay
+        name = quality.cause_name(cause)
+        dev.status.last_error = name
+        if dev.state != "down":
+            log.warning("event=device_down device=%s bus=%s cause=%s backoff=%.3f",
+                        dev.cfg.name, self.key, name, delay)
+        else:
+            log.debug("event=device_probe_failed device=%s cause=%s backoff=%.3f",
+                      dev.cfg.name, name, delay)
+        dev.state = dev.status.state = "down"
+
+    def _set_state(self, dev: _Device, state: DeviceState, cause: str | None = None) -> None:
+        if state != dev.state:
+            if state == "ok":
+                log.info("event=device_ok device=%s bus=%s was=%s", dev.cfg.name, self.key,
+                         dev.state)
+            else:
+                log.warning("event=device_degraded device=%s bus=%s cause=%s", dev.cfg.name,
+                            self.key, cause)
+        if cause is not None:
+            dev.status.last_error = cause
+        dev.state = dev.status.state = state
+
+
+def build_buses(site: Site, status: GatewayStatus, emit: Emit) -> list[ModbusBus]:
+    """One `ModbusBus` per TCP endpoint or serial port of the site's Modbus devices.
+
+    Raises ValueError for a point that cannot be polled as configured, or for devices on
+    one serial port with different line settings.
+    """
+    points: dict[str, list] = {}
+    for index, p in enumerate(site.points):
+        if p.device is not None:
+            points.setdefault(p.device, []).append((index, p))
+    grouped: dict[str, list[_Device]] = {}
+    for cfg in site.devices:
+        if cfg.protocol not in ("modbus-tcp", "modbus-rtu"):
+            continue
+        key = bus_key(cfg)
+        dev_status = status.devices.get(cfg.name)
+        if dev_status is None:
+            dev_status = status.devices[cfg.name] = DeviceStatus(
+                name=cfg.name, protocol=cfg.protocol, bus=key)
+        plan = plan_device(cfg, points.get(cfg.name, []))
+        if not plan.requests:
+            continue
+        grouped.setdefault(key, []).append(_Device.of(cfg, plan, dev_status))
+    buses = []
+    for key, devices in grouped.items():
+        first = devices[0].cfg
+        if first.protocol == "modbus-rtu":
+            for d in devices[1:]:
+                if any(getattr(d.cfg, k) != getattr(first, k) for k in _SERIAL_KEYS):
+                    raise ValueError(
+                        f"devices {first.name!r} and {d.cfg.name!r} share serial port "
+                        f"{first.serial_port} with different line settings "
+                        f"({', '.join(_SERIAL_KEYS)})")
+            connections = 1
+        else:
+            connections = max(d.cfg.connections for d in devices)
+        buses.append(ModbusBus(key, devices, emit, connections))
+    return buses

@@ -1,0 +1,59 @@
+"""Cause codes that travel with each reading (`Batch.cause`), and their names.
+
+- 0: good.
+- Small codes: what the gateway saw (timeout, connection, ...).
+- `MODBUS_EXCEPTION_BASE + code`: the device answered with Modbus exception `code`
+  (`MODBUS_EXCEPTION_BASE + 2`: illegal data address).
+- `>= OPCUA_STATUS_MIN`: an OPC UA status code, passed through as-is.
+
+>>> cause_name(TIMEOUT), cause_name(MODBUS_EXCEPTION_BASE + 2), cause_name(0x80000000 | 0x123)
+('timeout', 'illegal_data_address', 'opcua_0x80000123')
+"""
+
+from __future__ import annotations
+
+OK = 0
+TIMEOUT = 1  # no answer within the device's timeout, after its retries
+CONNECTION = 2  # could not connect, or the connection dropped
+INVALID_RESPONSE = 3  # an answer that does not fit the request (length, framing, ids)
+CIRCUIT_OPEN = 4  # not asked: the device failed recently and waits out its backoff
+STALE = 5  # no update for the device's `stale_after` poll intervals (set by readers)
+
+MODBUS_EXCEPTION_BASE = 0x100
+OPCUA_STATUS_MIN = 0x10000000
+
+_NAMES = {
+    OK: "ok",
+    TIMEOUT: "timeout",
+    CONNECTION: "connection",
+    INVALID_RESPONSE: "invalid_response",
+    CIRCUIT_OPEN: "circuit_open",
+    STALE: "stale",
+}
+# Modbus Application Protocol v1.1b3, section 7.
+_MODBUS_EXCEPTIONS = {
+    1: "illegal_function",
+    2: "illegal_data_address",
+    3: "illegal_data_value",
+    4: "server_device_failure",
+    5: "acknowledge",
+    6: "server_device_busy",
+    8: "memory_parity_error",
+    10: "gateway_path_unavailable",
+    11: "gateway_target_no_response",
+}
+
+
+def modbus_exception(code: int) -> int:
+    """The cause code of Modbus exception response `code`."""
+    return MODBUS_EXCEPTION_BASE + code
+
+
+def cause_name(code: int) -> str:
+    """A short snake_case name for a cause code (for logs and metric labels)."""
+    if code >= OPCUA_STATUS_MIN:
+        return f"opcua_0x{code:08X}"
+    if code > MODBUS_EXCEPTION_BASE:
+        exc = code - MODBUS_EXCEPTION_BASE
+        return _MODBUS_EXCEPTIONS.get(exc, f"modbus_exception_{exc}")
+    return _NAMES.get(code, f"cause_{code}")

@@ -1,0 +1,417 @@
+"""The on-disk spool: every batch is appended here before its poll counts as done.
+
+Layout: a directory of append-only segment files named by the sequence number of their first
+record (`00000001700000000000.seg`), one `<sink>.cursor` file per sink, and a `LOCK` file
+(one process per spool). A record is a 32-byte header followed by the batch columns as raw
+numpy bytes, padded to 8 bytes so every column of a read buffer is aligned:
+
+    magic "SWSP" | crc32 (of the rest of the header and the payload) | seq u64 | rows u32 |
+    payload length u32 | append time i64 ns | payload
+
+Durability: a record is written with one `writev()`, so once `append()` returns it survives a
+crash of the process (kill -9): the kernel holds it. Surviving a power loss needs it on the disk:
+`fsync_interval = 0` syncs every append (a few ms each on most disks); a larger interval syncs at
+most that often, so a power cut loses at most the last `fsync_interval` seconds. A record torn
+by either kind of crash fails its CRC and is cut off when the spool reopens.
+
+Sequence numbers rise by one per record and never repeat, even if the directory is wiped: a new
+spool starts numbering at the current time in microseconds, above anything an earlier spool
+can have reached, so a sink's stored cursor never hides new records.
+
+Retention: sinks `ack()` what they have stored; a segment every known sink has acked is
+deleted. The size and age bounds drop the oldest segments whether acked or not; the readings
+some sink had not acked are counted in `readings_dropped_total` and logged (`event=spool_drop`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+from array import array
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from anomaly.batch import Batch
+from gateway.config import SpoolSection
+from gateway.status import SpoolStatus
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"SWSP"
+HEADER = struct.Struct("<4sIQIIq")  # magic, crc, seq, rows, payload length, append time
+# Payload column order: 8-byte columns first so that each column stays aligned.
+COLUMNS = ("source_ts", "gateway_ts", "value", "point", "cause", "quality")
+DTYPES = {name: np.dtype(Batch.DTYPES[name]) for name in COLUMNS}
+ROW_BYTES = sum(dt.itemsize for dt in DTYPES.values())
+SEGMENT_SUFFIX = ".seg"
+SINK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class SpoolError(Exception):
+    """The spool cannot be opened (in use by another process, or unreadable)."""
+
+
+def payload_length(rows: int) -> int:
+    return (rows * ROW_BYTES + 7) & ~7
+
+
+@dataclass
+class _Segment:
+    """One segment file and the index of its records (offset, cumulative rows, append time)."""
+
+    first_seq: int
+    path: Path
+    size: int = 0
+    offsets: array = field(default_factory=lambda: array("q"))
+    rows_cum: array = field(default_factory=lambda: array("q"))
+    times: array = field(default_factory=lambda: array("q"))
+
+    @property
+    def count(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.count - 1
+
+    @property
+    def rows(self) -> int:
+        return self.rows_cum[-1] if self.rows_cum else 0
+
+    def rows_of(self, k: int) -> int:
+        """Readings in the segment's k-th record."""
+        return self.rows_cum[k] - (self.rows_cum[k - 1] if k else 0)
+
+    def rows_after(self, seq: int) -> int:
+        """Readings in records with a sequence number above `seq`."""
+        k = min(max(seq - self.first_seq + 1, 0), self.count)
+        return self.rows - (self.rows_cum[k - 1] if k else 0)
+
+    def add(self, offset: int, rows: int, appended_ns: int, length: int) -> None:
+        self.offsets.append(offset)
+        self.rows_cum.append(self.rows + rows)
+        self.times.append(appended_ns)
+        self.size = offset + length
+
+
+def _segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}{SEGMENT_SUFFIX}"
+
+
+def _scan(path: Path, first_seq: int, check_crc: bool) -> tuple[_Segment, int]:
+    """Index a segment's valid records; also return the file's size (bytes beyond are bad)."""
+    data = path.read_bytes()
+    seg = _Segment(first_seq, path)
+    pos, seq = 0, first_seq
+    while pos + HEADER.size <= len(data):
+        magic, crc, rseq, rows, length, appended = HEADER.unpack_from(data, pos)
+        end = pos + HEADER.size + length
+        if magic != MAGIC or rseq != seq or length != payload_length(rows) or end > len(data):
+            break
+        if check_crc and zlib.crc32(memoryview(data)[pos + 8 : end]) != crc:
+            break
+        seg.add(pos, rows, appended, end - pos)
+        pos, seq = end, seq + 1
+    return seg, len(data)
+
+
+class Spool:
+    """Append-only store of batches with per-sink cursors, bounded by size and age.
+
+    `append()` is called from the event loop; `read_after()` and `ack()` may run in a thread:
+    a lock guards the index, and file reads happen outside it.
+    """
+
+    def __init__(self, directory: Path, settings: SpoolSection, status: SpoolStatus) -> None:
+        self.directory = Path(directory)
+        self.settings = settings
+        self.status = status
+        # A segment must stay well under the size bound, or that bound could only be kept by
+        # dropping the segment being written.
+        self._segment_bytes = max(1, min(settings.segment_bytes, settings.max_bytes // 4))
+        self._lock = threading.Lock()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise SpoolError(f"{self.directory}: spool in use by another process") from None
+        self._cursors = self._load_cursors()
+        self._segments = self._load_segments()
+        active = self._segments[-1]
+        self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
+        self._last_sync = time.monotonic()
+        self._dirty = False
+        self._closed = False
+        self._enforce_bounds(time.time_ns())
+        self._update_status(time.time_ns())
+
+    # --- opening -----------------------------------------------------------------------
+
+    def _load_cursors(self) -> dict[str, int]:
+        cursors = {}
+        for path in self.directory.glob("*.cursor"):
+            try:
+                cursors[path.stem] = int(path.read_text())
+            except ValueError:
+                # A cursor lost to a power cut only means keeping more: treat it as "nothing".
+                log.warning("event=spool_cursor_unreadable path=%s", path)
+                cursors[path.stem] = 0
+        return cursors
+
+    def _load_segments(self) -> list[_Segment]:
+        paths = sorted(self.directory.glob("*" + SEGMENT_SUFFIX))
+        segments: list[_Segment] = []
+        for i, path in enumerate(paths):
+            try:
+                first_seq = int(path.stem)
+            except ValueError:
+                raise SpoolError(f"{path}: not a spool segment name") from None
+            last = i == len(paths) - 1
+            seg, size = _scan(path, first_seq, check_crc=last)
+            if seg.size < size:
+                lost = size - seg.size
+                if last:
+                    # A torn tail: the append that wrote it never returned.
+                    log.warning("event=spool_torn_tail segment=%s bytes=%d", path.name, lost)
+                else:
+                    # Sealed segments are synced before the next one starts; damage here is
+                    # the disk's. The readings in it cannot be counted, only the bytes.
+                    log.error("event=spool_drop reason=corrupt segment=%s bytes=%d",
+                              path.name, lost)
+                os.truncate(path, seg.size)
+            if seg.count == 0 and not last:
+                path.unlink()
+                continue
+            segments.append(seg)
+        if not segments:
+            # Numbering starts from the clock so it stays above any earlier spool's.
+            start = max(time.time_ns() // 1000, max(self._cursors.values(), default=0) + 1)
+            segments.append(self._create_segment(start))
+        return segments
+
+    def _create_segment(self, first_seq: int) -> _Segment:
+        path = self.directory / _segment_name(first_seq)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return _Segment(first_seq, path)
+
+    # --- writing -----------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest record (one below the next append's)."""
+        return self._segments[-1].first_seq + self._segments[-1].count - 1
+
+    @property
+    def first_seq(self) -> int:
+        """Sequence number of the oldest record still held."""
+        return self._segments[0].first_seq
+
+    def append(self, batch: Batch) -> int:
+        """Write `batch` as one record and return its sequence number."""
+        columns = [np.ascontiguousarray(getattr(batch, name), DTYPES[name]) for name in COLUMNS]
+        rows = len(batch)
+        length = payload_length(rows)
+        pad = b"\0" * (length - rows * ROW_BYTES)
+        now = time.time_ns()
+        with self._lock:
+            if self._closed:
+                raise SpoolError(f"{self.directory}: spool is closed")
+            if self._segments[-1].size >= self._segment_bytes:
+                self._roll()
+            seg = self._segments[-1]
+            seq = seg.first_seq + seg.count
+            rest = HEADER.pack(MAGIC, 0, seq, rows, length, now)[8:]
+            crc = zlib.crc32(rest)
+            for col in columns:
+                crc = zlib.crc32(col, crc)
+            crc = zlib.crc32(pad, crc)
+            header = MAGIC + struct.pack("<I", crc) + rest
+            self._write_all([header, *columns, pad])
+            seg.add(seg.size, rows, now, HEADER.size + length)
+            self._dirty = True
+            if (self.settings.fsync_interval == 0
+                    or time.monotonic() - self._last_sync >= self.settings.fsync_interval):
+                self._sync()
+            self.status.readings_appended_total += rows
+            self._enforce_bounds(now)
+            self._update_status(now)
+        return seq
+
+    def _write_all(self, buffers: list) -> None:
+        views = [memoryview(b).cast("B") for b in buffers]
+        while views:
+            written = os.writev(self._fd, views)
+            # A short write (rare: a signal, a full disk) resumes where it stopped.
+            while views and written >= len(views[0]):
+                written -= len(views.pop(0))
+            if views:
+                views[0] = views[0][written:]
+
+    def _sync(self) -> None:
+        os.fdatasync(self._fd)
+        self._last_sync = time.monotonic()
+        self._dirty = False
+
+    def _roll(self) -> None:
+        """Seal the active segment (synced, so only the newest can ever be torn) and start one."""
+        self._sync()
+        os.close(self._fd)
+        seg = self._create_segment(self.last_seq + 1)
+        self._segments.append(seg)
+        self._fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND)
+
+    # --- reading -----------------------------------------------------------------------
+
+    def read_after(self, seq: int, max_rows: int) -> list[tuple[int, Batch]]:
+        """Records after `seq`, oldest first, up to about `max_rows` readings (at least one
+        record if there is any). Records dropped by the bounds are skipped."""
+        out: list[tuple[int, Batch]] = []
+        rows = 0
+        while rows < max_rows:
+            with self._lock:
+                self._enforce_bounds(time.time_ns())
+                if seq >= self.last_seq:
+                    break
+                seq = max(seq, self.first_seq - 1)
+                i = bisect_right([s.first_seq for s in self._segments], seq + 1) - 1
+                seg = self._segments[i]
+                k0 = seq + 1 - seg.first_seq
+                if k0 >= seg.count:  # a gap left by a damaged segment
+                    seq = self._segments[i + 1].first_seq - 1
+                    continue
+                k1, taken = k0 + 1, rows + seg.rows_of(k0)
+                while k1 < seg.count and taken < max_rows:
+                    k1, taken = k1 + 1, taken + seg.rows_of(k1)
+                bounds = [*seg.offsets[k0:k1], seg.offsets[k1] if k1 < seg.count else seg.size]
+                counts = [seg.rows_of(k) for k in range(k0, k1)]
+                # Opened under the lock so a concurrent drop cannot unlink it first; an open
+                # descriptor keeps reading a file that is unlinked afterwards.
+                fd = os.open(seg.path, os.O_RDONLY)
+            try:
+                buf = np.empty(bounds[-1] - bounds[0], np.uint8)
+                if os.preadv(fd, [buf], bounds[0]) != len(buf):
+                    raise SpoolError(f"{seg.path}: short read at {bounds[0]}")
+            finally:
+                os.close(fd)
+            for j, count in enumerate(counts):
+                record = buf[bounds[j] - bounds[0] : bounds[j + 1] - bounds[0]]
+                batch = self._parse(seg.path, record, seg.first_seq + k0 + j, count)
+                if batch is not None:
+                    out.append((seg.first_seq + k0 + j, batch))
+                rows += count
+            seq = seg.first_seq + k1 - 1
+        return out
+
+    def _parse(self, path: Path, record: np.ndarray, seq: int, rows: int) -> Batch | None:
+        """The batch in one record, or None (counted and logged) if the record is damaged."""
+        magic, crc, rseq, hrows, length, _ = HEADER.unpack_from(record)
+        if (magic != MAGIC or rseq != seq or hrows != rows
+                or len(record) != HEADER.size + length
+                or zlib.crc32(memoryview(record)[8:]) != crc):
+            # Damaged after it was written and indexed: skipping it is a loss, so say so.
+            with self._lock:
+                self.status.readings_dropped_total += rows
+            log.error("event=spool_drop reason=corrupt segment=%s seq=%d readings=%d",
+                      path.name, seq, rows)
+            return None
+        cols = {}
+        off = HEADER.size
+        for name in COLUMNS:
+            size = rows * DTYPES[name].itemsize
+            cols[name] = record[off : off + size].view(DTYPES[name])
+            off += size
+        return Batch(**cols)
+
+    def backlog(self, seq: int) -> tuple[int, float]:
+        """(readings after `seq`, age in seconds of the oldest of them) — a sink's backlog."""
+        with self._lock:
+            readings = sum(s.rows_after(seq) for s in self._segments if s.last_seq > seq)
+            seg = next((s for s in self._segments if s.last_seq > seq), None)
+            if seg is None:
+                return 0, 0.0
+            k = max(seq + 1 - seg.first_seq, 0)
+            return readings, max(0.0, (time.time_ns() - seg.times[k]) / 1e9)
+
+    # --- retention ---------------------------------------------------------------------
+
+    def ack(self, sink: str, seq: int) -> None:
+        """Record that `sink` has stored everything up to `seq`; persisted for retention."""
+        if not SINK_NAME.match(sink):
+            raise ValueError(f"spool: bad sink name {sink!r} (letters, digits, _ . - only)")
+        path = self.directory / f"{sink}.cursor"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(str(seq))
+        os.replace(tmp, path)
+        with self._lock:
+            self._cursors[sink] = seq
+            acked = min(self._cursors.values())
+            while len(self._segments) > 1 and self._segments[0].last_seq <= acked:
+                seg = self._segments.pop(0)
+                seg.path.unlink()
+            now = time.time_ns()
+            self._enforce_bounds(now)
+            self._update_status(now)
+
+    def acked(self, sink: str) -> int:
+        """The last sequence number `sink` acknowledged (0 if never)."""
+        with self._lock:
+            return self._cursors.get(sink, 0)
+
+    def _enforce_bounds(self, now: int) -> None:
+        max_age_ns = int(self.settings.max_age * 1e9)
+        while True:
+            oldest = self._segments[0]
+            if oldest.count == 0:
+                return
+            total = sum(s.size for s in self._segments)
+            too_old = now - oldest.times[-1] > max_age_ns
+            if total <= self.settings.max_bytes and not too_old:
+                return
+            if len(self._segments) == 1:
+                self._roll()
+            self._drop_oldest("age" if too_old else "size")
+
+    def _drop_oldest(self, reason: str) -> None:
+        seg = self._segments.pop(0)
+        acked = min(self._cursors.values(), default=0)
+        lost = seg.rows_after(acked)
+        seg.path.unlink()
+        if lost:
+            self.status.readings_dropped_total += lost
+            log.warning(
+                "event=spool_drop reason=%s segment=%s seq=%d-%d readings=%d bytes=%d",
+                reason, seg.path.name, max(seg.first_seq, acked + 1), seg.last_seq, lost,
+                seg.size)
+
+    def _update_status(self, now: int) -> None:
+        self.status.bytes = sum(s.size for s in self._segments)
+        self.status.batches = sum(s.count for s in self._segments)
+        first = self._segments[0]
+        self.status.oldest_age_seconds = (
+            max(0.0, (now - first.times[0]) / 1e9) if first.count else 0.0)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._dirty:
+                self._sync()
+            os.close(self._fd)
+            os.close(self._lock_fd)

@@ -1,0 +1,53 @@
+"""`scadawatch check-config`: validate a site file, print what it holds or every problem."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from gateway.config import ConfigError, Site, load_site
+from scadawatch.cli import EXIT_OK, EXIT_USAGE
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counter.items()))
+
+
+def summary(site: Site) -> list[str]:
+    """What an engineer checks after editing a site file: names, counts, buses, paths."""
+    devices = Counter(d.protocol for d in site.devices)
+    kinds = Counter(p.kind for p in site.points)
+    unpolled = sum(p.device is None for p in site.points)
+    buses: dict[str, list[str]] = {}
+    for d in site.devices:
+        buses.setdefault(d.bus, []).append(d.name)
+    per_device = Counter(p.device for p in site.points)
+    lines = [f"site: {site.site.name}",
+             f"devices: {len(site.devices)}" + (f" ({_counts(devices)})" if devices else ""),
+             f"points: {len(site.points)}" + (f" ({_counts(kinds)})" if kinds else "")
+             + (f"; {unpolled} not polled (no device)" if unpolled else ""),
+             f"buses: {len(buses)}"]
+    for bus, names in buses.items():
+        n = sum(per_device[name] for name in names)
+        lines.append(f"  {bus}: {', '.join(names)} ({n} point{'' if n == 1 else 's'})")
+    if site.site.points_csv is not None:
+        lines.append(f"points_csv: {site.site.points_csv}")
+    lines += [f"data_dir: {site.site.data_dir}",
+              f"historian: {site.historian.kind}",
+              f"api: {site.api.host}:{site.api.port}"]
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        site = load_site(args.config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        n = len(e.problems)
+        print(f"{args.config}: {n} problem{'' if n == 1 else 's'}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.config}: OK")
+    print("\n".join(summary(site)))
+    return EXIT_OK

@@ -1,0 +1,128 @@
+"""`scadawatch demo`: simulators, gateway, historian and API on 127.0.0.1, in one command.
+
+The simulators run as child processes (`scadawatch simulate water|grid`), so the gateway
+reaches them only over Modbus TCP, as it would reach field devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import tomli_w
+
+from gateway.config import Site, load_site
+from gateway.logs import setup_logging
+from scadawatch.cli import UsageError
+
+log = logging.getLogger("scadawatch.demo")
+
+SITES = ("water", "grid")
+STARTUP_TIMEOUT = 120.0  # seconds for a simulator to write its site file and open its ports
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_simulator(site: str, args: argparse.Namespace, data_dir: Path) -> tuple[
+        subprocess.Popen, Path, int]:
+    site_file = data_dir / f"sim-{site}.toml"
+    modbus_port = free_port()
+    cmd = [sys.executable, "-m", "scadawatch", "simulate", site, "--scenario", args.scenario,
+           "--speed", str(args.speed), "--seed", str(args.seed),
+           "--modbus-port", str(modbus_port), "--opcua-port", str(free_port()),
+           "--write-site", str(site_file)]
+    log.info("event=simulator_starting site=%s modbus_port=%d", site, modbus_port)
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL), site_file, modbus_port
+
+
+def wait_ready(procs: list[tuple[subprocess.Popen, Path, int]]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    pending = list(procs)
+    while pending:
+        proc, site_file, port = pending[0]
+        if proc.poll() is not None:
+            raise UsageError(f"simulator for {site_file.stem} exited with code {proc.returncode}")
+        if site_file.exists() and port_open(port):
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"simulator for {site_file.stem} not ready after "
+                               f"{STARTUP_TIMEOUT:.0f} s")
+        time.sleep(0.2)
+
+
+def merge_sites(site_files: list[Path], data_dir: Path, port: int) -> Path:
+    """One gateway site holding the devices and points of every simulator."""
+    merged: dict = {"site": {"name": "demo", "data_dir": str(data_dir)},
+                    "api": {"host": "127.0.0.1", "port": port}, "devices": [], "points": []}
+    for path in site_files:
+        raw = tomllib.loads(path.read_text())
+        merged["devices"] += raw.get("devices", [])
+        merged["points"] += raw.get("points", [])
+    out = data_dir / "demo-site.toml"
+    out.write_text(tomli_w.dumps(merged))
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging()
+    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="scadawatch-demo-")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if port_open(args.port):
+        raise UsageError(f"--port {args.port}: something already listens there; "
+                         "pick another with --port")
+    procs = [start_simulator(site, args, data_dir) for site in SITES]
+    try:
+        wait_ready(procs)
+        site_file = merge_sites([p[1] for p in procs], data_dir, args.port)
+        site = load_site(site_file)
+        base = f"http://127.0.0.1:{args.port}"
+        print(f"\nscadawatch demo: {len(site.devices)} devices, {len(site.points)} points "
+              f"(scenario {args.scenario}, speed {args.speed:g}x)\n"
+              f"  API docs     {base}/docs\n"
+              f"  latest       {base}/api/v1/latest\n"
+              f"  health       {base}/api/v1/health\n"
+              f"  history      {base}/api/v1/history?tag={site.points[0].tag}&start=-10min\n"
+              f"  site file    {site_file}\n"
+              f"  data         {data_dir}\n"
+              "Stop with Ctrl-C.\n", flush=True)
+        asyncio.run(_run(site, args.port, args.duration))
+    finally:
+        for proc, _, _ in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc, _, _ in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+async def _run(site: Site, port: int, duration: float | None) -> None:
+    from scadawatch.serve import serve
+
+    stop = asyncio.Event()
+    if duration is not None:
+        asyncio.get_running_loop().call_later(duration, stop.set)
+    await serve(site, gateway=True, api=True, port=port, stop=stop)

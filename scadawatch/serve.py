@@ -1,0 +1,69 @@
+"""`scadawatch run | gateway | api`: the gateway and the API, together or apart."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from gateway.config import ConfigError, Site, load_site
+from gateway.logs import setup_logging
+from scadawatch.cli import UsageError
+
+log = logging.getLogger("scadawatch")
+
+
+def load(config: str) -> Site:
+    try:
+        return load_site(config)
+    except ConfigError as e:
+        raise UsageError(f"invalid site file\n{e}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging()
+    site = load(args.config)
+    asyncio.run(serve(site, gateway=args.command in ("run", "gateway"),
+                      api=args.command in ("run", "api")))
+    return 0
+
+
+async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Run the gateway and/or the API until `stop` is set (or Ctrl-C / SIGTERM)."""
+    from gateway.runtime import Gateway, install_stop_signals
+
+    stop = stop or asyncio.Event()
+    install_stop_signals(stop)
+    tasks = []
+    gw = Gateway(site) if gateway else None
+    if gw is not None:
+        tasks.append(asyncio.create_task(gw.run(stop)))
+    if api:
+        tasks.append(asyncio.create_task(_serve_api(site, gw, port or site.api.port, stop)))
+    await asyncio.gather(*tasks)
+
+
+async def _serve_api(site: Site, gw: object | None, port: int, stop: asyncio.Event) -> None:
+    from api.app import create_app
+    from api.server import serve as serve_http
+    from gateway.historian import EmbeddedHistorian
+    from gateway.runtime import Gateway, historian_path, status_path
+    from gateway.status import read_snapshot
+
+    reader = EmbeddedHistorian(historian_path(site), [p.tag for p in site.points])
+    if isinstance(gw, Gateway):
+        status = gw.status.snapshot
+    else:
+        path = status_path(site)
+
+        def status() -> dict | None:
+            return read_snapshot(path)
+
+    app = create_app(site, reader, status)
+    server = asyncio.create_task(serve_http(app, site.api.host, port))
+    log.info("event=api_started url=http://%s:%d/docs", site.api.host, port)
+    await stop.wait()
+    server.cancel()
+    await asyncio.gather(server, return_exceptions=True)
+    reader.close()

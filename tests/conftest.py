@@ -1,0 +1,135 @@
+"""Fixtures shared by the test files."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+import tomli_w
+
+from scadawatch.cli import main as cli_main
+
+if TYPE_CHECKING:
+    from simulators.serve import SiteServer
+    from simulators.site import SimulatedSite
+
+T = TypeVar("T")
+
+CliRun = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> CliRun:
+    """Run `scadawatch ARGS...` in this process: (exit code, stdout, stderr)."""
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli_main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def scenario_file(tmp_path: Path) -> Callable[[dict | str], Path]:
+    """Write a scenario (a dict, or TOML text as is) to a file and return its path."""
+
+    def write(doc: dict | str, name: str = "scenario.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(doc if isinstance(doc, str) else tomli_w.dumps(doc), encoding="utf-8")
+        return path
+
+    return write
+
+
+# --- Simulated sites served over Modbus TCP and OPC UA (simulators.serve) -------------------
+
+SIM_START = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)  # not the CLI's default: start is settable
+
+
+@dataclass
+class ServedSite:
+    """A `SiteServer` running on its own event loop thread, on free loopback ports."""
+
+    server: SiteServer
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def site(self) -> SimulatedSite:
+        return self.server.site
+
+    @property
+    def modbus_port(self) -> int:
+        return self.server.modbus.port
+
+    @property
+    def opcua_endpoint(self) -> str:
+        return self.server.opcua.endpoint
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the server's loop (e.g. `server.publish(t)` on a frozen clock)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+
+@contextlib.contextmanager
+def _serving(server: SiteServer) -> Iterator[ServedSite]:
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    entered: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    async def hold() -> None:
+        try:
+            async with server:
+                entered.set_result(None)
+                run = asyncio.create_task(server.run())
+                await stop.wait()
+                run.cancel()
+                (outcome,) = await asyncio.gather(run, return_exceptions=True)
+                if not isinstance(outcome, asyncio.CancelledError | None):
+                    raise outcome
+        except BaseException as e:
+            if not entered.done():
+                entered.set_exception(e)
+            raise
+
+    task = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sim-serve")
+    done = task.submit(loop.run_until_complete, hold())
+    try:
+        entered.result(timeout=120)
+        yield ServedSite(server, loop)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        try:
+            done.result(timeout=30)  # surfaces an error of the clock loop in the test
+        finally:
+            task.shutdown()
+            loop.close()
+
+
+@pytest.fixture(scope="module")
+def serve_site() -> Iterator[Callable[..., ServedSite]]:
+    """Start serving a simulated site: `serve_site("water", scenario, speed=0.0)`.
+
+    Speed 0 (the default) freezes simulated time at SIM_START, so every client reads the same
+    sample. Sites stop when the test module ends.
+    """
+    from simulators.serve import SiteServer
+    from simulators.site import build_site
+
+    with contextlib.ExitStack() as stack:
+
+        def start(name: str, scenario: str | Path = "normal", *, speed: float = 0.0,
+                  seed: int = 1, update_interval: float = 0.2) -> ServedSite:
+            site = build_site(name, scenario, seed=seed, start=SIM_START, step=60.0)  # type: ignore[arg-type]
+            server = SiteServer(site, modbus_port=0, opcua_port=0, speed=speed,
+                                update_interval=update_interval)
+            return stack.enter_context(_serving(server))
+
+        yield start

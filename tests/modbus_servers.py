@@ -1,0 +1,250 @@
+"""Modbus servers on loopback for the driver tests, and the register images they serve.
+
+- `encode()`: a value as the registers a device sends (struct-based, written apart from the
+  gateway's decoder so that round trips test it).
+- `Image`: the four Modbus tables, filled per point.
+- `pymodbus_tcp()` / `pymodbus_rtu()`: pymodbus 3.16 servers in the running event loop,
+  counting requests per (unit, function code); `silent` units never answer.
+- `pymodbustcp()`: pyModbusTCP's server (a Modbus stack we did not write), in its threads.
+- `serial_pair()`: a virtual null-modem cable made by socat.
+- `Sink`: an emit callback that keeps batches and runs buses until a condition holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pymodbus.pdu import ModbusPDU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+from pyModbusTCP.server import ModbusServer
+
+from anomaly.batch import Batch
+from gateway.config import Device, Point, Site, SiteSection
+
+_STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "int64": "q",
+           "float32": "f", "float64": "d"}
+
+
+def encode(value: float, type_: str, word_order: str) -> list[int]:
+    """Registers of `value` as sent by a device with this word order (see modbus_plan)."""
+    if type_ == "bool":
+        value, type_ = bool(value), "uint16"
+    big = struct.pack(">" + _STRUCT[type_], value if type_[0] == "f" else int(value))
+    words = [big[i:i + 2] for i in range(0, len(big), 2)]
+    if word_order in ("CDAB", "DCBA"):
+        words.reverse()
+    if word_order in ("BADC", "DCBA"):
+        words = [w[::-1] for w in words]
+    return [int.from_bytes(w, "big") for w in words]
+
+
+@dataclass
+class Image:
+    """Contents of the four tables: address -> bool (coil, discrete) or uint16 (registers)."""
+
+    tables: dict[str, dict[int, int]] = field(
+        default_factory=lambda: {"coil": {}, "discrete": {}, "holding": {}, "input": {}})
+
+    def put(self, point: Point, value: float) -> None:
+        assert point.address is not None
+        table = self.tables[point.register_kind]
+        if point.register_kind in ("coil", "discrete"):
+            table[point.address] = int(bool(value))
+        else:
+            for i, word in enumerate(encode(value, point.type, point.word_order)):
+                table[point.address + i] = word
+
+    def runs(self, table: str) -> list[tuple[int, list[int]]]:
+        """Contiguous (start, values) runs; addresses outside them are invalid."""
+        out: list[tuple[int, list[int]]] = []
+        for address in sorted(self.tables[table]):
+            if out and out[-1][0] + len(out[-1][1]) == address:
+                out[-1][1].append(self.tables[table][address])
+            else:
+                out.append((address, [self.tables[table][address]]))
+        return out
+
+    def sim_device(self, unit: int) -> SimDevice:
+        blocks = []
+        for table in ("coil", "discrete"):
+            runs = self.runs(table) or [(0, [0])]
+            blocks.append([SimData(a, values=[bool(v) for v in vs], datatype=DataType.BITS)
+                           for a, vs in runs])
+        for table in ("holding", "input"):
+            runs = self.runs(table) or [(0, [0])]
+            blocks.append([SimData(a, values=vs, datatype=DataType.REGISTERS)
+                           for a, vs in runs])
+        return SimDevice(id=unit, simdata=tuple(blocks))  # type: ignore[arg-type]
+
+
+@dataclass
+class Served:
+    """What a test server saw."""
+
+    port: int = 0
+    requests: Counter[tuple[int, int]] = field(default_factory=Counter)  # (unit, fc) -> n
+    connections: int = 0
+
+    def function_codes(self) -> set[int]:
+        return {fc for _, fc in self.requests}
+
+    def count(self, unit: int | None = None, fc: int | None = None) -> int:
+        return sum(n for (u, f), n in self.requests.items()
+                   if unit in (None, u) and fc in (None, f))
+
+
+def _tracers(served: Served, silent: Collection[int]) -> dict:
+    def trace_pdu(sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
+        if sending:
+            return pdu
+        served.requests[(pdu.dev_id, pdu.function_code)] += 1
+        # Returning None makes the pymodbus server drop the request: a unit that never answers.
+        return None if pdu.dev_id in silent else pdu
+
+    def trace_connect(connected: bool) -> None:
+        served.connections += connected
+
+    return {"trace_pdu": trace_pdu, "trace_connect": trace_connect}
+
+
+@contextlib.asynccontextmanager
+async def pymodbus_tcp(images: dict[int, Image], silent: Collection[int] = (),
+                       port: int = 0) -> AsyncIterator[Served]:
+    """A pymodbus TCP server on 127.0.0.1 serving one image per unit id."""
+    served = Served()
+    devices = [img.sim_device(unit) for unit, img in images.items()]
+    devices += [Image().sim_device(unit) for unit in silent if unit not in images]
+    server = ModbusTcpServer(devices, address=("127.0.0.1", port), **_tracers(served, silent))
+    await server.serve_forever(background=True)
+    served.port = server.transport.sockets[0].getsockname()[1]
+    try:
+        yield served
+    finally:
+        await server.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def pymodbus_rtu(tty: str, images: dict[int, Image],
+                       silent: Collection[int] = ()) -> AsyncIterator[Served]:
+    """A pymodbus RTU server on serial port `tty`."""
+    served = Served()
+    devices = [img.sim_device(unit) for unit, img in images.items()]
+    devices += [Image().sim_device(unit) for unit in silent if unit not in images]
+    server = ModbusSerialServer(devices, port=tty, baudrate=115200, **_tracers(served, silent))
+    await server.serve_forever(background=True)
+    try:
+        yield served
+    finally:
+        await server.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def pymodbustcp(image: Image) -> Iterator[int]:
+    """pyModbusTCP's server on 127.0.0.1 with `image`; yields its port."""
+    server = ModbusServer(host="127.0.0.1", port=free_port(), no_block=True)
+    bank = server.data_bank
+    setters = {"coil": bank.set_coils, "discrete": bank.set_discrete_inputs,
+               "holding": bank.set_holding_registers, "input": bank.set_input_registers}
+    for table, set_values in setters.items():
+        for start, values in image.runs(table):
+            set_values(start, [bool(v) for v in values] if table in ("coil", "discrete")
+                       else values)
+    server.start()
+    try:
+        yield server.port
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def serial_pair(tmp: Path) -> Iterator[tuple[str, str]]:
+    """Two pty ends joined by socat: (server end, gateway end)."""
+    socat = shutil.which("socat")
+    assert socat, "socat is not installed (tests/run.sh installs it)"
+    a, b = tmp / "ttyA", tmp / "ttyB"
+    proc = subprocess.Popen(
+        [socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 5
+        while not (a.exists() and b.exists()):
+            assert proc.poll() is None and time.monotonic() < deadline, "socat did not start"
+            time.sleep(0.01)
+        yield str(a), str(b)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def site(devices: list[Device], points: list[Point]) -> Site:
+    return Site(site=SiteSection(name="test"), devices=devices, points=points)
+
+
+class Sink:
+    """An `emit` that keeps the batches; `running()` runs buses, `wait()` awaits a condition
+    on the batches so far."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    async def __call__(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self._changed.set()
+
+    def of(self, points: Collection[int]) -> list[Batch]:
+        """The batches of one device, given its point indices."""
+        return [b for b in self.batches if len(b) and int(b.point[0]) in points]
+
+    @contextlib.asynccontextmanager
+    async def running(self, buses: list) -> AsyncIterator[Sink]:
+        self._tasks = [asyncio.create_task(bus.run()) for bus in buses]
+        try:
+            yield self
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def wait(self, until: Callable[[Sink], bool], timeout: float = 10.0) -> None:
+        """Until `until(self)` holds; fail after `timeout` s or when a bus stops on an error."""
+        waiter = asyncio.create_task(self._wait(until))
+        try:
+            done, _ = await asyncio.wait([waiter, *self._tasks], timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for t in self._tasks:
+                if t in done:
+                    t.result()  # raises what stopped the bus
+            assert waiter in done, f"condition not met within {timeout} s"
+        finally:
+            waiter.cancel()
+
+    async def run(self, buses: list, until: Callable[[Sink], bool],
+                  timeout: float = 10.0) -> None:
+        async with self.running(buses):
+            await self.wait(until, timeout)
+
+    async def _wait(self, until: Callable[[Sink], bool]) -> None:
+        while not until(self):
+            self._changed.clear()
+            await self._changed.wait()

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One command that sets up a fresh machine and runs the test suite:
+#   bash tests/run.sh [pytest args]
+# Installs the Debian packages the tests talk to (real peers on loopback) and the Python
+# test extra, then runs ruff and pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(mbpoll socat)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+
+python3 -m ruff check .
+
+set +e
+python3 -m pytest -q -p no:cacheprovider "$@"
+status=$?
+set -e
+# pytest exits 5 when it collected no test: a selection that matched nothing is not a failure.
+if [ "$status" -eq 5 ]; then
+    echo "pytest: no tests collected"
+    exit 0
+fi
+exit "$status"
