@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import ClassVar
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class Batch:
     quality: np.ndarray
     cause: np.ndarray
 
-    DTYPES = {
+    DTYPES: ClassVar[dict[str, type]] = {
         "source_ts": np.int64,
         "gateway_ts": np.int64,
         "point": np.int32,

@@ -31,6 +31,7 @@ class StatusView:
 
     status: GatewayStatus | None  # the last snapshot, even a stale one
     updated: float | None  # Unix seconds of the snapshot
+    age: float | None  # seconds
     problem: str | None  # why the gateway counts as not running; None when it runs
 
     @property
@@ -41,18 +42,18 @@ class StatusView:
 def read_status(ctx: ApiContext, now: float) -> StatusView:
     raw = ctx.status()
     if raw is None:
-        return StatusView(None, None, "no gateway status: the gateway is not running")
+        return StatusView(None, None, None, "no gateway status: the gateway is not running")
     try:
         status = _STATUS.validate_python(raw)
         updated = float(raw["updated"])
     except (ValidationError, KeyError, TypeError, ValueError) as e:
         reason = e.errors()[0] if isinstance(e, ValidationError) else repr(e)
-        return StatusView(None, None, f"gateway status unreadable: {reason}")
-    age = now - updated
+        return StatusView(None, None, None, f"gateway status unreadable: {reason}")
+    age = max(0.0, now - updated)  # an in-process snapshot is taken after `now`
     if age > ctx.status_stale_after:
-        return StatusView(status, updated, f"gateway status is {age:.0f} s old: the gateway "
-                                           "is not running")
-    return StatusView(status, updated, None)
+        return StatusView(status, updated, age, f"gateway status is {age:.0f} s old: the "
+                                                "gateway is not running")
+    return StatusView(status, updated, age, None)
 
 
 def device_rows(ctx: ApiContext, view: StatusView) -> list[DeviceStatus]:
@@ -110,7 +111,7 @@ async def health(response: Response, ctx: Ctx) -> Health:
             started=iso_seconds(st.started) if st else None,
             uptime_seconds=round(now - st.started, 3) if st and view.running else None,
             status_updated=iso_seconds(view.updated),
-            status_age_seconds=round(max(0.0, now - view.updated), 3) if view.updated else None,
+            status_age_seconds=None if view.age is None else round(view.age, 3),
         ),
         devices=[DeviceHealth(**{
             **asdict(d),

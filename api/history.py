@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Response
 
 from anomaly.batch import Quality
-from api.context import ApiContext, Ctx, bad_param, json_response
+from api.context import ApiContext, Ctx, bad_param
+from api.encode import Column, columns_csv, columns_json
 from api.models import AGGREGATES, QUALITY_NAMES, Aggregate, History
 from api.times import (
     DURATION_HELP,
@@ -35,13 +33,16 @@ Readings of one tag in `[start, end)`.
 
 - **Raw** (no `bucket`): every reading ordered by source time, at most `limit`; when more
   match, `truncated` is true and `next_start` is the `start` of the next page.
-- **Bucketed** (`bucket=1min`): one row per time bucket holding readings, with the aggregates
-  `agg` asks for (`mean` by default), computed by the historian over good readings.
+- **Bucketed** (`bucket=1min`): one row per time bucket, with the aggregates `agg` asks for
+  (`mean` by default) over the good and uncertain readings; `ts` is the bucket's start.
+  Buckets are aligned to multiples of the width since the Unix epoch (so the first may start
+  before `start`, holding only readings from `start` on); buckets without such a reading are
+  left out.
 
 Rows come as **columns**: `ts[i]`, `value[i]`, `quality[i]` (or `mean[i]`, `max[i]`...) are
-row i. A 100k-row history encodes in tens of milliseconds this way, several times faster and
-about half the size of an object per row. `format=csv` gives one row per line instead, with
-tag and unit on each line (`timestamp,tag,unit,value,quality`), an empty cell for a bad value.
+row i. Measured on 100k rows, this is half the time to encode and to parse, and a third
+smaller, than an object per row. `format=csv` gives one row per line instead, with tag and
+unit on each line (`timestamp,tag,unit,value,quality`), an empty cell for a bad value.
 
 Limits: `limit` ≤ {MAX_LIMIT:,}; at most {MAX_BUCKETS:,} buckets per query.
 """
@@ -65,7 +66,7 @@ def _width(text: str) -> int:
 
 
 def _aggregates(values: list[str] | None) -> list[Aggregate]:
-    names = [a.strip() for v in values or ["mean"] for a in v.split(",")]
+    names = [a.strip() for v in values or [] for a in v.split(",") if a.strip()] or ["mean"]
     for name in names:
         if name not in AGGREGATES:
             raise bad_param("agg", f"{name!r} is not an aggregate; use {', '.join(AGGREGATES)}")
@@ -89,6 +90,8 @@ def history(
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
     point = ctx.point(tag)
+    # An empty parameter (as an HTML form sends it) means its default.
+    start, end, bucket = start or "-1h", end or "now", bucket or None
     now = now_ns()
     start_ns, end_ns = _time("start", start, now), _time("end", end, now)
     if start_ns >= end_ns:
@@ -97,7 +100,7 @@ def history(
     body: dict = {"tag": tag, "unit": point.unit, "start": iso(start_ns), "end": iso(end_ns),
                   "bucket": bucket}
     if bucket is None:
-        if agg:
+        if any(a.strip(", ") for a in agg or []):
             raise bad_param("agg", "aggregates need a bucket width, e.g. bucket=1min")
         columns, extra = _raw(ctx, tag, start_ns, end_ns, limit)
         body |= {"bucket_seconds": None, **extra}
@@ -110,42 +113,36 @@ def history(
                                       "wider bucket or a shorter range")
         columns = _bucketed(ctx, tag, start_ns, end_ns, width, _aggregates(agg))
         body |= {"bucket_seconds": width / NS, "truncated": False, "next_start": None}
-    body["rows"] = len(columns["ts"])
+    body["rows"] = len(columns["ts"][0])
     if format == "csv":
-        return _csv(tag, point.unit, columns)
-    return json_response(body | columns)
+        return columns_csv({"tag": tag, "unit": point.unit}, columns, f"{tag}.csv")
+    return columns_json(body, columns)
+
+
+def _tolist(a: np.ndarray) -> list:
+    return a.tolist()
+
+
+def _quality_names(q: np.ndarray) -> list[str]:
+    return QUALITY_NAMES[np.minimum(q, Quality.BAD)].tolist()
 
 
 def _raw(ctx: ApiContext, tag: str, start_ns: int, end_ns: int,
-         limit: int) -> tuple[dict[str, list], dict]:
+         limit: int) -> tuple[dict[str, Column], dict]:
     batch = ctx.historian.history(tag, start_ns, end_ns, limit=limit + 1)
     truncated = len(batch) > limit
     if truncated:
         batch = batch.take(np.arange(limit))
-    quality = np.minimum(batch.quality, Quality.BAD)
     columns = {
-        "ts": iso_column(batch.source_ts),
-        "value": np.where(quality == Quality.BAD, np.nan, batch.value).tolist(),
-        "quality": QUALITY_NAMES[quality].tolist(),
+        "ts": (batch.source_ts, iso_column),
+        "value": (np.where(batch.quality >= Quality.BAD, np.nan, batch.value), _tolist),
+        "quality": (batch.quality, _quality_names),
     }
     next_start = iso(int(batch.source_ts[-1]) + 1) if truncated else None
     return columns, {"truncated": truncated, "next_start": next_start}
 
 
 def _bucketed(ctx: ApiContext, tag: str, start_ns: int, end_ns: int, width: int,
-              aggs: list[Aggregate]) -> dict[str, list]:
+              aggs: list[Aggregate]) -> dict[str, Column]:
     b = ctx.historian.buckets(tag, start_ns, end_ns, width)
-    return {"ts": iso_column(b.start), **{a: getattr(b, a).tolist() for a in aggs}}
-
-
-def _csv(tag: str, unit: str, columns: dict[str, list]) -> Response:
-    names = [c for c in columns if c != "ts"]
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(["timestamp", "tag", "unit", *names])
-    # An empty cell is a missing (bad) value, as in the recordings `scadawatch replay` reads.
-    cells = [[None if v != v else v for v in columns[n]] for n in names]
-    w.writerows([ts, tag, unit, *row] for ts, *row in zip(columns["ts"], *cells, strict=True))
-    filename = re.sub(r"[^A-Za-z0-9._-]", "_", tag) + ".csv"
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'inline; filename="{filename}"'})
+    return {"ts": (b.start, iso_column), **{a: (getattr(b, a), _tolist) for a in aggs}}

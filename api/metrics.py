@@ -36,13 +36,12 @@ class StatusCollector:
         self.ctx = ctx
 
     def collect(self) -> Iterator[Metric]:
-        now = time.time()
-        view = read_status(self.ctx, now)
+        view = read_status(self.ctx, time.time())
         yield GaugeMetricFamily(P + "gateway_up", "1 when the gateway publishes a fresh status",
                                 value=1.0 if view.running else 0.0)
-        if view.updated is not None:
+        if view.age is not None:
             yield GaugeMetricFamily(P + "gateway_status_age_seconds",
-                                    "age of the gateway's last status", value=now - view.updated)
+                                    "age of the gateway's last status", value=view.age)
         if not view.running or view.status is None:
             return
         st = view.status

@@ -8,7 +8,8 @@ import numpy as np
 from fastapi import APIRouter, Query, Response
 
 from anomaly.batch import Batch, Quality
-from api.context import Ctx, json_response
+from api.context import Ctx
+from api.encode import json_response
 from api.models import QUALITY_NAMES, Latest, PointInfo, Points
 from api.times import iso, iso_column, now_ns
 from gateway.config import PointKind
@@ -24,8 +25,8 @@ DeviceName = Annotated[str | None, Query(description="only points this device se
 
 
 @router.get("/points", response_model=Points, summary="The site's points")
-def points(ctx: Ctx, zone: Zone = None,
-           kind: Kind = None, device: DeviceName = None) -> Response:
+def points(ctx: Ctx, zone: Zone = None, kind: Kind = None,
+           device: DeviceName = None) -> Response:
     """Tag, device, kind, unit, zone, role, physical limits and description of each point,
     in site-file order. An unknown zone or device is a 404 naming it."""
     rows = [ctx.site.points[i].model_dump(include=_POINT_FIELDS)
@@ -55,7 +56,7 @@ def latest(
     sel = row[chosen]
     has = sel >= 0
     r = sel[has]
-    value = np.where(batch.quality[r] == Quality.BAD, np.nan, batch.value[r])
+    value = np.where(batch.quality[r] >= Quality.BAD, np.nan, batch.value[r])
     stale = np.ones(len(chosen), dtype=bool)
     stale[has] = (now - batch.gateway_ts[r]) > ctx.stale_ns[chosen[has]]
     readings = iter(zip(
@@ -69,5 +70,4 @@ def latest(
         out.append({"tag": p.tag, "value": v, "unit": p.unit, "quality": q,
                     "cause": cause_name(c) if c else None, "source_ts": src,
                     "gateway_ts": gw, "stale": is_stale})
-    return json_response({"time": iso(now), "count": len(out),
-                          "readings": out})
+    return json_response({"time": iso(now), "count": len(out), "readings": out})

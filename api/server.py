@@ -48,25 +48,29 @@ async def serve(app: FastAPI, host: str, port: int,
                 ready: asyncio.Future[int] | None = None) -> None:
     """Serve `app` on host:port (0: any free port) until cancelled.
 
-    `ready` gets the bound port once the server accepts connections. On cancellation the
-    listener closes, requests in flight get up to GRACE seconds, then CancelledError
-    propagates.
+    `ready` gets the bound port once the server accepts connections; it is cancelled if
+    `serve` ends before (an OSError naming host and port when it cannot listen). On
+    cancellation the listener closes, requests in flight get up to GRACE seconds, then
+    CancelledError propagates.
     """
-    sock = listen(host, port)
-    bound = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=GRACE)
-    server = _EmbeddedServer(config, ready, bound)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    log.info("event=api_listening url=http://%s:%d", host, bound)
     try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await task
-        raise
+        sock = listen(host, port)
+        bound = sock.getsockname()[1]
+        # uvicorn's info lines are free text, not key=value events; serve logs its own.
+        config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
+                                lifespan="on", timeout_graceful_shutdown=GRACE)
+        server = _EmbeddedServer(config, ready, bound)
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
+        log.info("event=api_listening url=http://%s:%d", host, bound)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            server.should_exit = True
+            await task
+            raise
+        finally:
+            sock.close()
+            log.info("event=api_stopped url=http://%s:%d", host, bound)
     finally:
-        sock.close()
         if ready is not None and not ready.done():
             ready.cancel()
-        log.info("event=api_stopped url=http://%s:%d", host, bound)

@@ -44,14 +44,15 @@ def device_polls(tags: int, batch: int, count: int) -> Iterator[Batch]:
                     value=values[i % devices], quality=zeros[0], cause=zeros[1])
 
 
-async def run(data: Path, tags: int, batch: int, readings: int, rate: float) -> None:
+async def run(data: Path, tags: int, batch: int, readings: int, rate: float, idle: float
+              ) -> None:
     spool = Spool(data / "spool", SpoolSection(), SpoolStatus())
     historian = EmbeddedHistorian(data / "historian.sqlite", [f"t{i}" for i in range(tags)])
     count = max(1, readings // batch)
     total = count * batch
     status = SinkStatus(name=historian.name)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    sink = asyncio.create_task(drain(spool, historian, status))
+    sink = asyncio.create_task(drain(spool, historian, status, idle=idle))
     append_s = 0.0
     for i, b in enumerate(device_polls(tags, batch, count)):
         if rate:
@@ -77,7 +78,7 @@ async def run(data: Path, tags: int, batch: int, readings: int, rate: float) -> 
     db.close()
     size = sum(f.stat().st_size for f in data.iterdir() if f.is_file())
     print(f"{total:,} readings ({tags:,} tags, batches of {batch:,}"
-          f"{f', paced at {rate:,.0f}/s' if rate else ''}):")
+          f"{f', paced at {rate:,.0f}/s' if rate else ''}, drain idle {idle:g} s):")
     print(f"  stored in {wall:.2f} s wall ({appended - wall0:.2f} s appending): "
           f"{total / wall:,.0f} readings/s")
     print(f"  CPU {cpu:.2f} s: {cpu / total * 1e6:.2f} CPU s per million readings, "
@@ -93,10 +94,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2_500, help="readings per append (one poll)")
     p.add_argument("--readings", type=int, default=3_000_000)
     p.add_argument("--rate", type=float, default=0.0, help="readings/s to pace at (0: flat out)")
+    p.add_argument("--idle", type=float, default=0.05, help="drain's wait once caught up (s)")
     p.add_argument("--dir", type=Path, default=None, help="data directory (default: a temp dir)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        asyncio.run(run(Path(tmp), args.tags, args.batch, args.readings, args.rate))
+        asyncio.run(run(Path(tmp), args.tags, args.batch, args.readings, args.rate,
+                        args.idle))
     print(f"  ({os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f})")
 
 

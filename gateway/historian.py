@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS latest(block INTEGER PRIMARY KEY, data BLOB NOT NULL)
 """
 
 Columns = dict[str, np.ndarray]
+# Per blob layout: bytes per row before each column (times n: where the column starts), and
+# under "" the bytes of a whole row.
+_OFFSETS = {
+    layout: {**{k: sum(DTYPES[c].itemsize for c in layout[:i]) for i, k in enumerate(layout)},
+             "": sum(DTYPES[c].itemsize for c in layout)}
+    for layout in (CHUNK_COLUMNS, FRESH_COLUMNS)}
 
 
 class HistorianError(Exception):
@@ -121,10 +127,8 @@ def _read_part(blob: sqlite3.Blob, layout: Sequence[str], names: Sequence[str],
                tag_id: int | None, start_ns: int, end_ns: int) -> Columns:
     """Columns `names` of the rows of a blob laid out as `layout` whose source time is in
     [start_ns, end_ns) (and whose tag is `tag_id`, for a fresh row)."""
-    row = sum(DTYPES[k].itemsize for k in layout)
-    n = len(blob) // row
-    offset = dict(zip(layout, np.cumsum([0] + [DTYPES[k].itemsize for k in layout]).tolist(),
-                      strict=False))
+    offset = _OFFSETS[layout]
+    n = len(blob) // offset[""]
 
     def column(name: str, a: int, b: int) -> np.ndarray:
         size = DTYPES[name].itemsize
@@ -168,6 +172,8 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("SELECT 1 FROM meta LIMIT 1")
+            # Blob reads straight from the mapped file: about half the CPU of read() calls.
+            conn.execute("PRAGMA mmap_size=268435456")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -198,6 +204,7 @@ class EmbeddedHistorian:
         self._read_lock = threading.Lock()
         self._read = _connect(self.path, readonly=True) if readonly else None
         self._ids: dict[str, int] = {}
+        self._top_id = -1
         if readonly:
             self._load_ids(self._read)
             return
@@ -213,7 +220,7 @@ class EmbeddedHistorian:
         db.executemany("INSERT OR IGNORE INTO tags(tag) VALUES (?)", [(t,) for t in self.tags])
         db.execute("COMMIT")
         self._load_ids(db)
-        self._point_ids = np.array([self._ids[t] for t in self.tags], np.int32)
+        self._point_ids = self._our_ids.astype(np.int32)
         row = db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
         self._cursor = row[0] if row else 0
         self._fresh: dict[int, list[int]] = {  # group -> [rows, readings]
@@ -230,11 +237,16 @@ class EmbeddedHistorian:
                 self._latest[k][a : a + len(v)] = v
 
     def _load_ids(self, db: sqlite3.Connection) -> None:
-        self._ids = dict(db.execute("SELECT tag, id FROM tags").fetchall())
+        """(Re)read the tag ids if tags were added since: the writer may be another process."""
+        top = db.execute("SELECT coalesce(max(id), 0) FROM tags").fetchone()[0]
+        if top != self._top_id:
+            self._ids = dict(db.execute("SELECT tag, id FROM tags").fetchall())
+            self._top_id = top
+            # Our tags' ids in our order, -1 where nothing was ever stored.
+            self._our_ids = np.array([self._ids.get(t, -1) for t in self.tags], np.int64)
 
     def _capacity(self) -> int:
-        top = max(self._ids.values(), default=0) + 1
-        return -(-top >> LATEST_SHIFT) << LATEST_SHIFT
+        return -(-(self._top_id + 1) >> LATEST_SHIFT) << LATEST_SHIFT
 
     @staticmethod
     def _empty_latest(n: int) -> Columns:
@@ -308,7 +320,7 @@ class EmbeddedHistorian:
                 fresh_rows)
             db.executemany("INSERT OR REPLACE INTO latest(block, data) VALUES (?, ?)", [
                 (b, _pack(latest, CHUNK_COLUMNS, b << LATEST_SHIFT, (b + 1) << LATEST_SHIFT))
-                for b in np.unique(ids >> LATEST_SHIFT).tolist()])
+                for b in sorted(set((ids >> LATEST_SHIFT).tolist()))])
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('cursor', ?)", (cursor,))
             db.execute("COMMIT")
         except BaseException:
@@ -342,20 +354,24 @@ class EmbeddedHistorian:
 
     # --- compaction --------------------------------------------------------------------
 
-    def compact(self) -> bool:
-        """Run one bounded compaction step; False once there is nothing left to do."""
-        with self._write_lock:
-            return self._compact_step() > 0
+    def compact(self, full: bool = False) -> bool:
+        """Run one bounded compaction step; False once there is nothing left to do.
 
-    def _compact_step(self) -> int:
+        Stores compact as they go; `full` also moves groups and merges tags that are below
+        the thresholds, leaving every tag in as few chunks as possible.
+        """
+        with self._write_lock:
+            return self._compact_step(full) > 0
+
+    def _compact_step(self, full: bool = False) -> int:
         """Move one due group from `fresh` into chunks, and merge some tags' small chunks.
         Returns the readings rewritten (0: nothing was due)."""
         done = 0
         due = [(n, g) for g, (rows, n) in self._fresh.items()
-               if rows >= FLUSH_ROWS or n >= FLUSH_READINGS]
+               if full or rows >= FLUSH_ROWS or n >= FLUSH_READINGS]
         if due:
             done += self._flush(max(due)[1])
-        tags = np.flatnonzero(self._small >= MERGE_FANIN)[:MERGE_TAGS]
+        tags = np.flatnonzero(self._small >= (2 if full else MERGE_FANIN))[:MERGE_TAGS]
         if len(tags):
             done += self._merge(tags.tolist())
         return done
@@ -430,23 +446,26 @@ class EmbeddedHistorian:
     def _tag_id(self, tag: str) -> int | None:
         """The stored id of `tag`; None if it is one of ours but nothing was stored yet."""
         if tag not in self._ids:
-            self._load_ids(self._reader())  # the writer may have added it since
+            self._load_ids(self._reader())
         if tag not in self._ids and tag not in self._position:
             raise KeyError(f"unknown tag {tag!r}")
         return self._ids.get(tag)
 
     def latest(self, tags: Sequence[str] | None = None) -> Batch:
         """The newest reading of each tag (all reader tags if None) that has one."""
-        names = self.tags if tags is None else list(tags)
-        unknown = [t for t in names if t not in self._position]
-        if unknown:
-            raise KeyError(f"unknown tag {unknown[0]!r}")
+        if tags is None:
+            points = np.arange(len(self.tags))
+        else:
+            unknown = [t for t in tags if t not in self._position]
+            if unknown:
+                raise KeyError(f"unknown tag {unknown[0]!r}")
+            points = np.array([self._position[t] for t in tags], np.int64)
         with self._read_lock:
             db = self._reader()
-            if any(t not in self._ids for t in names):
+            if (self._our_ids[points] < 0).any():
                 self._load_ids(db)
-            present = [t for t in names if t in self._ids]
-            ids = np.array([self._ids[t] for t in present], np.int64)
+            ids = self._our_ids[points]
+            points, ids = points[ids >= 0], ids[ids >= 0]
             blocks = np.unique(ids >> LATEST_SHIFT).tolist()
             rows = db.execute(
                 f"SELECT block, data FROM latest WHERE block IN ({','.join('?' * len(blocks))})",
@@ -458,8 +477,7 @@ class EmbeddedHistorian:
                 table[k][block * width : (block + 1) * width] = v
         cols = _take(table, ids)
         has = cols["source_ts"] != NO_TS
-        points = np.array([self._position[t] for t in present], np.int32)
-        return Batch(point=points[has], **{k: v[has] for k, v in cols.items()})
+        return Batch(point=points[has].astype(np.int32), **{k: v[has] for k, v in cols.items()})
 
     def _read_range(self, tag: str, start_ns: int, end_ns: int,
                     names: Sequence[str] = CHUNK_COLUMNS) -> tuple[int, Columns]:

@@ -11,7 +11,11 @@ device's poll (its remaining points are bad with that cause) and opens its circu
 for an exponentially growing, jittered backoff, during which its points are reported bad
 (`CIRCUIT_OPEN`) at each deadline without asking it. Exception responses mark only the points
 of that request. Reconnects use the same backoff. A failed read never carries the last good
-value: it is NaN with quality BAD and its cause (`gateway.quality`).
+value: it is NaN with quality BAD and its cause (`gateway.quality`). A device whose circuit
+is half-open gets a single try per request, so a dead unit costs its bus one timeout per
+backoff. A device's `pause` keeps the bus quiet that long after each of its requests.
+
+Timestamps: source = gateway = the time each response arrived (Modbus carries none).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from pymodbus.pdu import ModbusPDU
 
 from anomaly.batch import Batch, Quality
 from gateway import quality
-from gateway.config import Device, Site
+from gateway.config import Device, Point, Site
 from gateway.modbus_plan import DevicePlan, Request, plan_device
 from gateway.status import DeviceState, DeviceStatus, GatewayStatus
 
@@ -50,14 +54,6 @@ _UNREACHABLE = frozenset({
     quality.modbus_exception(10),  # gateway path unavailable
     quality.modbus_exception(11),  # gateway target device failed to respond
 })
-_SERIAL_KEYS = ("baudrate", "parity", "stopbits", "bytesize")
-
-
-def bus_key(device: Device) -> str:
-    """The bus a device sits on: "tcp:HOST:PORT" or "rtu:SERIAL_PORT"."""
-    if device.protocol == "modbus-rtu":
-        return f"rtu:{device.serial_port}"
-    return f"tcp:{device.host}:{device.port}"
 
 
 def backoff(failures: int, base: float) -> float:
@@ -110,10 +106,6 @@ class ModbusBus:
         self._seq = itertools.count()
         self._wake: asyncio.Event | None = None
 
-    @property
-    def device_names(self) -> list[str]:
-        return [d.cfg.name for d in self.devices]
-
     async def run(self) -> None:
         """Poll every device at its interval until cancelled."""
         loop = asyncio.get_running_loop()
@@ -142,7 +134,13 @@ class ModbusBus:
     # -- scheduling ------------------------------------------------------------------------
 
     async def _work(self, link: _Link) -> None:
+        me = asyncio.current_task()
+        assert me is not None
         while True:
+            if me.cancelling():
+                # Python 3.11's wait_for (inside pymodbus) can swallow a cancel that lands
+                # as a response completes; the request is still pending on the task.
+                raise asyncio.CancelledError
             dev = await self._next_due()
             try:
                 await self._poll(dev, link)
@@ -187,28 +185,25 @@ class ModbusBus:
             await self._emit_failed(dev, quality.CONNECTION)
             self._unreachable(dev, quality.CONNECTION)
             return
-        plan = dev.plan
-        n = len(plan.requests)
+        n = len(dev.plan.requests)
         codes = np.zeros(n, dtype=np.uint32)
         stamps = np.empty(n, dtype=np.int64)
-        answered = False
-        for i, req in enumerate(plan.requests):
+        unreachable = quality.OK
+        for i, req in enumerate(dev.plan.requests):
             code = await self._request(link, dev, req)
             stamps[i] = time.time_ns()
-            if code in _UNREACHABLE:
-                codes[i:] = code
-                stamps[i:] = stamps[i]
-                break
             codes[i] = code
-            answered = True
+            if code in _UNREACHABLE:  # the rest would wait out their timeouts too
+                codes[i:], stamps[i:], unreachable = code, stamps[i], code
+                break
         await self._emit_poll(dev, codes, stamps)
-        if answered:
+        if int(codes[0]) not in _UNREACHABLE:  # the device answered
             dev.status.last_success = time.time()
-        failed = np.flatnonzero(codes)
-        if len(failed) and int(codes[failed[-1]]) in _UNREACHABLE:
-            self._unreachable(dev, int(codes[failed[-1]]))
+        if unreachable:
+            self._unreachable(dev, unreachable)
             return
         dev.failures = 0
+        failed = np.flatnonzero(codes)
         if len(failed):
             self._set_state(dev, "degraded", quality.cause_name(int(codes[failed[0]])))
         else:
@@ -232,7 +227,7 @@ class ModbusBus:
             try:
                 rr = await link.read[req.function_code](
                     req.address, count=req.count, device_id=dev.cfg.unit)
-            except ConnectionException:
+            except (ConnectionException, OSError):
                 code = quality.CONNECTION
             except ModbusIOException as e:
                 code = quality.TIMEOUT if "No response" in str(e) else quality.INVALID_RESPONSE
@@ -323,7 +318,8 @@ class ModbusBus:
         plan = dev.plan
         rows = plan.request_of_row
         values = plan.decode(dev.registers, dev.bits)
-        if codes.any():
+        failed = bool(codes.any())
+        if failed:
             cause = codes[rows]
             bad = cause != 0
             values[bad] = np.nan
@@ -332,13 +328,12 @@ class ModbusBus:
             cause = np.zeros(len(rows), dtype=np.uint32)
             quality_ = np.zeros(len(rows), dtype=np.uint8)
         source_ts = stamps[rows]
-        batch = Batch(source_ts=source_ts, gateway_ts=source_ts.copy(), point=plan.points,
-                      value=values, quality=quality_, cause=cause)
-        await self.emit(batch)
+        # `point` is the plan's read-only index array, shared by every batch of the device.
+        await self.emit(Batch(source_ts=source_ts, gateway_ts=source_ts.copy(),
+                              point=plan.points, value=values, quality=quality_, cause=cause))
         dev.status.polls_total += 1
+        dev.status.poll_errors_total += failed
         dev.status.readings_total += len(rows)
-        if len(cause) and cause.any():
-            dev.status.poll_errors_total += 1
 
     async def _emit_failed(self, dev: _Device, cause: int) -> None:
         """Every point of `dev` bad with `cause`, without asking the device."""
@@ -387,10 +382,11 @@ class ModbusBus:
 def build_buses(site: Site, status: GatewayStatus, emit: Emit) -> list[ModbusBus]:
     """One `ModbusBus` per TCP endpoint or serial port of the site's Modbus devices.
 
-    Raises ValueError for a point that cannot be polled as configured, or for devices on
-    one serial port with different line settings.
+    Expects a site that passed the site checks (`load_site`): devices on one serial port
+    agree on its line settings, points have addresses and fit their tables. Raises ValueError
+    for a point wider than its device's request limit.
     """
-    points: dict[str, list] = {}
+    points: dict[str, list[tuple[int, Point]]] = {}
     for index, p in enumerate(site.points):
         if p.device is not None:
             points.setdefault(p.device, []).append((index, p))
@@ -398,27 +394,13 @@ def build_buses(site: Site, status: GatewayStatus, emit: Emit) -> list[ModbusBus
     for cfg in site.devices:
         if cfg.protocol not in ("modbus-tcp", "modbus-rtu"):
             continue
-        key = bus_key(cfg)
         dev_status = status.devices.get(cfg.name)
         if dev_status is None:
             dev_status = status.devices[cfg.name] = DeviceStatus(
-                name=cfg.name, protocol=cfg.protocol, bus=key)
+                name=cfg.name, protocol=cfg.protocol, bus=cfg.bus)
         plan = plan_device(cfg, points.get(cfg.name, []))
-        if not plan.requests:
-            continue
-        grouped.setdefault(key, []).append(_Device.of(cfg, plan, dev_status))
-    buses = []
-    for key, devices in grouped.items():
-        first = devices[0].cfg
-        if first.protocol == "modbus-rtu":
-            for d in devices[1:]:
-                if any(getattr(d.cfg, k) != getattr(first, k) for k in _SERIAL_KEYS):
-                    raise ValueError(
-                        f"devices {first.name!r} and {d.cfg.name!r} share serial port "
-                        f"{first.serial_port} with different line settings "
-                        f"({', '.join(_SERIAL_KEYS)})")
-            connections = 1
-        else:
-            connections = max(d.cfg.connections for d in devices)
-        buses.append(ModbusBus(key, devices, emit, connections))
-    return buses
+        if plan.requests:
+            grouped.setdefault(cfg.bus, []).append(_Device.of(cfg, plan, dev_status))
+    return [ModbusBus(bus, devices, emit, max(d.cfg.connections for d in devices)
+                      if devices[0].cfg.protocol == "modbus-tcp" else 1)
+            for bus, devices in grouped.items()]

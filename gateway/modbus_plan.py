@@ -26,12 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.config import Device, Point
+from gateway.config import REGISTER_WIDTH, Device, Point
+from gateway.site_checks import BIT_TABLES
 
 FUNCTION_CODE = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
-BIT_TABLES = frozenset({"coil", "discrete"})
-REGISTERS = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2,
-             "int64": 4, "float64": 4}
 _WIRE_DTYPE = {"bool": ">u2", "int16": ">i2", "uint16": ">u2", "int32": ">i4", "uint32": ">u4",
                "float32": ">f4", "int64": ">i8", "float64": ">f8"}
 _WORD_SWAP = {"ABCD": False, "CDAB": True, "BADC": False, "DCBA": True}
@@ -151,23 +149,14 @@ def _coalesce(
 def plan_device(device: Device, points: Sequence[tuple[int, Point]]) -> DevicePlan:
     """Plan the polling of `device` for `points`, given as (index in site.points, point).
 
-    Raises ValueError naming the point when it cannot be read as configured.
+    Expects points that passed the site checks (`load_site`); raises ValueError naming the
+    point when one is wider than the device's request limit.
     """
     for _, p in points:
-        if p.address is None:
-            raise ValueError(f"point {p.tag!r}: a Modbus point needs an address")
-        if p.register_kind in BIT_TABLES and p.type != "bool":
-            raise ValueError(
-                f"point {p.tag!r}: a {p.register_kind} holds one bit; type must be bool, "
-                f"not {p.type}")
-        width = 1 if p.register_kind in BIT_TABLES else REGISTERS[p.type]
         limit = device.max_bits if p.register_kind in BIT_TABLES else device.max_registers
-        if width > limit:
-            raise ValueError(f"point {p.tag!r}: {p.type} needs {width} registers, more than "
+        if p.width > limit:
+            raise ValueError(f"point {p.tag!r}: {p.type} needs {p.width} registers, more than "
                              f"max_registers={limit} of device {device.name!r}")
-        if p.address + width > 65536:
-            raise ValueError(f"point {p.tag!r}: address {p.address} + {width} registers "
-                             "runs past 65535")
 
     requests: list[Request] = []
     row_request: dict[int, int] = {}
@@ -175,7 +164,7 @@ def plan_device(device: Device, points: Sequence[tuple[int, Point]]) -> DevicePl
     n_registers = n_bits = 0
     for table, fc in FUNCTION_CODE.items():
         bits = table in BIT_TABLES
-        spans = [(p.address, 1 if bits else REGISTERS[p.type], row)
+        spans = [(p.address, p.width, row)
                  for row, (_, p) in enumerate(points) if p.register_kind == table]
         if not spans:
             continue
@@ -210,7 +199,7 @@ def plan_device(device: Device, points: Sequence[tuple[int, Point]]) -> DevicePl
     for type_, rows in by_type.items():
         byte_index = np.array(
             [[2 * offsets[r] + k for k in wire_positions(plan_points[r].word_order,
-                                                         REGISTERS[type_])] for r in rows],
+                                                         REGISTER_WIDTH[type_])] for r in rows],
             dtype=np.intp)
         groups.append(_Group(np.dtype(_WIRE_DTYPE[type_]), np.array(rows, dtype=np.intp),
                              byte_index, type_ == "bool"))

@@ -30,15 +30,16 @@ class Sink(Protocol):
 
 
 async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int = 100_000,
-                idle: float = 0.05) -> None:
+                idle: float = 0.05, backoff: float = BACKOFF_MIN) -> None:
     """Store what the spool holds beyond the sink's cursor, forever, in up to `max_rows`
     readings per store; wait `idle` seconds whenever it has caught up.
 
-    A failing sink is retried with back-off from its own cursor; nothing is skipped. When
-    cancelled, the store in progress finishes and is acknowledged first.
+    A failing sink is retried from its own cursor after `backoff` seconds, doubling up to
+    BACKOFF_MAX; nothing is skipped. When cancelled, the store in progress finishes and is
+    acknowledged first.
     """
     position: int | None = None
-    backoff = BACKOFF_MIN
+    first_backoff = backoff
     while True:
         try:
             if position is None:
@@ -65,7 +66,7 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
             backoff = min(2 * backoff, BACKOFF_MAX)
             position = None  # resume from what the sink really stored
             continue
-        backoff = BACKOFF_MIN
+        backoff = first_backoff
         if sum(len(b) for _, b in entries) < max_rows:
             await asyncio.sleep(idle)
 

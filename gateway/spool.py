@@ -108,20 +108,27 @@ def _segment_name(first_seq: int) -> str:
 
 
 def _scan(path: Path, first_seq: int, check_crc: bool) -> tuple[_Segment, int]:
-    """Index a segment's valid records; also return the file's size (bytes beyond are bad)."""
-    data = path.read_bytes()
-    seg = _Segment(first_seq, path)
-    pos, seq = 0, first_seq
-    while pos + HEADER.size <= len(data):
-        magic, crc, rseq, rows, length, appended = HEADER.unpack_from(data, pos)
-        end = pos + HEADER.size + length
-        if magic != MAGIC or rseq != seq or length != payload_length(rows) or end > len(data):
-            break
-        if check_crc and zlib.crc32(memoryview(data)[pos + 8 : end]) != crc:
-            break
-        seg.add(pos, rows, appended, end - pos)
-        pos, seq = end, seq + 1
-    return seg, len(data)
+    """Index a segment's valid records; also return the file's size (bytes beyond are bad).
+
+    With `check_crc` the whole file is read; without, only the headers.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read() if check_crc else None
+        seg = _Segment(first_seq, path)
+        pos, seq = 0, first_seq
+        while pos + HEADER.size <= size:
+            head = (data[pos : pos + HEADER.size] if data is not None
+                    else os.pread(f.fileno(), HEADER.size, pos))
+            magic, crc, rseq, rows, length, appended = HEADER.unpack(head)
+            end = pos + HEADER.size + length
+            if magic != MAGIC or rseq != seq or length != payload_length(rows) or end > size:
+                break
+            if data is not None and zlib.crc32(memoryview(data)[pos + 8 : end]) != crc:
+                break
+            seg.add(pos, rows, appended, end - pos)
+            pos, seq = end, seq + 1
+    return seg, size
 
 
 class Spool:

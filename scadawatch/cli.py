@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--speed", type=float, default=1.0, help="simulated-time factor when serving")
     p.add_argument("--start", default=None,
-                   help="simulated clock start, ISO 8601 (default: 2026-01-05T00:00:00Z)")
+                   help="simulated clock start, ISO 8601 (default: now when serving, "
+                   "2026-01-05T00:00:00Z, a Monday, when exporting)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--modbus-port", type=int, default=5020)
     p.add_argument("--opcua-port", type=int, default=4840)
@@ -72,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", default=None, metavar="DIR",
                    help="export readings.csv, labels.csv and site.toml to DIR instead of serving")
     p.add_argument("--days", type=float, default=7.0, help="simulated days to export")
-    p.add_argument("--step", default=None, help="export step (default 5min water, 15min grid)")
+    p.add_argument("--step", default=None,
+                   help="physics step (default 1min when serving; 5min water, 15min grid "
+                   "when exporting)")
 
     return parser
 

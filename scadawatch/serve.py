@@ -51,7 +51,7 @@ async def _serve_api(site: Site, gw: object | None, port: int, stop: asyncio.Eve
     from gateway.runtime import Gateway, historian_path, status_path
     from gateway.status import read_snapshot
 
-    reader = EmbeddedHistorian(historian_path(site), [p.tag for p in site.points])
+    reader = EmbeddedHistorian(historian_path(site), [p.tag for p in site.points], readonly=True)
     if isinstance(gw, Gateway):
         status = gw.status.snapshot
     else:

@@ -9,9 +9,11 @@ import math
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.logs import setup_logging
 from scadawatch.cli import UsageError
 
-DEFAULT_STEP = {"water": "5min", "grid": "15min"}
+EXPORT_STEP = {"water": "5min", "grid": "15min"}
+SERVE_STEP = "1min"  # physics step when serving: events start within a minute of their time
 EXPORT_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: weekly cycles start on day 0
 
 
@@ -27,10 +29,10 @@ def _start(text: str | None, default: datetime) -> datetime:
 
 
 def _check(args: argparse.Namespace) -> None:
-    positive = {"--speed": args.speed, "--days": args.days}
-    for flag, value in positive.items():
-        if not (value > 0 and math.isfinite(value)):
-            raise UsageError(f"{flag} {value:g}: must be above 0")
+    if not (args.days > 0 and math.isfinite(args.days)):
+        raise UsageError(f"--days {args.days:g}: must be above 0")
+    if not (args.speed >= 0 and math.isfinite(args.speed)):  # 0 freezes the clock
+        raise UsageError(f"--speed {args.speed:g}: must be 0 or more")
     if args.duration is not None and not args.duration >= 0:
         raise UsageError(f"--duration {args.duration:g}: must be 0 or more seconds")
     if args.seed < 0:
@@ -45,7 +47,8 @@ def main(args: argparse.Namespace) -> int:
     from simulators.site import build_site, check_step
 
     _check(args)
-    step_text = args.step or DEFAULT_STEP[args.site]
+    setup_logging()
+    step_text = args.step or (EXPORT_STEP[args.site] if args.export else SERVE_STEP)
     try:
         step = parse_duration(step_text)
         check_step(step)
@@ -67,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"{site.name}: {args.days:g} days every {step_text} from {start:%Y-%m-%dT%H:%M:%SZ}"
               f" (scenario {site.scenario.name}, seed {args.seed}) in {out}/:\n"
               f"  readings.csv  {len(site.tags)} tags\n"
-              f"  labels.csv    {len(site.labels())} labels\n"
+              f"  labels.csv    {len(site.labels(args.days * 86400))} labels\n"
               f"  site.toml     for scadawatch replay --config {out / 'site.toml'}", flush=True)
         return 0
 
@@ -76,8 +79,13 @@ def main(args: argparse.Namespace) -> int:
     if args.write_site:
         from simulators.sitefile import write_site_file
 
-        write_site_file(site, Path(args.write_site), host=args.host,
+        # Written under a temporary name and renamed: whoever waits for the file (the demo)
+        # never reads half of it.
+        target = Path(args.write_site)
+        partial = target.with_name(target.name + ".partial")
+        write_site_file(site, partial, host=args.host,
                         modbus_port=args.modbus_port, opcua_port=args.opcua_port)
+        partial.replace(target)
         print(f"site file: {args.write_site}", flush=True)
     asyncio.run(serve(site, host=args.host, modbus_port=args.modbus_port,
                       opcua_port=args.opcua_port, speed=args.speed, duration=args.duration))

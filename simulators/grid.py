@@ -16,11 +16,11 @@ Tags are `<zone>.<thing>.<quantity>`; lines are named by their CIGRE end buses, 
 |---------------------------------|-----------|------|------------------------------------------|
 | feederN.hv.voltage              | voltage   | kV   | 110 kV supply section                    |
 | feederN.trafo.loading           | other     | %    | transformer loading (of 25 MVA)          |
-| feederN.p / feederN.q           | power     | MW / Mvar | into the feeder at its bay (head line) |
+| feederN.p, feederN.q            | power     | MW, Mvar | into the feeder at its bay (head line)|
 | feederN.busK.voltage            | voltage   | kV   | 20 kV bus K, line-to-line                |
 | feederN.lineA_B.current         | current   | A    | line current                             |
 | feederN.lineA_B.loading         | other     | %    | current over the line's rating           |
-| feederN.lineA_B.status          | status    |      | 1 energisable (in service, switches closed)|
+| feederN.lineA_B.status          | status    |      | 1 in service (a tie: its switch closed)  |
 | feeder1.pv.p / feeder1.wind.p   | power     | MW   | distributed generation feed-in           |
 | substation.frequency            | frequency | Hz   | system frequency (zone-less: grid-plant) |
 
@@ -40,13 +40,15 @@ Events, all evaluated from the clock alone, so any sequence of steps reaches the
   a large generator, held until secondary control restores it at the event's end. The feeders are
   synchronous, so the deviation shows on substation.frequency whatever the target.
 
-Loads are a ZIP mix (40 % constant impedance, 30 % constant current, 30 % constant power), as
-measured for residential and commercial feeders, so they draw less under a sag, as real ones do.
+Loads are a ZIP mix (40 % constant impedance, 30 % constant current, 30 % constant power), typical
+of residential and commercial feeders, so they draw less under a sag, as real ones do.
 Profiles follow the wall clock of `start` as the site's local time (Central Europe, no DST).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -145,8 +147,6 @@ class _Profiles:
         """The profiles' values at t seconds after the start."""
         minute = self._minute0 + int(t // 60)
         day, m = divmod(minute, 1440)
-        if day < self._day:
-            raise ValueError("the grid's clock cannot go back")
         while self._day < day:
             self._generate(self._day + 1)
         return _Sample(self._load[m], float(self._pv[m]), float(self._wind[m]),
@@ -195,33 +195,42 @@ def _clear_sky(day_of_year: int) -> np.ndarray:
     return np.clip(sin_elev, 0.0, None) ** 1.2
 
 
-def _build_net() -> pp.pandapowerNet:
+@functools.cache
+def _template() -> pp.pandapowerNet:
+    """The network before any run; built once, as pandapower's builders are slow (~0.4 s)."""
     net = pn.create_cigre_network_mv(with_der="pv_wind")
     hv2 = pp.create_bus(net, 110.0, name="Bus 0b", zone="CIGRE_MV")
     second = net.trafo.index[1]
     net.trafo.loc[second, "hv_bus"] = hv2
-    net.switch.loc[(net.switch.et == "t") & (net.switch.element == second), "bus"] = hv2
     grid = net.ext_grid.iloc[0]
     pp.create_ext_grid(net, hv2, vm_pu=grid.vm_pu, s_sc_max_mva=grid.s_sc_max_mva,
                        s_sc_min_mva=grid.s_sc_min_mva, rx_min=grid.rx_min, rx_max=grid.rx_max)
     for column, percent in ZIP.items():
         net.load[column] = percent
+    # The simulator switches lines itself: a tie line with its normally open switch becomes a
+    # line out of service, and the switch tables go, which also spares their per-run results.
+    normally_open = (net.switch.et == "l") & ~net.switch.closed
+    net.line.loc[net.switch.element[normally_open], "in_service"] = False
+    net.switch.drop(net.switch.index, inplace=True)
     return net
 
 
 class GridNetwork:
-    """CIGRE MV grid under seeded load, PV, wind and frequency profiles and the grid's events."""
+    """CIGRE MV grid under seeded load, PV, wind and frequency profiles and the grid's events.
+
+    Only the physics events that `check_event` accepts act on the grid; whoever builds the site
+    reports the others with their file and key (see `simulators.site`).
+    """
 
     site = "grid"
 
     def __init__(self, events: Sequence[Event], *, seed: int, start: datetime) -> None:
         if seed < 0:
             raise ValueError(f"the seed must be zero or more, not {seed}")
-        self._net = net = _build_net()
+        self._net = net = copy.deepcopy(_template())
         self._busbars = [int(b) for b in net.trafo.lv_bus]
         self.zones = [f"feeder{i + 1}" for i in range(len(self._busbars))]
-        self._ties = {int(net.switch.element[s]): int(s)
-                      for s in net.switch.index[(net.switch.et == "l") & ~net.switch.closed]}
+        self._ties = frozenset(int(i) for i in net.line.index[~net.line.in_service])
         self._adjacent = [(int(a), int(b)) for a, b in zip(net.line.from_bus, net.line.to_bus,
                                                            strict=True)]
         zone_of_bus = self._supplied(frozenset(), frozenset())
@@ -243,13 +252,13 @@ class GridNetwork:
         self._profiles = _Profiles(seed, start,
                                    commercial=net.load.name.str.startswith("Load CI").to_numpy(),
                                    size_mw=self._p0)
-        self._events = list(events)
-        for e in self._events:
-            if reason := self.check_event(e):
-                raise ValueError(f"{e.key or e.kind}: {reason}")
-        self._restore_tie = {id(e): self._restoring_tie(self._line_names[e.target])
-                             for e in self._events
-                             if e.kind == "line_outage" and e.params.get("restore", 0) == 1}
+        self._events = [e for e in events
+                        if self.check_event(e) is None and EVENT_KINDS[e.kind][0] == "grid"]
+        # per event, the tie line its restoration closes
+        self._restore_tie = [
+            self._restoring_tie(self._line_names[e.target])
+            if e.kind == "line_outage" and e.params.get("restore", 0) == 1 else None
+            for e in self._events]
         self.signals, self._gather = self._make_signals(zone_of_bus)
         self.time = 0.0
         self._topology: tuple[frozenset[int], frozenset[int]] | None = None
@@ -321,7 +330,8 @@ class GridNetwork:
                 0.1, f"loading of transformer {net.trafo.name[trafo]}, "
                 f"{net.trafo.sn_mva[trafo]:g} MVA")
             head = next(i for i, (a, _) in enumerate(self._adjacent) if a == self._busbars[z])
-            rating = math.sqrt(3) * 20.0 * float(net.line.max_i_ka[head])
+            rating = (math.sqrt(3) * float(net.bus.vn_kv[self._busbars[z]])
+                      * float(net.line.max_i_ka[head]))
             add(o_p + head, f"{zone}.p", "power", "MW", zone, -rating, rating, 0.005, 0.001,
                 f"active power into {zone} at its bay (head of line {self._line_tags[head]})")
             add(o_q + head, f"{zone}.q", "power", "Mvar", zone, -rating, rating, 0.005, 0.001,
@@ -339,7 +349,7 @@ class GridNetwork:
                 add(o_load + i, f"{name}.loading", "other", "%", zone, 0.0, 100.0, 0.2, 0.1,
                     f"loading of {what}, rated {amps:g} A")
                 add(o_status + i, f"{name}.status", "status", "", zone, None, None, 0.0, 0.0,
-                    f"{what}: 1 = in service and its switches closed")
+                    f"{what}: 1 = " + ("tie switch closed" if i in self._ties else "in service"))
             for k, kind in enumerate(("pv", "wind")):
                 units = np.flatnonzero(self._der_slot == 2 * z + k)
                 if units.size:
@@ -382,8 +392,10 @@ class GridNetwork:
         if name not in event.params:
             return f"{event.kind} needs the parameter {name!r}"
         value = event.params[name]
-        size = abs(value) if event.kind == "frequency" else value  # type: ignore[arg-type]
-        if not low < size <= high:  # type: ignore[operator]
+        if isinstance(value, str):
+            return f"{name} must be a number, not {value!r}"
+        size = abs(value) if event.kind == "frequency" else value
+        if not low < size <= high:
             bound = f"|{name}|" if event.kind == "frequency" else name
             return f"{bound} must be above {low:g} and at most {high:g}, not {value!r}"
         return None
@@ -416,7 +428,7 @@ class GridNetwork:
         vm = self._vm0 * (1.0 + now.hv)  # both sections hang on the same 110 kV network
         out: set[int] = set()
         closed: set[int] = set()
-        for e in self._events:
+        for e, tie in zip(self._events, self._restore_tie, strict=True):
             if not e.active(t):
                 continue
             if e.kind == "overload":
@@ -429,7 +441,6 @@ class GridNetwork:
                 f_dev += float(e.params["deviation"])
             elif e.kind == "line_outage":
                 out.add(self._line_names[e.target])
-                tie = self._restore_tie.get(id(e))
                 if tie is not None and t >= e.start + RESTORE_DELAY:
                     closed.add(tie)
         net = self._net
@@ -452,9 +463,7 @@ class GridNetwork:
             except LoadflowNotConverged:
                 pass  # a full run from a fresh start below
         self._topology = None
-        net.line["in_service"] = [i not in out for i in net.line.index]
-        is_tie = net.switch.et.eq("l") & net.switch.element.isin(list(self._ties))
-        net.switch.loc[is_tie, "closed"] = net.switch.element[is_tie].isin(list(closed))
+        net.line["in_service"] = self._status(out, closed) > 0
         try:
             pp.runpp(net, numba=False, init="auto", max_iteration=30, tolerance_mva=TOLERANCE_MVA)
         except LoadflowNotConverged:
@@ -470,11 +479,15 @@ class GridNetwork:
         rl = net.res_line
         der = np.bincount(self._der_slot, weights=np.nan_to_num(net.res_sgen.p_mw.to_numpy()),
                           minlength=2 * len(self.zones))
-        status = np.array([i not in out and (i not in self._ties or i in closed)
-                           for i in range(len(net.line))], dtype=np.float64)
+        status = self._status(out, closed)
         return np.nan_to_num(np.concatenate([
             net.res_bus.vm_pu.to_numpy() * net.bus.vn_kv.to_numpy(),
             1000.0 * rl.i_ka.to_numpy(), rl.loading_percent.to_numpy(),
             net.res_trafo.loading_percent.to_numpy(),
             rl.p_from_mw.to_numpy(), rl.q_from_mvar.to_numpy(), der, status, [hz],
         ]))
+
+    def _status(self, out: frozenset[int], closed: frozenset[int]) -> np.ndarray:
+        """Per line, 1.0 if in service: not out, and closed if it is a tie."""
+        return np.array([i not in out and (i not in self._ties or i in closed)
+                         for i in range(len(self._adjacent))], dtype=np.float64)

@@ -17,8 +17,11 @@ What a Modbus client sees when the site has no good value to give:
   (0x04 server device failure): the device answers, but its I/O has failed.
 - writes get ILLEGAL ADDRESS (0x02): the simulator is a field instrument, not a setpoint.
 
-Requests outside a unit's map get ILLEGAL ADDRESS from pymodbus before the unit's comms
-state is considered.
+Requests outside a unit's map get ILLEGAL ADDRESS, even from a unit in state "exception":
+pymodbus checks addresses before it asks the unit. (Without our request hook, pymodbus would
+answer an unknown unit id with exception 0x04.)
+
+`requests` counts every request received, per (unit id, function code), answered or not.
 
 Consistency: `publish` encodes a whole sample into fresh per-unit register lists and swaps
 them in with one assignment. pymodbus handles each request in the event loop without yielding
@@ -50,7 +53,7 @@ _DTYPE = {"int16": ">i2", "uint16": ">u2", "int32": ">i4", "uint32": ">u4", "int
 _SWAP_WORDS = frozenset({"CDAB", "DCBA"})
 _SWAP_BYTES = frozenset({"BADC", "DCBA"})
 
-Tables = tuple[list[int], list[int], list[int], list[int]]  # per TABLES, as pymodbus stores them
+Tables = tuple[list[int], ...]  # one list per entry of TABLES, as pymodbus stores them
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,8 @@ class RegisterImage:
         units = sorted({s.unit_id for s in signals})
         size = {(u, t): 0 for u in units for t in range(len(TABLES))}
         for s in signals:
+            if s.register not in TABLES:
+                raise ValueError(f"signal {s.tag}: unknown Modbus table {s.register!r}")
             if s.type != "bool" and s.type not in _DTYPE:
                 raise ValueError(f"signal {s.tag}: unknown Modbus type {s.type!r}")
             if s.address is None:
@@ -127,8 +132,7 @@ class RegisterImage:
             info = np.iinfo(g.dtype)
             ints = np.clip(np.rint(raw[ok]), info.min, info.max).astype(g.dtype)
             arr[g.dest[ok]] = ints.view(g.word).reshape(-1, g.dest.shape[1])
-        return {u: tuple(self._unit_table(u, t) for t in range(len(TABLES)))  # type: ignore[misc]
-                for u in self.units}
+        return {u: tuple(self._unit_table(u, t) for t in range(len(TABLES))) for u in self.units}
 
     def _unit_table(self, unit: int, table: int) -> list[int]:
         start = self._offset[unit, table]
@@ -197,7 +201,7 @@ class ModbusSiteServer:
             self._server = None
 
     def publish(self, values: np.ndarray, comms: Mapping[int, str]) -> None:
-        """Serve `values` (one per signal) and units' comms states from the next request on."""
+        """Serve `values` (one per signal) and every unit's comms state from the next request."""
         self._snapshot = _Snapshot(self.image.encode(values), dict(comms))
 
     def _on_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:

@@ -148,7 +148,8 @@ def load(name_or_path: str | Path) -> Scenario:
 def parse(raw: dict, *, file: str, name: str) -> Scenario:
     unknown = set(raw) - {"description", "water", "grid"}
     if unknown:
-        raise ScenarioError(file, sorted(unknown)[0], "unknown key (expected description, water, grid)")
+        raise ScenarioError(file, sorted(unknown)[0],
+                            "unknown key (expected description, water, grid)")
     events: dict[str, tuple[Event, ...]] = {}
     for site in ("water", "grid"):
         table = raw.get(site, {})
@@ -158,8 +159,8 @@ def parse(raw: dict, *, file: str, name: str) -> Scenario:
         if not isinstance(items, list):
             raise ScenarioError(file, f"{site}.events", "expected a list of [[events]] tables")
         events[site] = tuple(
-            sorted((_event(item, file, f"{site}.events[{i}]", site) for i, item in enumerate(items)),
-                   key=lambda e: e.start)
+            sorted((_event(item, file, f"{site}.events[{i}]", site)
+                    for i, item in enumerate(items)), key=lambda e: e.start)
         )
     return Scenario(name=name, description=str(raw.get("description", "")), events=events)
 
@@ -192,7 +193,8 @@ def _event(item: object, file: str, key: str, site: str) -> Event:
         if k not in allowed:
             raise ScenarioError(file, f"{key}.{k}", f"unknown parameter for {kind!r}; expected "
                                 + (", ".join(sorted(allowed)) or "none"))
-        if k not in ("junction", "mode") and (isinstance(v, bool) or not isinstance(v, int | float)):
+        numeric = isinstance(v, int | float) and not isinstance(v, bool)
+        if k not in ("junction", "mode") and not numeric:
             if k == "ramp" and isinstance(v, str):
                 try:
                     params[k] = parse_duration(v)

@@ -75,9 +75,13 @@ class SiteServer:
         await self.modbus.stop()
 
     async def publish(self, t: float) -> None:
-        """Serve the site's sample at simulated time t on both servers."""
-        if t == self.time:
-            return  # a frozen or lagging clock: the sample being served is already this one
+        """Serve the site's sample at simulated time t on both servers.
+
+        Served time never goes back: a t at or before the one being served is ignored (a
+        frozen or lagging clock, or a caller that published ahead of the clock).
+        """
+        if self.time is not None and t <= self.time:
+            return
         site = self.site
         values = site.sample(t)
         faulty = []
@@ -108,10 +112,9 @@ class SiteServer:
                 # A reading interpolates between the physics states around it, so the physics
                 # must be a step ahead of the clock.
                 await loop.run_in_executor(None, site.advance, site.step)
+                await self.publish(min(sim0 + (loop.time() - t0) * self.speed, site.time))
                 done = loop.time()
-                clock = sim0 + (done - t0) * self.speed
-                self._check_lag(clock, done - now)
-                await self.publish(min(clock, site.time))
+                self._check_lag(sim0 + (done - t0) * self.speed, done - now)
             elif now >= next_update:
                 await self.publish(clock)
                 next_update += self.update_interval
@@ -124,6 +127,7 @@ class SiteServer:
                 await asyncio.sleep(max(wake - now, 0.0))
 
     def _check_lag(self, clock: float, step_wall: float) -> None:
+        """Say once that the physics falls behind; `step_wall`: one step and its publish."""
         behind = clock - self.site.time
         if behind > self.site.step and not self._lag_reported:
             self._lag_reported = True

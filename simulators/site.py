@@ -8,6 +8,7 @@ serving live and the same site exporting a recording give the same values at the
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from simulators import scenario as scenarios
 from simulators.measure import SENSOR_FAULTS, Sensors
 from simulators.registers import assign_addresses
-from simulators.scenario import Event, Scenario, ScenarioError
+from simulators.scenario import EVENT_KINDS, Event, Scenario, ScenarioError
 from simulators.signals import Signal
 
 SiteName = Literal["water", "grid"]
@@ -118,15 +119,23 @@ class SimulatedSite:
         return np.where(self._status, s0, s0 + w[:, None] * (s1 - s0))
 
     def _forget(self) -> None:
-        """Keep the last two physics states: all later samples need."""
+        """Drop all but the last two physics states: all that later samples need."""
         del self._times[:-2], self._states[:-2]
 
     def sample(self, t: float) -> np.ndarray:
-        """Sensor readings (one per signal, NaN = no reading) at simulated time t."""
+        """Sensor readings (one per signal, NaN = no reading) at simulated time t.
+
+        The physics steps forward to t first if it is not there yet; t must not go back before
+        the previous physics state.
+        """
         return self.run(np.array([float(t)]))[0]
 
     def run(self, times: np.ndarray, on_step: Callable[[], None] | None = None) -> np.ndarray:
-        """Sensor readings at increasing `times`, shape (len(times), len(signals))."""
+        """Sensor readings at increasing `times`, shape (len(times), len(signals)).
+
+        Steps the physics up to the last time (calling `on_step` after each step), then reads
+        every time at once: an export's whole run is one call.
+        """
         times = np.asarray(times, dtype=np.float64)
         if times.size:
             self._advance_to(float(times[-1]), on_step)
@@ -204,13 +213,19 @@ def _validate(model: PhysicsModel, signals: Sequence[Signal], devices: dict[str,
                                     f"not {mode!r}")
         else:
             if reason := model.check_event(e):
-                raise ScenarioError(file, f"{e.key}.target", reason)
+                raise ScenarioError(file, _physics_key(e, reason), reason)
             continue
         # Two faults at once on one sensor or one unit have no single meaning.
         if (prev := last.get(e.target)) and e.start < prev.end:
             raise ScenarioError(file, f"{e.key}.start", f"overlaps {prev.key} on "
                                 f"{e.target!r}; faults on one tag or device must not overlap")
         last[e.target] = e
+
+
+def _physics_key(e: Event, reason: str) -> str:
+    """The key a model's complaint is about: a parameter it names, else the target."""
+    named = [p for p in sorted(EVENT_KINDS[e.kind][1]) if re.search(rf"\b{p}\b", reason)]
+    return f"{e.key}.{named[0] if named else 'target'}"
 
 
 def _check_fault_params(e: Event, file: str) -> None:
@@ -241,6 +256,14 @@ def build_site(name: SiteName, scenario: str | Path, *, seed: int, start: dateti
         from simulators.grid import GridNetwork as Model
     else:
         raise ValueError(f"unknown site {name!r}; expected water or grid")
-    model = Model(physics, seed=seed, start=start)
-    return SimulatedSite(model, loaded, seed=seed, start=start, step=step,
-                         file=scenario_file(scenario))
+    file = scenario_file(scenario)
+    try:
+        model = Model(physics, seed=seed, start=start)
+    except ValueError:
+        # The model refuses a bad event without naming its file: find it, and say where.
+        probe = Model([], seed=seed, start=start)
+        for e in physics:
+            if reason := probe.check_event(e):
+                raise ScenarioError(file, _physics_key(e, reason), reason) from None
+        raise
+    return SimulatedSite(model, loaded, seed=seed, start=start, step=step, file=file)

@@ -45,8 +45,9 @@ def write_site_file(site: SimulatedSite, path: Path, *, host: str, modbus_port: 
         "points": [_point(site.name, s) for s in site.signals],
     }
     header = (f"# Simulated {site.name} site (scenario {site.scenario.name}, seed {site.seed}).\n"
-              f"# Modbus TCP on {host}:{modbus_port}; OPC UA on opc.tcp://{host}:{opcua_port}, "
-              "each point's `node` naming its node there.\n")
+              f"# Modbus TCP on {host}:{modbus_port}; OPC UA on "
+              f"opc.tcp://{host}:{opcua_port}/scadawatch/{site.name}, where each point's "
+              "`node` names it.\n")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + tomli_w.dumps(doc), encoding="utf-8")

@@ -74,7 +74,8 @@ class ServedSite:
         return self.server.opcua.endpoint
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run `coro` on the server's loop (e.g. `server.publish(t)` on a frozen clock)."""
+        """Run `coro` on the server's loop, e.g. `server.publish(t)`; only while the clock is
+        frozen (speed 0), or it would race the physics step running in a worker thread."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
 
@@ -99,8 +100,8 @@ def _serving(server: SiteServer) -> Iterator[ServedSite]:
                 entered.set_exception(e)
             raise
 
-    task = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sim-serve")
-    done = task.submit(loop.run_until_complete, hold())
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sim-serve")
+    done = pool.submit(loop.run_until_complete, hold())
     try:
         entered.result(timeout=120)
         yield ServedSite(server, loop)
@@ -109,7 +110,7 @@ def _serving(server: SiteServer) -> Iterator[ServedSite]:
         try:
             done.result(timeout=30)  # surfaces an error of the clock loop in the test
         finally:
-            task.shutdown()
+            pool.shutdown()
             loop.close()
 
 

@@ -94,6 +94,7 @@ class Served:
 
     port: int = 0
     requests: Counter[tuple[int, int]] = field(default_factory=Counter)  # (unit, fc) -> n
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request
     connections: int = 0
 
     def function_codes(self) -> set[int]:
@@ -109,6 +110,7 @@ def _tracers(served: Served, silent: Collection[int]) -> dict:
         if sending:
             return pdu
         served.requests[(pdu.dev_id, pdu.function_code)] += 1
+        served.arrivals.append(time.monotonic())
         # Returning None makes the pymodbus server drop the request: a unit that never answers.
         return None if pdu.dev_id in silent else pdu
 

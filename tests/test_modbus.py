@@ -208,6 +208,9 @@ def test_dead_devices_go_bad_and_do_not_hold_the_bus(kind: str, tmp_path: Path,
         assert {int(c) for b in batches for c in b.cause} == causes
     assert {name: d.state for name, d in status.devices.items()} == {
         "live": "ok", "mute": "down", "gone": "down"}
+    # Retries: its first poll tries twice (retries=1), each probe after that once.
+    probes = sum(int(b.cause[0]) == quality.TIMEOUT for b in polls(sink, range(4, 8)))
+    assert status.devices["mute"].request_errors_total == {"timeout": probes + 1}
     # The circuit breaker: the mute unit is asked far less often than the live one.
     assert served.count(unit=2) * 4 < served.count(unit=1)
     assert served.function_codes() <= READ_CODES
@@ -310,10 +313,22 @@ def test_batches_carry_site_indices_timestamps_and_status() -> None:
     assert a.last_success is not None and a.bus == status.devices["b"].bus
 
 
-def test_devices_on_one_serial_port_must_agree_on_line_settings() -> None:
-    devices = [Device(name="m1", protocol="modbus-rtu", serial_port="/dev/ttyS9", unit=1),
-               Device(name="m2", protocol="modbus-rtu", serial_port="/dev/ttyS9", unit=2,
-                      baudrate=9600)]
-    points = float32_points("m1", 1) + float32_points("m2", 1)
-    with pytest.raises(ValueError, match="'m1' and 'm2' share serial port /dev/ttyS9"):
-        build_buses(site(devices, points), GatewayStatus(site="t"), Sink())
+def test_pause_spaces_the_requests_of_a_bus() -> None:
+    points = float32_points("dev", 3) + float32_points("dev", 1, start=20)
+    points += float32_points("dev", 1, start=40)  # three requests per poll
+    image = Image()
+    for p in points:
+        image.put(p, 1.0)
+
+    async def scenario() -> list[float]:
+        async with pymodbus_tcp({1: image}) as served:
+            sink = Sink()
+            dev = modbus_device("dev", {"port": served.port}, pause=0.05)
+            await sink.run(build_buses(site([dev], points), GatewayStatus(site="t"), sink),
+                           lambda s: len(s.batches) >= 2)
+            return served.arrivals
+
+    arrivals = asyncio.run(scenario())
+    assert len(arrivals) >= 6
+    # A request leaves >= pause after the previous answer, which came after its arrival.
+    assert min(np.diff(arrivals)) >= 0.05 - 0.001  # asyncio may fire a timer a tick early

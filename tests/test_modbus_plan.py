@@ -147,13 +147,11 @@ def test_rows_name_their_site_point() -> None:
     assert got == {7: 4.0, 3: 1.0, 11: 0.5}
 
 
-@pytest.mark.parametrize(("p", "settings", "message"), [
-    (point(0, "float32", "coil"), {}, "type must be bool"),
-    (point(0, "float64"), {"max_registers": 3}, "max_registers=3"),
-    (point(65535, "float32"), {}, "runs past 65535"),
-    (Point(tag="x", device="d"), {}, "needs an address"),
+@pytest.mark.parametrize(("p", "settings"), [
+    (point(0, "float64"), {"max_registers": 3}),
+    (point(0, "int32"), {"max_registers": 1}),
 ])
-def test_unreadable_point_is_named(p: Point, settings: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message) as err:
+def test_point_wider_than_a_request_is_named(p: Point, settings: dict) -> None:
+    with pytest.raises(ValueError, match=f"max_registers={settings['max_registers']}") as err:
         plan_device(device(**settings), [(0, p)])
     assert repr(p.tag) in str(err.value)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,10 +18,11 @@ import tomli_w
 
 from gateway.config import load_site
 from simulators.export import export
+from simulators.scenario import parse_duration, scenario_dir
 from simulators.site import SimulatedSite, build_site
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
-STEP = 900.0  # 15 min: a short export still crosses every fault window several times
+STEP = 1800.0  # 30 min: few physics steps, still several readings in every fault window
 HOURS = 6
 SITES = ("water", "grid")
 LABEL_KIND = {"stuck": "stuck", "spike": "spike", "drift": "drift", "dropout": "dropout",
@@ -36,7 +39,7 @@ def fault_events(site: SimulatedSite) -> list[dict]:
     comms_device = list(site.devices)[-1]
     analog = [s.tag for s in site.signals if s.kind != "status" and s.device != comms_device]
     table = [  # kind, target, start hour, hours, parameters
-        ("stuck", analog[0], 1, 1, {}),
+        ("stuck", analog[0], 1, 2, {}),
         ("spike", analog[1], 1, 2, {"magnitude": SPIKE, "count": 2}),
         ("drift", analog[2], 1, 2, {"rate": DRIFT}),
         ("dropout", analog[3], 2, 1, {}),
@@ -77,7 +80,21 @@ class Recording:
 
 
 @pytest.fixture(scope="module")
-def recordings(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Recording]:
+def plain_site() -> Callable[[str], SimulatedSite]:
+    """A site without events, built once per module: its tags, devices and zones."""
+    done: dict[str, SimulatedSite] = {}
+
+    def get(name: str) -> SimulatedSite:
+        if name not in done:
+            done[name] = build_site(name, "normal", seed=1, start=START, step=STEP)
+        return done[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory: pytest.TempPathFactory,
+               plain_site: Callable[[str], SimulatedSite]) -> Callable[..., Recording]:
     """Export a site once per (site, faults, seed) for the whole module."""
     done: dict[tuple[str, bool, int], Recording] = {}
 
@@ -85,7 +102,7 @@ def recordings(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Record
         key = (name, faults, seed)
         if key not in done:
             base = tmp_path_factory.mktemp(f"{name}-{int(faults)}-{seed}")
-            events = fault_events(build_site(name, "normal", seed=1, start=START, step=STEP))
+            events = fault_events(plain_site(name))
             if not faults:  # the same physics without sensor or comms faults: the reference
                 events = [e for e in events if e["kind"] == "leak"]
             scenario = base / "scenario.toml"
@@ -111,6 +128,37 @@ def test_labels_match_scenario_file(recordings: Callable[..., Recording], name: 
                  else [e["target"]])
         expected += [(LABEL_KIND[e["kind"]], w, *span) for w in where]
     assert sorted(read_labels(rec.out / "labels.csv")) == sorted(expected)
+
+
+SHIPPED = [("comms-faults", "water"), ("comms-faults", "grid"), ("grid-events", "grid"),
+           ("leak", "water"), ("sensor-faults", "water"), ("sensor-faults", "grid")]
+PHYSICS_LABEL = {"leak": "leak", "burst": "leak", "pump_trip": "anomaly",
+                 "voltage_sag": "voltage_sag", "voltage_swell": "voltage_swell",
+                 "overload": "overload", "line_outage": "line_outage", "frequency": "frequency"}
+
+
+def _expected_location(e: dict, site: SimulatedSite) -> list[str]:
+    if e["kind"] == "comms":
+        return [s.tag for s in site.signals if s.device == e["target"]]
+    if e["kind"] == "line_outage":  # a line's tag prefix starts with its feeder
+        return [e["target"].split(".")[0]]
+    if e["kind"] == "frequency" and e["target"] == "grid":
+        return ["substation.frequency"]
+    return [e["target"]]
+
+
+@pytest.mark.parametrize(("scenario", "name"), SHIPPED, ids=["-".join(x) for x in SHIPPED])
+def test_shipped_scenarios_label_every_event(scenario: str, name: str) -> None:
+    site = build_site(name, scenario, seed=1, start=START, step=STEP)
+    events = tomllib.loads((scenario_dir() / f"{scenario}.toml").read_text())[name]["events"]
+    expected = []
+    for e in events:
+        begin = START + timedelta(seconds=parse_duration(e["start"]))
+        end = begin + timedelta(seconds=parse_duration(e["duration"]))
+        kind = {**LABEL_KIND, **PHYSICS_LABEL}[e["kind"]]
+        expected += [(kind, where, f"{begin:%Y-%m-%dT%H:%M:%SZ}", f"{end:%Y-%m-%dT%H:%M:%SZ}")
+                     for where in _expected_location(e, site)]
+    assert sorted(site.labels()) == sorted(expected)
 
 
 @pytest.mark.parametrize("name", SITES)
@@ -203,15 +251,46 @@ def test_faults_show_in_export(recordings: Callable[..., Recording], name: str,
     np.testing.assert_array_equal(faulty[outside], clean[outside])
 
 
-def test_export_command_says_where_the_files_are(cli: Callable[..., tuple[int, str, str]],
-                                                 tmp_path: Path) -> None:
-    code, out, err = cli("simulate", "grid", "--export", tmp_path / "rec", "--days", "0.125",
-                         "--step", "1h")
+def test_export_command_records_a_window_of_the_scenario(
+        cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    """4.5 h of comms-faults at the default step: feeder2 silent 00:15-00:45, the plant unit
+    answering with exceptions from 04:00, after the recording's end at 04:30."""
+    out = tmp_path / "rec"
+    code, said, err = cli("simulate", "grid", "--scenario", "comms-faults", "--export", out,
+                          "--days", "0.1875")
     assert code == 0, err
-    assert str(tmp_path / "rec") in out
-    stamps, _, _ = read_readings(tmp_path / "rec" / "readings.csv")
-    assert stamps == [f"2026-01-05T{h:02d}:00:00Z" for h in range(3)]
-    assert read_labels(tmp_path / "rec" / "labels.csv") == []
+    assert str(out) in said
+    stamps, tags, values = read_readings(out / "readings.csv")
+    assert stamps == [f"2026-01-05T{m // 60:02d}:{m % 60:02d}:00Z" for m in range(0, 270, 15)]
+    points = load_site(out / "site.toml").points
+    unit = {d: [p.tag for p in points if p.device == d] for d in ("grid-feeder2", "grid-plant")}
+    day = "2026-01-05T"
+    assert sorted(read_labels(out / "labels.csv")) == sorted(
+        [("comms", t, f"{day}00:15:00Z", f"{day}00:45:00Z") for t in unit["grid-feeder2"]]
+        + [("comms", t, f"{day}04:00:00Z", f"{day}04:30:00Z") for t in unit["grid-plant"]])
+    for device, rows in (("grid-feeder2", [1, 2]), ("grid-plant", [16, 17])):
+        missing = np.isnan(values[:, [tags.index(t) for t in unit[device]]])
+        assert np.array_equal(np.flatnonzero(missing.all(axis=1)), rows)
+        assert np.array_equal(np.flatnonzero(missing.any(axis=1)), rows)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_writes_the_site_file_first(cli: Callable[..., tuple[int, str, str]],
+                                                  tmp_path: Path) -> None:
+    ports = _free_port(), _free_port()
+    path = tmp_path / "etc" / "water.toml"
+    code, out, err = cli("simulate", "water", "--write-site", path, "--duration", "0.5",
+                         "--modbus-port", ports[0], "--opcua-port", ports[1])
+    assert code == 0, err
+    assert str(path) in out
+    site = load_site(path)
+    assert {(d.host, d.port) for d in site.devices} == {("127.0.0.1", ports[0])}
+    assert f"opc.tcp://127.0.0.1:{ports[1]}/scadawatch/water" in path.read_text()
 
 
 def _event(**fields: object) -> dict:
@@ -239,8 +318,8 @@ BAD_SCENARIOS = [
 
 
 @pytest.fixture(scope="module")
-def water_names() -> dict[str, str]:
-    site = build_site("water", "normal", seed=1, start=START, step=STEP)
+def water_names(plain_site: Callable[[str], SimulatedSite]) -> dict[str, str]:
+    site = plain_site("water")
     return {"tag": site.tags[0], "device": next(iter(site.devices))}
 
 
@@ -272,6 +351,7 @@ BAD_ARGS = [
     ("step-gibberish", ["--step", "soon"], "--step 'soon'"),
     ("start-not-iso", ["--start", "yesterday"], "--start 'yesterday'"),
     ("negative-days", ["--days", "-1"], "--days -1"),
+    ("negative-serving-time", ["--duration", "-5"], "--duration -5"),
 ]
 
 
