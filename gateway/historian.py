@@ -112,7 +112,8 @@ class HistorianReader(Protocol):
 
 
 def _pack(cols: Columns, names: Sequence[str], a: int, b: int) -> bytes:
-    return b"".join(np.ascontiguousarray(cols[k][a:b], DTYPES[k]).tobytes() for k in names)
+    """Rows [a, b) of columns `names` (already of their dtypes), one after the other."""
+    return b"".join([memoryview(cols[k][a:b]).cast("B") for k in names])
 
 
 def _unpack(blob: bytes, n: int, names: Sequence[str]) -> Columns:
@@ -226,6 +227,8 @@ class EmbeddedHistorian:
         self._fresh: dict[int, list[int]] = {  # group -> [rows, readings]
             g: [r, n] for g, r, n in db.execute(
                 "SELECT grp, count(*), sum(n) FROM fresh GROUP BY grp")}
+        self._due = {g for g, (r, n) in self._fresh.items()
+                     if r >= FLUSH_ROWS or n >= FLUSH_READINGS}
         self._small = np.zeros(self._capacity(), np.int64)  # small chunks per tag id
         for tag, count in db.execute(
                 f"SELECT tag, count(*) FROM chunks WHERE n < {SMALL} GROUP BY tag"):
@@ -333,6 +336,8 @@ class EmbeddedHistorian:
             stats = self._fresh.setdefault(g, [0, 0])
             stats[0] += 1
             stats[1] += n
+            if stats[0] >= FLUSH_ROWS or stats[1] >= FLUSH_READINGS:
+                self._due.add(g)
 
     def _latest_update(self, cols: Columns) -> tuple[np.ndarray, Columns]:
         """Apply `cols` (sorted by tag, time) to the latest arrays; return the tag ids changed
@@ -367,10 +372,9 @@ class EmbeddedHistorian:
         """Move one due group from `fresh` into chunks, and merge some tags' small chunks.
         Returns the readings rewritten (0: nothing was due)."""
         done = 0
-        due = [(n, g) for g, (rows, n) in self._fresh.items()
-               if full or rows >= FLUSH_ROWS or n >= FLUSH_READINGS]
+        due = self._fresh if full else self._due
         if due:
-            done += self._flush(max(due)[1])
+            done += self._flush(max(due, key=lambda g: self._fresh[g][1]))
         tags = np.flatnonzero(self._small >= (2 if full else MERGE_FANIN))[:MERGE_TAGS]
         if len(tags):
             done += self._merge(tags.tolist())
@@ -396,6 +400,7 @@ class EmbeddedHistorian:
             db.execute("ROLLBACK")
             raise
         del self._fresh[grp]
+        self._due.discard(grp)
         for tag, _, _, n, _ in chunks:
             self._small[tag] += n < SMALL
         return len(cols["tag"])

@@ -8,8 +8,10 @@ deadlines missed by a whole interval are skipped, not bunched.
 
 Failures: a request is retried `retries` times; a timeout or a lost connection ends the
 device's poll (its remaining points are bad with that cause) and opens its circuit breaker
-for an exponentially growing, jittered backoff, during which its points are reported bad
-(`CIRCUIT_OPEN`) at each deadline without asking it. Exception responses mark only the points
+for an exponentially growing, jittered backoff, during which it is not asked and nothing is
+emitted for it: its points stay bad, then turn stale once `stale_after` intervals pass
+without an update (a bad row per skipped deadline would say nothing new and hide the
+staleness). Exception responses mark only the points
 of that request. Reconnects use the same backoff. A failed read never carries the last good
 value: it is NaN with quality BAD and its cause (`gateway.quality`). A device whose circuit
 is half-open gets a single try per request, so a dead unit costs its bus one timeout per
@@ -179,7 +181,6 @@ class ModbusBus:
     async def _poll(self, dev: _Device, link: _Link) -> None:
         loop = asyncio.get_running_loop()
         if dev.open_until > loop.time():
-            await self._emit_failed(dev, quality.CIRCUIT_OPEN)
             return
         if not await self._connect(link, dev):
             await self._emit_failed(dev, quality.CONNECTION)

@@ -16,7 +16,6 @@ OK = 0
 TIMEOUT = 1  # no answer within the device's timeout, after its retries
 CONNECTION = 2  # could not connect, or the connection dropped
 INVALID_RESPONSE = 3  # an answer that does not fit the request (length, framing, ids)
-CIRCUIT_OPEN = 4  # not asked: the device failed recently and waits out its backoff
 
 MODBUS_EXCEPTION_BASE = 0x100
 OPCUA_STATUS_MIN = 0x10000000
@@ -26,7 +25,6 @@ _NAMES = {
     TIMEOUT: "timeout",
     CONNECTION: "connection",
     INVALID_RESPONSE: "invalid_response",
-    CIRCUIT_OPEN: "circuit_open",
 }
 # Modbus Application Protocol v1.1b3, section 7.
 _MODBUS_EXCEPTIONS = {

@@ -249,7 +249,13 @@ class Spool:
                 crc = zlib.crc32(col, crc)
             crc = zlib.crc32(pad, crc)
             header = MAGIC + struct.pack("<I", crc) + rest
-            self._write_all([header, *columns, pad])
+            try:
+                self._write_all([header, *columns, pad])
+            except OSError:
+                # A full disk, say: cut off what got written, so the next record starts
+                # where the index says; the caller learns the poll was not spooled.
+                os.ftruncate(self._fd, seg.size)
+                raise
             seg.add(seg.size, rows, now, HEADER.size + length)
             self._dirty = True
             if (self.settings.fsync_interval == 0
@@ -292,7 +298,9 @@ class Spool:
         rows = 0
         while rows < max_rows:
             with self._lock:
-                self._enforce_bounds(time.time_ns())
+                now = time.time_ns()
+                self._enforce_bounds(now)
+                self._update_status(now)
                 if seq >= self.last_seq:
                     break
                 seq = max(seq, self.first_seq - 1)

@@ -1,7 +1,7 @@
 """Modbus servers on loopback for the driver tests, and the register images they serve.
 
-- `encode()`: a value as the registers a device sends (struct-based, written apart from the
-  gateway's decoder so that round trips test it).
+- `source()`: test values per type; `encode()`: a value as the registers a device sends
+  (struct-based, written apart from the gateway's decoder so that round trips test it).
 - `Image`: the four Modbus tables, filled per point.
 - `pymodbus_tcp()` / `pymodbus_rtu()`: pymodbus 3.16 servers in the running event loop,
   counting requests per (unit, function code); `silent` units never answer.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 import socket
 import struct
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -34,6 +36,19 @@ from gateway.config import Device, Point, Site, SiteSection
 
 _STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "int64": "q",
            "float32": "f", "float64": "d"}
+TYPES = ["bool", *_STRUCT]
+ORDERS = ["ABCD", "CDAB", "BADC", "DCBA"]
+# Values whose bytes all differ, so that any mix-up of words or bytes shows.
+_SOURCE = {"bool": 1.0, "int16": -12345.0, "uint16": 54321.0, "int32": -123456789.0,
+           "uint32": 3_000_000_000.0, "int64": -1_234_567_890_123_456.0,
+           "float32": float(np.float32(3.14159)), "float64": -2.718281828459045}
+_OTHER = {"bool": 0.0, "uint16": 0x0102, "uint32": 0x01020304}
+SCALES = [(1.0, 0.0), (0.5, 10.0), (-2.0, 0.25)]
+
+
+def source(type_: str, i: int) -> float:
+    """The i-th test value of a type: alternately a big one and its negation (or another)."""
+    return _SOURCE[type_] if i % 2 == 0 else _OTHER.get(type_, -_SOURCE[type_])
 
 
 def encode(value: float, type_: str, word_order: str) -> list[int]:
@@ -47,6 +62,23 @@ def encode(value: float, type_: str, word_order: str) -> list[int]:
     if word_order in ("BADC", "DCBA"):
         words = [w[::-1] for w in words]
     return [int.from_bytes(w, "big") for w in words]
+
+
+def every_type_order_and_table() -> tuple[list[Point], list[float]]:
+    """One point per table x type x word order, back to back, and the values to serve."""
+    points, raw = [], []
+    scales = itertools.cycle(SCALES)
+    address = {"holding": 0, "input": 0, "coil": 0, "discrete": 0}
+    combos = [(t, ty, o) for t in ("holding", "input") for ty in TYPES for o in ORDERS]
+    combos += [(t, "bool", "ABCD") for t in ("coil", "discrete") for _ in range(3)]
+    for i, (table, type_, order) in enumerate(combos):
+        scale, offset = next(scales)
+        points.append(Point(tag=f"{table}.{type_}.{order}.{i}", device="dev",
+                            register_kind=table, address=address[table], type=type_,
+                            word_order=order, scale=scale, offset=offset))
+        address[table] += points[-1].width
+        raw.append(source(type_, i))
+    return points, raw
 
 
 @dataclass

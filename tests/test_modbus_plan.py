@@ -7,19 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from modbus_servers import Image
+from modbus_servers import ORDERS, TYPES, Image, source
 
-from gateway.config import Device, Point
+from gateway.config import REGISTER_WIDTH, Device, Point
 from gateway.modbus_plan import DevicePlan, plan_device, wire_positions
-
-TYPES = ["bool", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64"]
-ORDERS = ["ABCD", "CDAB", "BADC", "DCBA"]
-# Values whose bytes all differ, so any mix-up of words or bytes changes them.
-SOURCE = {"bool": 1.0, "int16": -12345.0, "uint16": 54321.0, "int32": -123456789.0,
-          "uint32": 3_000_000_000.0, "int64": -1_234_567_890_123_456.0,
-          "float32": float(np.float32(3.14159)), "float64": -2.718281828459045}
-WIDTH = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2,
-         "int64": 4, "float64": 4}
 
 
 def device(**kw: object) -> Device:
@@ -55,10 +46,11 @@ def spans(plan: DevicePlan) -> list[tuple[int, int, int]]:
 def test_decode_round_trip(table: str, type_: str, order: str) -> None:
     # Three points of the type back to back, between neighbours in another order, so that
     # offsets inside a request and the gathering of bytes across registers are exercised.
+    width = REGISTER_WIDTH[type_] if table in ("holding", "input") else 1
     pts = [point(0, "uint16", table if table in ("holding", "input") else "holding"),
-           *[point(1 + i * WIDTH[type_], type_, table, order) for i in range(3)]]
+           *[point(1 + i * width, type_, table, order) for i in range(3)]]
     image = Image()
-    values = [7.0, SOURCE[type_], -SOURCE[type_] if type_[0] in "if" else 0.0, SOURCE[type_]]
+    values = [7.0, source(type_, 0), source(type_, 1), source(type_, 2)]
     for p, v in zip(pts, values, strict=True):
         image.put(p, v)
     plan = plan_device(device(), list(enumerate(pts)))

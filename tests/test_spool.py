@@ -8,10 +8,12 @@ the sequence number alone, and the parent knows what every record must hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import re
+import resource
 import selectors
 import signal
 import subprocess
@@ -154,6 +156,33 @@ def test_torn_tail_is_cut_off_and_earlier_records_stay(open_spool, tmp_path, cap
         assert_batches_equal(batch, seq_batch(seq - seqs[0], 30 + seq - seqs[0]))
     assert spool.append(seq_batch(9)) == survived[-1] + 1
     assert "event=spool_torn_tail" in caplog.text
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past `limit` bytes fail (EFBIG), as on a full disk: RLIMIT_FSIZE, for real."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_a_failed_write_leaves_no_partial_record(open_spool, tmp_path) -> None:
+    spool = open_spool()
+    first = spool.append(seq_batch(0, 1000))
+    (segment,) = (tmp_path / "spool").glob("*.seg")
+    with file_size_limit(segment.stat().st_size + 20_000), pytest.raises(OSError):
+        spool.append(seq_batch(1, 1000))  # ~33 kB: only part of it fits
+    assert spool.append(seq_batch(1, 1000)) == first + 1
+    spool.close()
+    entries = read_all(open_spool())
+    assert [s for s, _ in entries] == [first, first + 1]
+    for i, (_, batch) in enumerate(entries):
+        assert_batches_equal(batch, seq_batch(i, 1000))
 
 
 # --- crashes -------------------------------------------------------------------------------

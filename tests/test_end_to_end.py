@@ -1,0 +1,209 @@
+"""The whole gateway, as a user runs it: devices on loopback -> gateway -> spool -> historian
+-> API. Real sockets, real processes (the kill -9 and demo cases run `scadawatch` itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tomli_w
+from modbus_servers import Image, every_type_order_and_table, free_port, pymodbus_tcp, source
+
+from anomaly.batch import Batch
+from gateway.config import Device, Site, SiteSection, load_site
+from gateway.historian import EmbeddedHistorian
+from gateway.spool import Spool
+from gateway.status import SpoolStatus
+from scadawatch.serve import serve
+
+RUN_LIMIT = 60.0  # seconds any wait in this file may take before it fails
+
+
+def precision(type_: str, value: float) -> float:
+    """What the type can hold of `value`: float32 keeps ~7 significant digits."""
+    return abs(value) * 1e-6 if type_ == "float32" else 1e-9 * max(1.0, abs(value))
+
+
+def test_every_type_word_order_and_table_reaches_the_api_unchanged(tmp_path: Path) -> None:
+    points, raw = every_type_order_and_table()
+    image = Image()
+    for point, value in zip(points, raw, strict=True):
+        image.put(point, value)
+    api_port = free_port()
+
+    async def scenario() -> dict:
+        async with pymodbus_tcp({1: image}) as served:
+            device = Device(name="dev", protocol="modbus-tcp", port=served.port, unit=1,
+                            poll_interval=0.1, timeout=0.5)
+            site = Site(site=SiteSection(name="e2e", data_dir=tmp_path), devices=[device],
+                        points=points)
+            stop = asyncio.Event()
+            gateway = asyncio.create_task(serve(site, gateway=True, api=True, port=api_port,
+                                                stop=stop))
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
+                    deadline = time.monotonic() + RUN_LIMIT
+                    while True:
+                        assert time.monotonic() < deadline, "no good values within the limit"
+                        assert not gateway.done(), gateway
+                        try:
+                            latest = (await http.get("/api/v1/latest")).json()
+                            if all(r["quality"] == "good" for r in latest["readings"]):
+                                history = (await http.get("/api/v1/history", params={
+                                    "tag": points[0].tag, "start": "-1min"})).json()
+                                return {"latest": latest, "history": history}
+                        except httpx.TransportError:
+                            pass  # the API is still starting
+                        await asyncio.sleep(0.1)
+            finally:
+                stop.set()
+                await gateway
+
+    answer = asyncio.run(scenario())
+    got = {r["tag"]: r for r in answer["latest"]["readings"]}
+    assert len(got) == len(points)
+    for point, value in zip(points, raw, strict=True):
+        expected = value * point.scale + point.offset
+        reading = got[point.tag]
+        assert reading["value"] == pytest.approx(expected, abs=precision(point.type, expected)
+                                                 * abs(point.scale) + 1e-12), point.tag
+        assert reading["source_ts"].endswith("Z") and reading["stale"] is False
+    history = answer["history"]
+    assert history["tag"] == points[0].tag and len(history["ts"]) >= 1
+    assert history["value"][-1] == pytest.approx(source(points[0].type, 0) * points[0].scale
+                                                 + points[0].offset, rel=1e-6)
+
+
+# --- kill -9 while polling, then restart --------------------------------------------------
+
+def start_simulator(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """The water simulator in its own process: a Modbus device the gateway cannot tell from
+    a real one."""
+    site_file = tmp_path / "sim.toml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scadawatch", "simulate", "water", "--speed", "60",
+         "--modbus-port", str(free_port()), "--opcua-port", str(free_port()),
+         "--write-site", str(site_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + RUN_LIMIT
+    while not site_file.exists():
+        assert proc.poll() is None, "the simulator exited"
+        assert time.monotonic() < deadline, "the simulator did not start"
+        time.sleep(0.1)
+    return proc, site_file
+
+
+def gateway_site(sim_site: Path, tmp_path: Path) -> Path:
+    """The simulator's site file, polled fast, with one spool segment that is never deleted,
+    so that at the end the spool still holds every reading it ever acknowledged."""
+    raw = tomllib.loads(sim_site.read_text())
+    raw["site"]["data_dir"] = str(tmp_path / "data")
+    raw["spool"] = {"segment_bytes": 1 << 30, "fsync_interval": 0.0}
+    for device in raw["devices"]:
+        device["poll_interval"] = 0.05
+    path = tmp_path / "gateway.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+def spooled(site: Site) -> Counter[tuple[int, int]]:
+    status = SpoolStatus()
+    spool = Spool(site.site.data_dir / "spool", site.spool, status)
+    try:
+        batches = [b for _, b in spool.read_after(0, max_rows=10**9)]
+    finally:
+        spool.close()
+    all_ = Batch.concat(batches)
+    return Counter(zip(all_.point.tolist(), all_.source_ts.tolist(), strict=True))
+
+
+def stored(site: Site) -> Counter[tuple[int, int]]:
+    tags = [p.tag for p in site.points]
+    historian = EmbeddedHistorian(site.site.data_dir / "historian.sqlite", tags, readonly=True)
+    try:
+        out: Counter[tuple[int, int]] = Counter()
+        for i, tag in enumerate(tags):
+            rows = historian.history(tag, 0, 2**62)
+            out.update((i, ts) for ts in rows.source_ts.tolist())
+        return out
+    finally:
+        historian.close()
+
+
+@pytest.mark.slow
+def test_kill_9_while_polling_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    sim, sim_site = start_simulator(tmp_path)
+    try:
+        config = gateway_site(sim_site, tmp_path)
+        cmd = [sys.executable, "-m", "scadawatch", "gateway", "--config", str(config)]
+        rng = np.random.default_rng(7)
+        for _ in range(5):  # bounded: five crashes at random moments of ingest
+            gw = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.5 + rng.uniform(0, 1.0))
+            assert gw.poll() is None, "the gateway died on its own"
+            os.kill(gw.pid, signal.SIGKILL)
+            gw.wait()
+        # A last run that ends cleanly: SIGTERM flushes the spool into the historian.
+        gw = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(2.0)
+        gw.send_signal(signal.SIGTERM)
+        _, err = gw.communicate(timeout=RUN_LIMIT)
+        assert gw.returncode == 0, err.decode()
+    finally:
+        sim.terminate()
+        sim.wait(timeout=RUN_LIMIT)
+
+    site = load_site(config)
+    in_spool, in_historian = spooled(site), stored(site)
+    assert sum(in_spool.values()) > 1000  # the runs really polled
+    assert max(in_spool.values()) == 1  # each reading was spooled once
+    assert in_historian == in_spool  # ... and stored exactly once
+
+
+# --- scadawatch demo ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_demo_serves_live_water_and_grid_values(tmp_path: Path) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "scadawatch", "demo", "--duration", "30", "--port", str(port),
+         "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[str, set[str]] = {"water": set(), "grid": set()}
+    values: dict[str, list[float]] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and demo.poll() is None:
+            try:
+                latest = httpx.get(f"http://127.0.0.1:{port}/api/v1/latest", timeout=2).json()
+            except (httpx.TransportError, ValueError):
+                time.sleep(0.5)
+                continue
+            for r in latest["readings"]:
+                if r["quality"] == "good" and not r["stale"]:
+                    values.setdefault(r["tag"], []).append(r["value"])
+                    site = "grid" if r["tag"].startswith(("feeder", "substation")) else "water"
+                    seen[site].add(r["tag"])
+            time.sleep(1.0)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, err
+    assert "/docs" in out and "/api/v1/latest" in out
+    assert len(seen["water"]) >= 20 and len(seen["grid"]) >= 50, seen
+    # Live: values move while the demo runs (flows and voltages are never frozen).
+    moving = [t for t, v in values.items() if len(set(v)) > 1 and not math.isnan(v[-1])]
+    assert len(moving) >= 20, moving
+
