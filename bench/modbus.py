@@ -9,7 +9,10 @@ float32 in holding registers, in a separate process. Figures printed:
    the ceiling, and the CPU of the gateway and server processes.
 3. paced: the driver asked for `--rate` readings/s (interval = devices x points / rate):
    achieved readings/s and CPU (what a site at that load costs).
-4. dead devices: poll rates of live devices alone, then beside a closed port and a unit that
+4. end to end: the whole gateway (`gateway.runtime.Gateway`: driver -> on-disk spool ->
+   embedded historian) unpaced and asked for `--rate`: readings/s stored in the historian,
+   its ratio to the ceiling, CPU.
+5. dead devices: poll rates of live devices alone, then beside a closed port and a unit that
    never answers on a live device's bus; the lowest ratio of the two.
 
     python bench/modbus.py [--devices 20] [--points 2500] [--seconds 10] [--rate 100000]
@@ -24,6 +27,7 @@ import logging
 import multiprocessing as mp
 import os
 import socket
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -40,6 +44,7 @@ from anomaly.batch import Batch
 from gateway.config import Device, Point, Site, SiteSection
 from gateway.modbus import build_buses
 from gateway.modbus_plan import plan_device
+from gateway.runtime import Gateway
 from gateway.status import GatewayStatus
 
 SILENT_UNIT = 9  # answered by no one: pymodbus drops its requests
@@ -194,6 +199,31 @@ async def dead_devices(servers: Servers, points: int, seconds: float) -> tuple[d
     return (await driver(servers, live, seconds), await driver(servers, with_dead, seconds))
 
 
+async def pipeline(servers: Servers, site: Site, seconds: float, warmup: float = 2.0) -> dict:
+    """The whole gateway on `site`; counts readings stored in the historian."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        site = site.model_copy(update={"site": SiteSection(name="bench", data_dir=Path(tmp))})
+        gateway = Gateway(site)
+        stop = asyncio.Event()
+        task = asyncio.create_task(gateway.run(stop))
+        sink = gateway.status.sinks["historian"]
+        await asyncio.sleep(warmup)
+        stored, appended = sink.readings_total, gateway.status.spool.readings_appended_total
+        cpu, server_cpu, t0 = _cpu(), servers.cpu(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        elapsed = time.perf_counter() - t0
+        out = {
+            "readings_per_s": (sink.readings_total - stored) / elapsed,
+            "spooled_per_s": (gateway.status.spool.readings_appended_total - appended) / elapsed,
+            "gateway_cpu": (_cpu() - cpu) / elapsed,
+            "server_cpu": (servers.cpu() - server_cpu) / elapsed,
+            "backlog": sink.backlog_readings,
+        }
+        stop.set()
+        await task
+        return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", type=int, default=20)
@@ -227,6 +257,14 @@ def main() -> None:
                   f"({r['gateway_cpu'] / r['readings_per_s'] * 1e6:.2f} us/reading)   "
                   f"server CPU {r['server_cpu']:4.0%}")
         print(f"{'ratio driver / ceiling':30s} {ratio:>10.2f}")
+        for name, interval in (("end to end, unpaced", 1e-6),
+                               (f"end to end, asked {args.rate:,.0f}/s", n / args.rate)):
+            e2e = asyncio.run(pipeline(servers, _site(servers.ports, args.points, interval),
+                                       args.seconds))
+            print(f"{name:30s} {e2e['readings_per_s']:>10,.0f} readings/s stored   "
+                  f"gateway CPU {e2e['gateway_cpu']:4.0%}   "
+                  f"ratio to ceiling {e2e['readings_per_s'] / raw['readings_per_s']:.2f}   "
+                  f"backlog at end {e2e['backlog']:,}")
         alone, beside = asyncio.run(dead_devices(servers, 250, args.seconds))
         live = [k for k in alone["polls_per_s"] if k.startswith("plc")]
         worst = min(beside["polls_per_s"].get(k, 0.0) / alone["polls_per_s"][k] for k in live)

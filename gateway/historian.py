@@ -7,8 +7,10 @@ numpy columns in blobs, in two tables:
   (tag, source time). One store of readings from many tags is a handful of rows.
 - `chunks`: one tag's readings, up to 4,096 per row, with the row's time range indexed.
   A background compaction (bounded work after each store) moves a group's fresh rows into
-  per-tag chunks once the group has enough of them, and merges a tag's small chunks into big
-  ones, so one tag's 1M readings are a few hundred rows.
+  per-tag chunks once the group has 1,024 rows or 256k readings (50,000 tags polled twice a
+  second: ~1,000 readings per tag and chunk), and merges a tag's small chunks into big ones,
+  so one tag's 1M readings are a few hundred rows. Moving late rewrites less; the price is
+  that a query of recent readings may read up to 1,024 fresh rows of its group (~20 ms).
 
 A query reads the tag's chunks and its group's fresh rows in one read transaction, so it sees
 every reading exactly once while compaction moves them. `latest` keeps one row of arrays per
@@ -21,10 +23,11 @@ stored history. One writer per file; readers may be other processes (`readonly=T
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,12 +41,13 @@ log = logging.getLogger(__name__)
 GROUP_SHIFT = 8  # 256 tag ids share a fresh row
 LATEST_SHIFT = 10  # 1,024 tag ids share a latest row
 CHUNK_MAX = 4096  # readings per chunk
-SMALL = 1024  # chunks below this many readings get merged
+SMALL = 512  # chunks below this many readings get merged
 MERGE_FANIN = 8  # a tag's small chunks are merged once it has this many
 MERGE_TAGS = 64  # tags merged per compaction step
-FLUSH_ROWS = 256  # a group's fresh rows are moved to chunks at this many rows...
+FLUSH_ROWS = 1024  # a group's fresh rows are moved to chunks at this many rows...
 FLUSH_READINGS = 1 << 18  # ...or this many readings
 NO_TS = np.iinfo(np.int64).min  # latest: no reading yet
+WHOLE_BLOB = 16384  # bytes: a blob this small is read in one call, not column by column
 
 # Blob layouts: 8-byte columns first, so every column is aligned within the blob.
 CHUNK_COLUMNS = ("source_ts", "value", "gateway_ts", "cause", "quality")
@@ -127,14 +131,22 @@ def _unpack(blob: bytes, n: int, names: Sequence[str]) -> Columns:
 def _read_part(blob: sqlite3.Blob, layout: Sequence[str], names: Sequence[str],
                tag_id: int | None, start_ns: int, end_ns: int) -> Columns:
     """Columns `names` of the rows of a blob laid out as `layout` whose source time is in
-    [start_ns, end_ns) (and whose tag is `tag_id`, for a fresh row)."""
+    [start_ns, end_ns) (and whose tag is `tag_id`, for a fresh row).
+
+    A small blob is read whole; of a big one, only the slices needed.
+    """
     offset = _OFFSETS[layout]
-    n = len(blob) // offset[""]
+    size = len(blob)
+    n = size // offset[""]
+    whole = blob.read() if size <= WHOLE_BLOB else None
 
     def column(name: str, a: int, b: int) -> np.ndarray:
-        size = DTYPES[name].itemsize
-        blob.seek(offset[name] * n + a * size)
-        return np.frombuffer(blob.read((b - a) * size), DTYPES[name])
+        width = DTYPES[name].itemsize
+        start = offset[name] * n + a * width
+        if whole is not None:
+            return np.frombuffer(whole, DTYPES[name], b - a, start)
+        blob.seek(start)
+        return np.frombuffer(blob.read((b - a) * width), DTYPES[name])
 
     a, b = 0, n
     if tag_id is not None:
@@ -160,11 +172,15 @@ def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[0, cuts], np.r_[cuts, len(keys)]
 
 
-def _pieces(a: int, b: int) -> Iterable[tuple[int, int]]:
-    """[a, b) cut into nearly equal pieces of at most CHUNK_MAX."""
+def _pieces(a: int, b: int) -> list[tuple[int, int]]:
+    """[a, b) cut into nearly equal pieces of at most CHUNK_MAX (as Python ints: SQLite
+    would store numpy integers as blobs)."""
+    a, b = int(a), int(b)
+    if b <= a:
+        return []
     k = -(-(b - a) // CHUNK_MAX)
-    edges = np.linspace(a, b, k + 1).astype(np.int64)
-    return zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)
+    edges = [a + (b - a) * i // k for i in range(k + 1)]
+    return list(itertools.pairwise(edges))
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
@@ -280,7 +296,7 @@ class EmbeddedHistorian:
             entries = [(seq, b) for seq, b in entries if seq > self._cursor]
             if not entries:
                 return
-            self._store(Batch.concat([b for _, b in entries]), entries[-1][0])
+            self._store(Batch.concat([b for _, b in entries]), max(s for s, _ in entries))
             budget = 4 * sum(len(b) for _, b in entries) + FLUSH_READINGS
             try:
                 while budget > 0:
@@ -385,7 +401,8 @@ class EmbeddedHistorian:
         db = self._write
         db.execute("BEGIN IMMEDIATE")
         try:
-            rows = db.execute("SELECT id, n, data FROM fresh WHERE grp = ?", (grp,)).fetchall()
+            rows = db.execute("SELECT id, n, data FROM fresh WHERE grp = ? ORDER BY id",
+                              (grp,)).fetchall()
             cols = _concat([_unpack(data, n, FRESH_COLUMNS) for _, n, data in rows],
                            FRESH_COLUMNS)
             cols = _take(cols, np.lexsort((cols["source_ts"], cols["tag"])))
@@ -485,8 +502,10 @@ class EmbeddedHistorian:
         return Batch(point=points[has].astype(np.int32), **{k: v[has] for k, v in cols.items()})
 
     def _read_range(self, tag: str, start_ns: int, end_ns: int,
-                    names: Sequence[str] = CHUNK_COLUMNS) -> tuple[int, Columns]:
-        """(point, columns `names`) of `tag`'s readings in [start_ns, end_ns), oldest first.
+                    names: Sequence[str] = CHUNK_COLUMNS, limit: int | None = None
+                    ) -> tuple[int, Columns]:
+        """(point, columns `names`) of `tag`'s readings in [start_ns, end_ns), oldest first;
+        with a `limit`, at least its first `limit` readings.
 
         Blobs are read in part (incremental blob I/O): only the columns asked for, and from a
         fresh row only the tag's slice.
@@ -501,12 +520,17 @@ class EmbeddedHistorian:
             db.execute("BEGIN")
             try:
                 chunks = db.execute(
-                    "SELECT id FROM chunks WHERE tag = ? AND t_max >= ? AND t_min < ? "
-                    "ORDER BY t_min", (tag_id, start_ns, end_ns)).fetchall()
-                for (rowid,) in chunks:
+                    "SELECT id, t_min, t_max FROM chunks WHERE tag = ? AND t_max >= ? "
+                    "AND t_min < ? ORDER BY t_min", (tag_id, start_ns, end_ns)).fetchall()
+                count, newest = 0, start_ns
+                for rowid, t_min, t_max in chunks:
+                    if limit is not None and count >= limit and t_min > newest:
+                        break  # this chunk and those after hold only later readings
                     with db.blobopen("chunks", "data", rowid, readonly=True) as blob:
                         parts.append(_read_part(blob, CHUNK_COLUMNS, names, None,
                                                 start_ns, end_ns))
+                    count += len(parts[-1]["source_ts"])
+                    newest = max(newest, t_max)
                 fresh = db.execute(
                     "SELECT id FROM fresh WHERE grp = ? AND t_max >= ? AND t_min < ? "
                     "ORDER BY id", (tag_id >> GROUP_SHIFT, start_ns, end_ns)).fetchall()
@@ -524,7 +548,7 @@ class EmbeddedHistorian:
 
     def history(self, tag: str, start_ns: int, end_ns: int, limit: int | None = None) -> Batch:
         """`tag`'s raw readings in [start_ns, end_ns), oldest first, at most `limit`."""
-        point, cols = self._read_range(tag, start_ns, end_ns)
+        point, cols = self._read_range(tag, start_ns, end_ns, limit=limit)
         if limit is not None:
             cols = {k: v[:limit] for k, v in cols.items()}
         return Batch(point=np.full(len(cols["source_ts"]), point, np.int32), **cols)

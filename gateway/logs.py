@@ -29,3 +29,5 @@ def setup_logging(level: int = logging.INFO) -> None:
     # Library chatter (pymodbus logs every failed connect at error level) stays out of our log.
     for noisy in ("pymodbus", "asyncua", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    # wntr reports every solver iteration at info level.
+    logging.getLogger("wntr").setLevel(logging.WARNING)

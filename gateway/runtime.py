@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 from pathlib import Path
 
 from anomaly.batch import Batch
@@ -32,6 +34,41 @@ def status_path(site: Site) -> Path:
     return site.site.data_dir / "status.json"
 
 
+def tags_path(site: Site) -> Path:
+    """The tag list the spooled batches' point indices refer to."""
+    return site.site.data_dir / "spool-tags.json"
+
+
+def catch_up_with_old_tags(site: Site, spool: Spool) -> None:
+    """Store a backlog spooled under an earlier point list before the new one takes over.
+
+    Batches carry point indices, not tags: after the point list changed (points added,
+    removed or reordered in the site file), readings still in the spool must be filed
+    under the tags they were polled for, or they would land on the wrong tags.
+    """
+    path = tags_path(site)
+    tags = [p.tag for p in site.points]
+    try:
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        old = tags
+    if old != tags:
+        historian = EmbeddedHistorian(historian_path(site), old)
+        try:
+            stored = 0
+            while entries := spool.read_after(historian.cursor(), 100_000):
+                historian.store(entries)
+                spool.ack(historian.name, entries[-1][0])
+                stored += sum(len(b) for _, b in entries)
+        finally:
+            historian.close()
+        log.info("event=point_list_changed backlog_stored=%d old_points=%d new_points=%d",
+                 stored, len(old), len(tags))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(tags))
+    os.replace(tmp, path)
+
+
 class Gateway:
     """Polls every device of a site, spools each batch, and drains the spool into the historian."""
 
@@ -41,6 +78,7 @@ class Gateway:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.status = GatewayStatus(site=site.site.name)
         self.spool = Spool(data_dir / "spool", site.spool, self.status.spool)
+        catch_up_with_old_tags(site, self.spool)
         self.historian = EmbeddedHistorian(historian_path(site), [p.tag for p in site.points])
         self.status.sinks["historian"] = SinkStatus(name="historian")
         self.buses = build_buses(site, self.status, self._emit)

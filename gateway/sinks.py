@@ -47,11 +47,12 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
                 # Known to the spool from now on, so it keeps what this sink still needs.
                 spool.ack(sink.name, position)
             entries = await asyncio.to_thread(spool.read_after, position, max_rows)
+            rows = sum(len(b) for _, b in entries)
             if entries:
                 cancelled = await _store(sink, entries)
                 position = entries[-1][0]
                 spool.ack(sink.name, position)
-                status.readings_total += sum(len(b) for _, b in entries)
+                status.readings_total += rows
                 if cancelled:
                     raise asyncio.CancelledError
             status.backlog_readings, status.backlog_age_seconds = spool.backlog(position)
@@ -60,14 +61,14 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
         except Exception as e:
             status.errors_total += 1
             status.last_error = f"{type(e).__name__}: {e}"
-            log.warning("event=sink_error sink=%s error=%r retry_in=%.1f",
+            log.warning("event=sink_error sink=%s error=%r retry_in=%g",
                         sink.name, status.last_error, backoff)
             await asyncio.sleep(backoff)
             backoff = min(2 * backoff, BACKOFF_MAX)
             position = None  # resume from what the sink really stored
             continue
         backoff = first_backoff
-        if sum(len(b) for _, b in entries) < max_rows:
+        if rows < max_rows:
             await asyncio.sleep(idle)
 
 

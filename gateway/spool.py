@@ -301,9 +301,9 @@ class Spool:
                 now = time.time_ns()
                 self._enforce_bounds(now)
                 self._update_status(now)
+                seq = max(seq, self.first_seq - 1)
                 if seq >= self.last_seq:
                     break
-                seq = max(seq, self.first_seq - 1)
                 i = bisect_right([s.first_seq for s in self._segments], seq + 1) - 1
                 seg = self._segments[i]
                 k0 = seq + 1 - seg.first_seq
@@ -356,8 +356,9 @@ class Spool:
     def backlog(self, seq: int) -> tuple[int, float]:
         """(readings after `seq`, age in seconds of the oldest of them) — a sink's backlog."""
         with self._lock:
-            readings = sum(s.rows_after(seq) for s in self._segments if s.last_seq > seq)
-            seg = next((s for s in self._segments if s.last_seq > seq), None)
+            behind = [s for s in self._segments if s.count and s.last_seq > seq]
+            readings = sum(s.rows_after(seq) for s in behind)
+            seg = behind[0] if behind else None
             if seg is None:
                 return 0, 0.0
             k = max(seq + 1 - seg.first_seq, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -127,7 +128,8 @@ def test_history_returns_raw_readings_in_range_in_time_order(open_historian, sta
     for point, tag in enumerate(TAGS):
         mine = of_tag(readings, point)
         for start, end, limit in ((0, SPAN, None), (int(mine.source_ts[10]),
-                                   int(mine.source_ts[20]), None), (0, SPAN, 5)):
+                                   int(mine.source_ts[20]), None), (0, SPAN, 5),
+                                  (100_000, SPAN, 1000)):
             want = mine.take((mine.source_ts >= start) & (mine.source_ts < end))
             want = want.take(np.arange(min(len(want), limit or len(want))))
             got = h.history(tag, start, end, limit=limit)
@@ -146,6 +148,21 @@ def test_automatic_compaction_keeps_every_reading(open_historian) -> None:
         got = h.history(tag, 0, SPAN)
         assert len(got) == 4 * READINGS
         np.testing.assert_array_equal(np.sort(got.value), np.sort(of_tag(readings, point).value))
+
+
+def test_compaction_leaves_a_tag_in_few_chunks(open_historian, tmp_path) -> None:
+    # What keeps a query over millions of readings fast: few rows to read per tag.
+    h = open_historian()
+    for seq in range(1, 201):
+        ts = seq * 100 + np.arange(100)
+        h.store([(seq, Batch.of(source_ts=ts, point=np.zeros(100), value=ts, quality=0))])
+    compact_fully(h)
+    db = sqlite3.connect(tmp_path / "h.sqlite")
+    rows = db.execute("SELECT typeof(n), n FROM chunks").fetchall()
+    db.close()
+    assert len(rows) <= 5  # 20,000 readings, up to 4,096 a chunk
+    assert {t for t, _ in rows} == {"integer"} and sum(n for _, n in rows) == 20_000
+    assert len(h.history(TAGS[0], 0, 10**9)) == 20_000
 
 
 def test_latest_is_the_newest_reading_of_each_tag(open_historian) -> None:

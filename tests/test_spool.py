@@ -41,7 +41,7 @@ def seq_batch(seq: int, rows: int = 50) -> Batch:
     """The batch a test appends as record `seq`: every column derived from `seq`."""
     i = np.arange(rows)
     quality = np.where((seq + i) % 7 == 0, Quality.BAD, (seq + i) % 2)
-    ts = seq * 1000 + i % 1000  # seq is about 1.7e15 (microseconds since the epoch)
+    ts = seq * 1000 + i % 1000  # seqs start near 1.8e15 (microseconds since the epoch)
     return Batch.of(source_ts=ts, gateway_ts=ts + 5,
                     point=(seq + i) % POINTS, quality=quality, cause=(seq + i) % 7 == 0,
                     value=np.where(quality == Quality.BAD, np.nan, seq + i / rows))
@@ -448,6 +448,21 @@ def test_drain_retries_a_failing_sink_and_skips_nothing(open_spool, caplog) -> N
     assert caplog.text.count("event=sink_error") == 2
     assert status.readings_total == 11 * 50
     assert spool.acked("memory") == seqs[-1] + 1
+
+
+def test_drain_waits_on_an_empty_spool_then_stores(open_spool) -> None:
+    spool = open_spool()
+    sink, status = ListSink(), SinkStatus("memory")
+
+    async def main() -> None:
+        task = asyncio.create_task(drain(spool, sink, status, idle=0.001))
+        await asyncio.sleep(0.05)  # many idle rounds over nothing
+        seq = spool.append(seq_batch(0))
+        await until(lambda: sink.cursor() == seq and status.backlog_readings == 0)
+        task.cancel()
+
+    asyncio.run(main())
+    assert status.errors_total == 0 and status.readings_total == 50
 
 
 def test_cancelled_drain_finishes_and_acks_the_store_in_progress(open_spool) -> None:
