@@ -25,8 +25,10 @@ class Quality(IntEnum):
 class Batch:
     """Readings as parallel arrays.
 
-    - `source_ts`, `gateway_ts`: int64 nanoseconds since the Unix epoch (UTC); the source
-      timestamp is the device's (or the gateway's when the protocol carries none).
+    - `source_ts`, `server_ts`, `gateway_ts`: int64 nanoseconds since the Unix epoch (UTC):
+      when the device measured the value (the gateway's receipt time when the protocol
+      carries none, as in Modbus), when the server stamped it (OPC UA ServerTimestamp; equal
+      to the source timestamp where there is no server), and when the gateway received it.
     - `point`: int32 index into the site's point table.
     - `value`: float64 engineering value (after scale/offset); NaN when quality is bad.
     - `quality`: uint8 `Quality`.
@@ -40,6 +42,7 @@ class Batch:
     """
 
     source_ts: np.ndarray
+    server_ts: np.ndarray
     gateway_ts: np.ndarray
     point: np.ndarray
     value: np.ndarray
@@ -48,6 +51,7 @@ class Batch:
 
     DTYPES: ClassVar[dict[str, type]] = {
         "source_ts": np.int64,
+        "server_ts": np.int64,
         "gateway_ts": np.int64,
         "point": np.int32,
         "value": np.float64,
@@ -67,12 +71,14 @@ class Batch:
         value: object,
         quality: object,
         cause: object = 0,
+        server_ts: object | None = None,
         gateway_ts: object | None = None,
     ) -> Batch:
         """Build a batch from array-likes, converting each column to its dtype."""
         n = len(np.atleast_1d(point))
         cols = {
             "source_ts": source_ts,
+            "server_ts": source_ts if server_ts is None else server_ts,
             "gateway_ts": source_ts if gateway_ts is None else gateway_ts,
             "point": point,
             "value": value,

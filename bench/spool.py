@@ -42,7 +42,7 @@ def device_polls(tags: int, batch: int, count: int) -> Iterator[Batch]:
     now = time.time_ns()
     for i in range(count):
         ts = np.full(batch, now + i * 1_000_000, np.int64)
-        yield Batch(source_ts=ts, gateway_ts=ts, point=points[i % devices],
+        yield Batch(source_ts=ts, server_ts=ts, gateway_ts=ts, point=points[i % devices],
                     value=values[i % devices], quality=zeros[0], cause=zeros[1])
 
 

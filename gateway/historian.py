@@ -50,8 +50,8 @@ NO_TS = np.iinfo(np.int64).min  # latest: no reading yet
 WHOLE_BLOB = 16384  # bytes: a blob this small is read in one call, not column by column
 
 # Blob layouts: 8-byte columns first, so every column is aligned within the blob.
-CHUNK_COLUMNS = ("source_ts", "value", "gateway_ts", "cause", "quality")
-FRESH_COLUMNS = ("source_ts", "value", "gateway_ts", "tag", "cause", "quality")
+CHUNK_COLUMNS = ("source_ts", "value", "server_ts", "gateway_ts", "cause", "quality")
+FRESH_COLUMNS = ("source_ts", "value", "server_ts", "gateway_ts", "tag", "cause", "quality")
 DTYPES = {**{k: np.dtype(v) for k, v in Batch.DTYPES.items()}, "tag": np.dtype(np.int32)}
 
 SCHEMA = f"""

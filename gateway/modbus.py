@@ -330,7 +330,8 @@ class ModbusBus:
             quality_ = np.zeros(len(rows), dtype=np.uint8)
         source_ts = stamps[rows]
         # `point` is the plan's read-only index array, shared by every batch of the device.
-        await self.emit(Batch(source_ts=source_ts, gateway_ts=source_ts.copy(),
+        # Modbus carries no timestamps: source = server = gateway = the answer's arrival.
+        await self.emit(Batch(source_ts=source_ts, server_ts=source_ts, gateway_ts=source_ts,
                               point=plan.points, value=values, quality=quality_, cause=cause))
         dev.status.polls_total += 1
         dev.status.poll_errors_total += failed
@@ -339,10 +340,11 @@ class ModbusBus:
     async def _emit_failed(self, dev: _Device, cause: int) -> None:
         """Every point of `dev` bad with `cause`, without asking the device."""
         n = len(dev.plan)
-        now = time.time_ns()
+        stamps = np.full(n, time.time_ns(), dtype=np.int64)
         await self.emit(Batch(
-            source_ts=np.full(n, now, dtype=np.int64),
-            gateway_ts=np.full(n, now, dtype=np.int64),
+            source_ts=stamps,
+            server_ts=stamps,
+            gateway_ts=stamps,
             point=dev.plan.points,
             value=np.full(n, np.nan),
             quality=np.full(n, Quality.BAD, dtype=np.uint8),

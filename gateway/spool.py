@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 MAGIC = b"SWSP"
 HEADER = struct.Struct("<4sIQIIq")  # magic, crc, seq, rows, payload length, append time
 # Payload column order: 8-byte columns first so that each column stays aligned.
-COLUMNS = ("source_ts", "gateway_ts", "value", "point", "cause", "quality")
+COLUMNS = ("source_ts", "server_ts", "gateway_ts", "value", "point", "cause", "quality")
 DTYPES = {name: np.dtype(Batch.DTYPES[name]) for name in COLUMNS}
 ROW_BYTES = sum(dt.itemsize for dt in DTYPES.values())
 SEGMENT_SUFFIX = ".seg"

@@ -337,10 +337,12 @@ def test_age_bound_drops_the_oldest_and_counts_and_logs_it(open_spool, caplog) -
 
 def test_drop_counts_only_what_some_sink_has_not_acked(open_spool, caplog) -> None:
     status = SpoolStatus()
-    spool = open_spool(status, max_bytes=40_000, segment_bytes=4_000)
+    # Room for the first 20 records (~2.1 kB each): only the later ones overflow it.
+    spool = open_spool(status, max_bytes=50_000, segment_bytes=4_000)
     spool.ack("historian", 0)
     spool.ack("influxdb", 0)
     seqs = [spool.append(seq_batch(i)) for i in range(20)]
+    assert status.readings_dropped_total == 0
     spool.ack("historian", seqs[-1])
     spool.ack("influxdb", seqs[9])  # the slower sink holds the rest
     with caplog.at_level(logging.WARNING, logger="gateway.spool"):
