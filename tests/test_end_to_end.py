@@ -21,7 +21,7 @@ import tomli_w
 from modbus_servers import Image, every_type_order_and_table, free_port, pymodbus_tcp, source
 
 from anomaly.batch import Batch
-from gateway.config import Device, Site, SiteSection, load_site
+from gateway.config import Device, Point, Site, SiteSection, load_site
 from gateway.historian import EmbeddedHistorian
 from gateway.spool import Spool
 from gateway.status import SpoolStatus
@@ -36,18 +36,23 @@ def precision(type_: str, value: float) -> float:
 
 
 def test_every_type_word_order_and_table_reaches_the_api_unchanged(tmp_path: Path) -> None:
+    """Beside the live device, a dead one (closed port): its point turns bad, then stale,
+    and health shows it down while the live points stay good."""
     points, raw = every_type_order_and_table()
     image = Image()
     for point, value in zip(points, raw, strict=True):
         image.put(point, value)
+    dead = Device(name="dead", protocol="modbus-tcp", port=free_port(), poll_interval=0.1,
+                  timeout=0.2, stale_after=2)
+    dead_point = Point(tag="dead.flow", device="dead", address=0, unit="L/s")
     api_port = free_port()
 
     async def scenario() -> dict:
         async with pymodbus_tcp({1: image}) as served:
             device = Device(name="dev", protocol="modbus-tcp", port=served.port, unit=1,
                             poll_interval=0.1, timeout=0.5)
-            site = Site(site=SiteSection(name="e2e", data_dir=tmp_path), devices=[device],
-                        points=points)
+            site = Site(site=SiteSection(name="e2e", data_dir=tmp_path),
+                        devices=[device, dead], points=[*points, dead_point])
             stop = asyncio.Event()
             gateway = asyncio.create_task(serve(site, gateway=True, api=True, port=api_port,
                                                 stop=stop))
@@ -59,10 +64,16 @@ def test_every_type_word_order_and_table_reaches_the_api_unchanged(tmp_path: Pat
                         assert not gateway.done(), gateway
                         try:
                             latest = (await http.get("/api/v1/latest")).json()
-                            if all(r["quality"] == "good" for r in latest["readings"]):
+                            by_tag = {r["tag"]: r for r in latest["readings"]}
+                            live_good = all(by_tag[p.tag]["quality"] == "good" for p in points)
+                            if live_good and by_tag[dead_point.tag]["stale"]:
+                                health = (await http.get("/api/v1/health")).json()
                                 history = (await http.get("/api/v1/history", params={
                                     "tag": points[0].tag, "start": "-1min"})).json()
-                                return {"latest": latest, "history": history}
+                                dead_history = (await http.get("/api/v1/history", params={
+                                    "tag": dead_point.tag, "start": "-1min"})).json()
+                                return {"latest": by_tag, "history": history,
+                                        "dead_history": dead_history, "health": health}
                         except httpx.TransportError:
                             pass  # the API is still starting
                         await asyncio.sleep(0.1)
@@ -71,8 +82,7 @@ def test_every_type_word_order_and_table_reaches_the_api_unchanged(tmp_path: Pat
                 await gateway
 
     answer = asyncio.run(scenario())
-    got = {r["tag"]: r for r in answer["latest"]["readings"]}
-    assert len(got) == len(points)
+    got = answer["latest"]
     for point, value in zip(points, raw, strict=True):
         expected = value * point.scale + point.offset
         reading = got[point.tag]
@@ -83,6 +93,14 @@ def test_every_type_word_order_and_table_reaches_the_api_unchanged(tmp_path: Pat
     assert history["tag"] == points[0].tag and len(history["ts"]) >= 1
     assert history["value"][-1] == pytest.approx(source(points[0].type, 0) * points[0].scale
                                                  + points[0].offset, rel=1e-6)
+    # The dead device: bad (never a last good value), then stale; health says down.
+    dead_reading = got[dead_point.tag]
+    assert dead_reading["quality"] == "bad" and dead_reading["value"] is None
+    assert dead_reading["cause"] == "connection" and dead_reading["unit"] == "L/s"
+    assert set(answer["dead_history"]["quality"]) == {"bad"}
+    states = {d["name"]: d["state"] for d in answer["health"]["devices"]}
+    assert states == {"dev": "ok", "dead": "down"}
+    assert answer["health"]["status"] == "degraded"
 
 
 # --- kill -9 while polling, then restart --------------------------------------------------
