@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 
 from gateway.config import ConfigError, Site, load_site
@@ -51,14 +52,26 @@ async def _serve_api(site: Site, gw: object | None, port: int, stop: asyncio.Eve
     from gateway.runtime import Gateway, historian_path, status_path
     from gateway.status import read_snapshot
 
-    reader = EmbeddedHistorian(historian_path(site), [p.tag for p in site.points], readonly=True)
+    if site.historian.kind == "influxdb":
+        from gateway.influx_reader import InfluxReader
+
+        reader: EmbeddedHistorian | InfluxReader = InfluxReader(site)
+    else:
+        path = historian_path(site)
+        while not path.exists():  # a separate API may start before its gateway's first write
+            log.info("event=waiting_for_historian path=%s", path)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+            if stop.is_set():
+                return
+        reader = EmbeddedHistorian(path, [p.tag for p in site.points], readonly=True)
     if isinstance(gw, Gateway):
         status = gw.status.snapshot
     else:
-        path = status_path(site)
+        snapshot = status_path(site)
 
         def status() -> dict | None:
-            return read_snapshot(path)
+            return read_snapshot(snapshot)
 
     app = create_app(site, reader, status)
     server = asyncio.create_task(serve_http(app, site.api.host, port))

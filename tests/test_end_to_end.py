@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -225,3 +226,48 @@ def test_demo_serves_live_water_and_grid_values(tmp_path: Path) -> None:
     moving = [t for t, v in values.items() if len(set(v)) > 1 and not math.isnan(v[-1])]
     assert len(moving) >= 20, moving
 
+
+
+# --- gateway and API as separate processes ---------------------------------------------------
+
+@pytest.mark.slow
+def test_gateway_and_api_as_separate_processes_share_the_data_dir(tmp_path: Path) -> None:
+    sim, sim_site = start_simulator(tmp_path)
+    config = gateway_site(sim_site, tmp_path)
+    raw = tomllib.loads(config.read_text())
+    port = free_port()
+    raw["api"] = {"host": "127.0.0.1", "port": port}
+    config.write_text(tomli_w.dumps(raw))
+    scadawatch = [sys.executable, "-m", "scadawatch"]
+    # The API first: it waits for the gateway's historian instead of failing.
+    api = subprocess.Popen([*scadawatch, "api", "--config", str(config)],
+                           stderr=subprocess.PIPE, text=True)
+    assert api.stderr is not None
+    ready, _, _ = select.select([api.stderr], [], [], RUN_LIMIT)
+    assert ready and "event=waiting_for_historian" in api.stderr.readline()
+    gw = subprocess.Popen([*scadawatch, "gateway", "--config", str(config)],
+                          stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + RUN_LIMIT
+        health: dict = {}
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).json()
+                latest = httpx.get(f"http://127.0.0.1:{port}/api/v1/latest",
+                                   params={"zone": "dma1"}, timeout=2).json()
+                states = {d["state"] for d in health["devices"]}
+                if health["gateway"]["running"] and states == {"ok"} and all(
+                        r["quality"] == "good" for r in latest["readings"]):
+                    break
+            except (httpx.TransportError, ValueError, KeyError):
+                pass
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"the API never showed the gateway's readings: {health}")
+        assert latest["count"] >= 5
+    finally:
+        for proc in (gw, api, sim):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (gw, api, sim):
+            proc.wait(timeout=RUN_LIMIT)
+    assert gw.returncode == 0 and api.returncode == 0
