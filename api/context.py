@@ -34,7 +34,10 @@ class ApiContext:
         if reader_tags is not None and list(reader_tags) != list(self.index):
             raise ValueError("the historian reader must be opened with the site's tags, "
                              "in point order")
-        windows = {d.name: d.stale_after * d.poll_interval * 1e9 for d in self.site.devices}
+        # An OPC UA subscription reports changes only: an unchanged value is not stale (a lost
+        # connection is recorded as bad readings instead).
+        windows = {d.name: np.inf if d.protocol == "opcua" and d.mode == "subscribe"
+                   else d.stale_after * d.poll_interval * 1e9 for d in self.site.devices}
         # A point no device polls (replay only) is stale only while it has no reading.
         self.stale_ns = np.array([windows.get(p.device or "", np.inf) for p in self.site.points],
                                  dtype=np.float64)

@@ -43,6 +43,7 @@ class SinkHealth(BaseModel):
     name: str
     readings_total: int = Field(description="readings this sink has stored")
     errors_total: int
+    quarantined_total: int = Field(0, description="readings refused for good, kept aside")
     last_error: str | None
     backlog_readings: int = Field(description="spooled, not yet stored by this sink")
     backlog_age_seconds: float
@@ -99,6 +100,7 @@ class LatestReading(BaseModel):
     quality: QualityName | None = Field(description="null when the tag has no reading yet")
     cause: str | None = Field(description="why it is not good: timeout, illegal_data_address...")
     source_ts: str | None
+    server_ts: str | None = Field(description="OPC UA ServerTimestamp; source_ts for Modbus")
     gateway_ts: str | None
     stale: bool = Field(description="no reading, or none for the device's stale_after × "
                                     "poll_interval")

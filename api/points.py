@@ -43,9 +43,10 @@ def latest(
     kind: Kind = None,
     device: DeviceName = None,
 ) -> Response:
-    """One row per point, with its unit, quality, cause and both timestamps. A bad reading
+    """One row per point, with its unit, quality, cause and its timestamps. A bad reading
     has `value` null; a point with no reading yet has every reading field null and
-    `stale` true. `stale`: no reading for the device's `stale_after` × `poll_interval`."""
+    `stale` true. `stale`: no reading for the device's `stale_after` × `poll_interval`
+    (never for an OPC UA subscription, which reports changes only)."""
     chosen = np.asarray(ctx.select(tags=tag, zone=zone, kind=kind, device=device),
                         dtype=np.int64)
     now = now_ns()
@@ -61,13 +62,13 @@ def latest(
     stale[has] = (now - batch.gateway_ts[r]) > ctx.stale_ns[chosen[has]]
     readings = iter(zip(
         value.tolist(), QUALITY_NAMES[np.minimum(batch.quality[r], Quality.BAD)].tolist(),
-        batch.cause[r].tolist(), iso_column(batch.source_ts[r]), iso_column(batch.gateway_ts[r]),
-        strict=True))
+        batch.cause[r].tolist(), iso_column(batch.source_ts[r]), iso_column(batch.server_ts[r]),
+        iso_column(batch.gateway_ts[r]), strict=True))
     out = []
     for i, found, is_stale in zip(chosen.tolist(), has.tolist(), stale.tolist(), strict=True):
         p = ctx.site.points[i]
-        v, q, c, src, gw = next(readings) if found else (None, None, 0, None, None)
+        v, q, c, src, srv, gw = next(readings) if found else (None, None, 0, None, None, None)
         out.append({"tag": p.tag, "value": v, "unit": p.unit, "quality": q,
                     "cause": cause_name(c) if c else None, "source_ts": src,
-                    "gateway_ts": gw, "stale": is_stale})
+                    "server_ts": srv, "gateway_ts": gw, "stale": is_stale})
     return json_response({"time": iso(now), "count": len(out), "readings": out})

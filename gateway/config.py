@@ -55,6 +55,11 @@ class HistorianSection(Strict):
     retention_policy: str = ""
     username: str = ""
     password_env: str = "INFLUX_PASSWORD"
+    batch_size: int = Field(default=5000, ge=1)  # lines per write request
+    flush_interval: float = Field(default=1.0, gt=0)  # seconds a caught-up sink gathers readings
+    max_rate: float = Field(default=200_000.0, gt=0)  # readings/s at most, catch-up included
+    timeout: float = Field(default=10.0, gt=0)  # seconds per request
+    gzip: bool = True
 
 
 class SpoolSection(Strict):
@@ -98,6 +103,12 @@ class Device(Strict):
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     username: str | None = None
     password_env: str | None = None
+    mode: Literal["subscribe", "poll"] = "subscribe"
+    publishing_interval: float | None = Field(default=None, gt=0)  # seconds; None: poll_interval
+    # Defaults of the device's points (seconds; 0 asks the server's fastest rate).
+    sampling_interval: float | None = Field(default=None, ge=0)  # None: publishing interval
+    queue_size: int | None = Field(default=None, ge=1)  # None: samples per publishing interval
+    password_file: str | None = None  # a path; str because devices validate strictly
 
     @property
     def bus(self) -> str:
@@ -133,6 +144,10 @@ class Point(Strict):
     offset: float = 0.0
     # OPC UA (a Modbus point may carry one too, so one file serves both protocols)
     node: str | None = None
+    sampling_interval: float | None = Field(default=None, ge=0)  # None: the device's
+    queue_size: int | None = Field(default=None, ge=1)  # None: the device's
+    deadband_type: Literal["none", "absolute", "percent"] = "none"
+    deadband: float = Field(default=0.0, ge=0)  # engineering units, or % of the EURange
 
     @model_validator(mode="before")
     @classmethod

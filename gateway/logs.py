@@ -29,5 +29,6 @@ def setup_logging(level: int = logging.INFO) -> None:
     # Library chatter (pymodbus logs every failed connect at error level) stays out of our log.
     for noisy in ("pymodbus", "asyncua", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    # wntr reports every solver iteration at info level.
-    logging.getLogger("wntr").setLevel(logging.WARNING)
+    # wntr reports every solver iteration at info level; pandapower that plotly is missing.
+    for chatty in ("wntr", "pandapower"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -11,14 +11,19 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anomaly.batch import Batch
 from gateway.config import Site
 from gateway.historian import EmbeddedHistorian
-from gateway.modbus import build_buses
+from gateway.influx import InfluxError, InfluxSink
+from gateway.modbus import ModbusBus, build_buses
 from gateway.sinks import drain
 from gateway.spool import Spool
 from gateway.status import GatewayStatus, SinkStatus
+
+if TYPE_CHECKING:
+    from gateway.opcua import OpcUaSession
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +86,18 @@ class Gateway:
         catch_up_with_old_tags(site, self.spool)
         self.historian = EmbeddedHistorian(historian_path(site), [p.tag for p in site.points])
         self.status.sinks["historian"] = SinkStatus(name="historian")
-        self.buses = build_buses(site, self.status, self._emit)
-        unsupported = sorted({d.protocol for d in site.devices} - {"modbus-tcp", "modbus-rtu"})
-        for protocol in unsupported:
-            log.warning("event=protocol_not_polled protocol=%s reason=not_yet_supported", protocol)
+        # InfluxDB drains the same spool beside the embedded historian, which stays the
+        # local store (and what an outage of InfluxDB leaves the control room).
+        self.influx: InfluxSink | None = None
+        if site.historian.kind == "influxdb":
+            status = self.status.sinks[InfluxSink.name] = SinkStatus(name=InfluxSink.name)
+            self.influx = InfluxSink(site, self.spool, status)
+        self.buses: list[ModbusBus | OpcUaSession] = [*build_buses(site, self.status, self._emit)]
+        if any(d.protocol == "opcua" for d in site.devices):
+            # asyncua and cryptography cost a second of start-up: only for sites that use them
+            from gateway.opcua import build_sessions
+
+            self.buses += build_sessions(site, self.status, self._emit, data_dir=data_dir)
 
     async def _emit(self, batch: Batch) -> None:
         # The poll counts as done once its batch is in the spool (survives a crash).
@@ -96,8 +109,11 @@ class Gateway:
                  len(self.buses))
         pollers = [asyncio.create_task(bus.run(), name=f"bus:{i}")
                    for i, bus in enumerate(self.buses)]
-        sink = asyncio.create_task(
-            drain(self.spool, self.historian, self.status.sinks["historian"]), name="sink")
+        sinks = [asyncio.create_task(
+            drain(self.spool, self.historian, self.status.sinks["historian"]), name="sink")]
+        if self.influx is not None:
+            sinks.append(asyncio.create_task(self._feed_influx(self.influx),
+                                             name="sink:influxdb"))
         publisher = asyncio.create_task(self._publish_status(), name="status")
         try:
             await stop.wait()
@@ -108,19 +124,40 @@ class Gateway:
             for bus in self.buses:
                 await bus.close()
             await self._flush()
-            for task in (sink, publisher):
+            for task in (*sinks, publisher):
                 task.cancel()
-            await asyncio.gather(sink, publisher, return_exceptions=True)
+            await asyncio.gather(*sinks, publisher, return_exceptions=True)
             self.status.write(status_path(self.site))
             self.spool.close()
             self.historian.close()
+            if self.influx is not None:
+                self.influx.close()
             log.info("event=gateway_stopped site=%s", self.site.site.name)
 
+    async def _feed_influx(self, sink: InfluxSink) -> None:
+        """Probe InfluxDB, then drain the spool into it.
+
+        The probe says at start-up, loudly, when InfluxDB cannot take writes (wrong
+        credentials, unknown database or bucket, unreachable); health shows it as the sink's
+        last error. The drain keeps retrying meanwhile, and the spool keeps the readings."""
+        status = self.status.sinks[sink.name]
+        try:
+            await asyncio.to_thread(sink.probe)
+        except InfluxError as e:
+            status.errors_total += 1
+            status.last_error = str(e)
+            log.error("event=influxdb_unusable error=%r", str(e))
+        else:
+            log.info("event=influxdb_ready url=%s", self.site.historian.url)
+        await drain(self.spool, sink, status, idle=self.site.historian.flush_interval)
+
     async def _flush(self) -> None:
-        """Give the historian sink time to store what is spooled; the spool keeps the rest."""
+        """Give the sinks time to store what is spooled; the spool keeps the rest."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FLUSH_TIMEOUT
-        while self.historian.cursor() < self.spool.last_seq and loop.time() < deadline:
+        sinks = [s for s in (self.historian, self.influx) if s is not None]
+        while (any(s.cursor() < self.spool.last_seq for s in sinks)
+               and loop.time() < deadline):
             await asyncio.sleep(0.05)
 
     async def _publish_status(self) -> None:

@@ -61,6 +61,9 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
         except Exception as e:
             status.errors_total += 1
             status.last_error = f"{type(e).__name__}: {e}"
+            # The backlog grows while the sink fails: health and metrics must show it.
+            status.backlog_readings, status.backlog_age_seconds = spool.backlog(
+                spool.acked(sink.name))
             log.warning("event=sink_error sink=%s error=%r retry_in=%g",
                         sink.name, status.last_error, backoff)
             await asyncio.sleep(backoff)

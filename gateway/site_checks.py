@@ -26,7 +26,8 @@ _SERIAL_SETTINGS = ("baudrate", "parity", "stopbits", "bytesize")
 # entry with a fault in one of these sits the rules out (its fault is reported all the same).
 RULE_KEYS = frozenset({"tag", "name", "device", "protocol", "register", "register_kind",
                        "address", "type", "node", "endpoint", "serial_port", "kind", "api",
-                       "url", "bucket", "database", *_SERIAL_SETTINGS})
+                       "url", "bucket", "database", "deadband_type",
+                       *_SERIAL_SETTINGS})
 _MAX_LISTED = 20
 
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
@@ -52,6 +53,21 @@ def node_id_problem(node: str) -> str | None:
         return f"malformed node id {node!r}: namespace index {m['ns']} is above 65535"
     if m["i"] is not None and int(m["i"]) > 0xFFFFFFFF:
         return f"malformed node id {node!r}: numeric identifier {m['i']} is above 2^32-1"
+    return None
+
+
+# The policies the gateway's OPC UA client offers, by their name in the site file.
+OPCUA_POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
+
+
+def opcua_security_problem(policy: str, mode: str) -> tuple[str, str] | None:
+    """(key, reason) if an OPC UA security policy and mode don't go together, else None."""
+    if policy not in OPCUA_POLICIES:
+        return "security_policy", f"unknown policy {policy!r}; known: {', '.join(OPCUA_POLICIES)}"
+    if (policy == "None") != (mode == "None"):
+        return "security_mode", (f"mode {mode!r} does not go with policy {policy!r}: policy "
+                                 "'None' takes mode 'None', any other policy 'Sign' or "
+                                 "'SignAndEncrypt'")
     return None
 
 
@@ -95,6 +111,11 @@ def _devices(devices: Sequence[Device | None], label: Label) -> list[Finding]:
             elif not d.endpoint.startswith("opc.tcp://"):
                 out.append(("devices", i, "endpoint",
                             f"{d.endpoint!r} is not an opc.tcp:// URL"))
+            if (bad := opcua_security_problem(d.security_policy, d.security_mode)) is not None:
+                out.append(("devices", i, *bad))
+            if d.password_env is not None and d.password_file is not None:
+                out.append(("devices", i, "password_file",
+                            "give password_env or password_file, not both"))
         if d.protocol == "modbus-rtu":
             if d.serial_port is None:
                 out.append(("devices", i, "serial_port", "required for protocol 'modbus-rtu' "
@@ -127,6 +148,7 @@ def _points(devices: Sequence[Device | None], points: Sequence[Point | None],
             out.append(("points", i, "lo", f"lo ({p.lo:g}) must be below hi ({p.hi:g})"))
         if p.node is not None and (why := node_id_problem(p.node)):
             out.append(("points", i, "node", why))
+        out += _deadband(i, p)
         device = by_name.get(p.device) if p.device is not None else None
         if p.device is not None and device is None:
             out.append(("points", i, "device", f"unknown device {p.device!r} ({_known(known)})"))
@@ -140,6 +162,16 @@ def _points(devices: Sequence[Device | None], points: Sequence[Point | None],
         if modbus or p.address is not None:
             out += _modbus_point(i, p)
     return out
+
+
+def _deadband(i: int, p: Point) -> list[Finding]:
+    if p.deadband_type == "none" and p.deadband > 0:
+        return [("points", i, "deadband", f"{p.deadband:g} has no effect with deadband_type "
+                 "'none': set deadband_type = 'absolute' or 'percent'")]
+    if p.deadband_type == "percent" and p.deadband > 100:
+        return [("points", i, "deadband", f"a percent deadband must be at most 100, "
+                 f"got {p.deadband:g}")]
+    return []
 
 
 def _known(names: list[str]) -> str:

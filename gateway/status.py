@@ -53,6 +53,7 @@ class SinkStatus:
     name: str
     readings_total: int = 0  # readings this sink has stored
     errors_total: int = 0
+    quarantined_total: int = 0  # readings the sink refused for good (logged, kept in a file)
     last_error: str | None = None
     backlog_readings: int = 0  # spooled but not yet stored by this sink
     backlog_age_seconds: float = 0.0

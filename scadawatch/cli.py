@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--modbus-port", type=int, default=5020)
     p.add_argument("--opcua-port", type=int, default=4840)
+    p.add_argument("--opcua-pki", default=None, metavar="DIR",
+                   help="also offer Basic256Sha256 Sign/SignAndEncrypt: server certificate in "
+                   "DIR/own/, trusted client certificates in DIR/trusted/")
+    p.add_argument("--opcua-trust-all-clients", action="store_true",
+                   help="with --opcua-pki: accept any client certificate (demos only)")
     p.add_argument("--write-site", default=None, metavar="SITE.toml",
                    help="write the site file that lets the gateway read this simulator")
     p.add_argument("--duration", type=float, default=None, metavar="S",
@@ -76,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", default=None,
                    help="physics step (default 1min when serving; 5min water, 15min grid "
                    "when exporting)")
+
+    p = command("opcua", "scadawatch.opcua:main",
+                "OPC UA security: `cert` creates (once) and shows the gateway's client "
+                "certificate for the server admin, and where trusted server certificates go")
+    p.add_argument("action", choices=["cert"])
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", metavar="SITE.toml", help="site file (its data_dir and name)")
+    where.add_argument("--data-dir", metavar="DIR", help="the gateway's data dir")
+    p.add_argument("--site", default="gateway",
+                   help="site name for the certificate with --data-dir (default gateway)")
 
     return parser
 

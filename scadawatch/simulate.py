@@ -88,5 +88,7 @@ def main(args: argparse.Namespace) -> int:
         partial.replace(target)
         print(f"site file: {args.write_site}", flush=True)
     asyncio.run(serve(site, host=args.host, modbus_port=args.modbus_port,
-                      opcua_port=args.opcua_port, speed=args.speed, duration=args.duration))
+                      opcua_port=args.opcua_port, speed=args.speed, duration=args.duration,
+                      opcua_pki=Path(args.opcua_pki) if args.opcua_pki else None,
+                      opcua_trust_all_clients=args.opcua_trust_all_clients))
     return 0

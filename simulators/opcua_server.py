@@ -8,7 +8,11 @@ Address space (namespace URI `urn:scadawatch:sim:<site>`, index `ns` on this ser
     Objects/<site>/<zone>/<tag>       variable,        ns=<ns>;s=<tag>
 
 so a client names a signal `nsu=urn:scadawatch:sim:<site>;s=<tag>` whatever index the server
-gave the namespace. The endpoint is `opc.tcp://<host>:<port>/scadawatch/<site>`, security None.
+gave the namespace. The endpoint is `opc.tcp://<host>:<port>/scadawatch/<site>`, security None
+by default. Given a `pki_dir`, it also offers Basic256Sha256 Sign and SignAndEncrypt with a
+server certificate created once in `<pki_dir>/own/` (cert.der, key.pem); a client certificate
+is accepted when its exact copy is in `<pki_dir>/trusted/` (an unknown one is saved to
+`<pki_dir>/rejected/` and refused, as real servers do), or any with `trust_all_clients` (demo).
 Each variable has its unit as the `EngineeringUnits` property (EUInformation, display name only)
 and the signal's description.
 
@@ -25,17 +29,30 @@ together; the server timestamp is the wall-clock time of the write. Status codes
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 from asyncua import Node, Server, ua
+from asyncua.common.utils import ServiceError
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from simulators.signals import Signal
 
 COMMS_FAULT = ua.StatusCodes.BadCommunicationError
 DROPOUT = ua.StatusCodes.BadSensorFailure
 WRITES_PER_YIELD = 64  # let the server publish to subscribers between batches of writes
+SECURE_POLICIES = [ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_Sign,
+                   ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+
+log = logging.getLogger(__name__)
 
 
 def namespace_uri(site: str) -> str:
@@ -46,8 +63,11 @@ class OpcUaSiteServer:
     """asyncua server of one site's signals, updated a whole sample at a time."""
 
     def __init__(self, site: str, signals: Sequence[Signal], *, host: str = "127.0.0.1",
-                 port: int = 4840) -> None:
+                 port: int = 4840, pki_dir: Path | None = None,
+                 trust_all_clients: bool = False) -> None:
         self.site = site
+        self.pki_dir = pki_dir
+        self.trust_all_clients = trust_all_clients
         self.signals = list(signals)
         self.host = host
         self._port = port
@@ -70,9 +90,10 @@ class OpcUaSiteServer:
         await server.init()
         server.set_endpoint(f"opc.tcp://{self.host}:{self._port}/scadawatch/{self.site}")
         server.set_server_name(f"scadawatch simulated {self.site} site")
-        # Certificates and Basic256Sha256 come with the gateway's secure client; until then
-        # the one policy offered is None, so no client negotiates a mode the server can't honour.
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.pki_dir is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            await self._setup_security(self.pki_dir)
         ns = self.namespace_index = await server.register_namespace(namespace_uri(self.site))
         site_folder = await server.nodes.objects.add_folder(ua.NodeId(self.site, ns), self.site)
         zones: dict[str, Node] = {}
@@ -94,6 +115,44 @@ class OpcUaSiteServer:
             await server.write_attribute_value(node_id, waiting)
             self._nodes.append(node_id)
         await server.start()
+
+    @property
+    def certificate(self) -> Path | None:
+        """The server certificate (DER) a client must trust, when security is on."""
+        return None if self.pki_dir is None else self.pki_dir / "own" / "cert.der"
+
+    async def _setup_security(self, pki: Path) -> None:
+        for folder in ("own", "trusted", "rejected"):
+            (pki / folder).mkdir(parents=True, exist_ok=True)
+        uri = f"urn:scadawatch:sim:{self.site}:server"
+        await self._server.set_application_uri(uri)
+        # asyncua's helper wants Path arguments and creates the pair only when missing/invalid
+        await setup_self_signed_certificate(
+            pki / "own" / "key.pem", pki / "own" / "cert.der", uri, socket.gethostname(),
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            {"organizationName": "scadawatch simulator"})
+        await self._server.load_certificate(pki / "own" / "cert.der")
+        await self._server.load_private_key(pki / "own" / "key.pem")
+        self._server.set_security_policy(SECURE_POLICIES)
+        if self.trust_all_clients:
+            log.warning("event=opcua_trust_all_clients site=%s reason=demo: any client "
+                        "certificate is accepted", self.site)
+        else:
+            self._server.set_certificate_validator(
+                lambda cert, _app: self._check_client(pki, cert))
+
+    async def _check_client(self, pki: Path, cert: x509.Certificate) -> None:
+        der = cert.public_bytes(Encoding.DER)
+        for path in (pki / "trusted").glob("*"):
+            data = path.read_bytes()
+            if data == der or (b"-----BEGIN" in data
+                               and x509.load_pem_x509_certificate(data) == cert):
+                return
+        saved = pki / "rejected" / f"{hashlib.sha1(der).hexdigest()}.der"  # a thumbprint
+        saved.write_bytes(der)
+        log.warning("event=opcua_client_rejected site=%s subject=%s saved=%s", self.site,
+                    cert.subject.rfc4514_string(), saved)
+        raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
 
     async def stop(self) -> None:
         await self._server.stop()

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 from datetime import timedelta
+from pathlib import Path
 from types import TracebackType
 
 import numpy as np
@@ -34,7 +35,8 @@ class SiteServer:
 
     def __init__(self, site: SimulatedSite, *, host: str = "127.0.0.1", modbus_port: int = 5020,
                  opcua_port: int = 4840, speed: float = 1.0,
-                 update_interval: float = 1.0) -> None:
+                 update_interval: float = 1.0, opcua_pki: Path | None = None,
+                 opcua_trust_all_clients: bool = False) -> None:
         if not (speed >= 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a finite number >= 0, not {speed}")
         if not (update_interval > 0 and math.isfinite(update_interval)):
@@ -43,7 +45,9 @@ class SiteServer:
         self.speed = speed
         self.update_interval = update_interval
         self.modbus = ModbusSiteServer(site.signals, host=host, port=modbus_port)
-        self.opcua = OpcUaSiteServer(site.name, site.signals, host=host, port=opcua_port)
+        self.opcua = OpcUaSiteServer(site.name, site.signals, host=host, port=opcua_port,
+                                     pki_dir=opcua_pki,
+                                     trust_all_clients=opcua_trust_all_clients)
         self.time: float | None = None  # simulated time of the sample being served
         self._unit_of = np.array([s.unit_id for s in site.signals])
         self._comms: dict[str, str] = dict.fromkeys(site.devices, "ok")
@@ -141,10 +145,17 @@ class SiteServer:
 
 async def serve(site: SimulatedSite, *, host: str = "127.0.0.1", modbus_port: int = 5020,
                 opcua_port: int = 4840, speed: float = 1.0, duration: float | None = None,
-                update_interval: float = 1.0, ready: asyncio.Event | None = None) -> None:
-    """Serve `site` over Modbus TCP and OPC UA until `duration` wall seconds or cancellation."""
+                update_interval: float = 1.0, ready: asyncio.Event | None = None,
+                opcua_pki: Path | None = None, opcua_trust_all_clients: bool = False) -> None:
+    """Serve `site` over Modbus TCP and OPC UA until `duration` wall seconds or cancellation.
+
+    With `opcua_pki`, the OPC UA server also offers Basic256Sha256 (Sign, SignAndEncrypt) with
+    its certificate in `<opcua_pki>/own/`, trusting the client certificates in
+    `<opcua_pki>/trusted/` (or any, with `opcua_trust_all_clients`).
+    """
     async with SiteServer(site, host=host, modbus_port=modbus_port, opcua_port=opcua_port,
-                          speed=speed, update_interval=update_interval) as server:
+                          speed=speed, update_interval=update_interval, opcua_pki=opcua_pki,
+                          opcua_trust_all_clients=opcua_trust_all_clients) as server:
         if ready is not None:
             ready.set()
         await server.run(duration)

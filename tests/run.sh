@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(mbpoll socat)
+apt_packages=(mbpoll socat influxdb victoria-metrics)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -18,6 +18,16 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+
+# node-opcua: an OPC UA server we did not write, for the interop tests (tests/node_opcua).
+if [ ! -d tests/node_opcua/node_modules ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+    fi
+    (cd tests/node_opcua && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 python3 -m ruff check .
 

@@ -4,14 +4,11 @@ gateway's real status objects (in-process snapshot and status.json)."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import csv
 import io
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,13 +16,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fastapi import FastAPI
+from harness import running
 from prometheus_client.parser import text_string_to_metric_families
 
 from anomaly.batch import Batch, Quality
 from api.app import create_app
 from api.models import Health, History, Latest, Points
-from api.server import serve
 from api.times import NS, iso_column, parse_duration, parse_time
 from gateway import quality
 from gateway.config import Site, load_site
@@ -152,44 +148,6 @@ class StatusBox:
 
     def __call__(self) -> dict | None:
         return self.source()
-
-
-@contextlib.contextmanager
-def running(app: FastAPI, port: int = 0) -> Iterator[tuple[str, concurrent.futures.Future]]:
-    """`api.server.serve` in its own event loop thread; yields (base URL, its outcome)."""
-    loop = asyncio.new_event_loop()
-    started: concurrent.futures.Future[int] = concurrent.futures.Future()
-    outcome: concurrent.futures.Future[None] = concurrent.futures.Future()
-    task: list[asyncio.Task] = []
-
-    async def main() -> None:
-        ready = loop.create_future()
-        task.append(asyncio.create_task(serve(app, "127.0.0.1", port, ready)))
-        with contextlib.suppress(asyncio.CancelledError):  # cancelled: serve failed, see below
-            started.set_result(await ready)
-        await task[0]
-
-    def thread() -> None:
-        try:
-            loop.run_until_complete(main())
-            outcome.set_result(None)
-        except BaseException as e:  # the test asserts what ended the server
-            outcome.set_exception(e)
-            if not started.done():
-                started.set_exception(e)
-        finally:
-            loop.close()
-
-    t = threading.Thread(target=thread, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{started.result(timeout=10)}", outcome
-    finally:
-        if task:
-            with contextlib.suppress(RuntimeError):  # the loop is closed if serve failed
-                loop.call_soon_threadsafe(task[0].cancel)
-        t.join(timeout=15)
-        assert not t.is_alive(), "the server did not stop"
 
 
 @pytest.fixture(scope="module")

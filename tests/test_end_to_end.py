@@ -12,23 +12,17 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections import Counter
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import tomli_w
+from harness import RUN_LIMIT, gateway_site, spooled, start_simulator, stored
 from modbus_servers import Image, every_type_order_and_table, free_port, pymodbus_tcp, source
 
-from anomaly.batch import Batch
 from gateway.config import Device, Point, Site, SiteSection, load_site
-from gateway.historian import EmbeddedHistorian
-from gateway.spool import Spool
-from gateway.status import SpoolStatus
 from scadawatch.serve import serve
-
-RUN_LIMIT = 60.0  # seconds any wait in this file may take before it fails
 
 
 def precision(type_: str, value: float) -> float:
@@ -105,60 +99,6 @@ def test_every_type_word_order_and_table_reaches_the_api_unchanged(tmp_path: Pat
 
 
 # --- kill -9 while polling, then restart --------------------------------------------------
-
-def start_simulator(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    """The water simulator in its own process: a Modbus device the gateway cannot tell from
-    a real one."""
-    site_file = tmp_path / "sim.toml"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scadawatch", "simulate", "water", "--speed", "60",
-         "--modbus-port", str(free_port()), "--opcua-port", str(free_port()),
-         "--write-site", str(site_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + RUN_LIMIT
-    while not site_file.exists():
-        assert proc.poll() is None, "the simulator exited"
-        assert time.monotonic() < deadline, "the simulator did not start"
-        time.sleep(0.1)
-    return proc, site_file
-
-
-def gateway_site(sim_site: Path, tmp_path: Path) -> Path:
-    """The simulator's site file, polled fast, with one spool segment that is never deleted,
-    so that at the end the spool still holds every reading it ever acknowledged."""
-    raw = tomllib.loads(sim_site.read_text())
-    raw["site"]["data_dir"] = str(tmp_path / "data")
-    raw["spool"] = {"segment_bytes": 1 << 30, "fsync_interval": 0.0}
-    for device in raw["devices"]:
-        device["poll_interval"] = 0.05
-    path = tmp_path / "gateway.toml"
-    path.write_text(tomli_w.dumps(raw))
-    return path
-
-
-def spooled(site: Site) -> Counter[tuple[int, int]]:
-    status = SpoolStatus()
-    spool = Spool(site.site.data_dir / "spool", site.spool, status)
-    try:
-        batches = [b for _, b in spool.read_after(0, max_rows=10**9)]
-    finally:
-        spool.close()
-    all_ = Batch.concat(batches)
-    return Counter(zip(all_.point.tolist(), all_.source_ts.tolist(), strict=True))
-
-
-def stored(site: Site) -> Counter[tuple[int, int]]:
-    tags = [p.tag for p in site.points]
-    historian = EmbeddedHistorian(site.site.data_dir / "historian.sqlite", tags, readonly=True)
-    try:
-        out: Counter[tuple[int, int]] = Counter()
-        for i, tag in enumerate(tags):
-            rows = historian.history(tag, 0, 2**62)
-            out.update((i, ts) for ts in rows.source_ts.tolist())
-        return out
-    finally:
-        historian.close()
-
 
 @pytest.mark.slow
 def test_kill_9_while_polling_loses_and_duplicates_nothing(tmp_path: Path) -> None:

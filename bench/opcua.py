@@ -1,0 +1,236 @@
+"""OPC UA notifications/s: the gateway driver into the historian, beside asyncua's bare ceiling.
+
+Server: one asyncua server in a separate process with `--items` Double variables. On command
+it writes every variable `--cycles` times, each write with a new source timestamp, yielding to
+its publisher every 64 writes. The same server serves each phase of a run:
+
+1. bare: an asyncua client whose publish callback only counts the items of each
+   DataChangeNotification (no decoding into batches): the ceiling of the transport.
+2. handler: asyncua's own `Subscription` in callback mode (a `datachange_notification` per
+   item, one task each), as an application would write it.
+3. gateway: `gateway.runtime.Gateway` with the OPC UA driver: notifications -> batches ->
+   on-disk spool -> embedded historian; counted as readings stored in the historian.
+
+Each phase subscribes every variable (queue size = cycles + 1, so the server discards
+nothing), waits for the initial values, starts the writes, and counts until all
+items x cycles notifications arrived or `--timeout` passed; rate = notifications / (last
+arrival - start of the writes). Lost = expected - counted. The server's write loop (~70 us a
+write once monitored) bounds every phase alike, so the ratio says what the driver costs on top.
+
+    python bench/opcua.py [--items 1000 10000] [--cycles 5] [--timeout 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import multiprocessing as mp
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from asyncua import Client, Server, ua
+
+from gateway.config import Device, Point, Site, SiteSection
+from gateway.runtime import Gateway
+
+URI = "urn:scadawatch:bench"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+FOLDER_SIZE = 100
+
+
+def _serve(conn: Connection, items: int) -> None:
+    asyncio.run(_serve_async(conn, items))
+
+
+async def _serve_async(conn: Connection, items: int) -> None:
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    server = Server()
+    await server.init()
+    server.set_endpoint("opc.tcp://127.0.0.1:0/bench")
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    ns = await server.register_namespace(URI)
+    nodes = [ua.NodeId(f"v{i}", ns) for i in range(items)]
+    folders = []
+    for i, node in enumerate(nodes):
+        # asyncua adds a child in time linear in its parent's children: 100 per folder.
+        if i % FOLDER_SIZE == 0:
+            folders.append(await server.nodes.objects.add_folder(
+                ua.NodeId(f"f{len(folders)}", ns), f"f{len(folders)}"))
+        await folders[-1].add_variable(node, node.Identifier, 0.0, ua.VariantType.Double)
+    await server.start()
+    conn.send(server.bserver.port)
+    loop = asyncio.get_running_loop()
+    stamp = 0
+    async with server:
+        while True:
+            command = await loop.run_in_executor(None, conn.recv)
+            if command is None:
+                return
+            for _ in range(command):
+                stamp += 1
+                source = T0 + timedelta(seconds=stamp)
+                for i, node in enumerate(nodes):
+                    await server.write_attribute_value(node, ua.DataValue(
+                        ua.Variant(float(stamp), ua.VariantType.Double),
+                        SourceTimestamp=source, ServerTimestamp=datetime.now(UTC)))
+                    if i % 64 == 63:
+                        await asyncio.sleep(0)
+            conn.send("written")
+
+
+class Counter:
+    def __init__(self, expected: int) -> None:
+        self.count = 0
+        self.last = 0.0
+        self.expected = expected
+        self.done = asyncio.Event()
+
+    def add(self, n: int) -> None:
+        self.count += n
+        self.last = time.perf_counter()
+        if self.count >= self.expected:
+            self.done.set()
+
+
+def _items(ns: int, items: int, queue: int) -> list[ua.MonitoredItemCreateRequest]:
+    return [ua.MonitoredItemCreateRequest(
+        ItemToMonitor=ua.ReadValueId(NodeId=ua.NodeId(f"v{i}", ns),
+                                     AttributeId=ua.AttributeIds.Value),
+        MonitoringMode=ua.MonitoringMode.Reporting,
+        RequestedParameters=ua.MonitoringParameters(ClientHandle=i, SamplingInterval=0,
+                                                    QueueSize=queue, DiscardOldest=True))
+        for i in range(items)]
+
+
+async def _measure(conn: Connection, counter: Counter, cycles: int, timeout: float
+                   ) -> tuple[float, int]:
+    """Start the writes once the initial values are in; (notifications/s, counted)."""
+    try:
+        await asyncio.wait_for(counter.done.wait(), timeout)
+    except TimeoutError:
+        raise SystemExit(f"only {counter.count} of {counter.expected} initial values arrived "
+                         f"within {timeout} s") from None
+    counter.count, counter.expected = 0, counter.expected * cycles
+    counter.done.clear()
+    start = time.perf_counter()
+    conn.send(cycles)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(counter.done.wait(), timeout)
+    await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+    return counter.count / max(counter.last - start, 1e-9), counter.count
+
+
+async def bare(conn: Connection, endpoint: str, items: int, cycles: int, timeout: float
+               ) -> tuple[float, int]:
+    counter = Counter(items)
+
+    def on_publish(result: ua.PublishResult) -> None:
+        for n in result.NotificationMessage.NotificationData or ():
+            if isinstance(n, ua.DataChangeNotification):
+                counter.add(len(n.MonitoredItems))
+
+    client = Client(endpoint, timeout=30, watchdog_intervall=30)
+    await client.connect()
+    try:
+        ns = (await client.get_namespace_array()).index(URI)
+        sub = await client.uaclient.create_subscription(ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=50, RequestedLifetimeCount=300,
+            RequestedMaxKeepAliveCount=10, MaxNotificationsPerPublish=0,
+            PublishingEnabled=True), on_publish)
+        await client.uaclient.create_monitored_items(ua.CreateMonitoredItemsParameters(
+            SubscriptionId=sub.SubscriptionId, ItemsToCreate=_items(ns, items, cycles + 1),
+            TimestampsToReturn=ua.TimestampsToReturn.Both))
+        return await _measure(conn, counter, cycles, timeout)
+    finally:
+        await client.disconnect()
+
+
+async def handler(conn: Connection, endpoint: str, items: int, cycles: int, timeout: float
+                  ) -> tuple[float, int]:
+    counter = Counter(items)
+
+    class Handler:
+        def datachange_notification(self, node: object, val: object, data: object) -> None:
+            counter.add(1)
+
+    client = Client(endpoint, timeout=30, watchdog_intervall=30)
+    await client.connect()
+    try:
+        ns = (await client.get_namespace_array()).index(URI)
+        sub = await client.create_subscription(50, Handler())
+        await sub.create_monitored_items(_items(ns, items, cycles + 1))
+        return await _measure(conn, counter, cycles, timeout)
+    finally:
+        await client.disconnect()
+
+
+async def gateway(conn: Connection, endpoint: str, items: int, cycles: int, timeout: float,
+                  data_dir: Path) -> tuple[float, int]:
+    device = Device(name="ua", protocol="opcua", endpoint=endpoint, poll_interval=0.05,
+                    timeout=30.0, queue_size=cycles + 1, sampling_interval=0.0)
+    site = Site(site=SiteSection(name="bench", data_dir=data_dir), devices=[device],
+                points=[Point(tag=f"v{i}", device="ua", node=f"nsu={URI};s=v{i}")
+                        for i in range(items)])
+    gw = Gateway(site)
+    stored = gw.status.sinks["historian"]
+    counter = Counter(items)
+    stop = asyncio.Event()
+    run = asyncio.create_task(gw.run(stop))
+
+    async def watch() -> None:
+        seen = 0
+        while True:
+            if stored.readings_total != seen:
+                counter.add(stored.readings_total - seen)
+                seen = stored.readings_total
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await _measure(conn, counter, cycles, timeout)
+    finally:
+        watcher.cancel()
+        stop.set()
+        await run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # a client leaving is no news
+    for items in args.items:
+        parent, child = mp.Pipe()
+        proc = mp.Process(target=_serve, args=(child, items), daemon=True)
+        proc.start()
+        endpoint = f"opc.tcp://127.0.0.1:{parent.recv()}/bench"
+        expected = items * args.cycles
+        try:
+            results = {
+                "bare": asyncio.run(bare(parent, endpoint, items, args.cycles, args.timeout)),
+                "handler": asyncio.run(handler(parent, endpoint, items, args.cycles,
+                                               args.timeout)),
+            }
+            with tempfile.TemporaryDirectory() as tmp:
+                results["gateway"] = asyncio.run(gateway(parent, endpoint, items, args.cycles,
+                                                         args.timeout, Path(tmp)))
+        finally:
+            parent.send(None)
+            proc.join(30)
+        ceiling = results["bare"][0]
+        print(f"{items} monitored items, {args.cycles} cycles ({expected} notifications):")
+        for name, (rate, count) in results.items():
+            print(f"  {name:8s} {rate:10,.0f} notifications/s  ratio {rate / ceiling:5.2f}  "
+                  f"lost {expected - count}")
+
+
+if __name__ == "__main__":
+    main()

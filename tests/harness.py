@@ -1,0 +1,122 @@
+"""Running scadawatch's own parts for tests: the API on a real uvicorn server in a thread,
+the water simulator in its own process, gateway site files on it, and what a gateway spooled
+and stored, read back."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import tomli_w
+from fastapi import FastAPI
+from modbus_servers import free_port
+
+from anomaly.batch import Batch
+from api.server import serve
+from gateway.config import Site
+from gateway.historian import EmbeddedHistorian
+from gateway.spool import Spool
+from gateway.status import SpoolStatus
+
+RUN_LIMIT = 60.0  # seconds any wait for a process or server may take before a test fails
+
+
+@contextlib.contextmanager
+def running(app: FastAPI, port: int = 0) -> Iterator[tuple[str, concurrent.futures.Future]]:
+    """`api.server.serve` in its own event loop thread; yields (base URL, its outcome)."""
+    loop = asyncio.new_event_loop()
+    started: concurrent.futures.Future[int] = concurrent.futures.Future()
+    outcome: concurrent.futures.Future[None] = concurrent.futures.Future()
+    task: list[asyncio.Task] = []
+
+    async def main() -> None:
+        ready = loop.create_future()
+        task.append(asyncio.create_task(serve(app, "127.0.0.1", port, ready)))
+        with contextlib.suppress(asyncio.CancelledError):  # cancelled: serve failed, see below
+            started.set_result(await ready)
+        await task[0]
+
+    def thread() -> None:
+        try:
+            loop.run_until_complete(main())
+            outcome.set_result(None)
+        except BaseException as e:  # the test asserts what ended the server
+            outcome.set_exception(e)
+            if not started.done():
+                started.set_exception(e)
+        finally:
+            loop.close()
+
+    t = threading.Thread(target=thread, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{started.result(timeout=10)}", outcome
+    finally:
+        if task:
+            with contextlib.suppress(RuntimeError):  # the loop is closed if serve failed
+                loop.call_soon_threadsafe(task[0].cancel)
+        t.join(timeout=15)
+        assert not t.is_alive(), "the server did not stop"
+
+
+def start_simulator(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """The water simulator in its own process: a Modbus device the gateway cannot tell from
+    a real one."""
+    site_file = tmp_path / "sim.toml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scadawatch", "simulate", "water", "--speed", "60",
+         "--modbus-port", str(free_port()), "--opcua-port", str(free_port()),
+         "--write-site", str(site_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + RUN_LIMIT
+    while not site_file.exists():
+        assert proc.poll() is None, "the simulator exited"
+        assert time.monotonic() < deadline, "the simulator did not start"
+        time.sleep(0.1)
+    return proc, site_file
+
+
+def gateway_site(sim_site: Path, tmp_path: Path) -> Path:
+    """The simulator's site file, polled fast, with one spool segment that is never deleted,
+    so that at the end the spool still holds every reading it ever acknowledged."""
+    raw = tomllib.loads(sim_site.read_text())
+    raw["site"]["data_dir"] = str(tmp_path / "data")
+    raw["spool"] = {"segment_bytes": 1 << 30, "fsync_interval": 0.0}
+    for device in raw["devices"]:
+        device["poll_interval"] = 0.05
+    path = tmp_path / "gateway.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+def spooled(site: Site) -> Counter[tuple[int, int]]:
+    status = SpoolStatus()
+    spool = Spool(site.site.data_dir / "spool", site.spool, status)
+    try:
+        batches = [b for _, b in spool.read_after(0, max_rows=10**9)]
+    finally:
+        spool.close()
+    all_ = Batch.concat(batches)
+    return Counter(zip(all_.point.tolist(), all_.source_ts.tolist(), strict=True))
+
+
+def stored(site: Site) -> Counter[tuple[int, int]]:
+    tags = [p.tag for p in site.points]
+    historian = EmbeddedHistorian(site.site.data_dir / "historian.sqlite", tags, readonly=True)
+    try:
+        out: Counter[tuple[int, int]] = Counter()
+        for i, tag in enumerate(tags):
+            rows = historian.history(tag, 0, 2**62)
+            out.update((i, ts) for ts in rows.source_ts.tolist())
+        return out
+    finally:
+        historian.close()

@@ -1,0 +1,396 @@
+"""The InfluxDB historian against real servers on loopback: InfluxDB 1.6 (`influxd`, api v1
+and InfluxQL reads) and VictoriaMetrics (api v2 through influxdb-client)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tomli_w
+from harness import RUN_LIMIT, gateway_site, running, start_simulator, stored
+from influx_servers import Influxd, Server, influxd, victoria
+
+from anomaly.batch import Batch, Quality
+from api.app import create_app
+from gateway.config import HistorianSection, Point, Site, SiteSection, load_site
+from gateway.historian import EmbeddedHistorian
+from gateway.influx import InfluxRejected, InfluxSink, InfluxUnavailable
+from gateway.influx_reader import InfluxReader
+from gateway.runtime import Gateway
+from gateway.spool import Spool
+from gateway.status import SinkStatus, SpoolStatus
+
+USER, PASSWORD = "scada", "s3cret"
+T0 = 1_772_000_000 * 10**9  # 2026-02-25, whole seconds
+POINTS = [
+    Point(tag="PT-101", device="rtu 1", kind="pressure", unit="bar", zone="north,low"),
+    Point(tag="FT=201", device="rtu 1", kind="flow", unit="m3/h", zone="north,low"),
+    Point(tag="LT 301", device="plc\\2", kind="level", unit="m"),
+    Point(tag="bare"),  # no zone, device or unit: those tag keys are left out
+]
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFLUX_PASSWORD", PASSWORD)
+    monkeypatch.setenv("INFLUX_TOKEN", "any-token")
+
+
+@pytest.fixture(scope="module")
+def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    """One influxd with auth on for the module; each test uses its own database."""
+    server = influxd(tmp_path_factory.mktemp("influxd"), user=USER, password=PASSWORD)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database(influx: Influxd, request: pytest.FixtureRequest) -> str:
+    name = "db_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")
+    influx.create_database(name)
+    return name
+
+
+def make_site(tmp_path: Path, historian: HistorianSection, points: list[Point] = POINTS,
+              **site: object) -> Site:
+    return Site(site=SiteSection(name="plant 1", data_dir=tmp_path / "data"),
+                historian=historian, points=points, **site)
+
+
+def v1(influx: Influxd, database: str, **kw: object) -> HistorianSection:
+    return HistorianSection(**{"kind": "influxdb", "api": "v1", "url": influx.url,
+                               "database": database, "username": USER, **kw})
+
+
+class Acks:
+    """The spool's side of the sink's cursor, for tests that call `store` directly."""
+
+    def acked(self, name: str) -> int:
+        return 0
+
+
+def recording(n: int = 2000) -> Batch:
+    """Readings of every point every second, with uncertain and bad ones among them."""
+    rng = np.random.default_rng(5)
+    k = len(POINTS)
+    point = np.tile(np.arange(k), n)
+    ts = T0 + np.repeat(np.arange(n), k) * 10**9 + point * 1000
+    value = rng.normal(50, 20, n * k).round(6)
+    quality = rng.choice([Quality.GOOD, Quality.UNCERTAIN, Quality.BAD], n * k, p=[.9, .05, .05])
+    cause = np.where(quality == Quality.GOOD, 0, rng.integers(1, 9, n * k))
+    value[quality == Quality.BAD] = np.nan
+    return Batch.of(source_ts=ts, point=point, value=value, quality=quality, cause=cause,
+                    server_ts=ts + 2_000_000, gateway_ts=ts + 5_000_000)
+
+
+def test_every_field_and_tag_round_trips_through_influxql(
+        tmp_path: Path, influx: Influxd, database: str) -> None:
+    batch = Batch.of(source_ts=T0 + np.arange(7), point=[0, 1, 2, 3, 0, 1, 2],
+                     value=[1.5, -2.25e-7, 1e16, np.nan, 0.0, np.nan, -np.inf],
+                     quality=[0, 1, 0, 2, 0, 1, 0], cause=[0, 7, 0, 0x80310000, 0, 3, 0],
+                     server_ts=T0 + 10**8 + np.arange(7), gateway_ts=T0 + 10**9 + np.arange(7))
+    sink = InfluxSink(make_site(tmp_path, v1(influx, database)), Acks(), SinkStatus("influxdb"))
+    sink.store([(1, batch)])
+    (series,) = influx.query("SELECT * FROM readings ORDER BY time", db=database)
+    rows = [dict(zip(series["columns"], v, strict=True)) for v in series["values"]]
+    assert [r["time"] for r in rows] == batch.source_ts.tolist()
+    assert [r["server_ts"] for r in rows] == batch.server_ts.tolist()
+    assert [r["gateway_ts"] for r in rows] == batch.gateway_ts.tolist()
+    assert [r["quality"] for r in rows] == batch.quality.tolist()
+    assert [r["cause"] for r in rows] == batch.cause.tolist()
+    # No finite value (bad, or NaN/inf from the device): no value field, never a number.
+    assert [r["value"] for r in rows] == [1.5, -2.25e-7, 1e16, None, 0.0, None, None]
+    for r, i in zip(rows, batch.point.tolist(), strict=True):
+        p = POINTS[i]
+        assert (r["site"], r["tag"], r["kind"]) == ("plant 1", p.tag, p.kind)
+        assert (r["zone"], r["device"], r["unit"]) == (p.zone, p.device, p.unit or None)
+
+
+def test_history_and_latest_from_influxdb_equal_the_embedded_historians(
+        tmp_path: Path, influx: Influxd, database: str) -> None:
+    site = make_site(tmp_path, v1(influx, database))
+    batch = recording()
+    embedded = EmbeddedHistorian(tmp_path / "h.sqlite", [p.tag for p in POINTS])
+    embedded.store([(1, batch)])
+    InfluxSink(site, Acks(), SinkStatus("influxdb")).store([(1, batch)])
+    reader = InfluxReader(site)
+    queries = [f"/api/v1/history?tag={p.tag}&start=2026-02-25T06:00:00Z&end="
+               f"2026-02-25T06:30:00Z{extra}" for p in POINTS for extra in (
+                   "", "&limit=700", "&bucket=1min&agg=count,min,max,first,last",
+                   "&bucket=7s&agg=mean")]
+    queries += ["/api/v1/latest", "/api/v1/latest?zone=north,low"]
+    answers = []
+    for historian in (embedded, reader):
+        with (running(create_app(site, historian, lambda: None)) as (url, _),
+              httpx.Client(base_url=url, timeout=30) as client):
+            answers.append([client.get(q) for q in queries])
+    for q, a, b in zip(queries, *answers, strict=True):
+        assert a.status_code == b.status_code == 200, (q, a.text, b.text)
+        a, b = a.json(), b.json()
+        a.pop("time", None), b.pop("time", None)
+        if "mean" in a:
+            assert b.pop("mean") == pytest.approx(a.pop("mean"), rel=1e-12), q
+        assert a == b, q
+    assert answers[0][0].json()["rows"] == 1000  # the range ends 1,000 s into the recording
+    embedded.close()
+    reader.close()
+
+
+def test_v2_writes_through_influxdb_client_reach_victoria_metrics(tmp_path: Path) -> None:
+    server = victoria(tmp_path / "vm")
+    try:
+        h = HistorianSection(kind="influxdb", api="v2", url=server.url, bucket="b", org="o")
+        site = make_site(tmp_path, h)
+        # An hour ago: VictoriaMetrics drops samples older than its retention, and hides the
+        # last 30 s from reads.
+        now = (time.time_ns() // 10**9 - 3600) * 10**9
+        batch = recording(50)
+        batch = Batch(**{k: getattr(batch, k) for k in Batch.DTYPES}
+                      | {"source_ts": batch.source_ts - T0 + now})
+        sink = InfluxSink(site, Acks(), SinkStatus("influxdb"))
+        sink.probe()
+        sink.store([(1, batch)])
+        exported = server.export('{__name__=~"readings_.*"}')
+    finally:
+        server.stop()
+    got = {(s["metric"]["__name__"], s["metric"]["tag"], t): v for s in exported
+           for t, v in zip(s["timestamps"], s["values"], strict=True)}
+    want = {}
+    for i, p in enumerate(batch.point.tolist()):
+        t = int(batch.source_ts[i]) // 10**6
+        want[("readings_quality", POINTS[p].tag, t)] = int(batch.quality[i])
+        want[("readings_cause", POINTS[p].tag, t)] = int(batch.cause[i])
+        if batch.quality[i] != Quality.BAD:
+            want[("readings_value", POINTS[p].tag, t)] = float(batch.value[i])
+    assert {k: v for k, v in got.items()
+            if k[0] not in ("readings_gateway_ts", "readings_server_ts")} == want
+
+
+@pytest.mark.parametrize(("change", "error", "message"), [
+    ({"username": "intruder"}, InfluxRejected, "credentials refused: check user 'intruder'"),
+    ({"database": "no_such_db"}, InfluxRejected, "database not found"),
+    ({"url": "http://127.0.0.1:1"}, InfluxUnavailable, "unreachable"),
+])
+def test_bad_settings_are_reported_clearly_at_start(
+        tmp_path: Path, influx: Influxd, database: str, change: dict, error: type,
+        message: str) -> None:
+    h = v1(influx, database).model_copy(update=change)
+    sink = InfluxSink(make_site(tmp_path, h), Acks(), SinkStatus("influxdb"))
+    with pytest.raises(error, match=message):
+        sink.probe()
+
+
+def test_gateway_health_shows_refused_credentials(tmp_path: Path, influx: Influxd,
+                                                  database: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.runtime.FLUSH_TIMEOUT", 0.5)  # InfluxDB will not catch up
+    site = make_site(tmp_path, v1(influx, database, username="intruder"), points=[])
+
+    async def run() -> SinkStatus:
+        gateway, stop = Gateway(site), asyncio.Event()
+        task = asyncio.create_task(gateway.run(stop))
+        for _ in range(100):  # bounded: the probe runs first thing
+            if gateway.status.sinks["influxdb"].last_error:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        return gateway.status.sinks["influxdb"]
+
+    status = asyncio.run(run())
+    assert status.last_error is not None and "credentials refused" in status.last_error
+
+
+def test_a_refused_point_is_quarantined_and_the_rest_flows(
+        tmp_path: Path, influx: Influxd, database: str) -> None:
+    # Someone wrote an integer `value` into a later shard (one hour each here): InfluxDB
+    # refuses our float values there.
+    influx.query(f'ALTER RETENTION POLICY "autogen" ON "{database}" SHARD DURATION 1h',
+                 method="POST")
+    later = T0 + 7200 * 10**9
+    urllib.request.urlopen(urllib.request.Request(
+        f"{influx.url}/write?db={database}&u={USER}&p={PASSWORD}",
+        data=f"readings,site=other value=1i {later - 1}".encode(), method="POST"))
+    batch = recording(100)
+    ts = batch.source_ts.copy()
+    ts[6] = later
+    assert batch.quality[6] == Quality.GOOD
+    batch = Batch(**{k: getattr(batch, k) for k in Batch.DTYPES} | {"source_ts": ts})
+    status = SinkStatus("influxdb")
+    InfluxSink(make_site(tmp_path, v1(influx, database, batch_size=64)), Acks(),
+               status).store([(1, batch)])
+
+    refused = np.arange(len(batch)) == 6
+    counts = {s["tags"]["tag"]: s["values"][0][1] for s in influx.query(
+        'SELECT count(quality) FROM readings WHERE "site" = \'plant 1\' GROUP BY "tag"',
+        db=database)}
+    expected = {p.tag: int(((batch.point == i) & ~refused).sum()) for i, p in enumerate(POINTS)}
+    assert counts == expected
+    assert status.quarantined_total == 1
+    kept = (tmp_path / "data" / "influxdb-quarantine.lp").read_text()
+    assert "field type conflict" in kept and f"value={float(batch.value[6])!r}," in kept
+
+
+# --- store and forward with real processes ---------------------------------------------------
+
+def influx_count(influx: Influxd, database: str) -> dict[str, int]:
+    return {s["tags"]["tag"]: s["values"][0][1] for s in influx.query(
+        'SELECT count(quality) FROM readings GROUP BY "tag"', db=database)}
+
+
+def stored_counts(site: Site) -> dict[str, int]:
+    tags = [p.tag for p in site.points]
+    counts = {tags[i]: n for i, n in _per_point(stored(site)).items()}
+    return {t: n for t, n in counts.items() if n}
+
+
+def _per_point(readings: dict[tuple[int, int], int]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for (point, _), n in readings.items():
+        out[point] = out.get(point, 0) + n
+    return out
+
+
+def with_influx(config: Path, influx: Server, database: str, **extra: object) -> Path:
+    raw = tomllib.loads(config.read_text())
+    raw["historian"] = {"kind": "influxdb", "api": "v1", "url": influx.url,
+                        "database": database, "username": USER, **extra}
+    config.write_text(tomli_w.dumps(raw))
+    return config
+
+
+def catch_up(site: Site) -> None:
+    """Drain what the spool still holds for InfluxDB, from the sink's own cursor."""
+    spool = Spool(site.site.data_dir / "spool", site.spool, SpoolStatus())
+    sink = InfluxSink(site, spool, SinkStatus("influxdb"))
+    try:
+        for _ in range(10_000):  # bounded; each pass moves the cursor on
+            entries = spool.read_after(sink.cursor(), 100_000)
+            if not entries:
+                break
+            sink.store(entries)
+            spool.ack(sink.name, entries[-1][0])
+    finally:
+        sink.close()
+        spool.close()
+
+
+@pytest.fixture
+def own_influx(tmp_path: Path) -> Iterator[Influxd]:
+    """An influxd of the test's own, to stop and start."""
+    server = influxd(tmp_path / "influxd", user=USER, password=PASSWORD)
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_60_s_outage_loses_nothing_duplicates_nothing_and_never_pauses_polling(
+        tmp_path: Path, own_influx: Influxd) -> None:
+    server = own_influx
+    server.create_database("outage")
+    sim, sim_site = start_simulator(tmp_path)
+    try:
+        config = with_influx(gateway_site(sim_site, tmp_path), server, "outage")
+        site = load_site(config)
+
+        async def run() -> tuple[float, float]:
+            gateway, stop = Gateway(site), asyncio.Event()
+            task = asyncio.create_task(gateway.run(stop))
+
+            def polls() -> int:
+                return sum(d.polls_total for d in gateway.status.devices.values())
+
+            async def rate(seconds: float) -> float:
+                before, t = polls(), time.monotonic()
+                await asyncio.sleep(seconds)
+                return (polls() - before) / (time.monotonic() - t)
+
+            await asyncio.sleep(3.0)
+            normal = await rate(10.0)
+            await asyncio.to_thread(server.stop)
+            during = await rate(60.0)
+            backlog = gateway.status.sinks["influxdb"].backlog_readings
+            assert backlog > 0 and gateway.status.sinks["influxdb"].backlog_age_seconds > 30
+            await asyncio.to_thread(server.start)
+            # The drain's backoff (at most 30 s) decides when it notices; then it catches up.
+            for _ in range(int(RUN_LIMIT / 0.2)):
+                if gateway.status.sinks["influxdb"].backlog_age_seconds < 5:
+                    break
+                await asyncio.sleep(0.2)
+            stop.set()
+            await task
+            return normal, during
+
+        normal, during = asyncio.run(run())
+    finally:
+        sim.terminate()
+        sim.wait(timeout=RUN_LIMIT)
+    in_influx = influx_count(server, "outage")
+    assert abs(during - normal) <= 0.1 * normal, (normal, during)
+    assert sum(stored_counts(site).values()) > 1000
+    assert in_influx == stored_counts(site)  # the embedded historian stores exactly once
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_drain_loses_and_duplicates_nothing(tmp_path: Path,
+                                                           own_influx: Influxd) -> None:
+    server = own_influx
+    server.create_database("crash")
+    sim, sim_site = start_simulator(tmp_path)
+    gw: subprocess.Popen | None = None
+    try:
+        # A slow drain (500 readings/s, the site makes ~330/s): the backlog of an outage takes
+        # many seconds to catch up.
+        config = with_influx(gateway_site(sim_site, tmp_path), server, "crash",
+                             max_rate=500.0, batch_size=250)
+        cmd = [sys.executable, "-m", "scadawatch", "gateway", "--config", str(config)]
+        env = os.environ | {"INFLUX_PASSWORD": PASSWORD}
+        server.stop()
+        gw = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=env)
+        time.sleep(6.0)  # a backlog builds while InfluxDB is down
+        server.start()
+        for _ in range(3):  # bounded: three crashes in the middle of the drain
+            deadline = time.monotonic() + RUN_LIMIT
+            before = sum(influx_count(server, "crash").values())
+            while sum(influx_count(server, "crash").values()) < before + 500:
+                assert time.monotonic() < deadline, "the drain made no progress"
+                assert gw.poll() is None, "the gateway died on its own"
+                time.sleep(0.2)
+            (newest,) = server.query("SELECT last(quality) FROM readings", db="crash")
+            lag = time.time() - newest["values"][0][0] / 1e9
+            assert lag > 2.0, "the backlog was drained before the crash"
+            os.kill(gw.pid, signal.SIGKILL)
+            gw.wait()
+            gw = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env=env)
+        before = sum(influx_count(server, "crash").values())
+        deadline = time.monotonic() + RUN_LIMIT
+        while sum(influx_count(server, "crash").values()) == before:  # it runs: stop it
+            assert time.monotonic() < deadline, "the last run stored nothing"
+            time.sleep(0.2)
+        gw.send_signal(signal.SIGTERM)
+        _, err = gw.communicate(timeout=RUN_LIMIT)
+        assert gw.returncode == 0, err
+        site = load_site(config)
+        # What a restarted gateway does first, without new polls to count.
+        catch_up(site.model_copy(update={"historian": site.historian.model_copy(
+            update={"max_rate": 1e9})}))
+        assert influx_count(server, "crash") == stored_counts(site)
+    finally:
+        for proc in (gw, sim):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=RUN_LIMIT)
+
