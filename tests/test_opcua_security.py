@@ -333,3 +333,60 @@ def test_gateway_driver_subscribes_to_node_opcua(node_server: NodeServer, gatewa
     assert batch.quality[last[2]] == Quality.BAD
     assert batch.cause[last[2]] == ua.StatusCodes.BadSensorFailure
     assert status.devices["plc1"].state in ("ok", "degraded")
+
+
+def test_percent_deadband_is_applied_by_a_server_that_implements_it(
+        node_server: NodeServer, gateway_dir: Path) -> None:
+    """node-opcua filters against the node's EURange (asyncua's server does not): the same
+    node, read twice, once without a deadband and once with 5 % of its 0-100 range."""
+    site = Site(
+        site=SiteSection(name=SITE, data_dir=gateway_dir),
+        devices=[Device(name="plc1", protocol="opcua", endpoint=node_server.endpoint,
+                        poll_interval=0.5, sampling_interval=0.1, timeout=5.0)],
+        points=[Point(tag="every", device="plc1", node=f"nsu={NODE_NS};s=level"),
+                Point(tag="banded", device="plc1", node=f"nsu={NODE_NS};s=level",
+                      deadband_type="percent", deadband=5.0)])
+
+    def good(sink: Sink, point: int) -> int:
+        return sum(int(np.count_nonzero((b.point == point) & (b.quality == Quality.GOOD)))
+                   for b in sink.batches)
+
+    async def scenario() -> tuple[int, int]:
+        sink = Sink()
+        status = GatewayStatus(site=SITE)
+        async with sink.running(build_sessions(site, status, sink, data_dir=gateway_dir)):
+            await sink.wait(lambda s: good(s, 0) >= 25, timeout=20.0)
+        return good(sink, 0), good(sink, 1)
+
+    every, banded = asyncio.run(scenario())
+    # 25 changes of 0.1 each: 2.5 units, less than one 5-unit band (plus the first value).
+    assert every >= 25 and banded <= 2
+
+
+def test_an_item_the_server_will_not_monitor_is_polled_instead(
+        node_server: NodeServer, gateway_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A percent deadband on a node without an engineering range: node-opcua refuses the
+    filter, and the gateway reads that point by polling rather than losing it."""
+    site = Site(
+        site=SiteSection(name=SITE, data_dir=gateway_dir),
+        devices=[Device(name="plc1", protocol="opcua", endpoint=node_server.endpoint,
+                        poll_interval=0.2, timeout=5.0)],
+        points=[Point(tag="wave", device="plc1", node=f"nsu={NODE_NS};s=wave",
+                      deadband_type="percent", deadband=1.0),
+                Point(tag="level", device="plc1", node=f"nsu={NODE_NS};s=level")])
+
+    def good(sink: Sink, point: int) -> int:
+        return sum(int(np.count_nonzero((b.point == point) & (b.quality == Quality.GOOD)))
+                   for b in sink.batches)
+
+    async def scenario() -> int:
+        sink = Sink()
+        status = GatewayStatus(site=SITE)
+        async with sink.running(build_sessions(site, status, sink, data_dir=gateway_dir)):
+            await sink.wait(lambda s: good(s, 0) >= 5 and good(s, 1) >= 5, timeout=20.0)
+        return good(sink, 0)
+
+    with caplog.at_level(logging.INFO, logger="gateway.opcua"):
+        assert asyncio.run(scenario()) >= 5
+    assert any("polled instead" in r.getMessage() and "wave" in r.getMessage()
+               for r in caplog.records)

@@ -36,6 +36,13 @@ async function main() {
         value: { get: () => new Variant({ dataType: DataType.Double, value: wave() }) } });
     ns.addVariable({ componentOf: folder, nodeId: "s=pump_on", browseName: "pump_on",
         dataType: "Boolean", value: new Variant({ dataType: DataType.Boolean, value: true }) });
+    // An analog item with an engineering range, rising 1 unit (1 % of its range) a second:
+    // for the percent deadband, which the server applies against EURange.
+    ns.addAnalogDataItem({ componentOf: folder, nodeId: "s=level", browseName: "level",
+        dataType: "Double", engineeringUnitsRange: { low: 0, high: 100 },
+        minimumSamplingInterval: 100,
+        value: { get: () => new Variant({ dataType: DataType.Double,
+            value: ((Date.now() - start) / 1000) % 100 }) } });
     const broken = ns.addVariable({ componentOf: folder, nodeId: "s=broken", browseName: "broken",
         dataType: "Double" });
     broken.setValueFromSource(new Variant({ dataType: DataType.Double, value: 0 }),
