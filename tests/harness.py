@@ -13,9 +13,11 @@ import threading
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
+import httpx
 import tomli_w
 from fastapi import FastAPI
 from modbus_servers import free_port
@@ -26,8 +28,33 @@ from gateway.config import Site
 from gateway.historian import EmbeddedHistorian
 from gateway.spool import Spool
 from gateway.status import SpoolStatus
+from scadawatch.serve import serve as run_gateway
+
+T = TypeVar("T")
 
 RUN_LIMIT = 60.0  # seconds any wait for a process or server may take before a test fails
+
+
+async def api_until(site: Site, answer: Callable[[httpx.AsyncClient], Awaitable[T | None]]
+                    ) -> T:
+    """Run the gateway and the API in this event loop (as `scadawatch run` does) and call
+    `answer(http)` every 0.1 s until it returns something; then stop, flushing."""
+    port = free_port()
+    stop = asyncio.Event()
+    gateway = asyncio.create_task(run_gateway(site, gateway=True, api=True, port=port,
+                                              stop=stop))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = time.monotonic() + RUN_LIMIT
+            while time.monotonic() < deadline and not gateway.done():
+                with contextlib.suppress(httpx.TransportError):  # the API is still starting
+                    if (result := await answer(http)) is not None:
+                        return result
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"no answer within {RUN_LIMIT} s: {gateway}")
+    finally:
+        stop.set()
+        await gateway
 
 
 @contextlib.contextmanager

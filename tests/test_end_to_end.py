@@ -18,11 +18,10 @@ import httpx
 import numpy as np
 import pytest
 import tomli_w
-from harness import RUN_LIMIT, gateway_site, spooled, start_simulator, stored
+from harness import RUN_LIMIT, api_until, gateway_site, spooled, start_simulator, stored
 from modbus_servers import Image, every_type_order_and_table, free_port, pymodbus_tcp, source
 
 from gateway.config import Device, Point, Site, SiteSection, load_site
-from scadawatch.serve import serve
 
 
 def precision(type_: str, value: float) -> float:
@@ -40,7 +39,16 @@ def test_every_type_word_order_and_table_reaches_the_api_unchanged(tmp_path: Pat
     dead = Device(name="dead", protocol="modbus-tcp", port=free_port(), poll_interval=0.1,
                   timeout=0.2, stale_after=2)
     dead_point = Point(tag="dead.flow", device="dead", address=0, unit="L/s")
-    api_port = free_port()
+    async def live_good_and_dead_stale(http: httpx.AsyncClient) -> dict | None:
+        by_tag = {r["tag"]: r for r in (await http.get("/api/v1/latest")).json()["readings"]}
+        if not (all(by_tag[p.tag]["quality"] == "good" for p in points)
+                and by_tag[dead_point.tag]["stale"]):
+            return None
+        history = {tag: (await http.get("/api/v1/history", params={
+            "tag": tag, "start": "-1min"})).json() for tag in (points[0].tag, dead_point.tag)}
+        return {"latest": by_tag, "history": history[points[0].tag],
+                "dead_history": history[dead_point.tag],
+                "health": (await http.get("/api/v1/health")).json()}
 
     async def scenario() -> dict:
         async with pymodbus_tcp({1: image}) as served:
@@ -48,33 +56,7 @@ def test_every_type_word_order_and_table_reaches_the_api_unchanged(tmp_path: Pat
                             poll_interval=0.1, timeout=0.5)
             site = Site(site=SiteSection(name="e2e", data_dir=tmp_path),
                         devices=[device, dead], points=[*points, dead_point])
-            stop = asyncio.Event()
-            gateway = asyncio.create_task(serve(site, gateway=True, api=True, port=api_port,
-                                                stop=stop))
-            try:
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
-                    deadline = time.monotonic() + RUN_LIMIT
-                    while True:
-                        assert time.monotonic() < deadline, "no good values within the limit"
-                        assert not gateway.done(), gateway
-                        try:
-                            latest = (await http.get("/api/v1/latest")).json()
-                            by_tag = {r["tag"]: r for r in latest["readings"]}
-                            live_good = all(by_tag[p.tag]["quality"] == "good" for p in points)
-                            if live_good and by_tag[dead_point.tag]["stale"]:
-                                health = (await http.get("/api/v1/health")).json()
-                                history = (await http.get("/api/v1/history", params={
-                                    "tag": points[0].tag, "start": "-1min"})).json()
-                                dead_history = (await http.get("/api/v1/history", params={
-                                    "tag": dead_point.tag, "start": "-1min"})).json()
-                                return {"latest": by_tag, "history": history,
-                                        "dead_history": dead_history, "health": health}
-                        except httpx.TransportError:
-                            pass  # the API is still starting
-                        await asyncio.sleep(0.1)
-            finally:
-                stop.set()
-                await gateway
+            return await api_until(site, live_good_and_dead_stale)
 
     answer = asyncio.run(scenario())
     got = answer["latest"]

@@ -5,7 +5,6 @@ restarts, operation limits)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -17,13 +16,13 @@ import httpx
 import numpy as np
 import pytest
 from asyncua import Server, ua
+from harness import api_until
 from modbus_servers import Sink, free_port
 
 from anomaly.batch import Batch, Quality
 from gateway.config import ConfigError, Device, Point, Site, SiteSection, load_site
 from gateway.opcua import COMMS, NODE_UNKNOWN, TYPE_MISMATCH, build_sessions
 from gateway.status import GatewayStatus
-from scadawatch.serve import serve
 from simulators.opcua_server import namespace_uri
 
 URI = "urn:scadawatch:test"
@@ -367,27 +366,11 @@ def test_gateway_stores_subscribed_values_and_the_api_serves_them(serve_site: Ca
                timeout=0.5)], points=[
         Point(tag=s.tag, device="ua", unit=s.unit,
               node=f"nsu={namespace_uri('water')};s={s.tag}") for s in signals])
-    api_port = free_port()
+    async def all_values(http: httpx.AsyncClient) -> dict | None:
+        latest = (await http.get("/api/v1/latest")).json()
+        return latest if all(r["value"] is not None for r in latest["readings"]) else None
 
-    async def scenario() -> dict:
-        stop = asyncio.Event()
-        gateway = asyncio.create_task(serve(site, gateway=True, api=True, port=api_port,
-                                            stop=stop))
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
-                deadline = time.monotonic() + LIMIT
-                while time.monotonic() < deadline and not gateway.done():
-                    with contextlib.suppress(httpx.TransportError):
-                        latest = (await http.get("/api/v1/latest")).json()
-                        if all(r["value"] is not None for r in latest["readings"]):
-                            return latest
-                    await asyncio.sleep(0.1)
-                raise AssertionError(f"no values within {LIMIT} s: {gateway}")
-        finally:
-            stop.set()
-            await gateway
-
-    latest = asyncio.run(scenario())
+    latest = asyncio.run(api_until(site, all_values))
     got = {r["tag"]: r for r in latest["readings"]}
     assert set(got) == {s.tag for s in signals}
     for r in got.values():
