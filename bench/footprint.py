@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,8 @@ from pathlib import Path
 import httpx
 import tomli_w
 
-from bench.modbus import Servers, _cpu
+from bench.modbus import Servers, cpu_seconds
+from scadawatch.demo import free_port
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -44,12 +44,6 @@ def site_file(tmp: Path, ports: list[int], points: int, interval: float, api_por
     path = tmp / "site.toml"
     path.write_text(tomli_w.dumps(doc))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -80,9 +74,9 @@ def main() -> None:
                     pass
                 time.sleep(0.05)
             time.sleep(args.warmup)
-            cpu0, w0 = _cpu(proc.pid), time.perf_counter()
+            cpu0, w0 = cpu_seconds(proc.pid), time.perf_counter()
             time.sleep(args.seconds)
-            cpu = (_cpu(proc.pid) - cpu0) / (time.perf_counter() - w0)
+            cpu = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - w0)
             rss, peak = rss_mb(proc.pid)
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)

@@ -88,14 +88,14 @@ class Servers:
         self.ports: list[int] = self.pipe.recv()
 
     def cpu(self) -> float:
-        return _cpu(self.proc.pid)
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.pipe.close()
         self.proc.join()
 
 
-def _cpu(pid: int | None = None) -> float:
+def cpu_seconds(pid: int | None = None) -> float:
     if pid is None:
         t = os.times()
         return t.user + t.system
@@ -132,14 +132,14 @@ async def _measure(meter: Meter, run: Callable[[], Awaitable[object]], seconds: 
     """Run `run()` for warmup + seconds; figures of the last `seconds`."""
     task = asyncio.ensure_future(run())
     await asyncio.sleep(warmup)
-    good, polls, cpu, server_cpu = meter.good, Counter(meter.polls), _cpu(), servers.cpu()
+    good, polls, cpu, server_cpu = meter.good, Counter(meter.polls), cpu_seconds(), servers.cpu()
     t0 = time.perf_counter()
     await asyncio.sleep(seconds)
     elapsed = time.perf_counter() - t0
     out = {
         "readings_per_s": (meter.good - good) / elapsed,
         "polls_per_s": {k: (v - polls[k]) / elapsed for k, v in meter.polls.items()},
-        "gateway_cpu": (_cpu() - cpu) / elapsed,
+        "gateway_cpu": (cpu_seconds() - cpu) / elapsed,
         "server_cpu": (servers.cpu() - server_cpu) / elapsed,
     }
     task.cancel()
@@ -209,13 +209,13 @@ async def pipeline(servers: Servers, site: Site, seconds: float, warmup: float =
         sink = gateway.status.sinks["historian"]
         await asyncio.sleep(warmup)
         stored, appended = sink.readings_total, gateway.status.spool.readings_appended_total
-        cpu, server_cpu, t0 = _cpu(), servers.cpu(), time.perf_counter()
+        cpu, server_cpu, t0 = cpu_seconds(), servers.cpu(), time.perf_counter()
         await asyncio.sleep(seconds)
         elapsed = time.perf_counter() - t0
         out = {
             "readings_per_s": (sink.readings_total - stored) / elapsed,
             "spooled_per_s": (gateway.status.spool.readings_appended_total - appended) / elapsed,
-            "gateway_cpu": (_cpu() - cpu) / elapsed,
+            "gateway_cpu": (cpu_seconds() - cpu) / elapsed,
             "server_cpu": (servers.cpu() - server_cpu) / elapsed,
             "backlog": sink.backlog_readings,
         }

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
@@ -32,25 +33,35 @@ def main(args: argparse.Namespace) -> int:
 async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Run the gateway and/or the API until `stop` is set (or Ctrl-C / SIGTERM)."""
-    from gateway.runtime import Gateway, install_stop_signals
+    from gateway.runtime import Gateway, install_stop_signals, status_path
+    from gateway.status import read_snapshot
 
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     tasks = []
-    gw = Gateway(site) if gateway else None
-    if gw is not None:
+    if gateway:
+        gw = Gateway(site)
         tasks.append(asyncio.create_task(gw.run(stop)))
+        status: Callable[[], dict | None] = gw.status.snapshot
+    else:
+        snapshot = status_path(site)
+
+        def status() -> dict | None:
+            return read_snapshot(snapshot)
+
     if api:
-        tasks.append(asyncio.create_task(_serve_api(site, gw, port or site.api.port, stop)))
+        tasks.append(asyncio.create_task(_serve_api(site, status, port or site.api.port, stop)))
     await asyncio.gather(*tasks)
 
 
-async def _serve_api(site: Site, gw: object | None, port: int, stop: asyncio.Event) -> None:
+async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
+                     stop: asyncio.Event) -> None:
+    """The API over the site's historian; `status` gives the gateway's live snapshot (its
+    own in one process, `status.json` in another)."""
     from api.app import create_app
     from api.server import serve as serve_http
     from gateway.historian import EmbeddedHistorian
-    from gateway.runtime import Gateway, historian_path, status_path
-    from gateway.status import read_snapshot
+    from gateway.runtime import historian_path
 
     if site.historian.kind == "influxdb":
         from gateway.influx_reader import InfluxReader
@@ -65,14 +76,6 @@ async def _serve_api(site: Site, gw: object | None, port: int, stop: asyncio.Eve
             if stop.is_set():
                 return
         reader = EmbeddedHistorian(path, [p.tag for p in site.points], readonly=True)
-    if isinstance(gw, Gateway):
-        status = gw.status.snapshot
-    else:
-        snapshot = status_path(site)
-
-        def status() -> dict | None:
-            return read_snapshot(snapshot)
-
     app = create_app(site, reader, status)
     server = asyncio.create_task(serve_http(app, site.api.host, port))
     log.info("event=api_started url=http://%s:%d/docs", site.api.host, port)

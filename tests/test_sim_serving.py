@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from asyncua import Client, ua
-from modbus_servers import encode
+from modbus_servers import encode, free_port
 
 from simulators.modbus_server import TABLES, RegisterImage
 from simulators.opcua_server import namespace_uri
@@ -205,15 +205,9 @@ def test_dropout_is_nan_in_float_registers_and_last_value_in_int16(
         assert dv.SourceTimestamp == site.start + timedelta(seconds=180)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_runs_the_clock_at_speed_then_closes_both_ports() -> None:
     site = build_site("water", "normal", seed=1, start=datetime.now(UTC), step=60.0)
-    modbus_port, opcua_port = _free_port(), _free_port()
+    modbus_port, opcua_port = free_port(), free_port()
     endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/scadawatch/water"
     sig = next(s for s in site.signals if s.register == "holding")
     later = site.start + timedelta(seconds=150)  # past two 60 s physics steps

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import socket
 import subprocess
 import sys
 import tomllib
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tomli_w
+from modbus_servers import free_port
 
 from gateway.config import load_site
 from simulators.export import export
@@ -274,15 +274,9 @@ def test_export_command_records_a_window_of_the_scenario(
         assert np.array_equal(np.flatnonzero(missing.any(axis=1)), rows)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_command_writes_the_site_file_first(cli: Callable[..., tuple[int, str, str]],
                                                   tmp_path: Path) -> None:
-    ports = _free_port(), _free_port()
+    ports = free_port(), free_port()
     path = tmp_path / "etc" / "water.toml"
     code, out, err = cli("simulate", "water", "--write-site", path, "--duration", "0.5",
                          "--modbus-port", ports[0], "--opcua-port", ports[1])
