@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
-from api import health, history, metrics, points
+from api import alarms, health, history, metrics, points
+from api.auth import AUTH_PROBLEMS, OPERATOR, PUBLIC, VIEWER, Access, Guard
 from api.context import ApiContext, StatusSource
 from api.models import Problem
 from gateway.config import Site
+from gateway.tokens import TokenStore
 
 if TYPE_CHECKING:
+    from gateway.alarm_store import AlarmStore
     from gateway.historian import HistorianReader
 
 PREFIX = "/api/v1"
+STATIC = Path(__file__).parent / "static"
 STATUS_STALE_AFTER = 10.0  # seconds; the gateway publishes its status every second
 
 DESCRIPTION = """
-Points, latest readings, history and health of a scadawatch site, and Prometheus metrics.
+Points, latest readings, history and health of a scadawatch site, its alarms (lifecycle,
+KPIs, live stream), and Prometheus metrics.
 
 Times in answers are UTC ISO 8601 with `Z`. Times in parameters may also carry an offset
 (naive means UTC) or be relative to now: `now`, `-1h`, `-15min`, `-2d`. Every value travels
@@ -29,7 +38,35 @@ with its tag and unit; a bad reading's value is null.
 
 A bad parameter gets a 4xx whose `detail` names it: 400 (a value that does not make sense),
 404 (an unknown tag, zone or device), 422 (a value of the wrong type or range).
+
+Every route but `health` needs `Authorization: Bearer <token>` (`scadawatch token create
+--role viewer|operator|engineer|admin`): 401 without a valid token, 403 when its role is too low.
 """
+
+# Who may call what: every route under PREFIX with the least role it needs, viewer < operator <
+# engineer < admin (PUBLIC: no token). create_app refuses a route missing here, and the auth
+# matrix test (tests/test_auth.py) calls every route with every role. Outside PREFIX (the page,
+# /docs) is public: it holds no data. A route for an EventSource takes `?access_token=` too:
+# "GET /alarms/stream": Access("viewer", query_token=True).
+ACCESS: dict[str, Access] = {
+    "GET /health": PUBLIC,
+    "GET /points": VIEWER,
+    "GET /latest": VIEWER,
+    "GET /history": VIEWER,
+    "GET /metrics": VIEWER,  # Prometheus sends the token: `authorization` in its scrape config
+    "GET /alarms": VIEWER,
+    "GET /alarms/kpis": VIEWER,
+    "GET /alarms/stream": Access("viewer", query_token=True),
+    "GET /alarms/suppressions": VIEWER,
+    "GET /alarms/{alarm_id}": VIEWER,
+    "POST /alarms/ack": OPERATOR,
+    "POST /alarms/{alarm_id}/ack": OPERATOR,
+    "POST /alarms/{alarm_id}/shelve": OPERATOR,
+    "POST /alarms/{alarm_id}/unshelve": OPERATOR,
+    "POST /alarms/{alarm_id}/comment": OPERATOR,
+    "PUT /alarms/suppressions/{scope}/{name}": OPERATOR,
+    "DELETE /alarms/suppressions/{scope}/{name}": OPERATOR,
+}
 
 PROBLEMS: dict[int | str, dict] = {
     code: {"model": Problem, "description": text}
@@ -40,11 +77,14 @@ PROBLEMS: dict[int | str, dict] = {
 
 
 def create_app(site: Site, historian: HistorianReader, status: StatusSource, *,
-               status_stale_after: float = STATUS_STALE_AFTER) -> FastAPI:
+               status_stale_after: float = STATUS_STALE_AFTER,
+               alarm_store: AlarmStore | None = None) -> FastAPI:
     """The API over a site's historian and its gateway's status.
 
     `status()` returns the gateway's current snapshot (`GatewayStatus.snapshot` in the
     all-in-one process, a read of `status.json` in a separate API process), or None.
+    `alarm_store`: the gateway's alarm store in the all-in-one process; by default the API opens
+    the site's own (`<data_dir>/alarms.sqlite`) on first use.
     """
     try:
         app_version = version("scadawatch")
@@ -52,13 +92,25 @@ def create_app(site: Site, historian: HistorianReader, status: StatusSource, *,
         app_version = "unknown"
     app = FastAPI(title="scadawatch", version=app_version, description=DESCRIPTION)
     app.state.context = ApiContext(site, historian, status, status_stale_after)
+    app.state.alarms = alarm_store
+    app.state.stopping = asyncio.Event()  # set by api.server.serve on shutdown: streams end
     app.add_exception_handler(RequestValidationError, _validation_problem)
-    # One include per router, so that auth can add its dependency to each (health stays
-    # public) without touching the routes.
+    if site.api.cors_origins:  # off unless the site file names the origins
+        app.add_middleware(CORSMiddleware, allow_origins=site.api.cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
+    # Every router but health's is included with the guard, which checks each route's ACCESS.
+    guard = Guard(TokenStore(site.site.data_dir), ACCESS, PREFIX)
+    guarded, problems = guard.dependencies, PROBLEMS | AUTH_PROBLEMS
     app.include_router(health.router, prefix=PREFIX)
-    app.include_router(points.router, prefix=PREFIX, responses=PROBLEMS)
-    app.include_router(history.router, prefix=PREFIX, responses=PROBLEMS)
-    app.include_router(metrics.router, prefix=PREFIX)
+    app.include_router(points.router, prefix=PREFIX, responses=problems, dependencies=guarded)
+    app.include_router(history.router, prefix=PREFIX, responses=problems, dependencies=guarded)
+    app.include_router(alarms.router, prefix=PREFIX, responses=problems, dependencies=guarded)
+    app.include_router(metrics.router, prefix=PREFIX, responses=AUTH_PROBLEMS,
+                       dependencies=guarded)
+    guard.verify(app)
+    # The control-room page: plain static files, mounted last so the API's routes match first.
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app
 
 

@@ -7,7 +7,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from anomaly.alarms import Priority
 from anomaly.batch import Quality
+from gateway.alarm_store import State
 from gateway.config import PointKind
 
 QualityName = Literal["good", "uncertain", "bad"]
@@ -137,3 +139,188 @@ class History(BaseModel):
     first: list[float | None] | None = None
     last: list[float | None] | None = None
     count: list[int] | None = None
+
+
+# --- alarms ------------------------------------------------------------------------------
+
+AlarmStateName = State
+PriorityName = Priority
+
+
+class Alarm(BaseModel):
+    """An alarm (DESIGN.md's fields) and where it is in its lifecycle."""
+
+    id: str
+    kind: str
+    tag: str | None
+    zone: str | None
+    device: str | None
+    tags: list[str] = Field(description="the points the alarm covers")
+    start: str
+    end: str | None = Field(description="when the condition cleared; null while active")
+    priority: PriorityName
+    message: str
+    value: float | None
+    details: dict[str, float]
+    state: AlarmStateName
+    active: bool
+    acknowledged: bool
+    acked_by: str | None
+    acked_at: str | None
+    ack_comment: str | None
+    shelved: bool = Field(description="hidden until `shelved_until` (also repeats of its "
+                                      "condition)")
+    shelved_until: str | None
+    shelve_reason: str | None
+    shelved_by: str | None
+    suppressed: bool = Field(description="its tag or zone is out of service")
+    annunciated: bool = Field(description="raised neither shelved nor suppressed (counted in "
+                                          "the KPIs, sent to webhooks)")
+    raised_at: str = Field(description="when the alarm store recorded the raise")
+    event_id: int = Field(description="its last journal event id")
+
+
+class Alarms(BaseModel):
+    count: int = Field(description="alarms in this answer")
+    total: int = Field(description="alarms matching the filter")
+    alarms: list[Alarm]
+
+
+class JournalEntry(BaseModel):
+    event_id: int
+    time: str
+    alarm_id: str | None
+    transition: str = Field(description="raise, clear, ack, shelve, unshelve, comment, "
+                                        "suppress, unsuppress")
+    who: str = Field(description="the token's name; `system` for the engine and shelf expiry")
+    comment: str | None
+
+
+class AlarmHistory(BaseModel):
+    alarm: Alarm
+    journal: list[JournalEntry]
+
+
+class AckRequest(BaseModel):
+    comment: str | None = Field(None, max_length=2000)
+
+
+class BulkAckRequest(BaseModel):
+    """Which alarms: `ids`, or a filter (at least one field); both: the listed ones that match
+    too."""
+
+    ids: list[str] | None = Field(None, max_length=10_000)
+    state: list[Literal["active-unacknowledged", "cleared-unacknowledged", "active",
+                        "unacknowledged", "open"]] | None = None
+    priority: list[PriorityName] | None = None
+    zone: str | None = None
+    tag: str | None = None
+    kind: str | None = None
+    comment: str | None = Field(None, max_length=2000)
+
+
+class Skipped(BaseModel):
+    id: str
+    reason: str
+
+
+class BulkAckResult(BaseModel):
+    acked: list[Alarm]
+    skipped: list[Skipped] = Field(description="alarms that were not acknowledged, and why")
+
+
+class ShelveRequest(BaseModel):
+    duration: str = Field(description="how long: 30min, 2h, 1d (at most the site's "
+                                      "alarms.max_shelve)", examples=["2h"])
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class CommentRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class Suppression(BaseModel):
+    scope: Literal["tag", "zone"]
+    name: str
+    reason: str
+    by: str
+    since: str
+
+
+class SuppressRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class RateBucket(BaseModel):
+    start: str
+    count: int
+
+
+class AlarmRate(BaseModel):
+    current: int = Field(description="alarms raised in the last window")
+    average: float = Field(description="per window over the period")
+    max: int = Field(description="most in one aligned window of the period")
+    series: list[RateBucket]
+
+
+class FloodEpisode(BaseModel):
+    start: str
+    end: str | None
+    peak: int = Field(description="most alarms in one window during the flood")
+
+
+class Flood(BaseModel):
+    active: bool
+    since: str | None
+    start_above: int
+    end_below: int
+    percent_of_time: float
+    episodes: list[FloodEpisode]
+
+
+class FrequentAlarm(BaseModel):
+    kind: str
+    tag: str | None
+    zone: str | None
+    device: str | None
+    count: int
+
+
+class ChatteringAlarm(FrequentAlarm):
+    max_in_window: int = Field(description="most raises within the chatter window")
+
+
+class StaleAlarms(BaseModel):
+    after_seconds: float
+    count: int
+    ids: list[str] = Field(description="the oldest 100")
+
+
+class PriorityShare(BaseModel):
+    count: int
+    percent: float
+
+
+class Standing(BaseModel):
+    active: int = Field(description="active, neither shelved nor suppressed")
+    unacknowledged: int
+    shelved: int
+    suppressed: int
+
+
+class AlarmKpis(BaseModel):
+    """EEMUA 191 KPIs over [start, end): counts are annunciated raises."""
+
+    time: str
+    start: str
+    end: str
+    window_seconds: float
+    rate: AlarmRate
+    flood: Flood
+    raised: int
+    suppressed_raised: int
+    top: list[FrequentAlarm] = Field(description="the 10 most frequent (kind and subject)")
+    chattering: list[ChatteringAlarm]
+    stale: StaleAlarms
+    priority_mix: dict[PriorityName, PriorityShare]
+    standing: Standing

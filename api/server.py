@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -45,32 +46,43 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 async def serve(app: FastAPI, host: str, port: int,
-                ready: asyncio.Future[int] | None = None) -> None:
-    """Serve `app` on host:port (0: any free port) until cancelled.
+                ready: asyncio.Future[int] | None = None, *,
+                tls: tuple[Path, Path] | None = None) -> None:
+    """Serve `app` on host:port (0: any free port) until cancelled; HTTPS with `tls`
+    (certificate file, key file: PEM), through uvicorn's own TLS.
 
     `ready` gets the bound port once the server accepts connections; it is cancelled if
     `serve` ends before (an OSError naming host and port when it cannot listen). On
     cancellation the listener closes, requests in flight get up to GRACE seconds, then
     CancelledError propagates.
     """
+    if (stopping := getattr(app.state, "stopping", None)) is not None:
+        stopping.clear()  # an app served again after a stop
     try:
         sock = listen(host, port)
         bound = sock.getsockname()[1]
         # uvicorn's info lines are free text, not key=value events; serve logs its own.
+        # No access log: a URL may carry a token (`?access_token=` on an event stream).
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
-                                lifespan="on", timeout_graceful_shutdown=GRACE)
+                                lifespan="on", timeout_graceful_shutdown=GRACE,
+                                ssl_certfile=tls and tls[0], ssl_keyfile=tls and tls[1])
         server = _EmbeddedServer(config, ready, bound)
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
-        log.info("event=api_listening url=http://%s:%d", host, bound)
+        scheme = "https" if tls else "http"
+        log.info("event=api_listening url=%s://%s:%d", scheme, host, bound)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
+            # Event streams end at once (clients reconnect and resume) instead of holding
+            # the shutdown for its whole grace time.
+            if stopping is not None:
+                stopping.set()
             server.should_exit = True
             await task
             raise
         finally:
             sock.close()
-            log.info("event=api_stopped url=http://%s:%d", host, bound)
+            log.info("event=api_stopped url=%s://%s:%d", scheme, host, bound)
     finally:
         if ready is not None and not ready.done():
             ready.cancel()

@@ -24,6 +24,7 @@ import httpx
 import tomli_w
 
 from bench.modbus import Servers, cpu_seconds
+from gateway.tokens import TokenStore
 from scadawatch.demo import free_port
 
 
@@ -59,6 +60,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
             config = site_file(Path(tmp), servers.ports, args.points, args.interval, api_port)
+            _, token = TokenStore(Path(tmp) / "data").create("viewer")
             t0 = time.perf_counter()
             proc = subprocess.Popen([sys.executable, "-m", "scadawatch", "run", "--config",
                                      str(config)], stderr=subprocess.DEVNULL)
@@ -67,7 +69,8 @@ def main() -> None:
             while first is None and time.perf_counter() < deadline:
                 try:
                     latest = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/latest",
-                                       params={"tag": "plc0.f0"}, timeout=1).json()
+                                       params={"tag": "plc0.f0"}, timeout=1,
+                                       headers={"Authorization": f"Bearer {token}"}).json()
                     if latest["readings"][0]["value"] is not None:
                         first = time.perf_counter() - t0
                 except (httpx.TransportError, KeyError, IndexError, ValueError):

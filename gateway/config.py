@@ -9,13 +9,24 @@ converted (`12`, `TRUE`, `1.5`). Cross-field rules live in `gateway.site_checks`
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from anomaly.alarms import PRIORITIES, AlarmKind, Priority
 from gateway import point_csv
 from gateway.site_checks import BIT_TABLES, RULE_KEYS, check_site
 
@@ -29,6 +40,8 @@ DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "float
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 
 # Registers a value occupies in a holding/input table (a coil or discrete input is one bit).
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
+
 REGISTER_WIDTH: dict[str, int] = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2,
                                   "float32": 2, "int64": 4, "float64": 4}
 
@@ -57,7 +70,7 @@ class HistorianSection(Strict):
     password_env: str = "INFLUX_PASSWORD"
     batch_size: int = Field(default=5000, ge=1)  # lines per write request
     flush_interval: float = Field(default=1.0, gt=0)  # seconds a caught-up sink gathers readings
-    max_rate: float = Field(default=200_000.0, gt=0)  # readings/s at most, catch-up included
+    max_rate: float = Field(default=200_000.0, gt=0)  # readings/s of backlog in a catch-up
     timeout: float = Field(default=10.0, gt=0)  # seconds per request
     gzip: bool = True
 
@@ -69,9 +82,104 @@ class SpoolSection(Strict):
     fsync_interval: float = Field(default=1.0, ge=0)  # 0: fsync every batch
 
 
+class AnomalySection(Strict):
+    """The anomaly engine (`anomaly.engine.EngineSettings`): delays in seconds per alarm kind
+    override the defaults of `anomaly/alarms.py`."""
+
+    enabled: bool = True
+    interval: float = Field(default=60.0, gt=0)  # seconds per detector tick
+    lateness: float = Field(default=2.0, ge=0)  # seconds a tick waits for late readings
+    disable: list[AlarmKind] = []
+    on_delay: dict[AlarmKind, float] = {}
+    off_delay: dict[AlarmKind, float] = {}
+    priority: dict[AlarmKind, Priority] = {}
+    river: bool = True  # zone-level multivariate detector, when the `ml` extra is installed
+    save_interval: float = Field(default=300.0, gt=0)  # seconds between state saves
+
+
+class AlarmsSection(Strict):
+    """Alarm-system KPIs (EEMUA 191) and operator limits."""
+
+    window: float = Field(default=600.0, gt=0)  # seconds over which alarm rates are counted
+    flood_start: int = Field(default=10, ge=1)  # a flood starts above this many per window
+    flood_end: int = Field(default=5, ge=1)  # ... and ends below this many
+    chatter_count: int = Field(default=3, ge=2)  # raises of one condition within
+    chatter_window: float = Field(default=60.0, gt=0)  # this many seconds: chattering
+    stale_after: float = Field(default=86400.0, gt=0)  # seconds active: a stale alarm
+    max_shelve: float = Field(default=86400.0, gt=0)  # seconds an operator may shelve for
+
+    @model_validator(mode="after")
+    def _flood_hysteresis(self) -> AlarmsSection:
+        if self.flood_end > self.flood_start:
+            raise PydanticCustomError("flood", f"flood_end ({self.flood_end}) must not be above "
+                                      f"flood_start ({self.flood_start})")
+        return self
+
+
+def _http_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise PydanticCustomError("url", f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+class Webhook(Strict):
+    """An on-call receiver: raise and clear transitions of annunciated alarms are POSTed to
+    `url` as JSON, signed with HMAC-SHA256 when `secret_env` names an environment variable."""
+
+    url: Annotated[str, AfterValidator(_http_url)]
+    name: str | None = Field(default=None, min_length=1)  # its outbox cursor; default: url
+    min_priority: Priority = "low"
+    priorities: list[Priority] | None = None  # exactly these (instead of min_priority)
+    secret_env: str | None = Field(default=None, min_length=1)
+    timeout: float = Field(default=10.0, gt=0)  # seconds per request
+    retry_initial: float = Field(default=1.0, gt=0)  # seconds before the first retry,
+    retry_max: float = Field(default=300.0, gt=0)  # doubling up to this
+
+    @model_validator(mode="after")
+    def _one_priority_rule(self) -> Webhook:
+        if self.priorities is not None and "min_priority" in self.model_fields_set:
+            raise PydanticCustomError("priority_rule", "give min_priority or priorities, "
+                                      "not both")
+        return self
+
+    @property
+    def key(self) -> str:
+        return self.name or self.url
+
+    def accepts(self, priority: str) -> bool:
+        if self.priorities is not None:
+            return priority in self.priorities
+        return PRIORITIES.index(priority) >= PRIORITIES.index(self.min_priority)
+
+
+def _path(value: object) -> object:
+    # TOML has no path type: a path is text (strict validation would refuse text for a Path).
+    if isinstance(value, str):
+        return Path(value)
+    raise PydanticCustomError("path_type", f"expected a file path (text), got {_show(value)}")
+
+
+FilePath = Annotated[Path, BeforeValidator(_path)]
+
+
+def _origin(value: str) -> str:
+    """A browser origin as the `Origin` header carries it: scheme, host and optional port."""
+    if value != "*" and not _ORIGIN.fullmatch(value):
+        raise PydanticCustomError("origin", f"{value!r} is not an origin: use "
+                                  "'https://host' or 'http://host:port', without a path or a "
+                                  "trailing slash (or '*' for any)")
+    return value
+
+
 class ApiSection(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Browser origins (`https://hmi.example:8443`) allowed to call the API cross-origin; none
+    # by default (CORS off).
+    cors_origins: list[Annotated[str, AfterValidator(_origin)]] = []
+    # PEM certificate (chain) and its unencrypted private key: with both, the API speaks HTTPS.
+    tls_cert: FilePath | None = None
+    tls_key: FilePath | None = None
 
 
 class Device(Strict):
@@ -135,6 +243,8 @@ class Point(Strict):
     lo: float | None = None
     hi: float | None = None
     writable: bool = False
+    nominal: float | None = Field(default=None, gt=0)  # rated value: voltage, frequency
+    priority: Priority | None = None  # of this point's alarms; None: by alarm kind
     # Modbus
     register_kind: RegisterKind = Field(default="holding", alias="register")
     address: int | None = Field(default=None, ge=0, le=65535)
@@ -168,8 +278,11 @@ class Site(Strict):
     historian: HistorianSection = HistorianSection()
     spool: SpoolSection = SpoolSection()
     api: ApiSection = ApiSection()
+    anomaly: AnomalySection = AnomalySection()
+    alarms: AlarmsSection = AlarmsSection()
     devices: list[Device] = []
     points: list[Point] = []
+    webhooks: list[Webhook] = []
 
     def device(self, name: str) -> Device:
         return next(d for d in self.devices if d.name == name)
@@ -195,8 +308,9 @@ class ConfigError(Exception):
 
 
 _SECTIONS: dict[str, type[Strict]] = {"site": SiteSection, "historian": HistorianSection,
-                                      "spool": SpoolSection, "api": ApiSection}
-_ARRAYS: dict[str, type[Strict]] = {"devices": Device, "points": Point}
+                                      "spool": SpoolSection, "api": ApiSection,
+                                      "anomaly": AnomalySection, "alarms": AlarmsSection}
+_ARRAYS: dict[str, type[Strict]] = {"devices": Device, "points": Point, "webhooks": Webhook}
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
 
 
@@ -361,9 +475,34 @@ def _read_csv(path: Path, shown: str, problems: _Problems,
     return out
 
 
+def _tls(api: ApiSection, base: Path, origin: _Origin, problems: _Problems) -> ApiSection:
+    """`api` with its certificate and key resolved against the site file's folder, after
+    checking that they come together and load (so check-config finds a wrong pair)."""
+    paths = {k: base / v.expanduser() for k in ("tls_cert", "tls_key")
+             if (v := getattr(api, k)) is not None}
+    if len(paths) == 1:
+        (given,) = paths
+        missing = "tls_key" if given == "tls_cert" else "tls_cert"
+        problems.add(origin, (missing,), f"required with {given} (HTTPS needs both)")
+    elif paths:
+        for key, file in paths.items():
+            if not file.is_file():
+                problems.add(origin, (key,), f"{file}: file not found")
+        if all(f.is_file() for f in paths.values()):
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                    paths["tls_cert"], paths["tls_key"], password=lambda: "")  # never prompt
+            except (ssl.SSLError, OSError) as e:
+                problems.add(origin, ("tls_cert",), f"{paths['tls_cert']} and "
+                             f"{paths['tls_key']} do not load as a PEM certificate and its "
+                             f"unencrypted private key: {getattr(e, 'reason', None) or e}")
+    return api.model_copy(update=paths)
+
+
 def load_site(path: str | Path) -> Site:
     """Read and validate a site file and its `points_csv`; raise `ConfigError` listing every
-    problem. Relative `data_dir` and `points_csv` are resolved against the site file's folder."""
+    problem. Relative `data_dir`, `points_csv`, `tls_cert` and `tls_key` are resolved against
+    the site file's folder."""
     path = Path(path)
     toml = str(path)
     raw = _read_toml(path)
@@ -406,10 +545,18 @@ def load_site(path: str | Path) -> Site:
             lambda s, i: located[s][i][1].label):
         origin = origins[section] if index < 0 else located[section][index][1]
         problems.add(origin, (field,), reason)
+    named: dict[str, int] = {}
+    for i, (hook, origin) in enumerate(located["webhooks"]):
+        if hook is not None and named.setdefault(hook.key, i) != i:
+            problems.add(origin, ("name",), f"{hook.key!r} is webhooks[{named[hook.key]}]'s "
+                         "name (or URL) too: give each webhook its own name")
+    if sections.get("api") is not None:
+        sections["api"] = _tls(sections["api"], base, origins["api"], problems)
     problems.raise_any()
 
     head: SiteSection = sections["site"]  # a missing or invalid [site] was a problem above
     resolve = {k: base / v.expanduser() for k in ("data_dir", "points_csv")
                if (v := getattr(head, k)) is not None}
     return Site(site=head.model_copy(update=resolve), **{
-        k: v for k, v in sections.items() if k != "site"}, devices=devices, points=points)
+        k: v for k, v in sections.items() if k != "site"}, devices=devices, points=points,
+        webhooks=[w for w, _ in located["webhooks"]])

@@ -18,7 +18,9 @@ every reading exactly once while compaction moves them. `latest` keeps one row o
 transaction as the readings: after a crash the sink resumes from `cursor()`, exactly once.
 
 Tag ids are persisted (`tags` table), new tags are appended: a config change never remaps the
-stored history. One writer per file; readers may be other processes (`readonly=True`).
+stored history. `store()` takes the point list the batches' indices refer to (the spool's
+generation), so a backlog spooled under an earlier list lands on the tags it was polled for.
+One writer per file; readers may be other processes (`readonly=True`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from anomaly.batch import Batch, Quality
+from gateway.spool import PointList
 
 log = logging.getLogger(__name__)
 
@@ -233,11 +236,8 @@ class EmbeddedHistorian:
 
     def _open_writer(self) -> None:
         db = self._write
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT OR IGNORE INTO tags(tag) VALUES (?)", [(t,) for t in self.tags])
-        db.execute("COMMIT")
-        self._load_ids(db)
-        self._point_ids = self._our_ids.astype(np.int32)
+        self._point_ids = self._register(self.tags)
+        self._generation_ids: dict[int, np.ndarray] = {}  # PointList.first_seq -> tag ids
         row = db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
         self._cursor = row[0] if row else 0
         self._fresh: dict[int, list[int]] = {  # group -> [rows, readings]
@@ -264,6 +264,31 @@ class EmbeddedHistorian:
             # Our tags' ids in our order, -1 where nothing was ever stored.
             self._our_ids = np.array([self._ids.get(t, -1) for t in self.tags], np.int64)
 
+    def _register(self, tags: Sequence[str]) -> np.ndarray:
+        """Ids of `tags` (int32, in their order), adding the ones never seen."""
+        db = self._write
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT OR IGNORE INTO tags(tag) VALUES (?)", [(t,) for t in tags])
+        db.execute("COMMIT")
+        self._load_ids(db)
+        return np.array([self._ids[t] for t in tags], np.int32)
+
+    def _ids_of(self, points: PointList | None) -> np.ndarray:
+        """Tag ids indexed like the `point` column of batches spooled under `points`."""
+        if points is None:
+            return self._point_ids
+        ids = self._generation_ids.get(points.first_seq)
+        if ids is None:
+            ids = self._generation_ids[points.first_seq] = self._register(points.tags)
+            capacity = self._capacity()
+            if len(self._small) < capacity:  # tags of an older list, new to this file
+                self._small = np.r_[self._small, np.zeros(capacity - len(self._small), np.int64)]
+                latest = self._empty_latest(capacity)
+                for k, v in self._latest.items():
+                    latest[k][: len(v)] = v
+                self._latest = latest
+        return ids
+
     def _capacity(self) -> int:
         return -(-(self._top_id + 1) >> LATEST_SHIFT) << LATEST_SHIFT
 
@@ -285,10 +310,11 @@ class EmbeddedHistorian:
             return row[0] if row else 0
         return self._cursor
 
-    def store(self, entries: list[tuple[int, Batch]]) -> None:
+    def store(self, entries: list[tuple[int, Batch]], points: PointList | None = None) -> None:
         """Store spooled batches and the cursor (their last seq) in one transaction.
 
-        Entries at or below the cursor are already stored and are skipped.
+        `points`: the list the batches' point indices refer to (None: this historian's
+        tags). Entries at or below the cursor are already stored and are skipped.
         """
         if self.readonly:
             raise HistorianError(f"{self.path}: opened read-only")
@@ -296,7 +322,8 @@ class EmbeddedHistorian:
             entries = [(seq, b) for seq, b in entries if seq > self._cursor]
             if not entries:
                 return
-            self._store(Batch.concat([b for _, b in entries]), max(s for s, _ in entries))
+            self._store(Batch.concat([b for _, b in entries]), max(s for s, _ in entries),
+                        self._ids_of(points))
             budget = 4 * sum(len(b) for _, b in entries) + FLUSH_READINGS
             try:
                 while budget > 0:
@@ -308,14 +335,13 @@ class EmbeddedHistorian:
                 # The readings are committed; compaction retries after the next store.
                 log.exception("event=historian_compaction_error path=%s", self.path)
 
-    def _store(self, batch: Batch, cursor: int) -> None:
-        known = (batch.point >= 0) & (batch.point < len(self._point_ids))
+    def _store(self, batch: Batch, cursor: int, point_ids: np.ndarray) -> None:
+        known = (batch.point >= 0) & (batch.point < len(point_ids))
         if not known.all():
-            # The spool holds point indexes of the site file it was written under.
             log.error("event=historian_unknown_point readings=%d points=%s",
                       int((~known).sum()), np.unique(batch.point[~known])[:10].tolist())
             batch = batch.take(known)
-        tag = self._point_ids[batch.point]
+        tag = point_ids[batch.point]
         order = np.lexsort((batch.source_ts, tag))
         cols = {k: getattr(batch, k)[order] for k in CHUNK_COLUMNS}
         cols["tag"] = tag[order]

@@ -24,6 +24,7 @@ import gzip
 import logging
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from urllib.parse import urlencode
 
@@ -31,8 +32,8 @@ import numpy as np
 import urllib3
 
 from anomaly.batch import Batch, Quality
-from gateway.config import HistorianSection, Site
-from gateway.spool import Spool
+from gateway.config import HistorianSection, Point, Site
+from gateway.spool import PointList, Spool
 from gateway.status import SinkStatus
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,11 @@ def escape_tag(text: str) -> str:
     return text.translate(_TAG_ESCAPES)
 
 
-def series_prefixes(site: Site) -> np.ndarray:
-    """Per point, `readings,<tag set> ` (object array indexed like the batch's `point`)."""
+def series_prefixes(site: Site, points: Sequence[Point] | None = None) -> np.ndarray:
+    """Per point of `points` (default: the site's), `readings,<tag set> ` (object array
+    indexed like the batch's `point`)."""
     out = []
-    for p in site.points:
+    for p in site.points if points is None else points:
         tags = {"site": site.site.name, "zone": p.zone or "", "device": p.device or "",
                 "tag": p.tag, "kind": p.kind, "unit": p.unit}
         out.append(MEASUREMENT + "".join(f",{k}={escape_tag(tags[k])}"
@@ -189,17 +191,13 @@ def writer(h: HistorianSection) -> _Writer:
 
 
 class InfluxSink:
-    """A spool sink (`name`, `cursor`, `store`) writing to InfluxDB.
+    """A spool sink (`name`, `cursor`, `store`) writing to InfluxDB, drained by
+    `gateway.catchup` (live lane first when behind, backlog paced to `max_rate`).
 
-    Its cursor is its spool ack: what InfluxDB holds up to there is known, what comes after is
-    re-sent after a crash and overwrites itself.
-
-    Catch-up after an outage: one cursor, oldest first, paced to `max_rate` readings/s. The
-    pace keeps a catch-up from flooding InfluxDB (which serves the control room too) and from
+    Its cursor is its spool ack, the low-water mark of what InfluxDB holds; records stored
+    above it (by the live lane) are re-sent after a crash and overwrite themselves. The pace
+    keeps a catch-up from flooding InfluxDB (which serves the control room too) and from
     taking the gateway's CPU: polling runs on the event loop and never waits for this sink.
-    Live readings queue behind the backlog, which shrinks at `max_rate` minus the poll rate
-    (set `max_rate` well above the site's reading rate); the embedded historian, always on,
-    has them meanwhile.
     """
 
     name = "influxdb"
@@ -209,7 +207,9 @@ class InfluxSink:
         self.spool = spool
         self.status = status
         self.quarantine = site.site.data_dir / "influxdb-quarantine.lp"
+        self.site = site
         self.prefixes = series_prefixes(site)
+        self._generation_prefixes: dict[int, np.ndarray] = {}  # PointList.first_seq -> ...
         self.writer = writer(self.settings)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="influx-write")
         self._next_slot = time.monotonic()
@@ -225,18 +225,24 @@ class InfluxSink:
             # An empty body is refused by some servers; what matters is it got past auth.
             log.debug("event=influx_probe status=%s", e)
 
-    def store(self, entries: list[tuple[int, Batch]]) -> None:
+    def store(self, entries: list[tuple[int, Batch]], points: PointList | None = None, *,
+              paced: bool = True) -> None:
         """Write the entries' readings in requests of `batch_size` lines; each request's
         lines are built and gzipped while the previous one is in flight (InfluxDB works on
-        another core meanwhile). Returns once all are written; raises if any failed."""
+        another core meanwhile). Returns once all are written; raises if any failed.
+
+        `points`: the list the batches' point indices refer to (None: the site's). `paced`
+        holds the writes to `max_rate` readings/s."""
         batch = Batch.concat([b for _, b in entries])
+        prefixes = self._prefixes_of(points)
         size = self.settings.batch_size
         pending: Future[None] | None = None
         try:
             for a in range(0, len(batch), size):
-                lines = line_protocol(self.prefixes, batch.take(slice(a, a + size)))
+                lines = line_protocol(prefixes, batch.take(slice(a, a + size)))
                 body = self._encode(lines)
-                self._pace(len(lines))
+                if paced:
+                    self._pace(len(lines))
                 if pending is not None:
                     pending.result()
                 pending = self._pool.submit(self._send, lines, body)
@@ -246,6 +252,15 @@ class InfluxSink:
             raise
         if pending is not None:
             pending.result()
+
+    def _prefixes_of(self, points: PointList | None) -> np.ndarray:
+        if points is None:
+            return self.prefixes
+        prefixes = self._generation_prefixes.get(points.first_seq)
+        if prefixes is None:
+            prefixes = self._generation_prefixes[points.first_seq] = series_prefixes(
+                self.site, points.points)
+        return prefixes
 
     def _encode(self, lines: list[str]) -> bytes:
         body = "\n".join(lines).encode()

@@ -9,18 +9,23 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from anomaly.alarms import AlarmEvent
 from anomaly.batch import Batch
-from gateway.config import Site
+from gateway.alarm_store import AlarmStore, run_unshelve_timer, store_path
+from gateway.catchup import drain_live_first
+from gateway.config import Point, Site
+from gateway.detection import Detection
 from gateway.historian import EmbeddedHistorian
 from gateway.influx import InfluxError, InfluxSink
 from gateway.modbus import ModbusBus, build_buses
 from gateway.sinks import drain
-from gateway.spool import Spool
+from gateway.spool import Spool, SpoolError
 from gateway.status import GatewayStatus, SinkStatus
+from gateway.webhooks import run_webhooks
 
 if TYPE_CHECKING:
     from gateway.opcua import OpcUaSession
@@ -39,39 +44,26 @@ def status_path(site: Site) -> Path:
     return site.site.data_dir / "status.json"
 
 
-def tags_path(site: Site) -> Path:
-    """The tag list the spooled batches' point indices refer to."""
-    return site.site.data_dir / "spool-tags.json"
+def progress_path(site: Site) -> Path:
+    """What InfluxDB holds of the spool (see gateway.catchup)."""
+    return site.site.data_dir / "influxdb-progress.json"
 
 
-def catch_up_with_old_tags(site: Site, spool: Spool) -> None:
-    """Store a backlog spooled under an earlier point list before the new one takes over.
-
-    Batches carry point indices, not tags: after the point list changed (points added,
-    removed or reordered in the site file), readings still in the spool must be filed
-    under the tags they were polled for, or they would land on the wrong tags.
-    """
-    path = tags_path(site)
-    tags = [p.tag for p in site.points]
-    try:
-        old = json.loads(path.read_text())
-    except FileNotFoundError:
-        old = tags
-    if old != tags:
-        historian = EmbeddedHistorian(historian_path(site), old)
+def adopt_legacy_point_list(site: Site, spool: Spool) -> None:
+    """Gateways before point-list generations kept the tags of the spooled backlog in
+    `<data_dir>/spool-tags.json`: that list becomes the generation of the backlog."""
+    path = site.site.data_dir / "spool-tags.json"
+    if not path.exists():
+        return
+    if spool.points_for(spool.first_seq) is None:
         try:
-            stored = 0
-            while entries := spool.read_after(historian.cursor(), 100_000):
-                historian.store(entries)
-                spool.ack(historian.name, entries[-1][0])
-                stored += sum(len(b) for _, b in entries)
-        finally:
-            historian.close()
-        log.info("event=point_list_changed backlog_stored=%d old_points=%d new_points=%d",
-                 stored, len(old), len(tags))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(tags))
-    os.replace(tmp, path)
+            tags = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise SpoolError(f"{path}: unreadable: {e}") from None
+        # The file kept tags only; the other labels are the site's where the tag still is.
+        known = {p.tag: p for p in site.points}
+        spool.use_points([known.get(t) or Point(tag=t) for t in tags])
+    path.unlink()
 
 
 class Gateway:
@@ -83,7 +75,8 @@ class Gateway:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.status = GatewayStatus(site=site.site.name)
         self.spool = Spool(data_dir / "spool", site.spool, self.status.spool)
-        catch_up_with_old_tags(site, self.spool)
+        adopt_legacy_point_list(site, self.spool)
+        self.spool.use_points(site.points)
         self.historian = EmbeddedHistorian(historian_path(site), [p.tag for p in site.points])
         self.status.sinks["historian"] = SinkStatus(name="historian")
         # InfluxDB drains the same spool beside the embedded historian, which stays the
@@ -92,12 +85,23 @@ class Gateway:
         if site.historian.kind == "influxdb":
             status = self.status.sinks[InfluxSink.name] = SinkStatus(name=InfluxSink.name)
             self.influx = InfluxSink(site, self.spool, status)
+        # Alarm events go to every listener (the alarm store, an in-process API's stream).
+        self.alarms = AlarmStore(store_path(data_dir))
+        self.alarm_listeners: list[Callable[[list[AlarmEvent]], None]] = [self.alarms.apply]
+        self.detection: Detection | None = None
+        if site.anomaly.enabled:
+            self.status.sinks[Detection.name] = SinkStatus(name=Detection.name)
+            self.detection = Detection(site, self._alarm_events)
         self.buses: list[ModbusBus | OpcUaSession] = [*build_buses(site, self.status, self._emit)]
         if any(d.protocol == "opcua" for d in site.devices):
             # asyncua and cryptography cost a second of start-up: only for sites that use them
             from gateway.opcua import build_sessions
 
             self.buses += build_sessions(site, self.status, self._emit, data_dir=data_dir)
+
+    def _alarm_events(self, events: list[AlarmEvent]) -> None:
+        for listener in self.alarm_listeners:
+            listener(events)
 
     async def _emit(self, batch: Batch) -> None:
         # The poll counts as done once its batch is in the spool (survives a crash).
@@ -114,6 +118,15 @@ class Gateway:
         if self.influx is not None:
             sinks.append(asyncio.create_task(self._feed_influx(self.influx),
                                              name="sink:influxdb"))
+        if self.detection is not None:
+            sinks += [asyncio.create_task(drain(self.spool, self.detection,
+                                                self.status.sinks[Detection.name]),
+                                          name="sink:anomaly"),
+                      asyncio.create_task(self._clock(self.detection), name="anomaly:clock")]
+        alarm_tasks = [asyncio.create_task(run_webhooks(self.site, self.alarms, stop),
+                                           name="alarms:webhooks"),
+                       asyncio.create_task(run_unshelve_timer(self.alarms, stop),
+                                           name="alarms:unshelve")]
         publisher = asyncio.create_task(self._publish_status(), name="status")
         try:
             await stop.wait()
@@ -128,6 +141,10 @@ class Gateway:
                 task.cancel()
             await asyncio.gather(*sinks, publisher, return_exceptions=True)
             self.status.write(status_path(self.site))
+            if self.detection is not None:
+                self.detection.save()
+            await asyncio.gather(*alarm_tasks, return_exceptions=True)
+            self.alarms.close()
             self.spool.close()
             self.historian.close()
             if self.influx is not None:
@@ -137,9 +154,11 @@ class Gateway:
     async def _feed_influx(self, sink: InfluxSink) -> None:
         """Probe InfluxDB, then drain the spool into it.
 
-        The probe says at start-up, loudly, when InfluxDB cannot take writes (wrong
-        credentials, unknown database or bucket, unreachable); health shows it as the sink's
-        last error. The drain keeps retrying meanwhile, and the spool keeps the readings."""
+        Behind by more than a turn, new readings go first while the backlog drains oldest
+        first at `max_rate` (gateway.catchup). The probe says at start-up, loudly, when
+        InfluxDB cannot take writes (wrong credentials, unknown database or bucket,
+        unreachable); health shows it as the sink's last error. The drain keeps retrying
+        meanwhile, and the spool keeps the readings."""
         status = self.status.sinks[sink.name]
         try:
             await asyncio.to_thread(sink.probe)
@@ -149,16 +168,24 @@ class Gateway:
             log.error("event=influxdb_unusable error=%r", str(e))
         else:
             log.info("event=influxdb_ready url=%s", self.site.historian.url)
-        await drain(self.spool, sink, status, idle=self.site.historian.flush_interval)
+        await drain_live_first(self.spool, sink, status, progress_path(self.site),
+                               max_rate=self.site.historian.max_rate,
+                               idle=self.site.historian.flush_interval)
 
     async def _flush(self) -> None:
         """Give the sinks time to store what is spooled; the spool keeps the rest."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FLUSH_TIMEOUT
-        sinks = [s for s in (self.historian, self.influx) if s is not None]
+        sinks = [s for s in (self.historian, self.influx, self.detection) if s is not None]
         while (any(s.cursor() < self.spool.last_seq for s in sinks)
                and loop.time() < deadline):
             await asyncio.sleep(0.05)
+
+    async def _clock(self, detection: Detection) -> None:
+        """Judge ticks by the clock too, so that a site gone silent still raises `comms`."""
+        while True:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(detection.advance)
 
     async def _publish_status(self) -> None:
         path = status_path(self.site)
@@ -170,7 +197,10 @@ class Gateway:
 def install_stop_signals(stop: asyncio.Event) -> None:
     """Ctrl-C and SIGTERM set `stop`, so every part shuts down cleanly and flushes."""
     import signal
+    import threading
 
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach the main thread only; an embedding program stops us itself
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):

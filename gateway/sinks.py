@@ -1,19 +1,24 @@
 """Draining the spool into a sink: each sink reads after its own cursor, stores, then acks.
 
 A sink is anything with a `name`, a `cursor()` (the last spool sequence number it has stored)
-and a `store(entries)` that stores `(seq, batch)` entries. A sink that stores its cursor with
-the data (the embedded historian) gets every reading exactly once across crashes; the others
-at least once.
+and a `store(entries, points)` that stores `(seq, batch)` entries whose point indices refer to
+`points` (the spool's point list of those records). A sink that stores its cursor with the
+data (the embedded historian) gets every reading exactly once across crashes; the others at
+least once.
+
+`keep_stepping` is the loop every drain runs: one step at a time in a thread, retried with
+backoff while it fails, finished (and acknowledged) before a cancellation takes effect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from anomaly.batch import Batch
-from gateway.spool import Spool
+from gateway.spool import PointList, Spool
 from gateway.status import SinkStatus
 
 log = logging.getLogger(__name__)
@@ -26,7 +31,7 @@ class Sink(Protocol):
 
     def cursor(self) -> int: ...
 
-    def store(self, entries: list[tuple[int, Batch]]) -> None: ...
+    def store(self, entries: list[tuple[int, Batch]], points: PointList | None) -> None: ...
 
 
 async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int = 100_000,
@@ -39,55 +44,60 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
     acknowledged first.
     """
     position: int | None = None
+
+    def step() -> bool:
+        nonlocal position
+        if position is None:
+            position = sink.cursor()
+            # Known to the spool from now on, so it keeps what this sink still needs.
+            spool.ack(sink.name, position)
+        entries = spool.read_after(position, max_rows)
+        rows = sum(len(b) for _, b in entries)
+        if entries:
+            sink.store(entries, spool.points_for(entries[0][0]))
+            position = entries[-1][0]
+            spool.ack(sink.name, position)
+            status.readings_total += rows
+        status.backlog_readings, status.backlog_age_seconds = spool.backlog(position)
+        return rows >= max_rows
+
+    def failed() -> None:
+        nonlocal position
+        position = None  # resume from what the sink really stored
+        status.backlog_readings, status.backlog_age_seconds = spool.backlog(
+            spool.acked(sink.name))
+
+    await keep_stepping(sink.name, step, failed, status, idle=idle, backoff=backoff)
+
+
+async def keep_stepping(name: str, step: Callable[[], bool], failed: Callable[[], None],
+                        status: SinkStatus, *, idle: float, backoff: float) -> None:
+    """Run `step()` in a thread, forever; it returns True while more work is waiting, else
+    the next step comes after `idle` seconds. A step that raises is counted, logged and
+    retried after `backoff` seconds, doubling up to BACKOFF_MAX, `failed()` called first (the
+    backlog grows while the sink fails: health and metrics must show it). A cancellation
+    waits for the step in progress, so what it stored gets acknowledged."""
     first_backoff = backoff
     while True:
+        task = asyncio.ensure_future(asyncio.to_thread(step))
         try:
-            if position is None:
-                position = await asyncio.to_thread(sink.cursor)
-                # Known to the spool from now on, so it keeps what this sink still needs.
-                spool.ack(sink.name, position)
-            entries = await asyncio.to_thread(spool.read_after, position, max_rows)
-            rows = sum(len(b) for _, b in entries)
-            if entries:
-                cancelled = await _store(sink, entries)
-                position = entries[-1][0]
-                spool.ack(sink.name, position)
-                status.readings_total += rows
-                if cancelled:
-                    raise asyncio.CancelledError
-            status.backlog_readings, status.backlog_age_seconds = spool.backlog(position)
+            more = await asyncio.shield(task)
         except asyncio.CancelledError:
+            if not task.done():
+                await asyncio.wait([task])
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("event=sink_error sink=%s error=%r while=stopping",
+                                name, repr(task.exception()))
             raise
         except Exception as e:
             status.errors_total += 1
             status.last_error = f"{type(e).__name__}: {e}"
-            # The backlog grows while the sink fails: health and metrics must show it.
-            status.backlog_readings, status.backlog_age_seconds = spool.backlog(
-                spool.acked(sink.name))
+            failed()
             log.warning("event=sink_error sink=%s error=%r retry_in=%g",
-                        sink.name, status.last_error, backoff)
+                        name, status.last_error, backoff)
             await asyncio.sleep(backoff)
             backoff = min(2 * backoff, BACKOFF_MAX)
-            position = None  # resume from what the sink really stored
             continue
         backoff = first_backoff
-        if rows < max_rows:
+        if not more:
             await asyncio.sleep(idle)
-
-
-async def _store(sink: Sink, entries: list[tuple[int, Batch]]) -> bool:
-    """`sink.store(entries)` in a thread; True if the drain was cancelled meanwhile.
-
-    A cancellation waits for the store to finish, so its readings get acknowledged.
-    """
-    task = asyncio.ensure_future(asyncio.to_thread(sink.store, entries))
-    try:
-        await asyncio.shield(task)
-        return False
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        if task.exception() is not None:
-            log.warning("event=sink_error sink=%s error=%r while=stopping",
-                        sink.name, repr(task.exception()))
-            raise
-        return True

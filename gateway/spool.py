@@ -18,6 +18,13 @@ Sequence numbers rise by one per record and never repeat, even if the directory 
 spool starts numbering at the current time in microseconds, above anything an earlier spool
 can have reached, so a sink's stored cursor never hides new records.
 
+Point lists: a record's `point` column indexes the site's point list as it was when the record
+was appended. Each point list the spool has seen is a generation, `points-<first seq>.json`
+(written atomically, with the labels a sink files readings under: tag, device, kind, unit,
+zone), kept while a record of it is held. `use_points()` starts one when the list changes;
+`read_after()` never mixes generations in one answer, and `points_for(seq)` says which list a
+record's indices refer to, so every sink maps them to tags itself, whatever the list is now.
+
 Retention: sinks `ack()` what they have stored; a segment every known sink has acked is
 deleted. The size and age bounds drop the oldest segments whether acked or not; the readings
 some sink had not acked are counted in `readings_dropped_total` and logged (`event=spool_drop`).
@@ -26,6 +33,7 @@ some sink had not acked are counted in `readings_dropped_total` and logged (`eve
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -35,13 +43,14 @@ import time
 import zlib
 from array import array
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from anomaly.batch import Batch
-from gateway.config import SpoolSection
+from gateway.config import Point, SpoolSection
 from gateway.status import SpoolStatus
 
 log = logging.getLogger(__name__)
@@ -54,10 +63,39 @@ DTYPES = {name: np.dtype(Batch.DTYPES[name]) for name in COLUMNS}
 ROW_BYTES = sum(dt.itemsize for dt in DTYPES.values())
 SEGMENT_SUFFIX = ".seg"
 SINK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+GENERATION = re.compile(r"^points-(\d{20})\.json$")
+LABELS = ("tag", "device", "kind", "unit", "zone")  # what a sink files a reading under
 
 
 class SpoolError(Exception):
     """The spool cannot be opened (in use by another process, or unreadable)."""
+
+
+@dataclass(frozen=True)
+class PointList:
+    """A generation of the point list: what the `point` indices of the records from
+    `first_seq` on (up to the next generation) refer to."""
+
+    first_seq: int
+    points: tuple[Point, ...]
+
+    @property
+    def tags(self) -> list[str]:
+        return [p.tag for p in self.points]
+
+    def reindex(self, batch: Batch, tags: Sequence[str]) -> Batch:
+        """`batch` (spooled under this list) with its points as positions in `tags`; readings
+        of points not in `tags` are left out."""
+        position = {t: i for i, t in enumerate(tags)}
+        where = np.array([position.get(t, -1) for t in self.tags], np.int32)
+        point = where[batch.point]
+        keep = point >= 0
+        cols = {k: getattr(batch, k)[keep] for k in Batch.DTYPES}
+        return Batch(**cols | {"point": point[keep]})
+
+
+def _labels(points: Sequence[Point]) -> list[dict]:
+    return [p.model_dump(include=set(LABELS)) for p in points]
 
 
 def payload_length(rows: int) -> int:
@@ -155,12 +193,14 @@ class Spool:
             raise SpoolError(f"{self.directory}: spool in use by another process") from None
         self._cursors = self._load_cursors()
         self._segments = self._load_segments()
+        self._generations = self._load_generations()
         active = self._segments[-1]
         self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
         self._last_sync = time.monotonic()
         self._dirty = False
         self._closed = False
         self._enforce_bounds(time.time_ns())
+        self._prune_generations()
         self._update_status(time.time_ns())
 
     # --- opening -----------------------------------------------------------------------
@@ -207,15 +247,32 @@ class Spool:
             segments.append(self._create_segment(start))
         return segments
 
+    def _load_generations(self) -> list[PointList]:
+        out = []
+        for path in sorted(self.directory.glob("points-*.json")):
+            if not (m := GENERATION.match(path.name)):
+                continue
+            try:
+                points = tuple(Point(**p) for p in json.loads(path.read_text()))
+            except (ValueError, TypeError) as e:
+                # Written atomically, so only the disk can have damaged it; guessing would
+                # file readings under wrong tags.
+                raise SpoolError(f"{path}: unreadable point list: {e}") from None
+            out.append(PointList(int(m.group(1)), points))
+        return out
+
     def _create_segment(self, first_seq: int) -> _Segment:
         path = self.directory / _segment_name(first_seq)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        self._sync_directory()
+        return _Segment(first_seq, path)
+
+    def _sync_directory(self) -> None:
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return _Segment(first_seq, path)
 
     # --- writing -----------------------------------------------------------------------
 
@@ -293,16 +350,20 @@ class Spool:
 
     def read_after(self, seq: int, max_rows: int) -> list[tuple[int, Batch]]:
         """Records after `seq`, oldest first, up to about `max_rows` readings (at least one
-        record if there is any). Records dropped by the bounds are skipped."""
+        record if there is any), all of one point-list generation. Records dropped by the
+        bounds are skipped."""
         out: list[tuple[int, Batch]] = []
         rows = 0
+        end: int | None = None  # the last seq of the generation of the first record
         while rows < max_rows:
             with self._lock:
                 now = time.time_ns()
                 self._enforce_bounds(now)
                 self._update_status(now)
                 seq = max(seq, self.first_seq - 1)
-                if seq >= self.last_seq:
+                if end is None:
+                    end = self._generation_end(seq + 1)
+                if seq >= min(self.last_seq, end):
                     break
                 i = bisect_right([s.first_seq for s in self._segments], seq + 1) - 1
                 seg = self._segments[i]
@@ -310,8 +371,9 @@ class Spool:
                 if k0 >= seg.count:  # a gap left by a damaged segment
                     seq = self._segments[i + 1].first_seq - 1
                     continue
+                k_end = min(seg.count, end + 1 - seg.first_seq)
                 k1, taken = k0 + 1, rows + seg.rows_of(k0)
-                while k1 < seg.count and taken < max_rows:
+                while k1 < k_end and taken < max_rows:
                     k1, taken = k1 + 1, taken + seg.rows_of(k1)
                 bounds = [*seg.offsets[k0:k1], seg.offsets[k1] if k1 < seg.count else seg.size]
                 counts = [seg.rows_of(k) for k in range(k0, k1)]
@@ -353,6 +415,53 @@ class Spool:
             off += size
         return Batch(**cols)
 
+    # --- point lists ---------------------------------------------------------------------
+
+    def use_points(self, points: Sequence[Point]) -> PointList:
+        """Make `points` the list the indices of records appended from now on refer to.
+
+        A spool without a generation (new, or written before generations existed) takes it
+        for the records it already holds too."""
+        labels = _labels(points)
+        with self._lock:
+            newest = self._generations[-1] if self._generations else None
+            if newest is not None and _labels(newest.points) == labels:
+                return newest
+            first = self.last_seq + 1 if newest is not None else self.first_seq
+            path = self.directory / f"points-{first:020d}.json"
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "w") as f:
+                json.dump(labels, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            self._sync_directory()
+            generation = PointList(first, tuple(points))
+            if newest is not None and newest.first_seq == first:
+                self._generations[-1] = generation  # no record was appended under it
+            else:
+                self._generations.append(generation)
+            log.info("event=spool_point_list first_seq=%d points=%d", first, len(labels))
+            return generation
+
+    def points_for(self, seq: int) -> PointList | None:
+        """The point list record `seq`'s indices refer to (None: the spool never had one)."""
+        with self._lock:
+            i = bisect_right([g.first_seq for g in self._generations], seq) - 1
+            return self._generations[max(i, 0)] if self._generations else None
+
+    def _generation_end(self, seq: int) -> int:
+        """The last seq of the generation holding `seq` (unbounded for the newest)."""
+        firsts = [g.first_seq for g in self._generations]
+        i = bisect_right(firsts, seq)
+        return firsts[i] - 1 if i < len(firsts) else 2**63
+
+    def _prune_generations(self) -> None:
+        """Delete the point lists no held record refers to any more."""
+        while len(self._generations) > 1 and self._generations[1].first_seq <= self.first_seq:
+            gen = self._generations.pop(0)
+            (self.directory / f"points-{gen.first_seq:020d}.json").unlink(missing_ok=True)
+
     def backlog(self, seq: int) -> tuple[int, float]:
         """(readings after `seq`, age in seconds of the oldest of them) — a sink's backlog."""
         with self._lock:
@@ -380,6 +489,7 @@ class Spool:
             while len(self._segments) > 1 and self._segments[0].last_seq <= acked:
                 seg = self._segments.pop(0)
                 seg.path.unlink()
+            self._prune_generations()
             now = time.time_ns()
             self._enforce_bounds(now)
             self._update_status(now)
@@ -408,6 +518,7 @@ class Spool:
         acked = min(self._cursors.values(), default=0)
         lost = seg.rows_after(acked)
         seg.path.unlink()
+        self._prune_generations()
         if lost:
             self.status.readings_dropped_total += lost
             log.warning(

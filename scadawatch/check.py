@@ -36,6 +36,9 @@ def summary(site: Site) -> list[str]:
     lines += [f"data_dir: {site.site.data_dir}",
               f"historian: {site.historian.kind}",
               f"api: {site.api.host}:{site.api.port}"]
+    if site.webhooks:  # names only: a webhook URL may carry a secret
+        lines.append(f"webhooks: {len(site.webhooks)} "
+                     f"({', '.join(w.name or 'unnamed' for w in site.webhooks)})")
     return lines
 
 

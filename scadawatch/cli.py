@@ -92,6 +92,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", default="gateway",
                    help="site name for the certificate with --data-dir (default gateway)")
 
+    p = command("token", "scadawatch.token:main",
+                "API tokens: create (printed once, stored hashed in data_dir), list, revoke")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("create", help="make a token and print it (once)")
+    a.add_argument("--role", required=True, metavar="ROLE",
+                   help="viewer (reads), operator (+ acknowledges and shelves alarms), engineer "
+                   "(+ changes points and devices) or admin (+ manages tokens)")
+    a.add_argument("--name", default=None, help="a name to list and revoke it by "
+                   "(default ROLE-N)")
+    a.add_argument("--expires", type=float, default=None, metavar="DAYS",
+                   help="valid for DAYS days (default: until revoked)")
+    _config(a)
+    _config(actions.add_parser("list", help="names, roles, dates and last 4 characters"))
+    a = actions.add_parser("revoke", help="invalidate a token at once, also in a running API")
+    a.add_argument("name", metavar="NAME")
+    _config(a)
+
+    p = command("replay", "scadawatch.replay:main",
+                "run the anomaly engine offline over a recording; write alarms.jsonl")
+    _config(p)
+    p.add_argument("--input", required=True, metavar="PATH",
+                   help="wide CSV (timestamp, one column per tag), .csv.gz, or a directory "
+                   "holding readings.csv (as `simulate --export` writes)")
+    p.add_argument("--out", required=True, metavar="ALARMS.jsonl",
+                   help="where the alarms go, one JSON object per line")
+    p.add_argument("--state", default=None, metavar="FILE",
+                   help="engine state: loaded if the file exists, saved at the end")
+
+    p = command("evaluate", "scadawatch.evaluate:main",
+                "score alarms against ground-truth labels: recall, precision, F1, delay, "
+                "false alarms per zone-day")
+    p.add_argument("--alarms", required=True, metavar="ALARMS.jsonl")
+    p.add_argument("--labels", required=True, metavar="LABELS.csv")
+    _config(p, required=False)
+    p.add_argument("--grace", default="1h",
+                   help="an alarm up to this long after a label's end still detects it "
+                   "(default 1h)")
+    p.add_argument("--slack", default="5min",
+                   help="an alarm up to this long before a label's start still detects it "
+                   "(default 5min)")
+    p.add_argument("--input", default=None, metavar="PATH",
+                   help="the recording: its time span gives the days, and --plot draws it")
+    p.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="draw each tag with label windows and alarms shaded (needs --input "
+                   "and matplotlib: pip install 'scadawatch[plot]')")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+
     return parser
 
 

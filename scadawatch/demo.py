@@ -23,6 +23,7 @@ import tomli_w
 
 from gateway.config import Site, load_site
 from gateway.logs import setup_logging
+from gateway.tokens import TokenStore
 from scadawatch.cli import UsageError
 
 log = logging.getLogger("scadawatch.demo")
@@ -97,14 +98,20 @@ def main(args: argparse.Namespace) -> int:
         site_file = merge_sites([p[1] for p in procs], data_dir, args.port)
         site = load_site(site_file)
         base = f"http://127.0.0.1:{args.port}"
+        # A fresh operator token each run (a reused data dir's old one is replaced): the page
+        # reads it from the link's fragment, which the browser never sends to a server.
+        _, token = TokenStore(data_dir).create("operator", "demo", replace=True)
         print(f"\nscadawatch demo: {len(site.devices)} devices, {len(site.points)} points "
               f"(scenario {args.scenario}, speed {args.speed:g}x)\n"
+              f"  control room {base}/#token={token}\n"
+              f"  token        {token} (operator; send 'Authorization: Bearer <token>')\n"
               f"  API docs     {base}/docs\n"
               f"  latest       {base}/api/v1/latest\n"
               f"  health       {base}/api/v1/health\n"
               f"  history      {base}/api/v1/history?tag={site.points[0].tag}&start=-10min\n"
               f"  site file    {site_file}\n"
               f"  data         {data_dir}\n"
+              f"  try          curl -H 'Authorization: Bearer {token}' {base}/api/v1/latest\n"
               "Stop with Ctrl-C.\n", flush=True)
         asyncio.run(_run(site, args.port, args.duration))
     finally:

@@ -7,10 +7,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
 from scadawatch.cli import UsageError
+
+if TYPE_CHECKING:
+    from gateway.alarm_store import AlarmStore
 
 log = logging.getLogger("scadawatch")
 
@@ -39,8 +43,10 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     tasks = []
+    alarms = None
     if gateway:
         gw = Gateway(site)
+        alarms = gw.alarms
         tasks.append(asyncio.create_task(gw.run(stop)))
         status: Callable[[], dict | None] = gw.status.snapshot
     else:
@@ -50,14 +56,16 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
             return read_snapshot(snapshot)
 
     if api:
-        tasks.append(asyncio.create_task(_serve_api(site, status, port or site.api.port, stop)))
+        tasks.append(asyncio.create_task(_serve_api(site, status, port or site.api.port, stop,
+                                                    alarms)))
     await asyncio.gather(*tasks)
 
 
 async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
-                     stop: asyncio.Event) -> None:
+                     stop: asyncio.Event, alarms: AlarmStore | None) -> None:
     """The API over the site's historian; `status` gives the gateway's live snapshot (its
-    own in one process, `status.json` in another)."""
+    own in one process, `status.json` in another); `alarms` the gateway's alarm store in one
+    process (None: the API opens the site's)."""
     from api.app import create_app
     from api.server import serve as serve_http
     from gateway.historian import EmbeddedHistorian
@@ -76,9 +84,11 @@ async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
             if stop.is_set():
                 return
         reader = EmbeddedHistorian(path, [p.tag for p in site.points], readonly=True)
-    app = create_app(site, reader, status)
-    server = asyncio.create_task(serve_http(app, site.api.host, port))
-    log.info("event=api_started url=http://%s:%d/docs", site.api.host, port)
+    app = create_app(site, reader, status, alarm_store=alarms)
+    tls = (site.api.tls_cert, site.api.tls_key) if site.api.tls_cert and site.api.tls_key else None
+    server = asyncio.create_task(serve_http(app, site.api.host, port, tls=tls))
+    log.info("event=api_started url=%s://%s:%d/docs", "https" if tls else "http", site.api.host,
+             port)
     await stop.wait()
     server.cancel()
     await asyncio.gather(server, return_exceptions=True)

@@ -316,16 +316,18 @@ class GridNetwork:
         gather: list[int] = []
 
         def add(pos: int, tag: str, kind: str, unit: str, zone: str | None, lo: float | None,
-                hi: float | None, noise: float, resolution: float, description: str) -> None:
-            signals.append(Signal(tag, kind, unit, zone=zone, lo=lo, hi=hi, noise=noise,
-                                  resolution=resolution, description=description))
+                hi: float | None, noise: float, resolution: float, description: str,
+                nominal: float | None = None) -> None:
+            signals.append(Signal(tag, kind, unit, zone=zone, lo=lo, hi=hi, nominal=nominal,
+                                  noise=noise, resolution=resolution, description=description))
             gather.append(pos)
 
         for z, zone in enumerate(self.zones):
             trafo = net.trafo.index[net.trafo.lv_bus == self._busbars[z]][0]
             hv = int(net.trafo.hv_bus[trafo])
             add(o_vm + bus_pos[hv], f"{zone}.hv.voltage", "voltage", "kV", zone, 99.0, 121.0,
-                0.05, 0.1, f"110 kV supply section of transformer {net.trafo.name[trafo]}")
+                0.05, 0.1, f"110 kV supply section of transformer {net.trafo.name[trafo]}",
+                nominal=float(net.bus.vn_kv[hv]))
             add(o_trafo + trafo, f"{zone}.trafo.loading", "other", "%", zone, 0.0, 100.0, 0.2,
                 0.1, f"loading of transformer {net.trafo.name[trafo]}, "
                 f"{net.trafo.sn_mva[trafo]:g} MVA")
@@ -339,7 +341,8 @@ class GridNetwork:
             for bus in sorted(b for b, bz in zone_of_bus.items() if bz == z):
                 kv = float(net.bus.vn_kv[bus])
                 add(o_vm + bus_pos[bus], f"{zone}.bus{bus}.voltage", "voltage", "kV", zone,
-                    0.9 * kv, 1.1 * kv, 0.01, 0.01, f"{kv:g} kV bus {bus}, line-to-line")
+                    0.9 * kv, 1.1 * kv, 0.01, 0.01, f"{kv:g} kV bus {bus}, line-to-line",
+                    nominal=kv)
             for i in np.flatnonzero(self._line_zone == z):
                 name = self._line_tags[i]
                 amps = 1000.0 * float(net.line.max_i_ka[i])
@@ -360,7 +363,8 @@ class GridNetwork:
                         f"{kind.upper() if kind == 'pv' else 'wind'} feed-in, "
                         f"{units.size} unit(s), {installed:g} MW installed")
         add(o_freq, FREQUENCY_TAG, "frequency", "Hz", None, NOMINAL_HZ - 0.2, NOMINAL_HZ + 0.2,
-            0.002, 0.001, "system frequency; limits: ENTSO-E alert state, ±200 mHz")
+            0.002, 0.001, "system frequency; limits: ENTSO-E alert state, ±200 mHz",
+            nominal=NOMINAL_HZ)
         return signals, np.array(gather)
 
     # ----- events -----

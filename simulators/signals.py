@@ -21,6 +21,7 @@ class Signal:
     role: str | None = None  # inflow|outflow for zone balances
     lo: float | None = None  # physical range of the sensor
     hi: float | None = None
+    nominal: float | None = None  # rated value (voltage, frequency), for the site file
     noise: float = 0.0
     resolution: float = 0.0
     description: str = ""

@@ -27,7 +27,8 @@ def _point(site: str, s: Signal) -> dict[str, Any]:
     # TOML has no null: a key the signal does not have is left out.
     optional = {"description": s.description or None, "zone": s.zone, "role": s.role,
                 "lo": None if s.lo is None else float(s.lo),
-                "hi": None if s.hi is None else float(s.hi)}
+                "hi": None if s.hi is None else float(s.hi),
+                "nominal": None if s.nominal is None else float(s.nominal)}
     point.update({k: v for k, v in optional.items() if v is not None})
     point.update(register=s.register, address=s.address, type=s.type, word_order=s.word_order,
                  scale=float(s.scale), node=node_id(site, s.tag))

@@ -28,6 +28,7 @@ from gateway.config import Site
 from gateway.historian import EmbeddedHistorian
 from gateway.spool import Spool
 from gateway.status import SpoolStatus
+from gateway.tokens import Role, TokenStore
 from scadawatch.serve import serve as run_gateway
 
 T = TypeVar("T")
@@ -35,16 +36,25 @@ T = TypeVar("T")
 RUN_LIMIT = 60.0  # seconds any wait for a process or server may take before a test fails
 
 
-async def api_until(site: Site, answer: Callable[[httpx.AsyncClient], Awaitable[T | None]]
-                    ) -> T:
+def auth_headers(data_dir: Path, role: Role = "admin") -> dict[str, str]:
+    """The header of a new token of `role` in the token store of `data_dir` (a site's)."""
+    _, secret = TokenStore(data_dir).create(role)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def api_until(site: Site, answer: Callable[[httpx.AsyncClient], Awaitable[T | None]],
+                    role: Role = "admin") -> T:
     """Run the gateway and the API in this event loop (as `scadawatch run` does) and call
-    `answer(http)` every 0.1 s until it returns something; then stop, flushing."""
+    `answer(http)` every 0.1 s until it returns something; then stop, flushing. `http` sends
+    a token of `role`."""
     port = free_port()
     stop = asyncio.Event()
+    headers = auth_headers(site.site.data_dir, role)
     gateway = asyncio.create_task(run_gateway(site, gateway=True, api=True, port=port,
                                               stop=stop))
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+                                     headers=headers) as http:
             deadline = time.monotonic() + RUN_LIMIT
             while time.monotonic() < deadline and not gateway.done():
                 with contextlib.suppress(httpx.TransportError):  # the API is still starting
@@ -58,8 +68,10 @@ async def api_until(site: Site, answer: Callable[[httpx.AsyncClient], Awaitable[
 
 
 @contextlib.contextmanager
-def running(app: FastAPI, port: int = 0) -> Iterator[tuple[str, concurrent.futures.Future]]:
-    """`api.server.serve` in its own event loop thread; yields (base URL, its outcome)."""
+def running(app: FastAPI, port: int = 0, tls: tuple[Path, Path] | None = None
+            ) -> Iterator[tuple[str, concurrent.futures.Future]]:
+    """`api.server.serve` in its own event loop thread (HTTPS with `tls`: certificate and key
+    files); yields (base URL, its outcome)."""
     loop = asyncio.new_event_loop()
     started: concurrent.futures.Future[int] = concurrent.futures.Future()
     outcome: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -67,7 +79,7 @@ def running(app: FastAPI, port: int = 0) -> Iterator[tuple[str, concurrent.futur
 
     async def main() -> None:
         ready = loop.create_future()
-        task.append(asyncio.create_task(serve(app, "127.0.0.1", port, ready)))
+        task.append(asyncio.create_task(serve(app, "127.0.0.1", port, ready, tls=tls)))
         with contextlib.suppress(asyncio.CancelledError):  # cancelled: serve failed, see below
             started.set_result(await ready)
         await task[0]
@@ -86,7 +98,7 @@ def running(app: FastAPI, port: int = 0) -> Iterator[tuple[str, concurrent.futur
     t = threading.Thread(target=thread, daemon=True)
     t.start()
     try:
-        yield f"http://127.0.0.1:{started.result(timeout=10)}", outcome
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{started.result(timeout=10)}", outcome
     finally:
         if task:
             with contextlib.suppress(RuntimeError):  # the loop is closed if serve failed
@@ -147,3 +159,63 @@ def stored(site: Site) -> Counter[tuple[int, int]]:
         return out
     finally:
         historian.close()
+
+
+# Point lists a site went through, the current one last; readings were spooled under each
+# earlier one and not yet stored when the gateway stopped.
+POINT_LIST_CHANGES = {
+    "added": [["a", "b", "c"], ["a", "b", "c", "d"]],
+    "removed": [["a", "b", "c"], ["a", "c"]],
+    "reordered": [["a", "b", "c"], ["c", "a", "b"]],
+    "changed_thrice": [["a", "b", "c"], ["c", "d", "a"], ["d", "b"], ["b", "a", "c", "d"]],
+}
+
+
+def spool_under_each(lists: list[list[str]], site_of: Callable[[list[str]], Site]
+                     ) -> dict[str, list[tuple[int, float]]]:
+    """Spool one reading per point under each list but the last (a second apart per list,
+    value: a code of the tag), each by a gateway that stops before any sink stores it.
+    Returns what every tag must end up with: [(time, value)]."""
+    from gateway.runtime import Gateway
+
+    expected: dict[str, list[tuple[int, float]]] = {t: [] for ts in lists for t in ts}
+    start = time.time_ns() // 10**9 * 10**9 - 60 * 10**9  # recent, as the detector expects
+    for n, tags in enumerate(lists[:-1], start=1):
+        gateway = Gateway(site_of(tags))
+        values = [float(ord(t[0])) for t in tags]
+        ts = start + n * 10**9
+        gateway.spool.append(Batch.of(source_ts=[ts] * len(tags), point=range(len(tags)),
+                                      value=values, quality=0))
+        for t, v in zip(tags, values, strict=True):
+            expected[t].append((ts, v))
+        gateway.spool.close()
+        gateway.historian.close()
+        if gateway.influx is not None:
+            gateway.influx.close()
+    return expected
+
+
+def historian_readings(site: Site, tags: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """Every tag's [(time, value)] in the embedded historian."""
+    historian = EmbeddedHistorian(site.site.data_dir / "historian.sqlite", tags, readonly=True)
+    try:
+        out = {}
+        for t in tags:
+            rows = historian.history(t, 0, 2**62)
+            out[t] = list(zip(rows.source_ts.tolist(), rows.value.tolist(), strict=True))
+        return out
+    finally:
+        historian.close()
+
+
+def start_and_stop(site: Site) -> None:
+    """Run a gateway on `site` and stop it at once: stopping, it lets its sinks store what the
+    spool holds."""
+    from gateway.runtime import Gateway
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()
+        await Gateway(site).run(stop)
+
+    asyncio.run(main())

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from harness import running
+from harness import auth_headers, running
 from prometheus_client.parser import text_string_to_metric_families
 
 from anomaly.batch import Batch, Quality
@@ -186,8 +186,10 @@ def server(site: Site, reader: EmbeddedHistorian, status_box: StatusBox) -> Iter
 
 
 @pytest.fixture(scope="module")
-def client(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server + "/api/v1", timeout=30) as c:
+def client(server: str, site: Site) -> Iterator[httpx.Client]:
+    """A client with a viewer token, which every GET route takes (tests/test_auth.py)."""
+    with httpx.Client(base_url=server + "/api/v1", timeout=30,
+                      headers=auth_headers(site.site.data_dir, "viewer")) as c:
         yield c
 
 
@@ -555,11 +557,16 @@ def test_openapi_and_docs(server: str) -> None:
         spec = c.get("/openapi.json").json()
         docs = c.get("/docs")
         root = c.get("/")
+        assets = [c.get(f"/{name}") for name in ("app.js", "style.css",
+                                                 "vendor/uplot/uPlot.iife.min.js")]
     assert {"/api/v1/health", "/api/v1/points", "/api/v1/latest", "/api/v1/history",
             "/api/v1/metrics"} <= set(spec["paths"])
     assert "columns" in spec["paths"]["/api/v1/history"]["get"]["description"]
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
-    assert root.status_code == 404  # the control-room page comes later
+    # The control-room page and everything it loads come from the API itself: no CDN.
+    assert root.status_code == 200 and "scadawatch control room" in root.text
+    assert [a.status_code for a in assets] == [200, 200, 200]
+    assert "http" not in root.text.replace("http-equiv", "")
 
 
 def test_server_stops_cleanly_and_frees_its_port(site: Site,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import select
 import signal
 import subprocess
@@ -18,10 +19,19 @@ import httpx
 import numpy as np
 import pytest
 import tomli_w
-from harness import RUN_LIMIT, api_until, gateway_site, spooled, start_simulator, stored
+from harness import (
+    RUN_LIMIT,
+    api_until,
+    auth_headers,
+    gateway_site,
+    spooled,
+    start_simulator,
+    stored,
+)
 from modbus_servers import Image, every_type_order_and_table, free_port, pymodbus_tcp, source
 
 from gateway.config import Device, Point, Site, SiteSection, load_site
+from gateway.tokens import TokenStore
 
 
 def precision(type_: str, value: float) -> float:
@@ -117,6 +127,7 @@ def test_kill_9_while_polling_loses_and_duplicates_nothing(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_demo_serves_live_water_and_grid_values(tmp_path: Path) -> None:
     port = free_port()
+    headers = auth_headers(tmp_path, "viewer")  # the demo adds its own token beside it
     demo = subprocess.Popen(
         [sys.executable, "-m", "scadawatch", "demo", "--duration", "30", "--port", str(port),
          "--data-dir", str(tmp_path)],
@@ -127,7 +138,8 @@ def test_demo_serves_live_water_and_grid_values(tmp_path: Path) -> None:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and demo.poll() is None:
             try:
-                latest = httpx.get(f"http://127.0.0.1:{port}/api/v1/latest", timeout=2).json()
+                latest = httpx.get(f"http://127.0.0.1:{port}/api/v1/latest", timeout=2,
+                                   headers=headers).json()
             except (httpx.TransportError, ValueError):
                 time.sleep(0.5)
                 continue
@@ -143,6 +155,10 @@ def test_demo_serves_live_water_and_grid_values(tmp_path: Path) -> None:
             demo.kill()
     assert demo.returncode == 0, err
     assert "/docs" in out and "/api/v1/latest" in out
+    # The operator token it printed, and the link that logs the page in with it.
+    [token] = re.findall(rf"http://127\.0\.0\.1:{port}/#token=(sw_\S+)", out)
+    checked = TokenStore(tmp_path).check(token)
+    assert checked is not None and checked.role == "operator"
     assert len(seen["water"]) >= 20 and len(seen["grid"]) >= 50, seen
     # Live: values move while the demo runs (flows and voltages are never frozen).
     moving = [t for t, v in values.items() if len(set(v)) > 1 and not math.isnan(v[-1])]
@@ -160,6 +176,7 @@ def test_gateway_and_api_as_separate_processes_share_the_data_dir(tmp_path: Path
     port = free_port()
     raw["api"] = {"host": "127.0.0.1", "port": port}
     config.write_text(tomli_w.dumps(raw))
+    headers = auth_headers(load_site(config).site.data_dir, "viewer")
     scadawatch = [sys.executable, "-m", "scadawatch"]
     # The API first: it waits for the gateway's historian instead of failing.
     api = subprocess.Popen([*scadawatch, "api", "--config", str(config)],
@@ -176,7 +193,7 @@ def test_gateway_and_api_as_separate_processes_share_the_data_dir(tmp_path: Path
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).json()
                 latest = httpx.get(f"http://127.0.0.1:{port}/api/v1/latest",
-                                   params={"zone": "dma1"}, timeout=2).json()
+                                   params={"zone": "dma1"}, timeout=2, headers=headers).json()
                 states = {d["state"] for d in health["devices"]}
                 if health["gateway"]["running"] and states == {"ok"} and all(
                         r["quality"] == "good" for r in latest["readings"]):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+from harness import POINT_LIST_CHANGES, historian_readings, spool_under_each, start_and_stop
+
 from anomaly.batch import Batch, Quality
-from gateway.config import Point, Site, SiteSection
-from gateway.historian import EmbeddedHistorian
-from gateway.runtime import Gateway, historian_path
+from gateway.config import Point, Site, SiteSection, SpoolSection
+from gateway.spool import Spool
+from gateway.status import SpoolStatus
 
 
 def site(tmp_path: Path, tags: list[str]) -> Site:
@@ -15,21 +19,25 @@ def site(tmp_path: Path, tags: list[str]) -> Site:
                 points=[Point(tag=t) for t in tags])
 
 
-def test_backlog_spooled_under_the_old_point_list_lands_on_its_own_tags(tmp_path: Path) -> None:
-    old = site(tmp_path, ["a", "b", "c"])
-    gateway = Gateway(old)
-    # Spooled but not yet stored when the gateway stopped: value = 10 * point index + 1.
-    gateway.spool.append(Batch.of(source_ts=[1, 1, 1], point=[0, 1, 2], value=[1, 11, 21],
-                                  quality=Quality.GOOD))
-    gateway.spool.close()
-    gateway.historian.close()
+@pytest.mark.parametrize("lists", POINT_LIST_CHANGES.values(), ids=POINT_LIST_CHANGES.keys())
+def test_backlog_spooled_under_earlier_point_lists_lands_on_its_own_tags(
+        tmp_path: Path, lists: list[list[str]]) -> None:
+    expected = spool_under_each(lists, lambda tags: site(tmp_path, tags))
+    current = site(tmp_path, lists[-1])
+    start_and_stop(current)
+    assert historian_readings(current, sorted(expected)) == expected
 
-    # The engineer reorders the points and adds one; the backlog must keep its tags.
-    new = site(tmp_path, ["c", "new", "a", "b"])
-    restarted = Gateway(new)
-    restarted.spool.close()
-    restarted.historian.close()
-    reader = EmbeddedHistorian(historian_path(new), ["a", "b", "c", "new"], readonly=True)
-    values = {tag: reader.history(tag, 0, 10).value.tolist() for tag in ["a", "b", "c", "new"]}
-    reader.close()
-    assert values == {"a": [1.0], "b": [11.0], "c": [21.0], "new": []}
+
+def test_a_backlog_under_the_legacy_tags_file_keeps_its_tags(tmp_path: Path) -> None:
+    # A gateway from before point-list generations: the spool's tags in spool-tags.json.
+    spool = Spool(tmp_path / "spool", SpoolSection(), SpoolStatus())
+    spool.append(Batch.of(source_ts=[1, 1, 1], point=[0, 1, 2], value=[1, 11, 21],
+                          quality=Quality.GOOD))
+    spool.close()
+    (tmp_path / "spool-tags.json").write_text(json.dumps(["a", "b", "c"]))
+
+    current = site(tmp_path, ["c", "new", "a", "b"])
+    start_and_stop(current)
+    assert historian_readings(current, ["a", "b", "c", "new"]) == {
+        "a": [(1, 1.0)], "b": [(1, 11.0)], "c": [(1, 21.0)], "new": []}
+    assert not (tmp_path / "spool-tags.json").exists()

@@ -27,10 +27,10 @@ import numpy as np
 import pytest
 
 from anomaly.batch import Batch, Quality
-from gateway.config import SpoolSection
+from gateway.config import Point, SpoolSection
 from gateway.historian import EmbeddedHistorian
 from gateway.sinks import drain
-from gateway.spool import HEADER, Spool, SpoolError, payload_length
+from gateway.spool import HEADER, PointList, Spool, SpoolError, payload_length
 from gateway.status import SinkStatus, SpoolStatus
 
 TESTS = Path(__file__).parent
@@ -183,6 +183,63 @@ def test_a_failed_write_leaves_no_partial_record(open_spool, tmp_path) -> None:
     assert [s for s, _ in entries] == [first, first + 1]
     for i, (_, batch) in enumerate(entries):
         assert_batches_equal(batch, seq_batch(i, 1000))
+
+
+# --- point lists ---------------------------------------------------------------------------
+
+
+def points(*tags: str) -> list[Point]:
+    return [Point(tag=t, unit=f"u-{t}") for t in tags]
+
+
+def test_each_record_names_the_point_list_its_indices_refer_to(open_spool) -> None:
+    spool = open_spool()
+    spool.use_points(points("x"))  # replaced: no record was appended under it
+    a = spool.use_points(points("a", "b"))
+    old = [spool.append(seq_batch(i)) for i in range(3)]
+    assert spool.use_points(points("a", "b")) == a  # unchanged: no new generation
+    b = spool.use_points([*points("b", "a"), Point(tag="c", kind="flow")])
+    new = [spool.append(seq_batch(i)) for i in range(3, 5)]
+    spool.close()
+    spool = open_spool()
+    # One answer never mixes lists, so a sink maps a whole read with one list.
+    assert [s for s, _ in spool.read_after(0, 10**6)] == old
+    assert [s for s, _ in spool.read_after(old[-1], 10**6)] == new
+    assert [spool.points_for(s) for s in old + new] == [a] * 3 + [b] * 2
+    assert [p.model_dump() for p in b.points] == [p.model_dump() for p in spool.points_for(
+        new[0]).points]
+    assert len(list(spool.directory.glob("points-*.json"))) == 2
+
+
+def test_a_point_list_is_deleted_with_its_last_record(open_spool) -> None:
+    spool = open_spool(segment_bytes=1)  # one record per segment
+    spool.use_points(points("a"))
+    old = spool.append(seq_batch(0))
+    spool.use_points(points("b"))
+    new = spool.append(seq_batch(1))
+    spool.ack("historian", old)
+    assert len(list(spool.directory.glob("points-*.json"))) == 1
+    assert spool.points_for(new).tags == ["b"]
+
+
+@pytest.mark.parametrize(("now", "points", "values"), [
+    (["a", "b", "c"], [0, 1, 2, 1], [1, 2, 3, 4]),
+    (["c", "a"], [1, 0], [1, 3]),  # b removed, c moved
+    ([], [], []),
+])
+def test_a_batch_is_reindexed_to_the_current_point_list(now, points, values) -> None:
+    spooled = PointList(1, tuple(Point(tag=t) for t in ["a", "b", "c"]))
+    batch = Batch.of(source_ts=[1, 2, 3, 4], point=[0, 1, 2, 1], value=[1, 2, 3, 4],
+                     quality=0)
+    got = spooled.reindex(batch, now)
+    assert (got.point.tolist(), got.value.tolist()) == (points, values)
+
+
+def test_a_spool_without_point_lists_takes_the_first_for_its_backlog(open_spool) -> None:
+    spool = open_spool()
+    seq = spool.append(seq_batch(0))
+    assert spool.points_for(seq) is None
+    assert spool.use_points(points("a")).first_seq == seq
 
 
 # --- crashes -------------------------------------------------------------------------------
@@ -413,7 +470,7 @@ class ListSink:
     def cursor(self) -> int:
         return self.stored[-1][0] if self.stored else 0
 
-    def store(self, entries: list[tuple[int, Batch]]) -> None:
+    def store(self, entries: list[tuple[int, Batch]], points: PointList | None) -> None:
         self.started.set()
         if self.gate is not None:
             self.gate.wait(10)

@@ -1,0 +1,80 @@
+"""What the engine knows of the points: kind, unit, zone, role, limits, device, as columns.
+
+The engine never sees a site file: `PointInfo.of()` takes anything with the site file's point
+attributes (`gateway.config.Point`, a dataclass, a namespace), so `anomaly` stays free of the
+gateway's configuration code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ROLE_SIGN = {"inflow": 1.0, "outflow": -1.0}
+
+
+@dataclass(frozen=True, slots=True)
+class PointInfo:
+    """One point as the detectors see it.
+
+    >>> PointInfo(tag="dma1.inlet.flow", kind="flow", unit="L/s", zone="dma1", role="inflow")
+    PointInfo(tag='dma1.inlet.flow', kind='flow', unit='L/s', zone='dma1', role='inflow', \
+lo=None, hi=None, device=None, nominal=None, priority=None)
+    """
+
+    tag: str
+    kind: str = "other"
+    unit: str = ""
+    zone: str | None = None
+    role: str | None = None  # "inflow" | "outflow": the point's sign in its zone's balance
+    lo: float | None = None  # physical limits
+    hi: float | None = None
+    device: str | None = None  # readings of one device fail together (comms)
+    nominal: float | None = None  # rated value (voltage, frequency); None: learned
+    priority: str | None = None  # of this point's alarms; None: by alarm kind
+
+    @classmethod
+    def of(cls, point: object) -> PointInfo:
+        return cls(**{name: getattr(point, name, None) for name in cls.__slots__
+                      if getattr(point, name, None) is not None})
+
+
+class PointTable:
+    """The points of a site as parallel arrays, and the zones and devices they belong to.
+
+    >>> t = PointTable([PointInfo("a", "flow", zone="z", role="inflow"), PointInfo("b")])
+    >>> t.zones, t.zone_of.tolist(), t.sign.tolist()
+    (['z'], [0, -1], [1.0, 0.0])
+    """
+
+    def __init__(self, points: Sequence[PointInfo]) -> None:
+        self.points = list(points)
+        self.tags = [p.tag for p in self.points]
+        self.kind = np.array([p.kind for p in self.points], dtype=object)
+        self.units = [p.unit for p in self.points]
+        self.zones = sorted({p.zone for p in self.points if p.zone})
+        self.devices = sorted({p.device for p in self.points if p.device})
+        zone_index = {z: i for i, z in enumerate(self.zones)}
+        device_index = {d: i for i, d in enumerate(self.devices)}
+        self.zone_of = np.array([zone_index.get(p.zone or "", -1) for p in self.points],
+                                dtype=np.int64)
+        self.device_of = np.array([device_index.get(p.device or "", -1) for p in self.points],
+                                  dtype=np.int64)
+        self.sign = np.array([ROLE_SIGN.get(p.role or "", 0.0) for p in self.points])
+        self.lo = np.array([np.nan if p.lo is None else p.lo for p in self.points], dtype=float)
+        self.hi = np.array([np.nan if p.hi is None else p.hi for p in self.points], dtype=float)
+        self.nominal = np.array([np.nan if p.nominal is None else p.nominal
+                                 for p in self.points], dtype=float)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def of_kind(self, *kinds: str) -> np.ndarray:
+        """Boolean mask of the points of any of `kinds`."""
+        return np.isin(self.kind, kinds)
+
+    def zone_name(self, point: int) -> str | None:
+        z = int(self.zone_of[point])
+        return self.zones[z] if z >= 0 else None

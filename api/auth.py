@@ -1,0 +1,135 @@
+"""Who may call what: bearer tokens from the site's token store, checked against the least role
+each route needs (the `ACCESS` table in `api.app`).
+
+401 (with `WWW-Authenticate: Bearer`) without a token, or with an unknown, revoked or expired
+one; 403 when the token's role is below the route's. The caller's token is then in
+`request.state.caller`, for routes that record who acted (`Caller`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.params import Depends as DependsParam
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.models import Problem
+from gateway.tokens import Role, Token, TokenStore, outranks
+
+log = logging.getLogger(__name__)
+
+QUERY_TOKEN = "access_token"
+REALM = 'Bearer realm="scadawatch"'
+
+_bearer = HTTPBearer(auto_error=False, description="a token from `scadawatch token create`")
+
+AUTH_PROBLEMS: dict[int | str, dict] = {
+    401: {"model": Problem, "description": "no token, or an unknown, revoked or expired one"},
+    403: {"model": Problem, "description": "the token's role is below the one this needs"},
+}
+
+
+@dataclass(frozen=True)
+class Access:
+    """The least role a route needs (None: public), and whether it also takes the token as
+    `?access_token=`: only for a stream a browser opens with EventSource, which cannot send
+    headers (a URL ends up in browser history and proxy logs: nowhere else)."""
+
+    role: Role | None
+    query_token: bool = False
+
+
+PUBLIC = Access(None)
+VIEWER, OPERATOR, ENGINEER, ADMIN = (Access(r) for r in ("viewer", "operator", "engineer",
+                                                         "admin"))
+
+
+def route_key(method: str, path: str, prefix: str) -> str:
+    """How the access table names a route: `GET /history` (the path without the prefix)."""
+    return f"{method} {path.removeprefix(prefix)}"
+
+
+class Guard:
+    """The dependency every non-public router is included with."""
+
+    def __init__(self, store: TokenStore, access: Mapping[str, Access], prefix: str) -> None:
+        self.store = store
+        self.access = access
+        self.prefix = prefix
+        self.dependencies: list[DependsParam] = [Depends(self)]
+
+    async def __call__(self, request: Request, credentials: Annotated[
+            HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        route: APIRoute = request.scope["route"]
+        access = self.access[route_key(request.method, route.path, self.prefix)]
+        if access.role is None:
+            return
+        secret = credentials.credentials if credentials else None
+        if secret is None and access.query_token:
+            secret = request.query_params.get(QUERY_TOKEN)
+        if not secret:
+            self._refuse(request, 401, "missing", "no token: send the header 'Authorization: "
+                         "Bearer <token>' (make one with `scadawatch token create`)")
+        token = self.store.check(secret)
+        if token is None:
+            self._refuse(request, 401, "invalid_token", "the token is unknown or revoked")
+        elif token.expired(time.time()):
+            self._refuse(request, 401, "invalid_token", f"token {token.name!r} expired at "
+                         f"{token.expires}", token)
+        elif not outranks(token.role, access.role):
+            self._refuse(request, 403, "insufficient_role", f"this needs the {access.role} role "
+                         f"or above; token {token.name!r} has {token.role}", token)
+        request.state.caller = token
+
+    def _refuse(self, request: Request, status: int, reason: str, detail: str,
+                token: Token | None = None) -> NoReturn:
+        # The path without its query: a query may hold a token.
+        log.info("event=auth_refused status=%d reason=%s method=%s path=%s client=%s token=%s",
+                 status, reason, request.method, request.url.path,
+                 request.client.host if request.client else "-", token.name if token else "-")
+        headers = None
+        if status == 401:
+            headers = {"WWW-Authenticate": REALM if reason == "missing"
+                       else f'{REALM}, error="invalid_token"'}
+        raise HTTPException(status, detail, headers=headers)
+
+    def verify(self, app: FastAPI) -> None:
+        """Refuse an app with a route under the prefix that has no access rule, a rule without
+        its route, or a non-public route served without this guard."""
+        routes = {route_key(m, path, self.prefix): r for m, path, r in served(app)
+                  if path.startswith(self.prefix)}
+        problems = [f"{key}: no access rule" for key in routes if key not in self.access]
+        problems += [f"{key}: an access rule for a route the app does not have"
+                     for key in self.access if key not in routes]
+        problems += [f"{key}: needs {self.access[key].role} but is served without the guard"
+                     for key, r in routes.items() if key in self.access
+                     and self.access[key].role is not None
+                     and not any(d.dependency is self for d in getattr(r, "dependencies", []))]
+        if problems:
+            raise ValueError("api.app.ACCESS does not match the routes: " + "; ".join(problems))
+
+
+def served(app: FastAPI) -> Iterator[tuple[str, str, Any]]:
+    """(method, full path, route) of every route the app serves, in included routers too."""
+    try:  # newer FastAPI keeps an included router whole and resolves its routes per request
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        routes: Iterable[Any] = app.routes
+    else:
+        routes = iter_route_contexts(app.routes)
+    for route in routes:
+        for method in sorted(getattr(route, "methods", None) or ()):
+            yield method, route.path, route
+
+
+def caller(request: Request) -> Token:
+    return request.state.caller
+
+
+Caller = Annotated[Token, Depends(caller)]  # the token of a guarded route's request

@@ -1,0 +1,400 @@
+"""Recordings: DESIGN.md's wide CSV of readings, read into `Batch`es in chunks, and written.
+
+A recording is `timestamp` (ISO 8601; naive means UTC, offsets accepted) then one column per
+tag; an empty cell is a missing reading (no reading at all, not a bad one). `nan` and `inf`
+cells are skipped as missing and counted. Everything else that is not a number is an error
+naming the row (as a spreadsheet shows it: the header is row 1) and the column, as are an
+unknown column, rows out of time order and repeated timestamps.
+
+Files of hundreds of MB are read in chunks of lines, parsed by numpy's C CSV parser (no
+Python object per cell); a chunk that the fast path cannot take as is (an irregular row, a
+time offset, a bad cell) is parsed again row by row, which either reads it or finds the
+row and column at fault. `.csv.gz` files and `scadawatch simulate --export` directories
+(their `readings.csv`) are read too.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+import io
+import re
+import warnings
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from anomaly.batch import Batch, Quality
+from gateway.historian import HistorianReader
+
+READINGS = "readings.csv"
+CHUNK_BYTES = 4 << 20  # ~25k rows of 25 tags: a few MB of arrays per batch
+_STAMP_WIDTH = 48  # longest timestamp the fast path holds; longer ones go row by row
+_GZIP_MAGIC = b"\x1f\x8b"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ROW_FORMAT_NAN = re.compile(r"(?<=,)nan(?=,|$)", re.MULTILINE)
+
+
+class RecordingError(ValueError):
+    """A recording that cannot be read, naming the file, the row and the column at fault."""
+
+    def __init__(self, path: Path | str, reason: str, *, row: int | None = None,
+                 column: str | None = None) -> None:
+        self.path, self.reason, self.row, self.column = str(path), reason, row, column
+        where = ", ".join(([f"row {row}"] if row is not None else [])
+                          + ([f"column {column}"] if column is not None else []))
+        super().__init__(f"{path}: {where}: {reason}" if where else f"{path}: {reason}")
+
+
+@dataclass
+class ReadStats:
+    """What a reader has read so far."""
+
+    rows: int = 0
+    cells: int = 0  # rows x tag columns: the tag-samples of the recording
+    readings: int = 0  # cells with a finite value
+    empty: int = 0  # empty cells: no reading
+    skipped: int = 0  # nan / inf cells, skipped as missing
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+
+def resolve(path: Path | str) -> Path:
+    """The CSV a path names: itself, or a directory's `readings.csv` (or `.csv.gz`)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (READINGS, READINGS + ".gz"):
+            if (path / name).is_file():
+                return path / name
+        raise RecordingError(path, f"a directory without {READINGS} (or {READINGS}.gz)")
+    if not path.exists():
+        raise RecordingError(path, "no such file or directory")
+    return path
+
+
+def close_matches(word: str, choices: Sequence[str], n: int = 3) -> str:
+    """' (close: 'a', 'b')' for the choices most like `word`, else ''."""
+    close = difflib.get_close_matches(word, choices, n=n, cutoff=0.6)
+    return f" (close: {', '.join(repr(c) for c in close)})" if close else ""
+
+
+class RecordingReader:
+    """Batches of good readings from a recording, one per chunk of rows, in time order.
+
+    `point` in each batch indexes `tags`, the site's tags; a recording may hold fewer of them,
+    never others (`tags` None: the recording's own columns). Iterate once; `stats` counts as
+    it goes; `position()` / `size` give the bytes read of the file on disk (a progress bar).
+    """
+
+    def __init__(self, path: Path | str, tags: Sequence[str] | None, *,
+                 chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.path = resolve(path)
+        self.chunk_bytes = chunk_bytes
+        self.stats = ReadStats()
+        try:
+            self._raw: IO[bytes] = self.path.open("rb")
+        except OSError as e:
+            raise RecordingError(self.path, f"cannot read it ({e.strerror or e})") from None
+        self.size = self.path.stat().st_size
+        try:
+            gzipped = self._raw.read(2) == _GZIP_MAGIC  # by content: a name may not say
+            self._raw.seek(0)
+            stream: IO[bytes] = (gzip.GzipFile(fileobj=self._raw, mode="rb") if gzipped
+                                 else self._raw)
+            self._text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline=None)
+            self.columns = self._header(tags)
+        except BaseException:
+            self._raw.close()
+            raise
+        index = {tag: i for i, tag in enumerate(self.columns if tags is None else tags)}
+        self._point = np.array([index[c] for c in self.columns], dtype=np.int32)
+        self._dtype = np.dtype([("ts", f"U{_STAMP_WIDTH}"), ("v", "f8", (len(self.columns),))])
+        self._row = 1  # rows consumed, header included
+        self._last_ns: int | None = None
+        self._last_row = 1
+
+    def __enter__(self) -> RecordingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._text.close()
+        self._raw.close()
+
+    def position(self) -> int:
+        """Bytes of the file on disk read so far (compressed bytes for a .gz)."""
+        return self._raw.tell() if not self._raw.closed else self.size
+
+    def _lines(self) -> list[str]:
+        try:
+            return self._text.readlines(self.chunk_bytes)
+        except UnicodeDecodeError as e:
+            raise RecordingError(self.path, f"not UTF-8 text ({e.reason}) after row "
+                                 f"{self._row}") from None
+        except (OSError, EOFError, zlib.error) as e:
+            raise RecordingError(self.path, f"cannot read it after row {self._row} ({e}); "
+                                 "a truncated or damaged .gz file?") from None
+
+    def _header(self, tags: Sequence[str] | None) -> list[str]:
+        lines = self._first_line()
+        if not lines.strip():
+            raise RecordingError(self.path, "the file is empty; row 1 must name the columns: "
+                                 "timestamp, then one column per tag")
+        names = [c.strip() for c in next(csv.reader([lines]))]
+        if names[0].lower() != "timestamp":
+            where = next((i for i, c in enumerate(names) if c.lower() == "timestamp"), None)
+            reason = ("no timestamp column" if where is None
+                      else f"timestamp is column {where + 1}")
+            raise RecordingError(self.path, f"{reason}; the first column must be `timestamp` "
+                                 f"(ISO 8601 times), found {names[0]!r}", row=1)
+        columns = names[1:]
+        if not columns:
+            raise RecordingError(self.path, "no tag columns after timestamp", row=1)
+        known = set(columns if tags is None else tags)
+        seen: set[str] = set()
+        for k, name in enumerate(columns, start=2):
+            if not name:
+                raise RecordingError(self.path, "a column without a name", row=1,
+                                     column=str(k))
+            if name in seen:
+                raise RecordingError(self.path, "the column appears twice", row=1, column=name)
+            seen.add(name)
+            if name not in known:
+                raise RecordingError(self.path, "not a tag of the site" +
+                                     close_matches(name, sorted(known)), row=1, column=name)
+        return columns
+
+    def _first_line(self) -> str:
+        try:
+            return self._text.readline()
+        except UnicodeDecodeError as e:
+            raise RecordingError(self.path, f"not UTF-8 text ({e.reason})", row=1) from None
+        except (OSError, EOFError, zlib.error) as e:
+            raise RecordingError(self.path, f"cannot read it ({e}); a damaged .gz file?"
+                                 ) from None
+
+    def __iter__(self) -> Iterator[Batch]:
+        while lines := self._lines():
+            if not lines[-1].endswith("\n"):
+                lines[-1] += "\n"
+            first = self._row + 1
+            self._row += len(lines)
+            rows, ts, values = self._parse(lines, first)
+            if len(ts) == 0:
+                continue
+            self._check_order(rows, ts)
+            yield self._batch(ts, values)
+        if self.stats.rows == 0:
+            raise RecordingError(self.path, "no readings: the file has a header and no rows")
+
+    # --- parsing -------------------------------------------------------------------------
+
+    def _parse(self, lines: list[str], first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row numbers, int64 ns, values rows x columns) of a chunk, counting cells."""
+        parsed = self._fast(lines)
+        if parsed is None:
+            return self._slow(lines, first)
+        stamps, values, empty = parsed
+        ts = self._stamps(stamps, first)
+        bad = ~np.isfinite(values)
+        self._count(len(ts), int(np.count_nonzero(bad)) - empty, empty)
+        return np.arange(first, first + len(ts)), ts, values
+
+    def _fast(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """(timestamp strings, values, empty cells) via numpy's C parser; None when the chunk
+        needs the row-by-row path (a bad or irregular row, a blank line)."""
+        empty = 0
+        try:
+            rec = self._loadtxt(lines)
+        except ValueError as e:
+            if "string ''" not in str(e):
+                return None
+            # Empty cells (missing readings) read as NaN; each adds exactly "nan".
+            text = "".join(lines)
+            before = len(text)
+            for gap, filled in ((",,", ",nan,"), (",,", ",nan,"), (",\n", ",nan\n")):
+                text = text.replace(gap, filled)
+            empty = (len(text) - before) // 3
+            try:
+                rec = self._loadtxt(text.splitlines())
+            except ValueError:
+                return None
+        if len(rec) != len(lines):  # blank lines were skipped: row numbers need the slow path
+            return None
+        stamps = rec["ts"]
+        if len(stamps) and int(np.strings.str_len(stamps).max()) >= _STAMP_WIDTH:
+            return None
+        return stamps, rec["v"], empty
+
+    def _loadtxt(self, lines: list[str]) -> np.ndarray:
+        return np.loadtxt(lines, delimiter=",", dtype=self._dtype, comments=None,
+                          quotechar='"', ndmin=1)
+
+    def _stamps(self, stamps: np.ndarray, first: int) -> np.ndarray:
+        """int64 ns of ISO 8601 strings: vectorised for naive and `Z` times (the usual), row by
+        row where there are offsets or something numpy would take too loosely."""
+        naive = np.strings.rstrip(np.strings.strip(stamps), "Zz")
+        # numpy also reads "now", "today", "NaT" and bare years; a date has 10 characters.
+        if int(np.strings.str_len(naive).min()) >= 10:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # an offset: numpy warns, we go row by row
+                    return naive.astype("datetime64[ns]").view(np.int64)
+            except (ValueError, Warning):
+                pass
+        return np.array([self._stamp(str(s), row) for row, s in enumerate(stamps.tolist(),
+                                                                         start=first)],
+                        dtype=np.int64)
+
+    def _stamp(self, text: str, row: int) -> int:
+        s = text.strip()
+        problem = "not an ISO 8601 time such as 2026-01-05T06:00:00Z"
+        if len(s) >= 10 and s[:4].isdigit():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    return int(np.datetime64(s.rstrip("Zz"), "ns").view(np.int64))
+            except (ValueError, Warning):
+                pass
+            try:
+                moment = datetime.fromisoformat(s)
+            except ValueError as e:
+                problem = f"{problem} ({e})"
+            else:
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+        raise RecordingError(self.path, f"{problem}: {text!r}", row=row, column="timestamp")
+
+    def _slow(self, lines: list[str], first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row by row with the csv module: the reference the fast path must agree with, and
+        what finds the row and column of a fault."""
+        width = len(self.columns) + 1
+        rows: list[int] = []
+        ts: list[int] = []
+        values = np.full((len(lines), len(self.columns)), np.nan)
+        empty = skipped = 0
+        for row, cells in enumerate(csv.reader(lines), start=first):
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue  # a blank line
+            if len(cells) != width:
+                raise RecordingError(self.path, f"{len(cells)} cells, but the header names "
+                                     f"{width} columns", row=row)
+            out = values[len(rows)]
+            for k, cell in enumerate(cells[1:]):
+                cell = cell.strip()
+                if not cell:
+                    empty += 1
+                    continue
+                try:
+                    x = float(cell)
+                except ValueError:
+                    raise RecordingError(self.path, f"not a number: {cell!r}", row=row,
+                                         column=self.columns[k]) from None
+                if np.isfinite(x):
+                    out[k] = x
+                else:
+                    skipped += 1
+            ts.append(self._stamp(cells[0], row))
+            rows.append(row)
+        self._count(len(rows), skipped, empty)
+        return (np.array(rows, dtype=np.int64), np.array(ts, dtype=np.int64),
+                values[: len(rows)])
+
+    def _count(self, rows: int, skipped: int, empty: int) -> None:
+        s = self.stats
+        s.rows += rows
+        s.cells += rows * len(self.columns)
+        s.skipped += skipped
+        s.empty += empty
+
+    def _check_order(self, rows: np.ndarray, ts: np.ndarray) -> None:
+        prev = np.concatenate([[np.iinfo(np.int64).min if self._last_ns is None
+                                else self._last_ns], ts[:-1]])
+        wrong = np.flatnonzero(ts <= prev)
+        if len(wrong):
+            i = int(wrong[0])
+            row, earlier = int(rows[i]), int(rows[i - 1]) if i else self._last_row
+            text = np.datetime_as_string(ts[i : i + 1].view("datetime64[ns]"))[0] + "Z"
+            reason = (f"timestamp {text} repeats row {earlier}'s; each row must have its own "
+                      "time" if ts[i] == prev[i] else
+                      f"timestamp {text} is earlier than row {earlier}'s; rows must be in "
+                      "time order")
+            raise RecordingError(self.path, reason, row=row, column="timestamp")
+        self._last_ns, self._last_row = int(ts[-1]), int(rows[-1])
+        if self.stats.first_ns is None:
+            self.stats.first_ns = int(ts[0])
+        self.stats.last_ns = self._last_ns
+
+    def _batch(self, ts: np.ndarray, values: np.ndarray) -> Batch:
+        present = np.isfinite(values)
+        stamp = np.broadcast_to(ts[:, None], values.shape)[present]
+        n = len(stamp)
+        self.stats.readings += n
+        return Batch(source_ts=stamp, server_ts=stamp, gateway_ts=stamp,
+                     point=np.broadcast_to(self._point[None, :], values.shape)[present],
+                     value=values[present], quality=np.zeros(n, dtype=np.uint8),
+                     cause=np.zeros(n, dtype=np.uint32))
+
+
+def read_recording(path: Path | str, tags: Sequence[str]) -> tuple[Batch, ReadStats]:
+    """A whole (small) recording as one batch; `RecordingReader` streams big ones."""
+    with RecordingReader(path, tags) as reader:
+        batch = Batch.concat(list(reader))
+    return batch, reader.stats
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _stamp_texts(ts: np.ndarray) -> list[str]:
+    """ISO 8601 `Z` strings, to the finest unit any of the times needs."""
+    unit = next((u for u, ns in (("s", 10**9), ("ms", 10**6), ("us", 10**3))
+                 if not np.any(ts % ns)), "ns")
+    return [f"{s}Z" for s in np.datetime_as_string(ts.view("datetime64[ns]"), unit=unit)]
+
+
+def write_recording(path: Path | str, tags: Sequence[str], batches: Iterable[Batch]) -> int:
+    """Write the good readings of `batches` (points index `tags`) as a recording; returns the
+    rows written. One row per distinct source time; a tag without a good reading at that time
+    gets an empty cell (the recording has no quality column, so bad and uncertain readings
+    are left out). Values are written exactly (shortest round-trip form). `.gz`: gzipped.
+    """
+    whole = Batch.concat(list(batches))
+    good = (whole.quality == Quality.GOOD) & np.isfinite(whole.value)
+    ts, point, value = whole.source_ts[good], whole.point[good], whole.value[good]
+    times, row = np.unique(ts, return_inverse=True)
+    table = np.full((len(times), len(tags)), np.nan)
+    table[row, point] = value  # a repeated (time, tag) keeps the later reading
+    template = "%s" + ",%r" * len(tags)
+    body = "\n".join(template % (stamp, *values) for stamp, values
+                     in zip(_stamp_texts(times), table.tolist(), strict=True))
+    text = ",".join(["timestamp", *tags]) + "\n" + _ROW_FORMAT_NAN.sub("", body)
+    text += "\n" if len(times) else ""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8", newline="") as f:
+        f.write(text)
+    return len(times)
+
+
+def write_history(path: Path | str, reader: HistorianReader, tags: Sequence[str],
+                  start_ns: int, end_ns: int) -> int:
+    """What a historian holds of `tags` in [start_ns, end_ns), as a recording."""
+
+    def batches() -> Iterator[Batch]:
+        for i, tag in enumerate(tags):
+            b = reader.history(tag, start_ns, end_ns)
+            yield Batch(source_ts=b.source_ts, server_ts=b.server_ts, gateway_ts=b.gateway_ts,
+                        point=np.full(len(b), i, dtype=np.int32), value=b.value,
+                        quality=b.quality, cause=b.cause)
+
+    return write_recording(path, tags, batches())

@@ -1,0 +1,194 @@
+"""The engine's core contract: ticks independent of batching, alarm hygiene, state that resumes.
+
+The detectors have their own tests; these use the engine with its default detectors on
+synthetic signals, and with a scripted detector where the gate's timing is the subject.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anomaly.alarms import AlarmEvent, Finding
+from anomaly.batch import Batch, Quality
+from anomaly.engine import Engine, EngineSettings, StateError
+from anomaly.points import PointInfo
+from anomaly.ticks import Tick, TickAccumulator
+
+S = 10**9
+MIN = 60 * S
+
+
+def readings(n_points: int, minutes: int, seed: int = 7) -> Batch:
+    """Every point read every 10 s with noise around a daily-ish wave, in time order."""
+    rng = np.random.default_rng(seed)
+    ts = np.repeat(np.arange(0, minutes * MIN, 10 * S), n_points)
+    point = np.tile(np.arange(n_points), len(ts) // n_points)
+    value = 50 + 10 * np.sin(ts / (3600 * S)) + rng.normal(0, 0.5, len(ts)) + point
+    return Batch.of(source_ts=ts, point=point, value=value, quality=Quality.GOOD)
+
+
+def split(batch: Batch, sizes: list[int]) -> list[Batch]:
+    edges = np.cumsum(sizes)
+    return [batch.take(np.arange(a, min(b, len(batch))))
+            for a, b in zip([0, *edges[:-1]], edges, strict=True) if a < len(batch)]
+
+
+def summary(events: list[AlarmEvent]) -> list[tuple]:
+    return [(e.action, e.alarm.id, e.alarm.kind, e.alarm.start_ns, e.alarm.end_ns)
+            for e in events]
+
+
+def ticks_of(batches: list[Batch], n: int) -> list[Tick]:
+    acc = TickAccumulator(n, interval_ns=MIN, lateness_ns=0)
+    out = [t for b in batches for t in acc.add(b)]
+    return out + acc.finish()
+
+
+@pytest.mark.parametrize("sizes", [[10**9], [1] * 540, [7, 13, 1000], [333] * 20])
+def test_ticks_do_not_depend_on_how_readings_are_batched(sizes: list[int]) -> None:
+    whole = readings(3, 30)
+    expected = ticks_of([whole], 3)
+    got = ticks_of(split(whole, sizes), 3)
+    assert [t.start_ns for t in got] == [t.start_ns for t in expected]
+    for a, b in zip(got, expected, strict=True):
+        for name in ("count", "min", "max", "last", "last_ts", "bad"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        # A sum's last bit depends on the order of its terms.
+        np.testing.assert_allclose(a.mean, b.mean, rtol=1e-12)
+
+
+def test_silent_minutes_close_as_empty_ticks_and_bad_readings_are_counted_apart() -> None:
+    acc = TickAccumulator(2, interval_ns=MIN, lateness_ns=0)
+    batch = Batch.of(source_ts=[0, 1 * S, 5 * MIN], point=[0, 1, 0], value=[1.0, np.nan, 2.0],
+                     quality=[Quality.GOOD, Quality.BAD, Quality.GOOD])
+    ticks = acc.add(batch) + acc.finish()
+    assert [t.start_ns // MIN for t in ticks] == [0, 1, 2, 3, 4, 5]
+    assert ticks[0].count.tolist() == [1, 0] and ticks[0].bad.tolist() == [0, 1]
+    assert all(t.count.sum() == 0 for t in ticks[1:5])
+
+
+def test_readings_for_a_closed_tick_are_counted_late_not_mixed_in() -> None:
+    acc = TickAccumulator(1, interval_ns=MIN, lateness_ns=0)
+    acc.add(Batch.of(source_ts=[0, 2 * MIN], point=[0, 0], value=[1.0, 1.0], quality=0))
+    assert acc.add(Batch.of(source_ts=[10 * S], point=[0], value=[9.0], quality=0)) == []
+    assert acc.late_total == 1
+
+
+class Scripted:
+    """A detector whose condition is a script of booleans per tick (None: cannot judge)."""
+
+    name = "scripted"
+
+    def __init__(self, script: list[bool | None], kind: str = "anomaly") -> None:
+        self.script, self.kind, self.i = script, kind, 0
+
+    def update(self, tick: Tick) -> list[Finding]:
+        step = self.script[self.i] if self.i < len(self.script) else False
+        self.i += 1
+        return [Finding(self.kind, "tag", np.array([bool(step)]),
+                        known=np.array([step is not None]), message="{subject} scripted")]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"i": np.array([self.i])}
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        self.i = int(state["i"][0])
+
+
+def run_script(script: list[bool | None], on: float, off: float) -> list[tuple[str, int]]:
+    settings = EngineSettings(on_delay={"anomaly": on}, off_delay={"anomaly": off})
+    engine = Engine([PointInfo("p")], settings, detectors=[Scripted(script)])
+    n = len(script) + 1
+    ticks = Batch.of(source_ts=np.arange(n) * MIN, point=np.zeros(n), value=1.0, quality=0)
+    events = engine.process(ticks) + engine.finish()
+    return [(e.action, (e.alarm.start_ns if e.action == "raise" else e.alarm.end_ns) // MIN)
+            for e in events]
+
+
+T, F, U = True, False, None
+
+
+@pytest.mark.parametrize(("script", "on", "off", "expected"), [
+    ([F, T, T, F, F], 0, 0, [("raise", 2), ("clear", 4)]),
+    # on-delay: a one-tick blip raises nothing; a condition held 2 minutes does
+    ([T, F, T, T, T, F], 120, 0, [("raise", 5), ("clear", 6)]),
+    # off-delay: flapping every tick stays one alarm
+    ([T, F, T, F, T, F, T, F, F, F, F], 0, 180, [("raise", 1), ("clear", 11)]),
+    # unknown (no data) holds the condition, in both directions
+    ([T, U, U, F, F], 0, 60, [("raise", 1), ("clear", 5)]),
+    ([F, U, T, U, F], 0, 0, [("raise", 3), ("clear", 5)]),
+])
+def test_the_gate_raises_and_clears_with_its_delays(script: list, on: float, off: float,
+                                                      expected: list) -> None:
+    assert run_script(script, on, off) == expected
+
+
+def test_no_condition_chatters() -> None:
+    """The same alarm raised 3+ times within 60 s is a defect, whatever the condition does."""
+    rng = np.random.default_rng(3)
+    script = [bool(x) for x in rng.random(500) < 0.5]
+    raises = [t for action, t in run_script(script, 0, 300) if action == "raise"]
+    assert all(b - a >= 5 for a, b in itertools.pairwise(raises))
+
+
+POINTS = [PointInfo("tank.level", "level", "m", lo=0.0, hi=5.0),
+          PointInfo("main.pressure", "pressure", "m", zone="z", lo=20.0, hi=80.0)]
+
+
+def faulty(minutes: int = 240) -> Batch:
+    """Two points; the tank overflows its limit for a while."""
+    ts = np.repeat(np.arange(0, minutes * MIN, 30 * S), 2)
+    point = np.tile([0, 1], len(ts) // 2)
+    t = ts / MIN
+    level = np.where((t > 60) & (t < 100), 6.0, 3.0 + 0.5 * np.sin(t / 30))
+    pressure = 50.0 + 3 * np.sin(t / 45)
+    value = np.where(point == 0, level, pressure)
+    return Batch.of(source_ts=ts, point=point, value=value, quality=Quality.GOOD)
+
+
+def test_the_engine_gives_the_same_alarms_however_its_input_is_batched() -> None:
+    data = faulty()
+    whole = Engine(POINTS)
+    expected = summary(whole.process(data) + whole.finish())
+    assert any(kind == "limit" for _, _, kind, *_ in expected)
+    pieces = Engine(POINTS)
+    got = [e for b in split(data, [17] * 100) for e in pieces.process(b)] + pieces.finish()
+    assert summary(got) == expected
+
+
+def test_a_restored_engine_continues_as_if_it_had_never_stopped(tmp_path: Path) -> None:
+    data = faulty()
+    first, rest = split(data, [len(data) // 3, len(data)])
+    whole = Engine(POINTS)
+    expected = summary(whole.process(data) + whole.finish())
+
+    before = Engine(POINTS)
+    events = before.process(first)
+    before.save(tmp_path / "state.npz", extra={"cursor": np.array([42])})
+    after = Engine(POINTS)
+    extra = after.load(tmp_path / "state.npz")
+    events += after.process(rest) + after.finish()
+    assert extra["cursor"].tolist() == [42]
+    assert summary(events) == expected
+
+
+@pytest.mark.parametrize(("other", "reason"), [
+    (POINTS[:1], "tags"),
+    ([POINTS[1], POINTS[0]], "tags"),
+])
+def test_a_state_saved_for_other_points_is_refused(tmp_path: Path, other: list[PointInfo],
+                                                   reason: str) -> None:
+    Engine(POINTS).save(tmp_path / "state.npz")
+    with pytest.raises(StateError, match=reason):
+        Engine(other).load(tmp_path / "state.npz")
+
+
+def test_a_file_that_is_not_a_state_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "state.npz").write_text("not numpy")
+    with pytest.raises(StateError, match="not an engine state file"):
+        Engine(POINTS).load(tmp_path / "state.npz")
