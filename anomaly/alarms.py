@@ -85,6 +85,7 @@ class Alarm:
     tags: tuple[str, ...] = ()
     device: str | None = None
     value: float | None = None
+    limit: float | None = None
     details: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -92,7 +93,8 @@ class Alarm:
                 "start": iso(self.start_ns),
                 "end": None if self.end_ns is None else iso(self.end_ns),
                 "priority": self.priority, "message": self.message, "tags": list(self.tags),
-                "device": self.device, "value": self.value, "details": self.details}
+                "device": self.device, "value": self.value, "limit": self.limit,
+                "details": self.details}
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,9 @@ class AlarmGate:
         self._since: dict[str, np.ndarray] = {}  # "kind/scope" -> ns the condition began
         self._absent: dict[str, np.ndarray] = {}  # ... ns it was last seen gone (-1: present)
         self._is_open: dict[str, np.ndarray] = {}  # ... whether it has an open alarm
+        # Keys whose `since` is all -1 and that have no open alarm: a finding active nowhere
+        # leaves them as they are, at the cost of one `any()` (most findings, most ticks).
+        self._idle: set[str] = set()
         self.open: dict[tuple[str, Scope, int], Alarm] = {}
 
     def update(self, end_ns: int, findings: list[Finding]) -> list[AlarmEvent]:
@@ -128,13 +133,20 @@ class AlarmGate:
                 self._since[key] = np.full(n, -1, dtype=np.int64)
                 self._absent[key] = np.full(n, -1, dtype=np.int64)
                 self._is_open[key] = np.zeros(n, dtype=bool)
+            if not f.active.any():
+                if key in self._idle:
+                    continue
+                since, is_open = self._since[key], self._is_open[key]
+                if not is_open.any():  # the common case, made cheap
+                    if f.known is None:
+                        since.fill(-1)
+                    else:
+                        since[f.known] = -1
+                    if not (since >= 0).any():
+                        self._idle.add(key)
+                    continue
+            self._idle.discard(key)
             since, absent, is_open = self._since[key], self._absent[key], self._is_open[key]
-            if not f.active.any() and not is_open.any():  # the common case, made cheap
-                if f.known is None:
-                    since.fill(-1)
-                else:
-                    since[f.known] = -1
-                continue
             if f.known is None:
                 on, off = f.active, ~f.active
             else:
@@ -190,7 +202,7 @@ class AlarmGate:
         value = None if f.value is None else _number(f.value[i])
         limit = None if f.limit is None else _number(f.limit[i])
         details = {k: v for k, a in f.details.items() if (v := _number(a[i])) is not None}
-        alarm.value, alarm.details = value, details
+        alarm.value, alarm.limit, alarm.details = value, limit, details
         alarm.message = f.message.format(subject=name, value=_fmt(value), limit=_fmt(limit),
                                          unit=unit, **{k: _fmt(v) for k, v in details.items()})
 
@@ -209,6 +221,7 @@ class AlarmGate:
         self._absent = {k.removeprefix("absent/"): v.copy() for k, v in state.items()
                         if k.startswith("absent/")}
         self.open = {}
+        self._idle = set()
         self._is_open = {k: np.zeros(len(v), dtype=bool) for k, v in self._since.items()}
         for kind, scope, i, fields in json.loads(str(state["open"][0])):
             fields["tags"] = tuple(fields["tags"])

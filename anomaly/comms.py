@@ -70,6 +70,16 @@ class Comms:
         self.gaps = np.zeros(n)  # gaps learned, up to REGULAR_GAPS
         self.failed = np.zeros(n, dtype=bool)  # a bad reading came after the last good one
         self.start = np.array([-1], dtype=np.int64)  # first tick index seen
+        has = self.device_of >= 0
+        # Points grouped by device, for per-device minima by `reduceat` (every device of the
+        # table has at least one point).
+        self._by_device = np.argsort(np.where(has, self.device_of, -1), kind="stable")[
+            np.count_nonzero(~has):]
+        self._device_starts = np.searchsorted(self.device_of[self._by_device],
+                                              np.arange(self.n_devices))
+        self._has = has
+        self._dev = self.device_of[has]
+        self._derived: tuple[np.ndarray, ...] | None = None
 
     def update(self, tick: Tick) -> list[Finding]:
         # NaN stands for "no value yet" throughout: its warnings are noise.
@@ -82,59 +92,77 @@ class Comms:
         if self.start[0] < 0:
             self.start[0] = now
         good = tick.count > 0
+        if good.any():  # an empty tick (a sparse recording) teaches nothing
+            self._learn(good, now)
+        self.failed = np.where(good, False, self.failed | (tick.bad > 0))
+        spacing, known, steady, known_dev = self._learned()
+        # A point never heard from is judged from the first tick the engine saw.
+        age = now - np.where(self.last_good >= 0, self.last_good, self.start[0])
+        late = age / spacing
+        failed = self.failed
+        down = known & ((late >= COMMS_LATE) | failed)
+        # Points that report on change (OPC UA subscriptions) have irregular gaps: their
+        # silence means nothing, only a bad reading does (`steady`: new or regular).
+        regular = steady[1]
+        lost = (((regular & (late > DROPOUT_LATE)) | failed)
+                & (age * width >= MIN_DROPOUT * 1e9))
+        has, dev, n = self._has, self._dev, self.n_devices
+        counted = (steady[0] | failed)[has]
+        members = np.bincount(dev[counted], minlength=n)
+        downs = np.bincount(dev[counted & down[has]], minlength=n)
+        judged = np.bincount(dev[counted & known_dev], minlength=n)
+        alive = np.bincount(dev[good[has]], minlength=n) > 0
+        comms = (members > 0) & (downs == members) & ~alive
+        minutes = age * width / 60e9
+        dev_minutes = np.full(n, np.nan)
+        if comms.any():  # the devices' points and the message only
+            in_comms = np.zeros(len(good), dtype=bool)
+            in_comms[has] = comms[dev]
+            lost &= ~in_comms
+            dev_minutes = np.minimum.reduceat(minutes[self._by_device], self._device_starts)
+        return [
+            Finding("comms", "device", comms, known=judged == members,
+                    details={"minutes": dev_minutes},
+                    message="{subject}: no good reading from any of its points for "
+                            "{minutes} min"),
+            Finding("dropout", "tag", lost, known=known, value=minutes,
+                    limit=spacing * width / 60e9,
+                    message="{subject}: no good reading for {value} min (usually every "
+                            "{limit} min)"),
+        ]
+
+    def _learn(self, good: np.ndarray, now: int) -> None:
+        """The spacing and its spread learn from the gaps that end in this tick."""
         gap = now - self.last_good
         seen = good & (self.last_good >= 0)
+        self.last_good = np.where(good, now, self.last_good)
+        if not seen.any():
+            return
         clipped = np.minimum(gap, 2 * np.where(np.isnan(self.spacing), gap, self.spacing))
         off = np.abs(clipped - self.spacing)
         alpha = np.maximum(SPACING_ALPHA, 1.0 / np.maximum(self.gaps, 1.0))
         self.spread = np.where(seen & ~np.isnan(off), np.where(
             np.isnan(self.spread), off, self.spread + alpha * (off - self.spread)), self.spread)
         self.gaps = np.minimum(self.gaps + seen, REGULAR_GAPS)
-        self.failed = np.where(good, False, self.failed | (tick.bad > 0))
         self.spacing = np.where(seen, np.where(np.isnan(self.spacing), gap, self.spacing
                                                + SPACING_ALPHA * (clipped - self.spacing)),
                                 self.spacing)
-        self.last_good = np.where(good, now, self.last_good)
-        learned = ~np.isnan(self.spacing)
-        slowest = float(self.spacing[learned].max()) if learned.any() else np.nan
-        # in whole ticks: a learned 1.02 must not make two missed readings count as 1.96
-        spacing = np.maximum(np.round(np.where(learned, self.spacing, slowest)), 1.0)
-        known = ~np.isnan(spacing)
-        # A point never heard from is judged from the first tick the engine saw.
-        age = now - np.where(self.last_good >= 0, self.last_good, self.start[0])
-        late = age / spacing
-        down = known & ((late >= COMMS_LATE) | self.failed)
-        # Points that report on change (OPC UA subscriptions) have irregular gaps: their
-        # silence means nothing, only a bad reading does.
-        new = self.gaps < REGULAR_GAPS
-        regular = ~new & (self.spread <= IRREGULAR * self.spacing)
-        lost = (((regular & (late > DROPOUT_LATE)) | self.failed)
-                & (age * width >= MIN_DROPOUT * 1e9))
-        has = self.device_of >= 0
-        dev = self.device_of[has]
-        counted = (new | regular | self.failed)[has]
-        n = self.n_devices
-        members = np.bincount(dev[counted], minlength=n)
-        downs = np.bincount(dev[counted & down[has]], minlength=n)
-        judged = np.bincount(dev[counted & known[has]], minlength=n)
-        alive = np.bincount(dev[good[has]], minlength=n) > 0
-        comms = (members > 0) & (downs == members) & ~alive
-        in_comms = np.zeros(len(good), dtype=bool)
-        in_comms[has] = comms[dev]
-        minutes = age * width / 60e9
-        dev_minutes = np.full(self.n_devices, np.inf)
-        if comms.any():  # for the message only
-            np.minimum.at(dev_minutes, dev, minutes[has])
-        return [
-            Finding("comms", "device", comms, known=judged == members,
-                    details={"minutes": np.where(np.isinf(dev_minutes), np.nan, dev_minutes)},
-                    message="{subject}: no good reading from any of its points for "
-                            "{minutes} min"),
-            Finding("dropout", "tag", lost & ~in_comms, known=known, value=minutes,
-                    limit=spacing * width / 60e9,
-                    message="{subject}: no good reading for {value} min (usually every "
-                            "{limit} min)"),
-        ]
+        self._derived = None
+
+    def _learned(self) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray],
+                                np.ndarray]:
+        """(spacing in whole ticks, known, (new or regular, regular), known per device point):
+        they change only when a gap is learned, so they are kept until then."""
+        if self._derived is None:
+            learned = ~np.isnan(self.spacing)
+            slowest = float(self.spacing[learned].max()) if learned.any() else np.nan
+            # in whole ticks: a learned 1.02 must not make two missed readings count as 1.96
+            spacing = np.maximum(np.round(np.where(learned, self.spacing, slowest)), 1.0)
+            known = ~np.isnan(spacing)
+            new = self.gaps < REGULAR_GAPS
+            regular = ~new & (self.spread <= IRREGULAR * self.spacing)
+            self._derived = (spacing, known, (new | regular, regular), known[self._has])
+        return self._derived  # type: ignore[return-value]
 
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in _STATE}
@@ -142,6 +170,7 @@ class Comms:
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:
             setattr(self, name, state[name].copy())
+        self._derived = None
 
 
 _STATE = ("last_good", "spacing", "spread", "gaps", "failed", "start")

@@ -82,7 +82,8 @@ class Drift:
             self.groups[r, :len(g)] = g
         self.grouped = self.groups[self.groups >= 0]
         self._row_start = np.arange(len(groups))[:, None] * width  # into the flat sorted rows
-        self._rows = np.arange(n)
+        self._inside = self.groups >= 0
+        self._ranks = np.broadcast_to(np.arange(width), self.groups.shape)
         self.held = np.full(n, np.nan)
         self.held_ns = np.zeros(n, dtype=np.int64)
         self.profile = np.full((n, 24), np.nan)
@@ -104,11 +105,14 @@ class Drift:
         if len(self.groups) == 0:
             return e
         g = self.groups
-        vals = np.where((g >= 0) & fresh[g], self.held[g], np.nan)
-        order = np.sort(vals, axis=1)  # NaN last
-        count = np.add.reduce(~np.isnan(vals), axis=1, keepdims=True)
-        rank = np.argsort(np.argsort(np.where(np.isnan(vals), np.inf, vals), axis=1,
-                                     kind="stable"), axis=1)
+        vals = np.where(self._inside & fresh[g], self.held[g], np.inf)  # inf: no value
+        count = np.add.reduce(vals < np.inf, axis=1, keepdims=True)
+        # One sort gives both the sorted row and each member's rank in it (the inverse
+        # permutation); the picks below never reach the inf of a missing value.
+        by_rank = np.argsort(vals, axis=1, kind="stable")
+        order = np.take_along_axis(vals, by_rank, axis=1)
+        rank = np.empty_like(by_rank)
+        np.put_along_axis(rank, by_rank, self._ranks, axis=1)
         others = count - 1
         lo_i = np.maximum((others - 1) // 2, 0)
         hi_i = np.maximum(others // 2, 0)
@@ -118,8 +122,7 @@ class Drift:
         flat = order.ravel()
         median = (flat[self._row_start + pick_lo] + flat[self._row_start + pick_hi]) / 2
         median = np.where(others >= MIN_NEIGHBOURS, median, np.nan)
-        inside = g >= 0
-        e[g[inside]] = e[g[inside]] - median[inside]
+        e[self.grouped] = e[self.grouped] - median[self._inside]
         return e
 
     def update(self, tick: Tick) -> list[Finding]:
@@ -133,7 +136,6 @@ class Drift:
             return [Finding("drift", "tag", none, known=none, message="")]
         e = self.residual(tick)
         judge = ~np.isnan(e)
-        rows = self._rows
         hour = int(tick.start_ns // 3_600_000_000_000 % 24)
         base = self.profile[:, hour]
         base = np.where(np.isnan(base), e, base)
@@ -158,8 +160,8 @@ class Drift:
         bound = 3 * sigma
         step = np.where(np.isnan(bound), 0.0, np.minimum(np.maximum(r, -bound), bound))
         a_p = np.minimum(1.0, dt / PROFILE_TAU)
-        self.profile[rows, hour] = np.where(calm, base + a_p * step,
-                                            np.where(judge, base, self.profile[rows, hour]))
+        self.profile[:, hour] = np.where(calm, base + a_p * step,
+                                         np.where(judge, base, self.profile[:, hour]))
         dev = np.abs(r)
         a_s = np.minimum(1.0, dt / SIGMA_TAU)
         grown = np.where(np.isnan(self.sigma), np.where(dev > 0, dev, np.nan),

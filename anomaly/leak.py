@@ -107,6 +107,19 @@ LPS = {"": 1.0, "l/s": 1.0, "lps": 1.0, "l/min": 1 / 60, "lpm": 1 / 60, "m3/s": 
        "ft3/s": 28.316846592}
 
 
+_BIG = np.finfo(float).max
+
+
+def _nan_to_num(x: np.ndarray, nan: float = 0.0, neginf: float = -_BIG) -> np.ndarray:
+    """`np.nan_to_num` of a float array, without its ~30 us of Python per call."""
+    return np.where(np.isfinite(x), x, np.where(np.isnan(x), nan, np.where(x > 0, _BIG, neginf)))
+
+
+def _clip(x: np.ndarray, lo: object, hi: object) -> np.ndarray:
+    """`np.clip` (numpy defines it as this), without its Python wrapper."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def flow_factor(unit: str) -> float:
     """L/s per unit of `unit`, NaN when unknown.
 
@@ -127,15 +140,15 @@ class _Profile:
         self.mu = np.zeros((n, 3, DAY_BINS))
         self.spread = np.full((n, 3, DAY_BINS), np.nan)
         self.days = np.zeros((n, 3, DAY_BINS), dtype=np.int64)
+        self.rows = np.arange(n)
 
     def expected(self, b: int, weekend: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, spread, warm) per series at bin b, from the day type when it is learned."""
         t = 2 if weekend else 1
         own = self.days[:, t, b] >= TYPE_DAYS
         kind = np.where(own, t, 0)
-        rows = np.arange(len(kind))
-        mu = self.mu[rows, kind, b]
-        warm = self.days[rows, 0, b] >= WARM_DAYS
+        mu = self.mu[self.rows, kind, b]
+        warm = self.days[:, 0, b] >= WARM_DAYS
         # A day type not seen yet (the first weekend) may differ from the pooled profile.
         spread = self.smooth_spread(kind, b) * np.where(own, 1.0, UNSEEN_TYPE)
         return mu, spread, warm
@@ -147,15 +160,15 @@ class _Profile:
         low = np.min(np.where(self.days[:, 0, :] > 0, pooled, np.inf), axis=1)
         return pooled[:, b] < NIGHT_LEVEL * low
 
-    def band(self, b: int, weekend: bool) -> tuple[np.ndarray, np.ndarray]:
+    def band(self, b: int, weekend: bool, night: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(lowest, highest) expected mean at bin b, per series. Before the day type is learned,
         the range of the pooled profile within UNSEEN_SHIFT bins, as that day's demand may come
         hours apart (a weekend's late morning): demand early or late is no leak. Else the
         profile's own bin: a learned profile is sharp, and its neighbours' noise would hide a
-        small leak at night."""
+        small leak at night. `night`: `night(b)`, which the caller has at hand."""
         t = 2 if weekend else 1
         pooled = self.mu[:, 0, :]
-        sharp = (self.days[:, t, b] >= TYPE_DAYS) | self.night(b)  # a night hides no leak
+        sharp = (self.days[:, t, b] >= TYPE_DAYS) | night  # a night hides no leak
         far = pooled[:, (b + np.arange(-UNSEEN_SHIFT, UNSEEN_SHIFT + 1)) % DAY_BINS]
         mu = np.where(self.days[:, t, b] >= TYPE_DAYS, self.mu[:, t, b], pooled[:, b])
         return np.where(sharp, mu, far.min(axis=1)), np.where(sharp, mu, far.max(axis=1))
@@ -163,10 +176,12 @@ class _Profile:
     def smooth_spread(self, kind: np.ndarray, b: int) -> np.ndarray:
         """Spread at bin b pooled over its neighbours: a few days give a noisy estimate."""
         window = (b + np.arange(-2, 3)) % DAY_BINS
-        s = self.spread[np.arange(len(kind))[:, None], kind[:, None], window[None, :]]
-        n = np.sum(np.isfinite(s), axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, np.sqrt(np.nansum(s * s, axis=1) / np.maximum(n, 1)), np.nan)
+        s = np.take(self.spread, window, axis=2)[self.rows, kind]
+        finite = np.isfinite(s)
+        n = np.sum(finite, axis=1)
+        # a sum over the finite ones: spreads are finite or NaN, so this is `nansum`, faster
+        total = np.sum(np.where(finite, s * s, 0.0), axis=1)
+        return np.where(n > 0, np.sqrt(total / np.maximum(n, 1)), np.nan)
 
     def update(self, b: int, weekend: bool, x: np.ndarray, learn: np.ndarray) -> None:
         """Fold bin means x into bin b of the pooled and the day type's profile."""
@@ -177,7 +192,7 @@ class _Profile:
             a = np.maximum(1.0 / (n + 1), ALPHA)
             r = x - mu
             bound = np.where(np.isnan(s), np.inf, CLIP * s)
-            rc = np.clip(r, -bound, bound)
+            rc = _clip(r, -bound, bound)
             rest = learn & ~first
             self.mu[:, t, b] = np.where(first, x, np.where(rest, mu + a * rc, mu))
             fresh = 1.2533 * np.abs(rc)  # mean absolute deviation -> standard deviation
@@ -246,7 +261,9 @@ class Leak:
         b = tick.start_ns // (BIN_S * NS)
         if b != self.bin[0]:
             if self.bin[0] >= 0:
-                self._close_bin(int(self.bin[0]))
+                # NaN stands for "not learned yet" throughout: its warnings are noise.
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    self._close_bin(int(self.bin[0]))
             self.bin[0] = b
         if len(self.bal):
             v = tick.mean[self.bal]
@@ -259,12 +276,13 @@ class Leak:
                 ok = self.judged & (missing == 0)
                 net = np.bincount(self.bal_zone, weights=self.bal_gain * np.where(good, v, 0.0),
                                   minlength=self.n_zones)
-            self.acc[0, ok] += net[ok]
-            self.acc[1, ok] += 1
+            # adding 0.0 leaves a sum as it is: cheaper than indexing twice
+            self.acc[0] += np.where(ok, net, 0.0)
+            self.acc[1] += ok
         if len(self.pres):
             g = tick.count[self.pres] > 0
-            self.pacc[0, g] += tick.mean[self.pres][g]
-            self.pacc[1, g] += 1
+            self.pacc[0] += np.where(g, tick.mean[self.pres], 0.0)
+            self.pacc[1] += g
         return self._finding
 
     def _make_finding(self) -> list[Finding]:
@@ -284,47 +302,43 @@ class Leak:
         weekend = (bin_no // DAY_BINS + 3) % 7 >= 5  # 1970-01-01 was a Thursday
         total, count = self.acc
         has = count > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            x = np.where(has, total / np.maximum(count, 1), np.nan)
+        x = np.where(has, total / np.maximum(count, 1), np.nan)
         self.acc[:] = 0.0
         zp = self._pressure_bin(b, weekend)
 
         mu, s, warm = self.flow.expected(b, weekend)
         pooled = self.flow.mu[:, 0, :]
         learned = self.flow.days[:, 0, :] >= 1
-        with np.errstate(invalid="ignore"):
-            mean = np.where(learned.any(axis=1),
-                            np.sum(pooled * learned, axis=1) / np.maximum(learned.sum(axis=1), 1),
-                            np.nan)
-        s = np.fmax(np.nan_to_num(s, nan=0.0), SPREAD_FLOOR * np.abs(mean))
+        mean = np.where(learned.any(axis=1),
+                        np.sum(pooled * learned, axis=1) / np.maximum(learned.sum(axis=1), 1),
+                        np.nan)
+        s = np.fmax(_nan_to_num(s, nan=0.0), SPREAD_FLOOR * np.abs(mean))
         self._known = self.judged & warm & (s > 0)
         judge = self._known & has
         r = np.where(judge, x - mu, 0.0)
         night = self.flow.night(b)
-        lo, hi = self.flow.band(b, weekend)
-        r_band = np.where(judge, x - np.clip(x, lo, hi), 0.0)  # outside the shifted profile
+        lo, hi = self.flow.band(b, weekend, night)
+        r_band = np.where(judge, x - _clip(x, lo, hi), 0.0)  # outside the shifted profile
         night_done = self._night_window(b, x, has)
 
         # Slow CUSUM: leak of size L0 against none, per bin weighted by its effective variance.
         leak0 = np.fmax(LEAK_FRACTION * np.abs(mean), 1e-9)
         self.limit = leak0
         s_night = self._night_spread()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = s * s * np.fmax(1.0, s / np.fmax(s_night, 1e-12)) ** DAY_DEFLATE
-            llr = np.minimum(leak0 / var * (r_band - leak0 / 2), LLR_CAP)
-            weight = 1.0 / var
-        llr = np.where(judge, np.nan_to_num(llr, nan=0.0, neginf=-LLR_CAP), 0.0)
+        var = s * s * np.fmax(1.0, s / np.fmax(s_night, 1e-12)) ** DAY_DEFLATE
+        llr = np.minimum(leak0 / var * (r_band - leak0 / 2), LLR_CAP)
+        weight = 1.0 / var
+        llr = np.where(judge, _nan_to_num(llr, nan=0.0, neginf=-LLR_CAP), 0.0)
         restart = judge & (self.cusum == 0.0) & (llr > 0)
         self.wsum[:, restart] = 0.0
         self.pz[:, restart] = 0.0
         # A leak runs day and night: daytime excess alone (an odd day's demand) takes the
         # CUSUM no further than half way, so an alarm needs night bins or the fast test.
         day_cap = np.where(night, np.inf, np.maximum(self.cusum, H_SLOW / 2))
-        self.cusum = np.where(judge, np.clip(self.cusum + llr, 0.0, day_cap), self.cusum)
+        self.cusum = np.where(judge, _clip(self.cusum + llr, 0.0, day_cap), self.cusum)
         rising = judge & (self.cusum > 0) & ~self.alarm  # in alarm `_judge` keeps the sums
-        with np.errstate(invalid="ignore"):
-            self.wsum[0] += np.where(rising, weight, 0.0)
-            self.wsum[1] += np.where(rising, weight * r_band, 0.0)
+        self.wsum[0] += np.where(rising, weight, 0.0)
+        self.wsum[1] += np.where(rising, weight * r_band, 0.0)
         self.pz[0] += np.where(rising & np.isfinite(zp), zp, 0.0)
         self.pz[1] += rising & np.isfinite(zp)
 
@@ -340,7 +354,7 @@ class Leak:
         # Night bins, where the leak is measured, stay as they were before it.
         quiet = (self.alarm & ~night) | (~self.alarm & (self.cusum < H_SLOW / 2)
                                          & (self.fast == 0))
-        demand = x - np.where(self.alarm, np.nan_to_num(self.size), 0.0)
+        demand = x - np.where(self.alarm, _nan_to_num(self.size), 0.0)
         self.flow.update(b, weekend, demand, has & self.judged & quiet)
         if len(self.pres):
             px = np.where(self.pacc[1] > 0, self.pacc[0] / np.maximum(self.pacc[1], 1), np.nan)
@@ -351,11 +365,10 @@ class Leak:
     def _judge(self, judge: np.ndarray, r: np.ndarray, var: np.ndarray, leak0: np.ndarray,
                night_done: np.ndarray, night: np.ndarray) -> None:
         """Raise on the CUSUM, the fast test or the MNF; clear on the reverse CUSUM."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            est = self.wsum[1] / self.wsum[0]
-            evidence = self.wsum[1] / np.sqrt(self.wsum[0])  # the estimate in standard errors
+        est = self.wsum[1] / self.wsum[0]
+        evidence = self.wsum[1] / np.sqrt(self.wsum[0])  # the estimate in standard errors
         mnf_excess = self.mnf - self.usual
-        mnf_hit = night_done & (np.nan_to_num(mnf_excess)
+        mnf_hit = night_done & (_nan_to_num(mnf_excess)
                                 > np.fmax(2 * leak0, MNF_Z * self.night_mad))
         start = judge & ~self.alarm & ((self.cusum > H_SLOW) | (self.fast >= FAST_BINS)
                                        | mnf_hit)
@@ -366,25 +379,23 @@ class Leak:
         self.back = np.where(start, 0.0, self.back)
         # In alarm the size is a weighted mean of the residuals, starting as if from a few bins
         # at the size found, so that it does not inherit the bins before the leak began.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            start_w = np.where(start, 4.0 / var, 0.0)
-        self.wsum = np.where(start, np.stack([start_w, start_w * size]), self.wsum)
+        start_w = np.where(start, 4.0 / var, 0.0)
+        self.wsum = np.where(start, np.array([start_w, start_w * size]), self.wsum)
         self.alarm_mnf = np.where(start, np.nan, self.alarm_mnf)
         self.alarm |= start
         on = judge & self.alarm & ~start
         # In alarm: the size follows the weighted residual (a ramp grows); the reverse CUSUM
         # (no leak against a leak of the current size) ends the condition.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            keep = 1.0 - 1.0 / SIZE_MEMORY
-            w0 = np.where(on, self.wsum[0] * keep + 1.0 / var, self.wsum[0])
-            w1 = np.where(on, self.wsum[1] * keep + r / var, self.wsum[1])
-            self.wsum = np.stack([w0, w1])
-            est_on = np.fmax(w1 / w0, leak0)
-            self.size = np.where(on, np.fmax(est_on, leak0), self.size)
-            llr_back = np.minimum(self.size / var * (self.size / 2 - r), LLR_CAP)
+        keep = 1.0 - 1.0 / SIZE_MEMORY
+        w0 = np.where(on, self.wsum[0] * keep + 1.0 / var, self.wsum[0])
+        w1 = np.where(on, self.wsum[1] * keep + r / var, self.wsum[1])
+        self.wsum = np.array([w0, w1])
+        est_on = np.fmax(w1 / w0, leak0)
+        self.size = np.where(on, np.fmax(est_on, leak0), self.size)
+        llr_back = np.minimum(self.size / var * (self.size / 2 - r), LLR_CAP)
         # As a leak, a repair shows at night: daytime alone takes the reverse CUSUM half way.
         back_cap = np.where(night, np.inf, np.maximum(self.back, H_BACK / 2))
-        self.back = np.where(on, np.clip(self.back + np.nan_to_num(llr_back), 0.0, back_cap),
+        self.back = np.where(on, _clip(self.back + _nan_to_num(llr_back), 0.0, back_cap),
                              self.back)
         end = on & (self.back > H_BACK)
         self.alarm &= ~end
@@ -392,11 +403,10 @@ class Leak:
         self.fast[end] = 0
         self.wsum[:, end] = 0.0
         # Confidence: the evidence in standard errors, less without a pressure drop.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            zp = self.pz[0] / self.pz[1]
-            stat = 1.0 - np.exp(-np.fmax(np.nan_to_num(evidence), 0.0) / 4.0)
-            fast = np.where(self.fast >= FAST_BINS, 0.95, 0.0)
-            support = np.clip(0.9 - 0.1 * np.nan_to_num(zp), 0.7, 1.0)
+        zp = self.pz[0] / self.pz[1]
+        stat = 1.0 - np.exp(-np.fmax(_nan_to_num(evidence), 0.0) / 4.0)
+        fast = np.where(self.fast >= FAST_BINS, 0.95, 0.0)
+        support = _clip(0.9 - 0.1 * _nan_to_num(zp), 0.7, 1.0)
         conf = np.fmax(stat, fast) * support
         self.confidence = np.where(start | on, np.fmax(conf, 0.5), np.nan)
         self._night_lps = np.where(np.isfinite(self.alarm_mnf), self.alarm_mnf,
@@ -409,13 +419,11 @@ class Leak:
             return z
         px = np.where(self.pacc[1] > 0, self.pacc[0] / np.maximum(self.pacc[1], 1), np.nan)
         mu, s, warm = self.pressure.expected(b, weekend)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            zs = (px - mu) / np.fmax(s, 0.01 * np.abs(mu))
+        zs = (px - mu) / np.fmax(s, 0.01 * np.abs(mu))
         ok = warm & np.isfinite(zs)
         n = np.bincount(self.pres_zone, weights=ok, minlength=self.n_zones)
         tot = np.bincount(self.pres_zone, weights=np.where(ok, zs, 0.0), minlength=self.n_zones)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, tot / np.maximum(n, 1), z)
+        return np.where(n > 0, tot / np.maximum(n, 1), z)
 
     def _envelope(self, b: int, weekend: bool) -> np.ndarray:
         """Highest profile + ENVELOPE_Z spreads (at least ENVELOPE_REL above) within
@@ -433,8 +441,12 @@ class Leak:
     def _night_spread(self) -> np.ndarray:
         """Per zone, the 10th percentile of the bins' spreads: the quiet night's."""
         spread = self.flow.spread[:, 0, :]
-        s = np.sort(np.where(np.isnan(spread), np.inf, spread), axis=1)
+        s = np.where(np.isnan(spread), np.inf, spread)
         n = np.sum(np.isfinite(s), axis=1)
+        if len(n) and (n == n[0]).all():  # zones learned alike (the rule): no need to sort
+            s = np.partition(s, n[0] // 10, axis=1)
+        else:
+            s = np.sort(s, axis=1)
         return np.where(n > 0, s[np.arange(len(n)), n // 10], np.nan)
 
     def _night_window(self, b: int, x: np.ndarray, has: np.ndarray) -> np.ndarray:
@@ -448,11 +460,10 @@ class Leak:
         first = np.argmin(window, axis=1)  # first bin of each zone's night window
         inside = ((b - first) % DAY_BINS < NIGHT_BINS) & (days.min(axis=1) >= 1)
         last = (b - first) % DAY_BINS == NIGHT_BINS - 1
-        self.night[0] += np.where(inside & has, np.nan_to_num(x), 0.0)
+        self.night[0] += np.where(inside & has, _nan_to_num(x), 0.0)
         self.night[1] += inside & has
         done = last & (self.night[1] >= NIGHT_BINS // 2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mnf = self.night[0] / self.night[1]
+        mnf = self.night[0] / self.night[1]
         self.mnf = np.where(done, mnf, np.where(last, np.nan, self.mnf))
         self.alarm_mnf = np.where(done & self.alarm, mnf, self.alarm_mnf)
         keep = done & ~self.alarm & (self.cusum < H_SLOW / 2)
@@ -462,9 +473,8 @@ class Leak:
             # Median and MAD of the past nights (once a night: nanmedian is slow).
             n = np.sum(np.isfinite(self.nights), axis=1)
             filled = np.where(n[:, None] > 0, self.nights, 0.0)
-            with np.errstate(invalid="ignore"):
-                median = np.nanmedian(filled, axis=1)
-                mad = 1.4826 * np.nanmedian(np.abs(filled - median[:, None]), axis=1)
+            median = np.nanmedian(filled, axis=1)
+            mad = 1.4826 * np.nanmedian(np.abs(filled - median[:, None]), axis=1)
             self.usual = np.where(n > 0, median, np.nan)
             self.night_mad = np.where(n >= WARM_DAYS, mad, np.inf)
         self.night[:, last] = 0.0

@@ -26,7 +26,7 @@ from anomaly.points import PointTable
 from anomaly.ticks import Tick
 
 DEADBAND = 0.02  # of the lo-hi span: how far back inside a value must come to leave
-TOLERANCE = 0.005  # of the lo-hi span: how far outside a value must go to trip
+TOLERANCE = 0.01  # of the lo-hi span, a class-1 transducer's accuracy: how far outside to trip
 
 
 class Limits:

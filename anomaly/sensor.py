@@ -128,10 +128,12 @@ class SensorFaults:
         spike, score = self._spike(tick, good, v, step)
         self.prev2 = np.where(good, self.prev, self.prev2)
         self.prev = np.where(good, v, self.prev)
-        minutes = (tick.last_ts - self.since) / 60e9
+        # how long it has been stuck, for the message: all NaN on most ticks
+        minutes = (np.where(stuck, (tick.last_ts - self.since) / 60e9, np.nan) if stuck.any()
+                   else self._none_score)
         return [
             Finding("stuck", "tag", stuck, known=good, value=v, limit=k,
-                    details={"minutes": np.where(stuck, minutes, np.nan)},
+                    details={"minutes": minutes},
                     message="{subject} stuck at {value} {unit} for {minutes} min "
                             "({limit} unchanged readings are implausible for it)"),
             Finding("spike", "tag", spike, known=good, value=score,
@@ -201,10 +203,13 @@ class SensorFaults:
                                                         by_hour + a_h * (clipped - by_hour)),
                                         by_hour)
         self.hourly_n[:, hour] = n_h + learn
-        score = np.where(wide & ~jump, self._stray_score, score)
+        if wide is not self._none:  # a tick of many readings each
+            score = np.where(wide & ~jump, self._stray_score, score)
+        spikes = jump | wide
+        if not spikes.any():  # the common case
+            return spikes, score
         # Several tags of a kind jumping at once is the process (a pump trip, a network
         # transient), not a sensor.
-        spikes = jump | wide
         alike = np.bincount(self.kind_id[spikes], minlength=self.kinds)
         return spikes & (alike[self.kind_id] < COMMON), score
 

@@ -208,7 +208,10 @@ class _Sums:
             return
         n = len(self.count)
         self.count += np.bincount(point, minlength=n)
-        self.total += np.bincount(point, weights=value, minlength=n)
+        # Reading by reading, in order (as `_fold`'s bincount from zero): a tick's sum, and
+        # so its mean to the last bit, does not depend on how its readings were cut into
+        # batches (live polls, replay chunks), which live/replay parity needs.
+        np.add.at(self.total, point, value)
         np.minimum.at(self.min, point, value)
         np.maximum.at(self.max, point, value)
         if len(ts) > 1 and np.any(np.diff(ts) < 0):

@@ -99,9 +99,6 @@ class ZoneScore:
 
     def __init__(self, table: PointTable, settings: object | None = None, *,
                  interval: float | None = None) -> None:
-        from river.anomaly import HalfSpaceTrees  # the `ml` extra: only when this detector runs
-
-        self._hst = HalfSpaceTrees
         interval = float(interval if interval is not None
                          else getattr(settings, "interval", 60.0))
         self.period_ns = int(max(PERIOD, interval) * 1e9)
@@ -138,10 +135,14 @@ class ZoneScore:
         self.limit = np.full(n_zones, np.nan)
         self.deviation = np.full(n_zones, np.nan)
         self.known = np.zeros(n_zones, dtype=bool)
-        self.models = [self._model() for _ in range(n_zones)]
+        # Built on a zone's first judged sample: importing river takes seconds, which a
+        # gateway starting up should spend polling.
+        self.models: list[object | None] = [None] * n_zones
 
     def _model(self) -> object:
-        return self._hst(n_trees=N_TREES, height=HEIGHT, window_size=self.window, seed=SEED)
+        from river.anomaly import HalfSpaceTrees  # the `ml` extra: only when this detector runs
+
+        return HalfSpaceTrees(n_trees=N_TREES, height=HEIGHT, window_size=self.window, seed=SEED)
 
     def update(self, tick: Tick) -> list[Finding]:
         period = tick.start_ns // self.period_ns
@@ -191,6 +192,8 @@ class ZoneScore:
                 continue  # the first day teaches the profiles: residuals mean nothing yet
             features = dict(zip(self.names[cols], u[cols].tolist(), strict=True))
             model = self.models[k]
+            if model is None:
+                model = self.models[k] = self._model()
             score = float(model.score_one(features))  # type: ignore[attr-defined]
             model.learn_one(features)  # type: ignore[attr-defined]
             if self.samples[k] <= 2 * self.window:

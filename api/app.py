@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import alarms, health, history, metrics, points
+from api import alarms, auth, health, history, metrics, points
 from api.auth import AUTH_PROBLEMS, OPERATOR, PUBLIC, VIEWER, Access, Guard
 from api.context import ApiContext, StatusSource
 from api.models import Problem
@@ -50,6 +50,7 @@ Every route but `health` needs `Authorization: Bearer <token>` (`scadawatch toke
 # "GET /alarms/stream": Access("viewer", query_token=True).
 ACCESS: dict[str, Access] = {
     "GET /health": PUBLIC,
+    "GET /auth/me": VIEWER,
     "GET /points": VIEWER,
     "GET /latest": VIEWER,
     "GET /history": VIEWER,
@@ -103,6 +104,8 @@ def create_app(site: Site, historian: HistorianReader, status: StatusSource, *,
     guard = Guard(TokenStore(site.site.data_dir), ACCESS, PREFIX)
     guarded, problems = guard.dependencies, PROBLEMS | AUTH_PROBLEMS
     app.include_router(health.router, prefix=PREFIX)
+    app.include_router(auth.router, prefix=PREFIX, responses=AUTH_PROBLEMS,
+                       dependencies=guarded)
     app.include_router(points.router, prefix=PREFIX, responses=problems, dependencies=guarded)
     app.include_router(history.router, prefix=PREFIX, responses=problems, dependencies=guarded)
     app.include_router(alarms.router, prefix=PREFIX, responses=problems, dependencies=guarded)

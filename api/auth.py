@@ -14,12 +14,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.models import Problem
+from api.models import Me, Problem
 from gateway.tokens import Role, Token, TokenStore, outranks
 
 log = logging.getLogger(__name__)
@@ -133,3 +133,13 @@ def caller(request: Request) -> Token:
 
 
 Caller = Annotated[Token, Depends(caller)]  # the token of a guarded route's request
+
+
+router = APIRouter()
+
+
+@router.get("/auth/me", response_model=Me, summary="Whose token this is and its role")
+def me(token: Caller) -> Me:
+    """The caller's token name, role and expiry: a cheap call for a client (the page) to learn
+    what it may do before it offers it."""
+    return Me(name=token.name, role=token.role, expires=token.expires)

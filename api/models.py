@@ -11,6 +11,7 @@ from anomaly.alarms import Priority
 from anomaly.batch import Quality
 from gateway.alarm_store import State
 from gateway.config import PointKind
+from gateway.tokens import Role
 
 QualityName = Literal["good", "uncertain", "bad"]
 Overall = Literal["ok", "degraded", "down"]
@@ -23,6 +24,14 @@ class Problem(BaseModel):
     """Every 4xx answer: what was wrong, naming the parameter (`start: '-1x' is not a time...`)."""
 
     detail: str
+
+
+class Me(BaseModel):
+    """Whose token this is and what it may do: the page hides the actions it may not take."""
+
+    name: str
+    role: Role
+    expires: str | None = Field(description="ISO 8601 UTC; null: never")
 
 
 class DeviceHealth(BaseModel):
@@ -161,6 +170,7 @@ class Alarm(BaseModel):
     priority: PriorityName
     message: str
     value: float | None
+    limit: float | None = Field(None, description="the limit the value passed, if any")
     details: dict[str, float]
     state: AlarmStateName
     active: bool

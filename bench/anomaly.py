@@ -100,7 +100,7 @@ events = []
 SCENARIOS = (("water", "normal"), ("water", "leak"), ("water", "small-leaks"),
              ("water", "sensor-faults"), ("water", "comms-faults"), ("grid", "normal"),
              ("grid", "grid-events"), ("grid", "sensor-faults"))
-QUICK = (("water", "normal"), ("water", "sensor-faults"))
+QUICK = (("water", "sensor-faults"),)
 
 
 def exported(cache: Path, site: str, scenario: str, seed: int, days: float) -> Path:
@@ -416,16 +416,16 @@ def print_speed(speed: Speed) -> None:
         if name.startswith("engine") and hst:
             print(f"  {'ratio ' + name + ' / river':62}"
                   f"{speed.rate(name) / speed.rate(hst):>12.2f}")
-    best = max((n for n in names if n.startswith("engine, wide")), key=speed.rate, default=None)
-    if best:
-        print(f"  {'aim 1,000,000 tag-samples/s; ' + best + ' reaches':62}"
-              f"{speed.rate(best) / AIM:>12.2f} of it")
+    for name in names:
+        if name.startswith("engine, wide"):
+            print(f"  {'share of the aim (1,000,000/s), ' + name:62}"
+                  f"{speed.rate(name) / AIM:>12.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help="CI smoke: water normal and sensor-faults, 3 days, one seed, 4 copies")
+                   help="smoke run: water sensor-faults, 2 days, one seed, 4 copies")
     p.add_argument("--seeds", default=",".join(map(str, EVALUATION_SEEDS)),
                    help="evaluation seeds, comma-separated (never the tuning seeds 1-3)")
     p.add_argument("--days", type=float, default=7.0)
@@ -441,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.error(f"--seeds: {used} tuned the detectors; evaluate on other seeds (e.g. 101)")
     scenarios, days, copies = SCENARIOS, args.days, args.wide
     if args.quick:
-        scenarios, days, copies, seeds = QUICK, min(days, 3.0), min(copies, 4), seeds[:1]
+        scenarios, days, copies, seeds = QUICK, min(days, 2.0), min(copies, 4), seeds[:1]
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     print(f"evaluation seeds {seeds} (tuning seeds {list(TUNING_SEEDS)} are never used here), "
@@ -452,11 +452,14 @@ def main(argv: Sequence[str] | None = None) -> None:
           "alarm at a label's location detects it). recall per label kind; delay: median "
           "over detected labels; anom: anomaly labels (pump trip, noise) any alarm found")
     speed = Speed()
+    water: Path | None = None  # a water recording to tile into the wide site
     for site_name, scenario in scenarios:
         dirs = [exported(cache, site_name, scenario, s, days) for s in seeds]
+        if site_name == "water" and (water is None or scenario == "normal"):
+            water = dirs[0]
         name = f"{site_name} {scenario}"
         print_scenario(name, len(dirs), scenario_runs(name, dirs, speed))
-    wide(exported(cache, "water", "normal", seeds[0], days), copies, speed)
+    wide(water or exported(cache, "water", "normal", seeds[0], days), copies, speed)
     print_speed(speed)
 
 

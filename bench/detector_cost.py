@@ -23,12 +23,16 @@ from anomaly.ticks import Tick
 S = 10**9
 KINDS = ("flow", "pressure", "pressure", "pressure", "level", "status", "flow", "pressure",
          "current", "voltage")
+# Flows in L/s, so that the leak detector judges the zones (it skips a zone in unknown units).
+UNITS = {"flow": "L/s", "pressure": "m", "level": "m", "status": "", "current": "A",
+         "voltage": "kV"}
 
 
 def site(n: int) -> PointTable:
-    return PointTable([PointInfo(f"z{i // 50}.p{i}", KINDS[i % 10], "u", zone=f"z{i // 50}",
-                                 role="inflow" if i % 50 == 0 else None, lo=0.0, hi=100.0,
-                                 device=f"rtu{i // 10}") for i in range(n)])
+    return PointTable([PointInfo(f"z{i // 50}.p{i}", KINDS[i % 10], UNITS[KINDS[i % 10]],
+                                 zone=f"z{i // 50}", role="inflow" if i % 50 == 0 else None,
+                                 lo=0.0, hi=100.0, device=f"rtu{i // 10}")
+                       for i in range(n)])
 
 
 def ticks(n: int, count: int, sparse: bool) -> list[Tick]:

@@ -4,7 +4,8 @@ Starts loopback pymodbus servers (`bench.modbus.Servers`, a separate process), w
 file with `--devices` x `--points` float32 polled every `--interval` s, runs
 `scadawatch run --config` as a child process and prints, after `--warmup` seconds, its
 resident memory (VmRSS, and the peak VmHWM) and CPU share over `--seconds`, and the time
-from start to the first stored reading.
+from start to the first stored reading. `run(quick)` gives `python -m bench` its rows in EMQX
+Neuron's format (tags x poll interval -> RSS, CPU %) beside Neuron's published figures.
 
     python -m bench.footprint [--devices 4] [--points 100] [--interval 1] [--seconds 30]
 """
@@ -24,6 +25,7 @@ import httpx
 import tomli_w
 
 from bench.modbus import Servers, cpu_seconds
+from bench.table import Row
 from gateway.tokens import TokenStore
 from scadawatch.demo import free_port
 
@@ -34,17 +36,98 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
 
 
-def site_file(tmp: Path, ports: list[int], points: int, interval: float, api_port: int) -> Path:
+def site_file(tmp: Path, ports: list[int], points: int, interval: float, api_port: int,
+              hi: float | None = None, **extra: dict) -> Path:
+    """A site of `points` float32 per server port, each with limit `hi` if given; `extra`:
+    more top-level sections."""
     devices = [{"name": f"plc{i}", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": p,
                 "unit": 1, "poll_interval": interval} for i, p in enumerate(ports)]
     pts = [{"tag": f"plc{i}.f{k}", "device": f"plc{i}", "kind": "flow", "unit": "L/s",
-            "address": 2 * k, "type": "float32"} for i in range(len(ports))
-           for k in range(points)]
+            "address": 2 * k, "type": "float32"} | ({} if hi is None else {"hi": hi})
+           for i in range(len(ports)) for k in range(points)]
     doc = {"site": {"name": "footprint", "data_dir": str(tmp / "data")},
-           "api": {"host": "127.0.0.1", "port": api_port}, "devices": devices, "points": pts}
+           "api": {"host": "127.0.0.1", "port": api_port}, "devices": devices, "points": pts,
+           **extra}
     path = tmp / "site.toml"
     path.write_text(tomli_w.dumps(doc))
     return path
+
+
+def start(config: Path, api_port: int, token: str, limit: float = 120.0
+          ) -> tuple[subprocess.Popen, float | None]:
+    """`scadawatch run --config` as a child; seconds until plc0.f0 is stored (None: not
+    within `limit`)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "scadawatch", "run", "--config",
+                             str(config)], stderr=subprocess.DEVNULL)
+    while time.perf_counter() < t0 + limit and proc.poll() is None:
+        try:
+            latest = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/latest",
+                               params={"tag": "plc0.f0"}, timeout=1,
+                               headers={"Authorization": f"Bearer {token}"}).json()
+            if latest["readings"][0]["value"] is not None:
+                return proc, time.perf_counter() - t0
+        except (httpx.TransportError, KeyError, IndexError, ValueError):
+            pass
+        time.sleep(0.05)
+    return proc, None
+
+
+def measure(devices: int, points: int, interval: float, warmup: float, seconds: float
+            ) -> dict[str, float | None]:
+    """RSS (MB, and peak), CPU share and cold start (s) of `scadawatch run` polling
+    `devices` x `points` float32 every `interval` s."""
+    servers = Servers(devices, points)
+    api_port = free_port()
+    try:
+        with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
+            config = site_file(Path(tmp), servers.ports, points, interval, api_port)
+            _, token = TokenStore(Path(tmp) / "data").create("viewer")
+            proc, first = start(config, api_port, token)
+            try:
+                time.sleep(warmup)
+                cpu0, w0 = cpu_seconds(proc.pid), time.perf_counter()
+                time.sleep(seconds)
+                cpu = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - w0)
+                rss, peak = rss_mb(proc.pid)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+    finally:
+        servers.stop()
+    return {"rss": rss, "peak": peak, "cpu": cpu, "first": first}
+
+
+# EMQX Neuron's published footprint (4-core Xeon), in its format: tags @ 1 s -> RSS MB, CPU %.
+NEURON = {10_000: (199, 3), 100_000: (497, 30)}
+LOADS = ((4, 250, 0.1), (4, 2500, 1.0), (20, 2500, 1.0))  # devices, points each, interval
+
+
+def neuron(n: int, interval: float) -> tuple[str, float | None]:
+    """Neuron's figure beside `n` tags @ `interval`, and the key of an exact match."""
+    published = "; ".join(f"{k:,} @ 1 s: {mb} MB, {cpu} %" for k, (mb, cpu) in NEURON.items())
+    if interval == 1.0 and n in NEURON:
+        return f"EMQX Neuron {n:,} @ 1 s: {NEURON[n][0]} MB, {NEURON[n][1]} %", NEURON[n][0]
+    return f"EMQX Neuron (none at this load; 4-core Xeon): {published}", None
+
+
+def run(quick: bool) -> list[Row]:
+    """Neuron's format: tags x poll interval -> RSS and CPU, and cold start; the ratio is
+    RSS over Neuron's where it published the same load."""
+    loads, warmup, seconds = (LOADS[:1], 3.0, 5.0) if quick else (LOADS, 10.0, 20.0)
+    rows = []
+    for devices, points, interval in loads:
+        n = devices * points
+        m = measure(devices, points, interval, warmup, seconds)
+        first = "n/a" if m["first"] is None else f"{m['first']:.1f} s"
+        peer, mb = neuron(n, interval)
+        rows.append(Row(f"footprint of `scadawatch run`: {n:,} tags @ {interval * 1000:g} ms",
+                        f"{m['rss']:.0f} MB RSS, {m['cpu']:.1%} CPU, first stored reading "
+                        f"{first} after start", peer,
+                        None if mb is None else m["rss"] / mb,  # type: ignore[operator]
+                        f"python -m bench.footprint --devices {devices} --points "
+                        f"{points} --interval {interval:g}"))
+    return rows
 
 
 def main() -> None:
@@ -55,43 +138,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=10.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     args = ap.parse_args()
-    servers = Servers(args.devices, args.points)
-    api_port = free_port()
-    try:
-        with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
-            config = site_file(Path(tmp), servers.ports, args.points, args.interval, api_port)
-            _, token = TokenStore(Path(tmp) / "data").create("viewer")
-            t0 = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "scadawatch", "run", "--config",
-                                     str(config)], stderr=subprocess.DEVNULL)
-            first = None
-            deadline = t0 + 120
-            while first is None and time.perf_counter() < deadline:
-                try:
-                    latest = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/latest",
-                                       params={"tag": "plc0.f0"}, timeout=1,
-                                       headers={"Authorization": f"Bearer {token}"}).json()
-                    if latest["readings"][0]["value"] is not None:
-                        first = time.perf_counter() - t0
-                except (httpx.TransportError, KeyError, IndexError, ValueError):
-                    pass
-                time.sleep(0.05)
-            time.sleep(args.warmup)
-            cpu0, w0 = cpu_seconds(proc.pid), time.perf_counter()
-            time.sleep(args.seconds)
-            cpu = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - w0)
-            rss, peak = rss_mb(proc.pid)
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-        n = args.devices * args.points
-        first_text = "n/a" if first is None else f"{first:.1f} s"
-        print(f"scadawatch run: {n:,} points ({args.devices} devices) every {args.interval:g} s"
-              f" = {n / args.interval:,.0f} readings/s, {os.cpu_count()} CPUs")
-        print(f"  RSS {rss:.0f} MB (peak {peak:.0f} MB)   CPU {cpu:.1%} of a core   "
-              f"cold start to first stored reading {first_text}")
-    finally:
-        servers.stop()
-
+    m = measure(args.devices, args.points, args.interval, args.warmup, args.seconds)
+    n = args.devices * args.points
+    first_text = "n/a" if m["first"] is None else f"{m['first']:.1f} s"
+    print(f"scadawatch run: {n:,} points ({args.devices} devices) every {args.interval:g} s"
+          f" = {n / args.interval:,.0f} readings/s, {os.cpu_count()} CPUs")
+    print(f"  RSS {m['rss']:.0f} MB (peak {m['peak']:.0f} MB)   CPU {m['cpu']:.1%} of a core   "
+          f"cold start to first stored reading {first_text}")
 
 if __name__ == "__main__":
     main()

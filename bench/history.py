@@ -2,7 +2,7 @@
 days) in 1-minute buckets over the whole range, a raw history of 10k readings, and the latest
 value of 50,000 tags.
 
-    python -m bench.history [--rows 1000000]
+    python -m bench.history [--rows 1000000] [--influx]
 """
 
 from __future__ import annotations
@@ -12,13 +12,20 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import urllib3
 
 from anomaly.batch import Batch
+from bench.influx import server
+from bench.table import Row
+from gateway.config import HistorianSection, Point, Site, SiteSection
 from gateway.historian import EmbeddedHistorian
+from gateway.influx import InfluxSink
+from gateway.influx_reader import InfluxReader
+from gateway.status import SinkStatus
 
 SECOND = 1_000_000_000
 START = 1_767_225_600 * SECOND  # 2026-01-01T00:00:00Z
@@ -45,15 +52,67 @@ def chunk_count(h: EmbeddedHistorian) -> str:
     return f"{chunks} chunks + {fresh} fresh rows"
 
 
+def one_tag_entries(rows: int, per_store: int = STORE_ROWS) -> Iterator[tuple[int, Batch]]:
+    """Spool entries of one tag (point 0) read once a second from START: `rows` readings."""
+    rng = np.random.default_rng(1)
+    for seq, i in enumerate(range(0, rows, per_store), start=1):
+        n = min(per_store, rows - i)
+        ts = START + (i + np.arange(n, dtype=np.int64)) * SECOND
+        yield seq, Batch.of(source_ts=ts, point=np.zeros(n), value=rng.normal(100, 5, n),
+                            quality=0)
+
+
+def embedded_vs_influx(tmp: Path, rows: int, url: str) -> tuple[float, float]:
+    """Median wall ms of the 1-minute buckets over all of one tag's `rows` readings: the
+    embedded historian (compacted), and InfluxDB at `url` through `InfluxReader`."""
+    h = EmbeddedHistorian(tmp / "one.sqlite", ["flow"])
+    for entry in one_tag_entries(rows):
+        h.store([entry])
+    while h.compact(full=True):
+        pass
+    end = START + rows * SECOND
+    embedded = _wall_ms(lambda: h.buckets("flow", START, end, 60 * SECOND))
+    h.close()
+    site = Site(site=SiteSection(name="bench", data_dir=tmp), points=[Point(tag="flow")],
+                historian=HistorianSection(kind="influxdb", api="v1", url=url,
+                                           database="history", timeout=120))
+    urllib3.request("POST", f"{url}/query", fields={"q": 'CREATE DATABASE "history"'})
+    sink = InfluxSink(site, None, SinkStatus("influxdb"))  # type: ignore[arg-type]
+    for entry in one_tag_entries(rows, 100_000):
+        sink.store([entry])
+    sink.close()
+    reader = InfluxReader(site)
+    influx = _wall_ms(lambda: reader.buckets("flow", START, end, 60 * SECOND))
+    reader.close()
+    return embedded, influx
+
+
+def _wall_ms(fn: Callable[[], object], runs: int = 5) -> float:
+    fn()
+    walls = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        walls.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(walls)
+
+
+def run(quick: bool, url: str) -> list[Row]:
+    """1-minute buckets over one tag: the embedded historian beside InfluxDB at `url`."""
+    rows = 100_000 if quick else 1_000_000
+    with tempfile.TemporaryDirectory() as tmp:
+        embedded, influx = embedded_vs_influx(Path(tmp), rows, url)
+    return [Row(f"history query, one tag with {rows:,} readings, 1-minute buckets "
+                f"({rows // 60:,}), median wall time", f"embedded: {embedded:,.1f} ms",
+                f"InfluxDB 1.6 via InfluxReader: {influx:,.0f} ms", embedded / influx,
+                f"python -m bench.history --rows {rows} --influx")]
+
+
 def one_tag(path: Path, rows: int) -> None:
     h = EmbeddedHistorian(path, ["flow"])
-    rng = np.random.default_rng(1)
     began = time.perf_counter()
-    for seq, i in enumerate(range(0, rows, STORE_ROWS), start=1):
-        n = min(STORE_ROWS, rows - i)
-        ts = START + (i + np.arange(n, dtype=np.int64)) * SECOND
-        h.store([(seq, Batch.of(source_ts=ts, point=np.zeros(n), value=rng.normal(100, 5, n),
-                                quality=0))])
+    for entry in one_tag_entries(rows):
+        h.store([entry])
     stored = time.perf_counter() - began
     print(f"one tag, {rows:,} readings stored in {stored:.1f} s "
           f"({rows / stored:,.0f} readings/s, {STORE_ROWS} per store)")
@@ -88,10 +147,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--tags", type=int, default=50_000)
+    p.add_argument("--influx", action="store_true",
+                   help="also the buckets query on InfluxDB (starts Debian's influxd)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         one_tag(Path(tmp) / "one.sqlite", args.rows)
         many_tags(Path(tmp) / "many.sqlite", args.tags)
+    if args.influx:
+        with server(None) as url, tempfile.TemporaryDirectory() as tmp:
+            embedded, influx = embedded_vs_influx(Path(tmp), args.rows, url)
+        print(f"buckets(1 min) over {args.rows:,} readings: embedded {embedded:.1f} ms, "
+              f"InfluxDB {influx:.1f} ms (InfluxReader; median wall of 5)")
     print(f"({os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f})")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import urllib3
 
 from anomaly.batch import Batch
+from bench.table import Row
 from gateway.config import HistorianSection, Point, Site, SiteSection
 from gateway.influx import InfluxSink, line_protocol, series_prefixes
 from gateway.status import SinkStatus
@@ -69,6 +70,49 @@ def raw_ceiling(http: urllib3.PoolManager, url: str, bodies: list[bytes]) -> flo
     return time.perf_counter() - t
 
 
+def measure(url: str, n: int, tags: int, gzip: bool = True) -> tuple[float, float]:
+    """Points/s of the bare POST loop and of the sink, `n` readings of `tags` tags."""
+    points = [Point(tag=f"T{i:05d}", device=f"dev{i // 2500:02d}", kind="flow", unit="m3/h",
+                    zone=f"z{i % 7}") for i in range(tags)]
+    batch = readings(tags, n)
+    http = urllib3.PoolManager(retries=False, timeout=60)
+    for db in ("raw", "sink"):
+        create(http, url, db)
+    h = HistorianSection(kind="influxdb", api="v1", url=url, database="sink",
+                         batch_size=BATCH_LINES, max_rate=1e12, gzip=gzip)
+    with tempfile.TemporaryDirectory() as tmp:
+        site = Site(site=SiteSection(name="bench", data_dir=Path(tmp)), historian=h,
+                    points=points)
+        lines = line_protocol(series_prefixes(site), batch)
+        bodies = ["\n".join(lines[a : a + BATCH_LINES]).encode()
+                  for a in range(0, len(lines), BATCH_LINES)]
+        # Creating a series costs InfluxDB far more than a point: both databases get
+        # every series before the clock starts, as a running site has them.
+        warm = len(bodies) * tags // len(batch) + 1
+        raw_ceiling(http, url, bodies[:warm])
+        sink = InfluxSink(site, None, SinkStatus("influxdb"))  # type: ignore[arg-type]
+        sink.store([(0, batch.take(np.arange(warm * BATCH_LINES)))])
+        raw = raw_ceiling(http, url, bodies)
+
+        entries = [(i + 1, batch.take(np.arange(a, min(a + STORE_ROWS, len(batch)))))
+                   for i, a in enumerate(range(0, len(batch), STORE_ROWS))]
+        t = time.perf_counter()
+        for entry in entries:
+            sink.store([entry])
+        through_sink = time.perf_counter() - t
+        sink.close()
+    return n / raw, n / through_sink
+
+
+def run(quick: bool, url: str) -> list[Row]:
+    """The sink's points/s beside the bare POST loop, on the InfluxDB at `url`."""
+    n, tags = (200_000, 10_000) if quick else (1_000_000, 50_000)
+    raw, ours = measure(url, n, tags)
+    return [Row(f"InfluxDB sink (1.6, {tags:,} series, {BATCH_LINES:,}-line gzip requests)",
+                f"{ours:,.0f} points/s", f"bare POST loop of pre-built lines: {raw:,.0f}/s",
+                ours / raw, f"python -m bench.influx --readings {n} --tags {tags}")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="an InfluxDB 1.x without auth (default: start one)")
@@ -76,44 +120,13 @@ def main() -> None:
     parser.add_argument("--tags", type=int, default=50_000)
     parser.add_argument("--no-gzip", action="store_true")
     args = parser.parse_args()
-
-    points = [Point(tag=f"T{i:05d}", device=f"dev{i // 2500:02d}", kind="flow", unit="m3/h",
-                    zone=f"z{i % 7}") for i in range(args.tags)]
-    batch = readings(args.tags, args.readings)
     with server(args.url) as url:
-        http = urllib3.PoolManager(retries=False, timeout=60)
-        for db in ("raw", "sink"):
-            create(http, url, db)
-        h = HistorianSection(kind="influxdb", api="v1", url=url, database="sink",
-                             batch_size=BATCH_LINES, max_rate=1e12, gzip=not args.no_gzip)
-        with tempfile.TemporaryDirectory() as tmp:
-            site = Site(site=SiteSection(name="bench", data_dir=Path(tmp)), historian=h,
-                        points=points)
-            lines = line_protocol(series_prefixes(site), batch)
-            bodies = ["\n".join(lines[a : a + BATCH_LINES]).encode()
-                      for a in range(0, len(lines), BATCH_LINES)]
-            # Creating a series costs InfluxDB far more than a point: both databases get
-            # every series before the clock starts, as a running site has them.
-            warm = len(bodies) * args.tags // len(batch) + 1
-            raw_ceiling(http, url, bodies[:warm])
-            sink = InfluxSink(site, None, SinkStatus("influxdb"))  # type: ignore[arg-type]
-            sink.store([(0, batch.take(np.arange(warm * BATCH_LINES)))])
-            raw = raw_ceiling(http, url, bodies)
-
-            entries = [(i + 1, batch.take(np.arange(a, min(a + STORE_ROWS, len(batch)))))
-                       for i, a in enumerate(range(0, len(batch), STORE_ROWS))]
-            t = time.perf_counter()
-            for entry in entries:
-                sink.store([entry])
-            through_sink = time.perf_counter() - t
-            sink.close()
-    n = len(batch)
-    print(f"readings: {n:,} of {args.tags:,} tags; {BATCH_LINES:,} lines a request; "
+        raw, ours = measure(url, args.readings, args.tags, gzip=not args.no_gzip)
+    print(f"readings: {args.readings:,} of {args.tags:,} tags; {BATCH_LINES:,} lines a request; "
           f"gzip {'off' if args.no_gzip else 'on (level 1)'}")
-    print(f"raw ceiling (bare POST loop, pre-built lines): {n / raw:12,.0f} points/s")
-    print(f"through the sink (columns -> lines -> POST):   {n / through_sink:12,.0f} points/s")
-    print(f"ratio: {raw / through_sink:.2f}")
-
+    print(f"raw ceiling (bare POST loop, pre-built lines): {raw:12,.0f} points/s")
+    print(f"through the sink (columns -> lines -> POST):   {ours:12,.0f} points/s")
+    print(f"ratio: {ours / raw:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from urllib.parse import urlencode
 
 import numpy as np
@@ -190,6 +191,55 @@ def writer(h: HistorianSection) -> _Writer:
     return _V2Writer(h) if h.api == "v2" else _V1Writer(h)
 
 
+class LineWriter:
+    """Writes lines of protocol to InfluxDB (gzipped when `[historian] gzip`); what InfluxDB
+    refuses (another 4xx) is isolated by halving and quarantined to `quarantine` (logged,
+    counted in `status`) while the rest is written. Raises InfluxUnavailable or
+    InfluxRejected: the caller retries from its own cursor. Shared by the readings sink and
+    the alarms writer (gateway.influx_alarms)."""
+
+    def __init__(self, h: HistorianSection, status: SinkStatus, quarantine: Path) -> None:
+        self.settings = h
+        self.status = status
+        self.quarantine = quarantine
+        self.writer = writer(h)
+
+    def probe(self) -> None:
+        """Write nothing, which checks reachability, credentials and the database/bucket."""
+        try:
+            self.writer.post(gzip.compress(b"", 1) if self.settings.gzip else b"")
+        except _LinesRefused as e:
+            # An empty body is refused by some servers; what matters is it got past auth.
+            log.debug("event=influx_probe status=%s", e)
+
+    def encode(self, lines: list[str]) -> bytes:
+        body = "\n".join(lines).encode()
+        return gzip.compress(body, 1) if self.settings.gzip else body
+
+    def send(self, lines: list[str], body: bytes | None = None) -> None:
+        """Write `lines` (`body`: already encoded)."""
+        try:
+            self.writer.post(self.encode(lines) if body is None else body)
+        except _LinesRefused as e:
+            if len(lines) == 1:
+                self._quarantine(lines, e.reason)
+                return
+            half = len(lines) // 2
+            self.send(lines[:half])
+            self.send(lines[half:])
+
+    def _quarantine(self, lines: list[str], reason: str) -> None:
+        self.status.quarantined_total += len(lines)
+        log.error("event=influx_quarantined sink=%s lines=%d reason=%r file=%s first=%r",
+                  self.status.name, len(lines), reason, self.quarantine, lines[0][:200])
+        self.quarantine.parent.mkdir(parents=True, exist_ok=True)
+        with self.quarantine.open("a", encoding="utf-8") as f:
+            f.write(f"# {reason}\n" + "\n".join(lines) + "\n")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class InfluxSink:
     """A spool sink (`name`, `cursor`, `store`) writing to InfluxDB, drained by
     `gateway.catchup` (live lane first when behind, backlog paced to `max_rate`).
@@ -206,11 +256,11 @@ class InfluxSink:
         self.settings = site.historian
         self.spool = spool
         self.status = status
-        self.quarantine = site.site.data_dir / "influxdb-quarantine.lp"
         self.site = site
         self.prefixes = series_prefixes(site)
         self._generation_prefixes: dict[int, np.ndarray] = {}  # PointList.first_seq -> ...
-        self.writer = writer(self.settings)
+        self.lines = LineWriter(self.settings, status,
+                                site.site.data_dir / "influxdb-quarantine.lp")
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="influx-write")
         self._next_slot = time.monotonic()
 
@@ -218,12 +268,7 @@ class InfluxSink:
         return self.spool.acked(self.name)
 
     def probe(self) -> None:
-        """Write nothing, which checks reachability, credentials and the database/bucket."""
-        try:
-            self.writer.post(gzip.compress(b"", 1) if self.settings.gzip else b"")
-        except _LinesRefused as e:
-            # An empty body is refused by some servers; what matters is it got past auth.
-            log.debug("event=influx_probe status=%s", e)
+        self.lines.probe()
 
     def store(self, entries: list[tuple[int, Batch]], points: PointList | None = None, *,
               paced: bool = True) -> None:
@@ -240,12 +285,12 @@ class InfluxSink:
         try:
             for a in range(0, len(batch), size):
                 lines = line_protocol(prefixes, batch.take(slice(a, a + size)))
-                body = self._encode(lines)
+                body = self.lines.encode(lines)
                 if paced:
                     self._pace(len(lines))
                 if pending is not None:
                     pending.result()
-                pending = self._pool.submit(self._send, lines, body)
+                pending = self._pool.submit(self.lines.send, lines, body)
         except BaseException:
             if pending is not None:  # no write may outlive the store that failed
                 wait([pending])
@@ -262,10 +307,6 @@ class InfluxSink:
                 self.site, points.points)
         return prefixes
 
-    def _encode(self, lines: list[str]) -> bytes:
-        body = "\n".join(lines).encode()
-        return gzip.compress(body, 1) if self.settings.gzip else body
-
     def _pace(self, n: int) -> None:
         """Hold each write until its slot: at most `max_rate` readings per second on average."""
         now = time.monotonic()
@@ -274,26 +315,6 @@ class InfluxSink:
         if wait > 0:
             time.sleep(wait)
 
-    def _send(self, lines: list[str], body: bytes | None = None) -> None:
-        try:
-            self.writer.post(self._encode(lines) if body is None else body)
-        except _LinesRefused as e:
-            if len(lines) == 1:
-                self._quarantine(lines, e.reason)
-                return
-            half = len(lines) // 2
-            self._send(lines[:half])
-            self._send(lines[half:])
-
-    def _quarantine(self, lines: list[str], reason: str) -> None:
-        self.status.quarantined_total += len(lines)
-        log.error("event=influx_quarantined readings=%d reason=%r file=%s first=%r",
-                  len(lines), reason, self.quarantine, lines[0][:200])
-        self.quarantine.parent.mkdir(parents=True, exist_ok=True)
-        with self.quarantine.open("a", encoding="utf-8") as f:
-            f.write(f"# {reason}\n" + "\n".join(lines) + "\n")
-
     def close(self) -> None:
         self._pool.shutdown()
-        self.writer.close()
-
+        self.lines.close()

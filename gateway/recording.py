@@ -1,16 +1,19 @@
 """Recordings: DESIGN.md's wide CSV of readings, read into `Batch`es in chunks, and written.
 
 A recording is `timestamp` (ISO 8601; naive means UTC, offsets accepted) then one column per
-tag; an empty cell is a missing reading (no reading at all, not a bad one). `nan` and `inf`
-cells are skipped as missing and counted. Everything else that is not a number is an error
-naming the row (as a spreadsheet shows it: the header is row 1) and the column, as are an
-unknown column, rows out of time order and repeated timestamps.
+tag; an empty cell is a missing reading (no reading at all), a `nan` (or `inf`) cell a bad
+reading (a read that failed: no value; counted). The engine tells the two apart as it does
+live (process detectors ignore both, but `comms` takes a failed read as an outage at once and
+silence only after missed readings), so the gateway's recordings write its bad and uncertain
+readings as `nan`, and a replay of what it stored gives its live alarms. Everything else that
+is not a number is an error naming the row (as a spreadsheet shows it: the header is row 1)
+and the column, as are an unknown column, rows out of time order and repeated timestamps.
 
 Files of hundreds of MB are read in chunks of lines, parsed by numpy's C CSV parser (no
 Python object per cell); a chunk that the fast path cannot take as is (an irregular row, a
-time offset, a bad cell) is parsed again row by row, which either reads it or finds the
-row and column at fault. `.csv.gz` files and `scadawatch simulate --export` directories
-(their `readings.csv`) are read too.
+time offset, a cell that is not a number) is parsed again row by row, which either reads it
+or finds the row and column at fault. `.csv.gz` files and `scadawatch simulate --export`
+directories (their `readings.csv`) are read too.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ _STAMP_WIDTH = 48  # longest timestamp the fast path holds; longer ones go row b
 _GZIP_MAGIC = b"\x1f\x8b"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROW_FORMAT_NAN = re.compile(r"(?<=,)nan(?=,|$)", re.MULTILINE)
+_ROW_FORMAT_INF = re.compile(r"(?<=,)inf(?=,|$)", re.MULTILINE)
 
 
 class RecordingError(ValueError):
@@ -60,7 +64,7 @@ class ReadStats:
     cells: int = 0  # rows x tag columns: the tag-samples of the recording
     readings: int = 0  # cells with a finite value
     empty: int = 0  # empty cells: no reading
-    skipped: int = 0  # nan / inf cells, skipped as missing
+    bad: int = 0  # nan / inf cells: bad readings (a failed read, no value)
     first_ns: int | None = None
     last_ns: int | None = None
 
@@ -85,7 +89,8 @@ def close_matches(word: str, choices: Sequence[str], n: int = 3) -> str:
 
 
 class RecordingReader:
-    """Batches of good readings from a recording, one per chunk of rows, in time order.
+    """Batches of readings from a recording, one per chunk of rows, in time order: good ones,
+    and bad ones (quality BAD, value NaN) for `nan` / `inf` cells.
 
     `point` in each batch indexes `tags`, the site's tags; a recording may hold fewer of them,
     never others (`tags` None: the recording's own columns). Iterate once; `stats` counts as
@@ -187,46 +192,48 @@ class RecordingReader:
                 lines[-1] += "\n"
             first = self._row + 1
             self._row += len(lines)
-            rows, ts, values = self._parse(lines, first)
+            rows, ts, values, empty = self._parse(lines, first)
             if len(ts) == 0:
                 continue
             self._check_order(rows, ts)
-            yield self._batch(ts, values)
+            yield self._batch(ts, values, empty)
         if self.stats.rows == 0:
             raise RecordingError(self.path, "no readings: the file has a header and no rows")
 
     # --- parsing -------------------------------------------------------------------------
 
-    def _parse(self, lines: list[str], first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(row numbers, int64 ns, values rows x columns) of a chunk, counting cells."""
+    def _parse(self, lines: list[str], first: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(row numbers, int64 ns, values rows x columns, which cells are empty) of a chunk,
+        counting cells."""
         parsed = self._fast(lines)
         if parsed is None:
             return self._slow(lines, first)
         stamps, values, empty = parsed
         ts = self._stamps(stamps, first)
-        bad = ~np.isfinite(values)
-        self._count(len(ts), int(np.count_nonzero(bad)) - empty, empty)
-        return np.arange(first, first + len(ts)), ts, values
+        self._count(len(ts), int(np.count_nonzero(empty)))
+        return np.arange(first, first + len(ts)), ts, values, empty
 
-    def _fast(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """(timestamp strings, values, empty cells) via numpy's C parser; None when the chunk
-        needs the row-by-row path (a bad or irregular row, a blank line)."""
-        empty = 0
+    def _fast(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(timestamp strings, values, which cells are empty) via numpy's C parser; None when
+        the chunk needs the row-by-row path (a bad or irregular row, a blank line)."""
         try:
             rec = self._loadtxt(lines)
+            empty = np.zeros(rec["v"].shape, dtype=bool)
         except ValueError as e:
             if "string ''" not in str(e):
                 return None
             # Empty cells (missing readings) read as NaN; each adds exactly "nan".
             text = "".join(lines)
-            before = len(text)
-            for gap, filled in ((",,", ",nan,"), (",,", ",nan,"), (",\n", ",nan\n")):
-                text = text.replace(gap, filled)
-            empty = (len(text) - before) // 3
+            filled = _fill_empty(text, "nan")
             try:
-                rec = self._loadtxt(text.splitlines())
+                rec = self._loadtxt(filled.splitlines())
             except ValueError:
                 return None
+            empty = np.isnan(rec["v"])
+            if int(np.count_nonzero(empty)) != (len(filled) - len(text)) // 3:
+                # `nan` cells (bad readings) too: empty cells are those NaN only when empty.
+                empty &= ~np.isnan(self._loadtxt(_fill_empty(text, "0").splitlines())["v"])
         if len(rec) != len(lines):  # blank lines were skipped: row numbers need the slow path
             return None
         stamps = rec["ts"]
@@ -274,46 +281,43 @@ class RecordingReader:
                 return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
         raise RecordingError(self.path, f"{problem}: {text!r}", row=row, column="timestamp")
 
-    def _slow(self, lines: list[str], first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _slow(self, lines: list[str], first: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Row by row with the csv module: the reference the fast path must agree with, and
         what finds the row and column of a fault."""
         width = len(self.columns) + 1
         rows: list[int] = []
         ts: list[int] = []
         values = np.full((len(lines), len(self.columns)), np.nan)
-        empty = skipped = 0
+        empty = np.zeros(values.shape, dtype=bool)
         for row, cells in enumerate(csv.reader(lines), start=first):
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue  # a blank line
             if len(cells) != width:
                 raise RecordingError(self.path, f"{len(cells)} cells, but the header names "
                                      f"{width} columns", row=row)
-            out = values[len(rows)]
+            out, gaps = values[len(rows)], empty[len(rows)]
             for k, cell in enumerate(cells[1:]):
                 cell = cell.strip()
                 if not cell:
-                    empty += 1
+                    gaps[k] = True
                     continue
                 try:
-                    x = float(cell)
+                    out[k] = float(cell)
                 except ValueError:
                     raise RecordingError(self.path, f"not a number: {cell!r}", row=row,
                                          column=self.columns[k]) from None
-                if np.isfinite(x):
-                    out[k] = x
-                else:
-                    skipped += 1
             ts.append(self._stamp(cells[0], row))
             rows.append(row)
-        self._count(len(rows), skipped, empty)
+        empty = empty[: len(rows)]
+        self._count(len(rows), int(np.count_nonzero(empty)))
         return (np.array(rows, dtype=np.int64), np.array(ts, dtype=np.int64),
-                values[: len(rows)])
+                values[: len(rows)], empty)
 
-    def _count(self, rows: int, skipped: int, empty: int) -> None:
+    def _count(self, rows: int, empty: int) -> None:
         s = self.stats
         s.rows += rows
         s.cells += rows * len(self.columns)
-        s.skipped += skipped
         s.empty += empty
 
     def _check_order(self, rows: np.ndarray, ts: np.ndarray) -> None:
@@ -334,15 +338,28 @@ class RecordingReader:
             self.stats.first_ns = int(ts[0])
         self.stats.last_ns = self._last_ns
 
-    def _batch(self, ts: np.ndarray, values: np.ndarray) -> Batch:
-        present = np.isfinite(values)
+    def _batch(self, ts: np.ndarray, values: np.ndarray, empty: np.ndarray) -> Batch:
+        present = ~empty
         stamp = np.broadcast_to(ts[:, None], values.shape)[present]
-        n = len(stamp)
-        self.stats.readings += n
+        value = values[present]
+        bad = ~np.isfinite(value)
+        n_bad = int(np.count_nonzero(bad))
+        if n_bad:
+            value[bad] = np.nan  # an `inf` cell too: a bad reading has no value
+        self.stats.bad += n_bad
+        self.stats.readings += len(value) - n_bad
         return Batch(source_ts=stamp, server_ts=stamp, gateway_ts=stamp,
                      point=np.broadcast_to(self._point[None, :], values.shape)[present],
-                     value=values[present], quality=np.zeros(n, dtype=np.uint8),
-                     cause=np.zeros(n, dtype=np.uint32))
+                     value=value, quality=bad.astype(np.uint8) * np.uint8(Quality.BAD),
+                     cause=np.zeros(len(value), dtype=np.uint32))
+
+
+def _fill_empty(text: str, filler: str) -> str:
+    """CSV text with `filler` in its empty cells (past the first column)."""
+    for gap, filled in ((",,", f",{filler},"), (",,", f",{filler},"),
+                        (",\n", f",{filler}\n")):
+        text = text.replace(gap, filled)
+    return text
 
 
 def read_recording(path: Path | str, tags: Sequence[str]) -> tuple[Batch, ReadStats]:
@@ -363,21 +380,26 @@ def _stamp_texts(ts: np.ndarray) -> list[str]:
 
 
 def write_recording(path: Path | str, tags: Sequence[str], batches: Iterable[Batch]) -> int:
-    """Write the good readings of `batches` (points index `tags`) as a recording; returns the
-    rows written. One row per distinct source time; a tag without a good reading at that time
-    gets an empty cell (the recording has no quality column, so bad and uncertain readings
-    are left out). Values are written exactly (shortest round-trip form). `.gz`: gzipped.
+    """Write `batches` (points index `tags`) as a recording; returns the rows written.
+
+    One row per distinct source time. A good reading is written exactly (shortest round-trip
+    form); a bad or uncertain one (the recording has no quality column) as `nan`, unless a
+    good reading of the tag has the same time; a tag without a reading at that time gets an
+    empty cell. Times keep the finest unit they need, down to the nanosecond, so each reading
+    stays in its tick. `.gz`: gzipped.
     """
     whole = Batch.concat(list(batches))
     good = (whole.quality == Quality.GOOD) & np.isfinite(whole.value)
-    ts, point, value = whole.source_ts[good], whole.point[good], whole.value[good]
-    times, row = np.unique(ts, return_inverse=True)
+    times, row = np.unique(whole.source_ts, return_inverse=True)
     table = np.full((len(times), len(tags)), np.nan)
-    table[row, point] = value  # a repeated (time, tag) keeps the later reading
+    # inf marks a bad reading until the text is made (a good value is finite): then `nan`.
+    table[row[~good], whole.point[~good]] = np.inf
+    table[row[good], whole.point[good]] = whole.value[good]  # a repeat keeps the later one
     template = "%s" + ",%r" * len(tags)
     body = "\n".join(template % (stamp, *values) for stamp, values
                      in zip(_stamp_texts(times), table.tolist(), strict=True))
-    text = ",".join(["timestamp", *tags]) + "\n" + _ROW_FORMAT_NAN.sub("", body)
+    body = _ROW_FORMAT_INF.sub("nan", _ROW_FORMAT_NAN.sub("", body))
+    text = ",".join(["timestamp", *tags]) + "\n" + body
     text += "\n" if len(times) else ""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open

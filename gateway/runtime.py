@@ -21,6 +21,7 @@ from gateway.config import Point, Site
 from gateway.detection import Detection
 from gateway.historian import EmbeddedHistorian
 from gateway.influx import InfluxError, InfluxSink
+from gateway.influx_alarms import AlarmWriter
 from gateway.modbus import ModbusBus, build_buses
 from gateway.sinks import drain
 from gateway.spool import Spool, SpoolError
@@ -88,6 +89,10 @@ class Gateway:
         # Alarm events go to every listener (the alarm store, an in-process API's stream).
         self.alarms = AlarmStore(store_path(data_dir))
         self.alarm_listeners: list[Callable[[list[AlarmEvent]], None]] = [self.alarms.apply]
+        self.alarm_writer: AlarmWriter | None = None  # the alarm journal into InfluxDB too
+        if self.influx is not None:
+            status = self.status.sinks[AlarmWriter.name] = SinkStatus(name=AlarmWriter.name)
+            self.alarm_writer = AlarmWriter(site, self.alarms, status)
         self.detection: Detection | None = None
         if site.anomaly.enabled:
             self.status.sinks[Detection.name] = SinkStatus(name=Detection.name)
@@ -127,6 +132,9 @@ class Gateway:
                                            name="alarms:webhooks"),
                        asyncio.create_task(run_unshelve_timer(self.alarms, stop),
                                            name="alarms:unshelve")]
+        if self.alarm_writer is not None:
+            alarm_tasks.append(asyncio.create_task(self.alarm_writer.run(stop),
+                                                   name="alarms:influxdb"))
         publisher = asyncio.create_task(self._publish_status(), name="status")
         try:
             await stop.wait()
@@ -144,6 +152,8 @@ class Gateway:
             if self.detection is not None:
                 self.detection.save()
             await asyncio.gather(*alarm_tasks, return_exceptions=True)
+            if self.alarm_writer is not None:
+                self.alarm_writer.close()
             self.alarms.close()
             self.spool.close()
             self.historian.close()

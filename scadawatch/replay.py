@@ -80,7 +80,7 @@ def summary(source: Path, tags: int, stats: ReadStats, alarms: list[Alarm], wall
     return [
         f"{source}: {stats.rows:,} rows x {tags} tags{span}",
         f"  readings {stats.readings:,}; empty cells {stats.empty:,} (no reading); "
-        f"nan/inf cells skipped {stats.skipped:,}",
+        f"nan/inf cells (bad readings) {stats.bad:,}",
         f"  alarms {len(alarms)}" + (": " + ", ".join(f"{k} {n}" for k, n in
                                                     sorted(kinds.items())) if kinds else "")
         + (f" ({active} still active at the end)" if active else ""),

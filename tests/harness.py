@@ -107,15 +107,17 @@ def running(app: FastAPI, port: int = 0, tls: tuple[Path, Path] | None = None
         assert not t.is_alive(), "the server did not stop"
 
 
-def start_simulator(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+def start_simulator(tmp_path: Path, *, scenario: str | Path = "normal",
+                    speed: float = 60.0) -> tuple[subprocess.Popen, Path]:
     """The water simulator in its own process: a Modbus device the gateway cannot tell from
-    a real one."""
+    a real one. Its log (comms states, physics lag) goes to `tmp_path/simulator.log`."""
     site_file = tmp_path / "sim.toml"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scadawatch", "simulate", "water", "--speed", "60",
-         "--modbus-port", str(free_port()), "--opcua-port", str(free_port()),
-         "--write-site", str(site_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with (tmp_path / "simulator.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scadawatch", "simulate", "water", "--speed", str(speed),
+             "--scenario", str(scenario), "--modbus-port", str(free_port()),
+             "--opcua-port", str(free_port()), "--write-site", str(site_file)],
+            stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + RUN_LIMIT
     while not site_file.exists():
         assert proc.poll() is None, "the simulator exited"

@@ -1,7 +1,7 @@
 """The deployment files: the compose file parses (docker-compose, offline), the compose site
 file passes check-config, the systemd unit runs the gateway as its own user, and every query
 of the Grafana dashboard runs against a real influxd (1.6) filled by the gateway's InfluxDB
-sink, returning exactly the points of the site file it is meant to show. Docker itself
+sink and alarms writer, returning exactly the points (and alarms) it is meant to show. Docker itself
 cannot run here, so InfluxDB 2.7 and Grafana are checked through their files only."""
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from alarm_helpers import alarm, cleared, raised
 from influx_servers import Influxd, influxd
 
 from anomaly.batch import Batch, Quality
+from gateway.alarm_store import AlarmStore, store_path
 from gateway.config import HistorianSection, Site, SpoolSection, load_site
 from gateway.influx import InfluxSink
+from gateway.influx_alarms import AlarmWriter
 from gateway.spool import Spool
 from gateway.status import SinkStatus, SpoolStatus
 from scadawatch.cli import main as cli_main
@@ -35,7 +38,8 @@ UNIT = DEPLOY / "scadawatch.service"
 
 TAG_KEYS = {"site", "zone", "device", "tag", "kind", "unit"}
 FIELDS = {"value", "quality", "cause", "server_ts", "gateway_ts"}
-ALARM_KEYS = {"message", "priority", "kind", "tag", "zone"}  # written by the anomaly engine
+ALARM_KEYS = {"site", "kind", "priority", "zone", "tag", "device", "transition",  # tags
+              "id", "event_id", "message", "state", "value", "who", "comment"}  # fields
 T0 = 1_772_000_000 * 10**9  # 2026-02-25, whole seconds
 SECONDS = 60  # of readings written for the dashboard's queries
 # Grafana's expansion of its macros, as it sends them to InfluxDB.
@@ -45,6 +49,10 @@ MACROS = {"$timeFilter": TIME_FILTER, "$__interval": "10s"}
 PANELS = {"Flows — $zone": ("flow", None), "Pressures — $zone": ("pressure", None),
           "Levels — $zone": ("level", None), "Voltages — $feeder": ("voltage", None),
           "Loading — $feeder": ("other", "%")}
+LEAK = alarm("leak", "dma1", T0 + 10 * 10**9)
+# (engine event, seconds after T0 it is recorded): the annotations show the two raises.
+ALARMS = [(raised(LEAK), 10), (cleared(LEAK, T0 + 30 * 10**9), 30),
+          (raised(alarm("comms", "dma2.inlet.flow", T0 + 40 * 10**9, scope="tag")), 40)]
 
 
 def compose(*args: str) -> str:
@@ -98,6 +106,15 @@ def influx(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Inf
     sink = InfluxSink(local, spool, SinkStatus("influxdb"))
     sink.store([(1, batch)])
     sink.close()
+    store = AlarmStore(store_path(tmp / "data"))
+    for event, at in ALARMS:
+        store.apply([event], now_ns=T0 + at * 10**9)
+    store.ack(ALARMS[0][0].alarm.id, "operator", now_ns=T0 + 15 * 10**9)
+    writer = AlarmWriter(local, store, SinkStatus(AlarmWriter.name))
+    while writer.step():
+        pass
+    writer.close()
+    store.close()
     yield server
     server.stop()
 
@@ -188,11 +205,16 @@ def test_panel_query_returns_its_points_for_every_zone(
     assert shown
 
 
-def test_alarm_annotations_query_runs(dashboard: dict, influx: Influxd) -> None:
-    """Empty until the anomaly engine writes `alarms`; InfluxQL must accept it meanwhile."""
+def test_alarm_annotations_show_each_raise_with_its_message_kind_and_priority(
+        dashboard: dict, influx: Influxd) -> None:
     (annotation,) = dashboard["annotations"]["list"]
-    assert influx.query(expand(annotation["query"]), db="scada") == []
-    assert annotation["textColumn"] == "message"
+    (series,) = influx.query(expand(annotation["query"]), db="scada")
+    rows = [dict(zip(series["columns"], v, strict=True)) for v in series["values"]]
+    raises = [e.alarm for e, _ in ALARMS if e.action == "raise"]
+    assert [r[annotation["textColumn"]] for r in rows] == [a.message for a in raises]
+    tags = annotation["tagsColumn"].split(",")
+    assert tags == ["kind", "priority"]
+    assert [[r[t] for t in tags] for r in rows] == [[a.kind, a.priority] for a in raises]
 
 
 def test_systemd_unit_runs_the_gateway_as_its_own_user_with_its_data_dir() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import re
 import select
 import signal
@@ -16,7 +15,6 @@ import tomllib
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import tomli_w
 from harness import (
@@ -24,9 +22,7 @@ from harness import (
     api_until,
     auth_headers,
     gateway_site,
-    spooled,
     start_simulator,
-    stored,
 )
 from modbus_servers import Image, every_type_order_and_table, free_port, pymodbus_tcp, source
 
@@ -88,38 +84,6 @@ def test_every_type_word_order_and_table_reaches_the_api_unchanged(tmp_path: Pat
     states = {d["name"]: d["state"] for d in answer["health"]["devices"]}
     assert states == {"dev": "ok", "dead": "down"}
     assert answer["health"]["status"] == "degraded"
-
-
-# --- kill -9 while polling, then restart --------------------------------------------------
-
-@pytest.mark.slow
-def test_kill_9_while_polling_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    sim, sim_site = start_simulator(tmp_path)
-    try:
-        config = gateway_site(sim_site, tmp_path)
-        cmd = [sys.executable, "-m", "scadawatch", "gateway", "--config", str(config)]
-        rng = np.random.default_rng(7)
-        for _ in range(5):  # bounded: five crashes at random moments of ingest
-            gw = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1.5 + rng.uniform(0, 1.0))
-            assert gw.poll() is None, "the gateway died on its own"
-            os.kill(gw.pid, signal.SIGKILL)
-            gw.wait()
-        # A last run that ends cleanly: SIGTERM flushes the spool into the historian.
-        gw = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(2.0)
-        gw.send_signal(signal.SIGTERM)
-        _, err = gw.communicate(timeout=RUN_LIMIT)
-        assert gw.returncode == 0, err.decode()
-    finally:
-        sim.terminate()
-        sim.wait(timeout=RUN_LIMIT)
-
-    site = load_site(config)
-    in_spool, in_historian = spooled(site), stored(site)
-    assert sum(in_spool.values()) > 1000  # the runs really polled
-    assert max(in_spool.values()) == 1  # each reading was spooled once
-    assert in_historian == in_spool  # ... and stored exactly once
 
 
 # --- scadawatch demo ------------------------------------------------------------------------

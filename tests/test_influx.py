@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import tomli_w
 from harness import (
     POINT_LIST_CHANGES,
     RUN_LIMIT,
@@ -28,9 +26,9 @@ from harness import (
     spool_under_each,
     start_and_stop,
     start_simulator,
-    stored,
 )
-from influx_servers import Influxd, Server, influxd, victoria
+from influx_servers import Influxd, influxd, victoria
+from ingest_faults import PASSWORD, USER, influx_count, stored_counts, with_influx
 
 from anomaly.batch import Batch, Quality
 from api.app import create_app
@@ -43,7 +41,6 @@ from gateway.runtime import Gateway, progress_path
 from gateway.spool import Spool
 from gateway.status import SinkStatus, SpoolStatus
 
-USER, PASSWORD = "scada", "s3cret"
 T0 = 1_772_000_000 * 10**9  # 2026-02-25, whole seconds
 POINTS = [
     Point(tag="PT-101", device="rtu 1", kind="pressure", unit="bar", zone="north,low"),
@@ -362,32 +359,6 @@ def test_live_readings_overtake_a_backlog_that_still_arrives_whole_and_oldest_fi
 
 # --- store and forward with real processes ---------------------------------------------------
 
-def influx_count(influx: Influxd, database: str) -> dict[str, int]:
-    return {s["tags"]["tag"]: s["values"][0][1] for s in influx.query(
-        'SELECT count(quality) FROM readings GROUP BY "tag"', db=database)}
-
-
-def stored_counts(site: Site) -> dict[str, int]:
-    tags = [p.tag for p in site.points]
-    counts = {tags[i]: n for i, n in _per_point(stored(site)).items()}
-    return {t: n for t, n in counts.items() if n}
-
-
-def _per_point(readings: dict[tuple[int, int], int]) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for (point, _), n in readings.items():
-        out[point] = out.get(point, 0) + n
-    return out
-
-
-def with_influx(config: Path, influx: Server, database: str, **extra: object) -> Path:
-    raw = tomllib.loads(config.read_text())
-    raw["historian"] = {"kind": "influxdb", "api": "v1", "url": influx.url,
-                        "database": database, "username": USER, **extra}
-    config.write_text(tomli_w.dumps(raw))
-    return config
-
-
 def catch_up(site: Site) -> None:
     """Drain what the spool still holds for InfluxDB, from the sink's own progress."""
     spool = Spool(site.site.data_dir / "spool", site.spool, SpoolStatus())
@@ -410,54 +381,6 @@ def own_influx(tmp_path: Path) -> Iterator[Influxd]:
     server = influxd(tmp_path / "influxd", user=USER, password=PASSWORD)
     yield server
     server.stop()
-
-
-@pytest.mark.slow
-def test_60_s_outage_loses_nothing_duplicates_nothing_and_never_pauses_polling(
-        tmp_path: Path, own_influx: Influxd) -> None:
-    server = own_influx
-    server.create_database("outage")
-    sim, sim_site = start_simulator(tmp_path)
-    try:
-        config = with_influx(gateway_site(sim_site, tmp_path), server, "outage")
-        site = load_site(config)
-
-        async def run() -> tuple[float, float]:
-            gateway, stop = Gateway(site), asyncio.Event()
-            task = asyncio.create_task(gateway.run(stop))
-
-            def polls() -> int:
-                return sum(d.polls_total for d in gateway.status.devices.values())
-
-            async def rate(seconds: float) -> float:
-                before, t = polls(), time.monotonic()
-                await asyncio.sleep(seconds)
-                return (polls() - before) / (time.monotonic() - t)
-
-            await asyncio.sleep(3.0)
-            normal = await rate(10.0)
-            await asyncio.to_thread(server.stop)
-            during = await rate(60.0)
-            backlog = gateway.status.sinks["influxdb"].backlog_readings
-            assert backlog > 0 and gateway.status.sinks["influxdb"].backlog_age_seconds > 30
-            await asyncio.to_thread(server.start)
-            # The drain's backoff (at most 30 s) decides when it notices; then it catches up.
-            for _ in range(int(RUN_LIMIT / 0.2)):
-                if gateway.status.sinks["influxdb"].backlog_age_seconds < 5:
-                    break
-                await asyncio.sleep(0.2)
-            stop.set()
-            await task
-            return normal, during
-
-        normal, during = asyncio.run(run())
-    finally:
-        sim.terminate()
-        sim.wait(timeout=RUN_LIMIT)
-    in_influx = influx_count(server, "outage")
-    assert abs(during - normal) <= 0.1 * normal, (normal, during)
-    assert sum(stored_counts(site).values()) > 1000
-    assert in_influx == stored_counts(site)  # the embedded historian stores exactly once
 
 
 @pytest.mark.slow

@@ -66,7 +66,15 @@ def triples(batch: Batch) -> list[tuple[int, str, float]]:
                 strict=True)]
 
 
-GOOD = [  # name, file text, expected (seconds, tag, value), empty cells, skipped cells
+def assert_triples(batch: Batch, expected: list[tuple[float, str, float]]) -> None:
+    """The readings of `batch` are `expected`, NaN (a bad reading) matching NaN."""
+    got = triples(batch)
+    assert [(t, tag) for t, tag, _ in got] == pytest.approx([(t, tag) for t, tag, _ in expected])
+    np.testing.assert_array_equal([v for *_, v in got], [v for *_, v in expected])
+
+
+NAN = float("nan")
+GOOD = [  # name, file text, expected (seconds, tag, value; NaN: bad), empty cells, bad cells
     ("plain Z times",
      HEADER + "2026-01-05T00:00:00Z,1.5,2,3\n2026-01-05T00:01:00Z,4,5e1,-6\n",
      [(0, TAGS[0], 1.5), (0, TAGS[1], 2), (0, TAGS[2], 3),
@@ -74,9 +82,13 @@ GOOD = [  # name, file text, expected (seconds, tag, value), empty cells, skippe
     ("empty cells are no reading",
      HEADER + "2026-01-05T00:00:00Z,,2,\n2026-01-05T00:01:00Z,4,,\n",
      [(0, TAGS[1], 2), (60, TAGS[0], 4)], 4, 0),
-    ("nan and inf cells are skipped and counted",
+    ("nan and inf cells are bad readings, counted",
      HEADER + "2026-01-05T00:00:00Z,nan,2,inf\n2026-01-05T00:01:00Z,-inf,NaN,7\n",
-     [(0, TAGS[1], 2), (60, TAGS[2], 7)], 0, 4),
+     [(0, TAGS[0], NAN), (0, TAGS[1], 2), (0, TAGS[2], NAN), (60, TAGS[0], NAN),
+      (60, TAGS[1], NAN), (60, TAGS[2], 7)], 0, 4),
+    ("empty and nan cells side by side",
+     HEADER + "2026-01-05T00:00:00Z,,nan,3\n2026-01-05T00:01:00Z,nan,,\n",
+     [(0, TAGS[1], NAN), (0, TAGS[2], 3), (60, TAGS[0], NAN)], 3, 2),
     ("naive times are UTC, offsets are converted",
      HEADER + "2026-01-05T00:00:00,1,,\n2026-01-05T02:01:00+02:00,2,,\n"
      "2026-01-04T19:02:00-05:00,3,,\n",
@@ -96,17 +108,16 @@ GOOD = [  # name, file text, expected (seconds, tag, value), empty cells, skippe
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
-@pytest.mark.parametrize(("text", "expected", "empty", "skipped"),
+@pytest.mark.parametrize(("text", "expected", "empty", "bad"),
                          [case[1:] for case in GOOD], ids=[case[0] for case in GOOD])
-def test_reads_good_readings_of_present_cells(write: Callable[..., Path], chunk: int,
-                                              text: str, expected: list, empty: int,
-                                              skipped: int) -> None:
+def test_reads_a_reading_per_present_cell(write: Callable[..., Path], chunk: int, text: str,
+                                          expected: list, empty: int, bad: int) -> None:
     with RecordingReader(write(text), TAGS, chunk_bytes=chunk) as reader:
         batch = Batch.concat(list(reader))
-    assert triples(batch) == pytest.approx(expected)
-    assert (batch.quality == Quality.GOOD).all()
-    assert (reader.stats.empty, reader.stats.skipped) == (empty, skipped)
-    assert reader.stats.readings == len(expected)
+    assert_triples(batch, expected)
+    assert np.array_equal(batch.quality == Quality.BAD, np.isnan(batch.value))
+    assert (reader.stats.empty, reader.stats.bad) == (empty, bad)
+    assert reader.stats.readings == len(expected) - bad
 
 
 @pytest.mark.parametrize("form", ["file.csv", "file.csv.gz", "directory"])
@@ -218,7 +229,8 @@ def test_unreadable_paths_are_named(cli: CliRun, site: Path, tmp_path: Path,
 
 @pytest.mark.parametrize("name", ["back.csv", "back.csv.gz"])
 def test_writer_round_trip_is_exact(tmp_path: Path, name: str) -> None:
-    """Good readings come back bit for bit; bad and uncertain ones become empty cells."""
+    """Good readings come back bit for bit; bad and uncertain ones as bad readings (`nan`
+    cells); times to the nanosecond."""
     ts = T0 + np.array([0, 0, 0, 1, 1, 2, 2, 2]) * S + np.array([0, 0, 0, 0, 0, 7, 7, 7])
     batches = [
         Batch.of(source_ts=ts[:5], point=[0, 1, 2, 0, 2], value=[0.1, 1e-300, -0.0, 2 / 3, 5],
@@ -228,11 +240,15 @@ def test_writer_round_trip_is_exact(tmp_path: Path, name: str) -> None:
     ]
     assert write_recording(tmp_path / name, TAGS, batches) == 3
     back, stats = read_recording(tmp_path / name, TAGS)
-    good = Batch.concat(batches).take(np.array([0, 1, 2, 3, 7, 5]))
-    for column in ("source_ts", "point", "value"):
-        assert np.array_equal(getattr(back, column), getattr(good, column))
+    written = Batch.concat(batches).take(np.array([0, 1, 2, 3, 4, 7, 6, 5]))  # by time, tag
+    for column in ("source_ts", "point"):
+        assert np.array_equal(getattr(back, column), getattr(written, column))
+    good = written.quality == Quality.GOOD
+    assert np.array_equal(back.quality == Quality.BAD, ~good)
+    assert np.array_equal(back.value[good], written.value[good])
+    assert np.isnan(back.value[~good]).all()
     assert np.signbit(back.value[2])
-    assert (stats.rows, stats.empty) == (3, 3)
+    assert (stats.rows, stats.empty, stats.bad) == (3, 1, 2)
 
 
 def test_what_a_historian_holds_exports_as_a_recording(tmp_path: Path) -> None:
@@ -248,5 +264,6 @@ def test_what_a_historian_holds_exports_as_a_recording(tmp_path: Path) -> None:
         historian.close()
     assert rows == 3
     back, _ = read_recording(tmp_path / "out.csv", TAGS)
-    assert triples(back) == [(0, TAGS[0], 1.0), (0, TAGS[2], 3.0), (60, TAGS[0], 1.5),
-                             (120, TAGS[2], 3.25)]
+    assert_triples(back, [(0, TAGS[0], 1.0), (0, TAGS[2], 3.0), (60, TAGS[0], 1.5),
+                          (60, TAGS[1], NAN), (120, TAGS[2], 3.25)])
+    assert back.quality.tolist() == [0, 0, 0, Quality.BAD, 0]
