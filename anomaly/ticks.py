@@ -125,8 +125,23 @@ class TickAccumulator:
     def _close_until(self, watermark_ns: int) -> list[Tick]:
         closed = []
         assert self.current is not None
-        while (self.current + 1) * self.interval <= watermark_ns:
-            sums = self._open.pop(self.current, None) or _Sums(self.n)
+        end = watermark_ns // self.interval  # ticks before this one are complete
+        while self.current < end:
+            sums = self._open.pop(self.current, None)
+            if sums is None:
+                # A long silence (an outage, a restart days later, a recording's gap) closes
+                # MAX_SILENT_TICKS empty ticks, enough for every silence-driven condition, then
+                # skips to the next tick with readings: days of empty ticks would hold up the
+                # gateway for seconds and teach the detectors nothing.
+                resume = min((k for k in self._open if k > self.current), default=end)
+                if min(resume, end) - self.current > MAX_SILENT_TICKS:
+                    for _ in range(MAX_SILENT_TICKS):
+                        closed.append(_Sums(self.n).tick(self.current * self.interval,
+                                                         self.interval))
+                        self.current += 1
+                    self.current = min(resume, end)
+                    continue
+                sums = _Sums(self.n)
             closed.append(sums.tick(self.current * self.interval, self.interval))
             self.current += 1
         return closed
@@ -143,6 +158,7 @@ class TickAccumulator:
         self._open.clear()
 
 
+MAX_SILENT_TICKS = 1000  # empty ticks closed one by one before a silence is skipped
 GOOD = int(Quality.GOOD)  # a plain int: an enum member costs an attribute lookup per use
 
 

@@ -187,8 +187,12 @@ class Gateway:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FLUSH_TIMEOUT
         sinks = [s for s in (self.historian, self.influx, self.detection) if s is not None]
-        while (any(s.cursor() < self.spool.last_seq for s in sinks)
-               and loop.time() < deadline):
+
+        def behind() -> bool:
+            return any(s.cursor() < self.spool.last_seq for s in sinks)
+
+        # In a thread: a sink's cursor may wait for the store it is doing (the engine's lock).
+        while loop.time() < deadline and await asyncio.to_thread(behind):
             await asyncio.sleep(0.05)
 
     async def _clock(self, detection: Detection) -> None:

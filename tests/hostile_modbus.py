@@ -25,7 +25,7 @@ KINDS = ("random", "truncated", "wrong_tid", "wrong_fc", "exception", "oversized
          "short_count", "trickle")
 BURST = 50  # frames a request gets back at most ...
 BURST_BYTES = 500  # ... in this many bytes: pymodbus drops a receive buffer beyond 516
-CLOSE_EVERY = 29  # unsolicited bursts a connection gets before the server closes it
+CLOSE_EVERY = 300  # unsolicited bursts a connection gets before the server closes it
 FLOOD_GAP = 0.002  # seconds between unsolicited bursts
 DEVICE_FAILURE = 4  # the exception code of the answer after a burst
 TRICKLE_EVERY = 5  # one trickled frame in this many trickle turns: they are slow on purpose

@@ -17,7 +17,7 @@ from anomaly.alarms import AlarmEvent, Finding
 from anomaly.batch import Batch, Quality
 from anomaly.engine import Engine, EngineSettings, StateError
 from anomaly.points import PointInfo
-from anomaly.ticks import Tick, TickAccumulator
+from anomaly.ticks import MAX_SILENT_TICKS, Tick, TickAccumulator
 
 S = 10**9
 MIN = 60 * S
@@ -70,6 +70,24 @@ def test_silent_minutes_close_as_empty_ticks_and_bad_readings_are_counted_apart(
     assert [t.start_ns // MIN for t in ticks] == [0, 1, 2, 3, 4, 5]
     assert ticks[0].count.tolist() == [1, 0] and ticks[0].bad.tolist() == [0, 1]
     assert all(t.count.sum() == 0 for t in ticks[1:5])
+
+
+@pytest.mark.parametrize("feed", ["batch", "clock"])
+def test_a_long_silence_is_skipped_after_enough_empty_ticks(feed: str) -> None:
+    """A restart a week later must not grind through 600,000 empty one-second ticks."""
+    acc = TickAccumulator(1, interval_ns=S, lateness_ns=0)
+    week = 7 * 86400 * S
+    ticks = acc.add(Batch.of(source_ts=[0], point=[0], value=[1.0], quality=0))
+    if feed == "batch":  # the silence ends with a reading: its tick is judged
+        ticks += acc.add(Batch.of(source_ts=[week], point=[0], value=[2.0], quality=0))
+        ticks += acc.finish()
+        assert [t.start_ns for t in ticks[-2:]] == [MAX_SILENT_TICKS * S, week]
+    else:  # the live clock runs on through the silence
+        ticks += acc.advance(week)
+        assert len(ticks) == 1 + MAX_SILENT_TICKS
+        assert acc.advance(week + S)[0].start_ns == week
+    assert [t.start_ns for t in ticks[:3]] == [0, S, 2 * S]
+    assert all(t.count.sum() == 0 for t in ticks[1:1 + MAX_SILENT_TICKS])
 
 
 def test_readings_for_a_closed_tick_are_counted_late_not_mixed_in() -> None:

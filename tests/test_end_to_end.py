@@ -1,5 +1,6 @@
 """The whole gateway, as a user runs it: devices on loopback -> gateway -> spool -> historian
--> API. Real sockets, real processes (the kill -9 and demo cases run `scadawatch` itself)."""
+-> API. Real sockets, real processes (the demo case runs `scadawatch` itself; the kill -9
+case is in test_reliability.py)."""
 
 from __future__ import annotations
 

