@@ -64,13 +64,14 @@ class Limits:
             # A step of over 5 of the usual (a spike, a switch) teaches it at most 5.
             step = np.minimum(np.abs(v - self.previous),
                               np.where(self.step > 0, 5 * self.step, np.inf))
+            # Judged on the noise learned so far: the step that crosses a limit must not widen
+            # its own tolerance. Divided by its weight, the EWMA is unbiased from the start.
+            noise = STEP_TO_SIGMA * self.step / np.maximum(self.weight, NOISE_ALPHA)
+            tolerance = np.maximum(self.tolerance, NOISE_SIGMAS * noise)
             learn = known & np.isfinite(step)
             self.step[learn] += NOISE_ALPHA * (step[learn] - self.step[learn])
             self.weight[learn] += NOISE_ALPHA * (1 - self.weight[learn])
             self.previous = np.where(known, v, self.previous)
-            # Divided by its weight, the EWMA is unbiased from its first steps on.
-            noise = STEP_TO_SIGMA * self.step / np.maximum(self.weight, NOISE_ALPHA)
-            tolerance = np.maximum(self.tolerance, NOISE_SIGMAS * noise)
             out = (v < self.inside_lo - tolerance) | (v > self.inside_hi + tolerance)
             back = (v >= self.inside_lo + self.band) & (v <= self.inside_hi - self.band)
         self.active = np.where(known, np.where(self.active, ~back, out), self.active)
