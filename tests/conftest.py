@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import tomli_w
+from influx_servers import Influxd, influxd
+from ingest_faults import PASSWORD, USER
 
 from scadawatch.cli import main as cli_main
 
@@ -134,3 +136,22 @@ def serve_site() -> Iterator[Callable[..., ServedSite]]:
             return stack.enter_context(_serving(server))
 
         yield start
+
+
+# --- InfluxDB servers (tests/influx_servers.py) -------------------------------------------
+
+@pytest.fixture
+def database(influx: Influxd, request: pytest.FixtureRequest) -> str:
+    """A database of the test's own on the module's `influx` server."""
+    name = "db_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")
+    influx.create_database(name)
+    return name
+
+
+@pytest.fixture
+def own_influx(tmp_path: Path) -> Iterator[Influxd]:
+    """An influxd of the test's own (auth on), to stop and start."""
+    server = influxd(tmp_path / "influxd", user=USER, password=PASSWORD)
+    yield server
+    server.stop()
+

@@ -64,13 +64,6 @@ def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
     server.stop()
 
 
-@pytest.fixture
-def database(influx: Influxd, request: pytest.FixtureRequest) -> str:
-    name = "db_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")
-    influx.create_database(name)
-    return name
-
-
 def make_site(tmp_path: Path, historian: HistorianSection, points: list[Point] = POINTS,
               **site: object) -> Site:
     return Site(site=SiteSection(name="plant 1", data_dir=tmp_path / "data"),
@@ -373,14 +366,6 @@ def catch_up(site: Site) -> None:
     finally:
         sink.close()
         spool.close()
-
-
-@pytest.fixture
-def own_influx(tmp_path: Path) -> Iterator[Influxd]:
-    """An influxd of the test's own, to stop and start."""
-    server = influxd(tmp_path / "influxd", user=USER, password=PASSWORD)
-    yield server
-    server.stop()
 
 
 @pytest.mark.slow

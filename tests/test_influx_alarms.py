@@ -33,13 +33,6 @@ def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
     server.stop()
 
 
-@pytest.fixture
-def database(influx: Influxd, request: pytest.FixtureRequest) -> str:
-    name = "db_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")
-    influx.create_database(name)
-    return name
-
-
 def make_site(tmp_path: Path, influx: Influxd, database: str, **historian: object) -> Site:
     return Site(site=SiteSection(name=SITE, data_dir=tmp_path / "data"),
                 historian=HistorianSection(kind="influxdb", api="v1", url=influx.url,

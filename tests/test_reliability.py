@@ -30,10 +30,9 @@ import tomli_w
 from conftest import CliRun
 from harness import RUN_LIMIT, gateway_site, spooled, start_simulator, stored
 from hostile_modbus import Flood, hostile_server, register_value
-from influx_servers import Influxd, influxd
+from influx_servers import Influxd
 from ingest_faults import (
     PASSWORD,
-    USER,
     influx_count,
     kill_9_runs,
     outage,
@@ -405,14 +404,6 @@ def test_kill_9_ten_times_during_ingest_loses_and_duplicates_nothing(tmp_path: P
     assert sum(in_spool.values()) > 1000  # the runs really polled
     assert max(in_spool.values()) == 1  # each reading was spooled once
     assert in_historian == in_spool  # ... and stored exactly once
-
-
-@pytest.fixture
-def own_influx(tmp_path: Path) -> Iterator[Influxd]:
-    """An influxd of the test's own, to stop and start."""
-    server = influxd(tmp_path / "influxd", user=USER, password=PASSWORD)
-    yield server
-    server.stop()
 
 
 @pytest.mark.slow
