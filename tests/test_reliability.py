@@ -549,6 +549,10 @@ def fds(pid: int) -> int:
 
 @pytest.mark.slow
 def test_soak_at_10000_points_keeps_memory_and_file_descriptors_flat(tmp_path: Path) -> None:
+    if SCALE < 1:
+        # A 2-minute window after a 2-minute warm-up cannot tell caches still filling from
+        # growth (a CI run saw 108 -> 115 MB, +6 %); the full 10 minutes can (+2 % seen).
+        pytest.skip("the soak runs at full length only: SCADAWATCH_RELIABILITY_SCALE=1")
     warm_up = SOAK_WARM_UP
     duration = warm_up + scaled(600.0)
     image = Image()
