@@ -83,7 +83,7 @@ class Drift:
         self.grouped = self.groups[self.groups >= 0]
         self._row_start = np.arange(len(groups))[:, None] * width  # into the flat sorted rows
         self._inside = self.groups >= 0
-        self._ranks = np.broadcast_to(np.arange(width), self.groups.shape)
+        self._ranks = np.tile(np.arange(width), len(groups))
         self.held = np.full(n, np.nan)
         self.held_ns = np.zeros(n, dtype=np.int64)
         self.profile = np.full((n, 24), np.nan)
@@ -109,10 +109,10 @@ class Drift:
         count = np.add.reduce(vals < np.inf, axis=1, keepdims=True)
         # One sort gives both the sorted row and each member's rank in it (the inverse
         # permutation); the picks below never reach the inf of a missing value.
-        by_rank = np.argsort(vals, axis=1, kind="stable")
-        order = np.take_along_axis(vals, by_rank, axis=1)
-        rank = np.empty_like(by_rank)
-        np.put_along_axis(rank, by_rank, self._ranks, axis=1)
+        where = np.argsort(vals, axis=1, kind="stable") + self._row_start  # flat positions
+        order = vals.ravel()[where]
+        rank = np.empty(where.shape, dtype=np.int64)
+        rank.ravel()[where.ravel()] = self._ranks
         others = count - 1
         lo_i = np.maximum((others - 1) // 2, 0)
         hi_i = np.maximum(others // 2, 0)

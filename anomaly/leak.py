@@ -131,34 +131,34 @@ def flow_factor(unit: str) -> float:
 
 
 class _Profile:
-    """Time-of-day profiles of S series: mean and spread per (series, day type, bin).
+    """Time-of-day profiles of S series: mean and spread per (day type, bin, series).
 
     Day type 0 is pooled, 1 weekday, 2 weekend; a type is used once its bin has WARM_DAYS.
+    Series run along the last axis, so a bin's values are one contiguous row and a statistic
+    over the day is one vectorised pass over all series, not a short loop per series.
     """
 
     def __init__(self, n: int) -> None:
-        self.mu = np.zeros((n, 3, DAY_BINS))
-        self.spread = np.full((n, 3, DAY_BINS), np.nan)
-        self.days = np.zeros((n, 3, DAY_BINS), dtype=np.int64)
-        self.rows = np.arange(n)
+        self.mu = np.zeros((3, DAY_BINS, n))
+        self.spread = np.full((3, DAY_BINS, n), np.nan)
+        self.days = np.zeros((3, DAY_BINS, n), dtype=np.int64)
 
     def expected(self, b: int, weekend: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, spread, warm) per series at bin b, from the day type when it is learned."""
         t = 2 if weekend else 1
-        own = self.days[:, t, b] >= TYPE_DAYS
-        kind = np.where(own, t, 0)
-        mu = self.mu[self.rows, kind, b]
-        warm = self.days[:, 0, b] >= WARM_DAYS
+        own = self.days[t, b] >= TYPE_DAYS
+        mu = np.where(own, self.mu[t, b], self.mu[0, b])
+        warm = self.days[0, b] >= WARM_DAYS
         # A day type not seen yet (the first weekend) may differ from the pooled profile.
-        spread = self.smooth_spread(kind, b) * np.where(own, 1.0, UNSEEN_TYPE)
+        spread = self.smooth_spread(own, t, b) * np.where(own, 1.0, UNSEEN_TYPE)
         return mu, spread, warm
 
     def night(self, b: int) -> np.ndarray:
         """Per series, whether bin b is a night bin: its pooled mean below NIGHT_LEVEL times
         the lowest bin's."""
-        pooled = self.mu[:, 0, :]
-        low = np.min(np.where(self.days[:, 0, :] > 0, pooled, np.inf), axis=1)
-        return pooled[:, b] < NIGHT_LEVEL * low
+        pooled = self.mu[0]
+        low = np.min(np.where(self.days[0] > 0, pooled, np.inf), axis=0)
+        return pooled[b] < NIGHT_LEVEL * low
 
     def band(self, b: int, weekend: bool, night: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(lowest, highest) expected mean at bin b, per series. Before the day type is learned,
@@ -167,38 +167,41 @@ class _Profile:
         profile's own bin: a learned profile is sharp, and its neighbours' noise would hide a
         small leak at night. `night`: `night(b)`, which the caller has at hand."""
         t = 2 if weekend else 1
-        pooled = self.mu[:, 0, :]
-        sharp = (self.days[:, t, b] >= TYPE_DAYS) | night  # a night hides no leak
-        far = pooled[:, (b + np.arange(-UNSEEN_SHIFT, UNSEEN_SHIFT + 1)) % DAY_BINS]
-        mu = np.where(self.days[:, t, b] >= TYPE_DAYS, self.mu[:, t, b], pooled[:, b])
-        return np.where(sharp, mu, far.min(axis=1)), np.where(sharp, mu, far.max(axis=1))
+        typed = self.days[t, b] >= TYPE_DAYS
+        sharp = typed | night  # a night hides no leak
+        far = self.mu[0].take((b + np.arange(-UNSEEN_SHIFT, UNSEEN_SHIFT + 1)) % DAY_BINS,
+                              axis=0)
+        mu = np.where(typed, self.mu[t, b], self.mu[0, b])
+        return np.where(sharp, mu, far.min(axis=0)), np.where(sharp, mu, far.max(axis=0))
 
-    def smooth_spread(self, kind: np.ndarray, b: int) -> np.ndarray:
-        """Spread at bin b pooled over its neighbours: a few days give a noisy estimate."""
+    def smooth_spread(self, own: np.ndarray, t: int, b: int) -> np.ndarray:
+        """Spread at bin b pooled over its neighbours (of day type t where `own`, else pooled):
+        a few days give a noisy estimate."""
         window = (b + np.arange(-2, 3)) % DAY_BINS
-        s = np.take(self.spread, window, axis=2)[self.rows, kind]
+        s = np.where(own, self.spread[t].take(window, axis=0),
+                     self.spread[0].take(window, axis=0))
         finite = np.isfinite(s)
-        n = np.sum(finite, axis=1)
+        n = np.count_nonzero(finite, axis=0)
         # a sum over the finite ones: spreads are finite or NaN, so this is `nansum`, faster
-        total = np.sum(np.where(finite, s * s, 0.0), axis=1)
+        total = np.sum(np.where(finite, s * s, 0.0), axis=0)
         return np.where(n > 0, np.sqrt(total / np.maximum(n, 1)), np.nan)
 
     def update(self, b: int, weekend: bool, x: np.ndarray, learn: np.ndarray) -> None:
         """Fold bin means x into bin b of the pooled and the day type's profile."""
         for t in (0, 2 if weekend else 1):
-            n = self.days[:, t, b]
-            mu, s = self.mu[:, t, b], self.spread[:, t, b]
+            n = self.days[t, b]
+            mu, s = self.mu[t, b], self.spread[t, b]
             first = learn & (n == 0)
             a = np.maximum(1.0 / (n + 1), ALPHA)
             r = x - mu
             bound = np.where(np.isnan(s), np.inf, CLIP * s)
             rc = _clip(r, -bound, bound)
             rest = learn & ~first
-            self.mu[:, t, b] = np.where(first, x, np.where(rest, mu + a * rc, mu))
+            self.mu[t, b] = np.where(first, x, np.where(rest, mu + a * rc, mu))
             fresh = 1.2533 * np.abs(rc)  # mean absolute deviation -> standard deviation
             new_s = np.where(np.isnan(s), fresh, s + a * (fresh - s))
-            self.spread[:, t, b] = np.where(rest, new_s, s)
-            self.days[:, t, b] = n + learn
+            self.spread[t, b] = np.where(rest, new_s, s)
+            self.days[t, b] = n + learn
 
     def state(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}mu": self.mu, f"{prefix}spread": self.spread,
@@ -230,6 +233,7 @@ class Leak:
         self.pres = np.flatnonzero(table.of_kind("pressure") & (table.zone_of >= 0))
         self.pres_zone = table.zone_of[self.pres]
         self.flow = _Profile(z)
+        self._top = np.full((2, DAY_BINS, z), -np.inf)  # see _refresh_tops
         self.pressure = _Profile(len(self.pres))
         self.bin = np.array([-1], dtype=np.int64)  # bin number (since the epoch) accumulating
         self.acc = np.zeros((2, z))  # sum, count of net inflow this bin
@@ -307,10 +311,9 @@ class Leak:
         zp = self._pressure_bin(b, weekend)
 
         mu, s, warm = self.flow.expected(b, weekend)
-        pooled = self.flow.mu[:, 0, :]
-        learned = self.flow.days[:, 0, :] >= 1
-        mean = np.where(learned.any(axis=1),
-                        np.sum(pooled * learned, axis=1) / np.maximum(learned.sum(axis=1), 1),
+        learned = self.flow.days[0] >= 1
+        bins = np.count_nonzero(learned, axis=0)
+        mean = np.where(bins > 0, np.sum(self.flow.mu[0] * learned, axis=0) / np.maximum(bins, 1),
                         np.nan)
         s = np.fmax(_nan_to_num(s, nan=0.0), SPREAD_FLOOR * np.abs(mean))
         self._known = self.judged & warm & (s > 0)
@@ -356,6 +359,7 @@ class Leak:
                                          & (self.fast == 0))
         demand = x - np.where(self.alarm, _nan_to_num(self.size), 0.0)
         self.flow.update(b, weekend, demand, has & self.judged & quiet)
+        self._refresh_tops(b)
         if len(self.pres):
             px = np.where(self.pacc[1] > 0, self.pacc[0] / np.maximum(self.pacc[1], 1), np.nan)
             self.pressure.update(b, weekend, px, (self.pacc[1] > 0) & quiet[self.pres_zone])
@@ -430,35 +434,41 @@ class Leak:
         ENVELOPE_SHIFT bins, of any day type; twice the margin before this day type is learned,
         as its peaks may come at other times and be higher."""
         window = (b + np.arange(-ENVELOPE_SHIFT, ENVELOPE_SHIFT + 1)) % DAY_BINS
+        unseen = self.flow.days[2 if weekend else 1, b] < TYPE_DAYS
+        top = self._top.take(window, axis=1).max(axis=1)
+        return np.where(unseen, top[1], top[0])
+
+    def _refresh_tops(self, bins: int | slice = slice(None)) -> None:
+        """`_top` at `bins` from the flow profile: per margin (1, 2), the highest of the day
+        types' profile + margin x ENVELOPE_Z spreads (at least margin x ENVELOPE_REL above);
+        it changes only where the profile learns, so `_envelope` need not rebuild it."""
         p = self.flow
-        unseen = p.days[:, 2 if weekend else 1, b] < TYPE_DAYS
-        margin = np.where(unseen, 2.0, 1.0)[:, None, None]
-        mu = p.mu[:, :, window]
-        top = np.fmax(mu + margin * ENVELOPE_Z * p.spread[:, :, window],
-                      mu * (1 + margin * ENVELOPE_REL))
-        return np.max(np.where(p.days[:, :, window] >= 1, top, -np.inf), axis=(1, 2))
+        mu, spread, learned = p.mu[:, bins], p.spread[:, bins], p.days[:, bins] >= 1
+        for k, margin in enumerate((1.0, 2.0)):
+            top = np.fmax(mu + margin * ENVELOPE_Z * spread, mu * (1 + margin * ENVELOPE_REL))
+            self._top[k, bins] = np.max(np.where(learned, top, -np.inf), axis=0)
 
     def _night_spread(self) -> np.ndarray:
         """Per zone, the 10th percentile of the bins' spreads: the quiet night's."""
-        spread = self.flow.spread[:, 0, :]
+        spread = self.flow.spread[0]
         s = np.where(np.isnan(spread), np.inf, spread)
-        n = np.sum(np.isfinite(s), axis=1)
+        n = np.count_nonzero(np.isfinite(s), axis=0)
         if len(n) and (n == n[0]).all():  # zones learned alike (the rule): no need to sort
-            s = np.partition(s, n[0] // 10, axis=1)
+            s = np.partition(s, n[0] // 10, axis=0)
         else:
-            s = np.sort(s, axis=1)
-        return np.where(n > 0, s[np.arange(len(n)), n // 10], np.nan)
+            s = np.sort(s, axis=0)
+        return np.where(n > 0, s[n // 10, np.arange(len(n))], np.nan)
 
     def _night_window(self, b: int, x: np.ndarray, has: np.ndarray) -> np.ndarray:
         """MNF: sum the bins of the lowest-demand window; at its end keep the night (unless a
         leak is suspected). The zones whose night ended on this bin."""
-        days = self.flow.days[:, 0, :]
-        pooled = np.where(days >= 1, self.flow.mu[:, 0, :], 1e12)  # never a night
-        cum = np.concatenate([pooled, pooled[:, :NIGHT_BINS]], axis=1)
-        csum = np.cumsum(np.concatenate([np.zeros((len(cum), 1)), cum], axis=1), axis=1)
-        window = csum[:, NIGHT_BINS:NIGHT_BINS + DAY_BINS] - csum[:, :DAY_BINS]
-        first = np.argmin(window, axis=1)  # first bin of each zone's night window
-        inside = ((b - first) % DAY_BINS < NIGHT_BINS) & (days.min(axis=1) >= 1)
+        days = self.flow.days[0]
+        pooled = np.where(days >= 1, self.flow.mu[0], 1e12)  # never a night
+        csum = np.cumsum(np.concatenate([np.zeros((1, self.n_zones)), pooled,
+                                         pooled[:NIGHT_BINS]]), axis=0)
+        window = csum[NIGHT_BINS:NIGHT_BINS + DAY_BINS] - csum[:DAY_BINS]
+        first = np.argmin(window, axis=0)  # first bin of each zone's night window
+        inside = ((b - first) % DAY_BINS < NIGHT_BINS) & (days.min(axis=0) >= 1)
         last = (b - first) % DAY_BINS == NIGHT_BINS - 1
         self.night[0] += np.where(inside & has, _nan_to_num(x), 0.0)
         self.night[1] += inside & has
@@ -494,6 +504,7 @@ class Leak:
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.flow.load_state("flow/", state)
+        self._refresh_tops()
         self.pressure.load_state("pressure/", state)
         for name in ("bin", "acc", "pacc", "cusum", "wsum", "fast", "back", "alarm", "size",
                      "confidence", "pz", "night", "nights", "mnf", "alarm_mnf", "usual",
