@@ -4,8 +4,9 @@ Quality: simulator exports made with EVALUATION seeds (default 101, 102, 103), n
 while tuning (the detectors were tuned on TUNING_SEEDS 1, 2, 3 only), for water normal, leak,
 small-leaks (a generated scenario: leaks of 5-10 % of a zone's inflow, abrupt and ramped),
 sensor-faults, comms-faults, and grid normal, grid-events, sensor-faults. Each recording goes
-through our engine as `scadawatch replay` runs it, and through two river off-the-shelf
-baselines on the same data:
+through our engine as `scadawatch replay` runs it (scadawatch/replay.py's engine: ticks of the
+recording's step, 5 min for water and 15 min for grid, not the site's 60 s), and through two
+river off-the-shelf baselines on the same data:
   - gauss/tag: per tag, GaussianScorer in QuantileFilter(q=0.995);
   - hst/zone: per zone, MinMaxScaler | HalfSpaceTrees(seed) in QuantileFilter(q=0.995), over
     all tags of the zone (the zone-less tags form one group of their own).
@@ -17,7 +18,8 @@ the `anom` column says how many of them any alarm at their location found.
 
 Throughput: tag-samples/s of our engine's replay (river zone score on and off) and of river
 HalfSpaceTrees (learn_one + score_one per zone sample) on the same data, in the same run: on
-the simulator sites and on a wide site (the water recording tiled over --wide copies).
+the simulator sites and on a wide site (the water recording tiled over --wide copies, written
+as a recording and replayed). `run(quick)` gives the wide site's rows of `python -m bench`.
 
     python -m bench.anomaly [--quick] [--seeds 101,102,103] [--days 7] [--wide 80]
                             [--cache DIR]
@@ -43,13 +45,14 @@ import numpy as np
 
 from anomaly.alarms import Alarm
 from anomaly.batch import Batch
-from anomaly.engine import Engine
 from anomaly.evaluation import UNSCORED, Label, evaluate
 from anomaly.points import PointInfo
-from gateway.config import Site, load_site
-from gateway.detection import engine_settings
-from gateway.recording import RecordingReader, read_recording
+from bench.table import Row
+from gateway.config import Point, Site, load_site
+from gateway.recording import RecordingReader, read_recording, write_recording
 from scadawatch.evaluate import read_labels
+from scadawatch.replay import replay_engine
+from scadawatch.replay import run as replay_run
 
 TUNING_SEEDS = (1, 2, 3)  # the detectors were tuned on these: never evaluate on them
 EVALUATION_SEEDS = (101, 102, 103)
@@ -58,8 +61,8 @@ STEP = {"water": 300.0, "grid": 900.0}
 Q = 0.995  # the baselines' quantile threshold
 HST_SEED = 42
 MERGE_GAP = 1800  # seconds: baseline flags closer than this are one alarm
-DAY_NS = 86400 * 10**9
 AIM = 1_000_000  # tag-samples/s of a replay (issue 6)
+CACHE = Path(tempfile.gettempdir()) / "scadawatch-bench"  # exports, kept between runs
 SMALL_LEAKS = """\
 description = "Leaks of 5-10 % of a zone's mean inflow, abrupt and ramped (bench/anomaly.py)."
 
@@ -329,21 +332,17 @@ class Speed:
 
 
 def engine_run(site: Site, directory: Path, river: bool) -> tuple[list[Alarm], int, float]:
-    """Alarms (final state), readings and engine CPU seconds of a replay: the engine
-    `scadawatch replay` builds, fed the recording's batches in order."""
-    settings = replace(engine_settings(site.anomaly), river=river)
-    engine = Engine([PointInfo.of(p) for p in site.points], settings)
-    with RecordingReader(directory, engine.table.tags) as reader:
+    """Alarms (final state), readings and engine CPU seconds of `scadawatch replay` over the
+    recording (its engine and its loop; the site's `[anomaly] river` set to `river`). The
+    recording is read before the clock starts: only the engine is timed."""
+    site = site.model_copy(update={"anomaly": site.anomaly.model_copy(update={"river": river})})
+    with RecordingReader(directory, [p.tag for p in site.points]) as reader:
         batches = list(reader)
-    alarms: dict[str, Alarm] = {}
-    began = time.thread_time()
-    for b in batches:
-        for e in engine.process(b):
-            alarms[e.alarm.id] = e.alarm
-    for e in engine.finish():
-        alarms[e.alarm.id] = e.alarm
-    seconds = time.thread_time() - began
-    return list(alarms.values()), sum(len(b) for b in batches), seconds
+        engine = replay_engine(site, batches[0] if batches else None)
+        began = time.thread_time()
+        alarms, _ = replay_run(engine, reader, batches, progress=False)
+        seconds = time.thread_time() - began
+    return alarms, sum(len(b) for b in batches), seconds
 
 
 def scenario_runs(name: str, dirs: list[Path], speed: Speed) -> dict[str, Tally]:
@@ -368,39 +367,71 @@ def scenario_runs(name: str, dirs: list[Path], speed: Speed) -> dict[str, Tally]
     return tallies
 
 
-def wide(directory: Path, copies: int, speed: Speed) -> None:
-    """The water recording tiled over `copies` sites' worth of zones: engine and HST rates."""
+def wide_site(site: Site, copies: int) -> Site:
+    """`copies` of the site's points, each copy with zones and devices of its own."""
+    def copy(k: int, p: Point) -> Point:
+        return p.model_copy(update={"tag": f"c{k}.{p.tag}",
+                                    "zone": f"c{k}.{p.zone}" if p.zone else None,
+                                    "device": f"c{k}.{p.device}" if p.device else None})
+
+    return site.model_copy(update={"points": [copy(k, p) for k in range(copies)
+                                              for p in site.points]})
+
+
+def tiled(directory: Path, copies: int) -> tuple[Site, Path, np.ndarray, np.ndarray]:
+    """The recording in `directory` tiled over `copies` sites' worth of zones: the wide site,
+    its recording (written once, beside the export), its times and (rows, tags) values."""
     site = load_site(directory / "site.toml")
-    base = [PointInfo.of(p) for p in site.points]
-    points = [replace(p, tag=f"c{k}.{p.tag}", zone=f"c{k}.{p.zone}" if p.zone else None,
-                      device=f"c{k}.{p.device}" if p.device else None)
-              for k in range(copies) for p in base]
-    batch, _ = read_recording(directory, [p.tag for p in base])
-    n = len(base)
-    # One day of rows per batch, as a replay reads a few MB at a time.
-    times, values = table_of(batch, n)
-    tiled = np.tile(values, (1, copies))
-    per_batch = int(DAY_NS // int(np.median(np.diff(times))))
-    batches = []
-    for i in range(0, len(times), per_batch):
-        v = tiled[i:i + per_batch]
-        ok = np.isfinite(v)
-        ts = np.broadcast_to(times[i:i + per_batch, None], v.shape)[ok]
-        pt = np.broadcast_to(np.arange(v.shape[1])[None, :], v.shape)[ok]
-        batches.append(Batch.of(source_ts=ts, point=pt, value=v[ok], quality=0))
-    readings = sum(len(b) for b in batches)
+    big = wide_site(site, copies)
+    batch, _ = read_recording(directory, [p.tag for p in site.points])
+    times, values = table_of(batch, len(site.points))
+    values = np.tile(values, (1, copies))
+    out = directory.with_name(f"{directory.name}-x{copies}")
+    if not (out / "readings.csv").exists():
+        ok = np.isfinite(values)
+        whole = Batch.of(source_ts=np.broadcast_to(times[:, None], values.shape)[ok],
+                         point=np.broadcast_to(np.arange(values.shape[1]), values.shape)[ok],
+                         value=values[ok], quality=0)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.mkdir(exist_ok=True)
+        write_recording(tmp / "readings.csv", [p.tag for p in big.points], [whole])
+        tmp.rename(out)
+    return big, out, times, values
+
+
+def wide(directory: Path, copies: int, speed: Speed) -> tuple[str, str, str]:
+    """Replays of the water recording tiled over `copies` sites' worth of zones, river zone
+    detector on and off, and river HST on the same data; the names of their `speed` entries."""
+    site, recording, times, values = tiled(directory, copies)
+    names = []
     for river in (True, False):
-        engine = Engine(points, replace(engine_settings(site.anomaly), river=river))
-        began = time.thread_time()
-        for b in batches:
-            engine.process(b)
-        engine.finish()
-        label = f"engine, wide {len(points):,} tags" + ("" if river else ", river off")
-        speed.add(label, readings, time.thread_time() - began)
+        _, readings, seconds = engine_run(site, recording, river)
+        names.append(f"engine, wide {len(site.points):,} tags"
+                     + ("" if river else ", river off"))
+        speed.add(names[-1], readings, seconds)
     # River over every zone sample of the wide site would take minutes: a bounded probe.
-    probe = hst_per_zone(points, times, tiled, limit=3000)
-    speed.add(f"hst/zone, wide {len(points):,} tags (first 3,000 zone samples)",
-              probe.samples, probe.seconds)
+    probe = hst_per_zone([PointInfo.of(p) for p in site.points], times, values, limit=3000)
+    names.append(f"hst/zone, wide {len(site.points):,} tags (first 3,000 zone samples)")
+    speed.add(names[-1], probe.samples, probe.seconds)
+    return names[0], names[1], names[2]
+
+
+def run(quick: bool) -> list[Row]:
+    """The wide site's replay, river zone detector on and off, beside river HST on the same
+    data (this module's quality tables need `python -m bench.anomaly`)."""
+    days, copies = (1.0, 4) if quick else (7.0, 80)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    speed = Speed()
+    recording = exported(CACHE, "water", "normal", EVALUATION_SEEDS[0], days)
+    on, off, river = wide(recording, copies, speed)
+    tags = on.removeprefix("engine, wide ")
+    peer = f"river HalfSpaceTrees per zone: {speed.rate(river):,.0f}/s"
+    command = f"python -m bench.anomaly{' --quick' if quick else ''}"
+    return [Row(f"anomaly engine replay, {tags} (water site x {copies}, {days:g} day"
+                f"{'' if days == 1 else 's'}), "
+                f"river zone detector {state}", f"{speed.rate(name):,.0f} tag-samples/s", peer,
+                speed.rate(name) / speed.rate(river), command)
+            for name, state in ((on, "on"), (off, "off"))]
 
 
 def print_speed(speed: Speed) -> None:
@@ -430,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="evaluation seeds, comma-separated (never the tuning seeds 1-3)")
     p.add_argument("--days", type=float, default=7.0)
     p.add_argument("--wide", type=int, default=80, help="copies of the water site (~26 tags)")
-    p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "scadawatch-bench"),
+    p.add_argument("--cache", default=str(CACHE),
                    help="where exports are kept between runs")
     args = p.parse_args(argv)
     try:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from anomaly.alarms import Alarm, AlarmEvent, iso
 from anomaly.batch import Batch
 from anomaly.engine import Engine, StateError
+from gateway.config import Site
 from gateway.detection import build_engine
 from gateway.recording import ReadStats, RecordingError, RecordingReader
 from scadawatch.cli import EXIT_OK, UsageError
@@ -34,6 +35,13 @@ def recording_step(batch: Batch | None) -> float:
         return 0.0
     stamps = np.unique(batch.source_ts)
     return float(np.median(np.diff(stamps))) / 1e9 if len(stamps) > 1 else 0.0
+
+
+def replay_engine(site: Site, first: Batch | None) -> Engine:
+    """The engine a replay runs, given the recording's first chunk. A tick shorter than the
+    recording's step would only add empty ticks: a 5-min recording is judged on 5-min ticks
+    (live, the site's interval holds)."""
+    return build_engine(site, interval=max(recording_step(first), site.anomaly.interval))
 
 
 def run(engine: Engine, reader: RecordingReader, batches: Iterable[Batch], *,
@@ -100,12 +108,9 @@ def main(args: argparse.Namespace) -> int:
         with RecordingReader(args.input, [p.tag for p in site.points]) as reader:
             batches = iter(reader)
             first = next(batches, None)
-            # A tick shorter than the recording's step would only add empty ticks: a 5-min
-            # recording is judged on 5-min ticks (live, the site's interval holds).
-            step = recording_step(first)
-            engine = build_engine(site, interval=max(step, site.anomaly.interval))
-            if step > site.anomaly.interval:
-                print(f"  ticks of {step:g} s, the recording's step "
+            engine = replay_engine(site, first)
+            if engine.settings.interval > site.anomaly.interval:
+                print(f"  ticks of {engine.settings.interval:g} s, the recording's step "
                       f"(site interval {site.anomaly.interval:g} s)", file=sys.stderr)
             if state is not None and state.exists():
                 try:

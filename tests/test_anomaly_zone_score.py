@@ -52,6 +52,10 @@ def pump_trip(v: np.ndarray) -> None:
     v[TRIP, 1:4] -= 12.0  # every pressure of zone z, demand as usual
 
 
+def pump_trip_in_y(v: np.ndarray) -> None:
+    v[TRIP, 5] -= 12.0  # zone y's only pressure: the zone beside z, with fewer points
+
+
 def pump_trip_below_limit(v: np.ndarray) -> None:
     v[TRIP, 1:4] -= 30.0  # so far down that the pressures leave their limits
 
@@ -88,6 +92,7 @@ def with_limits(table: PointTable, settings: EngineSettings) -> list[Detector]:
 @pytest.mark.parametrize(("fault", "detectors", "expected"), [
     (None, zone_score_only, set()),
     (pump_trip, zone_score_only, {("anomaly", "z")}),
+    (pump_trip_in_y, zone_score_only, {("anomaly", "y")}),  # each zone judged on its own points
     (zone_silent, zone_score_only, set()),  # silence is comms' business
     (one_tag_missing, zone_score_only, set()),
     # The limit alarms explain the zone's state: no catch-all on top of them.

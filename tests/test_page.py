@@ -1,5 +1,6 @@
 """The control-room page in a real headless Chromium (Debian's `chromium`, driven by
-Playwright; no browser download), against the gateway and API polling the water simulator.
+Playwright; no browser download, launched as bench/page.py launches it), against the gateway
+and API polling the water simulator.
 
 Screenshots go to test-artifacts/ at the repository root (CI keeps them as artifacts).
 """
@@ -25,18 +26,13 @@ from modbus_servers import free_port
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from api.times import parse_time
+from bench.page import launch
 from gateway.alarm_store import AlarmStore, store_path
 from gateway.config import Site, load_site
 from gateway.tokens import Role
 from scadawatch.serve import serve as run_gateway
 from simulators.sitefile import write_site_file
 
-CHROMIUM = "/usr/bin/chromium"
-# Without the background-networking flags Chromium keeps trying to reach Google's hosts
-# (bench/page.py launches it the same way).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 BURST_AT = 40 * 60.0  # simulated seconds: inside the scenario's burst below
 
@@ -50,7 +46,7 @@ SCENARIO = {
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch(p)
         yield b
         b.close()
 
