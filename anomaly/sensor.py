@@ -4,10 +4,14 @@
   previous one (within the tag's resolution, the smallest step it has shown), and a run of `k`
   repeats is judged stuck once `p0 ** k < 1e-6` (and at least `MIN_RUN` repeats over at
   least `MIN_STUCK` seconds). With many readings per tick a repeat is a tick whose readings
-  are all equal to the previous value. Never judged: status points, tags that have shown only
-  0 and 1, tags never seen to change, tags that repeat most of the time
-  (`p0 >= P0_CONSTANT`), and a value the tag has rested at before for a long run and then left
-  by itself (a flow meter's low-flow cut-off, PV at night).
+  are all equal to the previous value, and `MIN_RUN` counts its readings: 6 repeated ticks
+  of 1-minute readings would be an hour and a half at 15-minute ticks, not the 6 readings of
+  evidence `MIN_RUN` asks for (a run that short still teaches p0: only runs of `MIN_RUN`
+  ticks are kept out of it and can mark a resting value, as with one reading per tick).
+  Never judged: status points, tags that have shown only 0 and 1, tags never seen to change,
+  tags that repeat most of the time (`p0 >= P0_CONSTANT`), and a value the tag has rested at
+  before for a long run and then left by itself (a flow meter's low-flow cut-off, PV at
+  night).
 - `spike`: a reading that jumps far from its neighbours and comes back. The tag's scale is an
   EWMA of its absolute first differences, each clipped at `CLIP` scales so a spike cannot
   inflate it. A spike is judged when the next reading arrives: both steps above `SPIKE`
@@ -98,9 +102,18 @@ class SensorFaults:
         self.rest = np.full(n, np.nan)  # value of the last long run the tag left by itself
         self.scale = np.full(n, np.nan)  # EWMA of |step|
         self.scale_n = np.zeros(n)  # steps the scale has learned
-        self.hourly = np.full((n, 24), np.nan)  # the same per hour of day
-        self.hourly_n = np.zeros((n, 24))
+        # The same per hour of day, hour-major so that a tick's hour is one contiguous row
+        # (`state()` gives it tag-major, as `hourly`).
+        self.by_hour = np.full((24, n), np.nan)
+        self.by_hour_n = np.zeros((24, n))
         self.spread = np.full(n, np.nan)  # EWMA of max(max - mean, mean - min) in a tick
+        self._res_changed()
+
+    def _res_changed(self) -> None:
+        """The resolution as the judgements use it (0 while unknown): it changes rarely, so
+        it is kept rather than derived on every tick."""
+        self._res0 = np.where(np.isfinite(self.res), self.res, 0.0)
+        self._half_res = 0.5 * self._res0
 
     def update(self, tick: Tick) -> list[Finding]:
         # NaN stands for "no value yet" throughout: its warnings are noise.
@@ -109,28 +122,52 @@ class SensorFaults:
 
     def _update(self, tick: Tick) -> list[Finding]:
         good = tick.count > 0
-        if not good.any():  # an empty tick (a sparse recording) teaches and judges nothing
+        n_good = np.count_nonzero(good)
+        if not n_good:  # an empty tick (a sparse recording) teaches and judges nothing
             return [Finding(kind, "tag", good, known=good, message="")
                     for kind in ("stuck", "spike")]
+        # Every tag read (the common case): the `good` masks below are no-ops and are skipped.
+        every = n_good == len(good)
         v = tick.mean
-        self.binary &= ~good | (v == 0.0) | (v == 1.0)
-        spread = tick.max - tick.min
-        step = good & ~np.isnan(self.prev)
-        diff = np.abs(v - self.prev)
+        zero_one = (v == 0.0) | (v == 1.0)
+        if not every:
+            zero_one |= ~good
+        self.binary &= zero_one
+        most = int(tick.count.max())
+        # With one reading per tag and tick, max - min is 0 wherever read: no spread to learn.
+        spread = tick.max - tick.min if most > 1 else None
+        d2 = v - self.prev
+        diff = np.abs(d2)
         # Float sums of equal readings may differ in the last bits.
-        tiny = 1e-9 * np.abs(v)
-        self.res = np.fmin(self.res, np.fmin(np.where(diff > tiny, diff, np.inf),
-                                             np.where(spread > tiny, spread, np.inf)))
-        tol = np.where(np.isfinite(self.res), 0.5 * self.res, 0.0) + tiny
-        same = step & (diff < tol) & (spread < tol)
-        moved = good & ~same
-        stuck, k = self._stuck(tick, good, v, same, moved, step)
-        spike, score = self._spike(tick, good, v, step)
-        self.prev2 = np.where(good, self.prev, self.prev2)
-        self.prev = np.where(good, v, self.prev)
+        tiny = np.abs(v)
+        tiny *= 1e-9
+        finer = self._finer(diff, tiny)
+        if spread is not None:
+            finer |= self._finer(spread, tiny)
+        if finer:
+            self._res_changed()
+        tol = self._half_res + tiny
+        # diff < tol implies a good reading and a previous value (NaN compares False), and a
+        # spread of 0 is below any tol above a diff.
+        same = diff < tol
+        if spread is not None:
+            same &= spread < tol
+        moved = ~same
+        step = ~np.isnan(self.prev)
+        if not every:
+            moved &= good
+            step &= good
+        stuck, k = self._stuck(tick, good, v, same, moved, step, most)
+        spike, score = self._spike(tick, good, v, step, d2, diff, most)
+        if every:  # both shift whole: swap the buffers
+            self.prev2, self.prev = self.prev, self.prev2
+            np.copyto(self.prev, v)
+        else:
+            self.prev2 = np.where(good, self.prev, self.prev2)
+            self.prev = np.where(good, v, self.prev)
         # how long it has been stuck, for the message: all NaN on most ticks
-        minutes = (np.where(stuck, (tick.last_ts - self.since) / 60e9, np.nan) if stuck.any()
-                   else self._none_score)
+        minutes = (np.where(stuck, (tick.last_ts - self.since) / 60e9, np.nan)
+                   if stuck is not self._none and stuck.any() else self._none_score)
         return [
             Finding("stuck", "tag", stuck, known=good, value=v, limit=k,
                     details={"minutes": minutes},
@@ -142,67 +179,117 @@ class SensorFaults:
                             "back"),
         ]
 
-    def _stuck(self, tick: Tick, good: np.ndarray, v: np.ndarray, same: np.ndarray,
-               moved: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _finer(self, step: np.ndarray, tiny: np.ndarray) -> bool:
+        """Lower the resolution to the nonzero steps below it; whether any was."""
+        finer = (step > tiny) & (step < self.res)
+        if not finer.any():
+            return False
+        np.copyto(self.res, step, where=finer)
+        return True
+
+    def _limits(self, count: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """k: the run of repeats that is implausible for each tag (inf: never judged), and
+        the one judged on this tick's `count` readings per tag (k itself without `count`)."""
         peers = self.peers
-        pool = ((np.bincount(self.peer_id, self.repeats, peers) + P0_PRIOR[0])
-                / (np.bincount(self.peer_id, self.steps, peers) + P0_PRIOR[1]))
-        p0 = (self.repeats + PEERS * pool[self.peer_id]) / (self.steps + PEERS)
+        pool = np.bincount(self.peer_id, self.repeats, peers)
+        pool += P0_PRIOR[0]
+        pool /= np.bincount(self.peer_id, self.steps, peers) + P0_PRIOR[1]
+        p0 = pool.take(self.peer_id)
+        p0 *= PEERS
+        p0 += self.repeats
+        p0 /= self.steps + PEERS
         # 0 < p0 <= 1 (pseudo-counts): p0 = 1 gives k = inf, never stuck
-        k = np.maximum(MIN_RUN, np.ceil(np.log(IMPLAUSIBLE) / np.log(p0)))
-        k = np.where(p0 >= P0_CONSTANT, np.inf, k)
+        k = np.log(p0)
+        np.divide(LOG_IMPLAUSIBLE, k, out=k)
+        np.ceil(k, out=k)
+        constant = p0 >= P0_CONSTANT
+        judged = None
+        if count is not None:
+            judged = np.maximum(MIN_RUN / np.maximum(count, 1), k)
+            np.ceil(judged, out=judged)
+            judged[constant] = np.inf
+        np.maximum(MIN_RUN, k, out=k)
+        k[constant] = np.inf
+        return k, k if judged is None else judged
+
+    def _stuck(self, tick: Tick, good: np.ndarray, v: np.ndarray, same: np.ndarray,
+               moved: np.ndarray, step: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray]:
+        k, judged = self._limits(tick.count if most > 1 else None)
         # A run ends: its repeats teach p0 unless the run was long enough to be judged (a
         # stuck sensor must not teach that repeats are normal); a long run the tag left by
         # itself marks a resting value.
         ended = moved & step
         long_run = self.run >= k
-        counted = np.where(long_run, 0.0, self.run)
+        if long_run.any():
+            counted = np.where(long_run, 0.0, self.run)
+            self.rest = np.where(ended & long_run, self.prev, self.rest)
+        else:
+            counted = self.run
         m = counted + 1.0
-        decay = np.exp(-m / P0_MEMORY)
-        self.repeats = np.where(ended, decay * self.repeats + counted, self.repeats)
-        self.steps = np.where(ended, decay * self.steps + m, self.steps)
-        self.rest = np.where(ended & long_run, self.prev, self.rest)
-        self.moves = np.minimum(self.moves + ended, MIN_MOVES)
-        self.run = np.where(same, self.run + 1, np.where(moved, 0.0, self.run))
+        decay = np.negative(m)
+        decay /= P0_MEMORY
+        np.exp(decay, out=decay)
+        repeats = decay * self.repeats
+        repeats += counted
+        self.repeats = np.where(ended, repeats, self.repeats)
+        decay *= self.steps
+        decay += m
+        self.steps = np.where(ended, decay, self.steps)
+        self.moves += ended
+        np.minimum(self.moves, MIN_MOVES, out=self.moves)
+        self.run = np.where(moved, 0.0, self.run + same)
         self.since = np.where(moved, tick.start_ns, self.since)
+        stuck = self.run >= judged  # rare, and all else is judged only then
+        if not stuck.any():
+            return self._none, k
         held = tick.last_ts - self.since
-        stuck = (self.eligible & ~self.binary & good & (self.moves >= MIN_MOVES)
-                 & (self.run >= k) & (held >= MIN_STUCK * 1e9) & (v != self.rest))
+        stuck &= (self.eligible & ~self.binary & good & (self.moves >= MIN_MOVES)
+                  & (held >= MIN_STUCK * 1e9) & (v != self.rest))
         return stuck, k
 
-    def _spike(self, tick: Tick, good: np.ndarray, v: np.ndarray,
-               step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        judge = self.eligible & ~self.binary & (self.scale_n >= WARM_STEPS)
+    def _spike(self, tick: Tick, good: np.ndarray, v: np.ndarray, step: np.ndarray,
+               d2: np.ndarray, d: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray]:
         d1 = self.prev - self.prev2
-        d2 = v - self.prev
         hour = int(tick.start_ns // 3_600_000_000_000 % 24)
-        by_hour = self.hourly[:, hour]
+        by_hour, n_h = self.by_hour[hour], self.by_hour_n[hour]
         # Steps are larger at some hours (PV under clouds at noon, the morning demand ramp):
         # a reading is judged against the larger of the tag's overall and this hour's scale.
-        scale = np.fmax(np.fmax(self.scale, np.where(self.hourly_n[:, hour] >= HOUR_STEPS,
-                                                     by_hour, np.nan)),
-                        np.where(np.isfinite(self.res), self.res, 0.0))
-        score = np.minimum(np.abs(d1), np.abs(d2)) / scale
-        jump = (step & judge & (score > SPIKE) & (np.sign(d1) != np.sign(d2))
-                & (np.abs(v - self.prev2) <= BACK * np.abs(d1)))
-        wide = self._stray(tick, good, v, judge)
-        # the scale learns from every step, clipped, except the jump's way back
-        d = np.abs(d2)
-        # nor from repeats: a stuck spell would shrink it
-        learn = step & ~jump & (d2 != 0)
-        clipped = np.where(np.isnan(self.scale), d, np.minimum(d, CLIP * scale))
+        scale = np.fmax(self.scale, np.where(n_h >= HOUR_STEPS, by_hour, np.nan))
+        np.fmax(scale, self._res0, out=scale)  # never NaN: the resolution is 0 while unknown
+        score = np.abs(d1)
+        np.minimum(score, d, out=score)
+        score /= scale
+        # A score above SPIKE implies both steps are numbers, so a good reading after two.
+        jump = score > SPIKE
+        # The rest of the test only for candidates: most ticks have none.
+        jumped = bool(jump.any())
+        if jumped:
+            jump &= (self._judged() & (np.sign(d1) != np.sign(d2))
+                     & (np.abs(v - self.prev2) <= BACK * np.abs(d1)))
+            jumped = bool(jump.any())
+        wide = (self._stray(tick, good, v) if most >= SPREAD_MIN_COUNT
+                else self._no_stray())
+        # the scale learns from every step, clipped, except the jump's way back, nor from
+        # repeats: a stuck spell would shrink it
+        learn = d2 != 0
+        learn &= step
+        if jumped:
+            learn &= ~jump
+        # Where the tag has no scale yet neither has any hour (they learn together): both
+        # start at d, so the clip needs no exception for them.
+        scale *= CLIP
+        clipped = np.minimum(d, scale, out=scale)
         # a plain mean at first, so the scale is sound once warm
-        alpha = np.maximum(SCALE_ALPHA, 1.0 / (self.scale_n + 1))
-        self.scale = np.where(learn, np.where(np.isnan(self.scale), d,
-                                              self.scale + alpha * (clipped - self.scale)),
-                              self.scale)
+        alpha = self.scale_n + 1
+        np.divide(1.0, alpha, out=alpha)
+        np.maximum(SCALE_ALPHA, alpha, out=alpha)
+        self.scale = np.where(learn, _ewma(self.scale, clipped, alpha, d), self.scale)
         self.scale_n += learn
-        n_h = self.hourly_n[:, hour]
-        a_h = np.maximum(HOUR_ALPHA, 1.0 / (n_h + 1))
-        self.hourly[:, hour] = np.where(learn, np.where(np.isnan(by_hour), d,
-                                                        by_hour + a_h * (clipped - by_hour)),
-                                        by_hour)
-        self.hourly_n[:, hour] = n_h + learn
+        a_h = n_h + 1
+        np.divide(1.0, a_h, out=a_h)
+        np.maximum(HOUR_ALPHA, a_h, out=a_h)
+        by_hour[:] = np.where(learn, _ewma(by_hour, clipped, a_h, d), by_hour)
+        n_h += learn
         if wide is not self._none:  # a tick of many readings each
             score = np.where(wide & ~jump, self._stray_score, score)
         spikes = jump | wide
@@ -213,13 +300,19 @@ class SensorFaults:
         alike = np.bincount(self.kind_id[spikes], minlength=self.kinds)
         return spikes & (alike[self.kind_id] < COMMON), score
 
-    def _stray(self, tick: Tick, good: np.ndarray, v: np.ndarray,
-               judge: np.ndarray) -> np.ndarray:
+    def _judged(self) -> np.ndarray:
+        """Tags whose spikes are judged: warm, not status, not 0/1."""
+        return self.eligible & ~self.binary & (self.scale_n >= WARM_STEPS)
+
+    def _no_stray(self) -> np.ndarray:
+        """Few readings per tag in the tick: no spread to judge."""
+        self._stray_score = self._none_score
+        return self._none
+
+    def _stray(self, tick: Tick, good: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Many readings in a tick: a single wild one shows as a max or min far from the mean,
         against the learned spread (which learns from the other ticks, clipped)."""
-        if tick.count.max() < SPREAD_MIN_COUNT:  # one reading per tick: nothing to judge
-            self._stray_score = self._none_score
-            return self._none
+        judge = self._judged()
         stray = np.maximum(tick.max - v, v - tick.min)
         dense = good & (tick.count >= SPREAD_MIN_COUNT)
         wide = dense & judge & (stray > SPIKE_SPREAD * self.spread)
@@ -231,12 +324,28 @@ class SensorFaults:
         return wide
 
     def state(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in _STATE}
+        return {"hourly": self.by_hour.T, "hourly_n": self.by_hour_n.T,
+                **{name: getattr(self, name) for name in _STATE}}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:
             setattr(self, name, state[name].copy())
+        self.by_hour = np.array(state["hourly"].T, order="C")
+        self.by_hour_n = np.array(state["hourly_n"].T, order="C")
+        self._res_changed()
+
+
+LOG_IMPLAUSIBLE = np.log(IMPLAUSIBLE)
+
+
+def _ewma(mean: np.ndarray, x: np.ndarray, alpha: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """mean + alpha (x - mean), or `first` where there is no mean yet."""
+    out = x - mean
+    out *= alpha
+    out += mean
+    nan = np.isnan(mean)
+    return np.where(nan, first, out) if nan.any() else out
 
 
 _STATE = ("prev", "prev2", "res", "binary", "repeats", "steps", "run", "moves", "since", "rest",
-          "scale", "scale_n", "hourly", "hourly_n", "spread")
+          "scale", "scale_n", "spread")
