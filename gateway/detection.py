@@ -5,10 +5,17 @@ acknowledged, in spool order, whatever the historians are doing. Its learned sta
 with the spool position it covers (data_dir/anomaly-state.npz) after every tick that changed
 an alarm and every `save_interval`; after a crash it resumes there and re-reads the spool from
 that point, regenerating the same events (same alarm ids), which the alarm store takes once.
+
+A device whose clock runs ahead would push the engine's ticks into its own future: the engine
+closes a tick once readings go `lateness` past its end, so every other device's readings would
+come "late" and be left out. A reading stamped more than `lateness` ahead of the time the
+gateway received it is therefore judged at that receipt time (the spool and the historians keep
+the device's own stamp), counted in `clock_ahead_total`, and logged once per device.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -59,9 +66,15 @@ class Detection:
         self.site = site
         self.engine: Engine | None = None  # built by the first cursor(), in the drain's thread
         self.tags = [p.tag for p in site.points]
+        # PointList.first_seq -> (that list, whether its tags are the site's)
+        self._site_lists: dict[int, tuple[PointList, bool]] = {}
         self.path = state_path(site)
         self.save_interval = site.anomaly.save_interval
         self.emit = emit
+        self._device_of = [p.device for p in site.points]
+        self._tolerance_ns = int(site.anomaly.lateness * 1e9)
+        self._clock_warned: set[str | None] = set()
+        self.clock_ahead_total = 0  # readings judged at receipt: their device's clock was ahead
         self._lock = threading.Lock()  # the drain thread and the live clock share the engine
         self._position = 0  # spool sequence number the engine has seen up to
         self._saved_at = time.monotonic()
@@ -93,7 +106,7 @@ class Detection:
     def store(self, entries: list[tuple[int, Batch]], points: PointList | None = None) -> None:
         """Feed spooled batches to the engine; `points`: the list their indices refer to
         (None: the site's), re-indexed to the site's current list."""
-        if points is not None and points.tags == self.tags:
+        if points is not None and self._is_site_list(points):
             points = None
         with self._lock:
             engine = self.engine or self._build()
@@ -101,9 +114,39 @@ class Detection:
             for seq, batch in entries:
                 if points is not None:
                     batch = points.reindex(batch, self.tags)
-                changed |= self._emit(engine.process(batch))
+                changed |= self._emit(engine.process(self._at_receipt_if_ahead(batch)))
                 self._position = seq
             self._save_if(changed)
+
+    def _is_site_list(self, points: PointList) -> bool:
+        """Compared once per generation: its tag list costs more to build than the engine's
+        work on a poll (0.8 of 1.2 ms per store at 10,000 points)."""
+        known = self._site_lists.get(points.first_seq)
+        if known is None or known[0] is not points:
+            known = self._site_lists[points.first_seq] = (points, points.tags == self.tags)
+        return known[1]
+
+    def _at_receipt_if_ahead(self, batch: Batch) -> Batch:
+        """`batch` with the readings stamped beyond receipt + `lateness` moved to their
+        receipt time. Decided from the batch alone, so a re-read spool is judged the same."""
+        ahead = batch.source_ts > batch.gateway_ts + self._tolerance_ns
+        if not ahead.any():
+            return batch
+        self.clock_ahead_total += int(np.count_nonzero(ahead))
+        lead = batch.source_ts - batch.gateway_ts
+        for point in np.unique(batch.point[ahead]).tolist():
+            device = self._device_of[point]
+            if device in self._clock_warned:
+                continue
+            self._clock_warned.add(device)
+            seconds = int(lead[ahead & (batch.point == point)].max()) / 1e9
+            log.warning("event=device_clock_ahead device=%s ahead_s=%.1f tolerance_s=%g "
+                        "message=%r", device, seconds, self._tolerance_ns / 1e9,
+                        f"device {device}'s clock is {seconds:.1f} s ahead of the gateway's: "
+                        "the anomaly engine judges its readings at the time they arrive "
+                        "(stored with the device's timestamps); set the device's clock")
+        return dataclasses.replace(
+            batch, source_ts=np.where(ahead, batch.gateway_ts, batch.source_ts))
 
     def advance(self, now_ns: int | None = None) -> None:
         """Close the ticks the clock has passed: a silent device is judged without readings."""

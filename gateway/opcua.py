@@ -23,7 +23,9 @@ Readings:
   source's when absent), gateway_ts = receipt time.
 - A reading equal to the last one stored for its point (same source timestamp and cause) is
   dropped: the initial values a server sends after a reconnect are not stored twice.
-- Outage (connection lost, bad subscription status, failed reconnect): every point of the
+- Outage (connection lost, bad subscription status, failed reconnect, no Publish response,
+  not even a keep-alive, for three keep-alive periods and PUBLISH_GRACE: asyncua stops
+  publishing without a word once the server has dropped the subscription): every point of the
   device gets one bad reading (BadCommunicationError, or the server's status code) at the
   start of the outage, not one per retry; the API turns them stale afterwards.
 
@@ -69,6 +71,7 @@ Emit = Callable[[Batch], Awaitable[None]]
 COMMS = ua.StatusCodes.BadCommunicationError
 NODE_UNKNOWN = ua.StatusCodes.BadNodeIdUnknown
 TYPE_MISMATCH = ua.StatusCodes.BadTypeMismatch
+NO_SUBSCRIPTION = ua.StatusCodes.BadNoSubscription
 # Monitored-item results that mean the node itself is wrong: polling it would fail too.
 _NODE_FAULTS = frozenset({ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid,
                           ua.StatusCodes.BadAttributeIdInvalid, ua.StatusCodes.BadNotReadable,
@@ -84,6 +87,7 @@ _DEADBANDS = {"none": ua.DeadbandType.None_, "absolute": ua.DeadbandType.Absolut
               "percent": ua.DeadbandType.Percent}
 KEEPALIVE_COUNT = 10  # publishing intervals without data before the server sends a keep-alive
 SESSION_TIMEOUT = 60.0  # seconds the server keeps an abandoned session (and its subscription)
+PUBLISH_GRACE = 30.0  # seconds of a loaded machine's stalls before a silent subscription is lost
 _NO_TS = np.iinfo(np.int64).min
 
 
@@ -197,6 +201,8 @@ class OpcUaSession:
         self._client: Client | None = None
         self._lost: asyncio.Future[Lost] | None = None
         self._down = False  # the current outage is already recorded
+        self._quiet: float | None = None  # seconds without a Publish response that mean lost
+        self._published = 0.0  # monotonic time of the last Publish response
         self._connects = 0
 
     async def run(self) -> None:
@@ -257,6 +263,7 @@ class OpcUaSession:
     async def _serve(self) -> None:
         client = self._client
         assert client is not None and self._lost is not None
+        self._quiet = None
         namespaces = await client.get_namespace_array()
         nodes: list[ua.NodeId | None] = []
         bad: dict[int, int] = {}  # position in self.points -> status code
@@ -281,6 +288,8 @@ class OpcUaSession:
         waiters: list[asyncio.Future] = [self._lost]
         if polled:
             waiters.append(asyncio.ensure_future(self._poll(client, polled, nodes, limits)))
+        if self._quiet is not None:
+            waiters.append(asyncio.ensure_future(self._watch_publishing(self._quiet)))
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -305,9 +314,15 @@ class OpcUaSession:
                          limits: Limits, bad: dict[int, int]) -> list[int]:
         """Create the subscription and its items; return the positions to poll instead."""
         keepalive = KEEPALIVE_COUNT
+        # The server drops a subscription after `lifetime` publishing intervals without a
+        # Publish request from us. Three keep-alives (1.5 s at 50 ms) is the spec's floor, and
+        # a server that blocks for longer (asyncua creating 10,000 monitored items: seconds)
+        # then counts its missed intervals at once and drops it: no data ever after. The
+        # session outlives a silent client for SESSION_TIMEOUT, so its subscription may too.
+        lifetime = max(3 * keepalive, math.ceil(SESSION_TIMEOUT / self.publishing))
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=self.publishing * 1000,
-            RequestedLifetimeCount=keepalive * 3, RequestedMaxKeepAliveCount=keepalive,
+            RequestedLifetimeCount=lifetime, RequestedMaxKeepAliveCount=keepalive,
             MaxNotificationsPerPublish=0, PublishingEnabled=True, Priority=0)
         try:
             sub = await client.uaclient.create_subscription(params, self._on_publish)
@@ -317,6 +332,8 @@ class OpcUaSession:
             log.warning("event=opcua_polling device=%s reason=%s", self.device.name,
                         ua.StatusCode(e.code).name)
             return live
+        self._quiet = (3 * sub.RevisedMaxKeepAliveCount * sub.RevisedPublishingInterval / 1000
+                       + PUBLISH_GRACE)
         requests = [self._item_request(k, nodes[k]) for k in live]
         polled = []
         for part in Limits.chunks(len(requests), limits.monitored):
@@ -361,6 +378,7 @@ class OpcUaSession:
 
     async def _on_publish(self, result: ua.PublishResult) -> None:
         """asyncua's publish loop awaits this per Publish response (see the module docstring)."""
+        self._published = time.monotonic()
         self.status.polls_total += 1
         self.status.last_success = time.time()
         for notification in result.NotificationMessage.NotificationData or ():
@@ -373,6 +391,15 @@ class OpcUaSession:
                 status = notification.Status
                 if status is not None and not status.is_good():
                     self._lose(status.value, f"subscription status {status.name}")
+
+    async def _watch_publishing(self, quiet: float) -> Lost:
+        """Returns once no Publish response has come for `quiet` seconds (see the module
+        docstring): the subscription is gone, and only a new session brings the data back."""
+        self._published = time.monotonic()
+        while (left := self._published + quiet - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+        return Lost(NO_SUBSCRIPTION, f"no Publish response, not even a keep-alive, for "
+                    f"{quiet:g} s: the server no longer publishes the subscription")
 
     async def _poll(self, client: Client, polled: list[int], nodes: list[ua.NodeId | None],
                     limits: Limits) -> None:

@@ -21,7 +21,7 @@ from modbus_servers import Sink, free_port
 
 from anomaly.batch import Batch, Quality
 from gateway.config import ConfigError, Device, Point, Site, SiteSection, load_site
-from gateway.opcua import COMMS, NODE_UNKNOWN, TYPE_MISMATCH, build_sessions
+from gateway.opcua import COMMS, NO_SUBSCRIPTION, NODE_UNKNOWN, TYPE_MISMATCH, build_sessions
 from gateway.status import GatewayStatus
 from simulators.opcua_server import namespace_uri
 
@@ -270,6 +270,31 @@ def test_server_restart_marks_the_outage_bad_and_duplicates_nothing(tmp_path: Pa
     assert batch.value[a & good].tolist() == [0.0, 1.0, 2.0]
     outage = batch.cause == COMMS
     assert outage.sum() == 3 and np.isnan(batch.value[outage]).all()
+    assert status.devices["plc"].reconnects_total == 1
+
+
+def test_a_subscription_the_server_drops_is_marked_and_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.opcua.PUBLISH_GRACE", 0.5)  # seconds, not the field's 30
+
+    async def scenario() -> tuple[Batch, GatewayStatus]:
+        async with UaServer() as served:
+            site = opcua_site(served.endpoint, {"a": ns_of("a")}, tmp_path)
+            sink = Sink()
+            found, status = sessions(site, sink)
+            async with sink.running(found):
+                await sink.wait(lambda s: len(s.batches) == 1, LIMIT)
+                # As a server does when its lifetime count runs out: publishing just stops.
+                subscriptions = served.server.iserver.subscription_service
+                await subscriptions.delete_subscriptions(list(subscriptions.subscriptions))
+                await served.write("a", 1.0, source=T0 + timedelta(seconds=1))
+                await sink.wait(lambda s: 1.0 in rows(s).value, LIMIT)
+            return rows(sink), status
+
+    batch, status = asyncio.run(scenario())
+    # the initial value, the outage, then the value written meanwhile from the new session
+    assert batch.cause.tolist() == [0, NO_SUBSCRIPTION, 0]
+    assert batch.value[[0, 2]].tolist() == [0.0, 1.0]
     assert status.devices["plc"].reconnects_total == 1
 
 
