@@ -6,8 +6,10 @@
   (`MODBUS_EXCEPTION_BASE + 2`: illegal data address).
 - `>= OPCUA_STATUS_MIN`: an OPC UA status code, passed through as-is.
 
->>> cause_name(TIMEOUT), cause_name(MODBUS_EXCEPTION_BASE + 2), cause_name(0x80000000 | 0x123)
-('timeout', 'illegal_data_address', 'opcua_0x80000123')
+>>> cause_name(TIMEOUT), cause_name(MODBUS_EXCEPTION_BASE + 2), cause_name(0x80790000)
+('timeout', 'illegal_data_address', 'opcua_BadNoSubscription')
+>>> cause_name(0x80000000 | 0x123)  # a code the OPC UA specification does not name
+'opcua_0x80000123'
 """
 
 from __future__ import annotations
@@ -48,8 +50,19 @@ def modbus_exception(code: int) -> int:
 def cause_name(code: int) -> str:
     """A short snake_case name for a cause code (for logs and metric labels)."""
     if code >= OPCUA_STATUS_MIN:
-        return f"opcua_0x{code:08X}"
+        return f"opcua_{_opcua_name(code) or f'0x{code:08X}'}"
     if code > MODBUS_EXCEPTION_BASE:
         exc = code - MODBUS_EXCEPTION_BASE
         return _MODBUS_EXCEPTIONS.get(exc, f"modbus_exception_{exc}")
     return _NAMES.get(code, f"cause_{code}")
+
+
+def _opcua_name(code: int) -> str | None:
+    """The specification's name of an OPC UA status code (BadNoSubscription), if any; asyncua
+    holds the table, imported only here: a Modbus-only gateway never loads it."""
+    try:
+        from asyncua.ua.status_codes import get_name_and_doc
+    except ImportError:
+        return None
+    name, doc = get_name_and_doc(code)
+    return None if doc.startswith("Unknown") else name

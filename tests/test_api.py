@@ -235,7 +235,7 @@ def test_points_carry_what_the_site_file_says(client: httpx.Client) -> None:
     ("dma1.inlet.flow", 719.0, "m3/h", "good", None, False),
     ("dma1.outlet.flow", None, "m3/h", "bad", "timeout", False),
     ("dma1.pressure", None, "bar", None, None, True),  # never read
-    ("feeder1.voltage", 11.2, "kV", "uncertain", f"opcua_0x{OPCUA_UNCERTAIN:08X}", True),
+    ("feeder1.voltage", 11.2, "kV", "uncertain", "opcua_UncertainInitialValue", True),
     ("replay.level", 3.5, "m", "good", None, False),  # no device: not polled, never stale
 ])
 def test_latest_reading_per_tag(client: httpx.Client, tag: str, value: float | None, unit: str,
