@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
+from gateway.memory import keep_mmap_threshold
 from scadawatch.cli import UsageError
 
 if TYPE_CHECKING:
@@ -26,22 +25,6 @@ def load(config: str) -> Site:
         return load_site(config)
     except ConfigError as e:
         raise UsageError(f"invalid site file\n{e}") from None
-
-
-M_MMAP_THRESHOLD = -3  # mallopt's parameter, <malloc.h>
-MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's initial value
-
-
-def keep_mmap_threshold() -> None:
-    """Pin glibc's mmap threshold at its initial 128 KiB, so that large blocks (the engine's
-    ~10 MB state save at 10,000 points) are mapped and unmapped, not carved from the heap.
-    Left alone, glibc raises the threshold to the largest block freed, and the heap's free
-    space then creeps up save after save: RSS +7 MB in the first 5 minutes and +0.8 MB per save
-    after, a steady rise on a gateway that runs for months (bytes in use stay flat). Other
-    C libraries (musl) have no such heuristic: nothing to do there."""
-    name = ctypes.util.find_library("c")
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(name).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def main(args: argparse.Namespace) -> int:

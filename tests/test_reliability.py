@@ -516,7 +516,7 @@ SOAK_DEVICES, SOAK_POINTS = 10, 1000  # 10,000 float32 points, polled every seco
 SAMPLE_EVERY = 5.0  # seconds between RSS and file-descriptor samples
 # Seconds before the measured window, not scaled: the SQLite page caches fill in ~10 s, the
 # engine's first ticks and state saves (every SOAK_SAVE_INTERVAL) come within it; past it,
-# RSS holds within ~1 MB where nothing leaks (see scadawatch.serve.keep_mmap_threshold).
+# RSS holds within ~1 MB where nothing leaks (see gateway/memory.py).
 SOAK_WARM_UP = 120.0
 # Seconds between the engine's state saves (default 300): the biggest transient, made to come
 # in the warm-up, and in every measured window (at the default, a scaled soak never saves).
