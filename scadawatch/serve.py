@@ -29,7 +29,6 @@ def load(config: str) -> Site:
 
 def main(args: argparse.Namespace) -> int:
     setup_logging()
-    keep_mmap_threshold()
     site = load(args.config)
     asyncio.run(serve(site, gateway=args.command in ("run", "gateway"),
                       api=args.command in ("run", "api")))
@@ -42,6 +41,7 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     from gateway.runtime import Gateway, install_stop_signals, status_path
     from gateway.status import read_snapshot
 
+    keep_mmap_threshold()  # before the first state save (see gateway/memory.py)
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     tasks = []
