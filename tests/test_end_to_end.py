@@ -94,7 +94,8 @@ def test_demo_serves_live_water_and_grid_values(tmp_path: Path) -> None:
     port = free_port()
     headers = auth_headers(tmp_path, "viewer")  # the demo adds its own token beside it
     demo = subprocess.Popen(
-        [sys.executable, "-m", "scadawatch", "demo", "--duration", "30", "--port", str(port),
+        # 60 s: under the full suite's load, a CI run once saw no fresh reading within 30.
+        [sys.executable, "-m", "scadawatch", "demo", "--duration", "60", "--port", str(port),
          "--data-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: dict[str, set[str]] = {"water": set(), "grid": set()}
