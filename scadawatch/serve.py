@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
 from gateway.memory import keep_mmap_threshold
+from gateway.site_checks import clear_text_logins
 from scadawatch.cli import UsageError
 
 if TYPE_CHECKING:
@@ -42,6 +43,11 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     from gateway.status import read_snapshot
 
     keep_mmap_threshold()  # before the first state save (see gateway/memory.py)
+    if gateway:
+        for _, d in clear_text_logins(site.devices):
+            log.warning("event=opcua_password_in_clear device=%s user=%s endpoint=%s "
+                        "reason=security_policy_none_allowed_by_allow_plaintext_password",
+                        d.name, d.username, d.endpoint)
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     tasks = []
