@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, Site, load_site
@@ -28,9 +30,22 @@ def load(config: str) -> Site:
         raise UsageError(f"invalid site file\n{e}") from None
 
 
+def unwritable(folder: Path) -> str | None:
+    """Why this process cannot keep files in `folder` (creating it if need be), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as e:
+        return f"{folder}: cannot write there: {e.strerror or e}"
+
+
 def main(args: argparse.Namespace) -> int:
     setup_logging()
     site = load(args.config)
+    # Every part keeps files there (the API too: operator actions, tokens' state).
+    if (why := unwritable(site.site.data_dir)) is not None:
+        raise UsageError(f"{args.config}: site.data_dir: {why}")
     asyncio.run(serve(site, gateway=args.command in ("run", "gateway"),
                       api=args.command in ("run", "api")))
     return 0
