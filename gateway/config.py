@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import ssl
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -168,7 +169,7 @@ class Webhook(Strict):
     `url` as JSON, signed with HMAC-SHA256 when `secret_env` names an environment variable."""
 
     url: Annotated[str, AfterValidator(_http_url)]
-    name: str | None = Field(default=None, min_length=1)  # its outbox cursor; default: url
+    name: str | None = Field(default=None, min_length=1)  # default: the URL's host and port
     min_priority: Priority = "low"
     priorities: list[Priority] | None = None  # exactly these (instead of min_priority)
     secret_env: str | None = Field(default=None, min_length=1)
@@ -193,7 +194,10 @@ class Webhook(Strict):
 
     @property
     def key(self) -> str:
-        return self.name or self.url
+        """How logs and the alarm store (its outbox cursor) know the webhook: its name, else
+        its URL's host and port; never the URL, whose user, password, path or query may be
+        a secret."""
+        return self.name or urllib.parse.urlsplit(self.url).netloc.rpartition("@")[2]
 
     def accepts(self, priority: str) -> bool:
         if self.priorities is not None:
@@ -612,7 +616,7 @@ def load_site(path: str | Path) -> Site:
     for i, (hook, origin) in enumerate(located["webhooks"]):
         if hook is not None and named.setdefault(hook.key, i) != i:
             problems.add(origin, ("name",), f"{hook.key!r} is webhooks[{named[hook.key]}]'s "
-                         "name (or URL) too: give each webhook its own name")
+                         "name (or host) too: give each webhook its own name")
     if sections.get("api") is not None:
         sections["api"] = _tls(sections["api"], base, origins["api"], problems)
     if sections.get("site") is not None:
