@@ -71,6 +71,9 @@ def _path(value: object) -> Path:
 
 FilePath = Annotated[Path, BeforeValidator(_path)]
 
+# Characters of a name (a tag, zone or device): alarm ids and API requests carry them.
+NAME_MAX = 200
+
 # Ranges of the numeric settings: beyond them a value is accepted as a number but leaves the
 # gateway useless (a spool of 1 byte drops everything, a poll every 1e-300 s is a busy loop).
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
@@ -226,7 +229,7 @@ class ApiSection(Strict):
 
 
 class Device(Strict):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
     protocol: Protocol
     poll_interval: Seconds = Field(default=1.0, ge=0.01, le=DAY)
     timeout: Seconds = Field(default=1.0, ge=0.01, le=10 * MINUTE)
@@ -279,12 +282,12 @@ class Point(Strict):
     "float32". A bool in a holding or input register occupies that register and reads its bit 0.
     """
 
-    tag: str = Field(min_length=1)
+    tag: str = Field(min_length=1, max_length=NAME_MAX)
     device: str | None = None
     kind: PointKind = "other"
     unit: str = ""
     description: str = ""
-    zone: str | None = None
+    zone: str | None = Field(default=None, max_length=NAME_MAX)
     role: Literal["inflow", "outflow"] | None = None
     lo: float | None = None
     hi: float | None = None
@@ -442,6 +445,8 @@ def _reason(err: Any, model: type[BaseModel], csv: bool) -> str:
         return f"expected text, got {got}"
     if kind == "string_too_short":
         return "must not be empty"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters, got {len(value)}"
     bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("greater than", "gt"),
               "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
     if kind in bounds:
