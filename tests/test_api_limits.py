@@ -129,6 +129,7 @@ HUGE = [  # (id, path, body size, with a token, chunked, how the body starts, st
 ]
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize(("path", "size", "with_token", "chunked", "start", "status"),
                          [case[1:] for case in HUGE], ids=[case[0] for case in HUGE])
 def test_a_huge_body_is_refused_before_it_is_read(server: Server, path: str, size: int,

@@ -297,6 +297,7 @@ def test_what_a_historian_holds_exports_as_a_recording(tmp_path: Path) -> None:
     assert back.quality.tolist() == [0, 0, 0, Quality.BAD, 0]
 
 
+@pytest.mark.reliability
 def test_a_400_mb_line_of_a_gzip_is_refused_in_bounded_memory(site: Path,
                                                                tmp_path: Path) -> None:
     """A 2 MB .csv.gz that inflates to one row of 400 MB: refused once the row passes
