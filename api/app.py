@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from api import alarms, auth, health, history, metrics, points
 from api.auth import AUTH_PROBLEMS, OPERATOR, PUBLIC, VIEWER, Access, Guard
 from api.context import ApiContext, StatusSource
-from api.middleware import BodyLimit, SecurityHeaders
+from api.middleware import BODY_LIMIT, BODY_LIMITS, BodyLimit, SecurityHeaders
 from api.models import Problem
 from gateway.config import Site
 from gateway.tokens import TokenStore
@@ -29,7 +29,11 @@ PREFIX = "/api/v1"
 STATIC = Path(__file__).parent / "static"
 STATUS_STALE_AFTER = 10.0  # seconds; the gateway publishes its status every second
 
-DESCRIPTION = """
+_LARGER = ", ".join(f"{n >> 10} KiB for {key.replace(PREFIX, '', 1)}"
+                    for key, n in BODY_LIMITS.items())
+BODY_LIMITS_TEXT = f"{BODY_LIMIT >> 10} KiB ({_LARGER})"
+
+DESCRIPTION = f"""
 Points, latest readings, history and health of a scadawatch site, its alarms (lifecycle,
 KPIs, live stream), and Prometheus metrics.
 
@@ -39,7 +43,7 @@ with its tag and unit; a bad reading's value is null.
 
 A bad parameter gets a 4xx whose `detail` names it: 400 (a value that does not make sense),
 404 (an unknown tag, zone or device), 422 (a value of the wrong type or range). A request body
-over 64 KiB (1 MiB for `POST /alarms/ack`) gets 413 before it is read.
+over {BODY_LIMITS_TEXT} gets 413 before it is read.
 
 Every route but `health` needs `Authorization: Bearer <token>` (`scadawatch token create
 --role viewer|operator|engineer|admin`): 401 without a valid token, 403 when its role is too low.
@@ -75,8 +79,7 @@ PROBLEMS: dict[int | str, dict] = {
     code: {"model": Problem, "description": text}
     for code, text in ((400, "a parameter's value does not make sense"),
                        (404, "an unknown tag, zone or device"),
-                       (413, "a request body over the limit (64 KiB; 1 MiB for "
-                             "POST /alarms/ack)"),
+                       (413, f"a request body over {BODY_LIMITS_TEXT}"),
                        (422, "a parameter is missing, of the wrong type or out of range"))
 }
 

@@ -101,8 +101,8 @@ def post(hook: Webhook, body: bytes, event_id: int) -> int:
         retry = e.code >= 500 or e.code in (408, 429)
         raise DeliveryError(_scrubbed(f"HTTP {e.code} {e.reason}", secrets),
                             permanent=not retry) from None
-    except (urllib.error.URLError, OSError, ValueError) as e:  # ValueError: http.client's
-        reason = getattr(e, "reason", None) or e                # InvalidURL
+    except (urllib.error.URLError, OSError, ValueError) as e:  # http.client's InvalidURL too
+        reason = getattr(e, "reason", None) or e
         raise DeliveryError(_scrubbed(f"{type(reason).__name__}: {reason}", secrets)) from None
 
 
@@ -138,13 +138,11 @@ class WebhookSender:
 
     async def _follow(self, stop: asyncio.Event, name: str) -> None:
         store, key = self.store, self.hook.key
+        # Before, an unnamed webhook's cursor was kept under its whole URL: moved, if there.
+        if self.hook.url != key and await asyncio.to_thread(store.move_cursor, self.hook.url,
+                                                            key):
+            log.info("event=webhook_cursor_moved webhook=%s from=its_url", name)
         cursor = await asyncio.to_thread(store.cursor, key)
-        if cursor is None and self.hook.url != key:
-            # Before, an unnamed webhook's cursor was kept under its whole URL.
-            cursor = await asyncio.to_thread(store.move_cursor, self.hook.url, key)
-            if cursor is not None:
-                log.info("event=webhook_cursor_moved webhook=%s from=its_url after_event_id=%d",
-                         name, cursor)
         if cursor is None:
             cursor = await asyncio.to_thread(store.last_event_id)
             await asyncio.to_thread(store.set_cursor, key, cursor)

@@ -255,15 +255,22 @@ def test_url_credentials_go_as_basic_auth_and_never_to_logs_or_the_store(
     assert files_holding(tmp_path, USER, PASSWORD, QUERY_SECRET) == []
 
 
+@pytest.mark.parametrize("named_before", [False, True],
+                         ids=["unnamed-before", "named-since-with-its-own-cursor"])
 def test_a_cursor_kept_under_the_url_moves_to_the_name_with_nothing_resent_or_skipped(
-        store: AlarmStore, tmp_path: Path) -> None:
+        store: AlarmStore, tmp_path: Path, named_before: bool) -> None:
     """Before, an unnamed webhook's cursor was keyed by its whole URL, credentials and all:
-    the first start of this version moves it to the webhook's name and leaves no trace."""
+    the first start of this version moves it to the webhook's name and leaves no trace (a
+    name given since, with a cursor of its own, keeps that one)."""
     made = [alarm("leak", f"dma{i}") for i in range(5)]
     with receiver() as rx:
         url = secret_url(rx.port)
         store.apply([raised(a) for a in made[:3]])
-        store.set_cursor(url, store.last_event_id() - 1)  # made[2] not yet delivered
+        if named_before:
+            store.set_cursor(url, 0)  # stale: the name's cursor is the one in use
+            store.set_cursor("pager", store.last_event_id() - 1)
+        else:
+            store.set_cursor(url, store.last_event_id() - 1)  # made[2] not yet delivered
         store.apply([raised(a) for a in made[3:]])
         site = site_with(Webhook(url=url, name="pager", retry_initial=0.05, timeout=5.0))
         asyncio.run(run_until(site, store, lambda: len(rx.got) == 3))
