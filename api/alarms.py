@@ -18,9 +18,11 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from fastapi.responses import StreamingResponse
 
 from anomaly.alarms import AlarmKind
-from api.auth import QUERY_TOKEN, Caller
+from api.auth import QUERY_TOKEN, Caller, GuardedRoute
 from api.context import Ctx, bad_param
 from api.models import (
+    ALARM_ID,
+    NAME,
     AckRequest,
     Alarm,
     AlarmHistory,
@@ -42,7 +44,7 @@ from api.times import DURATION_HELP, NS, TIME_HELP, iso, now_ns, parse_duration,
 from gateway.alarm_kpis import kpis
 from gateway.alarm_store import AlarmConflict, AlarmStore, Filter, UnknownAlarm, store_path
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 T = TypeVar("T")
 _opening = threading.Lock()
 
@@ -55,7 +57,9 @@ MAX_KPI_DAYS = 92
 
 StateFilter = AlarmStateName | Literal["active", "unacknowledged", "open"]
 Visibility = Literal["hide", "include", "only"]
-AlarmId = Annotated[str, Path(description="an alarm id, such as `leak:dma2:1767600000`")]
+AlarmId = Annotated[str, Path(description="an alarm id, such as `leak:dma2:1767600000`",
+                              max_length=ALARM_ID)]
+ScopeName = Annotated[str, Path(description="the tag or zone", max_length=NAME)]
 CONFLICT: dict[int | str, dict] = {
     404: {"model": Problem, "description": "no such alarm"},
     409: {"model": Problem, "description": "the alarm's state does not allow this (the detail "
@@ -171,17 +175,24 @@ def suppressions(store: Store) -> list[dict]:
 
 @router.put("/alarms/suppressions/{scope}/{name}", response_model=Suppression,
             summary="Take a tag or zone out of service")
-def suppress(store: Store, caller: Caller, scope: Literal["tag", "zone"], name: str,
-             body: SuppressRequest) -> dict:
+def suppress(ctx: Ctx, store: Store, caller: Caller, scope: Literal["tag", "zone"],
+             name: ScopeName, body: SuppressRequest) -> dict:
     """Alarms of the tag or zone (open ones, and any raised until it is back in service) are
     recorded but suppressed: not shown by default, not counted, not sent to webhooks. One
-    already out of service stays as it was (its reason, who and since)."""
+    already out of service stays as it was (its reason, who and since). A tag or zone the
+    site does not have is a 404."""
+    known = ctx.index if scope == "tag" else {p.zone for p in ctx.site.points if p.zone}
+    if name not in known:
+        raise HTTPException(404, f"name: {name!r} is not a {scope} of site "
+                                 f"{ctx.site.site.name!r}")
     return store.suppress(scope, name, caller.name, body.reason)
 
 
 @router.delete("/alarms/suppressions/{scope}/{name}", response_model=Suppression,
                responses=CONFLICT, summary="Put a tag or zone back in service")
-def unsuppress(store: Store, caller: Caller, scope: Literal["tag", "zone"], name: str) -> dict:
+def unsuppress(store: Store, caller: Caller, scope: Literal["tag", "zone"],
+               name: ScopeName) -> dict:
+    """Also for a tag or zone the site no longer has (its rule outlived it)."""
     return _call(lambda: store.unsuppress(scope, name, caller.name))
 
 

@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from api import alarms, auth, health, history, metrics, points
 from api.auth import AUTH_PROBLEMS, OPERATOR, PUBLIC, VIEWER, Access, Guard
 from api.context import ApiContext, StatusSource
+from api.middleware import BODY_LIMIT, BODY_LIMITS, BodyLimit, SecurityHeaders
 from api.models import Problem
 from gateway.config import Site
 from gateway.tokens import TokenStore
@@ -28,7 +29,11 @@ PREFIX = "/api/v1"
 STATIC = Path(__file__).parent / "static"
 STATUS_STALE_AFTER = 10.0  # seconds; the gateway publishes its status every second
 
-DESCRIPTION = """
+_LARGER = ", ".join(f"{n >> 10} KiB for {key.replace(PREFIX, '', 1)}"
+                    for key, n in BODY_LIMITS.items())
+BODY_LIMITS_TEXT = f"{BODY_LIMIT >> 10} KiB ({_LARGER})"
+
+DESCRIPTION = f"""
 Points, latest readings, history and health of a scadawatch site, its alarms (lifecycle,
 KPIs, live stream), and Prometheus metrics.
 
@@ -37,7 +42,8 @@ Times in answers are UTC ISO 8601 with `Z`. Times in parameters may also carry a
 with its tag and unit; a bad reading's value is null.
 
 A bad parameter gets a 4xx whose `detail` names it: 400 (a value that does not make sense),
-404 (an unknown tag, zone or device), 422 (a value of the wrong type or range).
+404 (an unknown tag, zone or device), 422 (a value of the wrong type or range). A request body
+over {BODY_LIMITS_TEXT} gets 413 before it is read.
 
 Every route but `health` needs `Authorization: Bearer <token>` (`scadawatch token create
 --role viewer|operator|engineer|admin`): 401 without a valid token, 403 when its role is too low.
@@ -73,6 +79,7 @@ PROBLEMS: dict[int | str, dict] = {
     code: {"model": Problem, "description": text}
     for code, text in ((400, "a parameter's value does not make sense"),
                        (404, "an unknown tag, zone or device"),
+                       (413, f"a request body over {BODY_LIMITS_TEXT}"),
                        (422, "a parameter is missing, of the wrong type or out of range"))
 }
 
@@ -91,17 +98,23 @@ def create_app(site: Site, historian: HistorianReader, status: StatusSource, *,
         app_version = version("scadawatch")
     except PackageNotFoundError:
         app_version = "unknown"
-    app = FastAPI(title="scadawatch", version=app_version, description=DESCRIPTION)
+    # One documentation page, /docs (DESIGN.md): no ReDoc beside it.
+    app = FastAPI(title="scadawatch", version=app_version, description=DESCRIPTION,
+                  redoc_url=None)
     app.state.context = ApiContext(site, historian, status, status_stale_after)
     app.state.alarms = alarm_store
     app.state.stopping = asyncio.Event()  # set by api.server.serve on shutdown: streams end
     app.add_exception_handler(RequestValidationError, _validation_problem)
+    # The last added is the outermost: every answer, a 413 or a CORS preflight too, carries
+    # the security headers.
+    app.add_middleware(BodyLimit)
     if site.api.cors_origins:  # off unless the site file names the origins
         app.add_middleware(CORSMiddleware, allow_origins=site.api.cors_origins,
                            allow_methods=["GET", "POST", "PUT", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
-    # Every router but health's is included with the guard, which checks each route's ACCESS.
-    guard = Guard(TokenStore(site.site.data_dir), ACCESS, PREFIX)
+    app.add_middleware(SecurityHeaders)
+    # Every route is a GuardedRoute: the guard checks its ACCESS rule before the body is read.
+    guard = app.state.guard = Guard(TokenStore(site.site.data_dir), ACCESS, PREFIX)
     guarded, problems = guard.dependencies, PROBLEMS | AUTH_PROBLEMS
     app.include_router(health.router, prefix=PREFIX)
     app.include_router(auth.router, prefix=PREFIX, responses=AUTH_PROBLEMS,

@@ -4,20 +4,25 @@ each route needs (the `ACCESS` table in `api.app`).
 401 (with `WWW-Authenticate: Bearer`) without a token, or with an unknown, revoked or expired
 one; 403 when the token's role is below the route's. The caller's token is then in
 `request.state.caller`, for routes that record who acted (`Caller`).
+
+The check runs in `GuardedRoute`, the route class of every router, before FastAPI reads and
+parses a request's body (its dependencies run only after that): a client without a valid
+token makes the API parse nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.params import Depends as DependsParam
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from api.models import Me, Problem
 from gateway.tokens import Role, Token, TokenStore, outranks
@@ -56,22 +61,27 @@ def route_key(method: str, path: str, prefix: str) -> str:
 
 
 class Guard:
-    """The dependency every non-public router is included with."""
+    """Checks each request's token against its route's ACCESS rule; `create_app` keeps it in
+    `app.state.guard` for GuardedRoute."""
 
     def __init__(self, store: TokenStore, access: Mapping[str, Access], prefix: str) -> None:
         self.store = store
         self.access = access
         self.prefix = prefix
-        self.dependencies: list[DependsParam] = [Depends(self)]
+        # What a non-public router is included with: the bearer scheme, for OpenAPI (the
+        # /docs "Authorize" button); the check itself is GuardedRoute's.
+        self.dependencies: list[DependsParam] = [Depends(_bearer)]
 
-    async def __call__(self, request: Request, credentials: Annotated[
-            HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-        route: APIRoute = request.scope["route"]
+    def check(self, request: Request, route: APIRoute) -> None:
+        """Raise 401/403 unless the request may call `route`; set `request.state.caller`."""
         access = self.access[route_key(request.method, route.path, self.prefix)]
         if access.role is None:
             return
-        secret = credentials.credentials if credentials else None
-        if secret is None and access.query_token:
+        # As the HTTPBearer scheme reads it (it only describes the header to OpenAPI here).
+        scheme, secret = get_authorization_scheme_param(request.headers.get("Authorization"))
+        if scheme.lower() != "bearer":
+            secret = ""
+        if not secret and access.query_token:
             secret = request.query_params.get(QUERY_TOKEN)
         if not secret:
             self._refuse(request, 401, "missing", "no token: send the header 'Authorization: "
@@ -101,7 +111,7 @@ class Guard:
 
     def verify(self, app: FastAPI) -> None:
         """Refuse an app with a route under the prefix that has no access rule, a rule without
-        its route, or a non-public route served without this guard."""
+        its route, or a non-public route that is not a GuardedRoute."""
         routes = {route_key(m, path, self.prefix): r for m, path, r in served(app)
                   if path.startswith(self.prefix)}
         problems = [f"{key}: no access rule" for key in routes if key not in self.access]
@@ -110,9 +120,22 @@ class Guard:
         problems += [f"{key}: needs {self.access[key].role} but is served without the guard"
                      for key, r in routes.items() if key in self.access
                      and self.access[key].role is not None
-                     and not any(d.dependency is self for d in getattr(r, "dependencies", []))]
+                     and not isinstance(getattr(r, "original_route", r), GuardedRoute)]
         if problems:
             raise ValueError("api.app.ACCESS does not match the routes: " + "; ".join(problems))
+
+
+class GuardedRoute(APIRoute):
+    """A route whose caller the app's Guard checks before FastAPI reads and parses the body."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            request.app.state.guard.check(request, self)
+            return await handler(request)
+
+        return guarded
 
 
 def served(app: FastAPI) -> Iterator[tuple[str, str, Any]]:
@@ -135,7 +158,7 @@ def caller(request: Request) -> Token:
 Caller = Annotated[Token, Depends(caller)]  # the token of a guarded route's request
 
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
 @router.get("/auth/me", response_model=Me, summary="Whose token this is and its role")

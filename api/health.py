@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from fastapi import APIRouter, Response
 from pydantic import TypeAdapter, ValidationError
 
+from api.auth import GuardedRoute
 from api.context import ApiContext, Ctx
 from api.models import DeviceHealth, GatewayHealth, Health, Overall, SinkHealth, SpoolHealth
 from api.times import iso_seconds
@@ -22,7 +23,7 @@ SINK_LAG_LIMIT = 60.0  # seconds a sink may be behind the spool before health sa
 _STATUS = TypeAdapter(GatewayStatus)
 _STATE_TEXT = {"degraded": "degraded", "down": "down", "unknown": "not polled yet"}
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Response
 
 from anomaly.batch import Quality
+from api.auth import GuardedRoute
 from api.context import ApiContext, Ctx, bad_param
 from api.encode import Column, columns_csv, columns_json
 from api.models import AGGREGATES, QUALITY_NAMES, Aggregate, History
@@ -26,7 +27,7 @@ from api.times import (
 MAX_LIMIT = 1_000_000
 MAX_BUCKETS = 100_000
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 DESCRIPTION = f"""
 Readings of one tag in `[start, end)`.

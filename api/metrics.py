@@ -19,6 +19,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from api.auth import GuardedRoute
 from api.context import ApiContext, Ctx
 from api.health import device_rows, read_status
 from gateway.status import LATENCY_BUCKETS, DeviceStatus, SinkStatus
@@ -26,7 +27,7 @@ from gateway.status import LATENCY_BUCKETS, DeviceStatus, SinkStatus
 P = "scadawatch_"
 STATES = ("ok", "degraded", "down", "unknown")
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
 class StatusCollector:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from anomaly.alarms import Priority
+from anomaly.alarms import PRIORITIES, Priority
 from anomaly.batch import Quality
 from gateway.alarm_store import State
-from gateway.config import PointKind
+from gateway.config import NAME_MAX, PointKind
 from gateway.tokens import Role
 
 QualityName = Literal["good", "uncertain", "bad"]
@@ -211,22 +211,31 @@ class AlarmHistory(BaseModel):
     journal: list[JournalEntry]
 
 
+# Bounds of what a request may carry (with the body limit, api.middleware): text an operator
+# types, names as long as the site file allows, lists no longer than what they choose from.
+TEXT = 2000  # characters of a comment or reason
+NAME = NAME_MAX  # characters of a tag, zone or kind
+ALARM_ID = NAME + 56  # "<kind>:<tag or zone>:<seconds>"
+Name = Annotated[str, Field(min_length=1, max_length=NAME)]
+
+
 class AckRequest(BaseModel):
-    comment: str | None = Field(None, max_length=2000)
+    comment: str | None = Field(None, max_length=TEXT)
 
 
 class BulkAckRequest(BaseModel):
     """Which alarms: `ids`, or a filter (at least one field); both: the listed ones that match
     too."""
 
-    ids: list[str] | None = Field(None, max_length=10_000)
+    ids: list[Annotated[str, Field(min_length=1, max_length=ALARM_ID)]] | None = Field(
+        None, max_length=10_000)
     state: list[Literal["active-unacknowledged", "cleared-unacknowledged", "active",
-                        "unacknowledged", "open"]] | None = None
-    priority: list[PriorityName] | None = None
-    zone: str | None = None
-    tag: str | None = None
-    kind: str | None = None
-    comment: str | None = Field(None, max_length=2000)
+                        "unacknowledged", "open"]] | None = Field(None, max_length=5)
+    priority: list[PriorityName] | None = Field(None, max_length=len(PRIORITIES))
+    zone: Name | None = None
+    tag: Name | None = None
+    kind: Name | None = None
+    comment: str | None = Field(None, max_length=TEXT)
 
 
 class Skipped(BaseModel):
@@ -241,12 +250,12 @@ class BulkAckResult(BaseModel):
 
 class ShelveRequest(BaseModel):
     duration: str = Field(description="how long: 30min, 2h, 1d (at most the site's "
-                                      "alarms.max_shelve)", examples=["2h"])
-    reason: str = Field(min_length=1, max_length=2000)
+                                      "alarms.max_shelve)", examples=["2h"], max_length=TEXT)
+    reason: str = Field(min_length=1, max_length=TEXT)
 
 
 class CommentRequest(BaseModel):
-    text: str = Field(min_length=1, max_length=2000)
+    text: str = Field(min_length=1, max_length=TEXT)
 
 
 class Suppression(BaseModel):
@@ -258,7 +267,7 @@ class Suppression(BaseModel):
 
 
 class SuppressRequest(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: str = Field(min_length=1, max_length=TEXT)
 
 
 class RateBucket(BaseModel):

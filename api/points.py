@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Response
 
 from anomaly.batch import Batch, Quality
+from api.auth import GuardedRoute
 from api.context import Ctx
 from api.encode import json_response
 from api.models import QUALITY_NAMES, Latest, PointInfo, Points
@@ -17,7 +18,7 @@ from gateway.quality import cause_name
 
 _POINT_FIELDS = set(PointInfo.model_fields)
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 Zone = Annotated[str | None, Query(description="only points of this zone (DMA or feeder)")]
 Kind = Annotated[PointKind | None, Query(description="only points of this kind")]

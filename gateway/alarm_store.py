@@ -593,6 +593,26 @@ class AlarmStore:
             self._db.execute("INSERT INTO webhook_cursors VALUES (?, ?) ON CONFLICT(name) "
                              "DO UPDATE SET seq = excluded.seq", (name, seq))
 
+    def move_cursor(self, old: str, new: str) -> bool:
+        """Move the cursor kept under `old` to `new` (unless `new` has one already), deleting
+        `old`'s row; False if there was none. No copy of `old` stays in the file (an earlier
+        version kept a webhook's cursor under its URL, credentials and all): deleted content
+        is zeroed and the WAL checkpointed (in full unless another process reads just then)."""
+        with self._lock:
+            if self.cursor(old) is None:
+                return False
+            before = self._db.execute("PRAGMA secure_delete").fetchone()[0]
+            self._db.execute("PRAGMA secure_delete = ON")
+            try:
+                with self._write():
+                    self._db.execute("INSERT OR IGNORE INTO webhook_cursors SELECT ?, seq FROM "
+                                     "webhook_cursors WHERE name = ?", (new, old))
+                    self._db.execute("DELETE FROM webhook_cursors WHERE name = ?", (old,))
+            finally:
+                self._db.execute(f"PRAGMA secure_delete = {int(before)}")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return True
+
     def annunciated(self, alarm_id: str) -> bool:
         with self._lock:
             return bool(self._row(alarm_id)["annunciated"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import ssl
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -46,6 +49,44 @@ REGISTER_WIDTH: dict[str, int] = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2
                                   "float32": 2, "int64": 4, "float64": 4}
 
 
+def _path(value: object) -> Path:
+    """A path from the site file, `~` and `~user` expanded."""
+    # TOML has no path type: a path is text (strict validation would refuse text for a Path).
+    if isinstance(value, Path):  # a Site built in code
+        value = str(value)
+    if not isinstance(value, str):
+        raise PydanticCustomError("path_type", f"expected a file path (text), got {_show(value)}")
+    if "\0" in value:
+        raise PydanticCustomError("path_nul", f"{value!r} holds a NUL character (\\u0000), "
+                                  "which no file name can hold")
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # pathlib's word for a `~user` it cannot resolve
+        user = value[1:].partition("/")[0]
+        raise PydanticCustomError("path_user", (
+            f"{value!r}: no user {user!r} on this machine, so '~{user}' names no home "
+            "directory") if user else (f"{value!r}: '~' names no home directory (HOME is "
+                                       "not set)")) from None
+
+
+FilePath = Annotated[Path, BeforeValidator(_path)]
+
+# Characters of a name (a tag, zone or device): alarm ids and API requests carry them.
+NAME_MAX = 200
+
+# Ranges of the numeric settings: beyond them a value is accepted as a number but leaves the
+# gateway useless (a spool of 1 byte drops everything, a poll every 1e-300 s is a busy loop).
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+Seconds = float  # for the reader: every duration setting is in seconds
+
+
+def _not_zero(value: float) -> float:
+    if value == 0:
+        raise PydanticCustomError("zero_scale", "must not be 0: every reading would be the "
+                                  "offset")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
                               allow_inf_nan=False)
@@ -53,8 +94,8 @@ class Strict(BaseModel):
 
 class SiteSection(Strict):
     name: str = Field(min_length=1)
-    data_dir: Path = Path("./scadawatch-data")
-    points_csv: Path | None = None
+    data_dir: FilePath = Path("./scadawatch-data")
+    points_csv: FilePath | None = None
 
 
 class HistorianSection(Strict):
@@ -68,18 +109,22 @@ class HistorianSection(Strict):
     retention_policy: str = ""
     username: str = ""
     password_env: str = "INFLUX_PASSWORD"
-    batch_size: int = Field(default=5000, ge=1)  # lines per write request
-    flush_interval: float = Field(default=1.0, gt=0)  # seconds a caught-up sink gathers readings
-    max_rate: float = Field(default=200_000.0, gt=0)  # readings/s of backlog in a catch-up
-    timeout: float = Field(default=10.0, gt=0)  # seconds per request
+    batch_size: int = Field(default=5000, ge=1, le=100_000)  # lines per write request
+    # seconds a caught-up sink gathers readings
+    flush_interval: Seconds = Field(default=1.0, ge=0.01, le=MINUTE)
+    max_rate: float = Field(default=200_000.0, ge=10)  # readings/s of backlog in a catch-up
+    timeout: Seconds = Field(default=10.0, ge=0.1, le=10 * MINUTE)  # per request
     gzip: bool = True
 
 
 class SpoolSection(Strict):
-    max_bytes: int = Field(default=1 << 30, gt=0)  # bound on disk use
-    max_age: float = Field(default=7 * 86400.0, gt=0)  # seconds; older segments are dropped
-    segment_bytes: int = Field(default=16 << 20, gt=0)
-    fsync_interval: float = Field(default=1.0, ge=0)  # 0: fsync every batch
+    max_bytes: int = Field(default=1 << 30, ge=1 << 20)  # bound on disk use
+    max_age: Seconds = Field(default=7 * DAY, ge=MINUTE)  # older segments are dropped
+    segment_bytes: int = Field(default=16 << 20, ge=1 << 10, le=1 << 30)
+    fsync_interval: Seconds = Field(default=1.0, ge=0, le=MINUTE)  # 0: fsync every batch
+
+
+Delay = Annotated[Seconds, Field(ge=0, le=7 * DAY)]
 
 
 class AnomalySection(Strict):
@@ -87,26 +132,26 @@ class AnomalySection(Strict):
     override the defaults of `anomaly/alarms.py`."""
 
     enabled: bool = True
-    interval: float = Field(default=60.0, gt=0)  # seconds per detector tick
-    lateness: float = Field(default=2.0, ge=0)  # seconds a tick waits for late readings
+    interval: Seconds = Field(default=60.0, ge=1, le=DAY)  # per detector tick
+    lateness: Seconds = Field(default=2.0, ge=0, le=HOUR)  # a tick waits for late readings
     disable: list[AlarmKind] = []
-    on_delay: dict[AlarmKind, float] = {}
-    off_delay: dict[AlarmKind, float] = {}
+    on_delay: dict[AlarmKind, Delay] = {}
+    off_delay: dict[AlarmKind, Delay] = {}
     priority: dict[AlarmKind, Priority] = {}
     river: bool = True  # zone-level multivariate detector, when the `ml` extra is installed
-    save_interval: float = Field(default=300.0, gt=0)  # seconds between state saves
+    save_interval: Seconds = Field(default=300.0, ge=1, le=DAY)  # between state saves
 
 
 class AlarmsSection(Strict):
     """Alarm-system KPIs (EEMUA 191) and operator limits."""
 
-    window: float = Field(default=600.0, gt=0)  # seconds over which alarm rates are counted
-    flood_start: int = Field(default=10, ge=1)  # a flood starts above this many per window
-    flood_end: int = Field(default=5, ge=1)  # ... and ends below this many
-    chatter_count: int = Field(default=3, ge=2)  # raises of one condition within
-    chatter_window: float = Field(default=60.0, gt=0)  # this many seconds: chattering
-    stale_after: float = Field(default=86400.0, gt=0)  # seconds active: a stale alarm
-    max_shelve: float = Field(default=86400.0, gt=0)  # seconds an operator may shelve for
+    window: Seconds = Field(default=600.0, ge=MINUTE, le=DAY)  # alarm rates are counted over
+    flood_start: int = Field(default=10, ge=1, le=10_000)  # a flood starts above this many
+    flood_end: int = Field(default=5, ge=1)  # ... per window, and ends below this many
+    chatter_count: int = Field(default=3, ge=2, le=1000)  # raises of one condition within
+    chatter_window: Seconds = Field(default=60.0, ge=1, le=DAY)  # this long: chattering
+    stale_after: Seconds = Field(default=DAY, ge=MINUTE, le=365 * DAY)  # active: stale alarm
+    max_shelve: Seconds = Field(default=DAY, ge=MINUTE, le=30 * DAY)  # an operator may shelve
 
     @model_validator(mode="after")
     def _flood_hysteresis(self) -> AlarmsSection:
@@ -127,13 +172,21 @@ class Webhook(Strict):
     `url` as JSON, signed with HMAC-SHA256 when `secret_env` names an environment variable."""
 
     url: Annotated[str, AfterValidator(_http_url)]
-    name: str | None = Field(default=None, min_length=1)  # its outbox cursor; default: url
+    name: str | None = Field(default=None, min_length=1)  # default: the URL's host and port
     min_priority: Priority = "low"
     priorities: list[Priority] | None = None  # exactly these (instead of min_priority)
     secret_env: str | None = Field(default=None, min_length=1)
-    timeout: float = Field(default=10.0, gt=0)  # seconds per request
-    retry_initial: float = Field(default=1.0, gt=0)  # seconds before the first retry,
-    retry_max: float = Field(default=300.0, gt=0)  # doubling up to this
+    timeout: Seconds = Field(default=10.0, ge=0.1, le=5 * MINUTE)  # per request
+    retry_initial: Seconds = Field(default=1.0, ge=0.01, le=HOUR)  # before the first retry,
+    retry_max: Seconds = Field(default=300.0, ge=0.01, le=DAY)  # doubling up to this
+
+    @field_validator("retry_max")
+    @classmethod
+    def _retry_grows(cls, value: float, info: ValidationInfo) -> float:
+        first = info.data.get("retry_initial")
+        if first is not None and value < first:
+            raise PydanticCustomError("retry_max", f"must not be below retry_initial ({first:g})")
+        return value
 
     @model_validator(mode="after")
     def _one_priority_rule(self) -> Webhook:
@@ -144,22 +197,15 @@ class Webhook(Strict):
 
     @property
     def key(self) -> str:
-        return self.name or self.url
+        """How logs and the alarm store (its outbox cursor) know the webhook: its name, else
+        its URL's host and port; never the URL, whose user, password, path or query may be
+        a secret."""
+        return self.name or urllib.parse.urlsplit(self.url).netloc.rpartition("@")[2]
 
     def accepts(self, priority: str) -> bool:
         if self.priorities is not None:
             return priority in self.priorities
         return PRIORITIES.index(priority) >= PRIORITIES.index(self.min_priority)
-
-
-def _path(value: object) -> object:
-    # TOML has no path type: a path is text (strict validation would refuse text for a Path).
-    if isinstance(value, str):
-        return Path(value)
-    raise PydanticCustomError("path_type", f"expected a file path (text), got {_show(value)}")
-
-
-FilePath = Annotated[Path, BeforeValidator(_path)]
 
 
 def _origin(value: str) -> str:
@@ -183,12 +229,12 @@ class ApiSection(Strict):
 
 
 class Device(Strict):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
     protocol: Protocol
-    poll_interval: float = Field(default=1.0, gt=0)
-    timeout: float = Field(default=1.0, gt=0)
-    retries: int = Field(default=1, ge=0)
-    stale_after: int = Field(default=3, ge=1)  # poll intervals without an update -> stale
+    poll_interval: Seconds = Field(default=1.0, ge=0.01, le=DAY)
+    timeout: Seconds = Field(default=1.0, ge=0.01, le=10 * MINUTE)
+    retries: int = Field(default=1, ge=0, le=10)
+    stale_after: int = Field(default=3, ge=1, le=10_000)  # poll intervals without an update
     # Modbus TCP
     host: str = "127.0.0.1"
     port: int = Field(default=502, ge=1, le=65535)
@@ -196,27 +242,30 @@ class Device(Strict):
     connections: int = Field(default=1, ge=1, le=16)
     # Modbus RTU
     serial_port: str | None = None
-    baudrate: int = Field(default=19200, gt=0)
+    baudrate: int = Field(default=19200, ge=50, le=4_000_000)
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
     # Modbus request planning
     max_registers: int = Field(default=125, ge=1, le=125)
     max_bits: int = Field(default=2000, ge=1, le=2000)
-    max_gap: int = Field(default=0, ge=0)  # unused registers a request may span to merge
-    pause: float = Field(default=0.0, ge=0)  # seconds between requests on the bus
+    max_gap: int = Field(default=0, ge=0, le=2000)  # unused registers a request may span
+    pause: Seconds = Field(default=0.0, ge=0, le=10)  # between requests on the bus
     # OPC UA
     endpoint: str | None = None
     security_policy: str = "None"
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     username: str | None = None
     password_env: str | None = None
+    password_file: FilePath | None = None
+    # A username over security policy None sends its password in clear: only if set.
+    allow_plaintext_password: bool = False
     mode: Literal["subscribe", "poll"] = "subscribe"
-    publishing_interval: float | None = Field(default=None, gt=0)  # seconds; None: poll_interval
-    # Defaults of the device's points (seconds; 0 asks the server's fastest rate).
-    sampling_interval: float | None = Field(default=None, ge=0)  # None: publishing interval
-    queue_size: int | None = Field(default=None, ge=1)  # None: samples per publishing interval
-    password_file: str | None = None  # a path; str because devices validate strictly
+    # None: poll_interval
+    publishing_interval: Seconds | None = Field(default=None, ge=0.01, le=DAY)
+    # Defaults of the device's points (0 asks the server's fastest rate).
+    sampling_interval: Seconds | None = Field(default=None, ge=0, le=DAY)  # None: publishing
+    queue_size: int | None = Field(default=None, ge=1, le=10_000)  # None: samples per publish
 
     @property
     def bus(self) -> str:
@@ -233,12 +282,12 @@ class Point(Strict):
     "float32". A bool in a holding or input register occupies that register and reads its bit 0.
     """
 
-    tag: str = Field(min_length=1)
+    tag: str = Field(min_length=1, max_length=NAME_MAX)
     device: str | None = None
     kind: PointKind = "other"
     unit: str = ""
     description: str = ""
-    zone: str | None = None
+    zone: str | None = Field(default=None, max_length=NAME_MAX)
     role: Literal["inflow", "outflow"] | None = None
     lo: float | None = None
     hi: float | None = None
@@ -250,12 +299,12 @@ class Point(Strict):
     address: int | None = Field(default=None, ge=0, le=65535)
     type: DataType = "float32"
     word_order: WordOrder = "ABCD"
-    scale: float = 1.0
+    scale: Annotated[float, AfterValidator(_not_zero)] = 1.0
     offset: float = 0.0
     # OPC UA (a Modbus point may carry one too, so one file serves both protocols)
     node: str | None = None
-    sampling_interval: float | None = Field(default=None, ge=0)  # None: the device's
-    queue_size: int | None = Field(default=None, ge=1)  # None: the device's
+    sampling_interval: Seconds | None = Field(default=None, ge=0, le=DAY)  # None: the device's
+    queue_size: int | None = Field(default=None, ge=1, le=10_000)  # None: the device's
     deadband_type: Literal["none", "absolute", "percent"] = "none"
     deadband: float = Field(default=0.0, ge=0)  # engineering units, or % of the EURange
 
@@ -396,11 +445,16 @@ def _reason(err: Any, model: type[BaseModel], csv: bool) -> str:
         return f"expected text, got {got}"
     if kind == "string_too_short":
         return "must not be empty"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters, got {len(value)}"
     bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("greater than", "gt"),
               "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
     if kind in bounds:
         words, name = bounds[kind]
-        return f"must be {words} {ctx[name]}, got {got}"
+        bound = ctx[name]
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # 60 s, not 60.0 or 2.592e+06
+        return f"must be {words} {bound}, got {got}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"expected a table, got {got}"
     return str(err["msg"])
@@ -410,7 +464,7 @@ def _validate(model: type[Strict], data: object, origin: _Origin, problems: _Pro
     """`model` validated from `data`; if invalid, its problems are added, and the return is the
     entry without its faulty keys when the cross-field rules can still judge it, else None."""
     # TOML values carry their types, CSV cells are text to convert.
-    strict = not origin.csv and model is not SiteSection
+    strict = not origin.csv
     try:
         return model.model_validate(data, strict=strict)
     except ValidationError as e:
@@ -455,6 +509,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise fail(f"invalid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise fail("invalid TOML: arrays or inline tables nested too deeply") from None
 
 
 def _read_csv(path: Path, shown: str, problems: _Problems,
@@ -478,8 +534,7 @@ def _read_csv(path: Path, shown: str, problems: _Problems,
 def _tls(api: ApiSection, base: Path, origin: _Origin, problems: _Problems) -> ApiSection:
     """`api` with its certificate and key resolved against the site file's folder, after
     checking that they come together and load (so check-config finds a wrong pair)."""
-    paths = {k: base / v.expanduser() for k in ("tls_cert", "tls_key")
-             if (v := getattr(api, k)) is not None}
+    paths = {k: base / v for k in ("tls_cert", "tls_key") if (v := getattr(api, k)) is not None}
     if len(paths) == 1:
         (given,) = paths
         missing = "tls_key" if given == "tls_cert" else "tls_cert"
@@ -497,6 +552,20 @@ def _tls(api: ApiSection, base: Path, origin: _Origin, problems: _Problems) -> A
                              f"{paths['tls_key']} do not load as a PEM certificate and its "
                              f"unencrypted private key: {getattr(e, 'reason', None) or e}")
     return api.model_copy(update=paths)
+
+
+def _not_a_directory(path: Path) -> str | None:
+    """Why `path` cannot be (or become) a directory: it, or the first of its parents that
+    exists, is something else. Whether it is writable is for the commands that write there
+    (`check-config` may run as another user than the service)."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if folder.is_dir():
+                return None
+            what = "a file" if folder.is_file() else "not a directory"
+            return f"{folder} is {what}, not a directory" if folder == path else (
+                f"{folder} (in {path}) is {what}, not a directory")
+    return None
 
 
 def load_site(path: str | Path) -> Site:
@@ -533,8 +602,11 @@ def load_site(path: str | Path) -> Site:
 
     base = path.absolute().parent
     csv_name = raw["site"].get("points_csv") if isinstance(raw.get("site"), dict) else None
-    if isinstance(csv_name, str):  # read even when [site] has faults: report the CSV's too
-        csv = Path(csv_name).expanduser()
+    try:  # read even when [site] has faults: report the CSV's too
+        csv = _path(csv_name) if isinstance(csv_name, str) else None
+    except PydanticCustomError:  # reported as [site]'s
+        csv = None
+    if csv is not None:
         located["points"] += _read_csv(base / csv, str(path.parent / csv), problems,
                                        origins["site"])
 
@@ -549,14 +621,17 @@ def load_site(path: str | Path) -> Site:
     for i, (hook, origin) in enumerate(located["webhooks"]):
         if hook is not None and named.setdefault(hook.key, i) != i:
             problems.add(origin, ("name",), f"{hook.key!r} is webhooks[{named[hook.key]}]'s "
-                         "name (or URL) too: give each webhook its own name")
+                         "name (or host) too: give each webhook its own name")
     if sections.get("api") is not None:
         sections["api"] = _tls(sections["api"], base, origins["api"], problems)
+    if sections.get("site") is not None:
+        head: SiteSection = sections["site"]
+        sections["site"] = head = head.model_copy(update={
+            k: base / v for k in ("data_dir", "points_csv") if (v := getattr(head, k)) is not None})
+        if (why := _not_a_directory(head.data_dir)) is not None:
+            problems.add(origins["site"], ("data_dir",), why)
     problems.raise_any()
 
-    head: SiteSection = sections["site"]  # a missing or invalid [site] was a problem above
-    resolve = {k: base / v.expanduser() for k in ("data_dir", "points_csv")
-               if (v := getattr(head, k)) is not None}
-    return Site(site=head.model_copy(update=resolve), **{
+    return Site(site=sections["site"], **{
         k: v for k, v in sections.items() if k != "site"}, devices=devices, points=points,
         webhooks=[w for w, _ in located["webhooks"]])

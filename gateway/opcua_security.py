@@ -209,7 +209,7 @@ def read_password(device: Device) -> str:
                 f"(it holds the password of user {device.username!r})"))
         return password
     if device.password_file is not None:
-        path = Path(device.password_file).expanduser()
+        path = device.password_file
         try:
             return path.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:

@@ -7,7 +7,9 @@ live (process detectors ignore both, but `comms` takes a failed read as an outag
 silence only after missed readings), so the gateway's recordings write its bad and uncertain
 readings as `nan`, and a replay of what it stored gives its live alarms. Everything else that
 is not a number is an error naming the row (as a spreadsheet shows it: the header is row 1)
-and the column, as are an unknown column, rows out of time order and repeated timestamps.
+and the column, as are an unknown column, rows out of time order and repeated timestamps,
+times outside 1970-01-01 to 2262-04-11 (int64 nanoseconds hold no others), a cell over the
+csv module's 131,072 characters and a row over MAX_ROW_BYTES (refused before it is held).
 
 Files of hundreds of MB are read in chunks of lines, parsed by numpy's C CSV parser (no
 Python object per cell); a chunk that the fast path cannot take as is (an irregular row, a
@@ -22,6 +24,7 @@ import csv
 import difflib
 import gzip
 import io
+import itertools
 import re
 import warnings
 import zlib
@@ -38,9 +41,16 @@ from gateway.historian import HistorianReader
 
 READINGS = "readings.csv"
 CHUNK_BYTES = 4 << 20  # ~25k rows of 25 tags: a few MB of arrays per batch
+# A row holds at most this much (100,000 tags of 40 characters): a longer one is refused
+# before it is read whole, so no file can take the reader's memory.
+MAX_ROW_BYTES = 4 << 20
 _STAMP_WIDTH = 48  # longest timestamp the fast path holds; longer ones go row by row
 _GZIP_MAGIC = b"\x1f\x8b"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Times a recording may hold: int64 nanoseconds from 1970 (earlier is no SCADA recording).
+LAST_NS = np.iinfo(np.int64).max  # 2262-04-11T23:47:16.854775807Z
+FIRST_YEAR, LAST_YEAR = 1970, 2262  # the fast path takes [FIRST_YEAR, LAST_YEAR) whole
+TIME_RANGE = "1970-01-01T00:00:00Z to 2262-04-11T23:47:16Z"
 _ROW_FORMAT_NAN = re.compile(r"(?<=,)nan(?=,|$)", re.MULTILINE)
 _ROW_FORMAT_INF = re.compile(r"(?<=,)inf(?=,|$)", re.MULTILINE)
 
@@ -112,7 +122,8 @@ class RecordingReader:
             self._raw.seek(0)
             stream: IO[bytes] = (gzip.GzipFile(fileobj=self._raw, mode="rb") if gzipped
                                  else self._raw)
-            self._text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline=None)
+            self._text = io.TextIOWrapper(_RowLimit(stream, self.path), encoding="utf-8-sig",
+                                          newline=None)
             self.columns = self._header(tags)
         except BaseException:
             self._raw.close()
@@ -153,7 +164,7 @@ class RecordingReader:
         if not lines.strip():
             raise RecordingError(self.path, "the file is empty; row 1 must name the columns: "
                                  "timestamp, then one column per tag")
-        names = [c.strip() for c in next(csv.reader([lines]))]
+        names = [c.strip() for c in next(self._records([lines], 1))[1]]
         if names[0].lower() != "timestamp":
             where = next((i for i, c in enumerate(names) if c.lower() == "timestamp"), None)
             reason = ("no timestamp column" if where is None
@@ -250,10 +261,13 @@ class RecordingReader:
         row where there are offsets or something numpy would take too loosely."""
         naive = np.strings.rstrip(np.strings.strip(stamps), "Zz")
         # numpy also reads "now", "today", "NaT" and bare years; a date has 10 characters.
-        if int(np.strings.str_len(naive).min()) >= 10:
+        # It wraps a year it cannot hold in int64 ns silently (2300 reads as 1715, epoch
+        # seconds as a year): the fast path takes four-digit years that fit, the row-by-row
+        # path judges the rest exactly.
+        if int(np.strings.str_len(naive).min()) >= 10 and self._years_fit(naive):
             try:
                 with warnings.catch_warnings():
-                    warnings.simplefilter("error")  # an offset: numpy warns, we go row by row
+                    warnings.simplefilter("error")  # an offset: numpy warns; row by row
                     return naive.astype("datetime64[ns]").view(np.int64)
             except (ValueError, Warning):
                 pass
@@ -261,16 +275,29 @@ class RecordingReader:
                                                                          start=first)],
                         dtype=np.int64)
 
+    @staticmethod
+    def _years_fit(naive: np.ndarray) -> bool:
+        """Every time starts with a four-digit year in [FIRST_YEAR, LAST_YEAR) and a dash."""
+        # The strings' code points, read in place (a cast to shorter strings costs as much as
+        # parsing the times).
+        head = np.ascontiguousarray(naive).view(np.uint32).reshape(len(naive), -1)[:, :5]
+        digits = head[:, :4] - np.uint32(ord("0"))  # below "0" wraps to a large number
+        if not ((digits <= 9).all() and (head[:, 4] == ord("-")).all()):
+            return False
+        years = digits @ np.array([1000, 100, 10, 1], dtype=np.uint32)
+        return bool(years.min() >= FIRST_YEAR and years.max() < LAST_YEAR)
+
     def _stamp(self, text: str, row: int) -> int:
         s = text.strip()
         problem = "not an ISO 8601 time such as 2026-01-05T06:00:00Z"
-        if len(s) >= 10 and s[:4].isdigit():
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error")
-                    return int(np.datetime64(s.rstrip("Zz"), "ns").view(np.int64))
-            except (ValueError, Warning):
-                pass
+        if len(s) >= 10 and s[:4].isdigit() and s[4] == "-":
+            # Microseconds hold any four-digit year: the range is checked there, as nothing
+            # wraps; nanoseconds wrap (or are NaT) only within the limit's last microsecond.
+            if (us := _numpy_time(s.rstrip("Zz"), "us")) is not None:
+                self._in_range(us * 1000, text, row)
+                ns = _numpy_time(s.rstrip("Zz"), "ns")
+                return self._in_range(ns if ns is not None and ns // 1000 == us
+                                      else LAST_NS + 1, text, row)
             try:
                 moment = datetime.fromisoformat(s)
             except ValueError as e:
@@ -278,8 +305,18 @@ class RecordingReader:
             else:
                 if moment.tzinfo is None:
                     moment = moment.replace(tzinfo=UTC)
-                return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+                return self._in_range((moment - _EPOCH) // timedelta(microseconds=1) * 1000,
+                                      text, row)
+        elif s.replace(".", "", 1).isdigit():
+            problem += " (a number: seconds since 1970? write the time as ISO 8601)"
         raise RecordingError(self.path, f"{problem}: {text!r}", row=row, column="timestamp")
+
+    def _in_range(self, ns: int, text: str, row: int) -> int:
+        if not 0 <= ns <= LAST_NS:
+            raise RecordingError(self.path, f"{text!r} is outside {TIME_RANGE}: the times a "
+                                 "recording holds are nanoseconds since 1970 in 64 bits",
+                                 row=row, column="timestamp")
+        return ns
 
     def _slow(self, lines: list[str], first: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -290,7 +327,7 @@ class RecordingReader:
         ts: list[int] = []
         values = np.full((len(lines), len(self.columns)), np.nan)
         empty = np.zeros(values.shape, dtype=bool)
-        for row, cells in enumerate(csv.reader(lines), start=first):
+        for row, cells in self._records(lines, first):
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue  # a blank line
             if len(cells) != width:
@@ -313,6 +350,20 @@ class RecordingReader:
         self._count(len(rows), int(np.count_nonzero(empty)))
         return (np.array(rows, dtype=np.int64), np.array(ts, dtype=np.int64),
                 values[: len(rows)], empty)
+
+    def _records(self, lines: list[str], first: int) -> Iterator[tuple[int, list[str]]]:
+        """(row number, cells) of each line; a line the csv module refuses is named."""
+        reader = csv.reader(lines)
+        for row in itertools.count(first):
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                reason = (f"a cell longer than {csv.field_size_limit():,} characters"
+                          if "field limit" in str(e) else f"unreadable CSV: {e}")
+                raise RecordingError(self.path, reason, row=row) from None
+            yield row, cells
 
     def _count(self, rows: int, empty: int) -> None:
         s = self.stats
@@ -352,6 +403,52 @@ class RecordingReader:
                      point=np.broadcast_to(self._point[None, :], values.shape)[present],
                      value=value, quality=bad.astype(np.uint8) * np.uint8(Quality.BAD),
                      cause=np.zeros(len(value), dtype=np.uint32))
+
+
+def _numpy_time(text: str, unit: str) -> int | None:
+    """numpy's reading of an ISO 8601 time without offset, in `unit` since 1970; None if it
+    does not read it (an offset: numpy only warns)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return int(np.datetime64(text, unit).view(np.int64))
+    except (ValueError, Warning):
+        return None
+
+
+class _RowLimit(io.BufferedIOBase):
+    """A recording's bytes as they are, refusing a row longer than MAX_ROW_BYTES before it is
+    held whole: a reader reads line by line, and one line of a .csv.gz may inflate to
+    hundreds of MB."""
+
+    def __init__(self, stream: IO[bytes], path: Path) -> None:
+        super().__init__()
+        self._stream, self._path = stream, path
+        self._run = 0  # bytes since the last line break
+        self._breaks = 0  # line feeds so far: the row being read is one more
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._checked(self._stream.read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._checked(self._stream.read1(size))  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+    def _checked(self, data: bytes) -> bytes:
+        last = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        self._run = len(data) - 1 - last if last >= 0 else self._run + len(data)
+        if self._run > MAX_ROW_BYTES:
+            raise RecordingError(self._path, f"longer than {MAX_ROW_BYTES:,} bytes: a row "
+                                 "must end before that (is this a recording?)",
+                                 row=self._breaks + data.count(b"\n") + 1)
+        self._breaks += data.count(b"\n")
+        return data
 
 
 def _fill_empty(text: str, filler: str) -> str:

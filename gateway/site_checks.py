@@ -71,6 +71,14 @@ def opcua_security_problem(policy: str, mode: str) -> tuple[str, str] | None:
     return None
 
 
+def clear_text_logins(devices: Sequence[Device]) -> list[tuple[int, Device]]:
+    """(index, device) of the devices whose password crosses the network unencrypted, as
+    their `allow_plaintext_password` accepts: said at every start and by check-config."""
+    return [(i, d) for i, d in enumerate(devices) if d.protocol == "opcua"
+            and d.username is not None and d.security_policy == "None"
+            and d.allow_plaintext_password]
+
+
 def check_site(historian: HistorianSection, devices: Sequence[Device | None],
                points: Sequence[Point | None], label: Label) -> list[Finding]:
     """Every cross-field problem; `None` entries (already reported invalid) are skipped."""
@@ -116,6 +124,16 @@ def _devices(devices: Sequence[Device | None], label: Label) -> list[Finding]:
             if d.password_env is not None and d.password_file is not None:
                 out.append(("devices", i, "password_file",
                             "give password_env or password_file, not both"))
+            if d.username is not None and d.security_policy == "None" and (
+                    not d.allow_plaintext_password):
+                out.append(("devices", i, "username", "with security_policy 'None' the "
+                            "password crosses the network in clear text: use a security "
+                            "policy (Basic256Sha256 with security_mode 'SignAndEncrypt'), or "
+                            "set allow_plaintext_password = true on this device to accept "
+                            "that risk"))
+        if d.allow_plaintext_password and d.username is None:
+            out.append(("devices", i, "allow_plaintext_password",
+                        "has no effect without a username"))
         if d.protocol == "modbus-rtu":
             if d.serial_port is None:
                 out.append(("devices", i, "serial_port", "required for protocol 'modbus-rtu' "

@@ -9,6 +9,9 @@ receiver refusing that body for good, so it is logged and passed. A new webhook 
 journal's end (no history replayed at on-call). The receiver deduplicates by
 `X-Scadawatch-Event-Id` (a crash between delivery and cursor update resends one event).
 
+Logs and the cursor know a webhook by `Webhook.key` (its name, else its host), never by its
+URL; a user and password in the URL are sent as HTTP Basic auth.
+
 Body: `{"event_id", "transition", "time", "site", "alarm": {...the alarm's state...}}`.
 Headers: `X-Scadawatch-Event-Id`, and with `secret_env` set
 `X-Scadawatch-Signature: sha256=<hex HMAC-SHA256 of the raw body under the secret>`.
@@ -17,6 +20,7 @@ Headers: `X-Scadawatch-Event-Id`, and with `secret_env` set
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -48,12 +52,6 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
-def label(hook: Webhook) -> str:
-    """How logs name a webhook: its name, else its URL's host (a URL's path or query may
-    hold a secret)."""
-    return hook.name or urllib.parse.urlsplit(hook.url).netloc
-
-
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -64,26 +62,48 @@ def body_of(site: str, entry: JournalEntry) -> bytes:
                       separators=(",", ":")).encode()
 
 
+def _target(hook: Webhook) -> tuple[str, dict[str, str], list[str]]:
+    """The URL to send to, its headers, and the parts of it that are secret: a user and
+    password in the URL (`https://user:pass@host/...`) go as HTTP Basic auth, as curl sends
+    them (urllib would take them for the host)."""
+    parts = urllib.parse.urlsplit(hook.url)
+    secrets = [s for s in (parts.query, parts.password, parts.username) if s]
+    if parts.username is None and parts.password is None:
+        return hook.url, {}, secrets
+    login = ":".join(urllib.parse.unquote(s or "") for s in (parts.username, parts.password))
+    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return url, {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}, secrets
+
+
+def _scrubbed(text: str, secrets: list[str]) -> str:
+    """An error's text for the log, without the URL's secret parts (an error may quote it)."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 def post(hook: Webhook, body: bytes, event_id: int) -> int:
     """POST one body (blocking; run in a thread); the HTTP status, or DeliveryError."""
-    headers = {"Content-Type": "application/json", "User-Agent": "scadawatch",
-               "X-Scadawatch-Event-Id": str(event_id)}
+    url, headers, secrets = _target(hook)
+    headers |= {"Content-Type": "application/json", "User-Agent": "scadawatch",
+                "X-Scadawatch-Event-Id": str(event_id)}
     if hook.secret_env is not None:
         secret = os.environ.get(hook.secret_env)
         if not secret:  # never send unsigned what the receiver expects signed
             raise DeliveryError(f"environment variable {hook.secret_env} (secret_env of "
-                                f"webhook {label(hook)}) is not set")
+                                f"webhook {hook.key}) is not set")
         headers[SIGNATURE_HEADER] = sign(secret, body)
-    request = urllib.request.Request(hook.url, data=body, headers=headers, method="POST")
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=hook.timeout) as answer:
             return int(answer.status)
     except urllib.error.HTTPError as e:
         retry = e.code >= 500 or e.code in (408, 429)
-        raise DeliveryError(f"HTTP {e.code} {e.reason}", permanent=not retry) from None
-    except (urllib.error.URLError, OSError) as e:
+        raise DeliveryError(_scrubbed(f"HTTP {e.code} {e.reason}", secrets),
+                            permanent=not retry) from None
+    except (urllib.error.URLError, OSError, ValueError) as e:  # http.client's InvalidURL too
         reason = getattr(e, "reason", None) or e
-        raise DeliveryError(f"{type(reason).__name__}: {reason}") from None
+        raise DeliveryError(_scrubbed(f"{type(reason).__name__}: {reason}", secrets)) from None
 
 
 class WebhookSender:
@@ -103,7 +123,7 @@ class WebhookSender:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; a store error (a lock held too long) is logged and
         retried like a delivery."""
-        name = label(self.hook)
+        name = self.hook.key
         while not stop.is_set():
             try:
                 await self._follow(stop, name)
@@ -118,6 +138,10 @@ class WebhookSender:
 
     async def _follow(self, stop: asyncio.Event, name: str) -> None:
         store, key = self.store, self.hook.key
+        # Before, an unnamed webhook's cursor was kept under its whole URL: moved, if there.
+        if self.hook.url != key and await asyncio.to_thread(store.move_cursor, self.hook.url,
+                                                            key):
+            log.info("event=webhook_cursor_moved webhook=%s from=its_url", name)
         cursor = await asyncio.to_thread(store.cursor, key)
         if cursor is None:
             cursor = await asyncio.to_thread(store.last_event_id)
@@ -159,7 +183,7 @@ class WebhookSender:
         await asyncio.to_thread(post, self.hook, body_of(self.site.site.name, entry), entry.seq)
         self.delivered += 1
         log.info("event=webhook_delivered webhook=%s event_id=%d transition=%s alarm=%s",
-                 label(self.hook), entry.seq, entry.transition, entry.alarm_id)
+                 self.hook.key, entry.seq, entry.transition, entry.alarm_id)
 
 
 async def run_webhooks(site: Site, store: AlarmStore, stop: asyncio.Event) -> None:

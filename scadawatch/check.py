@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 
 from gateway.config import ConfigError, Site, load_site
+from gateway.site_checks import clear_text_logins
 from scadawatch.cli import EXIT_OK, EXIT_USAGE
 
 
@@ -36,9 +37,12 @@ def summary(site: Site) -> list[str]:
     lines += [f"data_dir: {site.site.data_dir}",
               f"historian: {site.historian.kind}",
               f"api: {site.api.host}:{site.api.port}"]
-    if site.webhooks:  # names only: a webhook URL may carry a secret
+    if site.webhooks:  # names (or hosts) only: a webhook URL may carry a secret
         lines.append(f"webhooks: {len(site.webhooks)} "
-                     f"({', '.join(w.name or 'unnamed' for w in site.webhooks)})")
+                     f"({', '.join(w.key for w in site.webhooks)})")
+    lines += [f"warning: devices[{i}] ({d.name}): the password of user {d.username!r} crosses "
+              "the network in clear text (security_policy 'None', allow_plaintext_password = "
+              "true)" for i, d in clear_text_logins(site.devices)]
     return lines
 
 

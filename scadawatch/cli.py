@@ -5,15 +5,29 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
+# Modules of the optional extras, each with the extra that brings it: a subcommand that needs
+# one on a core install (`pip install scadawatch`, as on a field gateway) says what to install.
+EXTRA_OF = {"wntr": "sim", "six": "sim", "pandapower": "sim", "tomli_w": "sim", "river": "ml",
+            "matplotlib": "plot"}
+
 
 class UsageError(Exception):
     """A usage or configuration error: printed without a traceback, exit 2."""
+
+
+def require_extra(extra: str) -> None:
+    """Raise ModuleNotFoundError (reported as the extra to install) unless every module of
+    `extra` can be imported; cheap: nothing is imported."""
+    for module, of in EXTRA_OF.items():
+        if of == extra and importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
 
 
 def _config(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -145,9 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, func_name = args.handler.split(":")
-    handler = getattr(importlib.import_module(module_name), func_name)
     try:
+        handler = getattr(importlib.import_module(module_name), func_name)
         return int(handler(args) or EXIT_OK)
+    except ModuleNotFoundError as e:
+        extra = EXTRA_OF.get((e.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(f"scadawatch {args.command}: error: this needs {e.name}, of the {extra} extra, "
+              f"which is not installed: pip install 'scadawatch[{extra}]'", file=sys.stderr)
+        return EXIT_USAGE
     except UsageError as e:
         print(f"scadawatch {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

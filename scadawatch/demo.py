@@ -24,7 +24,8 @@ import tomli_w
 from gateway.config import Site, load_site
 from gateway.logs import setup_logging
 from gateway.tokens import TokenStore
-from scadawatch.cli import UsageError
+from scadawatch.cli import UsageError, require_extra
+from scadawatch.serve import unwritable
 
 log = logging.getLogger("scadawatch.demo")
 
@@ -86,9 +87,11 @@ def merge_sites(site_files: list[Path], data_dir: Path, port: int) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
+    require_extra("sim")  # before anything starts: the simulators need it
     setup_logging()
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="scadawatch-demo-")).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if (why := unwritable(data_dir)) is not None:
+        raise UsageError(f"--data-dir {why}")
     if port_open(args.port):
         raise UsageError(f"--port {args.port}: something already listens there; "
                          "pick another with --port")

@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
 from gateway.memory import keep_mmap_threshold
+from gateway.site_checks import clear_text_logins
 from scadawatch.cli import UsageError
 
 if TYPE_CHECKING:
@@ -27,9 +30,22 @@ def load(config: str) -> Site:
         raise UsageError(f"invalid site file\n{e}") from None
 
 
+def unwritable(folder: Path) -> str | None:
+    """Why this process cannot keep files in `folder` (creating it if need be), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as e:
+        return f"{folder}: cannot write there: {e.strerror or e}"
+
+
 def main(args: argparse.Namespace) -> int:
     setup_logging()
     site = load(args.config)
+    # Every part keeps files there (the API too: operator actions, tokens' state).
+    if (why := unwritable(site.site.data_dir)) is not None:
+        raise UsageError(f"{args.config}: site.data_dir: {why}")
     asyncio.run(serve(site, gateway=args.command in ("run", "gateway"),
                       api=args.command in ("run", "api")))
     return 0
@@ -42,6 +58,11 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     from gateway.status import read_snapshot
 
     keep_mmap_threshold()  # before the first state save (see gateway/memory.py)
+    if gateway:
+        for _, d in clear_text_logins(site.devices):
+            log.warning("event=opcua_password_in_clear device=%s user=%s endpoint=%s "
+                        "reason=security_policy_none_allowed_by_allow_plaintext_password",
+                        d.name, d.username, d.endpoint)
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     tasks = []

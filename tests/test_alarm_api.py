@@ -30,7 +30,8 @@ API = "/api/v1/alarms"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     folder = tmp_path_factory.mktemp("alarm-api")
-    (folder / "site.toml").write_text('[site]\nname = "alarmtest"\n[alarms]\nmax_shelve = 7200\n')
+    (folder / "site.toml").write_text('[site]\nname = "alarmtest"\n[alarms]\nmax_shelve = 7200\n'
+                                      '[[points]]\ntag = "sz.inlet.flow"\nzone = "sz"\n')
     return load_site(folder / "site.toml")
 
 
@@ -44,7 +45,7 @@ def store(site: Site) -> Iterator[AlarmStore]:
 
 @pytest.fixture(scope="module")
 def historian(site: Site) -> Iterator[EmbeddedHistorian]:
-    h = EmbeddedHistorian(site.site.data_dir / "historian.sqlite", [])
+    h = EmbeddedHistorian(site.site.data_dir / "historian.sqlite", [p.tag for p in site.points])
     yield h
     h.close()
 
@@ -158,6 +159,15 @@ def test_journal_names_who_did_what(http: httpx.Client, store: AlarmStore) -> No
     ("{id}/shelve", {"duration": "9" * 400 + "s", "reason": "x"}, 400, "at most 7200 s"),
     ("{id}/shelve", {"duration": "1h"}, 422, "reason"),
     ("{id}/comment", {"text": ""}, 422, "text"),
+    # Every request model is bounded, and so is every body (before it is read):
+    ("{id}/comment", {"text": "x" * 2001}, 422, "text: String should have at most 2000"),
+    ("{id}/shelve", {"duration": "1" * 2001, "reason": "x"}, 422, "duration: String should"),
+    ("ack", {"ids": ["x" * 257]}, 422, "ids: String should have at most 256 characters"),
+    ("ack", {"ids": [str(i) for i in range(10_001)]}, 422, "ids: List should have at most"),
+    ("ack", {"zone": "z" * 201}, 422, "zone: String should have at most 200 characters"),
+    ("ack", {"state": ["open"] * 6}, 422, "state: List should have at most 5 items"),
+    ("{id}/comment", {"text": "x" * 70_000}, 413, "request body: at most 65,536 bytes"),
+    ("ack", {"ids": ["x" * 200] * 6000}, 413, "request body: at most 1,048,576 bytes"),
 ])
 def test_bad_requests_are_named(http: httpx.Client, store: AlarmStore, path: str,
                                 body: dict | None, status: int, words: str) -> None:
@@ -166,6 +176,21 @@ def test_bad_requests_are_named(http: httpx.Client, store: AlarmStore, path: str
     url = f"{API}/{path.format(id=a.id)}"
     r = http.get(url) if body is None else http.post(url, json=body)
     assert r.status_code == status and words in r.json()["detail"], r.text
+
+
+@pytest.mark.parametrize(("method", "path", "status", "words"), [
+    ("PUT", "tag/nope", 404, "name: 'nope' is not a tag of site 'alarmtest'"),
+    ("PUT", "zone/nope", 404, "name: 'nope' is not a zone of site 'alarmtest'"),
+    ("PUT", "zone/" + "z" * 201, 422, "name: String should have at most 200 characters"),
+    ("DELETE", "tag/" + "t" * 201, 422, "name: String should have at most 200 characters"),
+    ("PUT", "valve/sz", 422, "scope: "),
+])
+def test_suppressions_name_only_tags_and_zones_of_the_site(http: httpx.Client, method: str,
+                                                            path: str, status: int,
+                                                            words: str) -> None:
+    r = http.request(method, f"{API}/suppressions/{path}", json={"reason": "works"})
+    assert r.status_code == status and words in r.json()["detail"], r.text
+    assert all(s["name"] != "nope" for s in http.get(f"{API}/suppressions").json())
 
 
 def test_viewer_reads_but_cannot_ack(http: httpx.Client, store: AlarmStore,

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from harness import RUN_LIMIT, running
 from modbus_servers import free_port
 
@@ -39,6 +40,7 @@ from api.auth import (
     Access,
     Caller,
     Guard,
+    GuardedRoute,
     served,
 )
 from gateway.config import Site, load_site
@@ -68,7 +70,7 @@ SAMPLES: dict[str, dict] = {
     "POST /alarms/{alarm_id}/shelve": {"json": {"duration": "1h", "reason": "r"}, "status": 404},
     "POST /alarms/{alarm_id}/unshelve": {"status": 404},
     "POST /alarms/{alarm_id}/comment": {"json": {"text": "t"}, "status": 404},
-    "PUT /alarms/suppressions/{scope}/{name}": {"path": "/alarms/suppressions/zone/z1",
+    "PUT /alarms/suppressions/{scope}/{name}": {"path": "/alarms/suppressions/tag/t1",
                                                 "json": {"reason": "r"}},
     "DELETE /alarms/suppressions/{scope}/{name}": {"path": "/alarms/suppressions/zone/none",
                                                    "status": 404},
@@ -205,11 +207,12 @@ def role_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[http
                                                                           dict[str, dict]]]:
     data_dir = tmp_path_factory.mktemp("roles")
     guard = Guard(TokenStore(data_dir), ROLE_ROUTES, PREFIX)
-    router = APIRouter()
+    router = APIRouter(route_class=GuardedRoute)
     for key, access in ROLE_ROUTES.items():
         method, path = key.split(" ")
         router.add_api_route(path, whoami if access.role else lambda: {}, methods=[method])
     app = FastAPI()
+    app.state.guard = guard
     app.include_router(router, prefix=PREFIX, dependencies=guard.dependencies)
     guard.verify(app)
     with running(app) as (url, _), httpx.Client(base_url=url, timeout=30) as c:
@@ -237,8 +240,8 @@ def test_a_route_knows_who_called(role_client: tuple[httpx.Client, dict[str, dic
         "name": "engineer-1", "role": "engineer"}
 
 
-def _router(*paths: str) -> APIRouter:
-    router = APIRouter()
+def _router(*paths: str, guarded: bool = True) -> APIRouter:
+    router = APIRouter(route_class=GuardedRoute if guarded else APIRoute)
     for path in paths:
         router.add_api_route(path, lambda: None, methods=["GET"])
     return router
@@ -253,8 +256,7 @@ def test_a_route_and_its_rule_must_match(tmp_path: Path, paths: list[str], guard
                                          problem: str) -> None:
     guard = Guard(TokenStore(tmp_path), {"GET /v": VIEWER, "GET /gone": VIEWER}, PREFIX)
     app = FastAPI()
-    app.include_router(_router(*paths), prefix=PREFIX,
-                       dependencies=guard.dependencies if guarded else None)
+    app.include_router(_router(*paths, guarded=guarded), prefix=PREFIX)
     with pytest.raises(ValueError, match=re.escape(problem)):
         guard.verify(app)
 

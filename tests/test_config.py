@@ -47,9 +47,14 @@ def test_check_config_case(case: Path, cli) -> None:
 @pytest.mark.parametrize("config", [
     CASES / "many-errors" / "site.toml",
     CASES / "toml-not-utf8" / "site.toml",
+    CASES / "toml-nested-too-deep" / "site.toml",
+    CASES / "paths-unknown-user" / "site.toml",
+    CASES / "paths-nul-byte" / "site.toml",
+    CASES / "data-dir-is-a-file" / "site.toml",
     CASES,  # a directory given as the file
     CASES / "no-such-site.toml",
-], ids=["many-errors", "not-utf8", "directory", "missing"])
+], ids=["many-errors", "not-utf8", "nested-too-deep", "unknown-user", "nul-byte",
+        "data-dir-is-a-file", "directory", "missing"])
 def test_command_exits_2_without_traceback(config: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "scadawatch", "check-config", "--config", str(config)],

@@ -112,7 +112,8 @@ def node_server(tmp_path_factory: pytest.TempPathFactory, gateway_dir: Path
     proc.stdout.close()
 
 
-def device(endpoint: str, policy: str = "None", mode: str = "None", **login: str) -> Device:
+def device(endpoint: str, policy: str = "None", mode: str = "None", **login: object
+           ) -> Device:
     return Device(name="plc1", protocol="opcua", endpoint=endpoint, security_policy=policy,
                   security_mode=mode, timeout=5.0, **login)
 
@@ -390,3 +391,22 @@ def test_an_item_the_server_will_not_monitor_is_polled_instead(
         assert asyncio.run(scenario()) >= 5
     assert any("polled instead" in r.getMessage() and "wave" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_password_allowed_in_clear_is_said_at_start(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """check-config refuses a username over policy None (tests/cases/config/
+    opcua-plaintext-password); where the site accepts it, every start says so."""
+    from scadawatch.serve import serve
+
+    site = Site(site=SiteSection(name=SITE, data_dir=tmp_path), devices=[
+        device("opc.tcp://127.0.0.1:9/none", "None", "None", username="operator",
+               password_env="SW_TEST_PW", allow_plaintext_password=True)])
+    caplog.set_level(logging.INFO)
+    stop = asyncio.Event()
+    stop.set()  # start, then stop at once
+    asyncio.run(serve(site, gateway=True, api=False, stop=stop))
+    (record,) = [r for r in caplog.records if "opcua_password_in_clear" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("event=opcua_password_in_clear device=plc1 "
+                                          "user=operator")

@@ -172,6 +172,30 @@ def test_any_point_is_three_clicks_from_the_overview(browser: Browser, control_r
     page.screenshot(path=ARTIFACTS / "page-trend.png", full_page=True)
 
 
+def test_the_page_runs_under_its_content_security_policy(browser: Browser, control_room,
+                                                        store: AlarmStore) -> None:
+    """The API sends a strict Content-Security-Policy (scripts and styles from itself only,
+    none inline, no framing): the page, uPlot's trend and the range bars included, runs
+    without a violation."""
+    url, _, site = control_room
+    store.apply([raised(alarm("stuck", "dma2.j237.pressure", scope="tag"))])
+    token = auth_headers(site.site.data_dir, "operator")["Authorization"].split()[-1]
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.add_init_script("window.violations = []; document.addEventListener("
+                         "'securitypolicyviolation', (e) => window.violations.push("
+                         "`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`"
+                         "));")
+    answer = page.goto(f"{url}/#token={token}")
+    assert answer is not None and answer.headers["x-frame-options"] == "DENY"
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    expect(page.locator("#connection")).to_have_text("live", timeout=RUN_LIMIT * 1000)
+    page.locator(".zone[data-zone=dma2]").click()
+    page.locator("#zone-points tr[data-tag='dma2.j237.pressure']").click()
+    expect(page.locator("#chart canvas")).to_have_count(1)
+    expect(page.locator("#point-alarms tbody tr")).to_have_count(1)
+    assert page.evaluate("window.violations") == []
+
+
 def test_a_shelved_alarm_leaves_the_list_and_returns_when_unshelved(
         browser: Browser, control_room, store: AlarmStore) -> None:
     url, _, site = control_room

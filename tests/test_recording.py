@@ -4,6 +4,8 @@ by row and column through `scadawatch replay`, and the writer's round trip."""
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from conftest import CliRun
 from anomaly.batch import Batch, Quality
 from gateway.historian import EmbeddedHistorian
 from gateway.recording import (
+    MAX_ROW_BYTES,
     RecordingError,
     RecordingReader,
     read_recording,
@@ -181,6 +184,30 @@ BAD = [  # name, file content, fragments of the error message
     ("header only", HEADER, ["no readings", "no rows"]),
     ("not UTF-8", (HEADER + "2026-01-05T00:00:00Z,1,2,\xff\n").encode("latin-1"),
      ["not UTF-8"]),
+    # Times that int64 nanoseconds cannot hold, which numpy would wrap silently:
+    ("year 2300", HEADER + "2300-01-01T00:00:00Z,1,2,3\n",
+     ["row 2, column timestamp", "'2300-01-01T00:00:00Z' is outside 1970-01-01T00:00:00Z to "
+      "2262-04-11T23:47:16Z"]),
+    ("year 2300 among offsets", HEADER + "2026-01-05T00:00:00+01:00,1,2,3\n"
+     "2300-01-01T00:00:00+01:00,1,2,3\n", ["row 3, column timestamp", "is outside"]),
+    ("past the last nanosecond", HEADER + "2262-04-11T23:47:16.854775808Z,1,2,3\n",
+     ["row 2, column timestamp", "is outside"]),
+    ("past 2262 by its offset", HEADER + "2262-04-11T23:00:00-05:00,1,2,3\n",
+     ["row 2, column timestamp", "is outside"]),
+    ("before 1970", HEADER + "1969-12-31T23:59:59Z,1,2,3\n2026-01-05T00:00:00Z,1,2,3\n",
+     ["row 2, column timestamp", "is outside"]),
+    ("epoch seconds", HEADER + "1767571200,1,2,3\n1767571260,1,2,3\n",
+     ["row 2, column timestamp", "seconds since 1970? write the time as ISO 8601"]),
+    ("ten-digit year", HEADER + "1767571200-01-01T00:00:00Z,1,2,3\n",
+     ["row 2, column timestamp", "not an ISO 8601 time"]),
+    # Cells and rows beyond the readers' limits:
+    ("cell of 140,000 characters", HEADER + "2026-01-05T00:00:00Z,1,2,3\n"
+     "2026-01-05T00:01:00Z,1," + "x" * 140_000 + ",3\n",
+     ["row 3: a cell longer than 131,072 characters"]),
+    ("header cell of 140,000 characters", "timestamp," + "t" * 140_000 + "\n",
+     ["row 1: a cell longer than 131,072 characters"]),
+    ("row of 5 MB", HEADER + "2026-01-05T00:00:00Z,1,2,3\n2026-01-05T00:01:00Z,"
+     + "1" * (5 << 20) + ",2,3\n", ["row 3: longer than 4,194,304 bytes"]),
 ]
 
 
@@ -268,3 +295,29 @@ def test_what_a_historian_holds_exports_as_a_recording(tmp_path: Path) -> None:
     assert_triples(back, [(0, TAGS[0], 1.0), (0, TAGS[2], 3.0), (60, TAGS[0], 1.5),
                           (60, TAGS[1], NAN), (120, TAGS[2], 3.25)])
     assert back.quality.tolist() == [0, 0, 0, Quality.BAD, 0]
+
+
+@pytest.mark.reliability
+def test_a_400_mb_line_of_a_gzip_is_refused_in_bounded_memory(site: Path,
+                                                               tmp_path: Path) -> None:
+    """A 2 MB .csv.gz that inflates to one row of 400 MB: refused once the row passes
+    MAX_ROW_BYTES. When rows were read whole, replay's peak RSS reached 2.5 GB on it."""
+    path = tmp_path / "one-line.csv.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write((HEADER + "2026-01-05T00:00:00Z,").encode())
+        block = b"1" * (1 << 20)
+        for _ in range(400):
+            f.write(block)
+        f.write(b",2,3\n")
+    # Its own process, which prints its peak RSS: VmHWM, its memory's alone (ru_maxrss would
+    # keep the forking pytest's from before the exec).
+    measured = ("import sys\nfrom scadawatch.cli import main\ncode = main(sys.argv[1:])\n"
+                "status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
+                "print(int(status.split()[0]) * 1024)\nsys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", measured, "replay", "--config", str(site),
+                           "--input", str(path), "--out", str(tmp_path / "alarms.jsonl")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"{path}: row 2: longer than {MAX_ROW_BYTES:,} bytes" in done.stderr
+    peak = int(done.stdout)
+    assert peak < 200 << 20, f"peak RSS {peak / 2**20:.0f} MiB"  # 53 MiB measured here

@@ -5,11 +5,13 @@ an outbox that survives a receiver outage and a restart of the sender."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
 import http.server
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -207,3 +209,73 @@ def test_a_refused_body_is_passed_and_an_unset_secret_holds_the_queue(
     (_, refused), (_, delivered) = rx.attempts  # each tried once
     assert refused < delivered == rx.bodies("/hook")[0]["event_id"]
     assert [b["alarm"]["id"] for b in rx.bodies("/hook")] == [made[1].id]
+
+
+# --- credentials in a webhook URL ------------------------------------------------------------
+
+USER, PASSWORD, QUERY_SECRET = "alice", "S3cretPass", "T0ken4711"
+
+
+def secret_url(port: int) -> str:
+    return f"http://{USER}:{PASSWORD}@127.0.0.1:{port}/hook?token={QUERY_SECRET}"
+
+
+def files_holding(folder: Path, *secrets: str) -> list[str]:
+    """Files in `folder` (the alarm store, its WAL...) holding any of `secrets`."""
+    return [f"{p.name}: {s}" for p in sorted(folder.iterdir()) for s in secrets
+            if s.encode() in p.read_bytes()]
+
+
+def test_url_credentials_go_as_basic_auth_and_never_to_logs_or_the_store(
+        store: AlarmStore, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    made = [alarm("leak", f"dma{i}") for i in range(2)]
+    with receiver(fail={f"/hook?token={QUERY_SECRET}": [503]}) as rx:  # a failure logged too
+        site = site_with(Webhook(url=secret_url(rx.port), retry_initial=0.05, timeout=5.0))
+
+        async def scenario() -> None:
+            async def engine() -> None:
+                while not started(store, site.webhooks[0].key):
+                    await asyncio.sleep(0.01)
+                store.apply([raised(a) for a in made])
+
+            writer = asyncio.create_task(engine())
+            await run_until(site, store, lambda: len(rx.got) == 2)
+            await writer
+
+        asyncio.run(scenario())
+    basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert [h.get("Authorization") for _, h, _ in rx.got] == [f"Basic {basic}"] * 2
+    assert site.webhooks[0].key == f"127.0.0.1:{rx.port}"  # unnamed: its host and port
+    assert f"webhook=127.0.0.1:{rx.port} " in caplog.text
+    assert "event=webhook_failed" in caplog.text
+    for secret in (USER, PASSWORD, QUERY_SECRET):
+        assert secret not in caplog.text
+    store.close()
+    assert files_holding(tmp_path, USER, PASSWORD, QUERY_SECRET) == []
+
+
+@pytest.mark.parametrize("named_before", [False, True],
+                         ids=["unnamed-before", "named-since-with-its-own-cursor"])
+def test_a_cursor_kept_under_the_url_moves_to_the_name_with_nothing_resent_or_skipped(
+        store: AlarmStore, tmp_path: Path, named_before: bool) -> None:
+    """Before, an unnamed webhook's cursor was keyed by its whole URL, credentials and all:
+    the first start of this version moves it to the webhook's name and leaves no trace (a
+    name given since, with a cursor of its own, keeps that one)."""
+    made = [alarm("leak", f"dma{i}") for i in range(5)]
+    with receiver() as rx:
+        url = secret_url(rx.port)
+        store.apply([raised(a) for a in made[:3]])
+        if named_before:
+            store.set_cursor(url, 0)  # stale: the name's cursor is the one in use
+            store.set_cursor("pager", store.last_event_id() - 1)
+        else:
+            store.set_cursor(url, store.last_event_id() - 1)  # made[2] not yet delivered
+        store.apply([raised(a) for a in made[3:]])
+        site = site_with(Webhook(url=url, name="pager", retry_initial=0.05, timeout=5.0))
+        asyncio.run(run_until(site, store, lambda: len(rx.got) == 3))
+    assert [b["alarm"]["id"] for b in rx.bodies(f"/hook?token={QUERY_SECRET}")] == [
+        a.id for a in made[2:]]
+    assert store.cursor(url) is None and store.cursor("pager") == store.last_event_id()
+    store.close()
+    assert files_holding(tmp_path, USER, PASSWORD, QUERY_SECRET) == []
