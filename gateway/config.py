@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from anomaly.alarms import PRIORITIES, AlarmKind, Priority
 from gateway import point_csv
 from gateway.site_checks import BIT_TABLES, RULE_KEYS, check_site
+from timegrammar import DurationError, seconds
 
 Protocol = Literal["modbus-tcp", "modbus-rtu", "opcua"]
 PointKind = Literal[
@@ -44,6 +45,20 @@ _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
 
 REGISTER_WIDTH: dict[str, int] = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2,
                                   "float32": 2, "int64": 4, "float64": 4}
+
+
+def _seconds(value: object) -> object:
+    # A duration may be written in the duration grammar ("30s", "10m", "1h30m"); a number is
+    # seconds. Anything else goes on to the number check, which names what it got.
+    if isinstance(value, str):
+        try:
+            return seconds(value)
+        except DurationError as e:
+            raise PydanticCustomError("duration", str(e)) from None
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
 
 
 class Strict(BaseModel):
@@ -69,17 +84,17 @@ class HistorianSection(Strict):
     username: str = ""
     password_env: str = "INFLUX_PASSWORD"
     batch_size: int = Field(default=5000, ge=1)  # lines per write request
-    flush_interval: float = Field(default=1.0, gt=0)  # seconds a caught-up sink gathers readings
+    flush_interval: Seconds = Field(default=1.0, gt=0)  # seconds a caught-up sink gathers readings
     max_rate: float = Field(default=200_000.0, gt=0)  # readings/s of backlog in a catch-up
-    timeout: float = Field(default=10.0, gt=0)  # seconds per request
+    timeout: Seconds = Field(default=10.0, gt=0)  # seconds per request
     gzip: bool = True
 
 
 class SpoolSection(Strict):
     max_bytes: int = Field(default=1 << 30, gt=0)  # bound on disk use
-    max_age: float = Field(default=7 * 86400.0, gt=0)  # seconds; older segments are dropped
+    max_age: Seconds = Field(default=7 * 86400.0, gt=0)  # seconds; older segments are dropped
     segment_bytes: int = Field(default=16 << 20, gt=0)
-    fsync_interval: float = Field(default=1.0, ge=0)  # 0: fsync every batch
+    fsync_interval: Seconds = Field(default=1.0, ge=0)  # 0: fsync every batch
 
 
 class AnomalySection(Strict):
@@ -87,26 +102,26 @@ class AnomalySection(Strict):
     override the defaults of `anomaly/alarms.py`."""
 
     enabled: bool = True
-    interval: float = Field(default=60.0, gt=0)  # seconds per detector tick
-    lateness: float = Field(default=2.0, ge=0)  # seconds a tick waits for late readings
+    interval: Seconds = Field(default=60.0, gt=0)  # seconds per detector tick
+    lateness: Seconds = Field(default=2.0, ge=0)  # seconds a tick waits for late readings
     disable: list[AlarmKind] = []
-    on_delay: dict[AlarmKind, float] = {}
-    off_delay: dict[AlarmKind, float] = {}
+    on_delay: dict[AlarmKind, Seconds] = {}
+    off_delay: dict[AlarmKind, Seconds] = {}
     priority: dict[AlarmKind, Priority] = {}
     river: bool = True  # zone-level multivariate detector, when the `ml` extra is installed
-    save_interval: float = Field(default=300.0, gt=0)  # seconds between state saves
+    save_interval: Seconds = Field(default=300.0, gt=0)  # seconds between state saves
 
 
 class AlarmsSection(Strict):
     """Alarm-system KPIs (EEMUA 191) and operator limits."""
 
-    window: float = Field(default=600.0, gt=0)  # seconds over which alarm rates are counted
+    window: Seconds = Field(default=600.0, gt=0)  # seconds over which alarm rates are counted
     flood_start: int = Field(default=10, ge=1)  # a flood starts above this many per window
     flood_end: int = Field(default=5, ge=1)  # ... and ends below this many
     chatter_count: int = Field(default=3, ge=2)  # raises of one condition within
-    chatter_window: float = Field(default=60.0, gt=0)  # this many seconds: chattering
-    stale_after: float = Field(default=86400.0, gt=0)  # seconds active: a stale alarm
-    max_shelve: float = Field(default=86400.0, gt=0)  # seconds an operator may shelve for
+    chatter_window: Seconds = Field(default=60.0, gt=0)  # this many seconds: chattering
+    stale_after: Seconds = Field(default=86400.0, gt=0)  # seconds active: a stale alarm
+    max_shelve: Seconds = Field(default=86400.0, gt=0)  # seconds an operator may shelve for
 
     @model_validator(mode="after")
     def _flood_hysteresis(self) -> AlarmsSection:
@@ -131,9 +146,9 @@ class Webhook(Strict):
     min_priority: Priority = "low"
     priorities: list[Priority] | None = None  # exactly these (instead of min_priority)
     secret_env: str | None = Field(default=None, min_length=1)
-    timeout: float = Field(default=10.0, gt=0)  # seconds per request
-    retry_initial: float = Field(default=1.0, gt=0)  # seconds before the first retry,
-    retry_max: float = Field(default=300.0, gt=0)  # doubling up to this
+    timeout: Seconds = Field(default=10.0, gt=0)  # seconds per request
+    retry_initial: Seconds = Field(default=1.0, gt=0)  # seconds before the first retry,
+    retry_max: Seconds = Field(default=300.0, gt=0)  # doubling up to this
 
     @model_validator(mode="after")
     def _one_priority_rule(self) -> Webhook:
@@ -185,8 +200,8 @@ class ApiSection(Strict):
 class Device(Strict):
     name: str = Field(min_length=1)
     protocol: Protocol
-    poll_interval: float = Field(default=1.0, gt=0)
-    timeout: float = Field(default=1.0, gt=0)
+    poll_interval: Seconds = Field(default=1.0, gt=0)
+    timeout: Seconds = Field(default=1.0, gt=0)
     retries: int = Field(default=1, ge=0)
     stale_after: int = Field(default=3, ge=1)  # poll intervals without an update -> stale
     # Modbus TCP
@@ -204,7 +219,7 @@ class Device(Strict):
     max_registers: int = Field(default=125, ge=1, le=125)
     max_bits: int = Field(default=2000, ge=1, le=2000)
     max_gap: int = Field(default=0, ge=0)  # unused registers a request may span to merge
-    pause: float = Field(default=0.0, ge=0)  # seconds between requests on the bus
+    pause: Seconds = Field(default=0.0, ge=0)  # seconds between requests on the bus
     # OPC UA
     endpoint: str | None = None
     security_policy: str = "None"
@@ -212,9 +227,9 @@ class Device(Strict):
     username: str | None = None
     password_env: str | None = None
     mode: Literal["subscribe", "poll"] = "subscribe"
-    publishing_interval: float | None = Field(default=None, gt=0)  # seconds; None: poll_interval
+    publishing_interval: Seconds | None = Field(default=None, gt=0)  # seconds; None: poll_interval
     # Defaults of the device's points (seconds; 0 asks the server's fastest rate).
-    sampling_interval: float | None = Field(default=None, ge=0)  # None: publishing interval
+    sampling_interval: Seconds | None = Field(default=None, ge=0)  # None: publishing interval
     queue_size: int | None = Field(default=None, ge=1)  # None: samples per publishing interval
     password_file: str | None = None  # a path; str because devices validate strictly
 
@@ -254,7 +269,7 @@ class Point(Strict):
     offset: float = 0.0
     # OPC UA (a Modbus point may carry one too, so one file serves both protocols)
     node: str | None = None
-    sampling_interval: float | None = Field(default=None, ge=0)  # None: the device's
+    sampling_interval: Seconds | None = Field(default=None, ge=0)  # None: the device's
     queue_size: int | None = Field(default=None, ge=1)  # None: the device's
     deadband_type: Literal["none", "absolute", "percent"] = "none"
     deadband: float = Field(default=0.0, ge=0)  # engineering units, or % of the EURange

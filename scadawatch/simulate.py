@@ -11,9 +11,10 @@ from pathlib import Path
 
 from gateway.logs import setup_logging
 from scadawatch.cli import UsageError
+from timegrammar import seconds
 
-EXPORT_STEP = {"water": "5min", "grid": "15min"}
-SERVE_STEP = "1min"  # physics step when serving: events start within a minute of their time
+EXPORT_STEP = {"water": "5m", "grid": "15m"}
+SERVE_STEP = "1m"  # physics step when serving: events start within a minute of their time
 EXPORT_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: weekly cycles start on day 0
 
 
@@ -33,8 +34,6 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--days {args.days:g}: must be above 0")
     if not (args.speed >= 0 and math.isfinite(args.speed)):  # 0 freezes the clock
         raise UsageError(f"--speed {args.speed:g}: must be 0 or more")
-    if args.duration is not None and not args.duration >= 0:
-        raise UsageError(f"--duration {args.duration:g}: must be 0 or more seconds")
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be 0 or more")
     for flag, port in (("--modbus-port", args.modbus_port), ("--opcua-port", args.opcua_port)):
@@ -43,14 +42,14 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from simulators.scenario import ScenarioError, parse_duration
+    from simulators.scenario import ScenarioError
     from simulators.site import build_site, check_step
 
     _check(args)
     setup_logging()
     step_text = args.step or (EXPORT_STEP[args.site] if args.export else SERVE_STEP)
     try:
-        step = parse_duration(step_text)
+        step = seconds(step_text)
         check_step(step)
     except ValueError as e:
         raise UsageError(f"--step {step_text!r}: {e}") from None

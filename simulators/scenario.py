@@ -6,7 +6,7 @@ A scenario is a TOML file with one table per site, each holding a list of events
     [[water.events]]
     kind = "leak"          # see EVENT_KINDS
     target = "dma2"        # a zone, junction, tag, device, line or bus, as the kind requires
-    start = "2d 02:30"     # simulated time after the run's start: "90s", "15min", "36h", "2d 6h"
+    start = "2d 02:30"     # simulated time after the run's start: "90s", "15m", "36h", "2d 6h"
     duration = "3d"
     size = 5.0             # kind-specific parameters, see EVENT_KINDS
 
@@ -21,6 +21,8 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+from timegrammar import seconds
 
 # Event kind -> (site, parameters it accepts, label kind written to labels.csv)
 EVENT_KINDS: dict[str, tuple[str, frozenset[str], str]] = {
@@ -44,9 +46,7 @@ EVENT_KINDS: dict[str, tuple[str, frozenset[str], str]] = {
     "comms": ("any", frozenset({"mode"}), "comms"),  # mode: "silent" | "exception"
 }
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|min|s)")
 _CLOCK = re.compile(r"^(?:(\d+(?:\.\d+)?)\s*d\s+)?(\d{1,2}):(\d{2})$")
-_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "min": 60.0, "s": 1.0}
 
 
 class ScenarioError(ValueError):
@@ -58,32 +58,18 @@ class ScenarioError(ValueError):
 
 
 def parse_duration(text: str | int | float) -> float:
-    """Seconds from "90s", "15min", "36h", "2d 6h", "2d 02:30" or a number of seconds.
+    """Seconds in a scenario time: the duration grammar (`timegrammar`: "90s", "15m",
+    "36h", "2d 6h", a number of seconds), or days and a time of day ("2d 02:30").
 
     >>> parse_duration("2d 6h"), parse_duration("1d 02:30"), parse_duration(90)
     (194400.0, 95400.0, 90.0)
     """
-    if isinstance(text, bool):
-        raise ValueError("expected a duration, not a boolean")
-    if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(text)
-    s = text.strip()
-    if m := _CLOCK.match(s):
+    if isinstance(text, str) and (m := _CLOCK.match(text.strip())):
         days, hh, mm = m.groups()
         if int(hh) > 23 or int(mm) > 59:
             raise ValueError(f"{text!r} is not a valid time of day")
         return float(days or 0) * 86400 + int(hh) * 3600 + int(mm) * 60
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(s):
-        if s[pos : m.start()].strip():
-            break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if pos == 0 or s[pos:].strip():
-        raise ValueError(f"{text!r} is not a duration (use e.g. '90s', '15min', '36h', '2d 6h')")
-    return total
+    return seconds(text)
 
 
 @dataclass(frozen=True, slots=True)

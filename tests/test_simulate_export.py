@@ -345,7 +345,7 @@ BAD_ARGS = [
     ("step-gibberish", ["--step", "soon"], "--step 'soon'"),
     ("start-not-iso", ["--start", "yesterday"], "--start 'yesterday'"),
     ("negative-days", ["--days", "-1"], "--days -1"),
-    ("negative-serving-time", ["--duration", "-5"], "--duration -5"),
+    ("negative-serving-time", ["--duration", "-5"], "--duration: '-5' is not a duration"),
 ]
 
 
