@@ -49,9 +49,18 @@ def engine_settings(section: AnomalySection, interval: float | None = None) -> E
         priority={**defaults.priority, **section.priority}, river=section.river)
 
 
+def stale_windows(site: Site) -> dict[str, float]:
+    """Seconds per device: `stale_after` of its poll intervals (an OPC UA subscription's:
+    its publishing interval)."""
+    return {d.name: d.stale_after * (d.publishing_interval or d.poll_interval)
+            if d.protocol == "opcua" and d.mode == "subscribe"
+            else d.stale_after * d.poll_interval for d in site.devices}
+
+
 def build_engine(site: Site, interval: float | None = None) -> Engine:
-    return Engine([PointInfo.of(p) for p in site.points],
-                  engine_settings(site.anomaly, interval))
+    settings = dataclasses.replace(engine_settings(site.anomaly, interval),
+                                   comms_window=stale_windows(site))
+    return Engine([PointInfo.of(p) for p in site.points], settings)
 
 
 def state_path(site: Site) -> Path:
