@@ -257,3 +257,44 @@ def test_register_image_lays_out_every_type_and_word_order(
                  type=type_, word_order=word_order, scale=scale)
     tables = RegisterImage([sig]).encode(np.array([value]))
     assert tables[7][TABLES.index("holding")][3:] == encode(value / scale, type_, word_order)
+
+
+def test_before_its_first_values_a_simulator_answers_busy_not_zeros() -> None:
+    """A site whose process has no values yet: Modbus answers exception 0x06 (server device
+    busy) on every unit, never an empty register map read as zeros, and OPC UA says
+    BadWaitingForInitialData; the first sample ends both."""
+    from simulators.modbus_server import ModbusSiteServer
+    from simulators.opcua_server import OpcUaSiteServer
+
+    site = build_site("water", "normal", seed=1, start=datetime(2026, 3, 1, tzinfo=UTC),
+                      step=60.0)
+    coil = next(s for s in site.signals if s.register == "coil")
+    level = next(s for s in site.signals if s.type == "int16")
+
+    async def main() -> tuple[list, list, int]:
+        modbus = ModbusSiteServer(site.signals, port=0)
+        opcua = OpcUaSiteServer("water", site.signals, port=free_port())
+        await modbus.start()
+        await opcua.start()
+        try:
+            def read() -> list[subprocess.CompletedProcess[str]]:
+                return [mbpoll(modbus.port, s.unit_id, s.register, s.type, s.word_order,
+                               s.address, 1) for s in (coil, level)]  # type: ignore[arg-type]
+
+            before = await asyncio.to_thread(read)
+            async with Client(opcua.endpoint, timeout=10) as client:
+                ns = await client.get_namespace_index(namespace_uri("water"))
+                status = (await client.get_node(ua.NodeId(level.tag, ns)).read_data_value(
+                    raise_on_bad_status=False)).StatusCode.value
+            values = site.sample(0.0)
+            modbus.publish(values, dict.fromkeys(site.devices.values(), "ok"))
+            return before, await asyncio.to_thread(read), status
+        finally:
+            await opcua.stop()
+            await modbus.stop()
+
+    before, after, status = asyncio.run(main())
+    for done in before:
+        assert done.returncode != 0 and "busy" in (done.stdout + done.stderr), done.stdout
+    assert status == ua.StatusCodes.BadWaitingForInitialData
+    assert all(done.returncode == 0 and READING.search(done.stdout) for done in after)
