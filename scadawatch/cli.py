@@ -50,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after D (90, 30s, 10m, 1h; default: run until Ctrl-C)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where data lives (default: a fresh temporary directory)")
-    p.add_argument("--scenario", default="normal", help="simulator scenario (default normal)")
-    p.add_argument("--speed", type=float, default=1.0, help="simulated-time factor (default 1)")
+    p.add_argument("--scenario", default="demo",
+                   help="simulator scenario (default demo: RTU outages and limit excursions "
+                   "from its first minute, in wall-clock time whatever the speed)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="simulated-time factor of the process (default 1)")
     p.add_argument("--seed", type=int, default=1)
 
     for name, help_ in (("run", "gateway + detector + API in one process (edge)"),
@@ -81,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "DIR/own/, trusted client certificates in DIR/trusted/")
     p.add_argument("--opcua-trust-all-clients", action="store_true",
                    help="with --opcua-pki: accept any client certificate (demos only)")
+    p.add_argument("--opcua-source-time", choices=["simulated", "wall"], default="simulated",
+                   help="OPC UA source timestamps: the sample's simulated time (default) or "
+                   "the wall-clock time it is served, as a field device's clock")
     p.add_argument("--write-site", default=None, metavar="SITE.toml",
                    help="write the site file that lets the gateway read this simulator")
     p.add_argument("--duration", type=duration, default=None, metavar="D",

@@ -56,7 +56,8 @@ def main(args: argparse.Namespace) -> int:
     now = datetime.now(UTC).replace(microsecond=0)
     start = _start(args.start, EXPORT_START if args.export else now)
     try:
-        site = build_site(args.site, args.scenario, seed=args.seed, start=start, step=step)
+        site = build_site(args.site, args.scenario, seed=args.seed, start=start, step=step,
+                          speed=1.0 if args.export else args.speed)
     except ScenarioError as e:
         raise UsageError(str(e)) from None
 
@@ -89,5 +90,6 @@ def main(args: argparse.Namespace) -> int:
     asyncio.run(serve(site, host=args.host, modbus_port=args.modbus_port,
                       opcua_port=args.opcua_port, speed=args.speed, duration=args.duration,
                       opcua_pki=Path(args.opcua_pki) if args.opcua_pki else None,
-                      opcua_trust_all_clients=args.opcua_trust_all_clients))
+                      opcua_trust_all_clients=args.opcua_trust_all_clients,
+                      wall_timestamps=args.opcua_source_time == "wall"))
     return 0

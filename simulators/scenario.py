@@ -11,14 +11,18 @@ A scenario is a TOML file with one table per site, each holding a list of events
     size = 5.0             # kind-specific parameters, see EVENT_KINDS
 
 Times are offsets from the start of the simulated clock, so a scenario runs the same whatever
-the start date.
+the start date. A scenario with `clock = "wall"` at its top gives them in wall-clock time from
+the start of serving instead: served at `--speed X`, its events start at X times their offset
+in simulated time and last X times as long (ramps too, drift rates per wall-clock hour), so an
+outage lasts as long for a gateway at any speed (the demo's scenario). Exported, it runs as at
+speed 1.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -42,6 +46,7 @@ EVENT_KINDS: dict[str, tuple[str, frozenset[str], str]] = {
     "drift": ("any", frozenset({"rate"}), "drift"),
     "dropout": ("any", frozenset(), "dropout"),
     "noise": ("any", frozenset({"factor"}), "anomaly"),
+    "offset": ("any", frozenset({"size"}), "drift"),  # a bias, as a drift's end state
     # comms faults (any site, target is a Modbus device / unit name)
     "comms": ("any", frozenset({"mode"}), "comms"),  # mode: "silent" | "exception"
 }
@@ -98,9 +103,28 @@ class Scenario:
     name: str
     description: str
     events: dict[str, tuple[Event, ...]]  # site -> events, sorted by start
+    clock: str = "simulated"  # or "wall": times in wall-clock seconds of serving
 
     def for_site(self, site: str) -> tuple[Event, ...]:
         return self.events.get(site, ())
+
+    def at_speed(self, speed: float) -> Scenario:
+        """Events in simulated time for a clock running at `speed` (a wall-clock scenario's
+        times scaled; a simulated one, or speed 0, as it is)."""
+        if self.clock != "wall" or speed <= 0 or speed == 1:
+            return self
+
+        def scaled(e: Event) -> Event:
+            params = dict(e.params)
+            if "ramp" in params:
+                params["ramp"] = float(params["ramp"]) * speed
+            if e.kind == "drift" and "rate" in params:  # per wall-clock hour
+                params["rate"] = float(params["rate"]) / speed
+            return replace(e, start=e.start * speed, duration=e.duration * speed,
+                           params=params)
+
+        return replace(self, events={site: tuple(map(scaled, events))
+                                     for site, events in self.events.items()})
 
 
 def scenario_dir() -> Path:
@@ -132,10 +156,13 @@ def load(name_or_path: str | Path) -> Scenario:
 
 
 def parse(raw: dict, *, file: str, name: str) -> Scenario:
-    unknown = set(raw) - {"description", "water", "grid"}
+    unknown = set(raw) - {"description", "clock", "water", "grid"}
     if unknown:
         raise ScenarioError(file, sorted(unknown)[0],
-                            "unknown key (expected description, water, grid)")
+                            "unknown key (expected description, clock, water, grid)")
+    clock = raw.get("clock", "simulated")
+    if clock not in ("simulated", "wall"):
+        raise ScenarioError(file, "clock", f"expected 'simulated' or 'wall', not {clock!r}")
     events: dict[str, tuple[Event, ...]] = {}
     for site in ("water", "grid"):
         table = raw.get(site, {})
@@ -148,7 +175,8 @@ def parse(raw: dict, *, file: str, name: str) -> Scenario:
             sorted((_event(item, file, f"{site}.events[{i}]", site)
                     for i, item in enumerate(items)), key=lambda e: e.start)
         )
-    return Scenario(name=name, description=str(raw.get("description", "")), events=events)
+    return Scenario(name=name, description=str(raw.get("description", "")), events=events,
+                    clock=clock)
 
 
 def _event(item: object, file: str, key: str, site: str) -> Event:

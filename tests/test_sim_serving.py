@@ -298,3 +298,49 @@ def test_before_its_first_values_a_simulator_answers_busy_not_zeros() -> None:
         assert done.returncode != 0 and "busy" in (done.stdout + done.stderr), done.stdout
     assert status == ua.StatusCodes.BadWaitingForInitialData
     assert all(done.returncode == 0 and READING.search(done.stdout) for done in after)
+
+
+def test_a_wall_clock_scenario_keeps_its_outage_at_any_speed(
+        scenario_file: Callable[..., object]) -> None:
+    """`clock = "wall"` (the demo's scenario): served at 120x, a 2 s outage from second 1 is
+    still about 2 s for a client, not 2 simulated seconds (17 ms) of it."""
+    path = scenario_file({"clock": "wall", "water": {"events": [
+        {"kind": "comms", "target": "water-dma1", "start": "1s", "duration": "2s",
+         "mode": "silent"}]}})
+    site = build_site("water", path, seed=1, start=datetime.now(UTC), step=60.0, speed=120.0)
+    (event,) = site.events
+    assert (event.start, event.duration) == (120.0, 240.0)
+    unit = site.devices["water-dma1"]
+    port = free_port()
+
+    async def main() -> list[tuple[float, bool]]:
+        from pymodbus.client import AsyncModbusTcpClient
+        from pymodbus.exceptions import ModbusException
+
+        ready = asyncio.Event()
+        serving = asyncio.create_task(serve(site, modbus_port=port, opcua_port=free_port(),
+                                            speed=120.0, duration=5.0, update_interval=0.05,
+                                            ready=ready))
+        await asyncio.wait_for(ready.wait(), 60)
+        began = asyncio.get_running_loop().time()
+        answers = []
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.1, retries=0)
+        await client.connect()
+        while not serving.done():
+            try:
+                rr = await client.read_holding_registers(0, count=2, device_id=unit)
+                answers.append((asyncio.get_running_loop().time() - began, not rr.isError()))
+            except (ModbusException, OSError):  # a silent unit: the request times out
+                answers.append((asyncio.get_running_loop().time() - began, False))
+                if not client.connected:
+                    await client.connect()
+            await asyncio.sleep(0.05)
+        client.close()
+        await serving
+        return answers
+
+    answers = asyncio.run(main())
+    silent = [t for t, ok in answers if not ok]
+    assert silent and silent[-1] - silent[0] >= 1.0, answers
+    assert any(ok for t, ok in answers if t < silent[0]) and any(
+        ok for t, ok in answers if t > silent[-1])

@@ -304,6 +304,7 @@ BAD_SCENARIOS = [
     ("impossible-time", _event(start="25:99"), "water.events[0].start"),
     ("negative-duration", _event(duration=-3600), "water.events[0].duration"),
     ("beyond-a-year", _event(start="400d"), "water.events[0].start"),
+    ("bad-clock", 'clock = "lunar"\n[water]\nevents = []\n', "clock"),
     ("overlapping-faults", {"water": {"events": [
         {"kind": "stuck", "target": "{tag}", "start": "01:00", "duration": "2h"},
         {"kind": "dropout", "target": "{tag}", "start": "02:00", "duration": "1h"}]}},
