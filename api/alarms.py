@@ -108,6 +108,9 @@ def list_alarms(
     zone: str | None = None,
     tag: str | None = None,
     kind: AlarmKind | None = None,
+    device: Annotated[str | None, Query(
+        description="the device an alarm is about (a device's `comms`; a point's alarms "
+                    "name its device too)")] = None,
     start: Annotated[str | None, Query(description=f"alarms that started from: {TIME_HELP}")
                      ] = None,
     end: Annotated[str | None, Query(description="... and before")] = None,
@@ -120,7 +123,7 @@ def list_alarms(
     """Alarms by priority (critical first), then by start (newest first)."""
     now = now_ns()
     where = Filter(states=state or (), priorities=priority or (), zone=zone or None,
-                   tag=tag or None, kind=kind,
+                   tag=tag or None, kind=kind, device=device or None,
                    start_ns=None if start is None else _time("start", start, now),
                    end_ns=None if end is None else _time("end", end, now),
                    shelved=_visible(shelved), suppressed=_visible(suppressed))
