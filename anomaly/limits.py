@@ -73,27 +73,33 @@ class Limits:
         self.previous = np.full(n, np.nan)  # the last tick's last good reading
         self.step = np.zeros(n)  # EWMA of |step| between ticks' last readings
         self.weight = np.zeros(n)  # the EWMA's total weight: 1 - (1 - alpha)^steps
-        # (tick end, tolerance) of the last closed ticks, oldest first
-        self.history: deque[tuple[int, np.ndarray]] = deque(
+        # (tick end, step, weight) after each of the last ticks that taught something, oldest
+        # first; `_before`: step and weight before the oldest of them
+        self.history: deque[tuple[int, np.ndarray, np.ndarray]] = deque(
             maxlen=2 + math.ceil((lateness + HISTORY_S) / interval))
+        self._before = (self.step, self.weight)
 
     def update(self, tick: Tick) -> list[Finding]:
         """Learn the noise from a closed tick; the judging is `judge`'s, reading by reading."""
-        v, known = tick.last, tick.good
+        known = tick.good
+        if not known.any():
+            return []
+        v = tick.last
         with np.errstate(invalid="ignore"):
             # A step of over 5 of the usual (a spike, a switch) teaches it at most 5.
             step = np.minimum(np.abs(v - self.previous),
                               np.where(self.step > 0, 5 * self.step, np.inf))
-            learn = known & np.isfinite(step)
-            self.step[learn] += NOISE_ALPHA * (step[learn] - self.step[learn])
-            self.weight[learn] += NOISE_ALPHA * (1 - self.weight[learn])
+        learn = known & np.isfinite(step)
         self.previous = np.where(known, v, self.previous)
-        if learn.any() or not self.history:
-            # Divided by its weight, the EWMA is unbiased from its first steps on.
-            noise = STEP_TO_SIGMA * self.step / np.maximum(self.weight, NOISE_ALPHA)
-            self.history.append((tick.end_ns, np.maximum(self.tolerance, NOISE_SIGMAS * noise)))
-        else:
-            self.history.append((tick.end_ns, self.history[-1][1]))
+        if learn.any():
+            # New arrays, not updates in place: the history keeps each tick's as they were.
+            self.step = np.where(learn, self.step + NOISE_ALPHA * (step - self.step), self.step)
+            self.weight = np.where(learn, self.weight + NOISE_ALPHA * (1 - self.weight),
+                                   self.weight)
+            if len(self.history) == self.history.maxlen:
+                _, *oldest = self.history[0]
+                self._before = (oldest[0], oldest[1])
+            self.history.append((tick.end_ns, self.step, self.weight))
         return []
 
     def wants(self, point: np.ndarray, value: np.ndarray, good: np.ndarray) -> np.ndarray:
@@ -124,7 +130,7 @@ class Limits:
         """The readings of one time `ts` (at most one per point; bad ones say nothing of the
         value): the points whose condition they change, as a finding on those points only."""
         point, value = point[good], value[good]
-        tolerance = self._tolerance(ts)[point]
+        tolerance = self._tolerance(ts, point)
         with np.errstate(invalid="ignore"):
             out = ((value < self.inside_lo[point] - tolerance)
                    | (value > self.inside_hi[point] + tolerance))
@@ -144,20 +150,23 @@ class Limits:
         return [Finding("limit", "tag", self.active.copy(), known=known, value=shown,
                         limit=limit, message=MESSAGE)]
 
-    def _tolerance(self, ts: int) -> np.ndarray:
-        """The tolerance of the last tick closed by `ts` less the lateness."""
+    def _tolerance(self, ts: int, point: np.ndarray) -> np.ndarray:
+        """The tolerance of `point` as of the last tick closed by `ts` less the lateness."""
         watermark = ts - self.lateness_ns
-        for end, tolerance in reversed(self.history):
-            if end <= watermark:
-                return tolerance
-        return self.history[0][1] if self.history else self.tolerance
+        step, weight = next(((st, w) for end, st, w in reversed(self.history)
+                             if end <= watermark), self._before)
+        # Divided by its weight, the EWMA is unbiased from its first steps on.
+        noise = STEP_TO_SIGMA * step[point] / np.maximum(weight[point], NOISE_ALPHA)
+        return np.maximum(self.tolerance[point], NOISE_SIGMAS * noise)
 
     def state(self) -> dict[str, np.ndarray]:
-        ends = np.array([end for end, _ in self.history], dtype=np.int64)
-        tolerances = (np.stack([t for _, t in self.history]) if self.history
-                      else np.empty((0, len(self.active))))
+        n = len(self.active)
+        ends = np.array([end for end, _, _ in self.history], dtype=np.int64)
+        steps = np.stack([self._before[0], *(st for _, st, _ in self.history)])
+        weights = np.stack([self._before[1], *(w for _, _, w in self.history)])
         return {"active": self.active, "previous": self.previous, "step": self.step,
-                "weight": self.weight, "history_end": ends, "history_tolerance": tolerances}
+                "weight": self.weight, "history_end": ends,
+                "history_step": steps.reshape(-1, n), "history_weight": weights.reshape(-1, n)}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.active = state["active"].copy()
@@ -165,7 +174,9 @@ class Limits:
         self.step = state["step"].copy()
         self.weight = state["weight"].copy()
         self.history.clear()
+        self._before = (self.step, self.weight)
         if "history_end" in state:  # states saved before readings were judged one by one
-            for end, tolerance in zip(state["history_end"].tolist(),
-                                      state["history_tolerance"], strict=True):
-                self.history.append((end, tolerance.copy()))
+            steps, weights = state["history_step"], state["history_weight"]
+            self._before = (steps[0].copy(), weights[0].copy())
+            for k, end in enumerate(state["history_end"].tolist(), start=1):
+                self.history.append((end, steps[k].copy(), weights[k].copy()))
