@@ -50,11 +50,13 @@ comms-faults); seeds >= 100 are for evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
 
 from anomaly.alarms import Finding
+from anomaly.batch import Batch, Quality
 from anomaly.points import PointTable
 from anomaly.ticks import Tick
 
@@ -175,6 +177,19 @@ class Comms:
             failing = failing.copy()
             failing[point[~good]] = True
         return self.owned[point] & (~good | failing[point])
+
+    def restamp(self, batch: Batch) -> Batch:
+        """A good reading of a failing point stamped before its failure is the device
+        answering now with a value unchanged since before (an OPC UA server's initial values
+        after a reconnect): judged at its receipt time, else the device would stay down until
+        a value changes (the historians keep its stamp; a recording, which has no receipt
+        times, holds such a reading before the failure, where it answers nothing)."""
+        fail = self.fail_ts[batch.point]
+        old = (fail >= 0) & (batch.source_ts <= fail) & (batch.quality == Quality.GOOD)
+        if not old.any():
+            return batch
+        return dataclasses.replace(batch, source_ts=np.where(
+            old, np.maximum(batch.gateway_ts, fail + 1), batch.source_ts))
 
     def observe(self, ts: np.ndarray, point: np.ndarray, good: np.ndarray) -> None:
         """Readings `wants` left out: good ones of healthy points, their device answering."""

@@ -51,6 +51,10 @@ class ReadingJudge(Protocol):
         """Readings that may change a condition (a superset is fine): judged row by row."""
         ...
 
+    def restamp(self, batch: Batch) -> Batch:
+        """The batch with the readings this judge takes at another time than their own."""
+        ...
+
     def observe(self, ts: np.ndarray, point: np.ndarray, good: np.ndarray) -> None:
         """The other readings, in bulk."""
         ...
@@ -164,6 +168,8 @@ class Engine:
         ticks in bulk."""
         if not self.judges or len(batch) == 0:
             return self._run(self.ticks.add(batch))
+        for j in self.judges:
+            batch = j.restamp(batch)
         ts, point, value = batch.source_ts, batch.point, batch.value
         good = (batch.quality == GOOD) & np.isfinite(value)
         work = np.zeros(len(batch), dtype=bool)

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from anomaly.alarms import Finding
+from anomaly.batch import Batch
 from anomaly.points import PointTable
 from anomaly.ticks import Tick
 
@@ -115,6 +116,9 @@ class Limits:
             back = (good & maybe[point] & (value >= self.inside_lo[point] + self.band[point])
                     & (value <= self.inside_hi[point] - self.band[point]))
         return beyond | back
+
+    def restamp(self, batch: Batch) -> Batch:
+        return batch  # a value is judged at its own time
 
     def observe(self, ts: np.ndarray, point: np.ndarray, good: np.ndarray) -> None:
         """Readings that cannot change a condition teach nothing here (the ticks do)."""

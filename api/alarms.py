@@ -41,7 +41,7 @@ from api.models import (
 from api.times import DURATION_HELP, TIME_HELP, iso, now_ns, parse_time
 from gateway.alarm_kpis import kpis
 from gateway.alarm_store import AlarmConflict, AlarmStore, Filter, UnknownAlarm, store_path
-from timegrammar import NS, parse_duration
+from timegrammar import NS, DurationTooLong, parse_duration
 
 router = APIRouter()
 T = TypeVar("T")
@@ -278,6 +278,8 @@ def shelve(ctx: Ctx, store: Store, caller: Caller, alarm_id: AlarmId,
     own at the end. 409 if it is closed or shelved already."""
     try:
         duration = parse_duration(body.duration)
+    except DurationTooLong:
+        duration = -1  # beyond any shelf: said below, with the site's bound
     except ValueError as e:
         raise bad_param("duration", str(e)) from None
     longest = int(ctx.site.alarms.max_shelve * NS)

@@ -1,7 +1,10 @@
 """The anomaly engine run live: a spool sink that feeds every stored batch to the engine.
 
 The engine reads the spool like any other sink, so it sees exactly the readings the gateway
-acknowledged, in spool order, whatever the historians are doing. Its learned state is saved
+acknowledged, in spool order, whatever the historians are doing. A value beyond its limits and
+a device whose reads fail are judged reading by reading as the batches come; the live clock
+(`advance`, every 0.25 s) raises what time alone brings, such as a down device's stale window
+(`stale_windows`) ending. Its learned state is saved
 with the spool position it covers (data_dir/anomaly-state.npz) after every tick that changed
 an alarm and every `save_interval`; after a crash it resumes there and re-reads the spool from
 that point, regenerating the same events (same alarm ids), which the alarm store takes once.

@@ -237,3 +237,20 @@ def test_a_device_whose_failed_reads_were_judged_raises_the_same_in_a_replay() -
     replayed = list({e.alarm.id: e.alarm for e in events}.values())
     assert spans(replayed) == spans(live(batches))
     assert len(replayed) == 2
+
+
+def test_values_unchanged_since_before_an_outage_end_it_when_they_arrive() -> None:
+    """An OPC UA session lost at 10 s (one bad reading per point), back at 30 s: the server's
+    initial values carry their old source times (unchanged since 5 s); the device answers at
+    their receipt, so its comms alarm clears then, not when a value next changes."""
+    engine = Engine(POINTS, EngineSettings(lateness=2.0, river=False,
+                                           comms_window={"rtu1": WINDOW, "rtu2": WINDOW}))
+    rtu1 = list(DEVICE_POINTS)
+    events = engine.process(Batch.of(source_ts=5 * S, point=rtu1, value=1.0, quality=0))
+    events += engine.process(Batch.of(source_ts=10 * S, point=rtu1, value=np.nan,
+                                      quality=Quality.BAD))
+    events += engine.advance(20 * S)
+    events += engine.process(Batch.of(source_ts=5 * S, gateway_ts=30 * S, point=rtu1,
+                                      value=1.0, quality=0))
+    assert [(e.action, e.alarm.kind, e.alarm.start_ns / S, (e.alarm.end_ns or 0) / S)
+            for e in events] == [("raise", "comms", 10.0, 0.0), ("clear", "comms", 10.0, 30.0)]

@@ -45,6 +45,10 @@ class DurationError(ValueError):
     """Text that is not a duration (or is one beyond what int64 nanoseconds hold)."""
 
 
+class DurationTooLong(DurationError):
+    """A duration beyond MAX_NS: a caller with a bound of its own may say that one instead."""
+
+
 def parse_duration(text: str) -> int:
     """Nanoseconds in `text` (see the module docstring); DurationError when it is not a
     duration or exceeds MAX_NS."""
@@ -61,7 +65,7 @@ def _parse(s: str, text: str) -> int:
             raise DurationError(f"{_show(text)} is not a duration{hint}; use {HELP}")
         number = m.group(1)
         if len(number) > MAX_DIGITS:
-            raise DurationError(f"{_show(text)} is too long a duration ({LONGEST})")
+            raise DurationTooLong(f"{_show(text)} is too long a duration ({LONGEST})")
         try:
             total += Decimal(number) * UNIT_NS[m.group(2) or "s"]
         except InvalidOperation:
@@ -71,7 +75,7 @@ def _parse(s: str, text: str) -> int:
     if not parts:
         raise DurationError(f"{_show(text)} is not a duration; use {HELP}")
     if total > MAX_NS:
-        raise DurationError(f"{_show(text)} is too long a duration ({LONGEST})")
+        raise DurationTooLong(f"{_show(text)} is too long a duration ({LONGEST})")
     return int(total.to_integral_value())
 
 
