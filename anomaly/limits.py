@@ -164,13 +164,12 @@ class Limits:
         return np.maximum(self.tolerance[point], NOISE_SIGMAS * noise)
 
     def state(self) -> dict[str, np.ndarray]:
-        n = len(self.active)
         ends = np.array([end for end, _, _ in self.history], dtype=np.int64)
-        steps = np.stack([self._before[0], *(st for _, st, _ in self.history)])
-        weights = np.stack([self._before[1], *(w for _, _, w in self.history)])
         return {"active": self.active, "previous": self.previous, "step": self.step,
                 "weight": self.weight, "history_end": ends,
-                "history_step": steps.reshape(-1, n), "history_weight": weights.reshape(-1, n)}
+                "history_step": np.stack([self._before[0], *(s for _, s, _ in self.history)]),
+                "history_weight": np.stack([self._before[1],
+                                            *(w for _, _, w in self.history)])}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.active = state["active"].copy()

@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     start = _start(args.start, EXPORT_START if args.export else now)
     try:
         site = build_site(args.site, args.scenario, seed=args.seed, start=start, step=step,
-                          speed=1.0 if args.export else args.speed)
+                          speed=None if args.export else args.speed)
     except ScenarioError as e:
         raise UsageError(str(e)) from None
 

@@ -15,11 +15,12 @@ the start date. A scenario with `clock = "wall"` at its top gives them in wall-c
 the start of serving instead: served at `--speed X`, its events start at X times their offset
 in simulated time and last X times as long (ramps too, drift rates per wall-clock hour), so an
 outage lasts as long for a gateway at any speed (the demo's scenario). Exported, it runs as at
-speed 1.
+speed 1. Served fast, an outage of any scenario lasts at least MIN_OUTAGE wall-clock seconds.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -51,6 +52,7 @@ EVENT_KINDS: dict[str, tuple[str, frozenset[str], str]] = {
     "comms": ("any", frozenset({"mode"}), "comms"),  # mode: "silent" | "exception"
 }
 
+MIN_OUTAGE = 10.0  # wall-clock seconds: three default stale windows (3 x 1 s polls) and more
 _CLOCK = re.compile(r"^(?:(\d+(?:\.\d+)?)\s*d\s+)?(\d{1,2}):(\d{2})$")
 
 
@@ -109,12 +111,17 @@ class Scenario:
         return self.events.get(site, ())
 
     def at_speed(self, speed: float) -> Scenario:
-        """Events in simulated time for a clock running at `speed` (a wall-clock scenario's
-        times scaled; a simulated one, or speed 0, as it is)."""
-        if self.clock != "wall" or speed <= 0 or speed == 1:
+        """Events in simulated time for a clock running at `speed`: a wall-clock scenario's
+        times scaled; and at any speed, an outage (`comms`) no shorter than MIN_OUTAGE
+        seconds of wall-clock time (up to the next fault of its device), so that a fast
+        clock never makes one too short for a gateway to see."""
+        if speed <= 0:
             return self
+        wall = self.clock == "wall"
 
         def scaled(e: Event) -> Event:
+            if not wall or speed == 1:
+                return e
             params = dict(e.params)
             if "ramp" in params:
                 params["ramp"] = float(params["ramp"]) * speed
@@ -123,7 +130,17 @@ class Scenario:
             return replace(e, start=e.start * speed, duration=e.duration * speed,
                            params=params)
 
-        return replace(self, events={site: tuple(map(scaled, events))
+        def lengthened(events: list[Event]) -> tuple[Event, ...]:
+            out = []
+            for k, e in enumerate(events):
+                if e.kind == "comms" and e.duration < MIN_OUTAGE * speed:
+                    after = min((f.start for f in events[k + 1:] if f.target == e.target),
+                                default=math.inf)
+                    e = replace(e, duration=min(MIN_OUTAGE * speed, after - e.start))
+                out.append(e)
+            return tuple(out)
+
+        return replace(self, events={site: lengthened([scaled(e) for e in events])
                                      for site, events in self.events.items()})
 
 

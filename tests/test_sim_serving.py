@@ -22,6 +22,7 @@ from modbus_servers import encode, free_port
 
 from simulators.modbus_server import TABLES, RegisterImage
 from simulators.opcua_server import namespace_uri
+from simulators.scenario import MIN_OUTAGE
 from simulators.serve import serve
 from simulators.signals import Signal
 from simulators.site import build_site
@@ -302,14 +303,15 @@ def test_before_its_first_values_a_simulator_answers_busy_not_zeros() -> None:
 
 def test_a_wall_clock_scenario_keeps_its_outage_at_any_speed(
         scenario_file: Callable[..., object]) -> None:
-    """`clock = "wall"` (the demo's scenario): served at 120x, a 2 s outage from second 1 is
-    still about 2 s for a client, not 2 simulated seconds (17 ms) of it."""
+    """`clock = "wall"` (the demo's scenario): served at 120x, an outage from second 1 starts
+    then for a client, and lasts at least MIN_OUTAGE (10 s) of wall-clock time, not 2
+    simulated seconds (17 ms) of it."""
     path = scenario_file({"clock": "wall", "water": {"events": [
         {"kind": "comms", "target": "water-dma1", "start": "1s", "duration": "2s",
          "mode": "silent"}]}})
     site = build_site("water", path, seed=1, start=datetime.now(UTC), step=60.0, speed=120.0)
     (event,) = site.events
-    assert (event.start, event.duration) == (120.0, 240.0)
+    assert (event.start, event.duration) == (120.0, MIN_OUTAGE * 120.0)
     unit = site.devices["water-dma1"]
     port = free_port()
 
@@ -319,7 +321,7 @@ def test_a_wall_clock_scenario_keeps_its_outage_at_any_speed(
 
         ready = asyncio.Event()
         serving = asyncio.create_task(serve(site, modbus_port=port, opcua_port=free_port(),
-                                            speed=120.0, duration=5.0, update_interval=0.05,
+                                            speed=120.0, duration=4.0, update_interval=0.05,
                                             ready=ready))
         await asyncio.wait_for(ready.wait(), 60)
         began = asyncio.get_running_loop().time()
@@ -341,6 +343,6 @@ def test_a_wall_clock_scenario_keeps_its_outage_at_any_speed(
 
     answers = asyncio.run(main())
     silent = [t for t, ok in answers if not ok]
-    assert silent and silent[-1] - silent[0] >= 1.0, answers
-    assert any(ok for t, ok in answers if t < silent[0]) and any(
-        ok for t, ok in answers if t > silent[-1])
+    assert silent and silent[-1] - silent[0] >= 2.0, answers
+    assert any(ok for t, ok in answers if t < silent[0])
+    assert not any(ok for t, ok in answers if t > silent[0]), "still silent at the end"
