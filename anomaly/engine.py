@@ -198,8 +198,8 @@ class Engine:
             # what falls due at `at` itself waits for this row: an answer in time holds it
             events += self._run(self.ticks.advance(at)) + self._due(at - 1)
             for j in self.judges:
-                for f in j.judge(at, point[a:b], value[a:b], good[a:b]):
-                    events += self._noted(self.gate.update(at, [f]))
+                findings = self._enabled(j.judge(at, point[a:b], value[a:b], good[a:b]))
+                events += self._noted(self.gate.update(at, findings))
             events += self._run(self.ticks.add(batch.take(slice(a, b))))
             done = b
         if done < len(ts):
@@ -249,10 +249,12 @@ class Engine:
                 return events
             for t, j in fires:
                 if t == at:
-                    events += self.gate.update(at, j.fire(at))
+                    events += self._noted(self.gate.update(at, self._enabled(j.fire(at))))
             if settles == at:
-                events += self.gate.settle(READING_KEYS, at)
-            events = self._noted(events)
+                events += self._noted(self.gate.settle(READING_KEYS, at))
+
+    def _enabled(self, findings: list[Finding]) -> list[Finding]:
+        return [f for f in findings if f.kind not in self.settings.disable]
 
     def _noted(self, events: list[AlarmEvent]) -> list[AlarmEvent]:
         for e in events:
@@ -267,11 +269,9 @@ class Engine:
 
     def _run(self, ticks: list[Tick]) -> list[AlarmEvent]:
         events: list[AlarmEvent] = []
-        disabled = self.settings.disable
         for tick in ticks:
             events += self._due(tick.end_ns, tick.end_ns)
-            findings = [f for d in self.detectors for f in d.update(tick)
-                        if f.kind not in disabled]
+            findings = self._enabled([f for d in self.detectors for f in d.update(tick)])
             events += self.gate.update(tick.end_ns, self._unexplained(findings, tick.end_ns))
         self.ticks_total += len(ticks)
         return events

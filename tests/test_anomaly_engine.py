@@ -258,3 +258,9 @@ def test_limit_alarms_do_not_depend_on_batching_or_on_the_clock(sizes: list[int]
         got += pieces.process(b) + pieces.advance(int(b.source_ts.max()) + S)
     got += pieces.finish()
     assert summary(got) == expected
+
+
+def test_a_disabled_kind_judged_from_readings_raises_nothing() -> None:
+    engine = Engine(POINTS, EngineSettings(river=False, disable=frozenset({"limit"})))
+    events = engine.process(faulty()) + engine.finish()
+    assert [e for e in events if e.alarm.kind == "limit"] == []
