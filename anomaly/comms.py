@@ -203,6 +203,10 @@ class Comms:
         again, as a finding on those devices; the ones now down get a time to raise."""
         owned = self.owned[point]
         point, good = point[owned], good[owned]
+        if len(np.unique(point)) < len(point):  # a point twice at one time: its last reading
+            _, last = np.unique(point[::-1], return_index=True)
+            keep = len(point) - 1 - last
+            point, good = point[keep], good[keep]
         dev = self.device_of[point]
         back = good & (self.fail_ts[point] >= 0)
         new = ~good & (self.fail_ts[point] < 0)
