@@ -32,10 +32,7 @@ def cli(capsys: pytest.CaptureFixture[str]) -> CliRun:
     """Run `scadawatch ARGS...` in this process: (exit code, stdout, stderr)."""
 
     def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = cli_main([str(a) for a in argv])
-        except SystemExit as e:  # argparse refusing an argument: exit 2, its message on stderr
-            code = int(e.code or 0)
+        code = cli_main([str(a) for a in argv])
         out, err = capsys.readouterr()
         return code, out, err
 
