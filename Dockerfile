@@ -8,6 +8,7 @@ COPY gateway ./gateway
 COPY anomaly ./anomaly
 COPY api ./api
 COPY simulators ./simulators
+COPY timegrammar ./timegrammar
 RUN pip install --no-cache-dir ".[sim]"
 # Not root; /data exists owned by the service user so a fresh named volume mounted there
 # inherits that owner (the gateway writes its spool, historian and status there).

@@ -11,7 +11,7 @@ objects are made only at transitions; the per-tick work is array operations.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal, get_args
@@ -38,8 +38,9 @@ PRIORITY = {
 # at once, so it keeps its alarm long enough for an operator to see it and for repeats to
 # merge; slow conditions (drift, leak) clear only once clearly gone.
 ON_DELAY = {kind: 0.0 for kind in KINDS}
+# A device answering again is back for certain: its `comms` clears at once.
 OFF_DELAY = {kind: 300.0 for kind in KINDS} | {"spike": 1800.0, "drift": 3600.0,
-                                               "leak": 3600.0}
+                                               "leak": 3600.0, "comms": 0.0}
 
 
 def iso(ns: int) -> str:
@@ -123,6 +124,8 @@ class AlarmGate:
         # leaves them as they are, at the cost of one `any()` (most findings, most ticks).
         self._idle: set[str] = set()
         self.open: dict[tuple[str, Scope, int], Alarm] = {}
+        # "kind/scope" -> subject -> the finding that began its condition (with an on-delay)
+        self._onset: dict[str, dict[int, Finding]] = {}
 
     def update(self, end_ns: int, findings: list[Finding]) -> list[AlarmEvent]:
         events: list[AlarmEvent] = []
@@ -151,24 +154,74 @@ class AlarmGate:
                 on, off = f.active, ~f.active
             else:
                 on, off = f.active & f.known, ~f.active & f.known
+            if self.on_ns[f.kind] and (onset := on & (since < 0)).any():
+                # kept for `settle`, which raises them once their on-delay has passed
+                self._onset.setdefault(key, {}).update(
+                    dict.fromkeys(np.flatnonzero(onset).tolist(), f))
             since[on & (since < 0)] = end_ns
             since[off] = -1
             absent[on] = -1
             absent[off & (absent < 0)] = end_ns
             raise_ = on & ~is_open & (end_ns - since >= self.on_ns[f.kind])
             clear = is_open & off & (end_ns - absent >= self.off_ns[f.kind])
-            if raise_.any():
-                for i in np.flatnonzero(raise_).tolist():
-                    alarm = self._alarm(f, i, end_ns)
-                    self.open[(f.kind, f.scope, i)] = alarm
-                    events.append(AlarmEvent("raise", replace(alarm)))
-                is_open |= raise_
-            if clear.any():
-                for i in np.flatnonzero(clear).tolist():
-                    alarm = self.open.pop((f.kind, f.scope, i))
-                    alarm.end_ns = end_ns
-                    events.append(AlarmEvent("clear", alarm))
-                is_open &= ~clear
+            events += self._transitions(f.kind, f.scope, raise_, clear, end_ns,
+                                        lambda _i, f=f: f)
+        return events
+
+    def next_due(self, keys: Iterable[str], raise_until: int, clear_until: int) -> int | None:
+        """The earliest time, up to the bounds, at which a subject of `keys` ("kind/scope")
+        raises because its on-delay has passed, or clears because its off-delay has, with no
+        finding in between: the times `settle` takes. Kinds judged reading by reading need
+        them; a tick's update does the same at each tick's end."""
+        best: int | None = None
+        for key in keys:
+            if key not in self._since or key in self._idle:
+                continue
+            kind = key.split("/")[0]
+            since, absent, is_open = self._since[key], self._absent[key], self._is_open[key]
+            for mask, start, delay, until in (
+                    ((since >= 0) & ~is_open, since, self.on_ns[kind], raise_until),
+                    (is_open & (absent >= 0), absent, self.off_ns[kind], clear_until)):
+                if mask.any():
+                    at = int(start[mask].min()) + delay
+                    if at <= until and (best is None or at < best):
+                        best = at
+        return best
+
+    def settle(self, keys: Iterable[str], at: int) -> list[AlarmEvent]:
+        """Raise and clear, at `at`, what `next_due` found due by then."""
+        events: list[AlarmEvent] = []
+        for key in keys:
+            if key not in self._since or key in self._idle:
+                continue
+            kind, scope = key.split("/")
+            since, absent, is_open = self._since[key], self._absent[key], self._is_open[key]
+            raise_ = (since >= 0) & ~is_open & (since + self.on_ns[kind] <= at)
+            clear = is_open & (absent >= 0) & (absent + self.off_ns[kind] <= at)
+            onset = self._onset.get(key, {})
+            # a state file keeps no onset: the alarm then says only what it is about
+            bare = Finding(kind, scope, since >= 0, "{subject}")  # type: ignore[arg-type]
+            found = {i: onset.pop(i, bare) for i in np.flatnonzero(raise_).tolist()}
+            events += self._transitions(kind, scope, raise_, clear, at,  # type: ignore[arg-type]
+                                        found.__getitem__)
+        return events
+
+    def _transitions(self, kind: str, scope: Scope, raise_: np.ndarray, clear: np.ndarray,
+                     at: int, finding: Callable[[int], Finding]) -> list[AlarmEvent]:
+        events: list[AlarmEvent] = []
+        is_open = self._is_open[f"{kind}/{scope}"]
+        if raise_.any():
+            for i in np.flatnonzero(raise_).tolist():
+                alarm = self._alarm(finding(i), i, at)
+                self.open[(kind, scope, i)] = alarm
+                events.append(AlarmEvent("raise", replace(alarm)))
+            is_open |= raise_
+        if clear.any():
+            for i in np.flatnonzero(clear).tolist():
+                alarm = self.open.pop((kind, scope, i))
+                alarm.end_ns = at
+                events.append(AlarmEvent("clear", alarm))
+            is_open &= ~clear
         return events
 
     def _subject(self, scope: Scope, i: int) -> tuple[str, str | None, str | None,
@@ -190,7 +243,9 @@ class AlarmGate:
         name, tag, zone, tags, device, _ = self._subject(f.scope, i)
         priority = ((f.scope == "tag" and self.table.points[i].priority)
                     or self.priority.get(f.kind, "low"))
-        alarm = Alarm(id=f"{f.kind}:{name}:{end_ns // 10**9}", kind=f.kind, tag=tag, zone=zone,
+        # to the second, or the millisecond for a reading's time that has one
+        stamp = f"{end_ns // 10**9}" if end_ns % 10**9 == 0 else f"{end_ns / 1e9:.3f}"
+        alarm = Alarm(id=f"{f.kind}:{name}:{stamp}", kind=f.kind, tag=tag, zone=zone,
                       start_ns=end_ns, end_ns=None, priority=priority, message="", tags=tags,
                       device=device)
         self._refresh(alarm, f, i)

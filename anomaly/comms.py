@@ -1,5 +1,16 @@
 """`comms` and `dropout`: points that stop delivering good values.
 
+A device the gateway polls fails loudly: a timeout, a refused connection, an exception
+response, a lost OPC UA session are each recorded as bad readings of its points. Given the
+device's stale window (`windows`: `stale_after` poll intervals of the site file), that record
+is judged reading by reading (`judge`, `fire`), not per tick: once every point of the device
+has a bad reading since its last good one, `comms` raises when the window has passed since the
+device's last good reading (or at that bad reading, if later), and it clears at the next good
+reading. Judged on the readings' own times, so a replay of the stored readings (bad ones are
+`nan` cells) raises the same alarms at the same instants.
+
+What follows is learned per tick, for recordings and for silence that no error announces.
+
 Each point learns its usual spacing of good readings in ticks (EWMA of the gaps, each clipped
 at twice the spacing so an outage does not teach that long gaps are normal); a point not yet
 learned (fewer than two good readings) takes the slowest spacing learned, so a device that
@@ -39,11 +50,13 @@ comms-faults); seeds >= 100 are for evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
 
 from anomaly.alarms import Finding
+from anomaly.batch import Batch, Quality
 from anomaly.points import PointTable
 from anomaly.ticks import Tick
 
@@ -55,15 +68,34 @@ REGULAR_GAPS = 3  # gaps learned before a point's silence is judged on its own
 IRREGULAR = 0.5  # of the spacing: gaps varying more than this come from reports on change
 
 
+ROW_MESSAGE = "{subject}: every read failing, no good reading for {seconds} s"
+
+
 class Comms:
-    """`comms` per device and `dropout` per point, from the clock of the ticks."""
+    """`comms` per device and `dropout` per point: from each device's failed reads as they
+    come (devices with a stale window in `windows`, ns per device, NaN: none), and from the
+    clock of the ticks."""
 
     name = "comms"
 
-    def __init__(self, table: PointTable) -> None:
+    def __init__(self, table: PointTable, windows: np.ndarray | None = None) -> None:
         n = len(table)
         self.device_of = table.device_of
         self.n_devices = len(table.devices)
+        nd = self.n_devices
+        self.window = np.full(nd, np.nan) if windows is None else np.asarray(windows, float)
+        # Points whose failures the readings judge (their device has a stale window); a
+        # point without a device (-1) picks the appended False.
+        self.owned = np.append(~np.isnan(self.window), False)[self.device_of]
+        self.members = np.bincount(self.device_of[self.device_of >= 0], minlength=nd)
+        self.fail_ts = np.full(n, -1, dtype=np.int64)  # first bad reading since the last good
+        self.failing = np.zeros(nd, dtype=np.int64)  # points of the device with fail_ts set
+        self.dev_good = np.full(nd, -1, dtype=np.int64)  # its last good reading
+        self.down = np.zeros(nd, dtype=bool)  # every point failing
+        self.down_prev = np.zeros(nd, dtype=bool)  # ... before its last change,
+        self.down_at = np.full(nd, -1, dtype=np.int64)  # ... which came at this time
+        self.due = np.full(nd, -1, dtype=np.int64)  # when a down device raises
+        self.raised = np.zeros(nd, dtype=bool)  # the condition, as the readings judge it
         self.last_good = np.full(n, -1, dtype=np.int64)  # tick index; -1: none yet
         self.spacing = np.full(n, np.nan)  # ticks between good readings
         self.spread = np.full(n, np.nan)  # EWMA of |gap - spacing|
@@ -100,7 +132,11 @@ class Comms:
         age = now - np.where(self.last_good >= 0, self.last_good, self.start[0])
         late = age / spacing
         failed = self.failed
-        down = known & ((late >= COMMS_LATE) | failed)
+        # A device whose failures the readings judge is down here only by silence, and not
+        # judged here at all while the readings have it down (as of this tick's end: the
+        # readings may be ahead of the ticks live).
+        down = known & ((late >= COMMS_LATE) | (failed & ~self.owned))
+        row_down = np.where(self.down_at <= tick.end_ns, self.down, self.down_prev)
         # Points that report on change (OPC UA subscriptions) have irregular gaps: their
         # silence means nothing, only a bad reading does (`steady`: new or regular).
         regular = steady[1]
@@ -112,16 +148,16 @@ class Comms:
         downs = np.bincount(dev[counted & down[has]], minlength=n)
         judged = np.bincount(dev[counted & known_dev], minlength=n)
         alive = np.bincount(dev[good[has]], minlength=n) > 0
-        comms = (members > 0) & (downs == members) & ~alive
+        comms = (members > 0) & (downs == members) & ~alive & ~row_down
         minutes = age * width / 60e9
         dev_minutes = np.full(n, np.nan)
-        if comms.any():  # the devices' points and the message only
+        if comms.any() or row_down.any():  # the devices' points and the message only
             in_comms = np.zeros(len(good), dtype=bool)
-            in_comms[has] = comms[dev]
+            in_comms[has] = (comms | row_down)[dev]
             lost &= ~in_comms
             dev_minutes = np.minimum.reduceat(minutes[self._by_device], self._device_starts)
         return [
-            Finding("comms", "device", comms, known=judged == members,
+            Finding("comms", "device", comms, known=(judged == members) & ~row_down,
                     details={"minutes": dev_minutes},
                     message="{subject}: no good reading from any of its points for "
                             "{minutes} min"),
@@ -130,6 +166,90 @@ class Comms:
                     message="{subject}: no good reading for {value} min (usually every "
                             "{limit} min)"),
         ]
+
+    # --- the readings, one time at a time ----------------------------------------------------
+
+    def wants(self, point: np.ndarray, value: np.ndarray, good: np.ndarray) -> np.ndarray:
+        """Readings that change a device's record: bad ones, and good ones of points failing
+        now or from an earlier bad reading of the same batch."""
+        failing = self.fail_ts >= 0
+        if not good.all():
+            failing = failing.copy()
+            failing[point[~good]] = True
+        return self.owned[point] & (~good | failing[point])
+
+    def restamp(self, batch: Batch) -> Batch:
+        """A good reading of a failing point stamped before its failure is the device
+        answering now with a value unchanged since before (an OPC UA server's initial values
+        after a reconnect): judged at its receipt time, else the device would stay down until
+        a value changes (the historians keep its stamp; a recording, which has no receipt
+        times, holds such a reading before the failure, where it answers nothing)."""
+        fail = self.fail_ts[batch.point]
+        old = (fail >= 0) & (batch.source_ts <= fail) & (batch.quality == Quality.GOOD)
+        if not old.any():
+            return batch
+        return dataclasses.replace(batch, source_ts=np.where(
+            old, np.maximum(batch.gateway_ts, fail + 1), batch.source_ts))
+
+    def observe(self, ts: np.ndarray, point: np.ndarray, good: np.ndarray) -> None:
+        """Readings `wants` left out: good ones of healthy points, their device answering."""
+        take = good & self.owned[point]
+        if take.any():
+            np.maximum.at(self.dev_good, self.device_of[point[take]], ts[take])
+
+    def judge(self, ts: int, point: np.ndarray, value: np.ndarray,
+              good: np.ndarray) -> list[Finding]:
+        """The readings of one time `ts` (at most one per point): the devices that answer
+        again, as a finding on those devices; the ones now down get a time to raise."""
+        owned = self.owned[point]
+        point, good = point[owned], good[owned]
+        if len(np.unique(point)) < len(point):  # a point twice at one time: its last reading
+            _, last = np.unique(point[::-1], return_index=True)
+            keep = len(point) - 1 - last
+            point, good = point[keep], good[keep]
+        dev = self.device_of[point]
+        back = good & (self.fail_ts[point] >= 0)
+        new = ~good & (self.fail_ts[point] < 0)
+        self.dev_good[dev[good]] = ts
+        self.fail_ts[point[back]] = -1
+        self.fail_ts[point[new]] = ts
+        nd = self.n_devices
+        self.failing += (np.bincount(dev[new], minlength=nd)
+                         - np.bincount(dev[back], minlength=nd))
+        down = self.failing == self.members
+        turned = down != self.down
+        if not turned.any():
+            return []
+        self.down_prev[turned], self.down_at[turned] = self.down[turned], ts
+        self.down = down
+        went = turned & down
+        if went.any():
+            start = np.where(self.dev_good[went] >= 0, self.dev_good[went], ts)
+            self.due[went] = np.maximum(ts, start + self.window[went].astype(np.int64))
+        came = turned & ~down
+        self.due[came] = -1
+        cleared = came & self.raised
+        if not cleared.any():
+            return []
+        self.raised[cleared] = False
+        return [self._finding(cleared, ts)]
+
+    def next_due(self) -> int | None:
+        """When the next down device raises (None: none is waiting)."""
+        waiting = self.due[self.due >= 0]
+        return int(waiting.min()) if len(waiting) else None
+
+    def fire(self, at: int) -> list[Finding]:
+        """The devices due to raise at `at` (see `next_due`)."""
+        now = self.due == at
+        self.due[now] = -1
+        self.raised[now] = True
+        return [self._finding(now, at)]
+
+    def _finding(self, devices: np.ndarray, at: int) -> Finding:
+        silent = (at - np.where(self.dev_good >= 0, self.dev_good, self.down_at)) / 1e9
+        return Finding("comms", "device", self.raised.copy(), known=devices,
+                       details={"seconds": np.round(silent, 1)}, message=ROW_MESSAGE)
 
     def _learn(self, good: np.ndarray, now: int) -> None:
         """The spacing and its spread learn from the gaps that end in this tick."""
@@ -165,12 +285,16 @@ class Comms:
         return self._derived  # type: ignore[return-value]
 
     def state(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in _STATE}
+        return {name: getattr(self, name) for name in (*_STATE, *_ROW_STATE)}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:
             setattr(self, name, state[name].copy())
+        for name in _ROW_STATE:  # absent from states saved before readings were judged
+            if name in state:
+                setattr(self, name, state[name].copy())
         self._derived = None
 
 
 _STATE = ("last_good", "spacing", "spread", "gaps", "failed", "start")
+_ROW_STATE = ("fail_ts", "failing", "dev_good", "down", "down_prev", "down_at", "due", "raised")

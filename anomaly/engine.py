@@ -21,22 +21,60 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from anomaly.alarms import OFF_DELAY, ON_DELAY, PRIORITY, Alarm, AlarmEvent, AlarmGate, Finding
-from anomaly.batch import Batch
+from anomaly.batch import Batch, Quality
 from anomaly.points import PointInfo, PointTable
 from anomaly.ticks import Tick, TickAccumulator
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 2  # 2: leak profiles are (day type, bin, zone)
+GOOD = int(Quality.GOOD)
 
 
 class StateError(Exception):
     """A saved engine state cannot be used (unreadable, or for other points or settings)."""
+
+
+@runtime_checkable
+class ReadingJudge(Protocol):
+    """A detector that also judges readings as they come, one time at a time, for what needs
+    no statistics (a value beyond its limits, a device whose reads fail): alarms within a poll
+    rather than a tick. Each row's readings share one source time; rows come in time order,
+    interleaved with the ticks they close, the same live and in a replay."""
+
+    def wants(self, point: np.ndarray, value: np.ndarray, good: np.ndarray) -> np.ndarray:
+        """Readings that may change a condition (a superset is fine): judged row by row."""
+        ...
+
+    def restamp(self, batch: Batch) -> Batch:
+        """The batch with the readings this judge takes at another time than their own."""
+        ...
+
+    def observe(self, ts: np.ndarray, point: np.ndarray, good: np.ndarray) -> None:
+        """The other readings, in bulk."""
+        ...
+
+    def judge(self, ts: int, point: np.ndarray, value: np.ndarray,
+              good: np.ndarray) -> list[Finding]:
+        """One row: findings whose `known` marks the subjects whose condition it changed."""
+        ...
+
+    def next_due(self) -> int | None:
+        """When a condition begins by time alone (None: none waits)."""
+        ...
+
+    def fire(self, at: int) -> list[Finding]:
+        """The conditions that begin at `at`."""
+        ...
+
+
+# Kinds judged reading by reading: their gate keys get deadlines of their own (`_due`).
+READING_KEYS = ("limit/tag", "comms/device")
 
 
 class Detector(Protocol):
@@ -64,6 +102,9 @@ class EngineSettings:
     off_delay: Mapping[str, float] = field(default_factory=lambda: dict(OFF_DELAY))
     priority: Mapping[str, str] = field(default_factory=lambda: dict(PRIORITY))
     river: bool = True  # the zone-level multivariate detector (needs the `ml` extra)
+    # seconds per device: its stale window (the site's stale_after poll intervals); `comms`
+    # judges the failed reads of these devices reading by reading
+    comms_window: Mapping[str, float] = field(default_factory=dict)
 
 
 def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detector]:
@@ -75,12 +116,15 @@ def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detec
     from anomaly.limits import Limits
     from anomaly.sensor import SensorFaults
 
+    windows = np.array([settings.comms_window.get(d, np.nan) * 1e9 for d in table.devices])
     return [
-        Limits(table, skip=claims(table)),  # grid points: `Grid` judges their bands
+        # grid points: `Grid` judges their bands
+        Limits(table, skip=claims(table), interval=settings.interval,
+               lateness=settings.lateness),
         Grid(table, settings),
         SensorFaults(table),
         Drift(table),
-        Comms(table),
+        Comms(table, windows),
         Leak(table, settings),
         *_zone_score(table, settings),  # last: `anomaly` defers to the specific kinds
     ]
@@ -112,17 +156,112 @@ class Engine:
         self.ticks_total = 0
         # Zones whose anomaly condition a more specific alarm explained (see _unexplained).
         self._explained = np.zeros(len(self.table.zones), dtype=bool)
+        self.judges = [d for d in self.detectors if isinstance(d, ReadingJudge)]
+        self._lateness = self.ticks.lateness
+        # (zone, start, end) of alarms judged from readings that closed, for the ticks that
+        # close after them live but before them in time (see _unexplained)
+        self._closed: list[tuple[str, int, int]] = []
 
     def process(self, batch: Batch) -> list[AlarmEvent]:
-        return self._run(self.ticks.add(batch))
+        """Judge a batch: the readings that may change a condition one time at a time, in
+        time order, each after the ticks and deadlines before it; the rest folded into
+        ticks in bulk."""
+        if not self.judges or len(batch) == 0:
+            return self._run(self.ticks.add(batch))
+        for j in self.judges:
+            batch = j.restamp(batch)
+        ts, point, value = batch.source_ts, batch.point, batch.value
+        good = (batch.quality == GOOD) & np.isfinite(value)
+        work = np.zeros(len(batch), dtype=bool)
+        for j in self.judges:
+            work |= j.wants(point, value, good)
+        fresh = None
+        if self.ticks.current is not None:
+            # a reading whose tick has closed is left out of the ticks: of the rows too
+            fresh = ts >= self.ticks.current * self.ticks.interval
+            work &= fresh
+        if not work.any():
+            self._observe(ts, point, good if fresh is None else good & fresh)
+            return self._run(self.ticks.add(batch)) + self._due(int(ts.max()))
+        if np.any(np.diff(ts) < 0):
+            order = np.argsort(ts, kind="stable")
+            batch, work, good = batch.take(order), work[order], good[order]
+            fresh = None if fresh is None else fresh[order]
+            ts, point, value = batch.source_ts, batch.point, batch.value
+        times = np.unique(ts[work])
+        first, last = np.searchsorted(ts, times, "left"), np.searchsorted(ts, times, "right")
+        events: list[AlarmEvent] = []
+        done = 0
+        for at, a, b in zip(times.tolist(), first.tolist(), last.tolist(), strict=True):
+            if a > done:
+                events += self._bulk(batch, good, fresh, done, a)
+            # what falls due at `at` itself waits for this row: an answer in time holds it
+            events += self._run(self.ticks.advance(at)) + self._due(at - 1)
+            for j in self.judges:
+                findings = self._enabled(j.judge(at, point[a:b], value[a:b], good[a:b]))
+                events += self._noted(self.gate.update(at, findings))
+            events += self._run(self.ticks.add(batch.take(slice(a, b))))
+            done = b
+        if done < len(ts):
+            events += self._bulk(batch, good, fresh, done, len(ts))
+        return events + self._due(int(ts[-1]))
+
+    def _bulk(self, batch: Batch, good: np.ndarray, fresh: np.ndarray | None, a: int,
+              b: int) -> list[AlarmEvent]:
+        part = batch.take(slice(a, b))
+        self._observe(part.source_ts, part.point,
+                      good[a:b] if fresh is None else good[a:b] & fresh[a:b])
+        return self._run(self.ticks.add(part))
+
+    def _observe(self, ts: np.ndarray, point: np.ndarray, good: np.ndarray) -> None:
+        for j in self.judges:
+            j.observe(ts, point, good)
 
     def advance(self, now_ns: int) -> list[AlarmEvent]:
-        """Close the ticks the live clock has passed, so that silence is judged too."""
-        return self._run(self.ticks.advance(now_ns))
+        """Close the ticks the live clock has passed, so that silence is judged too; raise
+        what is due by now."""
+        return self._run(self.ticks.advance(now_ns)) + self._due(now_ns)
 
     def finish(self) -> list[AlarmEvent]:
         """End of input: judge the ticks still open."""
-        return self._run(self.ticks.finish())
+        events = self._run(self.ticks.finish())
+        if self.ticks.current is None or not self.judges:
+            return events
+        end = self.ticks.current * self.ticks.interval
+        return events + self._due(end, end)
+
+    def _due(self, until: int, clear_until: int | None = None) -> list[AlarmEvent]:
+        """What time alone brings about, in time order, exactly when due: a down device's
+        `comms` raises by `until`; an alarm judged from readings raises when its on-delay
+        has passed and clears when its off-delay has, by `clear_until` (default: `until` less
+        the lateness, so that a reading still on its way can hold it)."""
+        if not self.judges:
+            return []
+        clear_until = until - self._lateness if clear_until is None else clear_until
+        events: list[AlarmEvent] = []
+        while True:
+            fires = [(at, j) for j in self.judges
+                     if (at := j.next_due()) is not None and at <= until]
+            settles = self.gate.next_due(READING_KEYS, until, clear_until)
+            at = min([t for t, _ in fires] + ([settles] if settles is not None else []),
+                     default=None)
+            if at is None:
+                return events
+            for t, j in fires:
+                if t == at:
+                    events += self._noted(self.gate.update(at, self._enabled(j.fire(at))))
+            if settles == at:
+                events += self._noted(self.gate.settle(READING_KEYS, at))
+
+    def _enabled(self, findings: list[Finding]) -> list[Finding]:
+        return [f for f in findings if f.kind not in self.settings.disable]
+
+    def _noted(self, events: list[AlarmEvent]) -> list[AlarmEvent]:
+        for e in events:
+            a = e.alarm
+            if e.action == "clear" and a.zone is not None and a.end_ns is not None:
+                self._closed.append((a.zone, a.start_ns, a.end_ns))
+        return events
 
     @property
     def active(self) -> list[Alarm]:
@@ -130,30 +269,33 @@ class Engine:
 
     def _run(self, ticks: list[Tick]) -> list[AlarmEvent]:
         events: list[AlarmEvent] = []
-        disabled = self.settings.disable
         for tick in ticks:
-            findings = [f for d in self.detectors for f in d.update(tick)
-                        if f.kind not in disabled]
-            events += self.gate.update(tick.end_ns, self._unexplained(findings))
+            events += self._due(tick.end_ns, tick.end_ns)
+            findings = self._enabled([f for d in self.detectors for f in d.update(tick)])
+            events += self.gate.update(tick.end_ns, self._unexplained(findings, tick.end_ns))
         self.ticks_total += len(ticks)
         return events
 
-    def _unexplained(self, findings: list[Finding]) -> list[Finding]:
+    def _unexplained(self, findings: list[Finding], end_ns: int) -> list[Finding]:
         """`anomaly` is the catch-all kind: a zone's anomaly condition does not hold while
         another kind's condition or alarm is active in that zone (that one explains it), nor
-        after, until the anomaly condition itself has ended."""
+        after, until the anomaly condition itself has ended. Alarms judged from readings count
+        as they were at the tick's end, whether live judged them before or after it."""
         catchall = [i for i, f in enumerate(findings) if f.kind == "anomaly"
                     and f.scope == "zone"]
         active = np.zeros(len(self.table.zones), dtype=bool)
         for i in catchall:
             active |= findings[i].active
         self._explained &= active
+        recent, self._closed = self._closed, [c for c in self._closed if c[2] > end_ns]
         if not active.any():
             return findings
         index = {z: i for i, z in enumerate(self.table.zones)}
-        for a in self.gate.open.values():
-            if a.kind != "anomaly" and a.zone in index:
-                self._explained[index[a.zone]] = True
+        spans = [(a.zone, a.start_ns) for a in self.gate.open.values() if a.kind != "anomaly"]
+        spans += [(zone, start) for zone, start, end in recent if end > end_ns]
+        for zone, start in spans:
+            if zone in index and start <= end_ns:
+                self._explained[index[zone]] = True
         for f in findings:
             if f.kind == "anomaly" or not f.active.any():
                 continue

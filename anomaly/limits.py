@@ -1,28 +1,38 @@
-"""`limit`: a point's value outside its lo/hi limits, with a deadband to leave the condition.
+"""`limit`: a reading outside its point's lo/hi limits, with a deadband to leave the condition.
 
 The limits are the instrument's range or the process's hard limits; a reading a hair outside
 (a flow meter showing -0.2 L/s with the pump off, a transmitter's zero offset, noise around a
 stopped pump's 0 A) is within its accuracy, so the value must pass a limit by TOLERANCE of the
 span, or by NOISE_SIGMAS of the tag's own learned noise if that is more, to trip.
 
+What the gateway knows for certain is alarmed from the reading itself, not from a tick: each
+reading is judged as it comes (`judge`, one row of readings of one time at a time), so a value
+beyond its limit raises within a poll. The noise is learned from the ticks (the step between
+consecutive ticks' last readings, so one reading's noise), and a reading is judged on the noise
+of the last tick that had closed by its time less the engine's lateness: the same tick live and
+in a replay, whatever the batches, and never a tick the reading itself is part of (the step
+that crosses a limit must not widen its own tolerance).
+
 >>> import numpy as np
 >>> from anomaly.points import PointInfo, PointTable
->>> from anomaly.ticks import Tick
 >>> d = Limits(PointTable([PointInfo("p", lo=0.0, hi=10.0)]))
->>> def tick(v):
-...     a = np.array([v])
-...     return Tick(0, 1, np.array([1]), a, a, a, a, np.array([0]), np.array([0]))
->>> [bool(d.update(tick(v))[0].active[0]) for v in (5.0, 5.1, 5.0, 10.5, 9.95, 9.5)]
+>>> def judge(v):
+...     d.judge(0, np.array([0]), np.array([v]), np.array([True]))
+...     return bool(d.active[0])
+>>> [judge(v) for v in (5.0, 5.1, 10.05, 10.5, 9.95, 9.5)]
 [False, False, False, True, True, False]
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Mapping
 
 import numpy as np
 
 from anomaly.alarms import Finding
+from anomaly.batch import Batch
 from anomaly.points import PointTable
 from anomaly.ticks import Tick
 
@@ -32,15 +42,21 @@ NOISE_SIGMAS = 4.0  # ... or this many of the tag's noise standard deviations
 NOISE_ALPHA = 0.02  # EWMA weight of each new step in the noise estimate
 # Mean |step| of Gaussian noise of deviation s is s * 2 / sqrt(pi): steps -> deviation.
 STEP_TO_SIGMA = np.sqrt(np.pi) / 2
+# Tolerances kept per closed tick: a live reading may be judged after later ticks closed (by
+# the clock, by other devices); it needs the one of its own watermark. Covers this many
+# seconds of processing delay beyond the lateness.
+HISTORY_S = 30.0
+MESSAGE = "{subject} at {value} {unit}, outside its limit {limit}"
 
 
 class Limits:
-    """Tick means against each point's limits; points without limits never trip, nor do
-    those `skip` marks (another detector judges them against the same limits)."""
+    """Readings against each point's limits; points without limits never trip, nor do those
+    `skip` marks (another detector judges them against the same limits)."""
 
     name = "limits"
 
-    def __init__(self, table: PointTable, skip: np.ndarray | None = None) -> None:
+    def __init__(self, table: PointTable, skip: np.ndarray | None = None, *,
+                 interval: float = 60.0, lateness: float = 0.0) -> None:
         self.lo, self.hi = table.lo, table.hi
         if skip is not None:
             self.lo, self.hi = np.where(skip, np.nan, self.lo), np.where(skip, np.nan, self.hi)
@@ -52,39 +68,118 @@ class Limits:
         self.band, self.tolerance = DEADBAND * span, TOLERANCE * span
         self.inside_lo = np.where(np.isnan(self.lo), -np.inf, self.lo)
         self.inside_hi = np.where(np.isnan(self.hi), np.inf, self.hi)
-        self.active = np.zeros(len(table), dtype=bool)
-        self.previous = np.full(len(table), np.nan)  # last tick mean with data
-        self.step = np.zeros(len(table))  # EWMA of |step| between tick means
-        self.weight = np.zeros(len(table))  # the EWMA's total weight: 1 - (1 - alpha)^steps
+        self.lateness_ns = int(lateness * 1e9)
+        n = len(table)
+        self.active = np.zeros(n, dtype=bool)
+        self.previous = np.full(n, np.nan)  # the last tick's last good reading
+        self.step = np.zeros(n)  # EWMA of |step| between ticks' last readings
+        self.weight = np.zeros(n)  # the EWMA's total weight: 1 - (1 - alpha)^steps
+        # (tick end, step, weight) after each of the last ticks that taught something, oldest
+        # first; `_before`: step and weight before the oldest of them
+        self.history: deque[tuple[int, np.ndarray, np.ndarray]] = deque(
+            maxlen=2 + math.ceil((lateness + HISTORY_S) / interval))
+        self._before = (self.step, self.weight)
 
     def update(self, tick: Tick) -> list[Finding]:
-        v = tick.mean
+        """Learn the noise from a closed tick; the judging is `judge`'s, reading by reading."""
         known = tick.good
+        if not known.any():
+            return []
+        v = tick.last
         with np.errstate(invalid="ignore"):
             # A step of over 5 of the usual (a spike, a switch) teaches it at most 5.
             step = np.minimum(np.abs(v - self.previous),
                               np.where(self.step > 0, 5 * self.step, np.inf))
-            # Judged on the noise learned so far: the step that crosses a limit must not widen
-            # its own tolerance. Divided by its weight, the EWMA is unbiased from the start.
-            noise = STEP_TO_SIGMA * self.step / np.maximum(self.weight, NOISE_ALPHA)
-            tolerance = np.maximum(self.tolerance, NOISE_SIGMAS * noise)
-            learn = known & np.isfinite(step)
-            self.step[learn] += NOISE_ALPHA * (step[learn] - self.step[learn])
-            self.weight[learn] += NOISE_ALPHA * (1 - self.weight[learn])
-            self.previous = np.where(known, v, self.previous)
-            out = (v < self.inside_lo - tolerance) | (v > self.inside_hi + tolerance)
-            back = (v >= self.inside_lo + self.band) & (v <= self.inside_hi - self.band)
-        self.active = np.where(known, np.where(self.active, ~back, out), self.active)
-        limit = np.where(v < self.inside_lo, self.lo, self.hi)
-        return [Finding("limit", "tag", self.active.copy(), known=known, value=v, limit=limit,
-                        message="{subject} at {value} {unit}, outside its limit {limit}")]
+        learn = known & np.isfinite(step)
+        self.previous = np.where(known, v, self.previous)
+        if learn.any():
+            # New arrays, not updates in place: the history keeps each tick's as they were.
+            self.step = np.where(learn, self.step + NOISE_ALPHA * (step - self.step), self.step)
+            self.weight = np.where(learn, self.weight + NOISE_ALPHA * (1 - self.weight),
+                                   self.weight)
+            if len(self.history) == self.history.maxlen:
+                _, *oldest = self.history[0]
+                self._before = (oldest[0], oldest[1])
+            self.history.append((tick.end_ns, self.step, self.weight))
+        return []
+
+    def wants(self, point: np.ndarray, value: np.ndarray, good: np.ndarray) -> np.ndarray:
+        """Readings that may change a point's condition: beyond a limit by the least
+        tolerance, or back inside the band of a point that is (or may become) active."""
+        with np.errstate(invalid="ignore"):
+            beyond = good & ((value < self.inside_lo[point] - self.tolerance[point])
+                             | (value > self.inside_hi[point] + self.tolerance[point]))
+            if not beyond.any() and not self.active.any():
+                return beyond
+            maybe = self.active.copy()
+            maybe[point[beyond]] = True
+            back = (good & maybe[point] & (value >= self.inside_lo[point] + self.band[point])
+                    & (value <= self.inside_hi[point] - self.band[point]))
+        return beyond | back
+
+    def restamp(self, batch: Batch) -> Batch:
+        return batch  # a value is judged at its own time
+
+    def observe(self, ts: np.ndarray, point: np.ndarray, good: np.ndarray) -> None:
+        """Readings that cannot change a condition teach nothing here (the ticks do)."""
+
+    def next_due(self) -> None:
+        return None  # a limit begins with a reading, never by time alone
+
+    def fire(self, at: int) -> list[Finding]:
+        return []
+
+    def judge(self, ts: int, point: np.ndarray, value: np.ndarray,
+              good: np.ndarray) -> list[Finding]:
+        """The readings of one time `ts` (at most one per point; bad ones say nothing of the
+        value): the points whose condition they change, as a finding on those points only."""
+        point, value = point[good], value[good]
+        tolerance = self._tolerance(ts, point)
+        with np.errstate(invalid="ignore"):
+            out = ((value < self.inside_lo[point] - tolerance)
+                   | (value > self.inside_hi[point] + tolerance))
+            back = ((value >= self.inside_lo[point] + self.band[point])
+                    & (value <= self.inside_hi[point] - self.band[point]))
+        was = self.active[point]
+        flip = (~was & out) | (was & back)
+        if not flip.any():
+            return []
+        changed = point[flip]
+        self.active[changed] = ~was[flip]
+        known = np.zeros(len(self.active), dtype=bool)
+        known[changed] = True
+        shown = np.full(len(self.active), np.nan)
+        shown[changed] = value[flip]
+        limit = np.where(shown < self.inside_lo, self.lo, self.hi)
+        return [Finding("limit", "tag", self.active.copy(), known=known, value=shown,
+                        limit=limit, message=MESSAGE)]
+
+    def _tolerance(self, ts: int, point: np.ndarray) -> np.ndarray:
+        """The tolerance of `point` as of the last tick closed by `ts` less the lateness."""
+        watermark = ts - self.lateness_ns
+        step, weight = next(((st, w) for end, st, w in reversed(self.history)
+                             if end <= watermark), self._before)
+        # Divided by its weight, the EWMA is unbiased from its first steps on.
+        noise = STEP_TO_SIGMA * step[point] / np.maximum(weight[point], NOISE_ALPHA)
+        return np.maximum(self.tolerance[point], NOISE_SIGMAS * noise)
 
     def state(self) -> dict[str, np.ndarray]:
+        ends = np.array([end for end, _, _ in self.history], dtype=np.int64)
         return {"active": self.active, "previous": self.previous, "step": self.step,
-                "weight": self.weight}
+                "weight": self.weight, "history_end": ends,
+                "history_step": np.stack([self._before[0], *(s for _, s, _ in self.history)]),
+                "history_weight": np.stack([self._before[1],
+                                            *(w for _, _, w in self.history)])}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.active = state["active"].copy()
         self.previous = state["previous"].copy()
         self.step = state["step"].copy()
         self.weight = state["weight"].copy()
+        self.history.clear()
+        self._before = (self.step, self.weight)
+        if "history_end" in state:  # states saved before readings were judged one by one
+            steps, weights = state["history_step"], state["history_weight"]
+            self._before = (steps[0].copy(), weights[0].copy())
+            for k, end in enumerate(state["history_end"].tolist(), start=1):
+                self.history.append((end, steps[k].copy(), weights[k].copy()))

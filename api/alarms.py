@@ -40,9 +40,10 @@ from api.models import (
     Suppression,
     SuppressRequest,
 )
-from api.times import DURATION_HELP, NS, TIME_HELP, iso, now_ns, parse_duration, parse_time
+from api.times import DURATION_HELP, TIME_HELP, iso, now_ns, parse_time
 from gateway.alarm_kpis import kpis
 from gateway.alarm_store import AlarmConflict, AlarmStore, Filter, UnknownAlarm, store_path
+from timegrammar import NS, DurationTooLong, parse_duration
 
 router = APIRouter(route_class=GuardedRoute)
 T = TypeVar("T")
@@ -54,6 +55,7 @@ RETRY_MS = 1000  # the reconnect delay the stream asks of EventSource
 BATCH = 500  # journal entries read at a time
 MAX_LIMIT = 10_000
 MAX_KPI_DAYS = 92
+MAX_EVENT_ID = 2**63 - 1  # SQLite's INTEGER: the journal's event ids never go beyond
 
 StateFilter = AlarmStateName | Literal["active", "unacknowledged", "open"]
 Visibility = Literal["hide", "include", "only"]
@@ -110,6 +112,9 @@ def list_alarms(
     zone: str | None = None,
     tag: str | None = None,
     kind: AlarmKind | None = None,
+    device: Annotated[str | None, Query(
+        description="the device an alarm is about (a device's `comms`; a point's alarms "
+                    "name its device too)")] = None,
     start: Annotated[str | None, Query(description=f"alarms that started from: {TIME_HELP}")
                      ] = None,
     end: Annotated[str | None, Query(description="... and before")] = None,
@@ -122,7 +127,7 @@ def list_alarms(
     """Alarms by priority (critical first), then by start (newest first)."""
     now = now_ns()
     where = Filter(states=state or (), priorities=priority or (), zone=zone or None,
-                   tag=tag or None, kind=kind,
+                   tag=tag or None, kind=kind, device=device or None,
                    start_ns=None if start is None else _time("start", start, now),
                    end_ns=None if end is None else _time("end", end, now),
                    shelved=_visible(shelved), suppressed=_visible(suppressed))
@@ -205,7 +210,7 @@ async def stream(
     last_event_id: Annotated[str | None, Header(
         description="resume after this event id (EventSource sends it on reconnect)")] = None,
     resume: Annotated[int | None, Query(
-        alias="last_event_id", ge=0,
+        alias="last_event_id", ge=0, le=MAX_EVENT_ID,
         description="the same, for EventSource polyfills that cannot send headers")] = None,
     access_token: Annotated[str | None, Query(
         alias=QUERY_TOKEN, description="the token, for EventSource (which cannot send "
@@ -218,11 +223,7 @@ async def stream(
     once, across API restarts too. A comment line every 15 s keeps the connection open."""
     del access_token  # declared for the OpenAPI description only
     if last_event_id is not None:
-        try:
-            cursor = int(last_event_id)
-        except ValueError:
-            raise bad_param("Last-Event-ID", f"{last_event_id!r} is not an event id (a "
-                                             "whole number)") from None
+        cursor = _event_id(last_event_id)
     elif resume is not None:
         cursor = resume
     else:
@@ -230,6 +231,15 @@ async def stream(
     stopping: asyncio.Event = request.app.state.stopping
     return StreamingResponse(_events(store, cursor, stopping), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _event_id(text: str) -> int:
+    """`Last-Event-ID` as a journal cursor: a whole number SQLite can compare."""
+    if not (text.strip().isdigit() and len(text.strip()) <= 19
+            and int(text) <= MAX_EVENT_ID):
+        raise bad_param("Last-Event-ID", f"{text[:40]!r} is not an event id (a whole number "
+                                         f"from 0 to {MAX_EVENT_ID})")
+    return int(text)
 
 
 async def _events(store: AlarmStore, cursor: int, stopping: asyncio.Event
@@ -279,8 +289,8 @@ def shelve(ctx: Ctx, store: Store, caller: Caller, alarm_id: AlarmId,
     own at the end. 409 if it is closed or shelved already."""
     try:
         duration = parse_duration(body.duration)
-    except OverflowError:
-        duration = -1  # a number too large for a float: out of range below
+    except DurationTooLong:
+        duration = -1  # beyond any shelf: said below, with the site's bound
     except ValueError as e:
         raise bad_param("duration", str(e)) from None
     longest = int(ctx.site.alarms.max_shelve * NS)

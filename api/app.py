@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import alarms, auth, health, history, metrics, points
@@ -38,8 +38,9 @@ Points, latest readings, history and health of a scadawatch site, its alarms (li
 KPIs, live stream), and Prometheus metrics.
 
 Times in answers are UTC ISO 8601 with `Z`. Times in parameters may also carry an offset
-(naive means UTC) or be relative to now: `now`, `-1h`, `-15min`, `-2d`. Every value travels
-with its tag and unit; a bad reading's value is null.
+(naive means UTC) or be relative to now: `now`, `-10m` (minutes), `-1h30m`, `-2d`, `-1w`.
+Durations (`bucket`) are written the same way: `500ms`, `30s`, `10m`, `1h`, `7d`. Every value
+travels with its tag and unit; a bad reading's value is null.
 
 A bad parameter gets a 4xx whose `detail` names it: 400 (a value that does not make sense),
 404 (an unknown tag, zone or device), 422 (a value of the wrong type or range). A request body
@@ -98,9 +99,10 @@ def create_app(site: Site, historian: HistorianReader, status: StatusSource, *,
         app_version = version("scadawatch")
     except PackageNotFoundError:
         app_version = "unknown"
-    # One documentation page, /docs (DESIGN.md): no ReDoc beside it.
+    # /docs comes from the package's own Swagger UI (api/static/vendor), not FastAPI's CDN one
     app = FastAPI(title="scadawatch", version=app_version, description=DESCRIPTION,
-                  redoc_url=None)
+                  docs_url=None, redoc_url=None)
+    app.add_api_route("/docs", _docs, include_in_schema=False)
     app.state.context = ApiContext(site, historian, status, status_stale_after)
     app.state.alarms = alarm_store
     app.state.stopping = asyncio.Event()  # set by api.server.serve on shutdown: streams end
@@ -128,6 +130,11 @@ def create_app(site: Site, historian: HistorianReader, status: StatusSource, *,
     # The control-room page: plain static files, mounted last so the API's routes match first.
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app
+
+
+def _docs() -> FileResponse:
+    """Swagger UI over /openapi.json, every file served from here: it works offline."""
+    return FileResponse(STATIC / "docs.html")
 
 
 async def _validation_problem(request: Request, exc: Exception) -> JSONResponse:

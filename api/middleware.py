@@ -19,18 +19,11 @@ BODY_LIMIT = 64 << 10  # bytes: every JSON body the API takes fits many times ov
 # up to 10,000 alarm ids (api.models.BulkAckRequest) of ~40 characters each.
 BODY_LIMITS: Mapping[str, int] = {"POST /api/v1/alarms/ack": 1 << 20}
 
-# The page is static files of the package, uPlot vendored: nothing from elsewhere, no inline
-# script or style, no frames.
+# The page and /docs are static files of the package (uPlot and Swagger UI vendored): nothing
+# from elsewhere, no inline script or style, no frames.
 POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
           "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
           "frame-ancestors 'none'")
-# FastAPI's Swagger UI (/docs) starts from an inline script and loads its files from a CDN:
-# it gets this policy instead, until the package serves those files.
-DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-               "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: "
-               "https://fastapi.tiangolo.com; connect-src 'self'; object-src 'none'; "
-               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-DOCS = "/docs"
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": POLICY,
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP level 2
@@ -79,23 +72,20 @@ class BodyLimit:
 
 
 class SecurityHeaders:
-    """SECURITY_HEADERS on every answer (with DOCS_POLICY under /docs), unless the answer
-    sets its own."""
+    """SECURITY_HEADERS on every answer, unless the answer sets its own."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.docs = {**SECURITY_HEADERS, "Content-Security-Policy": DOCS_POLICY}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        chosen = self.docs if scope["path"].startswith(DOCS) else SECURITY_HEADERS
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in chosen.items():
+                for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
             await send(message)
 

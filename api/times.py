@@ -11,12 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-NS = 1_000_000_000
-MAX_NS = 2**63 - 1  # int64 nanoseconds end in April 2262
-_UNIT_NS = {
-    "ms": 1_000_000, "s": NS, "min": 60 * NS, "h": 3600 * NS, "d": 86400 * NS, "w": 7 * 86400 * NS,
-}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|min|h|d|w)")
+from timegrammar import HELP, MAX_NS, NS, relative
+
 # Date, optional time and fraction, optional offset. An offset's `+` arrives as a space when a
 # client forgets to URL-encode it (`...T06:00:00 02:00`), so a space before hh:mm means `+`.
 _ISO = re.compile(
@@ -28,30 +24,13 @@ _ISO = re.compile(
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 TIME_HELP = "ISO 8601 (2026-01-05T06:00:00Z, offsets allowed; naive means UTC) or a relative " \
-    "time such as -1h, -15min, -2d, now"
-DURATION_HELP = "a duration such as 10s, 1min, 15min, 1h, 1d (units ms, s, min, h, d, w)"
-
-
-def parse_duration(text: str) -> int:
-    """Nanoseconds in "90s", "15min", "1h30min", "1.5h"; ValueError when not a duration.
-
-    >>> parse_duration("1h30min") // NS, parse_duration("500ms")
-    (5400, 500000000)
-    """
-    s = text.strip()
-    pos, total = 0, 0
-    for m in _DURATION.finditer(s):
-        if s[pos : m.start()].strip():
-            break
-        total += round(float(m.group(1)) * _UNIT_NS[m.group(2)])
-        pos = m.end()
-    if pos == 0 or s[pos:].strip():
-        raise ValueError(f"{text!r} is not a duration; use {DURATION_HELP}")
-    return total
+    "time such as -1h, -10m, -1h30m, -7d, now"
+DURATION_HELP = HELP
 
 
 def parse_time(text: str, now_ns: int) -> int:
-    """Nanoseconds since the epoch for an ISO 8601 time, `now`, or `-1h` / `now-1h`.
+    """Nanoseconds since the epoch for an ISO 8601 time, `now`, or `-1h` / `now-1h`;
+    ValueError naming the text.
 
     >>> parse_time("2026-01-05T02:00:00+02:00", 0) == parse_time("2026-01-05", 0)
     True
@@ -66,16 +45,10 @@ def parse_time(text: str, now_ns: int) -> int:
 
 
 def _parse_time(s: str, now_ns: int) -> int:
-    low = s.lower()
-    if low == "now":
-        return now_ns
-    relative = low.removeprefix("now").strip()
-    if relative.startswith("-"):
-        try:
-            return now_ns - parse_duration(relative[1:])
-        except ValueError:
-            pass
-    elif m := _ISO.fullmatch(s):
+    ago = relative(s, now_ns)
+    if ago is not None:
+        return ago
+    if m := _ISO.fullmatch(s):
         try:
             return _iso_ns(*m.groups())
         except ValueError as e:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import multiprocessing as mp
 import os
@@ -54,26 +55,40 @@ SILENT_UNIT = 9  # answered by no one: pymodbus drops its requests
 
 
 def _serve(conn: Connection, devices: int, points: int) -> None:
-    """Child process: `devices` servers; sends their ports, serves until the parent goes."""
+    """Child process: `devices` servers; sends their ports, serves until the parent goes.
+    A message `(device, True)` silences a device (it drops every request), `False` wakes it."""
     registers = np.arange(points, dtype=">f4").view(">u2").tolist()
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # clients leaving are no news
+    silenced: set[int] = set()
 
-    def drop_silent(sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
-        return None if not sending and pdu.dev_id == SILENT_UNIT else pdu
+    def drop_silent(device: int, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
+        silent = pdu.dev_id == SILENT_UNIT or device in silenced
+        return None if not sending and silent else pdu
 
     async def main() -> None:
         ports = []
-        for _ in range(devices):
+        for d in range(devices):
             sims = [SimDevice(id=u, simdata=[SimData(0, values=registers,
                                                      datatype=DataType.REGISTERS)])
                     for u in (1, SILENT_UNIT)]
-            server = ModbusTcpServer(sims, address=("127.0.0.1", 0), trace_pdu=drop_silent)
+            server = ModbusTcpServer(sims, address=("127.0.0.1", 0),
+                                     trace_pdu=functools.partial(drop_silent, d))
             await server.serve_forever(background=True)
             ports.append(server.transport.sockets[0].getsockname()[1])
         conn.send(ports)
         # Serve until the parent closes its end of the pipe (or dies).
         closed = asyncio.Event()
-        asyncio.get_running_loop().add_reader(conn.fileno(), closed.set)
+
+        def command() -> None:
+            try:
+                device, silent = conn.recv()
+            except (EOFError, OSError):
+                closed.set()
+                return
+            (silenced.add if silent else silenced.discard)(device)
+            conn.send(True)
+
+        asyncio.get_running_loop().add_reader(conn.fileno(), command)
         await closed.wait()
 
     asyncio.run(main())
@@ -92,6 +107,12 @@ class Servers:
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
+
+    def silence(self, device: int, silent: bool = True) -> None:
+        """Make device `device` drop every request (a dead radio link), or answer again;
+        returns once the servers have taken it."""
+        self.pipe.send((device, silent))
+        self.pipe.recv()
 
     def stop(self) -> None:
         self.pipe.close()

@@ -141,6 +141,7 @@ class Filter:
     zone: str | None = None
     tag: str | None = None
     kind: str | None = None
+    device: str | None = None
     start_ns: int | None = None  # alarm start, inclusive
     end_ns: int | None = None  # alarm start, exclusive
     shelved: bool | None = False  # False: not shelved now; True: only shelved; None: either
@@ -154,7 +155,7 @@ class Filter:
         if self.priorities:
             where.append(f"priority IN ({','.join('?' * len(self.priorities))})")
             args += list(self.priorities)
-        for column in ("zone", "tag", "kind"):
+        for column in ("zone", "tag", "kind", "device"):
             if (value := getattr(self, column)) is not None:
                 where.append(f"{column} = ?")
                 args.append(value)

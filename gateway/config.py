@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 from anomaly.alarms import PRIORITIES, AlarmKind, Priority
 from gateway import point_csv
 from gateway.site_checks import BIT_TABLES, RULE_KEYS, check_site
+from timegrammar import DurationError, seconds
 
 Protocol = Literal["modbus-tcp", "modbus-rtu", "opcua"]
 PointKind = Literal[
@@ -77,7 +78,6 @@ NAME_MAX = 200
 # Ranges of the numeric settings: beyond them a value is accepted as a number but leaves the
 # gateway useless (a spool of 1 byte drops everything, a poll every 1e-300 s is a busy loop).
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
-Seconds = float  # for the reader: every duration setting is in seconds
 
 
 def _not_zero(value: float) -> float:
@@ -85,6 +85,21 @@ def _not_zero(value: float) -> float:
         raise PydanticCustomError("zero_scale", "must not be 0: every reading would be the "
                                   "offset")
     return value
+
+
+
+def _seconds(value: object) -> object:
+    # A duration may be written in the duration grammar ("30s", "10m", "1h30m"); a number is
+    # seconds. Anything else goes on to the number check, which names what it got.
+    if isinstance(value, str):
+        try:
+            return seconds(value)
+        except DurationError as e:
+            raise PydanticCustomError("duration", str(e)) from None
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
 
 
 class Strict(BaseModel):

@@ -1,7 +1,10 @@
 """The anomaly engine run live: a spool sink that feeds every stored batch to the engine.
 
 The engine reads the spool like any other sink, so it sees exactly the readings the gateway
-acknowledged, in spool order, whatever the historians are doing. Its learned state is saved
+acknowledged, in spool order, whatever the historians are doing. A value beyond its limits and
+a device whose reads fail are judged reading by reading as the batches come; the live clock
+(`advance`, every 0.25 s) raises what time alone brings, such as a down device's stale window
+(`stale_windows`) ending. Its learned state is saved
 with the spool position it covers (data_dir/anomaly-state.npz) after every tick that changed
 an alarm and every `save_interval`; after a crash it resumes there and re-reads the spool from
 that point, regenerating the same events (same alarm ids), which the alarm store takes once.
@@ -49,9 +52,18 @@ def engine_settings(section: AnomalySection, interval: float | None = None) -> E
         priority={**defaults.priority, **section.priority}, river=section.river)
 
 
+def stale_windows(site: Site) -> dict[str, float]:
+    """Seconds per device: `stale_after` of its poll intervals (an OPC UA subscription's:
+    its publishing interval)."""
+    return {d.name: d.stale_after * (d.publishing_interval or d.poll_interval)
+            if d.protocol == "opcua" and d.mode == "subscribe"
+            else d.stale_after * d.poll_interval for d in site.devices}
+
+
 def build_engine(site: Site, interval: float | None = None) -> Engine:
-    return Engine([PointInfo.of(p) for p in site.points],
-                  engine_settings(site.anomaly, interval))
+    settings = dataclasses.replace(engine_settings(site.anomaly, interval),
+                                   comms_window=stale_windows(site))
+    return Engine([PointInfo.of(p) for p in site.points], settings)
 
 
 def state_path(site: Site) -> Path:

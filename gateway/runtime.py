@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 1.0  # seconds between status.json snapshots
 FLUSH_TIMEOUT = 10.0  # seconds a shutdown waits for sinks to catch up with the spool
+CLOCK_INTERVAL = 0.25  # seconds between the anomaly engine's looks at the clock
 
 
 def historian_path(site: Site) -> Path:
@@ -196,9 +197,10 @@ class Gateway:
             await asyncio.sleep(0.05)
 
     async def _clock(self, detection: Detection) -> None:
-        """Judge ticks by the clock too, so that a site gone silent still raises `comms`."""
+        """Judge ticks by the clock too, so that a site gone silent still raises `comms`,
+        and a device down raises once its stale window has passed."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(CLOCK_INTERVAL)
             await asyncio.to_thread(detection.advance)
 
     async def _publish_status(self) -> None:

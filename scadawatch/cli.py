@@ -10,6 +10,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from timegrammar import DurationError, seconds
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 # Modules of the optional extras, each with the extra that brings it: a subcommand that needs
@@ -28,6 +30,14 @@ def require_extra(extra: str) -> None:
     for module, of in EXTRA_OF.items():
         if of == extra and importlib.util.find_spec(module) is None:
             raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+
+def duration(text: str) -> float:
+    """An argument in the duration grammar (`90`, `30s`, `10m`, `1h30m`), in seconds."""
+    try:
+        return seconds(text)
+    except DurationError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _config(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -50,12 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", "scadawatch.demo:main",
                 "simulators + gateway + historian + API on 127.0.0.1, on the example site")
     p.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
-    p.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="stop after S seconds (default: run until Ctrl-C)")
+    p.add_argument("--duration", type=duration, default=None, metavar="D",
+                   help="stop after D (90, 30s, 10m, 1h; default: run until Ctrl-C)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where data lives (default: a fresh temporary directory)")
-    p.add_argument("--scenario", default="normal", help="simulator scenario (default normal)")
-    p.add_argument("--speed", type=float, default=1.0, help="simulated-time factor (default 1)")
+    p.add_argument("--scenario", default="demo",
+                   help="simulator scenario (default demo: RTU outages and limit excursions "
+                   "from its first minute, in wall-clock time whatever the speed)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="simulated-time factor of the process (default 1)")
     p.add_argument("--seed", type=int, default=1)
 
     for name, help_ in (("run", "gateway + detector + API in one process (edge)"),
@@ -85,10 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "DIR/own/, trusted client certificates in DIR/trusted/")
     p.add_argument("--opcua-trust-all-clients", action="store_true",
                    help="with --opcua-pki: accept any client certificate (demos only)")
+    p.add_argument("--opcua-source-time", choices=["simulated", "wall"], default="simulated",
+                   help="OPC UA source timestamps: the sample's simulated time (default) or "
+                   "the wall-clock time it is served, as a field device's clock")
     p.add_argument("--write-site", default=None, metavar="SITE.toml",
                    help="write the site file that lets the gateway read this simulator")
-    p.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="stop serving after S wall-clock seconds")
+    p.add_argument("--duration", type=duration, default=None, metavar="D",
+                   help="stop serving after D of wall-clock time (90, 30s, 10m, 1h)")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="export readings.csv, labels.csv and site.toml to DIR instead of serving")
     p.add_argument("--days", type=float, default=7.0, help="simulated days to export")
@@ -140,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alarms", required=True, metavar="ALARMS.jsonl")
     p.add_argument("--labels", required=True, metavar="LABELS.csv")
     _config(p, required=False)
-    p.add_argument("--grace", default="1h",
+    p.add_argument("--grace", type=duration, default="1h",
                    help="an alarm up to this long after a label's end still detects it "
                    "(default 1h)")
-    p.add_argument("--slack", default="5min",
+    p.add_argument("--slack", type=duration, default="5min",
                    help="an alarm up to this long before a label's start still detects it "
                    "(default 5min)")
     p.add_argument("--input", default=None, metavar="PATH",

@@ -1,7 +1,10 @@
 """`scadawatch demo`: simulators, gateway, historian and API on 127.0.0.1, in one command.
 
 The simulators run as child processes (`scadawatch simulate water|grid`), so the gateway
-reaches them only over Modbus TCP, as it would reach field devices.
+reaches them only over the network, as it would reach field devices: the water site's
+outstations over Modbus TCP, the grid's RTUs over OPC UA (a session per RTU, so that one RTU's
+fault is that device's). The default scenario, `demo`, is in wall-clock time: its outages and
+excursions come in the first minutes for the gateway whatever `--speed` does to the process.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from scadawatch.serve import unwritable
 log = logging.getLogger("scadawatch.demo")
 
 SITES = ("water", "grid")
+OPCUA_SITES = ("grid",)  # read over OPC UA; the others over Modbus TCP
 STARTUP_TIMEOUT = 120.0  # seconds for a simulator to write its site file and open its ports
 
 
@@ -47,14 +51,19 @@ def port_open(port: int) -> bool:
 
 def start_simulator(site: str, args: argparse.Namespace, data_dir: Path) -> tuple[
         subprocess.Popen, Path, int]:
+    """The simulator's process, its site file (to be written) and the port to wait for."""
     site_file = data_dir / f"sim-{site}.toml"
-    modbus_port = free_port()
+    modbus_port, opcua_port = free_port(), free_port()
+    # OPC UA source timestamps in wall-clock time, as a field device's clock, so that at any
+    # speed they agree with the gateway's own stamps of the Modbus readings.
     cmd = [sys.executable, "-m", "scadawatch", "simulate", site, "--scenario", args.scenario,
            "--speed", str(args.speed), "--seed", str(args.seed),
-           "--modbus-port", str(modbus_port), "--opcua-port", str(free_port()),
-           "--write-site", str(site_file)]
-    log.info("event=simulator_starting site=%s modbus_port=%d", site, modbus_port)
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL), site_file, modbus_port
+           "--modbus-port", str(modbus_port), "--opcua-port", str(opcua_port),
+           "--opcua-source-time", "wall", "--write-site", str(site_file)]
+    port = opcua_port if site in OPCUA_SITES else modbus_port
+    log.info("event=simulator_starting site=%s modbus_port=%d opcua_port=%d", site,
+             modbus_port, opcua_port)
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL), site_file, port
 
 
 def wait_ready(procs: list[tuple[subprocess.Popen, Path, int]]) -> None:
@@ -73,13 +82,27 @@ def wait_ready(procs: list[tuple[subprocess.Popen, Path, int]]) -> None:
         time.sleep(0.2)
 
 
-def merge_sites(site_files: list[Path], data_dir: Path, port: int) -> Path:
-    """One gateway site holding the devices and points of every simulator."""
+def over_opcua(devices: list[dict], endpoint: str) -> list[dict]:
+    """The simulator's Modbus units as OPC UA devices of its server: one session each, with
+    the unit's name and poll interval (the points keep both addresses)."""
+    return [{"name": d["name"], "protocol": "opcua", "endpoint": endpoint,
+             "poll_interval": d["poll_interval"]} for d in devices]
+
+
+def merge_sites(site_files: list[Path], data_dir: Path, port: int,
+                opcua_ports: dict[str, int]) -> Path:
+    """One gateway site holding the devices and points of every simulator; the sites in
+    `opcua_ports` read over OPC UA at that port."""
     merged: dict = {"site": {"name": "demo", "data_dir": str(data_dir)},
                     "api": {"host": "127.0.0.1", "port": port}, "devices": [], "points": []}
     for path in site_files:
         raw = tomllib.loads(path.read_text())
-        merged["devices"] += raw.get("devices", [])
+        name = raw["site"]["name"]
+        devices = raw.get("devices", [])
+        if name in opcua_ports:
+            devices = over_opcua(devices, f"opc.tcp://127.0.0.1:{opcua_ports[name]}"
+                                          f"/scadawatch/{name}")
+        merged["devices"] += devices
         merged["points"] += raw.get("points", [])
     out = data_dir / "demo-site.toml"
     out.write_text(tomli_w.dumps(merged))
@@ -98,14 +121,18 @@ def main(args: argparse.Namespace) -> int:
     procs = [start_simulator(site, args, data_dir) for site in SITES]
     try:
         wait_ready(procs)
-        site_file = merge_sites([p[1] for p in procs], data_dir, args.port)
+        site_file = merge_sites([p[1] for p in procs], data_dir, args.port,
+                                {site: p[2] for site, p in zip(SITES, procs, strict=True)
+                                 if site in OPCUA_SITES})
         site = load_site(site_file)
         base = f"http://127.0.0.1:{args.port}"
         # A fresh operator token each run (a reused data dir's old one is replaced): the page
         # reads it from the link's fragment, which the browser never sends to a server.
         _, token = TokenStore(data_dir).create("operator", "demo", replace=True)
-        print(f"\nscadawatch demo: {len(site.devices)} devices, {len(site.points)} points "
-              f"(scenario {args.scenario}, speed {args.speed:g}x)\n"
+        protocols = ", ".join(f"{sum(d.protocol == p for d in site.devices)} over {p}"
+                              for p in sorted({d.protocol for d in site.devices}))
+        print(f"\nscadawatch demo: {len(site.devices)} devices ({protocols}), "
+              f"{len(site.points)} points (scenario {args.scenario}, speed {args.speed:g}x)\n"
               f"  control room {base}/#token={token}\n"
               f"  token        {token} (operator; send 'Authorization: Bearer <token>')\n"
               f"  API docs     {base}/docs\n"

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from anomaly.alarms import Alarm
 from anomaly.evaluation import Evaluation, Label, Score, evaluate
-from api.times import iso, parse_duration, parse_time
+from api.times import iso, parse_time
 from gateway.recording import RecordingError, RecordingReader
 from scadawatch.cli import EXIT_OK, UsageError
+from timegrammar import NS, format_duration
 
 LABEL_COLUMNS = ("kind", "location", "start", "end")
 
@@ -117,10 +118,7 @@ def table(result: Evaluation) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        grace, slack = parse_duration(args.grace), parse_duration(args.slack)
-    except ValueError as e:
-        raise UsageError(f"--grace/--slack: {e}") from None
+    grace, slack = round(args.grace * NS), round(args.slack * NS)
     if args.plot and not args.input:
         raise UsageError("--plot needs --input, the recording to draw")
     alarms, labels = read_alarms(Path(args.alarms)), read_labels(Path(args.labels))
@@ -150,8 +148,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         print("\n".join(table(result)))
         print(f"zones {result.zones}, days {result.days:.2f}"
-              f" ({'recording' if span else 'labels and alarms'}); grace {args.grace}, "
-              f"slack {args.slack}")
+              f" ({'recording' if span else 'labels and alarms'}); grace {format_duration(grace)}, "
+              f"slack {format_duration(slack)}")
         for x in result.missed:
             print(f"missed: {x.kind} at {x.location} from {iso(x.start_ns)}")
     if args.plot:

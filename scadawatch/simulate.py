@@ -11,9 +11,10 @@ from pathlib import Path
 
 from gateway.logs import setup_logging
 from scadawatch.cli import UsageError
+from timegrammar import seconds
 
-EXPORT_STEP = {"water": "5min", "grid": "15min"}
-SERVE_STEP = "1min"  # physics step when serving: events start within a minute of their time
+EXPORT_STEP = {"water": "5m", "grid": "15m"}
+SERVE_STEP = "1m"  # physics step when serving: events start within a minute of their time
 EXPORT_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: weekly cycles start on day 0
 
 
@@ -33,8 +34,6 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--days {args.days:g}: must be above 0")
     if not (args.speed >= 0 and math.isfinite(args.speed)):  # 0 freezes the clock
         raise UsageError(f"--speed {args.speed:g}: must be 0 or more")
-    if args.duration is not None and not args.duration >= 0:
-        raise UsageError(f"--duration {args.duration:g}: must be 0 or more seconds")
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be 0 or more")
     for flag, port in (("--modbus-port", args.modbus_port), ("--opcua-port", args.opcua_port)):
@@ -43,21 +42,22 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from simulators.scenario import ScenarioError, parse_duration
+    from simulators.scenario import ScenarioError
     from simulators.site import build_site, check_step
 
     _check(args)
     setup_logging()
     step_text = args.step or (EXPORT_STEP[args.site] if args.export else SERVE_STEP)
     try:
-        step = parse_duration(step_text)
+        step = seconds(step_text)
         check_step(step)
     except ValueError as e:
         raise UsageError(f"--step {step_text!r}: {e}") from None
     now = datetime.now(UTC).replace(microsecond=0)
     start = _start(args.start, EXPORT_START if args.export else now)
     try:
-        site = build_site(args.site, args.scenario, seed=args.seed, start=start, step=step)
+        site = build_site(args.site, args.scenario, seed=args.seed, start=start, step=step,
+                          speed=None if args.export else args.speed)
     except ScenarioError as e:
         raise UsageError(str(e)) from None
 
@@ -90,5 +90,6 @@ def main(args: argparse.Namespace) -> int:
     asyncio.run(serve(site, host=args.host, modbus_port=args.modbus_port,
                       opcua_port=args.opcua_port, speed=args.speed, duration=args.duration,
                       opcua_pki=Path(args.opcua_pki) if args.opcua_pki else None,
-                      opcua_trust_all_clients=args.opcua_trust_all_clients))
+                      opcua_trust_all_clients=args.opcua_trust_all_clients,
+                      wall_timestamps=args.opcua_source_time == "wall"))
     return 0

@@ -10,6 +10,7 @@ Each reading is the true value plus Gaussian noise (`Signal.noise`), quantised t
 | drift   | an offset growing by `rate` per hour            | rate (2 % of the span per hour)    |
 | dropout | no reading (NaN)                                | -                                  |
 | noise   | noise `factor` times the sensor's own           | factor (10)                        |
+| offset  | `size` added to every reading (a shifted zero)  | size (span/2)                      |
 
 Magnitudes and rates are in the signal's engineering unit; the span is `hi - lo`, or
 `max(10 * noise, 1)` for a sensor without a range. Spikes start on the site's step grid and last
@@ -31,7 +32,7 @@ import numpy as np
 from simulators.scenario import Event
 from simulators.signals import Signal
 
-SENSOR_FAULTS = frozenset({"stuck", "spike", "drift", "dropout", "noise"})
+SENSOR_FAULTS = frozenset({"stuck", "spike", "drift", "dropout", "noise", "offset"})
 SPIKE_WIDTH = 60.0  # seconds; "short" on any step of a minute or more
 DEFAULT_SPIKES = 3
 DEFAULT_NOISE_FACTOR = 10.0
@@ -87,6 +88,8 @@ class Sensors:
         elif e.kind == "noise":
             base = sig.noise if sig.noise > 0 else 0.001 * span
             size = float(e.params.get("factor", DEFAULT_NOISE_FACTOR)) * base
+        elif e.kind == "offset":
+            size = float(e.params.get("size", span / 2))
         else:
             size = 0.0
         return _Fault(e.kind, col, e.start, e.end, size, spikes, signs)
@@ -134,6 +137,8 @@ class Sensors:
                 col[active] += z[active, f.column] * (f.size - self.noise[f.column])
             elif f.kind == "drift":
                 col[active] += f.size * (times[active] - f.start)
+            elif f.kind == "offset":
+                col[active] += f.size
             elif f.kind == "spike":
                 width = min(SPIKE_WIDTH, f.end - f.start)
                 hit = (times[:, None] >= f.spikes) & (times[:, None] < f.spikes + width)

@@ -16,6 +16,8 @@ What a Modbus client sees when the site has no good value to give:
 - comms state "exception": every request to the unit's map gets exception `EXCEPTION_CODE`
   (0x04 server device failure): the device answers, but its I/O has failed.
 - writes get ILLEGAL ADDRESS (0x02): the simulator is a field instrument, not a setpoint.
+- before the first `publish` every unit answers exception `STARTING_CODE` (0x06 server device
+  busy): the process has no values yet, and an empty register map would read as zeros.
 
 Requests outside a unit's map get ILLEGAL ADDRESS, even from a unit in state "exception":
 pymodbus checks addresses before it asks the unit. (Without our request hook, pymodbus would
@@ -44,6 +46,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from simulators.signals import Signal
 
 EXCEPTION_CODE = ExcCodes.DEVICE_FAILURE
+STARTING_CODE = ExcCodes.DEVICE_BUSY
 TABLES = ("coil", "discrete", "holding", "input")  # the order of SimDevice's simdata tuple
 BIT_TABLES = frozenset({"coil", "discrete"})
 # Function code -> table it reads or writes (pymodbus' own mapping of SimDevice blocks).
@@ -152,7 +155,7 @@ def _width(s: Signal) -> int:
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     tables: Mapping[int, Tables]
-    comms: Mapping[int, str]  # unit id -> "ok" | "silent" | "exception"
+    comms: Mapping[int, str]  # unit id -> "ok" | "silent" | "exception" | "starting"
 
 
 class ModbusSiteServer:
@@ -166,7 +169,7 @@ class ModbusSiteServer:
         # (unit id, function code) -> requests received, answered or not.
         self.requests: Counter[tuple[int, int]] = Counter()
         initial = self.image.encode(np.full(len(signals), np.nan))
-        self._snapshot = _Snapshot(initial, dict.fromkeys(self.image.units, "ok"))
+        self._snapshot = _Snapshot(initial, dict.fromkeys(self.image.units, "starting"))
         self._server: ModbusTcpServer | None = None
 
     def _device(self, unit: int) -> SimDevice:
@@ -215,8 +218,11 @@ class ModbusSiteServer:
     async def _access(self, unit: int, function_code: int, _start: int, address: int,
                       _count: int, registers: list[int], values: list | None) -> ExcCodes | None:
         snap = self._snapshot
-        if snap.comms.get(unit) == "exception":
+        state = snap.comms.get(unit)
+        if state == "exception":
             return EXCEPTION_CODE
+        if state == "starting":
+            return STARTING_CODE
         table = _FUNCTION_TABLE[function_code]
         if values is not None or (TABLES[table] in BIT_TABLES
                                   and address >= self.image.sizes[unit, table]):

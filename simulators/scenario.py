@@ -6,21 +6,28 @@ A scenario is a TOML file with one table per site, each holding a list of events
     [[water.events]]
     kind = "leak"          # see EVENT_KINDS
     target = "dma2"        # a zone, junction, tag, device, line or bus, as the kind requires
-    start = "2d 02:30"     # simulated time after the run's start: "90s", "15min", "36h", "2d 6h"
+    start = "2d 02:30"     # simulated time after the run's start: "90s", "15m", "36h", "2d 6h"
     duration = "3d"
     size = 5.0             # kind-specific parameters, see EVENT_KINDS
 
 Times are offsets from the start of the simulated clock, so a scenario runs the same whatever
-the start date.
+the start date. A scenario with `clock = "wall"` at its top gives them in wall-clock time from
+the start of serving instead: served at `--speed X`, its events start at X times their offset
+in simulated time and last X times as long (ramps too, drift rates per wall-clock hour), so an
+outage lasts as long for a gateway at any speed (the demo's scenario). Exported, it runs as at
+speed 1. Served fast, an outage of any scenario lasts at least MIN_OUTAGE wall-clock seconds.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+
+from timegrammar import seconds
 
 # Event kind -> (site, parameters it accepts, label kind written to labels.csv)
 EVENT_KINDS: dict[str, tuple[str, frozenset[str], str]] = {
@@ -40,13 +47,13 @@ EVENT_KINDS: dict[str, tuple[str, frozenset[str], str]] = {
     "drift": ("any", frozenset({"rate"}), "drift"),
     "dropout": ("any", frozenset(), "dropout"),
     "noise": ("any", frozenset({"factor"}), "anomaly"),
+    "offset": ("any", frozenset({"size"}), "drift"),  # a bias, as a drift's end state
     # comms faults (any site, target is a Modbus device / unit name)
     "comms": ("any", frozenset({"mode"}), "comms"),  # mode: "silent" | "exception"
 }
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|min|s)")
+MIN_OUTAGE = 10.0  # wall-clock seconds: three default stale windows (3 x 1 s polls) and more
 _CLOCK = re.compile(r"^(?:(\d+(?:\.\d+)?)\s*d\s+)?(\d{1,2}):(\d{2})$")
-_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "min": 60.0, "s": 1.0}
 
 
 class ScenarioError(ValueError):
@@ -58,32 +65,18 @@ class ScenarioError(ValueError):
 
 
 def parse_duration(text: str | int | float) -> float:
-    """Seconds from "90s", "15min", "36h", "2d 6h", "2d 02:30" or a number of seconds.
+    """Seconds in a scenario time: the duration grammar (`timegrammar`: "90s", "15m",
+    "36h", "2d 6h", a number of seconds), or days and a time of day ("2d 02:30").
 
     >>> parse_duration("2d 6h"), parse_duration("1d 02:30"), parse_duration(90)
     (194400.0, 95400.0, 90.0)
     """
-    if isinstance(text, bool):
-        raise ValueError("expected a duration, not a boolean")
-    if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(text)
-    s = text.strip()
-    if m := _CLOCK.match(s):
+    if isinstance(text, str) and (m := _CLOCK.match(text.strip())):
         days, hh, mm = m.groups()
         if int(hh) > 23 or int(mm) > 59:
             raise ValueError(f"{text!r} is not a valid time of day")
         return float(days or 0) * 86400 + int(hh) * 3600 + int(mm) * 60
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(s):
-        if s[pos : m.start()].strip():
-            break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if pos == 0 or s[pos:].strip():
-        raise ValueError(f"{text!r} is not a duration (use e.g. '90s', '15min', '36h', '2d 6h')")
-    return total
+    return seconds(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +105,43 @@ class Scenario:
     name: str
     description: str
     events: dict[str, tuple[Event, ...]]  # site -> events, sorted by start
+    clock: str = "simulated"  # or "wall": times in wall-clock seconds of serving
 
     def for_site(self, site: str) -> tuple[Event, ...]:
         return self.events.get(site, ())
+
+    def at_speed(self, speed: float) -> Scenario:
+        """Events in simulated time for a clock running at `speed`: a wall-clock scenario's
+        times scaled; and at any speed, an outage (`comms`) no shorter than MIN_OUTAGE
+        seconds of wall-clock time (up to the next fault of its device), so that a fast
+        clock never makes one too short for a gateway to see."""
+        if speed <= 0:
+            return self
+        wall = self.clock == "wall"
+
+        def scaled(e: Event) -> Event:
+            if not wall or speed == 1:
+                return e
+            params = dict(e.params)
+            if "ramp" in params:
+                params["ramp"] = float(params["ramp"]) * speed
+            if e.kind == "drift" and "rate" in params:  # per wall-clock hour
+                params["rate"] = float(params["rate"]) / speed
+            return replace(e, start=e.start * speed, duration=e.duration * speed,
+                           params=params)
+
+        def lengthened(events: list[Event]) -> tuple[Event, ...]:
+            out = []
+            for k, e in enumerate(events):
+                if e.kind == "comms" and e.duration < MIN_OUTAGE * speed:
+                    after = min((f.start for f in events[k + 1:] if f.target == e.target),
+                                default=math.inf)
+                    e = replace(e, duration=min(MIN_OUTAGE * speed, after - e.start))
+                out.append(e)
+            return tuple(out)
+
+        return replace(self, events={site: lengthened([scaled(e) for e in events])
+                                     for site, events in self.events.items()})
 
 
 def scenario_dir() -> Path:
@@ -146,10 +173,13 @@ def load(name_or_path: str | Path) -> Scenario:
 
 
 def parse(raw: dict, *, file: str, name: str) -> Scenario:
-    unknown = set(raw) - {"description", "water", "grid"}
+    unknown = set(raw) - {"description", "clock", "water", "grid"}
     if unknown:
         raise ScenarioError(file, sorted(unknown)[0],
-                            "unknown key (expected description, water, grid)")
+                            "unknown key (expected description, clock, water, grid)")
+    clock = raw.get("clock", "simulated")
+    if clock not in ("simulated", "wall"):
+        raise ScenarioError(file, "clock", f"expected 'simulated' or 'wall', not {clock!r}")
     events: dict[str, tuple[Event, ...]] = {}
     for site in ("water", "grid"):
         table = raw.get(site, {})
@@ -162,7 +192,8 @@ def parse(raw: dict, *, file: str, name: str) -> Scenario:
             sorted((_event(item, file, f"{site}.events[{i}]", site)
                     for i, item in enumerate(items)), key=lambda e: e.start)
         )
-    return Scenario(name=name, description=str(raw.get("description", "")), events=events)
+    return Scenario(name=name, description=str(raw.get("description", "")), events=events,
+                    clock=clock)
 
 
 def _event(item: object, file: str, key: str, site: str) -> Event:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -36,7 +36,7 @@ class SiteServer:
     def __init__(self, site: SimulatedSite, *, host: str = "127.0.0.1", modbus_port: int = 5020,
                  opcua_port: int = 4840, speed: float = 1.0,
                  update_interval: float = 1.0, opcua_pki: Path | None = None,
-                 opcua_trust_all_clients: bool = False) -> None:
+                 opcua_trust_all_clients: bool = False, wall_timestamps: bool = False) -> None:
         if not (speed >= 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a finite number >= 0, not {speed}")
         if not (update_interval > 0 and math.isfinite(update_interval)):
@@ -44,6 +44,9 @@ class SiteServer:
         self.site = site
         self.speed = speed
         self.update_interval = update_interval
+        # OPC UA source timestamps: the sample's simulated time, or (a field device's clock)
+        # the wall-clock time it was served, for a gateway beside Modbus devices at any speed
+        self.wall_timestamps = wall_timestamps
         self.modbus = ModbusSiteServer(site.signals, host=host, port=modbus_port)
         self.opcua = OpcUaSiteServer(site.name, site.signals, host=host, port=opcua_port,
                                      pki_dir=opcua_pki,
@@ -100,7 +103,8 @@ class SiteServer:
         self.time = t
         self.modbus.publish(values, {site.devices[d]: s for d, s in self._comms.items()})
         await self.opcua.publish(values, np.isin(self._unit_of, faulty),
-                                 site.start + timedelta(seconds=t))
+                                 datetime.now(UTC) if self.wall_timestamps
+                                 else site.start + timedelta(seconds=t))
 
     async def run(self, duration: float | None = None) -> None:
         """Drive the clock for `duration` wall seconds (None: until cancelled)."""
@@ -146,7 +150,8 @@ class SiteServer:
 async def serve(site: SimulatedSite, *, host: str = "127.0.0.1", modbus_port: int = 5020,
                 opcua_port: int = 4840, speed: float = 1.0, duration: float | None = None,
                 update_interval: float = 1.0, ready: asyncio.Event | None = None,
-                opcua_pki: Path | None = None, opcua_trust_all_clients: bool = False) -> None:
+                opcua_pki: Path | None = None, opcua_trust_all_clients: bool = False,
+                wall_timestamps: bool = False) -> None:
     """Serve `site` over Modbus TCP and OPC UA until `duration` wall seconds or cancellation.
 
     With `opcua_pki`, the OPC UA server also offers Basic256Sha256 (Sign, SignAndEncrypt) with
@@ -155,7 +160,8 @@ async def serve(site: SimulatedSite, *, host: str = "127.0.0.1", modbus_port: in
     """
     async with SiteServer(site, host=host, modbus_port=modbus_port, opcua_port=opcua_port,
                           speed=speed, update_interval=update_interval, opcua_pki=opcua_pki,
-                          opcua_trust_all_clients=opcua_trust_all_clients) as server:
+                          opcua_trust_all_clients=opcua_trust_all_clients,
+                          wall_timestamps=wall_timestamps) as server:
         if ready is not None:
             ready.set()
         await server.run(duration)

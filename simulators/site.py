@@ -244,10 +244,14 @@ def _some(names: Sequence[str], shown: int = 12) -> str:
 
 
 def build_site(name: SiteName, scenario: str | Path, *, seed: int, start: datetime,
-               step: float) -> SimulatedSite:
-    """Load `scenario`, build the site's physics with its events and check every event."""
+               step: float, speed: float | None = None) -> SimulatedSite:
+    """Load `scenario`, build the site's physics with its events and check every event;
+    `speed`: the clock's when serving (see `Scenario.at_speed`; None: as written, for an
+    export)."""
     check_step(step)
     loaded = scenarios.load(scenario)
+    if speed is not None:
+        loaded = loaded.at_speed(speed)
     physics = [e for e in loaded.for_site(name) if e.kind not in SENSOR_FAULTS | {"comms"}]
     # Each physics package is heavy (wntr, pandapower): import only the one this site needs.
     if name == "water":

@@ -149,3 +149,108 @@ def test_a_real_export_finds_its_comms_faults(tmp_path: Path) -> None:
     wanted, found, unexplained = matched(export, COMMS_KINDS)
     assert found == wanted and wanted
     assert unexplained == []
+
+
+# --- from the device's failed reads, reading by reading (devices with a stale window) ------
+
+WINDOW = 3.0  # seconds: the site's stale_after (3) x poll_interval (1 s)
+DEVICE_POINTS = np.array([0, 1, 2])  # rtu1's
+
+
+def polls(plan: Callable[[int], str | None], seconds: int) -> list[Batch]:
+    """A poll of rtu1 (and rtu2) each second; `plan(second)` says how rtu1 answers:
+    "good", "bad" (every point: an exception, a refused connection, a timeout recorded), or
+    None (nothing: the gateway's breaker holds it back). rtu2 always answers."""
+    out = []
+    for k in range(seconds):
+        t = k * S + 123_456  # a poll's answer lands between whole seconds
+        answer = plan(k)
+        points = np.array([3, 4]) if answer is None else np.array([0, 1, 2, 3, 4])
+        bad = np.isin(points, DEVICE_POINTS) & (answer == "bad")
+        out.append(Batch.of(source_ts=t, point=points, value=np.where(bad, np.nan, 1.0),
+                            quality=np.where(bad, Quality.BAD, Quality.GOOD)))
+    return out
+
+
+def live(batches: list[Batch], interval: float = 60.0) -> list[Alarm]:
+    """Alarms of the engine as the gateway runs it: each batch, then the clock every 0.25 s
+    until the next one."""
+    engine = Engine(POINTS, EngineSettings(interval=interval, lateness=2.0, river=False,
+                                           comms_window={"rtu1": WINDOW, "rtu2": WINDOW}))
+    alarms: dict[str, Alarm] = {}
+    for b in batches:
+        t = int(b.source_ts.max())
+        events = engine.process(b)
+        for k in range(1, 4):
+            events += engine.advance(t + k * S // 4)
+        alarms |= {e.alarm.id: e.alarm for e in events}
+    return list(alarms.values())
+
+
+def spans(alarms: list[Alarm]) -> list[tuple]:
+    return sorted((a.kind, a.device or a.tag, a.start_ns / S,
+                   None if a.end_ns is None else a.end_ns / S) for a in alarms)
+
+
+ANSWER = 123_456 / S  # the offset of every answer within its second
+
+
+@pytest.mark.parametrize(("plan", "expected"), [
+    # exceptions from second 10 to 39: raised 3 s after the last answer, cleared by the next
+    (lambda k: "bad" if 10 <= k < 40 else "good",
+     [("comms", "rtu1", 12 + ANSWER, 40 + ANSWER)]),
+    # a timeout recorded at 12, then the breaker holds the device back until a probe at 20:
+    # the clock raises it when the window has passed, 3 s after its last answer at 9
+    (lambda k: "bad" if k in (12, 20) else None if 10 <= k < 30 else "good",
+     [("comms", "rtu1", 12 + ANSWER, 30 + ANSWER)]),
+    (lambda k: None if 10 <= k < 30 else "bad" if k == 30 else "good",  # the record comes late
+     [("comms", "rtu1", 30 + ANSWER, 31 + ANSWER)]),
+    # a blip shorter than the window: nothing
+    (lambda k: "bad" if k in (10, 11) else "good", []),
+    # never answered: the window counts from the first failed read
+    (lambda k: "bad" if k < 20 else "good", [("comms", "rtu1", 3 + ANSWER, 20 + ANSWER)]),
+], ids=["exceptions", "timeout-then-breaker", "late-record", "blip", "never-answered"])
+def test_a_device_whose_reads_fail_raises_comms_after_its_window(plan: Callable[[int], str | None],
+                                                                  expected: list) -> None:
+    assert spans(live(polls(plan, 60))) == expected
+
+
+@pytest.mark.parametrize("interval", [1.0, 60.0])
+def test_a_long_outage_is_one_comms_alarm_and_no_dropouts(interval: float) -> None:
+    """Ten minutes of failed reads: the ticks' learned comms and dropouts stay quiet beside
+    the alarm the readings raised, whatever the tick."""
+    got = live(polls(lambda k: "bad" if 60 <= k < 660 else "good", 900), interval)
+    assert spans(got) == [("comms", "rtu1", 62 + ANSWER, 660 + ANSWER)]
+    (alarm,) = got
+    assert alarm.tags == RTU1 and alarm.priority == "medium"
+    assert alarm.message == "rtu1: every read failing, no good reading for 3 s"
+
+
+def test_a_device_whose_failed_reads_were_judged_raises_the_same_in_a_replay() -> None:
+    """The same readings in one batch (a recording's chunk) give the alarm the live run gave,
+    to the nanosecond: it is judged on the readings' times, not on when they came."""
+    batches = polls(lambda k: "bad" if 10 <= k < 40 or k in (70, 80) else
+                    None if 71 <= k < 80 else "good", 120)
+    engine = Engine(POINTS, EngineSettings(lateness=2.0, river=False,
+                                           comms_window={"rtu1": WINDOW, "rtu2": WINDOW}))
+    events = engine.process(Batch.concat(batches)) + engine.finish()
+    replayed = list({e.alarm.id: e.alarm for e in events}.values())
+    assert spans(replayed) == spans(live(batches))
+    assert len(replayed) == 2
+
+
+def test_values_unchanged_since_before_an_outage_end_it_when_they_arrive() -> None:
+    """An OPC UA session lost at 10 s (one bad reading per point), back at 30 s: the server's
+    initial values carry their old source times (unchanged since 5 s); the device answers at
+    their receipt, so its comms alarm clears then, not when a value next changes."""
+    engine = Engine(POINTS, EngineSettings(lateness=2.0, river=False,
+                                           comms_window={"rtu1": WINDOW, "rtu2": WINDOW}))
+    rtu1 = list(DEVICE_POINTS)
+    events = engine.process(Batch.of(source_ts=5 * S, point=rtu1, value=1.0, quality=0))
+    events += engine.process(Batch.of(source_ts=10 * S, point=rtu1, value=np.nan,
+                                      quality=Quality.BAD))
+    events += engine.advance(20 * S)
+    events += engine.process(Batch.of(source_ts=5 * S, gateway_ts=30 * S, point=rtu1,
+                                      value=1.0, quality=0))
+    assert [(e.action, e.alarm.kind, e.alarm.start_ns / S, (e.alarm.end_ns or 0) / S)
+            for e in events] == [("raise", "comms", 10.0, 0.0), ("clear", "comms", 10.0, 30.0)]

@@ -210,3 +210,57 @@ def test_a_file_that_is_not_a_state_is_refused(tmp_path: Path) -> None:
     (tmp_path / "state.npz").write_text("not numpy")
     with pytest.raises(StateError, match="not an engine state file"):
         Engine(POINTS).load(tmp_path / "state.npz")
+
+
+# --- limits: judged reading by reading ---------------------------------------------------
+
+def test_a_reading_beyond_its_limit_raises_at_its_own_time_not_a_ticks_end() -> None:
+    """One batch, one reading over `hi` in the middle of a 60 s tick: the raise comes with
+    that batch, stamped with the reading, and carries its value; back inside, the alarm
+    clears when its off-delay (300 s) has passed, stamped exactly then."""
+    engine = Engine(POINTS, EngineSettings(river=False))
+    level = [3.0, 3.1, 7.25, 7.3, 3.0]
+    ts = [0, 10 * S, 30 * S + 5, 31 * S, 40 * S]
+    raised = []
+    for t, v in zip(ts, level, strict=True):
+        raised += engine.process(Batch.of(source_ts=t, point=0, value=v, quality=0))
+    (e,) = raised
+    assert (e.action, e.alarm.kind, e.alarm.start_ns, e.alarm.value) == (
+        "raise", "limit", 30 * S + 5, 7.25)
+    assert e.alarm.message == "tank.level at 7.25 m, outside its limit 5"
+    assert e.alarm.id == "limit:tank.level:30.000"
+    assert engine.advance(40 * S + 300 * S + 2 * S - 1) == []  # the clear waits the lateness
+    (clear,) = engine.advance(40 * S + 300 * S + 2 * S)
+    assert (clear.action, clear.alarm.end_ns) == ("clear", 340 * S)
+
+
+@pytest.mark.parametrize("sizes", [[10**9], [1] * 960, [2, 3, 5, 7, 11, 13] * 80, [480] * 2])
+def test_limit_alarms_do_not_depend_on_batching_or_on_the_clock(sizes: list[int]) -> None:
+    """A tank overflowing three times, the second within the first alarm's off-delay (one
+    alarm), and a pressure within its tolerance of its limit: the same alarms, to the
+    nanosecond, whether the readings come one by one with the live clock between them or as
+    a recording's chunks."""
+    data = faulty()
+    level = data.value.copy()
+    t = data.source_ts / MIN
+    level[(data.point == 0) & (t > 102) & (t < 103)] = 5.2  # over again within the off-delay
+    level[(data.point == 0) & (t > 150) & (t < 152)] = 5.2  # over again, later
+    level[(data.point == 1) & (t > 200) & (t < 201)] = 80.5  # within the pressure's tolerance
+    data = Batch.of(source_ts=data.source_ts, point=data.point, value=level, quality=0)
+    whole = Engine(POINTS, EngineSettings(river=False))
+    expected = summary(whole.process(data) + whole.finish())
+    assert [(a, start // MIN, end and end // S) for a, _, k, start, end in expected
+            if k == "limit"] == [("raise", 60, None), ("clear", 60, 103 * 60 + 300),
+                                 ("raise", 150, None), ("clear", 150, 152 * 60 + 300)]
+    pieces = Engine(POINTS, EngineSettings(river=False))
+    got = []
+    for b in split(data, sizes):
+        got += pieces.process(b) + pieces.advance(int(b.source_ts.max()) + S)
+    got += pieces.finish()
+    assert summary(got) == expected
+
+
+def test_a_disabled_kind_judged_from_readings_raises_nothing() -> None:
+    engine = Engine(POINTS, EngineSettings(river=False, disable=frozenset({"limit"})))
+    events = engine.process(faulty()) + engine.finish()
+    assert [e for e in events if e.alarm.kind == "limit"] == []

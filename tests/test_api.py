@@ -22,11 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from anomaly.batch import Batch, Quality
 from api.app import create_app
 from api.models import Health, History, Latest, Points
-from api.times import NS, iso_column, parse_duration, parse_time
+from api.times import iso_column, parse_time
 from gateway import quality
 from gateway.config import Site, load_site
 from gateway.historian import EmbeddedHistorian
 from gateway.status import DeviceState, DeviceStatus, GatewayStatus, SinkStatus, read_snapshot
+from timegrammar import NS, parse_duration
 
 T0 = parse_time("2024-01-05T00:00:00Z", 0)
 HOUR = 3600 * NS
@@ -310,6 +311,9 @@ def test_history_raw_iso_times(client: httpx.Client, historian: EmbeddedHistoria
     ({}, HOUR),  # default: the last hour
     ({"start": "-1h"}, HOUR),
     ({"start": "now-15min"}, 15 * 60 * NS),
+    ({"start": "-10m"}, 10 * 60 * NS),  # m is minutes, as InfluxDB and Grafana read it
+    ({"start": "-1h30m", "end": "-30m"}, HOUR),
+    ({"start": "-1w"}, 7 * 24 * HOUR),
     ({"start": "-2d", "end": "-1h"}, 47 * HOUR),
     ({"start": "-90min", "end": "now"}, 90 * 60 * NS),
     ({"start": "", "end": "", "bucket": "", "agg": ""}, HOUR),  # empty form fields: defaults
@@ -395,7 +399,12 @@ P = "dma1.pressure"
 @pytest.mark.parametrize(("path", "params", "code", "param", "mentions"), [
     ("/history", {}, 422, "tag", "required"),
     ("/history", {"tag": "no.such.tag"}, 404, "tag", "'no.such.tag'"),
-    ("/history", {"tag": P, "start": "-1x"}, 400, "start", "'-1x' is not a time"),
+    ("/history", {"tag": P, "start": "-1x"}, 400, "start", "'-1x' is not a duration"),
+    # durations beyond a float (issue 13, D10): a 4xx naming the parameter, not a 500
+    ("/history", {"tag": P, "start": "-" + "9" * 400 + "d"}, 400, "start",
+     "too long a duration"),
+    ("/history", {"tag": P, "bucket": "9" * 400 + "d"}, 400, "bucket", "too long a duration"),
+    ("/history", {"tag": P, "bucket": "1e400s"}, 400, "bucket", "is not a duration"),
     ("/history", {"tag": P, "start": "yesterday"}, 400, "start", "relative time such as -1h"),
     ("/history", {"tag": P, "start": "2024-02-30"}, 400, "start", "day is out of range"),
     ("/history", {"tag": P, "start": "9999-01-01"}, 400, "start", "outside"),

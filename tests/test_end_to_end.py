@@ -5,12 +5,14 @@ case is in test_reliability.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -89,19 +91,52 @@ def test_every_type_word_order_and_table_reaches_the_api_unchanged(tmp_path: Pat
 
 # --- scadawatch demo ------------------------------------------------------------------------
 
+def moving_tags(values: dict[str, list[float]]) -> list[str]:
+    return [t for t, v in values.items() if len(set(v)) > 1 and not math.isnan(v[-1])]
+
+
+class Raises:
+    """The first `raise` on the alarm stream, read in a thread from when the API is up."""
+
+    def __init__(self, url: str, headers: dict[str, str], deadline: float) -> None:
+        self.first: tuple[float, dict] | None = None
+        self.thread = threading.Thread(target=self._read, args=(url, headers, deadline),
+                                       daemon=True)
+        self.thread.start()
+
+    def _read(self, url: str, headers: dict[str, str], deadline: float) -> None:
+        while self.first is None and time.monotonic() < deadline:
+            try:
+                with httpx.stream("GET", url, headers={**headers, "Last-Event-ID": "0"},
+                                  timeout=httpx.Timeout(5, read=20)) as r:
+                    event = ""
+                    for line in r.iter_lines():
+                        if line.startswith("event: "):
+                            event = line[7:]
+                        elif line.startswith("data: ") and event == "raise":
+                            self.first = (time.monotonic(), json.loads(line[6:]))
+                            return
+            except httpx.HTTPError:
+                time.sleep(0.5)
+
+
 @pytest.mark.slow
-def test_demo_serves_live_water_and_grid_values(tmp_path: Path) -> None:
+def test_demo_serves_live_values_over_both_protocols_and_raises_alarms_at_once(
+        tmp_path: Path) -> None:
+    """The default demo (scenario `demo`): the first alarm on the stream within 90 s of the
+    command, water read over Modbus TCP and the grid over OPC UA, values moving."""
     port = free_port()
     headers = auth_headers(tmp_path, "viewer")  # the demo adds its own token beside it
+    began = time.monotonic()
     demo = subprocess.Popen(
-        # 60 s: under the full suite's load, a CI run once saw no fresh reading within 30.
-        [sys.executable, "-m", "scadawatch", "demo", "--duration", "60", "--port", str(port),
+        [sys.executable, "-m", "scadawatch", "demo", "--duration", "90", "--port", str(port),
          "--data-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    raises = Raises(f"http://127.0.0.1:{port}/api/v1/alarms/stream", headers, began + 90)
     seen: dict[str, set[str]] = {"water": set(), "grid": set()}
     values: dict[str, list[float]] = {}
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and demo.poll() is None:
             try:
                 latest = httpx.get(f"http://127.0.0.1:{port}/api/v1/latest", timeout=2,
@@ -114,6 +149,9 @@ def test_demo_serves_live_water_and_grid_values(tmp_path: Path) -> None:
                     values.setdefault(r["tag"], []).append(r["value"])
                     site = "grid" if r["tag"].startswith(("feeder", "substation")) else "water"
                     seen[site].add(r["tag"])
+            if raises.first is not None and len(moving_tags(values)) >= 20:
+                demo.send_signal(signal.SIGINT)  # seen enough: Ctrl-C, as a user stops it
+                break
             time.sleep(1.0)
         out, err = demo.communicate(timeout=60)
     finally:
@@ -125,11 +163,16 @@ def test_demo_serves_live_water_and_grid_values(tmp_path: Path) -> None:
     [token] = re.findall(rf"http://127\.0\.0\.1:{port}/#token=(sw_\S+)", out)
     checked = TokenStore(tmp_path).check(token)
     assert checked is not None and checked.role == "operator"
+    protocols = {d.name: d.protocol for d in load_site(tmp_path / "demo-site.toml").devices}
+    assert {protocols[d] for d in ("grid-feeder1", "grid-feeder2", "grid-plant")} == {"opcua"}
+    assert protocols["water-dma1"] == "modbus-tcp"
     assert len(seen["water"]) >= 20 and len(seen["grid"]) >= 50, seen
     # Live: values move while the demo runs (flows and voltages are never frozen).
-    moving = [t for t, v in values.items() if len(set(v)) > 1 and not math.isnan(v[-1])]
-    assert len(moving) >= 20, moving
-
+    assert len(moving_tags(values)) >= 20, values
+    # The scenario's first outage, raised on the stream within 90 s of the command.
+    assert raises.first is not None, err[-3000:]
+    arrived, alarm = raises.first
+    assert arrived - began <= 90 and alarm["kind"] in ("comms", "limit"), alarm
 
 
 # --- gateway and API as separate processes ---------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
+import re
 import threading
 import time
 import tomllib
@@ -97,6 +99,10 @@ def control_room(serve_site, scenario_file, tmp_path: Path) -> Iterator[tuple[st
         device["poll_interval"] = 0.2
     # One-second ticks so that a limit is judged at once; the simulator's clock is frozen.
     doc["anomaly"] = {"interval": 1.0, "lateness": 0.3}
+    # Names too long for a card, and more points in dma1 than a card lists (never polled).
+    doc["points"] += [{"tag": f"dma1.district-meter-on-the-old-cast-iron-main-{i}.pressure",
+                       "kind": "pressure", "unit": "m", "zone": "dma1", "lo": 0.0, "hi": 100.0}
+                      for i in range(6)]
     path.write_text(tomli_w.dumps(doc))
     site = load_site(path)
     with run_in_thread(site, free_port()) as url:
@@ -172,6 +178,12 @@ def test_any_point_is_three_clicks_from_the_overview(browser: Browser, control_r
     page.screenshot(path=ARTIFACTS / "page-trend.png", full_page=True)
 
 
+# Collects the page's Content-Security-Policy violations in window.violations.
+WATCH_VIOLATIONS = ("window.violations = []; document.addEventListener("
+                    "'securitypolicyviolation', (e) => window.violations.push("
+                    "`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`));")
+
+
 def test_the_page_runs_under_its_content_security_policy(browser: Browser, control_room,
                                                         store: AlarmStore) -> None:
     """The API sends a strict Content-Security-Policy (scripts and styles from itself only,
@@ -181,10 +193,7 @@ def test_the_page_runs_under_its_content_security_policy(browser: Browser, contr
     store.apply([raised(alarm("stuck", "dma2.j237.pressure", scope="tag"))])
     token = auth_headers(site.site.data_dir, "operator")["Authorization"].split()[-1]
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.add_init_script("window.violations = []; document.addEventListener("
-                         "'securitypolicyviolation', (e) => window.violations.push("
-                         "`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`"
-                         "));")
+    page.add_init_script(WATCH_VIOLATIONS)
     answer = page.goto(f"{url}/#token={token}")
     assert answer is not None and answer.headers["x-frame-options"] == "DENY"
     assert "script-src 'self'" in answer.headers["content-security-policy"]
@@ -261,3 +270,125 @@ def test_the_flood_banner_follows_the_kpis(browser: Browser, control_room,
     kpis = httpx.get(f"{url}/api/v1/alarms/kpis",
                      headers=auth_headers(site.site.data_dir, "viewer")).json()
     assert kpis["flood"]["active"] and kpis["rate"]["current"] == 11
+
+
+# --- what an operator must never have to guess ---------------------------------------------
+
+def test_an_empty_alarm_list_says_so_and_offers_nothing_to_acknowledge(
+        browser: Browser, control_room) -> None:
+    url, _, site = control_room
+    page = open_page(browser, url, site)
+    expect(page.locator("#no-alarms")).to_be_visible()
+    expect(page.locator("#no-alarms")).to_contain_text("No alarms")
+    expect(page.locator("#alarm-table")).to_be_hidden()
+    expect(page.locator("#ack-visible")).to_be_disabled()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "page-no-alarms.png", full_page=True)
+
+
+def test_the_signed_out_page_says_how_to_get_a_token(browser: Browser, control_room) -> None:
+    url, _, _ = control_room
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    login = page.locator("#login")
+    expect(login).to_be_visible()
+    expect(login).to_contain_text("scadawatch token create --role operator")
+    expect(login).to_contain_text("scadawatch demo")
+    expect(page.locator("link[rel=icon]")).to_have_attribute("href", "favicon.svg")
+    assert httpx.get(f"{url}/favicon.svg").headers["content-type"].startswith("image/svg")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "page-signed-out.png", full_page=True)
+
+
+CARDS = """() => [...document.querySelectorAll(".zone")].map((card) => ({
+  zone: card.dataset.zone,
+  overflows: card.scrollWidth > card.clientWidth + 1,
+  names: [...card.querySelectorAll(".kv .name")].map((e) => e.textContent),
+  values_on_two_lines: [...card.querySelectorAll(".kv .value")]
+    .filter((e) => e.getClientRects().length > 1 || e.offsetHeight > 1.6 * parseFloat(
+      getComputedStyle(e).lineHeight || "18")).length,
+  more: card.querySelector(".more")?.textContent || "",
+  noData: card.querySelector(".no-data")?.textContent || null,
+}))"""
+
+
+def test_zone_cards_fit_count_their_points_and_show_a_device_in_comms(
+        browser: Browser, control_room, store: AlarmStore) -> None:
+    """Long names are cut inside the card (whole in the tooltip), a value and its unit stay
+    on one line, a card lists its points or says how many more it has; a card whose device
+    is in `comms` says that it has no data from it."""
+    url, _, site = control_room
+    dma2 = tuple(p.tag for p in site.points if p.device == "water-dma2")
+    comms = dataclasses.replace(alarm("comms", "water-dma2", scope="device"),
+                                device="water-dma2", zone="dma2", tags=dma2,
+                                message="water-dma2: every read failing, no good reading "
+                                        "for 3 s")
+    store.apply([raised(comms)])
+    page = open_page(browser, url, site)
+    page.set_viewport_size({"width": 1000, "height": 900})
+    expect(page.locator(".zone[data-zone=dma2] .no-data")).to_contain_text("water-dma2")
+    expect(page.locator(".zone[data-zone=dma1] .kv .name").first).to_be_visible()
+    cards = {c["zone"]: c for c in page.evaluate(CARDS)}
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "page-cards.png", full_page=True)
+    points = httpx.get(f"{url}/api/v1/points",
+                       headers=auth_headers(site.site.data_dir, "viewer")).json()["points"]
+    for zone, card in cards.items():
+        assert not card["overflows"] and card["values_on_two_lines"] == 0, card
+        mine = [p for p in points if (p["zone"] or "") == zone]
+        inflows = sum(p["role"] == "inflow" for p in mine)
+        listed = len(card["names"]) - (inflows > 0)  # the inflow row sums the inflow meters
+        more = int(card["more"].split()[1]) if card["more"] else 0
+        assert listed + inflows + more == len(mine), (zone, card)
+    assert cards["dma1"]["more"], "dma1 has more points than a card lists"
+    assert [z for z, c in cards.items() if c["noData"]] == ["dma2"]
+
+
+def test_a_point_shows_its_raw_readings_and_its_devices_comms_alarms(
+        browser: Browser, control_room, store: AlarmStore) -> None:
+    """The last hour of a point polled for seconds: every reading, not buckets, on a y-range
+    around them (the frozen simulator serves a flat line); its alarm history holds its
+    device's `comms` alarm beside its own."""
+    url, _, site = control_room
+    tag = "dma2.j237.pressure"
+    dma2 = tuple(p.tag for p in site.points if p.device == "water-dma2")
+    comms = dataclasses.replace(alarm("comms", "water-dma2", scope="device"),
+                                device="water-dma2", zone="dma2", tags=dma2)
+    store.apply([raised(comms), raised(alarm("stuck", tag, scope="tag"))])
+    page = open_page(browser, url, site)
+    page.locator(".zone[data-zone=dma2]").click()
+    page.locator(f"#zone-points tr[data-tag='{tag}']").click()
+    page.locator("#trend-range").select_option("1h")
+    chart = page.locator("#chart")
+    expect(page.locator("#trend-how")).to_contain_text("readings, last 1h")
+    expect(chart).to_have_attribute("data-mode", "raw")
+    expect(chart).to_have_attribute("data-y-min", re.compile(r"\d"))
+    drawn = int(chart.get_attribute("data-points") or 0)
+    latest = httpx.get(f"{url}/api/v1/latest", params={"tag": tag},
+                       headers=auth_headers(site.site.data_dir, "viewer")).json()
+    value = latest["readings"][0]["value"]
+    low, high = (float(chart.get_attribute(f"data-y-{k}") or "nan") for k in ("min", "max"))
+    assert drawn >= 2 and low < value < high and 1.0 <= high - low <= 10.0, (low, high, value)
+    history = page.locator("#point-alarms tbody tr")
+    expect(history).to_have_count(2)
+    expect(page.locator("#point-alarms")).to_contain_text("comms on water-dma2")
+    expect(page.locator("#point-alarms")).to_contain_text(f"stuck on {tag}")
+    page.screenshot(path=ARTIFACTS / "page-point.png", full_page=True)
+
+
+def test_the_api_documentation_works_offline(browser: Browser, control_room) -> None:
+    """/docs: Swagger UI from the package itself; any request off this host would fail."""
+    url, _, _ = control_room
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(url)
+               else route.abort())
+    page.add_init_script(WATCH_VIOLATIONS)
+    page.goto(f"{url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("scadawatch")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    assert asked and all(u.startswith(url) for u in asked), asked
+    assert page.evaluate("window.violations") == []  # under the page's strict policy
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "page-docs.png")

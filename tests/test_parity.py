@@ -17,6 +17,7 @@ import json
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,8 @@ TAGS = [p.tag for p in POINTS]
 DEVICES = {"rtu1": np.array([0, 1, 2]), "rtu2": np.array([3, 4])}
 SETTINGS = EngineSettings(interval=1.0, lateness=0.5,
                           off_delay={**OFF_DELAY, "comms": 2.0, "limit": 2.0})
+# the devices' stale windows (0.2 s polls x 3): failed reads judged reading by reading
+WINDOWS = replace(SETTINGS, comms_window={"rtu1": 0.6, "rtu2": 0.6})
 CLOCK_DELAY = 30_000_000  # ns from a poll to the gateway's clock tick that follows it
 
 
@@ -110,9 +113,9 @@ def live_ticks(batches: list[Batch]) -> list[Tick]:
     return ticks
 
 
-def live_alarms(batches: list[Batch]) -> tuple[list[Alarm], int]:
+def live_alarms(batches: list[Batch], settings: EngineSettings) -> tuple[list[Alarm], int]:
     """Alarms as the gateway's engine has them at the end, and the end of its last tick."""
-    engine = Engine(POINTS, SETTINGS)
+    engine = Engine(POINTS, settings)
     alarms: dict[str, Alarm] = {}
     for batch in batches:
         for e in engine.process(batch) + engine.advance(int(batch.source_ts.max())
@@ -149,13 +152,15 @@ def test_replay_of_the_recording_sees_the_live_ticks(recorded: tuple[list[Batch]
                                           err_msg=f"{name} of tick {a.start_ns}")
 
 
+@pytest.mark.parametrize("settings", [SETTINGS, WINDOWS], ids=["ticks", "windows"])
 @pytest.mark.parametrize("chunk_bytes", [1, 2000, 4 << 20])
 def test_replay_of_the_recording_gives_the_live_alarms(recorded: tuple[list[Batch], Path],
-                                                       chunk_bytes: int) -> None:
+                                                       chunk_bytes: int,
+                                                       settings: EngineSettings) -> None:
     batches, path = recorded
-    alarms, closed = live_alarms(batches)
+    alarms, closed = live_alarms(batches, settings)
     with RecordingReader(path, TAGS, chunk_bytes=chunk_bytes) as reader:
-        replayed, _ = run(Engine(POINTS, SETTINGS), reader, reader, progress=False)
+        replayed, _ = run(Engine(POINTS, settings), reader, reader, progress=False)
     horizon = min(closed, last_tick_end(reader.stats.last_ns or 0, S))
     live = compared((a.to_json() for a in alarms), horizon)
     assert {(a["kind"], a["tag"] or a["device"]) for a in live} == {

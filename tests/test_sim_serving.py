@@ -22,6 +22,7 @@ from modbus_servers import encode, free_port
 
 from simulators.modbus_server import TABLES, RegisterImage
 from simulators.opcua_server import namespace_uri
+from simulators.scenario import MIN_OUTAGE
 from simulators.serve import serve
 from simulators.signals import Signal
 from simulators.site import build_site
@@ -257,3 +258,91 @@ def test_register_image_lays_out_every_type_and_word_order(
                  type=type_, word_order=word_order, scale=scale)
     tables = RegisterImage([sig]).encode(np.array([value]))
     assert tables[7][TABLES.index("holding")][3:] == encode(value / scale, type_, word_order)
+
+
+def test_before_its_first_values_a_simulator_answers_busy_not_zeros() -> None:
+    """A site whose process has no values yet: Modbus answers exception 0x06 (server device
+    busy) on every unit, never an empty register map read as zeros, and OPC UA says
+    BadWaitingForInitialData; the first sample ends both."""
+    from simulators.modbus_server import ModbusSiteServer
+    from simulators.opcua_server import OpcUaSiteServer
+
+    site = build_site("water", "normal", seed=1, start=datetime(2026, 3, 1, tzinfo=UTC),
+                      step=60.0)
+    coil = next(s for s in site.signals if s.register == "coil")
+    level = next(s for s in site.signals if s.type == "int16")
+
+    async def main() -> tuple[list, list, int]:
+        modbus = ModbusSiteServer(site.signals, port=0)
+        opcua = OpcUaSiteServer("water", site.signals, port=free_port())
+        await modbus.start()
+        await opcua.start()
+        try:
+            def read() -> list[subprocess.CompletedProcess[str]]:
+                return [mbpoll(modbus.port, s.unit_id, s.register, s.type, s.word_order,
+                               s.address, 1) for s in (coil, level)]  # type: ignore[arg-type]
+
+            before = await asyncio.to_thread(read)
+            async with Client(opcua.endpoint, timeout=10) as client:
+                ns = await client.get_namespace_index(namespace_uri("water"))
+                status = (await client.get_node(ua.NodeId(level.tag, ns)).read_data_value(
+                    raise_on_bad_status=False)).StatusCode.value
+            values = site.sample(0.0)
+            modbus.publish(values, dict.fromkeys(site.devices.values(), "ok"))
+            return before, await asyncio.to_thread(read), status
+        finally:
+            await opcua.stop()
+            await modbus.stop()
+
+    before, after, status = asyncio.run(main())
+    for done in before:
+        assert done.returncode != 0 and "busy" in (done.stdout + done.stderr), done.stdout
+    assert status == ua.StatusCodes.BadWaitingForInitialData
+    assert all(done.returncode == 0 and READING.search(done.stdout) for done in after)
+
+
+def test_a_wall_clock_scenario_keeps_its_outage_at_any_speed(
+        scenario_file: Callable[..., object]) -> None:
+    """`clock = "wall"` (the demo's scenario): served at 120x, an outage from second 1 starts
+    then for a client, and lasts at least MIN_OUTAGE (10 s) of wall-clock time, not 2
+    simulated seconds (17 ms) of it."""
+    path = scenario_file({"clock": "wall", "water": {"events": [
+        {"kind": "comms", "target": "water-dma1", "start": "1s", "duration": "2s",
+         "mode": "silent"}]}})
+    site = build_site("water", path, seed=1, start=datetime.now(UTC), step=60.0, speed=120.0)
+    (event,) = site.events
+    assert (event.start, event.duration) == (120.0, MIN_OUTAGE * 120.0)
+    unit = site.devices["water-dma1"]
+    port = free_port()
+
+    async def main() -> list[tuple[float, bool]]:
+        from pymodbus.client import AsyncModbusTcpClient
+        from pymodbus.exceptions import ModbusException
+
+        ready = asyncio.Event()
+        serving = asyncio.create_task(serve(site, modbus_port=port, opcua_port=free_port(),
+                                            speed=120.0, duration=4.0, update_interval=0.05,
+                                            ready=ready))
+        await asyncio.wait_for(ready.wait(), 60)
+        began = asyncio.get_running_loop().time()
+        answers = []
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.1, retries=0)
+        await client.connect()
+        while not serving.done():
+            try:
+                rr = await client.read_holding_registers(0, count=2, device_id=unit)
+                answers.append((asyncio.get_running_loop().time() - began, not rr.isError()))
+            except (ModbusException, OSError):  # a silent unit: the request times out
+                answers.append((asyncio.get_running_loop().time() - began, False))
+                if not client.connected:
+                    await client.connect()
+            await asyncio.sleep(0.05)
+        client.close()
+        await serving
+        return answers
+
+    answers = asyncio.run(main())
+    silent = [t for t, ok in answers if not ok]
+    assert silent and silent[-1] - silent[0] >= 2.0, answers
+    assert any(ok for t, ok in answers if t < silent[0])
+    assert not any(ok for t, ok in answers if t > silent[0]), "still silent at the end"

@@ -9,6 +9,9 @@ const LOST_AFTER_ERRORS = 3;  // failed reconnects before the status says "lost"
 const REOPEN_MS = 5000;  // after the browser gives up on the stream (e.g. a 5xx)
 const ALARM_EVENTS = ["raise", "clear", "ack", "shelve", "unshelve", "comment", "suppress",
                       "unsuppress"];
+const CARD_ROWS = 8;  // rows of a zone card; the rest is counted ("+ 12 more points")
+const NO_ZONE = "";  // the card of the points of no zone (a plant, a substation)
+const RANGE_SECONDS = { "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600 };
 
 const $ = (sel) => document.querySelector(sel);
 const state = {
@@ -157,6 +160,7 @@ function renderAlarms() {
   if (!same) body.replaceChildren(...rows);
   for (const id of state.rows.keys()) if (!state.alarms.has(id)) state.rows.delete(id);
   $("#no-alarms").hidden = rows.length > 0;
+  $("#alarm-table").hidden = rows.length === 0;
   const unacked = alarms.filter(isUnacked).length;
   $("#alarm-count").textContent = `(${rows.length} shown, ${unacked} unacknowledged)`;
   $("#ack-visible").disabled = unacked === 0;
@@ -233,7 +237,10 @@ function openStream() {
     if (!alarm || !alarm.id || !alarm.kind) return;  // e.g. a zone put out of service
     remember(alarm);
     if (ev.type === "raise") kpisSoon();
-    if (state.trendTag && alarm.tag === state.trendTag) loadPointAlarms(state.trendTag);
+    if (state.trendTag && (alarm.tag === state.trendTag
+                           || (alarm.tags || []).includes(state.trendTag))) {
+      loadPointAlarms(state.trendTag);
+    }
   };
   for (const name of ALARM_EVENTS) stream.addEventListener(name, onAlarm);
 }
@@ -255,66 +262,100 @@ function kpisSoon() {
 }
 
 // ---- overview: zones, then a zone's points, then a point's detail (three clicks)
+const zoneName = (zone) => (zone === NO_ZONE ? "other points" : zone);
+const pointsOf = (zone) => state.points.filter((p) => (p.zone || NO_ZONE) === zone);
+// What a card shows first: the zone's inflow, then pressures, levels, voltages, loadings.
+const summarised = (p) => ["pressure", "level", "voltage"].includes(p.kind)
+  || (p.unit === "%" && /loading/.test(p.tag));
 function zoneSummary(zone) {
-  const pts = state.points.filter((p) => p.zone === zone);
+  const pts = pointsOf(zone);
   const inflow = pts.filter((p) => p.role === "inflow");
   const rows = [];
   if (inflow.length) {
     const vals = inflow.map((p) => state.latest.get(p.tag)?.value);
     const sum = vals.every((v) => typeof v === "number") ? vals.reduce((s, v) => s + v, 0) : null;
-    rows.push(["inflow", fmtValue(sum, inflow[0].unit), null]);
+    rows.push({ name: "inflow", title: inflow.map((p) => p.tag).join(" + "),
+                value: fmtValue(sum, inflow[0].unit), bar: null });
   }
-  const shown = (p) => ["pressure", "level", "voltage"].includes(p.kind)
-    || (p.unit === "%" && /loading/.test(p.tag));
-  for (const p of pts.filter(shown)) {
+  const rest = pts.filter((p) => p.role !== "inflow" && p.kind !== "status");
+  const listed = [...rest.filter(summarised), ...rest.filter((p) => !summarised(p))]
+    .slice(0, CARD_ROWS - rows.length);
+  for (const p of listed) {
     const r = state.latest.get(p.tag);
-    rows.push([p.tag.replace(`${zone}.`, ""), fmtValue(r?.value ?? null, p.unit),
-               rangeBar(r?.value ?? null, p.lo, p.hi)]);
+    rows.push({ name: zone === NO_ZONE ? p.tag : p.tag.replace(`${zone}.`, ""), title: p.tag,
+                value: fmtValue(r?.value ?? null, p.unit),
+                bar: rangeBar(r?.value ?? null, p.lo, p.hi) });
   }
-  return rows.slice(0, 8);
+  return { rows, more: pts.length - inflow.length - listed.length };
+}
+// Devices whose `comms` alarm is active, per tag they cover: their points have no data.
+function devicesInComms() {
+  const out = new Map();
+  for (const a of state.alarms.values()) {
+    if (a.kind !== "comms" || !isActive(a)) continue;
+    for (const t of a.tags || (a.tag ? [a.tag] : [])) out.set(t, a.device || a.tag);
+  }
+  return out;
 }
 // A zone's worst active alarm, by shape, colour and text (one colour per priority).
 function zoneAlarmBadge(zone) {
   const active = [...state.alarms.values()]
-    .filter((a) => a.zone === zone && isActive(a) && isShown(a, false)).sort(alarmOrder);
+    .filter((a) => (a.zone || NO_ZONE) === zone && isActive(a) && isShown(a, false))
+    .sort(alarmOrder);
   if (!active.length) return null;
   return prioBadge(active[0].priority, `${active.length} alarm${active.length > 1 ? "s" : ""}`);
 }
 function renderZones() {
-  if (state.zone) return renderZonePoints();
-  const zones = [...new Set(state.points.map((p) => p.zone).filter(Boolean))].sort();
+  if (state.zone !== null) return renderZonePoints();
+  const zones = [...new Set(state.points.map((p) => p.zone || NO_ZONE))]
+    .sort((a, b) => (a === NO_ZONE) - (b === NO_ZONE) || a.localeCompare(b));
+  const comms = devicesInComms();
   $("#zones").replaceChildren(...zones.map((z) => {
     const badge = zoneAlarmBadge(z);
     const card = el("div", { className: "zone", tabIndex: 0, onclick: () => selectZone(z) },
-                    el("h3", { textContent: z }, ...(badge ? [" ", badge] : [])));
+                    el("h3", { textContent: zoneName(z) }, ...(badge ? [" ", badge] : [])));
     card.dataset.zone = z;
     if (badge) card.classList.add("in-alarm");
+    const silent = [...new Set(pointsOf(z).map((p) => comms.get(p.tag)).filter(Boolean))];
+    if (silent.length) {
+      card.classList.add("no-data-card");
+      card.append(el("p", { className: "no-data",
+                            textContent: `no data from ${silent.join(", ")} (comms)` }));
+    }
+    const { rows, more } = zoneSummary(z);
     const kv = el("div", { className: "kv" });
-    for (const [name, value, bar] of zoneSummary(z)) {
-      kv.append(el("span", { textContent: name }), el("span", { textContent: value }),
-                bar || el("span"));
+    for (const { name, title, value, bar } of rows) {
+      kv.append(el("span", { className: "name", textContent: name, title }),
+                el("span", { className: "value", textContent: value }), bar || el("span"));
     }
     card.append(kv);
+    if (more > 0) {
+      card.append(el("div", { className: "more quiet",
+                              textContent: `+ ${more} more point${more > 1 ? "s" : ""}` }));
+    }
     return card;
   }));
 }
 function selectZone(zone) {
   state.zone = zone;
-  $("#overview-title").textContent = `Zone ${zone}`;
+  $("#overview-title").textContent = zone === NO_ZONE ? "Other points" : `Zone ${zone}`;
   $("#back").hidden = false;
   $("#zones").hidden = true;
   $("#zone-points").hidden = false;
   renderZonePoints();
 }
 function renderZonePoints() {
-  const rows = state.points.filter((p) => p.zone === state.zone).map((p) => {
+  const comms = devicesInComms();
+  const rows = pointsOf(state.zone).map((p) => {
     const r = state.latest.get(p.tag) || {};
+    const silent = comms.get(p.tag);
+    const quality = silent ? `no data: ${silent} (comms)` : r.stale ? "stale" : (r.quality || "—");
     const tr = el("tr", { tabIndex: 0, onclick: () => selectTag(p.tag) },
       el("td", { textContent: p.tag, title: p.description || "" }),
       el("td", { className: "num", textContent: fmtValue(r.value ?? null, p.unit) }),
       el("td", {}, rangeBar(r.value ?? null, p.lo, p.hi)),
-      el("td", { className: r.quality === "good" && !r.stale ? "" : "bad-quality",
-                 textContent: r.stale ? "stale" : (r.quality || "—") }));
+      el("td", { className: r.quality === "good" && !r.stale && !silent ? "" : "bad-quality",
+                 textContent: quality }));
     tr.dataset.tag = p.tag;
     if (p.tag === state.trendTag) tr.classList.add("selected");
     return tr;
@@ -346,42 +387,86 @@ async function selectTag(tag) {
   $("#trend-tag").textContent = `${tag} [${p.unit}]`;
   $("#trend-tag").className = "";
   $("#point-description").textContent = p.description || "";
-  if (state.zone) renderZonePoints();
+  if (state.zone !== null) renderZonePoints();
+  await Promise.all([loadTrend(p), loadPointAlarms(tag)]);
+}
+// The raw readings when they fit the chart's width, one per pixel at most; beyond that, the
+// means of buckets as wide as a pixel.
+async function loadTrend(p) {
   const range = $("#trend-range").value;
-  const bucket = range === "1h" ? "10s" : range === "6h" ? "1min" : "5min";
-  const [body] = await Promise.all([
-    call("GET", `/history?tag=${encodeURIComponent(tag)}&start=-${range}&bucket=${bucket}&agg=mean`),
-    loadPointAlarms(tag)]);
-  state.trendData = [body.ts.map((t) => Date.parse(t) / 1000), body.mean];
+  const pixels = Math.max($("#chart").clientWidth, 300);
+  const base = `/history?tag=${encodeURIComponent(p.tag)}&start=-${range}`;
+  const raw = await call("GET", `${base}&limit=${pixels}`);
+  let data, how;
+  if (!raw.truncated) {
+    data = [raw.ts, raw.value];
+    how = `${raw.rows} reading${raw.rows === 1 ? "" : "s"}`;
+  } else {
+    const seconds = Math.ceil(RANGE_SECONDS[range] / pixels);
+    const body = await call("GET", `${base}&bucket=${seconds}s&agg=mean`);
+    data = [body.ts, body.mean];
+    how = `means of ${seconds} s`;
+  }
+  if (p.tag !== state.trendTag) return;  // another point was picked meanwhile
+  state.trendData = [data[0].map((t) => Date.parse(t) / 1000), data[1]];
+  $("#trend-how").textContent = `(${how}, last ${range})`;
   drawChart(p);
 }
+// A y-range that a flat or a single reading does not shrink to noise: at least 2 % of the
+// point's lo-hi span (else of its value), centred on the data, 10 % padding.
+function yRange(point) {
+  return (u, min, max) => {
+    if (min === null || max === null || !Number.isFinite(min)) {
+      return point.lo !== null && point.hi !== null ? [point.lo, point.hi] : [0, 1];
+    }
+    const span = point.lo !== null && point.hi !== null ? point.hi - point.lo : 0;
+    const floor = span > 0 ? 0.02 * span : 0.02 * Math.max(Math.abs(min), Math.abs(max)) || 1;
+    const half = Math.max(max - min, floor) * 0.55;
+    const mid = (min + max) / 2;
+    return [mid - half, mid + half];
+  };
+}
+// The point's own alarms and its device's comms alarms, newest first.
 async function loadPointAlarms(tag) {
   try {
-    const body = await call("GET", `/alarms?tag=${encodeURIComponent(tag)}&shelved=include`
-                                   + "&suppressed=include&limit=50");
+    const p = state.byTag.get(tag);
+    const query = (which) => call("GET", `/alarms?${which}&shelved=include&suppressed=include`
+                                         + "&limit=50");
+    const [own, device] = await Promise.all([
+      query(`tag=${encodeURIComponent(tag)}`),
+      p.device ? query(`device=${encodeURIComponent(p.device)}&kind=comms`)
+        : { alarms: [] }]);
     if (tag !== state.trendTag) return;
-    const unit = state.byTag.get(tag)?.unit || "";
-    $("#point-alarms tbody").replaceChildren(...body.alarms.map((a) => el("tr", {},
+    const alarms = [...new Map([...own.alarms, ...device.alarms].map((a) => [a.id, a])).values()]
+      .sort((a, b) => (b.start || "").localeCompare(a.start || ""));
+    const unit = p.unit || "";
+    $("#point-alarms tbody").replaceChildren(...alarms.map((a) => el("tr", {},
       el("td", {}, prioBadge(a.priority, a.priority.toUpperCase())),
-      el("td", { className: "time", textContent: fmtTime(a.start) }),
-      el("td", { className: "time", textContent: fmtTime(a.end) || "active" }),
-      el("td", { textContent: a.message }),
-      el("td", { className: "num", textContent: fmtValue(a.value, unit) }),
+      el("td", { className: "time",
+                 textContent: `${fmtTime(a.start)} → ${fmtTime(a.end) || "active"}` }),
+      el("td", { textContent: a.message, title: `value ${fmtValue(a.value, unit)}` }),
       el("td", { textContent: (a.state || "").replaceAll("-", " ")
                               + (a.shelved ? " (shelved)" : "") }))));
-    $("#point-alarms").hidden = false;
-    $("#point-no-alarms").hidden = body.alarms.length > 0;
+    $("#point-alarms").hidden = alarms.length === 0;
+    $("#point-no-alarms").hidden = alarms.length > 0;
   } catch (e) { console.error(e); }
 }
 function drawChart(point) {
   if (state.chart) state.chart.destroy();
   const box = $("#chart");
+  // what is drawn, for a test or a curious operator's devtools
+  box.dataset.mode = $("#trend-how").textContent.includes("means") ? "buckets" : "raw";
+  box.dataset.points = String(state.trendData[0].length);
   state.chart = new uPlot({
     width: Math.max(box.clientWidth, 300), height: 260,
     series: [{}, { label: `${point.tag} (${point.unit})`, stroke: "#303030", width: 1.5,
                    spanGaps: false }],
     axes: [{}, { label: point.unit }],
-    scales: { x: { time: true } },
+    scales: { x: { time: true }, y: { range: yRange(point) } },
+    hooks: { draw: [(u) => {
+      box.dataset.yMin = String(u.scales.y.min);
+      box.dataset.yMax = String(u.scales.y.max);
+    }] },
   }, state.trendData, box);
 }
 function appendLive() {
@@ -406,6 +491,7 @@ async function start() {
   state.byTag = new Map(state.points.map((p) => [p.tag, p]));
   openStream();  // first: no event between the list and the stream is missed (ids dedupe)
   await Promise.all([loadAlarms(), pollLatest(), pollKpis()]);
+  renderAlarms();  // an empty list says so
   state.timers.push(setInterval(pollLatest, LIVE_POLL_MS), setInterval(pollKpis, KPI_POLL_MS));
   const health = await fetch(`${API}/health`).then((r) => r.json()).catch(() => ({}));
   $("#site").textContent = health.site ? `— ${health.site}` : "";
@@ -429,7 +515,7 @@ $("#trend-range").onchange = () => state.trendTag && selectTag(state.trendTag);
 // Keyboard: Enter opens the focused zone or point, Escape goes back to the overview.
 document.addEventListener("keydown", (ev) => {
   if (ev.target.closest?.("dialog, input, select")) return;
-  if (ev.key === "Escape" && state.zone) showOverview();
+  if (ev.key === "Escape" && state.zone !== null) showOverview();
   else if (ev.key === "Enter" && ev.target.matches?.(".zone, #zone-points tr")) ev.target.click();
 });
 setInterval(() => { $("#clock").textContent = new Date().toISOString().slice(0, 19) + "Z"; }, 1000);
