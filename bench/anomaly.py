@@ -16,7 +16,7 @@ location detects it. Our engine is scored by kind (anomaly/evaluation.py: a leak
 `leak` alarm). `anomaly` labels (pump trips, noise bursts) are not in the recall columns;
 the `anom` column says how many of them any alarm at their location found.
 
-Throughput: tag-samples/s of our engine's replay (river zone score on and off) and of river
+Throughput: tag-samples/s of our engine's replay (zone model on and off) and of river
 HalfSpaceTrees (learn_one + score_one per zone sample) on the same data, in the same run: on
 the simulator sites and on a wide site (the water recording tiled over --wide copies, written
 as a recording and replayed). `run(quick)` gives the wide site's rows of `python -m bench`.
@@ -331,11 +331,12 @@ class Speed:
         return self.samples[name] / self.seconds[name] if self.seconds[name] else math.nan
 
 
-def engine_run(site: Site, directory: Path, river: bool) -> tuple[list[Alarm], int, float]:
+def engine_run(site: Site, directory: Path, zone_model: bool) -> tuple[list[Alarm], int, float]:
     """Alarms (final state), readings and engine CPU seconds of `scadawatch replay` over the
-    recording (its engine and its loop; the site's `[anomaly] river` set to `river`). The
+    recording (its engine and its loop; the site's `[anomaly] zone_model` as given). The
     recording is read before the clock starts: only the engine is timed."""
-    site = site.model_copy(update={"anomaly": site.anomaly.model_copy(update={"river": river})})
+    site = site.model_copy(update={"anomaly": site.anomaly.model_copy(
+        update={"zone_model": zone_model})})
     with RecordingReader(directory, [p.tag for p in site.points]) as reader:
         batches = list(reader)
         engine = replay_engine(site, batches[0] if batches else None)
@@ -352,7 +353,7 @@ def scenario_runs(name: str, dirs: list[Path], speed: Speed) -> dict[str, Tally]
         points = [PointInfo.of(p) for p in site.points]
         zone_of = {p.tag: p.zone for p in points}
         labels = read_labels(directory / "labels.csv")
-        alarms, readings, seconds = engine_run(site, directory, river=True)
+        alarms, readings, seconds = engine_run(site, directory, zone_model=True)
         speed.add(f"engine, {name.split()[0]}", readings, seconds)
         batch, stats = read_recording(directory, [p.tag for p in points])
         assert stats.first_ns is not None and stats.last_ns is not None
@@ -400,14 +401,14 @@ def tiled(directory: Path, copies: int) -> tuple[Site, Path, np.ndarray, np.ndar
 
 
 def wide(directory: Path, copies: int, speed: Speed) -> tuple[str, str, str]:
-    """Replays of the water recording tiled over `copies` sites' worth of zones, river zone
-    detector on and off, and river HST on the same data; the names of their `speed` entries."""
+    """Replays of the water recording tiled over `copies` sites' worth of zones, zone model
+    on and off, and river HST on the same data; the names of their `speed` entries."""
     site, recording, times, values = tiled(directory, copies)
     names = []
-    for river in (True, False):
-        _, readings, seconds = engine_run(site, recording, river)
+    for zone_model in (True, False):
+        _, readings, seconds = engine_run(site, recording, zone_model)
         names.append(f"engine, wide {len(site.points):,} tags"
-                     + ("" if river else ", river off"))
+                     + ("" if zone_model else ", zone model off"))
         speed.add(names[-1], readings, seconds)
     # River over every zone sample of the wide site would take minutes: a bounded probe.
     probe = hst_per_zone([PointInfo.of(p) for p in site.points], times, values, limit=3000)
@@ -417,7 +418,7 @@ def wide(directory: Path, copies: int, speed: Speed) -> tuple[str, str, str]:
 
 
 def run(quick: bool) -> list[Row]:
-    """The wide site's replay, river zone detector on and off, beside river HST on the same
+    """The wide site's replay, zone model on and off, beside river HST on the same
     data (this module's quality tables need `python -m bench.anomaly`)."""
     days, copies = (1.0, 4) if quick else (7.0, 80)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -429,7 +430,7 @@ def run(quick: bool) -> list[Row]:
     command = f"python -m bench.anomaly{' --quick' if quick else ''}"
     return [Row(f"anomaly engine replay, {tags} (water site x {copies}, {days:g} day"
                 f"{'' if days == 1 else 's'}), "
-                f"river zone detector {state}", f"{speed.rate(name):,.0f} tag-samples/s", peer,
+                f"zone model {state}", f"{speed.rate(name):,.0f} tag-samples/s", peer,
                 speed.rate(name) / speed.rate(river), command)
             for name, state in ((on, "on"), (off, "off"))]
 
@@ -442,7 +443,7 @@ def print_speed(speed: Speed) -> None:
     for name in names:
         print(f"  {name:62}{speed.rate(name):>12,.0f}")
     for name in names:
-        where = name.removeprefix("engine, ").removesuffix(", river off")
+        where = name.removeprefix("engine, ").removesuffix(", zone model off")
         hst = next((n for n in names if n.startswith("hst/zone") and where in n), None)
         if name.startswith("engine") and hst:
             print(f"  {'ratio ' + name + ' / river':62}"

@@ -46,7 +46,8 @@ def engine_settings(section: AnomalySection, interval: float | None = None) -> E
         disable=frozenset(section.disable),
         on_delay={**defaults.on_delay, **section.on_delay},
         off_delay={**defaults.off_delay, **section.off_delay},
-        priority={**defaults.priority, **section.priority}, river=section.river)
+        priority={**defaults.priority, **section.priority}, zone_model=section.zone_model,
+        chattering=tuple((int(n), seconds) for n, seconds in section.chattering))
 
 
 def build_engine(site: Site, interval: float | None = None) -> Engine:
@@ -81,8 +82,8 @@ class Detection:
         self.events_total = 0
 
     def _build(self) -> Engine:
-        """The engine and its saved state. Slow (river imports scipy: seconds), so it runs
-        in the drain's thread, never before the first poll."""
+        """The engine and its saved state, in the drain's thread, never before the first
+        poll."""
         site = self.site
         self.engine = build_engine(site)
         if self.path.exists():

@@ -89,7 +89,7 @@ def alarms_of(points: list[PointInfo], times: np.ndarray, values: np.ndarray,
               interval: float = 60.0, bad: np.ndarray | None = None) -> list[Alarm]:
     """Raised alarms of the default detectors (limits and grid, no river) over a recording
     (NaN: no reading; `bad`: bad-quality readings)."""
-    engine = Engine(points, EngineSettings(interval=interval, lateness=0.0, river=False))
+    engine = Engine(points, EngineSettings(interval=interval, lateness=0.0, zone_model=False))
     engine.detectors = [d for d in engine.detectors if d.name in ("limits", "grid")]
     raised = []
     bad = np.zeros(values.shape, dtype=bool) if bad is None else bad
@@ -249,7 +249,7 @@ def test_a_restart_resumes_with_what_was_learned(tmp_path: Path) -> None:
         return out
 
     def engine() -> Engine:
-        return Engine(points, EngineSettings(lateness=0.0, river=False),
+        return Engine(points, EngineSettings(lateness=0.0, zone_model=False),
                       detectors=[Grid(PointTable(points), EngineSettings())])
 
     once = run([engine()])
@@ -263,7 +263,7 @@ def test_empty_and_unrelated_sites_find_nothing() -> None:
     grid = Grid(PointTable(water), EngineSettings())
     assert not claims(PointTable(water)).any()  # no voltage in the zone: not a feeder
     times = np.arange(60) * MIN
-    engine = Engine(water, EngineSettings(river=False), detectors=[grid])
+    engine = Engine(water, EngineSettings(zone_model=False), detectors=[grid])
     for t in times:
         assert engine.process(Batch.of(source_ts=t, point=[0, 1], value=[10.0, 150.0],
                                        quality=Quality.GOOD)) == []
