@@ -392,4 +392,10 @@ def _number(x: float) -> float | None:
 
 
 def _fmt(x: float | None) -> str:
-    return "?" if x is None else f"{x:.4g}"
+    """Three significant figures: what a reading's evidence supports, as an operator reads
+    it (1.23e+03 stays 1230)."""
+    if x is None:
+        return "?"
+    if x == 0 or abs(x) < 1000:
+        return f"{x:.3g}"
+    return f"{round(x, 2 - int(np.floor(np.log10(abs(x))))):.0f}"
