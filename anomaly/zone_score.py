@@ -62,8 +62,8 @@ False
 [False, False, False, True]
 >>> print(found[-1][-1].message)  # doctest: +NORMALIZE_WHITESPACE
 {subject}: readings unlike the zone's learned behaviour; furthest from usual: pump.current
-16.5 A against a usual 16 A (+3.73 SD), pump.flow 30 L/s against a usual 29.9 L/s (-0.385 SD)
-(T-squared {value} per tag, limit {limit})
+16.2 A (+0.246 A from its usual 16 A, +3.7 SD), pump.flow 29.8 L/s (-0.122 L/s from its usual
+29.9 L/s, -0.39 SD) (T-squared {value} per tag, limit {limit})
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ class _Stack:
         self.sd = np.ones((u, dim))  # spreads and inverse shrunk correlation, as of n_ref
         self.inv = np.tile(self.eye, (u, 1, 1))
         self.n_ref = np.full(u, -np.inf)
-        self.x = np.zeros((u, dim))  # the last sample, for messages
-        self.dev = np.zeros((u, dim))  # ... each tag's deviation, SD of the smoothed mean
+        self.x = np.zeros((u, dim))  # each tag's recent level, for messages
+        self.dev = np.zeros((u, dim))  # ... its deviation, in SD of the smoothed mean
 
     _STATE = ("n", "mu", "cov", "z", "step", "last_ns", "hist", "recent", "active", "since_ns",
               "score", "limit", "sd", "inv", "n_ref", "x", "dev")
@@ -191,7 +191,8 @@ class _Stack:
         self.recent[u] = recent
         self.score[u] = per_tag
         self.limit[u] = np.where(total > 0, 10.0 ** limit, np.nan)
-        self.x[u], self.dev[u] = x, z * np.sqrt((2 - lam) / lam)[:, None]
+        # The recent level (the smoothed mean), and its deviation in its own SD.
+        self.x[u], self.dev[u] = mu + z * self.sd[u], z * np.sqrt((2 - lam) / lam)[:, None]
 
         # Learn: the threshold from the scores of normal samples, the model from every one.
         teach = ~high & (n >= CALIBRATE_FROM * warm)
@@ -315,8 +316,10 @@ class ZoneScore:
         for j in order.tolist():
             point = int(stack.idx[i, j])
             unit = f" {self.table.units[point]}" if self.table.units[point] else ""
-            named.append(f"{self.table.tags[point]} {_sig(stack.x[i, j])}{unit} against a "
-                         f"usual {_sig(stack.mu[i, j])}{unit} ({_sig(stack.dev[i, j], '+')} SD)")
+            x, usual = stack.x[i, j], stack.mu[i, j]
+            named.append(f"{self.table.tags[point]} {_sig(x)}{unit} ({_sig(x - usual, '+')}"
+                         f"{unit} from its usual {_sig(usual)}{unit}, "
+                         f"{_sig(stack.dev[i, j], '+', 2)} SD)")
         text = ", ".join(named).replace("{", "{{").replace("}", "}}")  # a format string
         return ("{subject}: readings unlike the zone's learned behaviour; furthest from usual: "
                 + text + " (T-squared {value} per tag, limit {limit})")
@@ -333,6 +336,6 @@ class ZoneScore:
             stack.load_state(f"d{dim}", state)
 
 
-def _sig(x: float, sign: str = "") -> str:
-    """Three significant figures, as an operator reads them."""
-    return format(float(x), f"{sign}.3g")
+def _sig(x: float, sign: str = "", figures: int = 3) -> str:
+    """Three significant figures (or `figures`), as an operator reads them."""
+    return format(float(x), f"{sign}.{figures}g")

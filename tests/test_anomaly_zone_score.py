@@ -184,7 +184,7 @@ def test_the_message_names_the_tags_furthest_from_usual() -> None:
     alarm, = alarms_of(RIG, values, zone_model)
     assert alarm.message.startswith("rig: readings unlike the zone's learned behaviour; "
                                     "furthest from usual: rig.flow 3")
-    assert " L/min against a usual 3" in alarm.message
+    assert " L/min from its usual 3" in alarm.message and " SD)" in alarm.message
     assert alarm.value is not None and alarm.limit is not None and alarm.value > alarm.limit
 
 
