@@ -106,21 +106,27 @@ SCENARIOS = (("water", "normal"), ("water", "leak"), ("water", "small-leaks"),
 QUICK = (("water", "sensor-faults"),)
 
 
-def exported(cache: Path, site: str, scenario: str, seed: int, days: float) -> Path:
-    """The export directory of a run, made once (the simulators' own export)."""
-    out = cache / f"{site}-{scenario}-s{seed}-d{days:g}"
+def exported(cache: Path, site: str, scenario: str, seed: int, days: float,
+             step: float | None = None, text: str | None = None) -> Path:
+    """The export directory of a run, made once (the simulators' own export); `step`:
+    seconds (default the site's usual); `text`: the scenario file for a scenario defined
+    here (small-leaks has its own)."""
+    step = step or STEP[site]
+    at = "" if step == STEP[site] else f"-t{step:g}"
+    out = cache / f"{site}-{scenario}-s{seed}-d{days:g}{at}"
     if (out / "site.toml").exists():
         return out
     from simulators.export import export
     from simulators.site import build_site
 
     source: str | Path = scenario
-    if scenario == "small-leaks":
-        source = cache / "small-leaks.toml"
-        source.write_text(SMALL_LEAKS, encoding="utf-8")
+    text = text or (SMALL_LEAKS if scenario == "small-leaks" else None)
+    if text is not None:
+        source = cache / f"{scenario}.toml"
+        source.write_text(text, encoding="utf-8")
     tmp = out.with_name(out.name + ".tmp")
-    built = build_site(site, source, seed=seed, start=START, step=STEP[site])  # type: ignore
-    export(built, tmp, days=days, step=STEP[site])
+    built = build_site(site, source, seed=seed, start=START, step=step)  # type: ignore
+    export(built, tmp, days=days, step=step)
     tmp.rename(out)
     return out
 
@@ -307,9 +313,9 @@ def print_scenario(name: str, runs: int, tallies: dict[str, Tally]) -> None:
               f"{fmt(delay, '.1f') + ' h' if delay is not None else '-':>8}{t.alarms:>7}"
               f"{t.false:>6}{fmt(per_day, '.3f'):>8}"
               f"{fmt(None if per_day is None else 7 * per_day, '.2f'):>9}{anom:>6}")
-    ours = tallies["engine"].false_kinds
+    ours = first.false_kinds
     if ours:
-        print("  engine's false alarms by kind: "
+        print(f"  {next(iter(tallies))}'s false alarms by kind: "
               + ", ".join(f"{k} {n}" for k, n in ours.most_common()))
 
 
