@@ -250,8 +250,9 @@ class Engine:
             return {k.removeprefix(prefix): v for k, v in arrays.items()
                     if k.startswith(prefix)}
 
-        expected = {"ticks/": self.ticks.state(), **{f"{d.name}/": d.state()
-                                                     for d in self.detectors}}
+        expected = {"engine/": {"meta": arrays["engine/meta"], "explained": self._explained},
+                    "ticks/": self.ticks.state(),
+                    **{f"{d.name}/": d.state() for d in self.detectors}}
         for prefix, fresh in expected.items():
             saved = part(prefix)
             wrong = sorted(k for k in saved.keys() | fresh.keys()
@@ -264,8 +265,7 @@ class Engine:
         try:
             self.ticks.load_state(part("ticks/"))
             self.gate.load_state(part("gate/"))
-            if "engine/explained" in arrays:
-                self._explained = arrays["engine/explained"].copy()
+            self._explained = arrays["engine/explained"].copy()
             for d in self.detectors:
                 d.load_state(part(f"{d.name}/"))
         except (KeyError, IndexError, TypeError, ValueError) as e:

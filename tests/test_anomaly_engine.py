@@ -356,6 +356,10 @@ def wrong_shape(arrays: dict, marker: Path) -> None:
     arrays["sensor/prev"] = np.zeros(10**3)
 
 
+def too_many_zones(arrays: dict, marker: Path) -> None:
+    arrays["engine/explained"] = np.ones(10**4, dtype=bool)
+
+
 def text_for_numbers(arrays: dict, marker: Path) -> None:
     arrays["limits/active"] = np.array(["__import__('os')"] * 4)
 
@@ -368,6 +372,7 @@ def alarm_with_other_fields(arrays: dict, marker: Path) -> None:
     (river_trees, "zone_score/models"),
     (object_array, "not an engine state file"),
     (wrong_shape, "sensor/prev"),
+    (too_many_zones, "engine/explained"),
     (text_for_numbers, "limits/active"),
     (alarm_with_other_fields, "unusable"),
 ])
