@@ -58,7 +58,7 @@ were tuned on simulator exports of seeds 1-3 only (TUNING SEEDS: 1, 2, 3).
 0
 >>> sag(tick(10, 12.0, 19.9, 19.8))  # one bus at 60 % for a minute: its mean is 96 %
 False
->>> [sag(tick(11 + i, 16.0, 16.1, 15.9)) for i in range(8)]  # every bus at 80 % ...
+>>> [sag(tick(11 + i, 16.0, 16.1, 15.9)) for i in range(8)]  # all at 80 %: 5 minutes in
 [False, False, False, False, True, True, True, True]
 """
 
