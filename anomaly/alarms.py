@@ -1,17 +1,27 @@
 """Alarms: what detectors find on a tick (`Finding`), and the gate that turns findings into
-raise and clear events with alarm hygiene (on-delay, off-delay, one alarm per condition).
+raise and clear events with alarm hygiene (on-delay, off-delay, one alarm per condition,
+chattering alarms held back).
 
 Detectors say, per tick, which subjects (points, zones or devices) are in a condition; they
 own their thresholds and hysteresis. The gate owns time: a condition raises an alarm once it
 has held for the kind's on-delay, and clears it once it has been absent for the off-delay, so
 a value hovering at a threshold gives one long alarm instead of a chattering one. Python
 objects are made only at transitions; the per-tick work is array operations.
+
+Chattering (ISA-18.2, EEMUA 191): the gate counts the raises of each alarm (kind and
+subject). An alarm raised `raises` times within `seconds` (by default 3 in an hour, or 10 in
+a day) chatters: that raise and the next are held back, and one `chattering` alarm says so
+instead, at the held alarm's priority. The held alarm is released, and the `chattering`
+alarm cleared, when its condition has stayed clear for the rule's `seconds`; or when the
+condition has stayed on for that long (a standing condition is no chatter: its alarm is
+raised then); or when an operator releases it (`release`).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal, get_args
@@ -24,7 +34,8 @@ Scope = Literal["tag", "zone", "device"]
 Action = Literal["raise", "clear"]
 
 AlarmKind = Literal["leak", "stuck", "spike", "drift", "dropout", "comms", "limit", "voltage_sag",
-                    "voltage_swell", "frequency", "overload", "line_outage", "anomaly"]
+                    "voltage_swell", "frequency", "overload", "line_outage", "anomaly",
+                    "chattering"]
 Priority = Literal["low", "medium", "high", "critical"]
 KINDS: tuple[str, ...] = get_args(AlarmKind)
 PRIORITIES: tuple[str, ...] = get_args(Priority)
@@ -33,7 +44,10 @@ PRIORITY = {
     "line_outage": "critical", "leak": "high", "voltage_sag": "high", "voltage_swell": "high",
     "frequency": "high", "overload": "high", "comms": "medium", "limit": "medium",
     "dropout": "low", "stuck": "low", "spike": "low", "drift": "low", "anomaly": "low",
-}
+}  # `chattering`: the held alarm's own, unless a site sets one
+# (raises, seconds): an alarm raised this often chatters (EEMUA 191's "3 in an hour"; a day's
+# worth for the slower kind of chatter).
+CHATTERING = ((3, 3600.0), (10, 86400.0))
 # Seconds a condition must hold before it raises / be gone before it clears. A spike is over
 # at once, so it keeps its alarm long enough for an operator to see it and for repeats to
 # merge; slow conditions (drift, leak) clear only once clearly gone.
@@ -107,28 +121,57 @@ class AlarmEvent:
     alarm: Alarm
 
 
+Key = tuple[str, Scope, int]  # (kind, scope, subject index): one alarm's condition
+
+
+@dataclass
+class Held:
+    """A chattering alarm held back: the `chattering` alarm that says so, the rule's window,
+    the held alarm while its condition is on (None while off) and since when it is off."""
+
+    notice: Alarm
+    window_ns: int
+    alarm: Alarm | None
+    clear_since_ns: int
+
+
 class AlarmGate:
-    """On-delay, off-delay and one open alarm per (kind, subject)."""
+    """On-delay, off-delay, one open alarm per (kind, subject), chattering alarms held back.
+
+    `chattering`: (raises, seconds) rules, any of which makes an alarm chattering; () holds
+    nothing back.
+    """
 
     def __init__(self, table: PointTable, *, on_delay: Mapping[str, float] = ON_DELAY,
                  off_delay: Mapping[str, float] = OFF_DELAY,
-                 priority: Mapping[str, str] = PRIORITY) -> None:
+                 priority: Mapping[str, str] = PRIORITY,
+                 chattering: Sequence[tuple[int, float]] = CHATTERING) -> None:
         self.table = table
         self.on_ns = {k: int(on_delay.get(k, 0.0) * 1e9) for k in KINDS}
         self.off_ns = {k: int(off_delay.get(k, 0.0) * 1e9) for k in KINDS}
         self.priority = dict(priority)
+        self.rules = [(int(n), int(seconds * 1e9)) for n, seconds in chattering]
         self._since: dict[str, np.ndarray] = {}  # "kind/scope" -> ns the condition began
         self._absent: dict[str, np.ndarray] = {}  # ... ns it was last seen gone (-1: present)
-        self._is_open: dict[str, np.ndarray] = {}  # ... whether it has an open alarm
+        self._is_open: dict[str, np.ndarray] = {}  # ... whether it has an open (or held) alarm
         # Keys whose `since` is all -1 and that have no open alarm: a finding active nowhere
         # leaves them as they are, at the cost of one `any()` (most findings, most ticks).
         self._idle: set[str] = set()
-        self.open: dict[tuple[str, Scope, int], Alarm] = {}
+        self.open: dict[Key, Alarm] = {}
         # "kind/scope" -> subject -> the finding that began its condition (with an on-delay)
         self._onset: dict[str, dict[int, Finding]] = {}
+        self.raises: dict[Key, list[int]] = {}  # raise times within the longest rule's window
+        self.held: dict[Key, Held] = {}
+        self.now_ns = 0  # the end of the last tick judged
+
+    @property
+    def alarms(self) -> list[Alarm]:
+        """Every open alarm, the `chattering` ones included."""
+        return [*self.open.values(), *(h.notice for h in self.held.values())]
 
     def update(self, end_ns: int, findings: list[Finding]) -> list[AlarmEvent]:
         events: list[AlarmEvent] = []
+        self.now_ns = end_ns
         for f in findings:
             key = f"{f.kind}/{f.scope}"
             if key not in self._since:
@@ -166,6 +209,8 @@ class AlarmGate:
             clear = is_open & off & (end_ns - absent >= self.off_ns[f.kind])
             events += self._transitions(f.kind, f.scope, raise_, clear, end_ns,
                                         lambda _i, f=f: f)
+        if self.held:
+            self._behaving(end_ns, events)
         return events
 
     def next_due(self, keys: Iterable[str], raise_until: int, clear_until: int) -> int | None:
@@ -191,6 +236,7 @@ class AlarmGate:
     def settle(self, keys: Iterable[str], at: int) -> list[AlarmEvent]:
         """Raise and clear, at `at`, what `next_due` found due by then."""
         events: list[AlarmEvent] = []
+        self.now_ns = max(self.now_ns, at)
         for key in keys:
             if key not in self._since or key in self._idle:
                 continue
@@ -204,6 +250,8 @@ class AlarmGate:
             found = {i: onset.pop(i, bare) for i in np.flatnonzero(raise_).tolist()}
             events += self._transitions(kind, scope, raise_, clear, at,  # type: ignore[arg-type]
                                         found.__getitem__)
+        if self.held:
+            self._behaving(at, events)
         return events
 
     def _transitions(self, kind: str, scope: Scope, raise_: np.ndarray, clear: np.ndarray,
@@ -212,17 +260,86 @@ class AlarmGate:
         is_open = self._is_open[f"{kind}/{scope}"]
         if raise_.any():
             for i in np.flatnonzero(raise_).tolist():
-                alarm = self._alarm(finding(i), i, at)
-                self.open[(kind, scope, i)] = alarm
-                events.append(AlarmEvent("raise", replace(alarm)))
+                self._raise((kind, scope, i), self._alarm(finding(i), i, at), events)
             is_open |= raise_
         if clear.any():
             for i in np.flatnonzero(clear).tolist():
-                alarm = self.open.pop((kind, scope, i))
-                alarm.end_ns = at
-                events.append(AlarmEvent("clear", alarm))
+                self._clear((kind, scope, i), at, events)
             is_open &= ~clear
         return events
+
+    def _raise(self, key: Key, alarm: Alarm, events: list[AlarmEvent]) -> None:
+        """Raise `alarm`, unless it chatters: then it is held (and said so, once)."""
+        if self.rules:
+            times = self.raises.setdefault(key, [])
+            times.append(alarm.start_ns)
+            longest = max(w for _, w in self.rules)
+            del times[:bisect.bisect_right(times, alarm.start_ns - longest)]
+            held = self.held.get(key)
+            if held is None:
+                held = self._chatters(key, alarm, times)
+                if held is not None:
+                    self.held[key] = held
+                    events.append(AlarmEvent("raise", replace(held.notice)))
+            if held is not None:
+                held.alarm = alarm
+                return
+        self.open[key] = alarm
+        events.append(AlarmEvent("raise", replace(alarm)))
+
+    def _chatters(self, key: Key, alarm: Alarm, times: list[int]) -> Held | None:
+        """A hold, if `times` break a rule."""
+        for n, window in self.rules:
+            within = len(times) - bisect.bisect_right(times, alarm.start_ns - window)
+            if within < n:
+                continue
+            name = self._subject(key[1], key[2])[0]
+            span = _span(window)
+            notice = replace(
+                alarm, id=f"chattering:{alarm.kind}:{name}:{alarm.start_ns // 10**9}",
+                kind="chattering", priority=self.priority.get("chattering") or alarm.priority,
+                value=float(within), limit=float(n), details={"window_s": window / 1e9},
+                message=f"{name}: the {alarm.kind} alarm chatters, raised {within} times in "
+                        f"{span}: held back until its condition stays clear (or stays on) "
+                        f"for {span}, or an operator releases it. Last: {alarm.message}")
+            return Held(notice, window, None, alarm.start_ns)
+        return None
+
+    def _clear(self, key: Key, end_ns: int, events: list[AlarmEvent]) -> None:
+        held = self.held.get(key)
+        if held is not None and held.alarm is not None:
+            held.alarm, held.clear_since_ns = None, end_ns
+            return
+        alarm = self.open.pop(key)
+        alarm.end_ns = end_ns
+        events.append(AlarmEvent("clear", alarm))
+
+    def _behaving(self, end_ns: int, events: list[AlarmEvent]) -> None:
+        """Release the held alarms that behave: clear, or on, for their rule's window."""
+        for key, held in list(self.held.items()):
+            since = held.clear_since_ns if held.alarm is None else held.alarm.start_ns
+            if end_ns - since >= held.window_ns:
+                events += self._release(key, end_ns)
+
+    def _release(self, key: Key, end_ns: int) -> list[AlarmEvent]:
+        """End a hold: the `chattering` alarm clears; a held alarm whose condition is on
+        is raised (with the start of its condition); its raises count afresh."""
+        held = self.held.pop(key)
+        self.raises.pop(key, None)
+        held.notice.end_ns = end_ns
+        events = [AlarmEvent("clear", held.notice)]
+        if held.alarm is not None:
+            self.open[key] = held.alarm
+            events.append(AlarmEvent("raise", replace(held.alarm)))
+        return events
+
+    def release(self, alarm_id: str) -> list[AlarmEvent]:
+        """An operator releases a chattering alarm (by the `chattering` alarm's id); [] if
+        it is not held (any more)."""
+        for key, held in self.held.items():
+            if held.notice.id == alarm_id:
+                return self._release(key, self.now_ns)
+        return []
 
     def _subject(self, scope: Scope, i: int) -> tuple[str, str | None, str | None,
                                                       tuple[str, ...], str | None, str]:
@@ -256,10 +373,12 @@ class AlarmGate:
         name, *_, unit = self._subject(f.scope, i)
         value = None if f.value is None else _number(f.value[i])
         limit = None if f.limit is None else _number(f.limit[i])
-        details = {k: v for k, a in f.details.items() if (v := _number(a[i])) is not None}
-        alarm.value, alarm.limit, alarm.details = value, limit, details
+        figures = {k: _number(a[i]) for k, a in f.details.items()}
+        alarm.value, alarm.limit = value, limit
+        alarm.details = {k: v for k, v in figures.items() if v is not None}
+        # A figure the detector could not tell (NaN) reads "?": never a missing key.
         alarm.message = f.message.format(subject=name, value=_fmt(value), limit=_fmt(limit),
-                                         unit=unit, **{k: _fmt(v) for k, v in details.items()})
+                                         unit=unit, **{k: _fmt(v) for k, v in figures.items()})
 
     def state(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -268,20 +387,61 @@ class AlarmGate:
             out[f"absent/{key}"] = self._absent[key]
         alarms = [[kind, scope, i, asdict(a)] for (kind, scope, i), a in self.open.items()]
         out["open"] = np.array([json.dumps(alarms)])
+        out["chattering"] = np.array([json.dumps({
+            "raises": [[*key, times] for key, times in self.raises.items()],
+            "held": [[*key, asdict(h.notice), h.window_ns,
+                      None if h.alarm is None else asdict(h.alarm), h.clear_since_ns]
+                     for key, h in self.held.items()]})])
+        out["now"] = np.array([self.now_ns])
         return out
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
-        self._since = {k.removeprefix("since/"): v.copy() for k, v in state.items()
-                       if k.startswith("since/")}
-        self._absent = {k.removeprefix("absent/"): v.copy() for k, v in state.items()
-                        if k.startswith("absent/")}
-        self.open = {}
+        """Raises KeyError, ValueError or TypeError on a state that is not the gate's."""
+        sizes = {"tag": len(self.table), "zone": len(self.table.zones),
+                 "device": len(self.table.devices)}
+        self._since, self._absent = {}, {}
+        for name, arr in state.items():
+            part, _, key = name.partition("/")
+            if part not in ("since", "absent"):
+                continue
+            kind, _, scope = key.partition("/")
+            if kind not in KINDS or sizes.get(scope) != arr.shape[0] or arr.ndim != 1 \
+                    or arr.dtype.kind != "i":
+                raise ValueError(f"gate/{name}: not an alarm condition of this site")
+            (self._since if part == "since" else self._absent)[key] = arr.copy()
+        if self._since.keys() != self._absent.keys():
+            raise ValueError("gate: since and absent do not match")
+        self.open, self.held, self.raises = {}, {}, {}
         self._idle = set()
         self._is_open = {k: np.zeros(len(v), dtype=bool) for k, v in self._since.items()}
+
+        def alarm(fields: dict) -> Alarm:
+            alarm = Alarm(**fields)
+            alarm.tags = tuple(alarm.tags)
+            return alarm
+
         for kind, scope, i, fields in json.loads(str(state["open"][0])):
-            fields["tags"] = tuple(fields["tags"])
-            self.open[(kind, scope, i)] = Alarm(**fields)
+            self.open[(kind, scope, i)] = alarm(fields)
             self._is_open[f"{kind}/{scope}"][i] = True
+        chatter = json.loads(str(state["chattering"][0]))
+        for kind, scope, i, times in chatter["raises"]:
+            self.raises[(kind, scope, i)] = [int(t) for t in times]
+        for kind, scope, i, notice, window, held, clear_since in chatter["held"]:
+            self.held[(kind, scope, i)] = Held(alarm(notice), int(window),
+                                               None if held is None else alarm(held),
+                                               int(clear_since))
+            if held is not None:
+                self._is_open[f"{kind}/{scope}"][i] = True
+        self.now_ns = int(state["now"][0])
+
+
+def _span(ns: int) -> str:
+    """A rule's window as an operator says it: `1 h`, `1 d`, `90 min`, `30 s`."""
+    seconds = ns / 1e9
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def _number(x: float) -> float | None:
@@ -290,4 +450,10 @@ def _number(x: float) -> float | None:
 
 
 def _fmt(x: float | None) -> str:
-    return "?" if x is None else f"{x:.4g}"
+    """Three significant figures: what a reading's evidence supports, as an operator reads
+    it (1.23e+03 stays 1230)."""
+    if x is None:
+        return "?"
+    if x == 0 or abs(x) < 1000:
+        return f"{x:.3g}"
+    return f"{round(x, 2 - int(np.floor(np.log10(abs(x))))):.0f}"

@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,14 +25,25 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from anomaly.alarms import OFF_DELAY, ON_DELAY, PRIORITY, Alarm, AlarmEvent, AlarmGate, Finding
+from anomaly.alarms import (
+    CHATTERING,
+    OFF_DELAY,
+    ON_DELAY,
+    PRIORITY,
+    Alarm,
+    AlarmEvent,
+    AlarmGate,
+    Finding,
+)
 from anomaly.batch import Batch, Quality
 from anomaly.points import PointInfo, PointTable
 from anomaly.ticks import Tick, TickAccumulator
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 2  # 2: leak profiles are (day type, bin, zone)
+# 2: leak profiles are (day type, bin, zone); 3: the zone model is T-squared (no river trees),
+# the gate holds chattering alarms
+STATE_VERSION = 3
 GOOD = int(Quality.GOOD)
 
 
@@ -80,7 +91,9 @@ READING_KEYS = ("limit/tag", "comms/device")
 class Detector(Protocol):
     """One family of conditions. Built from the point table and the settings; sees every
     tick in order; returns a `Finding` per alarm kind it judges; saves and restores its
-    learned state as named numpy arrays."""
+    learned state as named numpy arrays of numbers, whose names, shapes and dtypes follow from
+    the point table and settings alone (`Engine.load` refuses a state whose arrays differ
+    from a fresh detector's)."""
 
     name: str
 
@@ -101,7 +114,9 @@ class EngineSettings:
     on_delay: Mapping[str, float] = field(default_factory=lambda: dict(ON_DELAY))
     off_delay: Mapping[str, float] = field(default_factory=lambda: dict(OFF_DELAY))
     priority: Mapping[str, str] = field(default_factory=lambda: dict(PRIORITY))
-    river: bool = True  # the zone-level multivariate detector (needs the `ml` extra)
+    zone_model: bool = True  # the zone-level multivariate detector (anomaly/zone_score.py)
+    # (raises, seconds): an alarm raised this often chatters and is held back
+    chattering: tuple[tuple[int, float], ...] = CHATTERING
     # seconds per device: its stale window (the site's stale_after poll intervals); `comms`
     # judges the failed reads of these devices reading by reading
     comms_window: Mapping[str, float] = field(default_factory=dict)
@@ -131,8 +146,8 @@ def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detec
 
 
 def _zone_score(table: PointTable, settings: EngineSettings) -> list[Detector]:
-    """The river detector, when wanted and installed (river is the optional `ml` extra)."""
-    if not settings.river or importlib.util.find_spec("river") is None:
+    """The zone model, unless the site turned it off."""
+    if not settings.zone_model:
         return []
     from anomaly.zone_score import ZoneScore
 
@@ -152,7 +167,9 @@ class Engine:
         self.detectors = (default_detectors(self.table, settings) if detectors is None
                           else detectors)
         self.gate = AlarmGate(self.table, on_delay=settings.on_delay,
-                              off_delay=settings.off_delay, priority=settings.priority)
+                              off_delay=settings.off_delay, priority=settings.priority,
+                              chattering=() if "chattering" in settings.disable
+                              else settings.chattering)
         self.ticks_total = 0
         # Zones whose anomaly condition a more specific alarm explained (see _unexplained).
         self._explained = np.zeros(len(self.table.zones), dtype=bool)
@@ -263,9 +280,13 @@ class Engine:
                 self._closed.append((a.zone, a.start_ns, a.end_ns))
         return events
 
+    def release(self, alarm_id: str) -> list[AlarmEvent]:
+        """An operator releases the alarm a `chattering` alarm holds back (by its id)."""
+        return self.gate.release(alarm_id)
+
     @property
     def active(self) -> list[Alarm]:
-        return sorted(self.gate.open.values(), key=lambda a: (a.start_ns, a.id))
+        return sorted(self.gate.alarms, key=lambda a: (a.start_ns, a.id))
 
     def _run(self, ticks: list[Tick]) -> list[AlarmEvent]:
         events: list[AlarmEvent] = []
@@ -291,7 +312,7 @@ class Engine:
         if not active.any():
             return findings
         index = {z: i for i, z in enumerate(self.table.zones)}
-        spans = [(a.zone, a.start_ns) for a in self.gate.open.values() if a.kind != "anomaly"]
+        spans = [(a.zone, a.start_ns) for a in self.gate.alarms if a.kind != "anomaly"]
         spans += [(zone, start) for zone, start, end in recent if end > end_ns]
         for zone, start in spans:
             if zone in index and start <= end_ns:
@@ -341,33 +362,56 @@ class Engine:
         os.replace(tmp, path)
 
     def load(self, path: Path) -> dict[str, np.ndarray]:
-        """Resume from `save()` and return its `extra` arrays; StateError when the state
-        belongs to other points or settings (then nothing is loaded: the engine learns from
-        scratch)."""
+        """Resume from `save()` and return its `extra` arrays; StateError when the file is not
+        a state this engine wrote for these points and settings (then build a new engine,
+        which learns from scratch: this one may be half loaded). A state file holds numbers
+        and text only, never objects (no pickle: np.load refuses them), and each part must
+        have the arrays a fresh engine's has, so a crafted or damaged file is refused, naming
+        why."""
         try:
             with np.load(Path(path), allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise StateError(f"{path}: not an engine state file ({e})") from e
         try:
             meta = json.loads(str(arrays["engine/meta"][0]))
-        except (KeyError, ValueError) as e:
+        except (KeyError, IndexError, ValueError) as e:
             raise StateError(f"{path}: no engine metadata ({e})") from e
-        if meta != self._meta():
-            diff = sorted(k for k in meta.keys() | self._meta().keys()
-                          if meta.get(k) != self._meta().get(k))
+        mine = self._meta()
+        if not isinstance(meta, dict):
+            raise StateError(f"{path}: no engine metadata")
+        if meta != mine:
+            diff = sorted(k for k in meta.keys() | mine.keys() if meta.get(k) != mine.get(k))
             raise StateError(f"{path}: saved for other {', '.join(diff)}")
+        text = {"engine/meta", "gate/open", "gate/chattering"}
+        for name, arr in arrays.items():
+            if arr.dtype.kind not in ("U" if name in text else "biuf"):
+                raise StateError(f"{path}: {name} holds {arr.dtype}, not numbers")
 
         def part(prefix: str) -> dict[str, np.ndarray]:
             return {k.removeprefix(prefix): v for k, v in arrays.items()
                     if k.startswith(prefix)}
 
-        self.ticks.load_state(part("ticks/"))
-        self.gate.load_state(part("gate/"))
-        if "engine/explained" in arrays:
+        expected = {"engine/": {"meta": arrays["engine/meta"], "explained": self._explained},
+                    "ticks/": self.ticks.state(),
+                    **{f"{d.name}/": d.state() for d in self.detectors}}
+        for prefix, fresh in expected.items():
+            saved = part(prefix)
+            wrong = sorted(k for k in saved.keys() | fresh.keys()
+                           if k not in saved or k not in fresh
+                           or saved[k].shape != fresh[k].shape
+                           or saved[k].dtype.kind != fresh[k].dtype.kind)
+            if wrong:
+                raise StateError(f"{path}: {prefix}{wrong[0]} is not what this engine saves "
+                                 f"({len(wrong)} array(s) differ)")
+        try:
+            self.ticks.load_state(part("ticks/"))
+            self.gate.load_state(part("gate/"))
             self._explained = arrays["engine/explained"].copy()
-        for d in self.detectors:
-            d.load_state(part(f"{d.name}/"))
+            for d in self.detectors:
+                d.load_state(part(f"{d.name}/"))
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise StateError(f"{path}: unusable ({type(e).__name__}: {e})") from e
         return part("extra/")
 
     def _meta(self) -> dict:

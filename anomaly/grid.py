@@ -1,18 +1,24 @@
 """Grid events: `voltage_sag`, `voltage_swell`, `line_outage`, `overload` per feeder, and
 `frequency` per frequency point.
 
-A feeder is a zone with voltage points. The detector judges (and `claims`, so that `limit`
-leaves them alone) the feeders' voltage, current and loading points (kind `other`, unit `%`)
-and every frequency point.
+A feeder is a zone with voltage points and no water-process points (pressure, flow, level):
+in a pumping station's zone, a voltage is a motor's supply. The detector judges (and `claims`,
+so that `limit` leaves them alone) every voltage point, the feeders' current and loading
+points (kind `other`, unit `%`) and every frequency point.
 
-- Voltage, per EN 50160 and IEC 61000-4-30: a bus dips when its tick minimum or its 10-minute
-  mean is below 90 % of nominal, and swells above 110 % (tick maximum or 10-minute mean); it
-  leaves the condition 2 % of nominal back inside. The 10-minute mean is the mean of the last
-  10 minutes of tick means (the tick mean itself when ticks are 10 minutes or longer). A
-  feeder is in the condition when at least two of its measured buses are (one when only one
-  reports): an upstream sag moves every bus of a feeder, so a single bus off while its
-  neighbours are not is a sensor fault (`drift`, `stuck`), not a grid event. One alarm per
-  feeder.
+- Voltage, per EN 50160's slow voltage variations: a bus is in `voltage_sag` when the
+  10-minute mean of its polled RMS readings is below 90 % of nominal, in `voltage_swell` above
+  110 %; it leaves 2 % of nominal back inside. The 10-minute mean is that of the readings of
+  the last 10 minutes of ticks (of the last tick when ticks are longer), so one polled value
+  beyond the band is no sag: SCADA polls an RMS value every second or minute, and a polled
+  value is no half-cycle RMS that could measure an EN 50160 dip (IEC 61000-4-30 class A
+  instruments do that). A bus is never in both: a mean is below or above. A feeder is in the
+  condition when at least two of its measured buses are (one when only one reports, and then
+  a window holding a single reading must be beyond twice in a row): an upstream sag moves
+  every bus of a feeder, so a single bus off while its neighbours are not is a sensor fault
+  (`drift`, `stuck`), not a grid event. One alarm per feeder, never sag and swell at once (the
+  side with more buses). A voltage point outside any feeder (zone-less, or in a process zone)
+  is judged alone by the same rule, as a tag: `voltage_sag`/`voltage_swell` on the tag.
 - Nominal voltage: the point's `nominal`; else the middle of its lo/hi when these are a band
   (0 < lo, hi <= 1.5 lo, as 0.9 / 1.1 of nominal); else learned: the median of its first
   `WARMUP` live readings snapped to the nearest standard voltage (IEC 60038 on 50 Hz sites,
@@ -48,9 +54,12 @@ were tuned on simulator exports of seeds 1-3 only (TUNING SEEDS: 1, 2, 3).
 ...                 np.zeros(3, int))
 >>> def sag(t):
 ...     return bool(grid.update(t)[0].active[0])
->>> [sag(tick(0, 20.1, 19.9, 19.8)), sag(tick(1, 16.0, 19.9, 19.8)),
-...  sag(tick(2, 16.0, 16.1, 15.9)), sag(tick(3, 20.1, 19.9, 19.8))]
-[False, False, True, False]
+>>> [sag(tick(i, 20.1, 19.9, 19.8)) for i in range(10)].count(True)
+0
+>>> sag(tick(10, 12.0, 19.9, 19.8))  # one bus at 60 % for a minute: its mean is 96 %
+False
+>>> [sag(tick(11 + i, 16.0, 16.1, 15.9)) for i in range(8)]  # all at 80 %: 5 minutes in
+[False, False, False, False, True, True, True, True]
 """
 
 from __future__ import annotations
@@ -65,6 +74,8 @@ from anomaly.alarms import Finding
 from anomaly.points import PointTable
 from anomaly.ticks import Tick
 
+PROCESS = ("pressure", "flow", "level")  # a zone with these is a process zone (a pump's
+# station, a DMA), never a feeder: its voltage points are motor supplies, judged as tags
 DIP = 0.90  # of nominal (EN 50160 dip start, slow-variation lower bound)
 SWELL = 1.10
 HYSTERESIS = 0.02  # of nominal, IEC 61000-4-30's typical dip/swell hysteresis
@@ -99,8 +110,11 @@ VOLTS = {"V": 1.0, "kV": 1e3, "KV": 1e3, "kv": 1e3, "MV": 1e6}
 def _groups(table: PointTable) -> dict[str, np.ndarray]:
     """Indices of the points the detector judges, each group sorted by zone."""
     units = np.array(table.units, dtype=object)
-    volt = table.of_kind("voltage") & (table.zone_of >= 0)
-    feeder = np.isin(table.zone_of, np.unique(table.zone_of[volt])) & (table.zone_of >= 0)
+    zoned = table.zone_of >= 0
+    process = np.unique(table.zone_of[table.of_kind(*PROCESS) & zoned])
+    voltage = table.of_kind("voltage")
+    volt = voltage & zoned & ~np.isin(table.zone_of, process)
+    feeder = np.isin(table.zone_of, np.unique(table.zone_of[volt])) & zoned
 
     def pick(mask: np.ndarray) -> np.ndarray:
         idx = np.flatnonzero(mask)
@@ -108,6 +122,7 @@ def _groups(table: PointTable) -> dict[str, np.ndarray]:
 
     current = table.of_kind("current") & feeder
     return {"volt": pick(volt),
+            "lone": np.flatnonzero(voltage & ~volt),  # judged as tags: a motor's supply
             "load": pick(feeder & table.of_kind("other") & (units == "%")),
             "amps": pick(current & (table.hi > 0)),  # with a rating
             "amps_all": pick(current),
@@ -122,11 +137,11 @@ def claims(table: PointTable) -> np.ndarray:
     >>> claims(PointTable([PointInfo("f.v", "voltage", zone="f"), PointInfo("v", "voltage"),
     ...                    PointInfo("f.l", "other", "%", zone="f"), PointInfo("hz", "frequency"),
     ...                    PointInfo("f.s", "status", zone="f")])).tolist()
-    [True, False, True, True, False]
+    [True, True, True, True, False]
     """
     g = _groups(table)
     mask = np.zeros(len(table), dtype=bool)
-    mask[np.concatenate([g["volt"], g["load"], g["amps_all"], g["freq"]])] = True
+    mask[np.concatenate([g["volt"], g["lone"], g["load"], g["amps_all"], g["freq"]])] = True
     return mask
 
 
@@ -151,30 +166,32 @@ class _Zones:
 
 
 class _Window:
-    """Mean of the values of the last `k` ticks per column (ticks without a value left out),
-    as running sums over a ring of tick slots."""
+    """Mean of the readings of the last `k` ticks per column, from each tick's mean and count
+    (ticks without a reading left out), as running sums over a ring of tick slots; and how
+    many readings it holds."""
 
     def __init__(self, k: int, n: int) -> None:
         self.k = k
-        self.value = np.zeros((k, n))
-        self.ok = np.zeros((k, n), dtype=bool)
+        self.value = np.zeros((k, n))  # sum of the readings of each slot's tick
+        self.ok = np.zeros((k, n), dtype=np.int64)  # ... and how many
         self.last = np.array([-1])  # the tick number pushed last (an array: it is state)
         self.total = np.zeros(n)
         self.count = np.zeros(n, dtype=np.int64)
 
-    def push(self, tick_no: int, value: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    def push(self, tick_no: int, value: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """The window's mean after this tick's `value` (mean) of `count` readings."""
         last = int(self.last[0])
         if 0 <= last < tick_no - 1:  # ticks without any reading went by: their slots expire
             gone = [t % self.k for t in range(last + 1, min(tick_no, last + self.k + 1))]
-            self.value[gone], self.ok[gone] = 0.0, False
+            self.value[gone], self.ok[gone] = 0.0, 0
             self.resum()
         slot = tick_no % self.k
-        new = np.where(ok, value, 0.0)
+        new = np.where(count > 0, value * count, 0.0)
         self.total += new
         self.total -= self.value[slot]
-        self.count += ok
+        self.count += count
         self.count -= self.ok[slot]
-        self.value[slot], self.ok[slot], self.last[0] = new, ok, tick_no
+        self.value[slot], self.ok[slot], self.last[0] = new, count, tick_no
         if slot == 0:  # exact sums once a round: running ones gather rounding errors
             self.resum()
         return self.total / self.count  # NaN without values (the caller ignores 0 / 0)
@@ -214,7 +231,10 @@ class Grid:
         self.table = table
         nz, n = len(table.zones), len(table)
         g = _groups(table)
-        iv, ist, ia, ifr = g["volt"], g["status"], g["amps"], g["freq"]
+        # Voltage points: the feeders' buses by zone, then the lone ones (judged as tags).
+        iv, ist, ia, ifr = np.concatenate([g["volt"], g["lone"]]), g["status"], g["amps"], \
+            g["freq"]
+        self.nf = len(g["volt"])
         il = np.concatenate([g["load"], ia])
         limit = np.concatenate([np.where(table.hi[g["load"]] > 0, table.hi[g["load"]],
                                          OVERLOAD), table.hi[ia]])
@@ -228,7 +248,8 @@ class Grid:
                              (slice(a, b) for a, b in zip([0, *ends[:-1]], ends, strict=True)),
                              strict=True))
         self.zv, self.zs, self.za, self.zl = (_Zones(table.zone_of[i], nz)
-                                              for i in (iv, ist, ia, il))
+                                              for i in (g["volt"], ist, ia, il))
+        self.lone = np.arange(len(iv)) >= self.nf
         self.short = [_short(t, table.zone_name(i)) for i, t in enumerate(table.tags)]
         self.pct = [np.full(nz, x) for x in (100 * DIP, 100 * SWELL, 100.0)]  # the limits, %
         k = max(1, round(WINDOW_S / interval))
@@ -246,6 +267,9 @@ class Grid:
         self.v_low = np.zeros(len(iv), dtype=bool)
         self.v_high = np.zeros(len(iv), dtype=bool)
         self.v_dead = np.zeros(len(iv), dtype=bool)
+        # The 10-minute mean beyond the band (hysteresis aside) at the last judged tick.
+        self.v_below = np.zeros(len(iv), dtype=bool)
+        self.v_above = np.zeros(len(iv), dtype=bool)
         self.l_scale = 100.0 / limit  # reading -> % of its limit
         self.l_over = np.zeros(len(il), dtype=bool)  # overloaded
         self.l_prev = np.zeros(len(il), dtype=bool)  # above the limit at the last reading
@@ -260,13 +284,15 @@ class Grid:
         self.f_active = np.zeros(len(ifr), dtype=bool)
         self._derive()
         # What a tick without readings of these points finds: nothing judged, all holds.
+        lone = (("voltage_sag", "tag", n), ("voltage_swell", "tag", n)) if len(g["lone"]) \
+            else ()
         self._unknown = [Finding(kind, scope, np.zeros(size, dtype=bool), "",
                                  known=np.zeros(size, dtype=bool))
                          for kind, scope, size in (("voltage_sag", "zone", nz),
                                                    ("voltage_swell", "zone", nz),
                                                    ("line_outage", "zone", nz),
                                                    ("overload", "zone", nz),
-                                                   ("frequency", "tag", n))]
+                                                   ("frequency", "tag", n), *lone)]
 
     def _derive(self) -> None:
         """What follows from the nominal values (again whenever one is learned)."""
@@ -295,9 +321,10 @@ class Grid:
         with np.errstate(invalid="ignore", divide="ignore"):
             voltage, has = self._voltage(tick, tick_no, good[p["v"]])
             return [*voltage,
-                    *self._outage(has, good[p["s"]], tick.last[self.ist], good[p["a"]],
-                                  mean[p["a"]]),
-                    *self._overload(tick_no, good[p["l"]], mean[p["l"]]),
+                    *self._outage(has[:self.nf], good[p["s"]], tick.last[self.ist],
+                                  good[p["a"]], mean[p["a"]]),
+                    *self._overload(tick_no, good[p["l"]], mean[p["l"]],
+                                    tick.count[self.il]),
                     self._frequency(tick, good[p["f"]], mean[p["f"]])]
 
     def _learn_nominal(self, mean: np.ndarray, good: np.ndarray) -> None:
@@ -314,43 +341,78 @@ class Grid:
 
     def _voltage(self, tick: Tick, tick_no: int,
                  good: np.ndarray) -> tuple[list[Finding], np.ndarray]:
-        iv = self.iv
+        iv, f = self.iv, slice(0, self.nf)
         if self.v_learning:
             self._learn_nominal(tick.mean[iv], good)
         scale = self.v_scale
-        low, high = tick.min[iv] * scale, tick.max[iv] * scale
         has = good & (scale > 0)
-        dead = has & (low < DEAD)
+        dead = has & (tick.min[iv] * scale < DEAD)
         self.v_dead = np.where(has, dead, self.v_dead)
         alive = has & ~dead
         # A dead tick stays out of the mean, so a bus coming back is no dip.
-        mean10 = self.v_window.push(tick_no, tick.mean[iv] * scale, alive)
-        lowest, highest = np.fmin(low, mean10), np.fmax(high, mean10)
-        # Hysteresis: a bus in a condition leaves it only well back inside.
-        dip = lowest < np.where(self.v_low, DIP + HYSTERESIS, DIP)
-        swell = highest > np.where(self.v_high, SWELL - HYSTERESIS, SWELL)
+        mean10 = self.v_window.push(tick_no, tick.mean[iv] * scale,
+                                    np.where(alive, tick.count[iv], 0))
+        below = mean10 < np.where(self.v_low, DIP + HYSTERESIS, DIP)
+        above = mean10 > np.where(self.v_high, SWELL - HYSTERESIS, SWELL)
+        # A window of one reading is one polled value: a bus with no neighbour reporting to
+        # corroborate it (a lone point, a feeder's only one) needs a second window beyond.
+        z = self.zv
+        measured = z.sum(alive[f])
+        alone = self.lone.copy()
+        alone[f] = measured[z.of] < 2
+        single = alone & (self.v_window.count < 2)
+        dip = below & (~single | self.v_below)
+        swell = above & (~single | self.v_above)
+        self.v_below = np.where(alive, below, self.v_below)
+        self.v_above = np.where(alive, above, self.v_above)
         self.v_low = np.where(alive, dip, self.v_low & ~has)
         self.v_high = np.where(alive, swell, self.v_high & ~has)
-        z = self.zv
-        measured = z.sum(alive)
+        low, high = (self.v_low & alive)[f], (self.v_high & alive)[f]
         need = np.minimum(2, measured)
-        n_low, n_high = z.sum(self.v_low & alive), z.sum(self.v_high & alive)
+        n_low, n_high = z.sum(low), z.sum(high)
         sag, swell_z = (n_low >= need) & (n_low > 0), (n_high >= need) & (n_high > 0)
+        # Never both on one feeder: the side with more buses (a bus is never both).
+        both = sag & swell_z
+        sag &= ~both | (n_low >= n_high)
+        swell_z &= ~both | (n_high > n_low)
         known = measured > 0
-        low_pct = -z.max(np.where(self.v_low & alive, -100 * lowest, -np.inf)) \
-            if sag.any() else None
-        high_pct = z.max(np.where(self.v_high & alive, 100 * highest, -np.inf)) \
-            if swell_z.any() else None
-        return [
+        low_pct = -z.max(np.where(low, -100 * mean10[f], -np.inf)) if sag.any() else None
+        high_pct = z.max(np.where(high, 100 * mean10[f], -np.inf)) if swell_z.any() else None
+        findings = [
             Finding("voltage_sag", "zone", sag, known=known, value=low_pct, limit=self.pct[0],
                     details={"buses": n_low, "measured": measured},
                     message="{subject}: voltage below {limit} % of nominal on {buses} of "
-                            "{measured} buses, lowest {value} % (EN 50160 dip/undervoltage)"),
+                            "{measured} buses, lowest {value} % (10-minute mean; EN 50160 "
+                            "undervoltage)"),
             Finding("voltage_swell", "zone", swell_z, known=known, value=high_pct,
                     limit=self.pct[1], details={"buses": n_high, "measured": measured},
                     message="{subject}: voltage above {limit} % of nominal on {buses} of "
-                            "{measured} buses, highest {value} % (EN 50160 swell/overvoltage)"),
-        ], has
+                            "{measured} buses, highest {value} % (10-minute mean; EN 50160 "
+                            "overvoltage)"),
+        ]
+        if self.nf < len(iv):
+            findings += self._lone(mean10, alive)
+        return findings, has
+
+    def _lone(self, mean10: np.ndarray, alive: np.ndarray) -> list[Finding]:
+        """`voltage_sag` and `voltage_swell` of the voltage points outside any feeder, each
+        judged on its own 10-minute mean."""
+        n, lone, at = len(self.table), self.lone, self.iv[self.lone]
+        found = []
+        for kind, state, limit, side in (("voltage_sag", self.v_low, DIP, "below"),
+                                         ("voltage_swell", self.v_high, SWELL, "above")):
+            active, known = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+            active[at], known[at] = (state & alive)[lone], alive[lone]
+            value, mean, nominal = (np.full(n, np.nan) for _ in range(3))
+            value[at] = 100 * mean10[lone]
+            mean[at], nominal[at] = (mean10 * self.v_nominal)[lone], self.v_nominal[lone]
+            what = "undervoltage" if side == "below" else "overvoltage"
+            found.append(Finding(
+                kind, "tag", active, known=known, value=value, limit=np.full(n, 100 * limit),
+                details={"mean": mean, "nominal": nominal},
+                message="{subject}: 10-minute mean {mean} {unit}, {value} % of its nominal "
+                        "{nominal} {unit}, " + side + " {limit} % (EN 50160 " + what + ")"))
+        return found
 
     def _outage(self, v_has: np.ndarray, s_good: np.ndarray, s_last: np.ndarray,
                 a_good: np.ndarray, a_mean: np.ndarray) -> list[Finding]:
@@ -363,7 +425,7 @@ class Grid:
             self.a_gone = np.where(a_good, gone, self.a_gone)
             self.a_usual = _ewma(self.a_usual, amps, a_good & ~gone, self.alpha_a)
         zv = self.zv
-        n_dead = zv.sum(self.v_dead)
+        n_dead = zv.sum(self.v_dead[:self.nf])
         n_open = self.zs.sum(self.s_open)
         confirmed = (n_dead >= 2) | (self.za.sum(self.a_gone) > 0) | (zv.size == 1)
         active = (n_open > 0) | ((n_dead > 0) & confirmed)
@@ -380,14 +442,16 @@ class Grid:
         short = self.short
         lines = [short[i] for i in self.ist[self.s_open & (self.zs.of == z)]] or \
             [short[i] for i in self.ia[self.a_gone & (self.za.of == z)]]
-        buses = [short[i] for i in self.iv[self.v_dead & (self.zv.of == z)]]
+        f = slice(0, self.nf)
+        buses = [short[i] for i in self.iv[f][self.v_dead[f] & (self.zv.of == z)]]
         what = "lines out of service" if opened else "lines without current"
         parts = ([f"{what}: {_names(lines)}"] if lines else []) + (
             [f"dead buses: {_names(buses)}"] if buses else [])
         return "; ".join(["{subject}: line outage", *parts])
 
-    def _overload(self, tick_no: int, good: np.ndarray, mean: np.ndarray) -> list[Finding]:
-        mean10 = self.l_window.push(tick_no, mean * self.l_scale, good)
+    def _overload(self, tick_no: int, good: np.ndarray, mean: np.ndarray,
+                  count: np.ndarray) -> list[Finding]:
+        mean10 = self.l_window.push(tick_no, mean * self.l_scale, np.where(good, count, 0))
         above = mean10 > 100.0
         # Into the condition on two readings in a row; out of it well below the limit.
         over = np.where(self.l_over, mean10 >= 100.0 * OVERLOAD_BACK, above & self.l_prev)
@@ -429,8 +493,9 @@ class Grid:
 
     # ----- state -----
 
-    _STATE = ("v_nominal", "warm", "warm_n", "v_low", "v_high", "v_dead", "l_over", "l_prev",
-              "s_norm", "s_open", "a_usual", "a_gone", "f_nominal", "f_active")
+    _STATE = ("v_nominal", "warm", "warm_n", "v_low", "v_high", "v_dead", "v_below", "v_above",
+              "l_over", "l_prev", "s_norm", "s_open", "a_usual", "a_gone", "f_nominal",
+              "f_active")
 
     def state(self) -> dict[str, np.ndarray]:
         return ({name: getattr(self, name) for name in self._STATE}

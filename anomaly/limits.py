@@ -49,6 +49,9 @@ HISTORY_S = 30.0
 MESSAGE = "{subject} at {value} {unit}, outside its limit {limit}"
 
 
+NO_TICK = np.iinfo(np.int64).min  # an unused row of the saved history
+
+
 class Limits:
     """Readings against each point's limits; points without limits never trip, nor do those
     `skip` marks (another detector judges them against the same limits)."""
@@ -164,12 +167,18 @@ class Limits:
         return np.maximum(self.tolerance[point], NOISE_SIGMAS * noise)
 
     def state(self) -> dict[str, np.ndarray]:
-        ends = np.array([end for end, _, _ in self.history], dtype=np.int64)
+        # Fixed shapes whatever the history holds (a saved state is checked against a fresh
+        # engine's, anomaly.engine.Engine.load): unused rows carry the end NO_TICK.
+        size = self.history.maxlen or 0
+        ends = np.full(size, NO_TICK, dtype=np.int64)
+        steps = np.zeros((size + 1, len(self.step)))
+        weights = np.zeros_like(steps)
+        steps[0], weights[0] = self._before
+        for k, (end, st, w) in enumerate(self.history):
+            ends[k], steps[k + 1], weights[k + 1] = end, st, w
         return {"active": self.active, "previous": self.previous, "step": self.step,
-                "weight": self.weight, "history_end": ends,
-                "history_step": np.stack([self._before[0], *(s for _, s, _ in self.history)]),
-                "history_weight": np.stack([self._before[1],
-                                            *(w for _, _, w in self.history)])}
+                "weight": self.weight, "history_end": ends, "history_step": steps,
+                "history_weight": weights}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.active = state["active"].copy()
@@ -177,9 +186,8 @@ class Limits:
         self.step = state["step"].copy()
         self.weight = state["weight"].copy()
         self.history.clear()
-        self._before = (self.step, self.weight)
-        if "history_end" in state:  # states saved before readings were judged one by one
-            steps, weights = state["history_step"], state["history_weight"]
-            self._before = (steps[0].copy(), weights[0].copy())
-            for k, end in enumerate(state["history_end"].tolist(), start=1):
+        steps, weights = state["history_step"], state["history_weight"]
+        self._before = (steps[0].copy(), weights[0].copy())
+        for k, end in enumerate(state["history_end"].tolist(), start=1):
+            if end != NO_TICK:
                 self.history.append((end, steps[k].copy(), weights[k].copy()))

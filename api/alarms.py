@@ -140,8 +140,9 @@ def alarm_kpis(ctx: Ctx, store: Store,
                start: Annotated[str, Query(description=TIME_HELP)] = "-24h",
                end: Annotated[str, Query(description=TIME_HELP)] = "now") -> dict:
     """Alarm rate per window (10 min by default) now and as a series, flood state and
-    episodes, the 10 most frequent alarms, chattering and stale alarms, priority mix, standing
-    alarms. Rates count annunciated raises by when they were recorded."""
+    episodes, the 10 most frequent alarms, chattering alarms (those that repeat, and those the
+    engine holds back), stale alarms, priority mix, standing alarms. Rates count annunciated
+    raises by when they were recorded."""
     now = now_ns()
     first, last = _time("start", start, now), _time("end", end, now)
     if first >= last:
@@ -218,7 +219,8 @@ async def stream(
 ) -> StreamingResponse:
     """Every journal entry after `Last-Event-ID` (or, without one, from now on), in order:
     `id:` the event id, `event:` the transition (raise, clear, ack, shelve, unshelve,
-    comment, suppress, unsuppress; `suppression` for a rule, whose data is the rule), `data:`
+    release, comment, suppress, unsuppress; `suppression` for a rule, whose data is the
+    rule), `data:`
     the alarm's new state as JSON. A reconnect with the last id seen gets each event exactly
     once, across API restarts too. A comment line every 15 s keeps the connection open."""
     del access_token  # declared for the OpenAPI description only
@@ -306,6 +308,18 @@ def shelve(ctx: Ctx, store: Store, caller: Caller, alarm_id: AlarmId,
 def unshelve(store: Store, caller: Caller, alarm_id: AlarmId,
              body: AckRequest | None = None) -> dict:
     return _call(lambda: store.unshelve(alarm_id, caller.name, body.comment if body else None))
+
+
+@router.post("/alarms/{alarm_id}/release", response_model=Alarm, responses=CONFLICT,
+             summary="Release the alarm a chattering alarm holds back")
+def release(store: Store, caller: Caller, alarm_id: AlarmId,
+            body: AckRequest | None = None) -> dict:
+    """An alarm that raised too often (ISA-18.2 chattering; `[anomaly] chattering`) is held
+    back by a `chattering` alarm: releasing that one annunciates the held alarm again (at once
+    if its condition is on). The gateway clears the chattering alarm within a second or so;
+    the answer is its state as recorded now. 409 unless it is an active chattering alarm not
+    released yet."""
+    return _call(lambda: store.release(alarm_id, caller.name, body.comment if body else None))
 
 
 @router.post("/alarms/{alarm_id}/comment", response_model=Alarm, responses=CONFLICT,

@@ -71,6 +71,7 @@ ACCESS: dict[str, Access] = {
     "POST /alarms/{alarm_id}/ack": OPERATOR,
     "POST /alarms/{alarm_id}/shelve": OPERATOR,
     "POST /alarms/{alarm_id}/unshelve": OPERATOR,
+    "POST /alarms/{alarm_id}/release": OPERATOR,
     "POST /alarms/{alarm_id}/comment": OPERATOR,
     "PUT /alarms/suppressions/{scope}/{name}": OPERATOR,
     "DELETE /alarms/suppressions/{scope}/{name}": OPERATOR,

@@ -200,8 +200,8 @@ class JournalEntry(BaseModel):
     event_id: int
     time: str
     alarm_id: str | None
-    transition: str = Field(description="raise, clear, ack, shelve, unshelve, comment, "
-                                        "suppress, unsuppress")
+    transition: str = Field(description="raise, clear, ack, shelve, unshelve, release, "
+                                        "comment, suppress, unsuppress")
     who: str = Field(description="the token's name; `system` for the engine and shelf expiry")
     comment: str | None
 
@@ -309,6 +309,21 @@ class ChatteringAlarm(FrequentAlarm):
     max_in_window: int = Field(description="most raises within the chatter window")
 
 
+class HeldAlarm(BaseModel):
+    id: str = Field(description="the `chattering` alarm's id (release it with it)")
+    kind: str = Field(description="the kind of the alarm held back")
+    tag: str | None
+    zone: str | None
+    device: str | None
+    since: str
+
+
+class HeldBack(BaseModel):
+    raised: int = Field(description="`chattering` alarms raised in the period: alarms held "
+                                    "back because they raised too often")
+    active: list[HeldAlarm] = Field(description="the alarms held back now, oldest first")
+
+
 class StaleAlarms(BaseModel):
     after_seconds: float
     count: int
@@ -340,6 +355,7 @@ class AlarmKpis(BaseModel):
     suppressed_raised: int
     top: list[FrequentAlarm] = Field(description="the 10 most frequent (kind and subject)")
     chattering: list[ChatteringAlarm]
+    held_back: HeldBack
     stale: StaleAlarms
     priority_mix: dict[PriorityName, PriorityShare]
     standing: Standing

@@ -16,7 +16,7 @@ location detects it. Our engine is scored by kind (anomaly/evaluation.py: a leak
 `leak` alarm). `anomaly` labels (pump trips, noise bursts) are not in the recall columns;
 the `anom` column says how many of them any alarm at their location found.
 
-Throughput: tag-samples/s of our engine's replay (river zone score on and off) and of river
+Throughput: tag-samples/s of our engine's replay (zone model on and off) and of river
 HalfSpaceTrees (learn_one + score_one per zone sample) on the same data, in the same run: on
 the simulator sites and on a wide site (the water recording tiled over --wide copies, written
 as a recording and replayed). `run(quick)` gives the wide site's rows of `python -m bench`.
@@ -106,21 +106,27 @@ SCENARIOS = (("water", "normal"), ("water", "leak"), ("water", "small-leaks"),
 QUICK = (("water", "sensor-faults"),)
 
 
-def exported(cache: Path, site: str, scenario: str, seed: int, days: float) -> Path:
-    """The export directory of a run, made once (the simulators' own export)."""
-    out = cache / f"{site}-{scenario}-s{seed}-d{days:g}"
+def exported(cache: Path, site: str, scenario: str, seed: int, days: float,
+             step: float | None = None, text: str | None = None) -> Path:
+    """The export directory of a run, made once (the simulators' own export); `step`:
+    seconds (default the site's usual); `text`: the scenario file for a scenario defined
+    here (small-leaks has its own)."""
+    step = step or STEP[site]
+    at = "" if step == STEP[site] else f"-t{step:g}"
+    out = cache / f"{site}-{scenario}-s{seed}-d{days:g}{at}"
     if (out / "site.toml").exists():
         return out
     from simulators.export import export
     from simulators.site import build_site
 
     source: str | Path = scenario
-    if scenario == "small-leaks":
-        source = cache / "small-leaks.toml"
-        source.write_text(SMALL_LEAKS, encoding="utf-8")
+    text = text or (SMALL_LEAKS if scenario == "small-leaks" else None)
+    if text is not None:
+        source = cache / f"{scenario}.toml"
+        source.write_text(text, encoding="utf-8")
     tmp = out.with_name(out.name + ".tmp")
-    built = build_site(site, source, seed=seed, start=START, step=STEP[site])  # type: ignore
-    export(built, tmp, days=days, step=STEP[site])
+    built = build_site(site, source, seed=seed, start=START, step=step)  # type: ignore
+    export(built, tmp, days=days, step=step)
     tmp.rename(out)
     return out
 
@@ -307,9 +313,9 @@ def print_scenario(name: str, runs: int, tallies: dict[str, Tally]) -> None:
               f"{fmt(delay, '.1f') + ' h' if delay is not None else '-':>8}{t.alarms:>7}"
               f"{t.false:>6}{fmt(per_day, '.3f'):>8}"
               f"{fmt(None if per_day is None else 7 * per_day, '.2f'):>9}{anom:>6}")
-    ours = tallies["engine"].false_kinds
+    ours = first.false_kinds
     if ours:
-        print("  engine's false alarms by kind: "
+        print(f"  {next(iter(tallies))}'s false alarms by kind: "
               + ", ".join(f"{k} {n}" for k, n in ours.most_common()))
 
 
@@ -331,11 +337,12 @@ class Speed:
         return self.samples[name] / self.seconds[name] if self.seconds[name] else math.nan
 
 
-def engine_run(site: Site, directory: Path, river: bool) -> tuple[list[Alarm], int, float]:
+def engine_run(site: Site, directory: Path, zone_model: bool) -> tuple[list[Alarm], int, float]:
     """Alarms (final state), readings and engine CPU seconds of `scadawatch replay` over the
-    recording (its engine and its loop; the site's `[anomaly] river` set to `river`). The
+    recording (its engine and its loop; the site's `[anomaly] zone_model` as given). The
     recording is read before the clock starts: only the engine is timed."""
-    site = site.model_copy(update={"anomaly": site.anomaly.model_copy(update={"river": river})})
+    site = site.model_copy(update={"anomaly": site.anomaly.model_copy(
+        update={"zone_model": zone_model})})
     with RecordingReader(directory, [p.tag for p in site.points]) as reader:
         batches = list(reader)
         engine = replay_engine(site, batches[0] if batches else None)
@@ -352,7 +359,7 @@ def scenario_runs(name: str, dirs: list[Path], speed: Speed) -> dict[str, Tally]
         points = [PointInfo.of(p) for p in site.points]
         zone_of = {p.tag: p.zone for p in points}
         labels = read_labels(directory / "labels.csv")
-        alarms, readings, seconds = engine_run(site, directory, river=True)
+        alarms, readings, seconds = engine_run(site, directory, zone_model=True)
         speed.add(f"engine, {name.split()[0]}", readings, seconds)
         batch, stats = read_recording(directory, [p.tag for p in points])
         assert stats.first_ns is not None and stats.last_ns is not None
@@ -400,14 +407,14 @@ def tiled(directory: Path, copies: int) -> tuple[Site, Path, np.ndarray, np.ndar
 
 
 def wide(directory: Path, copies: int, speed: Speed) -> tuple[str, str, str]:
-    """Replays of the water recording tiled over `copies` sites' worth of zones, river zone
-    detector on and off, and river HST on the same data; the names of their `speed` entries."""
+    """Replays of the water recording tiled over `copies` sites' worth of zones, zone model
+    on and off, and river HST on the same data; the names of their `speed` entries."""
     site, recording, times, values = tiled(directory, copies)
     names = []
-    for river in (True, False):
-        _, readings, seconds = engine_run(site, recording, river)
+    for zone_model in (True, False):
+        _, readings, seconds = engine_run(site, recording, zone_model)
         names.append(f"engine, wide {len(site.points):,} tags"
-                     + ("" if river else ", river off"))
+                     + ("" if zone_model else ", zone model off"))
         speed.add(names[-1], readings, seconds)
     # River over every zone sample of the wide site would take minutes: a bounded probe.
     probe = hst_per_zone([PointInfo.of(p) for p in site.points], times, values, limit=3000)
@@ -417,7 +424,7 @@ def wide(directory: Path, copies: int, speed: Speed) -> tuple[str, str, str]:
 
 
 def run(quick: bool) -> list[Row]:
-    """The wide site's replay, river zone detector on and off, beside river HST on the same
+    """The wide site's replay, zone model on and off, beside river HST on the same
     data (this module's quality tables need `python -m bench.anomaly`)."""
     days, copies = (1.0, 4) if quick else (7.0, 80)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -429,7 +436,7 @@ def run(quick: bool) -> list[Row]:
     command = f"python -m bench.anomaly{' --quick' if quick else ''}"
     return [Row(f"anomaly engine replay, {tags} (water site x {copies}, {days:g} day"
                 f"{'' if days == 1 else 's'}), "
-                f"river zone detector {state}", f"{speed.rate(name):,.0f} tag-samples/s", peer,
+                f"zone model {state}", f"{speed.rate(name):,.0f} tag-samples/s", peer,
                 speed.rate(name) / speed.rate(river), command)
             for name, state in ((on, "on"), (off, "off"))]
 
@@ -442,7 +449,7 @@ def print_speed(speed: Speed) -> None:
     for name in names:
         print(f"  {name:62}{speed.rate(name):>12,.0f}")
     for name in names:
-        where = name.removeprefix("engine, ").removesuffix(", river off")
+        where = name.removeprefix("engine, ").removesuffix(", zone model off")
         hst = next((n for n in names if n.startswith("hst/zone") and where in n), None)
         if name.startswith("engine") and hst:
             print(f"  {'ratio ' + name + ' / river':62}"

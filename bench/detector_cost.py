@@ -64,7 +64,7 @@ def main() -> None:
     p.add_argument("--points", default="25,2000")
     p.add_argument("--ticks", type=int, default=300)
     args = p.parse_args()
-    settings = EngineSettings(river=False)
+    settings = EngineSettings()
     print(f"{'points':>6} {'input':>7} {'detector':<12} {'us/tick':>9} {'ns/point':>9} "
           f"{'x limits':>9}")
     for n in (int(x) for x in args.points.split(",")):

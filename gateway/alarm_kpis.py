@@ -1,5 +1,6 @@
 """Alarm-system KPIs (EEMUA 191) from the alarm store: rate per window, flood state, most
-frequent, chattering and stale alarms, priority mix.
+frequent, chattering alarms (those that repeat, and those the engine holds back), stale alarms,
+priority mix.
 
 Rates count *annunciated* raises (neither shelved nor suppressed) by the time the store
 recorded them: that is the load the operator saw. Suppressed raises are counted apart.
@@ -88,6 +89,7 @@ def kpis(store: AlarmStore, settings: AlarmsSection, start_ns: int, end_ns: int)
                 chattering.append({**store.subject(conditions[a]), "count": len(t),
                                    "max_in_window": most})
 
+    held, holding = store.held_back(start_ns, end_ns)
     mix = {r["priority"]: r["count"] for r in store.raise_counts(start_ns, end_ns, "priority")}
     raised = len(period_times)
     stale_n, stale_ids = store.stale(end_ns - int(settings.stale_after * NS), STALE_IDS)
@@ -118,6 +120,11 @@ def kpis(store: AlarmStore, settings: AlarmsSection, start_ns: int, end_ns: int)
         "suppressed_raised": store.unannunciated(start_ns, end_ns),
         "top": top,
         "chattering": chattering,
+        # The gate's holds: a chattering alarm's id is chattering:<held kind>:<subject>:<time>.
+        "held_back": {"raised": held,
+                      "active": [{"id": r["id"], "kind": r["id"].split(":")[1], "tag": r["tag"],
+                                  "zone": r["zone"], "device": r["device"],
+                                  "since": iso(r["start_ns"])} for r in holding]},
         "stale": {"after_seconds": settings.stale_after, "count": stale_n, "ids": stale_ids},
         "priority_mix": {p: {"count": mix.get(p, 0),
                              "percent": round(100.0 * mix.get(p, 0) / raised, 1) if raised

@@ -428,6 +428,34 @@ class AlarmStore:
                 self._unshelve(alarm_id, SYSTEM, "shelf expired", now)
         return len(ids)
 
+    def release(self, alarm_id: str, who: str, comment: str | None = None,
+                now_ns: int | None = None) -> dict:
+        """Ask the engine to release the alarm a `chattering` alarm holds back (journaled as
+        `release`; the gateway's engine reads it, `releases_after`, and clears the chattering
+        alarm within a second or so). AlarmConflict unless it is an active, unreleased
+        `chattering` alarm."""
+        now = _now() if now_ns is None else now_ns
+        with self._write():
+            row = self._row(alarm_id)
+            if row["kind"] != "chattering":
+                raise AlarmConflict(f"alarm {alarm_id!r} is a {row['kind']} alarm: only a "
+                                    "chattering alarm holds another back")
+            if row["end_ns"] is not None:
+                raise AlarmConflict(f"alarm {alarm_id!r} cleared at {iso(row['end_ns'])}: what "
+                                    "it held back is released already")
+            done = self._db.execute("SELECT who, ts_ns FROM journal WHERE alarm_id = ? AND "
+                                    "transition = 'release'", (alarm_id,)).fetchone()
+            if done is not None:
+                raise AlarmConflict(f"alarm {alarm_id!r} was released by {done['who']} at "
+                                    f"{iso(done['ts_ns'])}: the gateway clears it shortly")
+            self._journal(now, alarm_id, "release", who, comment)
+            return view(self._row(alarm_id), now)
+
+    def releases_after(self, seq: int) -> list[tuple[int, str]]:
+        """(event id, alarm id) of the operators' releases after event id `seq`, in order."""
+        return self._tuples("SELECT seq, alarm_id FROM journal WHERE transition = 'release' "
+                            "AND seq > ? ORDER BY seq", (seq,))
+
     def comment(self, alarm_id: str, who: str, text: str, now_ns: int | None = None) -> dict:
         now = _now() if now_ns is None else now_ns
         with self._write():
@@ -557,6 +585,18 @@ class AlarmStore:
             "raised_ns >= ? AND raised_ns < ? AND annunciated GROUP BY condition "
             "HAVING count(*) >= ?) ORDER BY condition, raised_ns",
             (start_ns, end_ns, start_ns, end_ns, at_least))
+
+    def held_back(self, start_ns: int, end_ns: int) -> tuple[int, list[sqlite3.Row]]:
+        """`chattering` alarms (the gate's: an alarm held back): how many were recorded in
+        [start_ns, end_ns), and those still active, oldest first."""
+        with self._lock:
+            raised = self._db.execute(
+                "SELECT count(*) FROM alarms WHERE kind = 'chattering' AND raised_ns >= ? AND "
+                "raised_ns < ?", (start_ns, end_ns)).fetchone()[0]
+            active = self._db.execute(
+                "SELECT id, tag, zone, device, start_ns FROM alarms WHERE kind = 'chattering' "
+                "AND end_ns IS NULL ORDER BY start_ns, id").fetchall()
+        return int(raised), active
 
     def standing(self, now_ns: int) -> sqlite3.Row:
         """Counts of the alarms not closed: active (neither shelved nor suppressed),

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from anomaly.alarms import PRIORITIES, AlarmKind, Priority
+from anomaly.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
 from gateway import point_csv
 from gateway.site_checks import BIT_TABLES, RULE_KEYS, check_site
 from timegrammar import DurationError, seconds
@@ -142,6 +143,14 @@ class SpoolSection(Strict):
 Delay = Annotated[Seconds, Field(ge=0, le=7 * DAY)]
 
 
+def _chatter_rule(rule: list[float]) -> list[float]:
+    if len(rule) != 2 or rule[0] != int(rule[0]) or rule[0] < 2 or rule[1] <= 0:
+        shown = "[" + ", ".join(f"{x:g}" for x in rule) + "]"
+        raise PydanticCustomError("chatter_rule", f"{shown}: give [raises, seconds], at least 2 "
+                                  "raises within more than 0 seconds, e.g. [3, 3600]")
+    return rule
+
+
 class AnomalySection(Strict):
     """The anomaly engine (`anomaly.engine.EngineSettings`): delays in seconds per alarm kind
     override the defaults of `anomaly/alarms.py`."""
@@ -153,7 +162,13 @@ class AnomalySection(Strict):
     on_delay: dict[AlarmKind, Delay] = {}
     off_delay: dict[AlarmKind, Delay] = {}
     priority: dict[AlarmKind, Priority] = {}
-    river: bool = True  # zone-level multivariate detector, when the `ml` extra is installed
+    # The zone-level multivariate detector (anomaly/zone_score.py); `river`, its key when it was
+    # river's HalfSpaceTrees, still reads.
+    zone_model: bool = Field(default=True, validation_alias=AliasChoices("zone_model", "river"))
+    # [raises, seconds]: an alarm (kind and subject) raised this often chatters and is held
+    # back until it behaves (anomaly/alarms.py); [] holds nothing back
+    chattering: list[Annotated[list[float], AfterValidator(_chatter_rule)]] = Field(
+        default_factory=lambda: [list(r) for r in CHATTERING])
     save_interval: Seconds = Field(default=300.0, ge=1, le=DAY)  # between state saves
 
 

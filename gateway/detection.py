@@ -8,6 +8,8 @@ a device whose reads fail are judged reading by reading as the batches come; the
 with the spool position it covers (data_dir/anomaly-state.npz) after every tick that changed
 an alarm and every `save_interval`; after a crash it resumes there and re-reads the spool from
 that point, regenerating the same events (same alarm ids), which the alarm store takes once.
+Every second (with the clock) it applies the operators' releases of chattering alarms from
+the alarm store's journal.
 
 A device whose clock runs ahead would push the engine's ticks into its own future: the engine
 closes a tick once readings go `lateness` past its end, so every other device's readings would
@@ -38,6 +40,7 @@ from gateway.spool import PointList
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[list[AlarmEvent]], None]
+Releases = Callable[[int], list[tuple[int, str]]]  # (event id, alarm id) after an event id
 
 
 def engine_settings(section: AnomalySection, interval: float | None = None) -> EngineSettings:
@@ -49,7 +52,8 @@ def engine_settings(section: AnomalySection, interval: float | None = None) -> E
         disable=frozenset(section.disable),
         on_delay={**defaults.on_delay, **section.on_delay},
         off_delay={**defaults.off_delay, **section.off_delay},
-        priority={**defaults.priority, **section.priority}, river=section.river)
+        priority={**defaults.priority, **section.priority}, zone_model=section.zone_model,
+        chattering=tuple((int(n), seconds) for n, seconds in section.chattering))
 
 
 def stale_windows(site: Site) -> dict[str, float]:
@@ -75,7 +79,7 @@ class Detection:
 
     name = "anomaly"
 
-    def __init__(self, site: Site, emit: EventSink) -> None:
+    def __init__(self, site: Site, emit: EventSink, releases: Releases | None = None) -> None:
         self.site = site
         self.engine: Engine | None = None  # built by the first cursor(), in the drain's thread
         self.tags = [p.tag for p in site.points]
@@ -89,18 +93,23 @@ class Detection:
         self.clock_ahead_total = 0  # readings judged at receipt: their device's clock was ahead
         self._lock = threading.Lock()  # the drain thread and the live clock share the engine
         self._position = 0  # spool sequence number the engine has seen up to
+        # Operators' releases of chattering alarms (the alarm store's journal), applied up to
+        # this event id; saved with the state, so a restart applies the later ones again.
+        self.releases = releases
+        self._released = 0
         self._saved_at = time.monotonic()
         self.events_total = 0
 
     def _build(self) -> Engine:
-        """The engine and its saved state. Slow (river imports scipy: seconds), so it runs
-        in the drain's thread, never before the first poll."""
+        """The engine and its saved state, in the drain's thread, never before the first
+        poll."""
         site = self.site
         self.engine = build_engine(site)
         if self.path.exists():
             try:
                 extra = self.engine.load(self.path)
                 self._position = int(extra["cursor"][0])
+                self._released = int(extra["released"][0]) if "released" in extra else 0
                 log.info("event=anomaly_state_loaded path=%s cursor=%d open_alarms=%d",
                          self.path, self._position, len(self.engine.active))
             except (StateError, KeyError) as e:
@@ -160,10 +169,16 @@ class Detection:
             batch, source_ts=np.where(ahead, batch.gateway_ts, batch.source_ts))
 
     def advance(self, now_ns: int | None = None) -> None:
-        """Close the ticks the clock has passed: a silent device is judged without readings."""
+        """Close the ticks the clock has passed: a silent device is judged without readings;
+        and apply the operators' releases of chattering alarms."""
         with self._lock:
             if self.engine is not None:
-                self._save_if(self._emit(self.engine.advance(now_ns or time.time_ns())))
+                events = self.engine.advance(now_ns or time.time_ns())
+                if self.releases is not None:
+                    for seq, alarm_id in self.releases(self._released):
+                        events += self.engine.release(alarm_id)
+                        self._released = seq
+                self._save_if(self._emit(events))
 
     def _emit(self, events: list[AlarmEvent]) -> bool:
         if not events:
@@ -191,5 +206,6 @@ class Detection:
 
     def _save(self) -> None:
         assert self.engine is not None
-        self.engine.save(self.path, extra={"cursor": np.array([self._position])})
+        self.engine.save(self.path, extra={"cursor": np.array([self._position]),
+                                           "released": np.array([self._released])})
         self._saved_at = time.monotonic()

@@ -97,7 +97,8 @@ class Gateway:
         self.detection: Detection | None = None
         if site.anomaly.enabled:
             self.status.sinks[Detection.name] = SinkStatus(name=Detection.name)
-            self.detection = Detection(site, self._alarm_events)
+            self.detection = Detection(site, self._alarm_events,
+                                       releases=self.alarms.releases_after)
         self.buses: list[ModbusBus | OpcUaSession] = [*build_buses(site, self.status, self._emit)]
         if any(d.protocol == "opcua" for d in site.devices):
             # asyncua and cryptography cost a second of start-up: only for sites that use them

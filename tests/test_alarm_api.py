@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -260,6 +261,33 @@ def test_suppression_routes(http: httpx.Client, store: AlarmStore) -> None:
     assert http.delete(f"{API}/suppressions/zone/sz").status_code == 200
     assert http.delete(f"{API}/suppressions/zone/sz").status_code == 404
     assert a.id in [x["id"] for x in http.get(API, params={"zone": "sz"}).json()["alarms"]]
+
+
+def test_an_operator_releases_what_a_chattering_alarm_holds_back(
+        http: httpx.Client, store: AlarmStore) -> None:
+    spike = alarm("spike", "rel.p", scope="tag")
+    held = replace(spike, id=f"chattering:spike:rel.p:{T0 // NS}", kind="chattering",
+                   priority="medium")
+    store.apply([raised(held), raised(alarm("spike", "rel.q", scope="tag"))])
+    kpis = AlarmKpis.model_validate(http.get(f"{API}/kpis").json())
+    assert kpis.held_back.raised >= 1
+    assert {(h.id, h.kind, h.tag) for h in kpis.held_back.active} >= {(held.id, "spike",
+                                                                       "rel.p")}
+    r = http.post(f"{API}/{held.id}/release", json={"comment": "loose wire fixed"})
+    assert r.status_code == 200 and Alarm.model_validate(r.json()).state == \
+        "active-unacknowledged", r.text  # the gateway clears it, not the request
+    journal = AlarmHistory.model_validate(http.get(f"{API}/{held.id}").json()).journal
+    assert (journal[-1].transition, journal[-1].who, journal[-1].comment) == \
+        ("release", "alice", "loose wire fixed")
+    assert [a for _, a in store.releases_after(journal[-1].event_id - 1)] == [held.id]
+    for alarm_id, words in ((held.id, "was released by alice"),
+                            ("spike:rel.q:1767600000", "only a chattering alarm"),
+                            ("chattering:spike:nowhere:1", "does not exist")):
+        r = http.post(f"{API}/{alarm_id}/release")
+        assert r.status_code in (404, 409) and words in r.json()["detail"], r.text
+    store.apply([cleared(held)])
+    r = http.post(f"{API}/{held.id}/release")
+    assert r.status_code == 409 and "cleared at" in r.json()["detail"]
 
 
 def test_kpis_route(http: httpx.Client, store: AlarmStore) -> None:

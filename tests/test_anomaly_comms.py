@@ -175,7 +175,7 @@ def polls(plan: Callable[[int], str | None], seconds: int) -> list[Batch]:
 def live(batches: list[Batch], interval: float = 60.0) -> list[Alarm]:
     """Alarms of the engine as the gateway runs it: each batch, then the clock every 0.25 s
     until the next one."""
-    engine = Engine(POINTS, EngineSettings(interval=interval, lateness=2.0, river=False,
+    engine = Engine(POINTS, EngineSettings(interval=interval, lateness=2.0, zone_model=False,
                                            comms_window={"rtu1": WINDOW, "rtu2": WINDOW}))
     alarms: dict[str, Alarm] = {}
     for b in batches:
@@ -231,7 +231,7 @@ def test_a_device_whose_failed_reads_were_judged_raises_the_same_in_a_replay() -
     to the nanosecond: it is judged on the readings' times, not on when they came."""
     batches = polls(lambda k: "bad" if 10 <= k < 40 or k in (70, 80) else
                     None if 71 <= k < 80 else "good", 120)
-    engine = Engine(POINTS, EngineSettings(lateness=2.0, river=False,
+    engine = Engine(POINTS, EngineSettings(lateness=2.0, zone_model=False,
                                            comms_window={"rtu1": WINDOW, "rtu2": WINDOW}))
     events = engine.process(Batch.concat(batches)) + engine.finish()
     replayed = list({e.alarm.id: e.alarm for e in events}.values())
@@ -243,7 +243,7 @@ def test_values_unchanged_since_before_an_outage_end_it_when_they_arrive() -> No
     """An OPC UA session lost at 10 s (one bad reading per point), back at 30 s: the server's
     initial values carry their old source times (unchanged since 5 s); the device answers at
     their receipt, so its comms alarm clears then, not when a value next changes."""
-    engine = Engine(POINTS, EngineSettings(lateness=2.0, river=False,
+    engine = Engine(POINTS, EngineSettings(lateness=2.0, zone_model=False,
                                            comms_window={"rtu1": WINDOW, "rtu2": WINDOW}))
     rtu1 = list(DEVICE_POINTS)
     events = engine.process(Batch.of(source_ts=5 * S, point=rtu1, value=1.0, quality=0))

@@ -7,7 +7,9 @@ synthetic signals, and with a scripted detector where the gate's timing is the s
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+import json
+import pickle
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +156,119 @@ def test_no_condition_chatters() -> None:
     assert all(b - a >= 5 for a, b in itertools.pairwise(raises))
 
 
+def flapping(every: int, times: int, then: list[bool | None] | None = None) -> list[bool | None]:
+    """A condition on for one tick every `every` ticks, `times` times, then `then`."""
+    return [i % every == 0 for i in range(every * times)] + (then or [])
+
+
+def chatter(script: list[bool | None], release_at: int | None = None,
+            rules: tuple[tuple[int, float], ...] = ((3, 3600.0),),
+            disable: frozenset[str] = frozenset()) -> list[tuple[str, str, int]]:
+    """(action, kind, minute) of the gate's events over a script of 1-minute ticks, no
+    off-delay; an operator releases the held alarm as the reading of minute `release_at`
+    comes (the gate has judged up to minute `release_at - 1`)."""
+    settings = EngineSettings(off_delay={"anomaly": 0.0}, chattering=rules, disable=disable)
+    engine = Engine([PointInfo("p")], settings, detectors=[Scripted(script)])
+    events = []
+    for minute in range(len(script) + 1):
+        events += engine.process(Batch.of(source_ts=[minute * MIN], point=[0], value=1.0,
+                                          quality=0))
+        if minute == release_at:
+            held = [a for a in engine.active if a.kind == "chattering"]
+            events += engine.release(held[0].id) if held else []
+    events += engine.finish()
+    return [(e.action, e.alarm.kind, (e.alarm.start_ns if e.action == "raise"
+                                      else e.alarm.end_ns) // MIN) for e in events]
+
+
+R, C = "raise", "clear"
+
+
+@pytest.mark.parametrize(("script", "release_at", "rules", "expected"), [
+    # on every 15 minutes: raised twice, the third raise is a `chattering` alarm instead and
+    # holds the rest back; clear for an hour after the last, it is released
+    (flapping(15, 6, [False] * 70), None, ((3, 3600.0),),
+     [(R, "anomaly", 1), (C, "anomaly", 2), (R, "anomaly", 16), (C, "anomaly", 17),
+      (R, "chattering", 31), (C, "chattering", 137)]),
+    # held, then on for good: a standing condition is no chatter, its alarm is raised
+    (flapping(15, 3, [True] * 70), None, ((3, 3600.0),),
+     [(R, "anomaly", 1), (C, "anomaly", 2), (R, "anomaly", 16), (C, "anomaly", 17),
+      (R, "chattering", 31), (C, "chattering", 106), (R, "anomaly", 46), (C, "anomaly", 116)]),
+    # an operator releases it: the chattering alarm clears, the next raise is annunciated
+    (flapping(15, 6), 50, ((3, 3600.0),),
+     [(R, "anomaly", 1), (C, "anomaly", 2), (R, "anomaly", 16), (C, "anomaly", 17),
+      (R, "chattering", 31), (C, "chattering", 49), (R, "anomaly", 61), (C, "anomaly", 62),
+      (R, "anomaly", 76), (C, "anomaly", 77)]),
+    # ... and released while its condition is on, it is raised at once
+    (flapping(15, 3, [True] * 20), 50, ((3, 3600.0),),
+     [(R, "anomaly", 1), (C, "anomaly", 2), (R, "anomaly", 16), (C, "anomaly", 17),
+      (R, "chattering", 31), (C, "chattering", 49), (R, "anomaly", 46), (C, "anomaly", 66)]),
+    # the slower rule: 10 in a day, whatever the hour's rule says
+    (flapping(60, 11), None, ((3, 600.0), (10, 86400.0)),
+     [x for k in range(9) for x in ((R, "anomaly", 60 * k + 1), (C, "anomaly", 60 * k + 2))]
+     + [(R, "chattering", 541)]),
+    # no rules: every raise is annunciated
+    (flapping(15, 4), None, (), [x for k in range(4) for x in ((R, "anomaly", 15 * k + 1),
+                                                                 (C, "anomaly", 15 * k + 2))]),
+])
+def test_a_chattering_alarm_is_held_back_until_it_behaves(
+        script: list, release_at: int | None, rules: tuple, expected: list) -> None:
+    assert chatter(script, release_at, rules) == expected
+
+
+def test_chattering_can_be_turned_off_and_says_what_it_holds() -> None:
+    assert ("raise", "chattering", 31) not in chatter(flapping(15, 4),
+                                                      disable=frozenset({"chattering"}))
+    engine = Engine([PointInfo("p", priority="high")],
+                    EngineSettings(off_delay={"anomaly": 0.0}),
+                    detectors=[Scripted(flapping(15, 3))])
+    events = engine.process(Batch.of(source_ts=np.arange(40) * MIN, point=np.zeros(40),
+                                      value=1.0, quality=0))
+    notice = next(e.alarm for e in events if e.alarm.kind == "chattering")
+    assert notice.id == "chattering:anomaly:p:1860" and notice.tag == "p"
+    assert notice.priority == "high"  # the held alarm's own
+    assert notice.message == ("p: the anomaly alarm chatters, raised 3 times in 1 h: held back "
+                              "until its condition stays clear (or stays on) for 1 h, or an "
+                              "operator releases it. Last: p scripted")
+
+
+def test_a_hold_survives_a_restart(tmp_path: Path) -> None:
+    script = flapping(15, 6, [False] * 70)
+    whole = chatter(script)
+    settings = EngineSettings(off_delay={"anomaly": 0.0})
+
+    def feed(engine: Engine, minutes: range) -> list[tuple[str, str, int]]:
+        return [(e.action, e.alarm.kind, (e.alarm.start_ns if e.action == "raise"
+                                          else e.alarm.end_ns) // MIN)
+                for m in minutes for e in engine.process(
+                    Batch.of(source_ts=[m * MIN], point=[0], value=1.0, quality=0))]
+
+    first = Engine([PointInfo("p")], settings, detectors=[Scripted(script)])
+    events = feed(first, range(50))
+    first.save(tmp_path / "state.npz")
+    second = Engine([PointInfo("p")], settings, detectors=[Scripted(script)])
+    second.load(tmp_path / "state.npz")
+    events += feed(second, range(50, len(script) + 1))
+    assert events + [(e.action, e.alarm.kind, e.alarm.end_ns // MIN)
+                     for e in second.finish()] == whole
+
+
+class Unsure(Scripted):
+    """A detector that cannot tell one of its alarm's figures (NaN)."""
+
+    def update(self, tick: Tick) -> list[Finding]:
+        return [Finding("leak", "tag", np.array([True]), "{subject}: {size} L/s, {night} at night",
+                        details={"size": np.array([2.0]), "night": np.array([np.nan])})]
+
+
+def test_a_figure_the_detector_cannot_tell_reads_as_a_question_mark() -> None:
+    engine = Engine([PointInfo("p")], detectors=[Unsure([])])
+    events = engine.process(Batch.of(source_ts=[0], point=[0], value=1.0, quality=0))
+    events += engine.finish()
+    assert [(e.alarm.message, e.alarm.details) for e in events] == \
+        [("p: 2 L/s, ? at night", {"size": 2.0})]
+
+
 POINTS = [PointInfo("tank.level", "level", "m", lo=0.0, hi=5.0),
           PointInfo("main.pressure", "pressure", "m", zone="z", lo=20.0, hi=80.0)]
 
@@ -218,7 +333,7 @@ def test_a_reading_beyond_its_limit_raises_at_its_own_time_not_a_ticks_end() -> 
     """One batch, one reading over `hi` in the middle of a 60 s tick: the raise comes with
     that batch, stamped with the reading, and carries its value; back inside, the alarm
     clears when its off-delay (300 s) has passed, stamped exactly then."""
-    engine = Engine(POINTS, EngineSettings(river=False))
+    engine = Engine(POINTS, EngineSettings(zone_model=False))
     level = [3.0, 3.1, 7.25, 7.3, 3.0]
     ts = [0, 10 * S, 30 * S + 5, 31 * S, 40 * S]
     raised = []
@@ -247,12 +362,12 @@ def test_limit_alarms_do_not_depend_on_batching_or_on_the_clock(sizes: list[int]
     level[(data.point == 0) & (t > 150) & (t < 152)] = 5.2  # over again, later
     level[(data.point == 1) & (t > 200) & (t < 201)] = 80.5  # within the pressure's tolerance
     data = Batch.of(source_ts=data.source_ts, point=data.point, value=level, quality=0)
-    whole = Engine(POINTS, EngineSettings(river=False))
+    whole = Engine(POINTS, EngineSettings(zone_model=False))
     expected = summary(whole.process(data) + whole.finish())
     assert [(a, start // MIN, end and end // S) for a, _, k, start, end in expected
             if k == "limit"] == [("raise", 60, None), ("clear", 60, 103 * 60 + 300),
                                  ("raise", 150, None), ("clear", 150, 152 * 60 + 300)]
-    pieces = Engine(POINTS, EngineSettings(river=False))
+    pieces = Engine(POINTS, EngineSettings(zone_model=False))
     got = []
     for b in split(data, sizes):
         got += pieces.process(b) + pieces.advance(int(b.source_ts.max()) + S)
@@ -261,6 +376,72 @@ def test_limit_alarms_do_not_depend_on_batching_or_on_the_clock(sizes: list[int]
 
 
 def test_a_disabled_kind_judged_from_readings_raises_nothing() -> None:
-    engine = Engine(POINTS, EngineSettings(river=False, disable=frozenset({"limit"})))
+    engine = Engine(POINTS, EngineSettings(zone_model=False, disable=frozenset({"limit"})))
     events = engine.process(faulty()) + engine.finish()
     assert [e for e in events if e.alarm.kind == "limit"] == []
+
+
+# ----- state files are data, never code (issue 13 D4) -----
+
+ZONED = [PointInfo("z.flow", "flow", "L/s", zone="z"), PointInfo("z.p", "pressure", "m", zone="z"),
+         PointInfo("z.v", "voltage", "V", zone="z"), PointInfo("tank.level", "level", "m")]
+
+
+class Exploit:
+    """Unpickling this creates `path`: any code could run in its place."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.path,))
+
+
+def river_trees(arrays: dict, marker: Path) -> None:
+    """The layout the zone model had: its river trees pickled into a byte array."""
+    arrays["zone_score/models"] = np.frombuffer(pickle.dumps(Exploit(marker)), dtype=np.uint8)
+
+
+def object_array(arrays: dict, marker: Path) -> None:
+    arrays["sensor/prev"] = np.array([Exploit(marker)], dtype=object)
+
+
+def wrong_shape(arrays: dict, marker: Path) -> None:
+    arrays["sensor/prev"] = np.zeros(10**3)
+
+
+def too_many_zones(arrays: dict, marker: Path) -> None:
+    arrays["engine/explained"] = np.ones(10**4, dtype=bool)
+
+
+def text_for_numbers(arrays: dict, marker: Path) -> None:
+    arrays["limits/active"] = np.array(["__import__('os')"] * 4)
+
+
+def alarm_with_other_fields(arrays: dict, marker: Path) -> None:
+    arrays["gate/open"] = np.array([json.dumps([["limit", "tag", 0, {"id": "x", "evil": 1}]])])
+
+
+@pytest.mark.parametrize(("craft", "named"), [
+    (river_trees, "zone_score/models"),
+    (object_array, "not an engine state file"),
+    (wrong_shape, "sensor/prev"),
+    (too_many_zones, "engine/explained"),
+    (text_for_numbers, "limits/active"),
+    (alarm_with_other_fields, "unusable"),
+])
+def test_a_crafted_state_file_runs_no_code_and_is_refused(
+        tmp_path: Path, craft: Callable[[dict, Path], None], named: str) -> None:
+    engine = Engine(ZONED)
+    ts = np.repeat(np.arange(30) * MIN, 4)
+    engine.process(Batch.of(source_ts=ts, point=np.tile(np.arange(4), 30),
+                            value=np.tile([10.0, 40.0, 230.0, 2.0], 30), quality=0))
+    engine.save(tmp_path / "state.npz")
+    with np.load(tmp_path / "state.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    marker = tmp_path / "code-ran"
+    craft(arrays, marker)
+    np.savez(tmp_path / "crafted.npz", **arrays)
+    with pytest.raises(StateError, match=named):
+        Engine(ZONED).load(tmp_path / "crafted.npz")
+    assert not marker.exists()

@@ -69,6 +69,7 @@ SAMPLES: dict[str, dict] = {
     "POST /alarms/{alarm_id}/ack": {"status": 404},
     "POST /alarms/{alarm_id}/shelve": {"json": {"duration": "1h", "reason": "r"}, "status": 404},
     "POST /alarms/{alarm_id}/unshelve": {"status": 404},
+    "POST /alarms/{alarm_id}/release": {"status": 404},
     "POST /alarms/{alarm_id}/comment": {"json": {"text": "t"}, "status": 404},
     "PUT /alarms/suppressions/{scope}/{name}": {"path": "/alarms/suppressions/tag/t1",
                                                 "json": {"reason": "r"}},

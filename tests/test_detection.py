@@ -1,10 +1,12 @@
 """The anomaly engine live in the gateway (gateway/detection.py), fed over OPC UA by a real
-asyncua server on loopback."""
+asyncua server on loopback: device clocks ahead, an operator's release of a chattering alarm."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +29,7 @@ def two_devices(endpoint: str, data_dir: Path) -> Site:
                         timeout=0.5) for d in POINTS.values()],
         points=[Point(tag=t, device=d, node=ns_of(t), kind="flow", lo=0.0, hi=HI)
                 for t, d in POINTS.items()],
-        anomaly=AnomalySection(interval=1.0, lateness=0.5, river=False))
+        anomaly=AnomalySection(interval=1.0, lateness=0.5, zone_model=False))
 
 
 # how far ahead the clock of device `clock-ahead` runs; whether the gateway says so
@@ -82,3 +84,53 @@ def test_a_device_clock_ahead_does_not_silence_the_alarms_of_another(
     b = list(POINTS).index("b")
     kept = {ts for point, ts in stored(gateway.site) if point == b}
     assert {ns(t) for t in stamps} <= kept  # stored as the device stamped them
+
+
+def test_an_operator_releases_a_chattering_alarm_in_a_running_gateway(tmp_path: Path) -> None:
+    """A frequency flapping out of its band and back: two `frequency` alarms, then one
+    `chattering` alarm holds the rest back; released through the alarm store (what the API
+    route does), the running gateway clears the chattering alarm and annunciates the next
+    raise."""
+    site = Site(
+        site=SiteSection(name="t", data_dir=tmp_path),
+        devices=[Device(name="plc", protocol="opcua", endpoint="opc.tcp://127.0.0.1:1/test",
+                        poll_interval=0.05, timeout=0.5)],
+        points=[Point(tag="a", device="plc", node=ns_of("a"), kind="frequency", unit="Hz",
+                      lo=49.8, hi=50.2)],
+        anomaly=AnomalySection(interval=1.0, lateness=0.5, zone_model=False,
+                               off_delay={"frequency": 0.0}, chattering=[[3, 3600.0]]))
+    events: list[AlarmEvent] = []
+
+    async def scenario() -> None:
+        async with UaServer() as served:
+            device = site.devices[0].model_copy(update={"endpoint": served.endpoint})
+            gateway = Gateway(site.model_copy(update={"devices": [device]}))
+            gateway.alarm_listeners.append(events.extend)
+            stop = asyncio.Event()
+            run = asyncio.create_task(gateway.run(stop))
+
+            async def flap_until(condition: Callable[[], bool]) -> None:
+                for k in itertools.count():
+                    await served.write("a", 50.6 if k % 2 == 0 else 50.0,
+                                       source=datetime.now(UTC))
+                    await asyncio.sleep(1.2)
+                    if condition() or k > 40:
+                        return
+
+            def kinds(action: str) -> list[str]:
+                return [e.alarm.kind for e in events if e.action == action]
+
+            try:
+                await flap_until(lambda: "chattering" in kinds("raise"))
+                assert kinds("raise")[:3] == ["frequency", "frequency", "chattering"]
+                notice = next(e.alarm for e in events if e.alarm.kind == "chattering")
+                gateway.alarms.release(notice.id, "alice", "transmitter replaced")
+                await eventually(lambda: "chattering" in kinds("clear"))
+                raised_before = kinds("raise").count("frequency")
+                await flap_until(lambda: kinds("raise").count("frequency") > raised_before)
+                assert kinds("raise").count("frequency") > raised_before
+            finally:
+                stop.set()
+                await run
+
+    asyncio.run(scenario())

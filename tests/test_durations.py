@@ -25,7 +25,8 @@ REFUSED = ["", "m", "10x", "10M", "1e3s", "-5s", "10 minutes", "9" * 400 + "d", 
 
 def site_file(tmp_path: Path, value: str) -> Path:
     path = tmp_path / "site.toml"
-    path.write_text(f'[site]\nname = "t"\n[anomaly]\ninterval = "{value}"\n')
+    # a key whose range (0 s to 7 days) takes every spelling above
+    path.write_text(f'[site]\nname = "t"\n[anomaly.on_delay]\nlimit = "{value}"\n')
     return path
 
 
@@ -41,7 +42,7 @@ def test_every_reader_takes_the_same_spelling(tmp_path: Path, text: str, seconds
     assert parse_time(f"-{text}", now) == now - round(seconds * NS)  # API times
     assert cli_seconds(text) == seconds
     assert scenario_seconds(text) == seconds
-    assert load_site(site_file(tmp_path, text)).anomaly.interval == seconds
+    assert load_site(site_file(tmp_path, text)).anomaly.on_delay["limit"] == seconds
 
 
 @pytest.mark.parametrize("text", REFUSED)
@@ -59,7 +60,7 @@ def test_every_reader_refuses_the_same_texts(tmp_path: Path, text: str,
         scenario_seconds(text)
     with pytest.raises(ConfigError) as e:
         load_site(site_file(tmp_path, text))
-    assert "anomaly.interval" in str(e.value) and shown in str(e.value)
+    assert "anomaly.on_delay.limit" in str(e.value) and shown in str(e.value)
 
 
 def test_a_number_alone_is_seconds_and_a_negative_one_is_refused() -> None:

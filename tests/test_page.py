@@ -16,6 +16,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -236,6 +237,24 @@ def test_a_shelved_alarm_leaves_the_list_and_returns_when_unshelved(
     with httpx.Client(**admin) as http:
         assert http.post(f"/alarms/{stuck.id}/unshelve").status_code == 200
     expect(row).to_be_visible()
+
+
+def test_an_operator_releases_a_chattering_alarm_from_its_row(
+        browser: Browser, control_room, store: AlarmStore) -> None:
+    url, _, site = control_room
+    spike = alarm("spike", "dma2.j251.pressure", scope="tag")
+    held = replace(spike, id=f"chattering:spike:dma2.j251.pressure:{T0 // NS}",
+                   kind="chattering", message="dma2.j251.pressure: the spike alarm chatters")
+    store.apply([raised(held)])
+    page = open_page(browser, url, site)
+    row = alarm_row(page, held.id)
+    expect(row.locator("button[data-action=release]")).to_have_count(1)
+    row.locator("button[data-action=release]").click()
+    expect(page.locator("#notice")).to_contain_text("Released")
+    with httpx.Client(base_url=f"{url}/api/v1",
+                      headers=auth_headers(site.site.data_dir, "viewer")) as http:
+        journal = http.get(f"/alarms/{held.id}").json()["journal"]
+    assert [e["transition"] for e in journal] == ["raise", "release"]
 
 
 @pytest.mark.parametrize(("role", "may_act"), [("viewer", False), ("operator", True)])

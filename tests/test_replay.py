@@ -126,3 +126,47 @@ def test_output_in_a_missing_directory_is_a_usage_error(cli: CliRun, export: Pat
     code, _, err = cli("replay", "--config", export / "site.toml", "--input", export,
                        "--out", tmp_path / "nowhere" / "alarms.jsonl")
     assert code == 2 and "no such directory" in err
+
+
+def crafted_from(state: Path, marker: Path) -> None:
+    """`state` with the zone model's river trees as the old layout pickled them, made to
+    create `marker` if unpickled (issue 13 D4)."""
+    import pickle
+
+    import numpy as np
+
+    class Exploit:
+        def __reduce__(self) -> tuple:
+            return (Path.touch, (marker,))
+
+    with np.load(state) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["zone_score/models"] = np.frombuffer(pickle.dumps(Exploit()), dtype=np.uint8)
+    np.savez(state, **arrays)
+
+
+def test_a_crafted_state_is_refused_and_runs_no_code(cli: CliRun, export: Path,
+                                                      tmp_path: Path) -> None:
+    state, marker = tmp_path / "engine.npz", tmp_path / "code-ran"
+    assert replay(cli, export, export, tmp_path / "1.jsonl", "--state", str(state))[0] == 0
+    crafted_from(state, marker)
+    code, _, err = cli("replay", "--config", export / "site.toml", "--input", export,
+                       "--out", tmp_path / "2.jsonl", "--state", state)
+    assert code == 2 and "zone_score/models" in err and "Traceback" not in err
+    assert not marker.exists()
+
+
+def test_the_gateway_discards_a_crafted_state_saying_why(export: Path, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.detection import Detection, state_path
+
+    site = load_site(export / "site.toml")
+    site = site.model_copy(update={"site": site.site.model_copy(update={"data_dir": tmp_path})})
+    build_engine(site).save(state_path(site))
+    marker = tmp_path / "code-ran"
+    crafted_from(state_path(site), marker)
+    detection = Detection(site, lambda events: None)
+    with caplog.at_level("WARNING"):
+        assert detection.cursor() == 0  # learning from scratch, from the spool's start
+    assert "event=anomaly_state_discarded" in caplog.text and "zone_score/models" in caplog.text
+    assert not marker.exists()

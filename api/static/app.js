@@ -7,8 +7,8 @@ const KPI_POLL_MS = 10_000;
 const KPI_AFTER_RAISE_MS = 500;  // raises arrive in bursts: one KPI call per burst
 const LOST_AFTER_ERRORS = 3;  // failed reconnects before the status says "lost"
 const REOPEN_MS = 5000;  // after the browser gives up on the stream (e.g. a 5xx)
-const ALARM_EVENTS = ["raise", "clear", "ack", "shelve", "unshelve", "comment", "suppress",
-                      "unsuppress"];
+const ALARM_EVENTS = ["raise", "clear", "ack", "shelve", "unshelve", "release", "comment",
+                      "suppress", "unsuppress"];
 const CARD_ROWS = 8;  // rows of a zone card; the rest is counted ("+ 12 more points")
 const NO_ZONE = "";  // the card of the points of no zone (a plant, a substation)
 const RANGE_SECONDS = { "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600 };
@@ -121,7 +121,13 @@ function alarmRow(a) {
       ack.dataset.action = "ack";
       actions.append(ack, " ");
     }
-    if (a.state !== "closed") {
+    if (a.kind === "chattering" && isActive(a)) {  // it holds an alarm back (ISA-18.2)
+      const release = el("button", { type: "button", textContent: "Release",
+                                     title: "annunciate the alarm it holds back again",
+                                     onclick: () => releaseHeld(a) });
+      release.dataset.action = "release";
+      actions.append(release);
+    } else if (a.state !== "closed") {
       const shelve = el("button", { type: "button", textContent: "Shelve",
                                     onclick: () => askShelve(a) });
       shelve.dataset.action = "shelve";
@@ -186,6 +192,12 @@ async function acknowledge(ids) {
     const why = result.skipped[0]?.reason;
     notify(result.skipped.length ? `${result.skipped.length} not acknowledged: ${why}` : "");
   } catch (e) { notify(`Acknowledge refused: ${e.message}`); }
+}
+async function releaseHeld(alarm) {
+  try {
+    remember(await call("POST", `/alarms/${encodeURIComponent(alarm.id)}/release`, {}));
+    notify("Released: the gateway clears the chattering alarm in a moment");
+  } catch (e) { notify(`Release refused: ${e.message}`); }
 }
 function askShelve(alarm) {
   const dialog = $("#shelve-dialog");
