@@ -32,7 +32,7 @@ from anomaly.ticks import Tick, TickAccumulator
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 2  # 2: leak profiles are (day type, bin, zone)
+STATE_VERSION = 3  # 2: leak profiles are (day type, bin, zone); 3: leak storage (tank areas)
 
 
 class StateError(Exception):
