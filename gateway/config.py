@@ -230,7 +230,10 @@ class Device(Strict):
 
 
 def _curve_cells(value: object) -> object:
-    """A volume curve from a CSV cell, "level volume; level volume; ..." (TOML gives pairs)."""
+    """A volume curve's pairs as tuples, from TOML's arrays or a CSV cell ("level volume;
+    level volume; ...")."""
+    if isinstance(value, list):
+        return [tuple(pair) if isinstance(pair, list) else pair for pair in value]
     if not isinstance(value, str):
         return value
     try:
