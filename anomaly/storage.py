@@ -12,17 +12,22 @@ add up over hours, it stays that of two readings.
 A tank's volume comes from its level point's `area` (m2; the level in m, cm, mm, ft or in) or
 `volume_curve` ([[level, m3], ...] in the point's own unit, linear between), and where neither
 is given from an **effective area learned online** (m3 per unit of level): the zone's net inflow
-y and each tank's level rate x obey y = consumption + sum(A_k x_k), and consumption barely
-changes from one bin to the next, so A is the least-squares fit of the bin-to-bin changes
-dy = sum(A_k dx_k) over the bins where the inflow or a level rate stepped (by `EVENT` times its
-usual bin-to-bin change: a pump switching, a tank reaching its overflow), where demand's own
-changes are small beside the step. A tank whose main is metered (outside the balance) shows
-level steps with no inflow step and learns an area of ~0; areas are kept at 0 or above, and a
-tank enters the balance once its area is `SIGNIFICANT` standard errors above 0 after
-`MIN_EVENTS` steps (and leaves it below `INSIGNIFICANT`); until then the zone is not judged,
-and when a tank enters it the zone's consumption is learned again. Nothing is learned while the leak
-detector suspects a leak (a burst is a step too). What is learned is logged
-(`event=tank_area_learned`) and kept in the engine's state.
+y and each tank's level rate x obey y = consumption + sum(A_k x_k), and consumption changes
+little across a pump switching, so A is the least-squares fit (A >= 0) of dy = sum(A_k dx_k)
+over the steps, where the inflow or a level rate stepped by `EVENT` times its usual change
+from bin to bin (a pump switching, a tank reaching its top). Each step is measured on windows
+of `WINDOW` bins either side, leaving out the bins it smeared over, with weights that cancel a
+demand changing linearly (or quadratically, symmetric about the step) across it, so that a
+pump starting as the morning demand rises does not credit its tanks with the demand. A
+zone's learned tanks enter the balance together once `MIN_EVENTS` steps are in and the fit
+explains `ENTER_R2` of the inflow's steps (tanks filled by one pump move together: one tank's
+area alone is poorly known while the sum the balance needs is well known), and leave it
+below `LEAVE_R2`. A tank whose main is metered (outside the balance) shows level steps with no
+inflow step: the fit explains nothing and it stays out. Until a zone's tanks are settled (in,
+or out after `SETTLE_BINS`) the zone is not judged, and when they enter its consumption is
+learned anew. Nothing is learned while the leak detector's burst test fires (a burst is a
+step too). What is learned is logged (`event=tank_area_learned`) and kept in the engine's
+state.
 
 Tuned on wntr's Net1 and ky4 (simulators/networks.py) and the water simulator's Net3 zones
 (its tank 2 is metered: it must learn ~0); ky10, Anytown and Net6 only evaluated it.
@@ -64,7 +69,7 @@ SCALE_CLIP = 4.0  # scales: the largest change the usual one learns from
 WARM_BINS = 16  # bins before steps are judged
 FORGET = 0.995  # per step: the fit's memory (~200 steps, weeks of pump switching)
 MIN_EVENTS = 4
-SIGNIFICANT, INSIGNIFICANT = 4.0, 2.0  # standard errors: a learned area enters / leaves
+ENTER_R2, LEAVE_R2 = 0.8, 0.5  # share of the inflow steps the tanks explain: in / out
 WINDOW = 2  # bins either side of a step over which its inflow and level rates are measured
 MAX_STEP_BINS = 3  # a step spread over more bins is no switch
 HISTORY = 4 * WINDOW + MAX_STEP_BINS + 1
@@ -138,6 +143,8 @@ class Storage:
         self.sq = np.zeros(rows)
         self.events = np.zeros(rows)
         self.bins = np.zeros(rows)  # bins seen, to settle a zone whose tanks never step
+        self.explained = np.zeros(rows)  # share of the inflow steps the fit explains
+        self.zone_in = np.zeros(rows, dtype=bool)  # the zone's learned tanks are in
 
     @property
     def any(self) -> bool:
@@ -281,9 +288,16 @@ class Storage:
             inv = np.linalg.pinv(g + ridge * np.eye(n))
             se = np.sqrt(np.maximum(np.diag(inv) * var, 0.0))
         self.area[k], self.se[k] = area, se
-        counted = self.events[r] >= MIN_EVENTS
-        used = self.used[k]
-        used = np.where(used, area > INSIGNIFICANT * se, counted & (area > SIGNIFICANT * se))
+        # The zone's tanks enter the balance together, once their fit explains the inflow's
+        # steps: tanks filled by one pump move together, so one tank's area alone is poorly
+        # known while the sum the balance needs is well known.
+        explained = 1.0 - resid / self.sq[r] if self.sq[r] > 0 else 0.0
+        self.explained[r] = explained
+        if self.zone_in[r]:
+            self.zone_in[r] = explained >= LEAVE_R2
+        else:
+            self.zone_in[r] = self.events[r] >= MIN_EVENTS and explained >= ENTER_R2
+        used = self.zone_in[r] & (area > 0)
         for j, tank in enumerate(k.tolist()):
             moved = abs(area[j] - self.logged[tank]) > RELOG * max(self.logged[tank], 1e-9)
             if used[j] != self.used[tank] or (used[j] and moved):
@@ -313,7 +327,8 @@ class Storage:
 
 _STATE = ("last", "last_ns", "edge_prev", "x", "volume_rate", "area", "se", "used", "logged",
           "x_prev", "x_scale", "x_n", "y_prev", "y_scale", "y_n", "hist_y", "hist_step",
-          "hist_ok", "hist_edge", "gram", "cross", "sq", "events", "bins")
+          "hist_ok", "hist_edge", "gram", "cross", "sq", "events", "bins", "explained",
+          "zone_in")
 
 
 def _step(change: np.ndarray, scale: np.ndarray, n: np.ndarray) -> np.ndarray:
