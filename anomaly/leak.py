@@ -18,14 +18,16 @@ has `WARM_DAYS` days:
   absolute residuals, residuals clipped at 3 spreads so a holiday or an odd day bends it
   little), pooled and split weekday / weekend once a day type has `TYPE_DAYS` days (until
   then that day's residual is taken outside the pooled profile's range within 2.5 hours by
-  day and 1 hour by night: a weekend's late morning is no leak);
+  day and 30 minutes by night, a weekend's late morning being no leak, and its hours weigh
+  1.5^2 less);
 - the day's demand level: a busy (hot) day lifts demand in proportion to the activity above the
   night's floor, its evening included, while a leak adds the same at every hour; the slope of
   the residuals on the activity (with an intercept, where a leak goes) over about a day is
-  taken out of every bin, which leaves the night, where activity is nil, as it is;
+  taken out of every bin of a learned day type, which leaves the night, where activity is
+  nil, as it is;
 - the minimum night flow (MNF): the mean over the 2-hour window where the day type's profile is
-  lowest, against the median and MAD of that day type's past nights (of all nights, with twice
-  the MAD, until it has `WARM_DAYS`);
+  lowest, against the median and MAD of that day type's past nights (of all nights, with 1.5
+  times the margin, until it has `WARM_DAYS`);
 - a CUSUM of the log-likelihood ratio "leak of `LEAK_FRACTION` of the zone's mean consumption"
   vs "no leak", on each hour's mean residual (hours, not bins: a bin's storage carries the
   noise of the levels at its two edges, which an hour's mean carries once, not four times
@@ -80,7 +82,7 @@ evaluated (bench/networks.py).
 >>> raised = [k for k in range(288 * 6)
 ...           if d.update(tick(k, demand(k) + (1.5 if k >= start else 0.0)))[0].active[0]]
 >>> raised[0] >= start, (raised[0] - start) * 5 / 60 <= 4, round(float(d.size[0]), 1)
-(True, True, 1.6)
+(True, True, 1.8)
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ CLIP = 3.0  # residuals beyond CLIP spreads update the profile as if at CLIP spr
 SPREAD_FLOOR = 0.01  # of the zone's mean inflow: meters resolve no better
 LEAK_FRACTION = 0.03  # the leak the CUSUM is tuned for, of the zone's mean inflow
 H_SLOW = 14.0  # CUSUM threshold (log-likelihood ratio)
-LLR_CAP = H_SLOW / 3  # no single hour decides
+LLR_CAP = H_SLOW / 2  # no single hour decides
 HOUR_BINS = 4  # bins in an hour of the slow test
 HOUR_DAYS = 2  # days an hour's spread has learned before it is judged
 H_BACK = H_SLOW  # reverse CUSUM threshold: the condition ends (a repair)
@@ -117,7 +119,7 @@ DAY_DEFLATE = 0.75
 NIGHT_SHARE = 0.25  # a night bin: its pooled mean within this share of the day's range above
 # the lowest bin's
 UNSEEN_SHIFT = 10  # bins (2.5 h): how early or late an unlearned day type's demand may come
-UNSEEN_NIGHT_SHIFT = 4  # bins (1 h): ... at night
+UNSEEN_NIGHT_SHIFT = 2  # bins (30 min): ... at night
 ENVELOPE_Z, ENVELOPE_SHIFT = 3.0, 8  # fast test: spreads above, bins either side (2 h)
 # A burst is at least ENVELOPE_REL above the highest demand near the time of day: a few days
 # learn the spread poorly, and a hot day lifts the whole day's demand by 10-20 %.
@@ -206,20 +208,22 @@ class _Profile:
         """(lowest, highest) expected mean at bin b, per series. Before the day type is learned,
         the range of the pooled profile within UNSEEN_SHIFT bins, as that day's demand may come
         hours apart (a weekend's late morning): demand early or late is no leak; at night
-        within UNSEEN_NIGHT_SHIFT bins (a weekend's night runs a little later, and a wide
-        band would hide a small leak). Else the profile's own bin: a learned profile is
-        sharp, and its neighbours' noise would hide a small leak at night. `night`:
-        `night(b)`, which the caller has at hand."""
+        within UNSEEN_NIGHT_SHIFT bins (a weekend's night may start half an hour later, and a
+        wider band would hide a small leak). Else the profile's own bin: a learned profile is
+        sharp. `night`: `night(b)`, which the caller has at hand."""
+        typed = self.typed(b, weekend)
+        shifts = np.arange(-UNSEEN_SHIFT, UNSEEN_SHIFT + 1)
+        far = self.mu[0].take((b + shifts) % DAY_BINS, axis=0)
+        near = far[np.abs(shifts) <= UNSEEN_NIGHT_SHIFT]
+        lo = np.where(night, near.min(axis=0), far.min(axis=0))
+        hi = np.where(night, near.max(axis=0), far.max(axis=0))
         t = 2 if weekend else 1
-        typed = self.days[t, b] >= TYPE_DAYS
-        reach = np.abs(np.arange(-UNSEEN_SHIFT, UNSEEN_SHIFT + 1))
-        far = self.mu[0].take((b + np.arange(-UNSEEN_SHIFT, UNSEEN_SHIFT + 1)) % DAY_BINS,
-                              axis=0)
-        near = np.where(reach[:, None] <= UNSEEN_NIGHT_SHIFT, far, np.nan)
-        lo = np.where(night, np.nanmin(near, axis=0), far.min(axis=0))
-        hi = np.where(night, np.nanmax(near, axis=0), far.max(axis=0))
         mu = np.where(typed, self.mu[t, b], self.mu[0, b])
         return np.where(typed, mu, lo), np.where(typed, mu, hi)
+
+    def typed(self, b: int, weekend: bool) -> np.ndarray:
+        """Per series, whether bin b's day type has a profile of its own yet."""
+        return self.days[2 if weekend else 1, b] >= TYPE_DAYS
 
     def smooth_spread(self, own: np.ndarray, t: int, b: int) -> np.ndarray:
         """Spread at bin b pooled over its neighbours (of day type t where `own`, else pooled):
@@ -327,9 +331,11 @@ class Leak:
         self.hour_no = np.array([-1], dtype=np.int64)  # the hour being summed (`hacc`)
         # residual, alarm residual, bins, night bins judged; residual, bins to learn from
         self.hacc = np.zeros((6, z))
-        self.hour_var = np.full((24, z), np.nan)  # mean residual's variance per hour of day
-        self.hour_n = np.zeros((24, z))
+        # the hour's mean residual: its variance per (day type as in `_Profile`, hour of day)
+        self.hour_var = np.full((3, 24, z), np.nan)
+        self.hour_n = np.zeros((3, 24, z))
         self.hour_weight = np.zeros(z)  # 1 / the last judged hour's variance
+        self.mnf_margin = np.ones(z)  # more while the night's day type has no nights of its own
         self.day_sums = np.zeros((5, z))  # 1, a, a^2, r, r a (_learn_day_level)
         self.day_level = np.zeros(z)
         self.smeared = np.zeros(z, dtype=bool)  # the bin holds an inflow step (_inflow_step)
@@ -461,8 +467,10 @@ class Leak:
         # A busy day (heat, a holiday) lifts demand in proportion to the activity above the
         # night's floor, evenings included; a leak adds the same at any hour. The day's level,
         # learned from the last day's residuals against the activity, is taken out.
-        activity = np.fmax(mu - self.flow.floor(), 0.0)
-        self._learn_day_level(np.where(learnable, x - mu, 0.0), activity, learnable,
+        # (On a day type not learned yet its shape differs: no level is learned nor taken.)
+        typed = self.flow.typed(b, weekend)
+        activity = np.where(typed, np.fmax(mu - self.flow.floor(), 0.0), 0.0)
+        self._learn_day_level(np.where(learnable, x - mu, 0.0), activity, learnable & typed,
                               np.abs(mean))
         x = x - _nan_to_num(self.day_level * activity)
         r = np.where(judge, x - mu, 0.0)
@@ -479,9 +487,12 @@ class Leak:
         self.fast = np.where(judge, np.where(above, self.fast + 1, 0), self.fast)
         # In alarm, night bins are taken against the profile itself: a band widened for a day
         # type not seen yet would take the leak for the weekend's later night.
-        r_learn = np.where(learnable, x - mu, 0.0)
-        hour = self._hour_bin(bin_no, judge, r_band, np.where(night, r, r_band), night, zp,
-                              leak0, learnable, r_learn)
+        # The residual against a profile of n days varies (1 + 1/n) times the demand's own:
+        # taken back to the demand's, so that the first days' spreads are not too wide.
+        n_days = np.minimum(self.flow.days[0, b], 2 / ALPHA - 1)
+        r_learn = np.where(learnable, (x - mu) * np.sqrt(n_days / (n_days + 1)), 0.0)
+        hour = self._hour_bin(bin_no, weekend, judge, r_band, np.where(night, r, r_band), night,
+                              zp, leak0, learnable, r_learn)
         self._judge(judge, r, s, leak0, night_done, hour)
         # Learn demand, not the leak: nothing while a leak is suspected, and in alarm the flow
         # less the leak's estimated size by day, so that days not seen before the leak (a
@@ -502,9 +513,9 @@ class Leak:
             self.pacc[:] = 0.0
         self._finding = self._make_finding()
 
-    def _hour_bin(self, bin_no: int, judge: np.ndarray, r: np.ndarray, r_alarm: np.ndarray,
-                  night: np.ndarray, zp: np.ndarray, leak0: np.ndarray, learnable: np.ndarray,
-                  r_learn: np.ndarray) -> _Hour | None:
+    def _hour_bin(self, bin_no: int, weekend: bool, judge: np.ndarray, r: np.ndarray,
+                  r_alarm: np.ndarray, night: np.ndarray, zp: np.ndarray, leak0: np.ndarray,
+                  learnable: np.ndarray, r_learn: np.ndarray) -> _Hour | None:
         """Fold a bin into its hour; at the hour's last bin run the slow test on the hour's
         mean residual and return it. The slow test works on hours, not bins: where tanks are
         in the balance, a bin's storage carries the noise of the levels at its two edges,
@@ -527,21 +538,22 @@ class Leak:
         rh = np.where(judged, total / np.maximum(n, 1), 0.0)
         ra = np.where(judged, alarm_total / np.maximum(n, 1), 0.0)
         night_h = n_night >= n / 2
-        var = self._hour_var(of_day, leak0)
-        warm = self.hour_n[of_day] >= HOUR_DAYS
-        judged &= warm & np.isfinite(var)
+        # its spread learned per hour of day and day type (one not learned yet, the first
+        # weekend, weighs less: it may run later)
+        var = self._hour_var(of_day, weekend, leak0, night_h)
+        judged &= np.isfinite(var)
         var = np.where(judged, var, np.inf)
-        # learn the hour's spread from quiet hours (clipped, so that an odd hour teaches
-        # little)
+        # learn it from quiet hours (clipped, so that an odd hour teaches little)
         quiet = (n_learn >= HOUR_BINS / 2) & ~self.alarm & (self.cusum < H_SLOW / 2) & (
             self.fast == 0)
         rl = learn_total / np.maximum(n_learn, 1)
-        old = self.hour_var[of_day]
-        sq = np.where(np.isfinite(old), np.minimum(rl * rl, CLIP * CLIP * old), rl * rl)
-        a = np.maximum(1.0 / (self.hour_n[of_day] + 1), ALPHA)
-        self.hour_var[of_day] = np.where(quiet, np.where(np.isfinite(old), old + a * (sq - old),
-                                                         sq), old)
-        self.hour_n[of_day] += quiet
+        for t in (0, 2 if weekend else 1):
+            old = self.hour_var[t, of_day]
+            sq = np.where(np.isfinite(old), np.minimum(rl * rl, CLIP * CLIP * old), rl * rl)
+            a = np.maximum(1.0 / (self.hour_n[t, of_day] + 1), ALPHA)
+            self.hour_var[t, of_day] = np.where(quiet, np.where(np.isfinite(old),
+                                                                old + a * (sq - old), sq), old)
+            self.hour_n[t, of_day] += quiet
         # Slow CUSUM: a leak of L0 against none, on the hour's mean residual.
         llr = np.minimum(leak0 / var * (rh - leak0 / 2), LLR_CAP)
         llr = np.where(judged, _nan_to_num(llr, nan=0.0, neginf=-LLR_CAP), 0.0)
@@ -561,21 +573,30 @@ class Leak:
         self.hour_weight = np.where(judged, 1.0 / var, self.hour_weight)
         return _Hour(judged, rh, ra, var, night_h)
 
-    def _hour_var(self, h: int, leak0: np.ndarray) -> np.ndarray:
-        """The effective variance of hour h's mean residual: its learned spread pooled with
-        the neighbouring hours', inflated by DAY_DEFLATE where it is above the quietest
-        hour's (daytime demand varies with the weather for hours at a time, so its residuals
-        are correlated), and at least the meters' resolution."""
-        v = self.hour_var.take([(h - 1) % 24, h, (h + 1) % 24], axis=0)
+    def _hour_var(self, h: int, weekend: bool, leak0: np.ndarray,
+                  night: np.ndarray) -> np.ndarray:
+        """The effective variance of hour h's mean residual (NaN until learned): its learned
+        variance (of the day type once it has HOUR_DAYS, else the pooled one, UNSEEN_TYPE^2
+        times by day: the first weekend may run later, which its night's band allows for)
+        pooled with the neighbouring hours',
+        inflated by DAY_DEFLATE where it is above the quietest hour's (daytime demand varies
+        with the weather for hours at a time, so its residuals are correlated), and at least
+        the meters' resolution."""
+        t = 2 if weekend else 1
+        hours = [(h - 1) % 24, h, (h + 1) % 24]
+        own = self.hour_n[t, h] >= HOUR_DAYS
+        v = np.where(own, self.hour_var[t].take(hours, axis=0),
+                     self.hour_var[0].take(hours, axis=0) * np.where(night, 1.0,
+                                                                     UNSEEN_TYPE ** 2))
         ok = np.isfinite(v)
-        pooled = np.sum(np.where(ok, v, 0.0), axis=0) / np.maximum(ok.sum(axis=0), 1)
-        pooled = np.where(ok.any(axis=0), pooled, np.nan)
-        all_v = np.where(self.hour_n >= HOUR_DAYS, self.hour_var, np.inf)
-        quietest = np.min(all_v, axis=0)
+        var = np.sum(np.where(ok, v, 0.0), axis=0) / np.maximum(ok.sum(axis=0), 1)
+        quietest = np.min(np.where(self.hour_n[0] >= HOUR_DAYS, self.hour_var[0], np.inf),
+                          axis=0)
         floor = (SPREAD_FLOOR * leak0 / LEAK_FRACTION) ** 2
-        pooled = np.fmax(pooled, floor)
-        ratio = np.sqrt(pooled / np.fmax(quietest, floor))
-        return pooled * np.fmax(1.0, _nan_to_num(ratio, nan=1.0)) ** DAY_DEFLATE
+        var = np.fmax(var, floor)
+        ratio = np.sqrt(var / np.fmax(quietest, floor))
+        var = var * np.fmax(1.0, _nan_to_num(ratio, nan=1.0)) ** DAY_DEFLATE
+        return np.where(self.hour_n[0, h] >= HOUR_DAYS, var, np.nan)
 
     def _judge(self, judge: np.ndarray, r: np.ndarray, s: np.ndarray, leak0: np.ndarray,
                night_done: np.ndarray, hour: _Hour | None) -> None:
@@ -583,8 +604,8 @@ class Leak:
         clear on the reverse CUSUM, hour by hour. `r`, `s`: the bin's residual and spread."""
         est = self.wsum[1] / self.wsum[0]
         mnf_excess = self.mnf - self.usual
-        mnf_hit = night_done & (_nan_to_num(mnf_excess)
-                                > np.fmax(2 * leak0, MNF_Z * self.night_mad))
+        mnf_hit = night_done & (_nan_to_num(mnf_excess) > self.mnf_margin * np.fmax(
+            2 * leak0, MNF_Z * self.night_mad))
         slow = (hour.judged if hour is not None else False) & (self.cusum > H_SLOW)
         burst = self.fast >= FAST_BINS
         start = (judge | slow) & ~self.alarm & (slow | burst | mnf_hit)
@@ -677,8 +698,8 @@ class Leak:
         self.night[:, zones] = 0.0
         self.day_sums[:, zones] = 0.0
         self.day_level[zones] = 0.0
-        self.hour_var[:, zones] = np.nan
-        self.hour_n[:, zones] = 0.0
+        self.hour_var[:, :, zones] = np.nan
+        self.hour_n[:, :, zones] = 0.0
         self.hacc[:, zones] = 0.0
 
     def _pressure_bin(self, b: int, weekend: bool) -> np.ndarray:
@@ -745,7 +766,8 @@ class Leak:
             nights[keep, 0] = mnf[keep]
         if done.any():
             # Median and MAD of the day type's past nights (once a night: nanmedian is slow);
-            # until it has WARM_DAYS of them, of all nights, with twice the MAD.
+            # until it has WARM_DAYS of them, of all nights, with UNSEEN_TYPE times the margin
+            # (its nights may run later or higher).
             own = np.sum(np.isfinite(nights), axis=1) >= WARM_DAYS
             both = self.nights.reshape(self.n_zones, -1)
             past = np.where(own[:, None], np.concatenate([nights, np.full_like(nights, np.nan)],
@@ -754,7 +776,7 @@ class Leak:
             filled = np.where(n[:, None] > 0, past, 0.0)
             median = np.nanmedian(filled, axis=1)
             mad = 1.4826 * np.nanmedian(np.abs(filled - median[:, None]), axis=1)
-            mad = np.where(own, mad, 2 * mad)
+            self.mnf_margin = np.where(done, np.where(own, 1.0, UNSEEN_TYPE), self.mnf_margin)
             self.usual = np.where(done, np.where(n > 0, median, np.nan), self.usual)
             self.night_mad = np.where(done, np.where(n >= WARM_DAYS, mad, np.inf),
                                       self.night_mad)
@@ -766,18 +788,8 @@ class Leak:
     def state(self) -> dict[str, np.ndarray]:
         return {**self.flow.state("flow/"), **self.pressure.state("pressure/"),
                 **{f"storage/{k}": v for k, v in self.storage.state().items()},
-                "bin": self.bin, "acc": self.acc, "pacc": self.pacc, "cusum": self.cusum,
-                "wsum": self.wsum, "fast": self.fast, "back": self.back, "alarm": self.alarm,
-                "size": self.size, "confidence": self.confidence, "pz": self.pz,
-                "night": self.night, "nights": self.nights, "mnf": self.mnf,
-                "alarm_mnf": self.alarm_mnf, "usual": self.usual, "night_mad": self.night_mad,
-                "limit": self.limit,
-                "known": self._known, "size_se": self.size_se, "smeared": self.smeared,
-                "hour_no": self.hour_no, "hacc": self.hacc, "hour_var": self.hour_var,
-                "hour_n": self.hour_n, "hour_weight": self.hour_weight,
-                "day_sums": self.day_sums, "day_level": self.day_level,
-                "tick_net": self.tick_net, "tick_scale": self.tick_scale, "tick_n": self.tick_n,
-                "evidence_nights": self.evidence_nights, "profile_night": self._profile_night}
+                **{name: getattr(self, name) for name in _STATE},
+                "known": self._known, "profile_night": self._profile_night}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.flow.load_state("flow/", state)
@@ -785,13 +797,14 @@ class Leak:
         self.pressure.load_state("pressure/", state)
         self.storage.load_state({k.removeprefix("storage/"): v for k, v in state.items()
                                  if k.startswith("storage/")})
-        for name in ("bin", "acc", "pacc", "cusum", "wsum", "fast", "back", "alarm", "size",
-                     "confidence", "pz", "night", "nights", "mnf", "alarm_mnf", "usual",
-                     "night_mad", "limit", "smeared", "hour_no", "hacc", "hour_var", "hour_n",
-                     "hour_weight", "day_sums", "day_level", "tick_net", "tick_scale", "tick_n"):
+        for name in _STATE:
             setattr(self, name, state[name].copy())
         self._known = state["known"].copy()
-        self.size_se = state["size_se"].copy()
-        self.evidence_nights = state["evidence_nights"].copy()
         self._profile_night = state["profile_night"].copy()
         self._finding = self._make_finding()
+
+
+_STATE = ("bin", "acc", "pacc", "cusum", "wsum", "fast", "back", "alarm", "size", "confidence",
+          "pz", "night", "nights", "mnf", "alarm_mnf", "usual", "night_mad", "limit", "size_se",
+          "evidence_nights", "smeared", "mnf_margin", "hour_no", "hacc", "hour_var",
+          "hour_n", "hour_weight", "day_sums", "day_level", "tick_net", "tick_scale", "tick_n")
