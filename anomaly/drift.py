@@ -39,7 +39,7 @@ only evaluated it. A walk of 1.5 m a day on one logger of five is found after 20
 ...     return Tick(i * hour, (i + 1) * hour, c, v, v, v, v, np.full(3, i * hour), 0 * c)
 >>> found = [d.update(tick(i, 0.2 * max(0, i - 48)))[0].active for i in range(72)]
 >>> [i for i, a in enumerate(found) if a.any()][0], bool(np.any(found[:48]))
-(58, False)
+(57, False)
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from anomaly.points import PointTable
 from anomaly.ticks import Tick
 
 LEVEL_KINDS = ("pressure", "voltage", "frequency", "temperature")
+CONTEXT_KINDS = ("status", "level")  # a zone's states that change how its loggers relate
 MIN_NEIGHBOURS = 2  # reporting neighbours for a median
 HOLD = 1800.0  # seconds a neighbour's last good value stands in for a missing one
 Z_CLIP = 4.0  # a single wild reading adds at most (Z_CLIP - K_REF) * hours
@@ -61,7 +62,8 @@ H = 12.0  # z-hours: e.g. a deviation of 4 spreads held for 8 hours
 Z_OFF = 1.0  # spreads: the deviation is gone
 DT_MAX = 1.0  # hours: a gap in the readings counts at most this much
 PROFILE_TAU = 3.0  # hours within an hour bin: ~3 days of memory per hour of day
-SIGMA_TAU = 24.0  # hours
+SIGMA_TAU = 12.0  # hours
+SIGMA_UP_TAU = 72.0  # hours: the spread grows slower than it shrinks
 WARM = 24.0  # hours learned before judging: one of each hour bin
 FLOOR = 1e-4  # of the value: the smallest spread (a residual that is almost always 0)
 FIT_TAU = 7 * 24.0  # hours: the memory of the neighbours' fit (it learns nothing while a
@@ -94,14 +96,25 @@ class Drift:
             self.groups[r, :len(g)] = g
         self.grouped = self.groups[self.groups >= 0]
         self._inside = self.groups >= 0
-        # The fit of each member on the others: fading sums (hours of weight), coefficients.
-        rows = len(groups)
+        # What the fit regresses a member on: the other members, then the zone's pump and
+        # valve states and tank levels (a pump starting or a tank filling to its top changes
+        # how the loggers stand to one another).
+        context = [np.flatnonzero(table.of_kind(*CONTEXT_KINDS)
+                                  & (table.zone_of == table.zone_of[g[0]])) for g in groups]
+        extra = max((len(c) for c in context), default=0)
+        self.columns = np.full((len(groups), width + extra), -1, dtype=np.int64)
+        self.columns[:, :width] = self.groups
+        for r, c in enumerate(context):
+            self.columns[r, width:width + len(c)] = c
+        self._col_inside = self.columns >= 0
+        # The fit of each member on the rest: fading sums (hours of weight), coefficients.
+        rows, k = len(groups), width + extra
         self.fit_w = np.zeros(rows)
-        self.fit_s1 = np.zeros((rows, width))
-        self.fit_s2 = np.zeros((rows, width, width))
+        self.fit_s1 = np.zeros((rows, k))
+        self.fit_s2 = np.zeros((rows, k, k))
         self.fit_ns = np.full(rows, -1, dtype=np.int64)
         self.fit_hour = np.array([-1], dtype=np.int64)
-        self.coef = np.zeros((rows, width, width))
+        self.coef = np.zeros((rows, width, k))
         self.intercept = np.zeros((rows, width))
         self.fitted = np.zeros(rows, dtype=bool)
         self.held = np.full(n, np.nan)
@@ -125,8 +138,8 @@ class Drift:
         e = np.where(good & self.judged, tick.mean, np.nan)
         if len(self.groups) == 0:
             return e
-        g = self.groups
-        v = np.where(self._inside, np.where(fresh[g], self.held[g], np.nan), 0.0)  # (G, W)
+        g, cols = self.groups, self.columns
+        v = np.where(self._col_inside, np.where(fresh[cols], self.held[cols], np.nan), 0.0)
         complete = ~np.isnan(v).any(axis=1)
         dt = np.where(self.fit_ns >= 0, (tick.end_ns - self.fit_ns) / 3.6e12, 0.0)
         dt = np.minimum(dt, DT_MAX)
@@ -153,29 +166,29 @@ class Drift:
             v[:, :, None] * v[:, None, :])
 
     def _refit(self) -> None:
-        """Each member's least-squares prediction from the other members of its group (with
-        a ridge of RIDGE of their variance, so that neighbours that move as one share it)."""
+        """Each member's least-squares prediction from the rest of its columns (with a ridge of
+        RIDGE of each column's variance, so that neighbours that move as one share it)."""
         ok = self.fit_w >= FIT_HOURS
         w = np.maximum(self.fit_w, 1e-12)
         mean = self.fit_s1 / w[:, None]
         cov = self.fit_s2 / w[:, None, None] - mean[:, :, None] * mean[:, None, :]
-        inside = self._inside
+        inside = self._col_inside
         pair = inside[:, :, None] & inside[:, None, :]
         cov = np.where(pair, cov, 0.0)
-        width = inside.shape[1]
-        eye = np.eye(width)
-        scale = np.trace(cov, axis1=1, axis2=2) / np.maximum(inside.sum(axis=1), 1)
-        ridge = RIDGE * np.maximum(scale, 1e-12)
-        # For member i: the system over the others, with i's own row and column set to the
-        # identity and its right-hand side to 0 (so its coefficient on itself is 0).
-        others = pair[:, None, :, :] & ~eye[None, :, :, None].astype(bool) \
-            & ~eye[None, :, None, :].astype(bool)
-        a = np.where(others, cov[:, None, :, :], 0.0)
-        a = a + eye * np.where(others.any(axis=3), ridge[:, None, None], 1.0)[..., None]
-        rhs = np.where(inside[:, None, :] & ~eye[None].astype(bool), cov[:, :, :], 0.0)
-        coef = np.linalg.solve(a, rhs[..., None])[..., 0]  # (G, member, neighbour)
+        width, k = self.groups.shape[1], inside.shape[1]
+        var = np.diagonal(cov, axis1=1, axis2=2)
+        ridge = RIDGE * np.maximum(var, 1e-12)  # (G, K)
+        # For member i: the system over the other columns, with i's own row and column set to
+        # the identity and its right-hand side to 0 (so its coefficient on itself is 0).
+        own = np.eye(width, k, dtype=bool)  # (member, column)
+        use = inside[:, None, :] & ~own[None]  # (G, member, column)
+        both = use[:, :, :, None] & use[:, :, None, :]
+        a = np.where(both, cov[:, None, :, :], 0.0)
+        a = a + np.eye(k) * np.where(use, ridge[:, None, :], 1.0)[..., None]
+        rhs = np.where(use, cov[:, :width, :], 0.0)
+        coef = np.linalg.solve(a, rhs[..., None])[..., 0]  # (G, member, column)
         coef = np.where(np.isfinite(coef), coef, 0.0)
-        intercept = mean - np.einsum("gij,gj->gi", coef, mean)
+        intercept = mean[:, :width] - np.einsum("gij,gj->gi", coef, mean)
         self.coef = np.where(ok[:, None, None], coef, self.coef)
         self.intercept = np.where(ok[:, None], intercept, self.intercept)
         self.fitted |= ok
@@ -210,7 +223,9 @@ class Drift:
         self.active = (self.active | rise) & ~gone
         self.up = np.where(gone, 0.0, self.up)
         self.down = np.where(gone, 0.0, self.down)
-        # Learn only what looks normal, with clipped steps, so a drift is not learned away.
+        # Learn only what looks normal, with clipped steps, so a drift is not learned away; the
+        # spread grows slower than it shrinks, so a walk does not widen it much before the
+        # CUSUM is a quarter of the way up and learning stops.
         calm = judge & ~self.active & (self.up < H / 4) & (self.down < H / 4)
         bound = 3 * sigma
         step = np.where(np.isnan(bound), 0.0, np.minimum(np.maximum(r, -bound), bound))
@@ -218,7 +233,7 @@ class Drift:
         self.profile[:, hour] = np.where(calm, base + a_p * step,
                                          np.where(judge, base, self.profile[:, hour]))
         dev = np.abs(r)
-        a_s = np.minimum(1.0, dt / SIGMA_TAU)
+        a_s = np.minimum(1.0, dt / np.where(dev > self.sigma, SIGMA_UP_TAU, SIGMA_TAU))
         grown = np.where(np.isnan(self.sigma), np.where(dev > 0, dev, np.nan),
                          self.sigma + a_s * (np.minimum(dev, bound) - self.sigma))
         self.sigma = np.where(calm, grown, self.sigma)
