@@ -210,6 +210,9 @@ class NetworkModel:
         opts.hydraulic.required_pressure = REQUIRED_PRESSURE
         opts.hydraulic.minimum_pressure = 0.0
         opts.hydraulic.demand_multiplier = spec.demand
+        # A step the solver does not balance within its trials is kept, not the end of the run
+        # (a large leak can starve a network at its limits for a while).
+        opts.hydraulic.unbalanced, opts.hydraulic.unbalanced_value = "CONTINUE", 10
         clock = start.hour * 3600 + start.minute * 60 + start.second
         old_step, old_start = opts.time.pattern_timestep, opts.time.pattern_start
         old_clock = opts.time.start_clocktime
@@ -442,16 +445,6 @@ def _close(en: ENepanet, directory: tempfile.TemporaryDirectory) -> None:
         directory.cleanup()
 
 
-def build(name: str, events: Sequence[Event], *, seed: int, start: datetime, step: float,
-          days: float, scenario: str = "custom") -> SimulatedSite:
-    """A simulated site of network `name` with `events` (sorted by start), ready to export."""
-    ordered = tuple(sorted(events, key=lambda e: e.start))
-    model = NetworkModel(name, [e for e in ordered if e.kind == "leak"], seed=seed, start=start,
-                         step=step, days=days)
-    return SimulatedSite(model, Scenario(scenario, f"{name}, seed {seed}", {name: ordered}),
-                         seed=seed, start=start, step=step)
-
-
 # --- recordings ----------------------------------------------------------------------------
 
 KINDS = ("clean", "leak", "faults")  # what a recording holds besides normal operation
@@ -475,6 +468,19 @@ class Recording:
     model: NetworkModel  # its hydraulics, with the leaks' true flow once run
 
 
+def build(name: str, events: Sequence[Event], *, seed: int, start: datetime, step: float,
+          days: float, scenario: str = "custom",
+          faults: Callable[[list[Signal]], list[Event]] | None = None) -> Recording:
+    """Network `name` with `events` and the sensor `faults` drawn for its signals, ready to
+    export `days` at `step`."""
+    model = NetworkModel(name, [e for e in events if e.kind == "leak"], seed=seed, start=start,
+                         step=step, days=days)
+    every = sorted([*events, *(faults(model.signals) if faults else [])], key=lambda e: e.start)
+    site = SimulatedSite(model, Scenario(scenario, f"{name} {scenario}, seed {seed}",
+                                         {name: tuple(every)}), seed=seed, start=start, step=step)
+    return Recording(site, model)
+
+
 def recording(name: str, kind: str, seed: int, start: datetime) -> Recording:
     """The recording `seed` of network `name`: normal operation (`clean`), with one leak
     (`leak`: 2-15 % of mean consumption, abrupt or ramped, at any time of day after day 3), or
@@ -494,11 +500,9 @@ def recording(name: str, kind: str, seed: int, start: datetime) -> Recording:
             params["ramp"] = float(round(rng.uniform(*RAMP), -2))
         leaks.append(Event("leak", name, begin, days * 86400 - begin, params,
                            key=f"{name}.leak"))
-    model = NetworkModel(name, leaks, seed=seed, start=start, step=step, days=days)
-    faults = _faults(model.signals, rng, days) if kind == "faults" else []
-    scenario = Scenario(kind, f"{name} {kind}, seed {seed}", {name: tuple(sorted(
-        [*leaks, *faults], key=lambda e: e.start))})
-    return Recording(SimulatedSite(model, scenario, seed=seed, start=start, step=step), model)
+    return build(name, leaks, seed=seed, start=start, step=step, days=days, scenario=kind,
+                 faults=(lambda signals: _faults(signals, rng, days)) if kind == "faults"
+                 else None)
 
 
 def _faults(signals: Sequence[Signal], rng: np.random.Generator, days: float) -> list[Event]:
