@@ -7,10 +7,15 @@ demand, tank filling, a feeder's load), but not in equal measure: a pump startin
 logger near it by metres and one at the far end by less. So each tag's prediction is a linear
 least-squares fit on its neighbours' values (intercept and one coefficient each, a small ridge
 so that neighbours moving as one share it), from fading sums over about a week (`FIT_TAU`),
-refitted every hour, used once `FIT_HOURS` are in, and learning nothing while any member of
-the group is suspected, so that a drift is not fitted away. A tick where a neighbour has no
-value (`HOLD`) judges none of the group. Points of kinds with a stable level (pressure,
-voltage, frequency, temperature) without such neighbours use their own value as residual.
+refitted every hour, used once `FIT_HOURS` are in. The fit also takes the zone's pump states and
+tank levels (a pump starting or a tank filling to its top changes how the loggers stand to
+one another). It learns nothing while any member of the group is suspected, so that a drift is
+not fitted away, nor on a tick where a member jumped (`JUMP` usual steps: a spike's square would
+outweigh days of readings); and when a reported drift clears (recalibrated, replaced) the
+group learns anew, as its first hours, before it was suspected, taught the fit to expect it.
+A tick where a neighbour has no value (`HOLD`) judges none of the group. Points of kinds with
+a stable level (pressure, voltage, frequency, temperature) without such neighbours use their
+own value as residual.
 The residual's usual level is learned per hour of day (EWMA per hour bin) and its spread as an
 EWMA of absolute deviations; both learn with clipped updates and stop learning once a drift
 is suspected (its CUSUM a quarter of the way up). A two-sided CUSUM in
@@ -70,6 +75,8 @@ FIT_TAU = 7 * 24.0  # hours: the memory of the neighbours' fit (it learns nothin
 # member is suspected, so a drift is not fitted away)
 FIT_HOURS = 6.0  # hours of data before the fit predicts
 RIDGE = 1e-3  # of the members' variance
+JUMP = 8.0  # usual steps: a reading that jumps this far (and its return) teaches the fit nothing
+STEP_ALPHA, STEP_WARM = 0.01, 12
 
 
 class Drift:
@@ -127,11 +134,15 @@ class Drift:
         self.reported = np.zeros(n, dtype=bool)  # suspected and reported
         self.last_ns = np.full(n, -1, dtype=np.int64)  # tick end the tag was last judged
         self.learned = np.zeros(n)  # hours
+        self.step_scale = np.full(n, np.nan)  # usual change from one reading to the next
+        self.steps = np.zeros(n)
+        self.jumped = np.zeros(n, dtype=bool)  # the last reading jumped
 
     def residual(self, tick: Tick) -> np.ndarray:
         """Value minus its prediction from its neighbours (grouped points), or the value;
         NaN: no judge."""
         good = tick.count > 0
+        jumped = self._jumps(tick.mean, good)
         self.held = np.where(good, tick.mean, self.held)
         self.held_ns = np.where(good, tick.end_ns, self.held_ns)
         fresh = tick.end_ns - self.held_ns <= HOLD * 1e9
@@ -143,8 +154,11 @@ class Drift:
         complete = ~np.isnan(v).any(axis=1)
         dt = np.where(self.fit_ns >= 0, (tick.end_ns - self.fit_ns) / 3.6e12, 0.0)
         dt = np.minimum(dt, DT_MAX)
+        # It learns neither from a suspected member nor from a tick where a member jumped (a
+        # spike, whose square would outweigh days of readings in the sums).
         calm = complete & ~np.logical_or.reduce(self._inside & (
-            self.active[g] | (self.up[g] > H / 2) | (self.down[g] > H / 2)), axis=1)
+            self.active[g] | (self.up[g] > H / 2) | (self.down[g] > H / 2) | jumped[g]),
+            axis=1)
         self._learn_fit(np.where(np.isnan(v), 0.0, v), np.where(calm, dt, 0.0))
         self.fit_ns = np.where(complete, tick.end_ns, self.fit_ns)
         hour = tick.end_ns // 3_600_000_000_000
@@ -156,6 +170,23 @@ class Drift:
         pred = np.where(complete[:, None] & self.fitted[:, None], pred, np.nan)
         e[self.grouped] = e[self.grouped] - pred[self._inside]
         return e
+
+    def _jumps(self, v: np.ndarray, good: np.ndarray) -> np.ndarray:
+        """Tags whose reading jumped by JUMP times their usual step since their last (or
+        came back from such a jump), once STEP_WARM steps are learned. The usual step is a
+        mean of absolute steps, each clipped at 4 times it (an average over the first)."""
+        step = np.abs(v - self.held)
+        ok = good & np.isfinite(step)
+        big = ok & (self.steps >= STEP_WARM) & (step > JUMP * self.step_scale)
+        jumped = big | (ok & self.jumped)
+        bound = np.where(self.steps >= STEP_WARM, 4 * self.step_scale, np.inf)
+        a = np.maximum(1.0 / (self.steps + 1), STEP_ALPHA)
+        scale = np.where(np.isnan(self.step_scale), 0.0, self.step_scale)
+        self.step_scale = np.where(ok, scale + a * (np.minimum(step, bound) - scale),
+                                   self.step_scale)
+        self.steps += ok
+        self.jumped = np.where(ok, big, self.jumped)
+        return jumped
 
     def _learn_fit(self, v: np.ndarray, dt: np.ndarray) -> None:
         """Fold one tick's values of each group into its fading sums (weight: hours)."""
@@ -247,19 +278,21 @@ class Drift:
                                 "{limit} {unit}")]
 
     def _odd_one_out(self, size: np.ndarray) -> np.ndarray:
-        """One drifting sensor moves its neighbours' median too: of a group's suspects, only
-        one is reported, the one already reported, else the one furthest from its usual
-        level. When it clears, its neighbours' suspicion, which it caused, is dropped."""
-        if len(self.groups) == 0 or not self.active.any():
+        """One drifting sensor moves its neighbours' residuals too: of a group's suspects,
+        only one is reported, the one already reported, else the one furthest from its usual
+        level. When it clears (recalibrated, replaced), its neighbours' suspicion, which it
+        caused, is dropped, and the group learns anew: what it learned before the walk was
+        suspected (its first hours look normal) would make its return look like a walk."""
+        g = self.groups
+        if len(g) and self.reported.any():
+            inside = g >= 0
+            cleared = np.logical_or.reduce(inside & self.reported[g] & ~self.active[g], axis=1)
+            if cleared.any():
+                self._relearn(cleared)
+        if len(g) == 0 or not self.active.any():
             self.reported = self.active.copy()
             return self.reported.copy()
-        g = self.groups
         inside = g >= 0
-        cleared = np.logical_or.reduce(inside & self.reported[g] & ~self.active[g], axis=1)
-        drop = g[cleared[:, None] & inside]
-        self.active[drop] = False
-        self.up[drop] = 0.0
-        self.down[drop] = 0.0
         size = np.where(self.reported & self.active, np.inf, np.where(self.active, size,
                                                                       -np.inf))
         sizes = np.where(inside, size[g], -np.inf)
@@ -270,6 +303,21 @@ class Drift:
         self.reported = found
         return found.copy()
 
+    def _relearn(self, rows: np.ndarray) -> None:
+        """Forget what the groups `rows` learned: their fit, and their members' profiles,
+        spreads and suspicions."""
+        members = self.groups[rows][self.groups[rows] >= 0]
+        self.active[members] = False
+        self.up[members] = 0.0
+        self.down[members] = 0.0
+        self.profile[members] = np.nan
+        self.sigma[members] = np.nan
+        self.learned[members] = 0.0
+        self.fit_w[rows] = 0.0
+        self.fit_s1[rows] = 0.0
+        self.fit_s2[rows] = 0.0
+        self.fitted[rows] = False
+
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in _STATE}
 
@@ -279,5 +327,5 @@ class Drift:
 
 
 _STATE = ("held", "held_ns", "profile", "sigma", "up", "down", "active", "reported", "last_ns",
-          "learned", "fit_w", "fit_s1", "fit_s2", "fit_ns", "fit_hour", "coef", "intercept",
-          "fitted")
+          "learned", "step_scale", "steps", "jumped", "fit_w", "fit_s1", "fit_s2", "fit_ns",
+          "fit_hour", "coef", "intercept", "fitted")

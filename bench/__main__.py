@@ -3,7 +3,8 @@
 Runs, in order: end to end over Modbus (bench.modbus), OPC UA (bench.opcua), the InfluxDB
 sink and the history query against InfluxDB (bench.influx, bench.history; one influxd started
 here), the anomaly engine's replay with the river zone detector on and off against river
-HalfSpaceTrees (bench.anomaly), alarm latency (bench.alarm_latency), the control-room page
+HalfSpaceTrees (bench.anomaly), leaks found on wntr networks the simulator does not use
+(bench.networks), alarm latency (bench.alarm_latency), the control-room page
 under an alarm flood in headless Chromium (bench.page) and the footprint in EMQX Neuron's
 format (bench.footprint); each part's `run(quick)` picks its sizes. Everything runs on
 loopback; every load is bounded in count and time. `--quick` runs small sizes (a smoke test,
@@ -21,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import alarm_latency, anomaly, footprint, history, influx, modbus, opcua, page
+from bench import alarm_latency, anomaly, footprint, history, influx, modbus, networks, opcua, page
 from bench.table import Row, markdown
 
 
@@ -48,6 +49,7 @@ def main() -> int:
         part("influx", lambda: influx.run(quick, url))
         part("history", lambda: history.run(quick, url))
     part("anomaly", lambda: anomaly.run(quick))
+    part("networks", lambda: networks.run(quick))
     part("alarm_latency", lambda: alarm_latency.run(quick))
     part("page", lambda: page.run(quick))
     part("footprint", lambda: footprint.run(quick))

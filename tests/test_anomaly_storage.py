@@ -79,6 +79,8 @@ def test_a_metered_tank_stays_out_of_the_balance(caplog: pytest.LogCaptureFixtur
                                    metered=True)
     assert storage.settled()[0] and not storage.used[0]
     assert storage.area[0] < 5 * storage.se[0]  # ~0: its steps come with no inflow step
+    demand = DEMAND * (1 + 0.3 * np.sin(np.arange(BINS) / 96 * 2 * np.pi))
+    assert np.nanmedian(np.abs(consumption - demand)[3 * 96:]) < 0.5  # the meter's, untouched
     assert not [r for r in caplog.records if "in_balance=true" in r.getMessage()]
 
 
