@@ -18,7 +18,7 @@ has `WARM_DAYS` days:
   absolute residuals, residuals clipped at 3 spreads so a holiday or an odd day bends it
   little), pooled and split weekday / weekend once a day type has `TYPE_DAYS` days (until
   then that day's residual is taken outside the pooled profile's range within 2.5 hours by
-  day and 30 minutes by night, a weekend's late morning being no leak, and its hours weigh
+  day and 15 minutes by night, a weekend's late morning being no leak, and its hours weigh
   1.5^2 less);
 - the day's demand level: a busy (hot) day lifts demand in proportion to the activity above the
   night's floor, its evening included, while a leak adds the same at every hour; the slope of
@@ -119,7 +119,7 @@ DAY_DEFLATE = 0.75
 NIGHT_SHARE = 0.25  # a night bin: its pooled mean within this share of the day's range above
 # the lowest bin's
 UNSEEN_SHIFT = 10  # bins (2.5 h): how early or late an unlearned day type's demand may come
-UNSEEN_NIGHT_SHIFT = 2  # bins (30 min): ... at night
+UNSEEN_NIGHT_SHIFT = 1  # bins (15 min): ... at night
 ENVELOPE_Z, ENVELOPE_SHIFT = 3.0, 8  # fast test: spreads above, bins either side (2 h)
 # A burst is at least ENVELOPE_REL above the highest demand near the time of day: a few days
 # learn the spread poorly, and a hot day lifts the whole day's demand by 10-20 %.
@@ -208,7 +208,7 @@ class _Profile:
         """(lowest, highest) expected mean at bin b, per series. Before the day type is learned,
         the range of the pooled profile within UNSEEN_SHIFT bins, as that day's demand may come
         hours apart (a weekend's late morning): demand early or late is no leak; at night
-        within UNSEEN_NIGHT_SHIFT bins (a weekend's night may start half an hour later, and a
+        within UNSEEN_NIGHT_SHIFT bins (a weekend's night may start a little later, and a
         wider band would hide a small leak). Else the profile's own bin: a learned profile is
         sharp. `night`: `night(b)`, which the caller has at hand."""
         typed = self.typed(b, weekend)
