@@ -75,6 +75,7 @@ FIT_TAU = 7 * 24.0  # hours: the memory of the neighbours' fit (it learns nothin
 # member is suspected, so a drift is not fitted away)
 FIT_HOURS = 6.0  # hours of data before the fit predicts
 RIDGE = 1e-3  # of the members' variance
+FLUSH = 32  # ticks whose products are folded into the fit at once
 JUMP = 8.0  # usual steps: a reading that jumps this far (and its return) teaches the fit nothing
 STEP_ALPHA, STEP_WARM = 0.01, 12
 
@@ -120,6 +121,10 @@ class Drift:
         self.fit_s1 = np.zeros((rows, k))
         self.fit_s2 = np.zeros((rows, k, k))
         self.fit_ns = np.full(rows, -1, dtype=np.int64)
+        self.fit_buf = np.zeros((FLUSH, rows, k))  # ticks' sqrt(weight) x values, to fold in
+        self.fit_buf_n = np.zeros(1, dtype=np.int64)
+        self.fit_acc_w = np.zeros(rows)  # ... and their weights and weighted values
+        self.fit_acc_s1 = np.zeros((rows, k))
         self.fit_hour = np.array([-1], dtype=np.int64)
         self.coef = np.zeros((rows, width, k))
         self.intercept = np.zeros((rows, width))
@@ -164,6 +169,7 @@ class Drift:
         hour = tick.end_ns // 3_600_000_000_000
         if hour != self.fit_hour[0]:
             self.fit_hour[0] = hour
+            self._flush()
             self._refit()
         # prediction of each member from the others: intercept + coefficients . values
         pred = self.intercept + np.einsum("gij,gj->gi", self.coef, np.nan_to_num(v))
@@ -189,12 +195,32 @@ class Drift:
         return jumped
 
     def _learn_fit(self, v: np.ndarray, dt: np.ndarray) -> None:
-        """Fold one tick's values of each group into its fading sums (weight: hours)."""
-        keep = np.exp(-dt / FIT_TAU)[:, None]
-        self.fit_w = self.fit_w * keep[:, 0] + dt
-        self.fit_s1 = self.fit_s1 * keep + dt[:, None] * v
-        self.fit_s2 = self.fit_s2 * keep[:, :, None] + dt[:, None, None] * (
-            v[:, :, None] * v[:, None, :])
+        """Fold one tick's values of each group into its fading sums (weight: hours). The
+        products go through a buffer of FLUSH ticks, folded in with one matrix product (a
+        product per tick would cost more than all else), every hour at least; the sums fade
+        by the buffer's weight as they take it in."""
+        root = np.sqrt(dt)[:, None] * v
+        self.fit_buf[int(self.fit_buf_n[0])] = root
+        self.fit_buf_n += 1
+        self.fit_acc_w += dt
+        self.fit_acc_s1 += dt[:, None] * v
+        if self.fit_buf_n[0] == FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Fold the buffered ticks into the fit's sums (when it is full, and before a refit)."""
+        n = int(self.fit_buf_n[0])
+        if not n:
+            return
+        buf = self.fit_buf[:n]
+        keep = np.exp(-self.fit_acc_w / FIT_TAU)
+        self.fit_w = self.fit_w * keep + self.fit_acc_w
+        self.fit_s1 = self.fit_s1 * keep[:, None] + self.fit_acc_s1
+        self.fit_s2 = self.fit_s2 * keep[:, None, None] + np.einsum(
+            "tgk,tgl->gkl", buf, buf, optimize=True)
+        self.fit_buf_n[0] = 0
+        self.fit_acc_w[:] = 0.0
+        self.fit_acc_s1[:] = 0.0
 
     def _refit(self) -> None:
         """Each member's least-squares prediction from the rest of its columns (with a ridge of
@@ -209,15 +235,15 @@ class Drift:
         width, k = self.groups.shape[1], inside.shape[1]
         var = np.diagonal(cov, axis1=1, axis2=2)
         ridge = RIDGE * np.maximum(var, 1e-12)  # (G, K)
-        # For member i: the system over the other columns, with i's own row and column set to
-        # the identity and its right-hand side to 0 (so its coefficient on itself is 0).
-        own = np.eye(width, k, dtype=bool)  # (member, column)
-        use = inside[:, None, :] & ~own[None]  # (G, member, column)
-        both = use[:, :, :, None] & use[:, :, None, :]
-        a = np.where(both, cov[:, None, :, :], 0.0)
-        a = a + np.eye(k) * np.where(use, ridge[:, None, :], 1.0)[..., None]
-        rhs = np.where(use, cov[:, :width, :], 0.0)
-        coef = np.linalg.solve(a, rhs[..., None])[..., 0]  # (G, member, column)
+        # One inverse per group gives every member's regression on the rest: with P the
+        # inverse of the (ridged) covariance, member i's coefficients are -P[i, j] / P[i, i].
+        # Padding columns are left out by an identity of their own.
+        a = cov + np.eye(k) * np.where(inside, ridge, 1.0)[:, :, None]
+        precision = np.linalg.inv(a)[:, :width, :]  # (G, member, column)
+        diag = np.diagonal(precision[:, :, :width], axis1=1, axis2=2)
+        coef = -precision / diag[:, :, None]
+        coef[:, np.arange(width), np.arange(width)] = 0.0
+        coef = np.where(inside[:, None, :], coef, 0.0)
         coef = np.where(np.isfinite(coef), coef, 0.0)
         intercept = mean[:, :width] - np.einsum("gij,gj->gi", coef, mean)
         self.coef = np.where(ok[:, None, None], coef, self.coef)
@@ -316,6 +342,9 @@ class Drift:
         self.fit_w[rows] = 0.0
         self.fit_s1[rows] = 0.0
         self.fit_s2[rows] = 0.0
+        self.fit_buf[:, rows] = 0.0
+        self.fit_acc_w[rows] = 0.0
+        self.fit_acc_s1[rows] = 0.0
         self.fitted[rows] = False
 
     def state(self) -> dict[str, np.ndarray]:
@@ -328,4 +357,5 @@ class Drift:
 
 _STATE = ("held", "held_ns", "profile", "sigma", "up", "down", "active", "reported", "last_ns",
           "learned", "step_scale", "steps", "jumped", "fit_w", "fit_s1", "fit_s2", "fit_ns",
-          "fit_hour", "coef", "intercept", "fitted")
+          "fit_buf", "fit_buf_n", "fit_acc_w", "fit_acc_s1", "fit_hour", "coef", "intercept",
+          "fitted")
