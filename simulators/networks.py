@@ -13,8 +13,8 @@ learn them.
 Hydraulics: EPANET 2.2 through wntr's toolkit binding, pressure-driven (full demand above 15 m,
 none at 0 m), stepped one recording step at a time so that a leak's orifice (an emitter,
 q = C sqrt(p)) opens, widens and closes mid-run. EPANET steps to the exact moment a tank
-reaches a control level, so level controls switch pumps as they would. ~0.01 s per day for
-Net1 at 5 minutes, ~5 s for ky10, ~20 s for Net6.
+reaches a control level, so level controls switch pumps as they would. An export takes ~0.01 s a
+simulated day for Net1, 2-5 s for ky10 and Net6.
 
 Demand: every junction demand that follows a varying pattern follows the network's own daily
 pattern (interpolated per minute; weekends 1.5 h later and 4 % higher) with
