@@ -1,13 +1,24 @@
 """`drift`: a sensor slowly walking away from what it should read, learned per tag.
 
-The residual of a tag is its value minus the median of its neighbours: the other points of the
-same zone, kind, unit and size class (rated value, else the middle of lo-hi, in half-decades),
-when there are at least two of them reporting. Neighbours share the process (pump switching,
-day/night demand, tank filling, a feeder's load), so the residual keeps only what is the
-sensor's own. Points of kinds with a stable level (pressure, voltage, frequency, temperature)
-without such neighbours use their own value as residual. The residual's usual level is learned
-per hour of day (EWMA per hour bin) and its spread as an EWMA of absolute deviations; both
-learn with clipped updates and stop learning while a drift is suspected. A two-sided CUSUM in
+The residual of a tag is its value minus what its neighbours say it should read: the other
+points of the same zone, kind, unit and size class (rated value, else the middle of lo-hi, in
+half-decades), at least two of them. Neighbours share the process (pump switching, day/night
+demand, tank filling, a feeder's load), but not in equal measure: a pump starting lifts a
+logger near it by metres and one at the far end by less. So each tag's prediction is a linear
+least-squares fit on its neighbours' values (intercept and one coefficient each, a small ridge
+so that neighbours moving as one share it), from fading sums over about a week (`FIT_TAU`),
+refitted every hour, used once `FIT_HOURS` are in. The fit also takes the zone's pump states and
+tank levels (a pump starting or a tank filling to its top changes how the loggers stand to
+one another). It learns nothing while any member of the group is suspected, so that a drift is
+not fitted away, nor on a tick where a member jumped (`JUMP` usual steps: a spike's square would
+outweigh days of readings); and when a reported drift clears (recalibrated, replaced) the
+group learns anew, as its first hours, before it was suspected, taught the fit to expect it.
+A tick where a neighbour has no value (`HOLD`) judges none of the group. Points of kinds with
+a stable level (pressure, voltage, frequency, temperature) without such neighbours use their
+own value as residual.
+The residual's usual level is learned per hour of day (EWMA per hour bin) and its spread as an
+EWMA of absolute deviations; both learn with clipped updates and stop learning once a drift
+is suspected (its CUSUM a quarter of the way up). A two-sided CUSUM in
 z-hours (the standardised deviation, clipped at `Z_CLIP`, less `K_REF`, times hours elapsed)
 judges a drift once it passes `H`; it clears when the deviation is back within `Z_OFF`.
 Working in hours makes the same settings hold for 1-minute ticks and 15-minute recordings.
@@ -15,7 +26,9 @@ Flows, levels, currents, powers and the rest are not judged: their level moves w
 process and a drift there is the leak and balance detectors' business.
 
 Tuned on simulator exports of seeds 1-3 only (scenarios normal and sensor-faults, water at 5
-min and grid at 15 min); seeds >= 100 are for evaluation.
+min and grid at 15 min) and on wntr's Net1 and ky4 (simulators/networks.py, seeds below 101),
+where level-controlled pumps move the loggers by different amounts; ky10, Anytown and Net6
+only evaluated it. A walk of 1.5 m a day on one logger of five is found after 20-23 h there.
 
 >>> import numpy as np
 >>> from anomaly.points import PointInfo, PointTable
@@ -45,6 +58,7 @@ from anomaly.points import PointTable
 from anomaly.ticks import Tick
 
 LEVEL_KINDS = ("pressure", "voltage", "frequency", "temperature")
+CONTEXT_KINDS = ("status", "level")  # a zone's states that change how its loggers relate
 MIN_NEIGHBOURS = 2  # reporting neighbours for a median
 HOLD = 1800.0  # seconds a neighbour's last good value stands in for a missing one
 Z_CLIP = 4.0  # a single wild reading adds at most (Z_CLIP - K_REF) * hours
@@ -53,9 +67,17 @@ H = 12.0  # z-hours: e.g. a deviation of 4 spreads held for 8 hours
 Z_OFF = 1.0  # spreads: the deviation is gone
 DT_MAX = 1.0  # hours: a gap in the readings counts at most this much
 PROFILE_TAU = 3.0  # hours within an hour bin: ~3 days of memory per hour of day
-SIGMA_TAU = 24.0  # hours
+SIGMA_TAU = 12.0  # hours
+SIGMA_UP_TAU = 72.0  # hours: the spread grows slower than it shrinks
 WARM = 24.0  # hours learned before judging: one of each hour bin
 FLOOR = 1e-4  # of the value: the smallest spread (a residual that is almost always 0)
+FIT_TAU = 7 * 24.0  # hours: the memory of the neighbours' fit (it learns nothing while a
+# member is suspected, so a drift is not fitted away)
+FIT_HOURS = 6.0  # hours of data before the fit predicts
+RIDGE = 1e-3  # of the members' variance
+FLUSH = 32  # ticks whose products are folded into the fit at once
+JUMP = 8.0  # usual steps: a reading that jumps this far (and its return) teaches the fit nothing
+STEP_ALPHA, STEP_WARM = 0.01, 12
 
 
 class Drift:
@@ -81,9 +103,32 @@ class Drift:
         for r, g in enumerate(groups):
             self.groups[r, :len(g)] = g
         self.grouped = self.groups[self.groups >= 0]
-        self._row_start = np.arange(len(groups))[:, None] * width  # into the flat sorted rows
         self._inside = self.groups >= 0
-        self._ranks = np.tile(np.arange(width), len(groups))
+        # What the fit regresses a member on: the other members, then the zone's pump and
+        # valve states and tank levels (a pump starting or a tank filling to its top changes
+        # how the loggers stand to one another).
+        context = [np.flatnonzero(table.of_kind(*CONTEXT_KINDS)
+                                  & (table.zone_of == table.zone_of[g[0]])) for g in groups]
+        extra = max((len(c) for c in context), default=0)
+        self.columns = np.full((len(groups), width + extra), -1, dtype=np.int64)
+        self.columns[:, :width] = self.groups
+        for r, c in enumerate(context):
+            self.columns[r, width:width + len(c)] = c
+        self._col_inside = self.columns >= 0
+        # The fit of each member on the rest: fading sums (hours of weight), coefficients.
+        rows, k = len(groups), width + extra
+        self.fit_w = np.zeros(rows)
+        self.fit_s1 = np.zeros((rows, k))
+        self.fit_s2 = np.zeros((rows, k, k))
+        self.fit_ns = np.full(rows, -1, dtype=np.int64)
+        self.fit_buf = np.zeros((FLUSH, rows, k))  # ticks' sqrt(weight) x values, to fold in
+        self.fit_buf_n = np.zeros(1, dtype=np.int64)
+        self.fit_acc_w = np.zeros(rows)  # ... and their weights and weighted values
+        self.fit_acc_s1 = np.zeros((rows, k))
+        self.fit_hour = np.array([-1], dtype=np.int64)
+        self.coef = np.zeros((rows, width, k))
+        self.intercept = np.zeros((rows, width))
+        self.fitted = np.zeros(rows, dtype=bool)
         self.held = np.full(n, np.nan)
         self.held_ns = np.zeros(n, dtype=np.int64)
         self.profile = np.full((n, 24), np.nan)
@@ -94,36 +139,116 @@ class Drift:
         self.reported = np.zeros(n, dtype=bool)  # suspected and reported
         self.last_ns = np.full(n, -1, dtype=np.int64)  # tick end the tag was last judged
         self.learned = np.zeros(n)  # hours
+        self.step_scale = np.full(n, np.nan)  # usual change from one reading to the next
+        self.steps = np.zeros(n)
+        self.jumped = np.zeros(n, dtype=bool)  # the last reading jumped
 
     def residual(self, tick: Tick) -> np.ndarray:
-        """Value minus the neighbours' median (grouped points), or the value; NaN: no judge."""
+        """Value minus its prediction from its neighbours (grouped points), or the value;
+        NaN: no judge."""
         good = tick.count > 0
+        jumped = self._jumps(tick.mean, good)
         self.held = np.where(good, tick.mean, self.held)
         self.held_ns = np.where(good, tick.end_ns, self.held_ns)
         fresh = tick.end_ns - self.held_ns <= HOLD * 1e9
         e = np.where(good & self.judged, tick.mean, np.nan)
         if len(self.groups) == 0:
             return e
-        g = self.groups
-        vals = np.where(self._inside & fresh[g], self.held[g], np.inf)  # inf: no value
-        count = np.add.reduce(vals < np.inf, axis=1, keepdims=True)
-        # One sort gives both the sorted row and each member's rank in it (the inverse
-        # permutation); the picks below never reach the inf of a missing value.
-        where = np.argsort(vals, axis=1, kind="stable") + self._row_start  # flat positions
-        order = vals.ravel()[where]
-        rank = np.empty(where.shape, dtype=np.int64)
-        rank.ravel()[where.ravel()] = self._ranks
-        others = count - 1
-        lo_i = np.maximum((others - 1) // 2, 0)
-        hi_i = np.maximum(others // 2, 0)
-        last = g.shape[1] - 1
-        pick_lo = np.minimum(lo_i + (lo_i >= rank), last)
-        pick_hi = np.minimum(hi_i + (hi_i >= rank), last)
-        flat = order.ravel()
-        median = (flat[self._row_start + pick_lo] + flat[self._row_start + pick_hi]) / 2
-        median = np.where(others >= MIN_NEIGHBOURS, median, np.nan)
-        e[self.grouped] = e[self.grouped] - median[self._inside]
+        g, cols = self.groups, self.columns
+        v = np.where(self._col_inside, np.where(fresh[cols], self.held[cols], np.nan), 0.0)
+        complete = ~np.isnan(v).any(axis=1)
+        dt = np.where(self.fit_ns >= 0, (tick.end_ns - self.fit_ns) / 3.6e12, 0.0)
+        dt = np.minimum(dt, DT_MAX)
+        # It learns neither from a suspected member nor from a tick where a member jumped (a
+        # spike, whose square would outweigh days of readings in the sums).
+        calm = complete & ~np.logical_or.reduce(self._inside & (
+            self.active[g] | (self.up[g] > H / 2) | (self.down[g] > H / 2) | jumped[g]),
+            axis=1)
+        self._learn_fit(np.where(np.isnan(v), 0.0, v), np.where(calm, dt, 0.0))
+        self.fit_ns = np.where(complete, tick.end_ns, self.fit_ns)
+        hour = tick.end_ns // 3_600_000_000_000
+        if hour != self.fit_hour[0]:
+            self.fit_hour[0] = hour
+            self._flush()
+            self._refit()
+        # prediction of each member from the others: intercept + coefficients . values
+        pred = self.intercept + np.einsum("gij,gj->gi", self.coef, np.nan_to_num(v))
+        pred = np.where(complete[:, None] & self.fitted[:, None], pred, np.nan)
+        e[self.grouped] = e[self.grouped] - pred[self._inside]
         return e
+
+    def _jumps(self, v: np.ndarray, good: np.ndarray) -> np.ndarray:
+        """Tags whose reading jumped by JUMP times their usual step since their last (or
+        came back from such a jump), once STEP_WARM steps are learned. The usual step is a
+        mean of absolute steps, each clipped at 4 times it (an average over the first)."""
+        step = np.abs(v - self.held)
+        ok = good & np.isfinite(step)
+        big = ok & (self.steps >= STEP_WARM) & (step > JUMP * self.step_scale)
+        jumped = big | (ok & self.jumped)
+        bound = np.where(self.steps >= STEP_WARM, 4 * self.step_scale, np.inf)
+        a = np.maximum(1.0 / (self.steps + 1), STEP_ALPHA)
+        scale = np.where(np.isnan(self.step_scale), 0.0, self.step_scale)
+        self.step_scale = np.where(ok, scale + a * (np.minimum(step, bound) - scale),
+                                   self.step_scale)
+        self.steps += ok
+        self.jumped = np.where(ok, big, self.jumped)
+        return jumped
+
+    def _learn_fit(self, v: np.ndarray, dt: np.ndarray) -> None:
+        """Fold one tick's values of each group into its fading sums (weight: hours). The
+        products go through a buffer of FLUSH ticks, folded in with one matrix product (a
+        product per tick would cost more than all else), every hour at least; the sums fade
+        by the buffer's weight as they take it in."""
+        root = np.sqrt(dt)[:, None] * v
+        self.fit_buf[int(self.fit_buf_n[0])] = root
+        self.fit_buf_n += 1
+        self.fit_acc_w += dt
+        self.fit_acc_s1 += dt[:, None] * v
+        if self.fit_buf_n[0] == FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Fold the buffered ticks into the fit's sums (when it is full, and before a refit)."""
+        n = int(self.fit_buf_n[0])
+        if not n:
+            return
+        buf = self.fit_buf[:n]
+        keep = np.exp(-self.fit_acc_w / FIT_TAU)
+        self.fit_w = self.fit_w * keep + self.fit_acc_w
+        self.fit_s1 = self.fit_s1 * keep[:, None] + self.fit_acc_s1
+        self.fit_s2 = self.fit_s2 * keep[:, None, None] + np.einsum(
+            "tgk,tgl->gkl", buf, buf, optimize=True)
+        self.fit_buf_n[0] = 0
+        self.fit_acc_w[:] = 0.0
+        self.fit_acc_s1[:] = 0.0
+
+    def _refit(self) -> None:
+        """Each member's least-squares prediction from the rest of its columns (with a ridge of
+        RIDGE of each column's variance, so that neighbours that move as one share it)."""
+        ok = self.fit_w >= FIT_HOURS
+        w = np.maximum(self.fit_w, 1e-12)
+        mean = self.fit_s1 / w[:, None]
+        cov = self.fit_s2 / w[:, None, None] - mean[:, :, None] * mean[:, None, :]
+        inside = self._col_inside
+        pair = inside[:, :, None] & inside[:, None, :]
+        cov = np.where(pair, cov, 0.0)
+        width, k = self.groups.shape[1], inside.shape[1]
+        var = np.diagonal(cov, axis1=1, axis2=2)
+        ridge = RIDGE * np.maximum(var, 1e-12)  # (G, K)
+        # One inverse per group gives every member's regression on the rest: with P the
+        # inverse of the (ridged) covariance, member i's coefficients are -P[i, j] / P[i, i].
+        # Padding columns are left out by an identity of their own.
+        a = cov + np.eye(k) * np.where(inside, ridge, 1.0)[:, :, None]
+        precision = np.linalg.inv(a)[:, :width, :]  # (G, member, column)
+        diag = np.diagonal(precision[:, :, :width], axis1=1, axis2=2)
+        coef = -precision / diag[:, :, None]
+        coef[:, np.arange(width), np.arange(width)] = 0.0
+        coef = np.where(inside[:, None, :], coef, 0.0)
+        coef = np.where(np.isfinite(coef), coef, 0.0)
+        intercept = mean[:, :width] - np.einsum("gij,gj->gi", coef, mean)
+        self.coef = np.where(ok[:, None, None], coef, self.coef)
+        self.intercept = np.where(ok[:, None], intercept, self.intercept)
+        self.fitted |= ok
 
     def update(self, tick: Tick) -> list[Finding]:
         # NaN stands for "no value yet" throughout: its warnings are noise.
@@ -155,15 +280,17 @@ class Drift:
         self.active = (self.active | rise) & ~gone
         self.up = np.where(gone, 0.0, self.up)
         self.down = np.where(gone, 0.0, self.down)
-        # Learn only what looks normal, with clipped steps, so a drift is not learned away.
-        calm = judge & ~self.active & (self.up < H / 2) & (self.down < H / 2)
+        # Learn only what looks normal, with clipped steps, so a drift is not learned away; the
+        # spread grows slower than it shrinks, so a walk does not widen it much before the
+        # CUSUM is a quarter of the way up and learning stops.
+        calm = judge & ~self.active & (self.up < H / 4) & (self.down < H / 4)
         bound = 3 * sigma
         step = np.where(np.isnan(bound), 0.0, np.minimum(np.maximum(r, -bound), bound))
         a_p = np.minimum(1.0, dt / PROFILE_TAU)
         self.profile[:, hour] = np.where(calm, base + a_p * step,
                                          np.where(judge, base, self.profile[:, hour]))
         dev = np.abs(r)
-        a_s = np.minimum(1.0, dt / SIGMA_TAU)
+        a_s = np.minimum(1.0, dt / np.where(dev > self.sigma, SIGMA_UP_TAU, SIGMA_TAU))
         grown = np.where(np.isnan(self.sigma), np.where(dev > 0, dev, np.nan),
                          self.sigma + a_s * (np.minimum(dev, bound) - self.sigma))
         self.sigma = np.where(calm, grown, self.sigma)
@@ -177,19 +304,21 @@ class Drift:
                                 "{limit} {unit}")]
 
     def _odd_one_out(self, size: np.ndarray) -> np.ndarray:
-        """One drifting sensor moves its neighbours' median too: of a group's suspects, only
-        one is reported, the one already reported, else the one furthest from its usual
-        level. When it clears, its neighbours' suspicion, which it caused, is dropped."""
-        if len(self.groups) == 0 or not self.active.any():
+        """One drifting sensor moves its neighbours' residuals too: of a group's suspects,
+        only one is reported, the one already reported, else the one furthest from its usual
+        level. When it clears (recalibrated, replaced), its neighbours' suspicion, which it
+        caused, is dropped, and the group learns anew: what it learned before the walk was
+        suspected (its first hours look normal) would make its return look like a walk."""
+        g = self.groups
+        if len(g) and self.reported.any():
+            inside = g >= 0
+            cleared = np.logical_or.reduce(inside & self.reported[g] & ~self.active[g], axis=1)
+            if cleared.any():
+                self._relearn(cleared)
+        if len(g) == 0 or not self.active.any():
             self.reported = self.active.copy()
             return self.reported.copy()
-        g = self.groups
         inside = g >= 0
-        cleared = np.logical_or.reduce(inside & self.reported[g] & ~self.active[g], axis=1)
-        drop = g[cleared[:, None] & inside]
-        self.active[drop] = False
-        self.up[drop] = 0.0
-        self.down[drop] = 0.0
         size = np.where(self.reported & self.active, np.inf, np.where(self.active, size,
                                                                       -np.inf))
         sizes = np.where(inside, size[g], -np.inf)
@@ -200,6 +329,24 @@ class Drift:
         self.reported = found
         return found.copy()
 
+    def _relearn(self, rows: np.ndarray) -> None:
+        """Forget what the groups `rows` learned: their fit, and their members' profiles,
+        spreads and suspicions."""
+        members = self.groups[rows][self.groups[rows] >= 0]
+        self.active[members] = False
+        self.up[members] = 0.0
+        self.down[members] = 0.0
+        self.profile[members] = np.nan
+        self.sigma[members] = np.nan
+        self.learned[members] = 0.0
+        self.fit_w[rows] = 0.0
+        self.fit_s1[rows] = 0.0
+        self.fit_s2[rows] = 0.0
+        self.fit_buf[:, rows] = 0.0
+        self.fit_acc_w[rows] = 0.0
+        self.fit_acc_s1[rows] = 0.0
+        self.fitted[rows] = False
+
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in _STATE}
 
@@ -209,4 +356,6 @@ class Drift:
 
 
 _STATE = ("held", "held_ns", "profile", "sigma", "up", "down", "active", "reported", "last_ns",
-          "learned")
+          "learned", "step_scale", "steps", "jumped", "fit_w", "fit_s1", "fit_s2", "fit_ns",
+          "fit_buf", "fit_buf_n", "fit_acc_w", "fit_acc_s1", "fit_hour", "coef", "intercept",
+          "fitted")

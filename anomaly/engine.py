@@ -42,8 +42,8 @@ from anomaly.ticks import Tick, TickAccumulator
 log = logging.getLogger(__name__)
 
 # 2: leak profiles are (day type, bin, zone); 3: the zone model is T-squared (no river trees),
-# the gate holds chattering alarms
-STATE_VERSION = 3
+# the gate holds chattering alarms; 4: leak storage (tank areas)
+STATE_VERSION = 4
 GOOD = int(Quality.GOOD)
 
 

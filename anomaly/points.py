@@ -21,7 +21,7 @@ class PointInfo:
 
     >>> PointInfo(tag="dma1.inlet.flow", kind="flow", unit="L/s", zone="dma1", role="inflow")
     PointInfo(tag='dma1.inlet.flow', kind='flow', unit='L/s', zone='dma1', role='inflow', \
-lo=None, hi=None, device=None, nominal=None, priority=None)
+lo=None, hi=None, device=None, nominal=None, priority=None, area=None, volume_curve=None)
     """
 
     tag: str
@@ -34,6 +34,8 @@ lo=None, hi=None, device=None, nominal=None, priority=None)
     device: str | None = None  # readings of one device fail together (comms)
     nominal: float | None = None  # rated value (voltage, frequency); None: learned
     priority: str | None = None  # of this point's alarms; None: by alarm kind
+    area: float | None = None  # a tank's level point: its water surface, m2
+    volume_curve: Sequence[Sequence[float]] | None = None  # ... or [(level, m3), ...]
 
     @classmethod
     def of(cls, point: object) -> PointInfo:

@@ -4,7 +4,8 @@ Runs, in order: end to end over Modbus (bench.modbus), OPC UA (bench.opcua), the
 sink and the history query against InfluxDB (bench.influx, bench.history; one influxd started
 here), the anomaly engine's replay with the zone model on and off against river
 HalfSpaceTrees (bench.anomaly), the zone model against river HalfSpaceTrees on hourly water data
-(bench.zone_model), alarm latency (bench.alarm_latency), the control-room page
+(bench.zone_model), leaks found on wntr networks the simulator does not use (bench.networks),
+alarm latency (bench.alarm_latency), the control-room page
 under an alarm flood in headless Chromium (bench.page) and the footprint in EMQX Neuron's
 format (bench.footprint); each part's `run(quick)` picks its sizes. Everything runs on
 loopback; every load is bounded in count and time. `--quick` runs small sizes (a smoke test,
@@ -29,6 +30,7 @@ from bench import (
     history,
     influx,
     modbus,
+    networks,
     opcua,
     page,
     zone_model,
@@ -60,6 +62,7 @@ def main() -> int:
         part("history", lambda: history.run(quick, url))
     part("anomaly", lambda: anomaly.run(quick))
     part("zone_model", lambda: zone_model.run(quick))
+    part("networks", lambda: networks.run(quick))
     part("alarm_latency", lambda: alarm_latency.run(quick))
     part("page", lambda: page.run(quick))
     part("footprint", lambda: footprint.run(quick))

@@ -8,6 +8,7 @@ converted (`12`, `TRUE`, `1.5`). Cross-field rules live in `gateway.site_checks`
 
 from __future__ import annotations
 
+import itertools
 import re
 import ssl
 import tomllib
@@ -307,6 +308,40 @@ class Device(Strict):
         return self.endpoint or ""
 
 
+def _curve_cells(value: object) -> object:
+    """A volume curve's pairs as tuples, from TOML's arrays or a CSV cell ("level volume;
+    level volume; ...")."""
+    if isinstance(value, list):
+        return [tuple(pair) if isinstance(pair, list) else pair for pair in value]
+    if not isinstance(value, str):
+        return value
+    try:
+        return [tuple(float(x) for x in pair.replace(":", " ").split())
+                for pair in value.split(";") if pair.strip()]
+    except ValueError:
+        raise PydanticCustomError("volume_curve", f"{value!r} is not a volume curve: write "
+                                  "'level volume; level volume; ...', e.g. '0 0; 4 480'"
+                                  ) from None
+
+
+def _rising(curve: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(curve) < 2:
+        raise PydanticCustomError("volume_curve", "needs at least two [level, volume] pairs")
+    levels, volumes = [p[0] for p in curve], [p[1] for p in curve]
+    if any(b <= a for a, b in itertools.pairwise(levels)):
+        raise PydanticCustomError("volume_curve", f"levels must rise from pair to pair, got "
+                                  f"{levels}")
+    if min(volumes) < 0 or any(b < a for a, b in itertools.pairwise(volumes)):
+        raise PydanticCustomError("volume_curve", f"volumes (m3) must be 0 or more and never "
+                                  f"fall as the level rises, got {volumes}")
+    return curve
+
+
+# [[level, m3], ...]: a tank's volume at levels in its level point's unit, linear between
+VolumeCurve = Annotated[list[tuple[float, float]], BeforeValidator(_curve_cells),
+                        AfterValidator(_rising)]
+
+
 class Point(Strict):
     """One measured value. `type` defaults to "bool" in a coil or discrete table, else
     "float32". A bool in a holding or input register occupies that register and reads its bit 0.
@@ -324,6 +359,9 @@ class Point(Strict):
     writable: bool = False
     nominal: float | None = Field(default=None, gt=0)  # rated value: voltage, frequency
     priority: Priority | None = None  # of this point's alarms; None: by alarm kind
+    # A tank's level point: the tank's geometry, for its zone's water balance (else learned)
+    area: float | None = Field(default=None, gt=0)  # m2 of water surface
+    volume_curve: VolumeCurve | None = None
     # Modbus
     register_kind: RegisterKind = Field(default="holding", alias="register")
     address: int | None = Field(default=None, ge=0, le=65535)

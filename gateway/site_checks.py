@@ -6,10 +6,13 @@ Each rule yields a `Finding` (section, index, field, reason); the loader turns i
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
+
+from anomaly.storage import length_factor
 
 if TYPE_CHECKING:
     from gateway.config import Device, HistorianSection, Point
@@ -166,7 +169,7 @@ def _points(devices: Sequence[Device | None], points: Sequence[Point | None],
             out.append(("points", i, "lo", f"lo ({p.lo:g}) must be below hi ({p.hi:g})"))
         if p.node is not None and (why := node_id_problem(p.node)):
             out.append(("points", i, "node", why))
-        out += _deadband(i, p)
+        out += _deadband(i, p) + _tank(i, p)
         device = by_name.get(p.device) if p.device is not None else None
         if p.device is not None and device is None:
             out.append(("points", i, "device", f"unknown device {p.device!r} ({_known(known)})"))
@@ -189,6 +192,22 @@ def _deadband(i: int, p: Point) -> list[Finding]:
     if p.deadband_type == "percent" and p.deadband > 100:
         return [("points", i, "deadband", f"a percent deadband must be at most 100, "
                  f"got {p.deadband:g}")]
+    return []
+
+
+def _tank(i: int, p: Point) -> list[Finding]:
+    """A tank's geometry belongs on its level point, in a unit the balance can use."""
+    key = "area" if p.area is not None else "volume_curve" if p.volume_curve else None
+    if key is None:
+        return []
+    if p.kind != "level":
+        return [("points", i, key, f"a tank's geometry goes on its level point, not on a "
+                 f"{p.kind!r} point")]
+    if p.area is not None and p.volume_curve:
+        return [("points", i, "area", "give area or volume_curve, not both")]
+    if p.area is not None and math.isnan(length_factor(p.unit)):
+        return [("points", i, "area", f"needs a level in m, cm, mm, ft or in, not "
+                 f"{p.unit!r} (a volume_curve takes any unit)")]
     return []
 
 

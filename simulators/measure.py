@@ -64,6 +64,8 @@ class Sensors:
         self.noise = np.array([s.noise for s in signals], dtype=np.float64)
         self.resolution = np.array([s.resolution for s in signals], dtype=np.float64)
         self._quantised = np.flatnonzero(self.resolution > 0)
+        self.cutoff = np.array([s.cutoff for s in signals], dtype=np.float64)
+        self._cut = np.flatnonzero(self.cutoff > 0)
         column = {s.tag: i for i, s in enumerate(signals)}
         self._faults = [
             self._fault(i, e, column[e.target], signals[column[e.target]], step)
@@ -106,9 +108,13 @@ class Sensors:
         return self._quantise(true + z * self.noise)
 
     def _quantise(self, values: np.ndarray) -> np.ndarray:
+        """Rounded to each sensor's resolution, and 0 below a meter's cut-off."""
         q = self._quantised
         if q.size:
             values[:, q] = np.round(values[:, q] / self.resolution[q]) * self.resolution[q]
+        c = self._cut
+        if c.size:
+            values[:, c] = np.where(np.abs(values[:, c]) < self.cutoff[c], 0.0, values[:, c])
         return values
 
     def freeze_between(self, t0: float, t1: float,

@@ -10,8 +10,10 @@ class Signal:
     """One measured quantity of a simulated site.
 
     `noise` is the standard deviation of the sensor's measurement noise and `resolution` its
-    quantisation step, both in engineering units. The Modbus fields say where the value is
-    served; `address` is None until `simulators.registers.assign_addresses` places it.
+    quantisation step, both in engineering units; a meter with a `cutoff` reads exactly 0
+    below it, as flow meters do (so that they read 0, not noise, while their pump is off).
+    The Modbus fields say where the value is served; `address` is None until
+    `simulators.registers.assign_addresses` places it.
     """
 
     tag: str
@@ -24,6 +26,8 @@ class Signal:
     nominal: float | None = None  # rated value (voltage, frequency), for the site file
     noise: float = 0.0
     resolution: float = 0.0
+    cutoff: float = 0.0  # a flow meter's low-flow cut-off: readings below it in size read 0
+    area: float | None = None  # a tank level's water surface in m2, for the site file
     description: str = ""
     # Modbus mapping
     device: str = ""  # name of the Modbus unit serving it

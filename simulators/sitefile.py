@@ -28,7 +28,8 @@ def _point(site: str, s: Signal) -> dict[str, Any]:
     optional = {"description": s.description or None, "zone": s.zone, "role": s.role,
                 "lo": None if s.lo is None else float(s.lo),
                 "hi": None if s.hi is None else float(s.hi),
-                "nominal": None if s.nominal is None else float(s.nominal)}
+                "nominal": None if s.nominal is None else float(s.nominal),
+                "area": None if s.area is None else float(s.area)}
     point.update({k: v for k, v in optional.items() if v is not None})
     point.update(register=s.register, address=s.address, type=s.type, word_order=s.word_order,
                  scale=float(s.scale), node=node_id(site, s.tag))

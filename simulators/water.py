@@ -147,14 +147,18 @@ class Demand:
     NIGHT_SPREAD, DAY_SPREAD = 0.02, 0.07
     NOISE, NOISE_TIME = 0.10, 900.0
 
-    def __init__(self, junctions: int, *, seed: int, start: datetime) -> None:
+    def __init__(self, junctions: int, *, seed: int, start: datetime,
+                 profiles: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """`profiles`: another network's (weekday, weekend) shapes, one value per minute of
+        the day; by default this module's."""
         self._seed = seed
         self._clock0 = start.hour * 3600 + start.minute * 60 + start.second
         self._weekday0 = start.weekday()
         self._rng = np.random.default_rng([seed, 1])
         self._noise = self.NOISE * self._rng.standard_normal(junctions)
         minutes = np.arange(1440) / 60.0
-        self._profiles = (_profile(minutes, weekend=False), _profile(minutes, weekend=True))
+        self._profiles = profiles or (_profile(minutes, weekend=False),
+                                      _profile(minutes, weekend=True))
         self._days: dict[int, tuple[float, float]] = {}
 
     def clock(self, t: float) -> tuple[int, float]:

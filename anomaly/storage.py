@@ -1,0 +1,364 @@
+"""Storage in a zone's water balance: the tanks and reservoirs whose level point is in the zone.
+
+A zone's consumption is its metered inflow less its outflow less the water going into its
+tanks: where a tank has no meter of its own, a pump filling it under level control raises the
+zone's inflow as much as the tank's level rate times its area, and consumption does not move.
+This module gives the leak detector, per zone and 15-minute bin, the rate at which the zone's
+storage grows (L/s), from the levels at the bin's edges (each edge the mean of the last reading
+before it and the first after, so the volume of a bin is the volume between the flow readings
+the bin averages): the rates of consecutive bins share an edge, so the level's noise does not
+add up over hours, it stays that of two readings.
+
+A tank's volume comes from its level point's `area` (m2; the level in m, cm, mm, ft or in) or
+`volume_curve` ([[level, m3], ...] in the point's own unit, linear between), and where neither
+is given from an **effective area learned online** (m3 per unit of level): the zone's net inflow
+y and each tank's level rate x obey y = consumption + sum(A_k x_k), and consumption changes
+little across a pump switching, so A is the least-squares fit (A >= 0) of dy = sum(A_k dx_k)
+over the steps, where the inflow or a level rate stepped by `EVENT` times its usual change
+from bin to bin (a pump switching, a tank reaching its top). Each step is measured on windows
+of `WINDOW` bins either side, leaving out the bins it smeared over, with weights that cancel a
+demand changing linearly (or quadratically, symmetric about the step) across it, so that a
+pump starting as the morning demand rises does not credit its tanks with the demand. A
+zone's learned tanks enter the balance together once `MIN_EVENTS` steps are in and the fit
+explains `ENTER_R2` of the inflow's steps (tanks filled by one pump move together: one tank's
+area alone is poorly known while the sum the balance needs is well known), and leave it
+below `LEAVE_R2`. A tank whose main is metered (outside the balance) shows level steps with no
+inflow step: the fit explains nothing and it stays out. Until a zone's tanks are settled (in,
+or out after `SETTLE_BINS`) the zone is not judged, and when they enter its consumption is
+learned anew. Nothing is learned while the leak detector's burst test fires (a burst is a
+step too). What is learned is logged (`event=tank_area_learned`) and kept in the engine's
+state.
+
+Tuned on wntr's Net1 and ky4 (simulators/networks.py) and the water simulator's Net3 zones
+(its tank 2 is metered: it must learn ~0); ky10, Anytown and Net6 only evaluated it.
+
+>>> import numpy as np
+>>> from anomaly.points import PointInfo, PointTable
+>>> t = PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"),
+...                 PointInfo("z.tank.level", "level", "m", zone="z")])
+>>> s = Storage(t)
+>>> rng = np.random.default_rng(1)
+>>> level, pump = 3.0, 0.0
+>>> for b in range(400):  # a 200 m2 tank, a 40 L/s pump switched on a level, 20 L/s demand
+...     pump = 40.0 if level < 2.5 else 0.0 if level > 3.5 else pump
+...     level += (pump - 20.0 - rng.normal(0, 0.5)) / 1000 / 200 * BIN_S  # m over the bin
+...     s.edge(np.array([level + rng.normal(0, 0.003)]))  # the bin ends
+...     s.learn(np.array([pump]), np.array([True]))
+>>> round(float(s.area[0]), -1), bool(s.used[0]), round(float(s.rates()[0][0]), -1)
+(200.0, True, 20.0)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from anomaly.points import PointTable
+from anomaly.ticks import Tick
+
+log = logging.getLogger(__name__)
+
+BIN_S = 900.0  # seconds per bin: the leak detector's
+LENGTH = {"": 1.0, "m": 1.0, "cm": 0.01, "mm": 0.001, "ft": 0.3048, "in": 0.0254}
+EVENT = 6.0  # a step: this many times the usual bin-to-bin change
+SCALE_ALPHA = 0.02  # per bin: EWMA of the usual change (a memory of ~12 hours)
+SCALE_CLIP = 4.0  # scales: the largest change the usual one learns from
+WARM_BINS = 16  # bins before steps are judged
+FORGET = 0.995  # per step: the fit's memory (~200 steps, weeks of pump switching)
+MIN_EVENTS = 4
+ENTER_R2, LEAVE_R2 = 0.8, 0.5  # share of the inflow steps the tanks explain: in / out
+WINDOW = 2  # bins either side of a step over which its inflow and level rates are measured
+MAX_STEP_BINS = 3  # a step spread over more bins is no switch
+HISTORY = 4 * WINDOW + MAX_STEP_BINS + 1
+SETTLE_BINS = 4 * 96  # four days
+RIDGE = 1e-9  # of the fit's largest diagonal: tanks that never moved stay at 0
+RELOG = 0.2  # a learned area is logged again when it moves by this fraction
+
+
+def length_factor(unit: str) -> float:
+    """Metres per unit of a level, NaN when the unit is not a length.
+
+    >>> length_factor("cm"), length_factor("ft"), length_factor("%")
+    (0.01, 0.3048, nan)
+    """
+    return LENGTH.get(unit.strip().lower(), math.nan)
+
+
+class Storage:
+    """Per zone, the storage rate of its tanks per bin, and their learned areas."""
+
+    def __init__(self, table: PointTable) -> None:
+        z = len(table.zones)
+        self.n_zones = z
+        level = np.flatnonzero(table.of_kind("level") & (table.zone_of >= 0))
+        self.points = level
+        self.zone = table.zone_of[level]
+        self.tags = [table.tags[i] for i in level.tolist()]
+        info = [table.points[i] for i in level.tolist()]
+        metres = np.array([length_factor(p.unit) for p in info])
+        # m3 per unit of level where the geometry is known by its area
+        self.gain = np.array([p.area * m if p.area else np.nan for p, m in zip(info, metres,
+                                                                              strict=True)])
+        self.curves = {k: (np.array([c[0] for c in p.volume_curve], dtype=float),
+                           np.array([c[1] for c in p.volume_curve], dtype=float))
+                       for k, p in enumerate(info) if p.volume_curve}
+        self.learned = np.isnan(self.gain) & np.array([k not in self.curves
+                                                       for k in range(len(info))], dtype=bool)
+        self.metres = metres  # to report a learned area in m2 where the level is a length
+        n = len(level)
+        self.last = np.full(n, np.nan)  # last level reading and its time
+        self.last_ns = np.full(n, np.iinfo(np.int64).min // 2, dtype=np.int64)
+        self.edge_prev = np.full(n, np.nan)  # level at the current bin's first edge
+        self.x = np.full(n, np.nan)  # level rate of the last bin, unit/s x 1000
+        self.volume_rate = np.full(n, np.nan)  # L/s into each tank of known geometry
+        # learning, per tank (the fit's arrays are per zone, over the zone's learned tanks)
+        self.area = np.zeros(n)  # m3 per unit of level
+        self.se = np.full(n, np.inf)
+        self.used = np.zeros(n, dtype=bool)
+        self.entered = np.zeros(z, dtype=bool)  # zones where a tank entered the balance now
+        self.logged = np.zeros(n)
+        self.x_prev = np.full(n, np.nan)
+        self.x_scale = np.full(n, np.nan)
+        self.x_n = np.zeros(n)
+        self.y_prev = np.full(z, np.nan)
+        self.y_scale = np.full(z, np.nan)
+        self.y_n = np.zeros(z)
+        self.zones_learning = np.unique(self.zone[self.learned])
+        width = max((int(np.count_nonzero(self.learned & (self.zone == q)))
+                     for q in self.zones_learning.tolist()), default=0)
+        self.members = np.full((len(self.zones_learning), width), -1, dtype=np.int64)
+        for r, q in enumerate(self.zones_learning.tolist()):
+            k = np.flatnonzero(self.learned & (self.zone == q))
+            self.members[r, :len(k)] = k
+        rows = len(self.zones_learning)
+        self.hist_y = np.full((rows, HISTORY), np.nan)  # the last bins' net inflow per zone
+        self.hist_step = np.zeros((rows, HISTORY), dtype=bool)  # ... a step in them
+        self.hist_ok = np.zeros((rows, HISTORY), dtype=bool)  # ... learnable (no leak)
+        self.hist_edge = np.full((n, HISTORY + 1), np.nan)  # the levels at their edges
+        self.gram = np.zeros((rows, width, width))
+        self.cross = np.zeros((rows, width))
+        self.sq = np.zeros(rows)
+        self.events = np.zeros(rows)
+        self.bins = np.zeros(rows)  # bins seen, to settle a zone whose tanks never step
+        self.explained = np.zeros(rows)  # share of the inflow steps the fit explains
+        self.zone_in = np.zeros(rows, dtype=bool)  # the zone's learned tanks are in
+
+    @property
+    def any(self) -> bool:
+        return len(self.points) > 0
+
+    # --- per tick and bin -------------------------------------------------------------------
+
+    def observe(self, tick: Tick) -> None:
+        """Keep each tank's last level reading (after `edge_level` has seen the tick)."""
+        good = tick.count[self.points] > 0
+        self.last = np.where(good, tick.last[self.points], self.last)
+        self.last_ns = np.where(good, tick.last_ts[self.points], self.last_ns)
+
+    def edge_level(self, tick: Tick) -> np.ndarray:
+        """The level at the edge before `tick`, the first tick of a bin: the mean of the last
+        reading before it (if at most a bin old) and the tick's own (its first, or the mean
+        of several), or whichever of the two there is."""
+        before = np.where(tick.start_ns - self.last_ns <= BIN_S * 1e9, self.last, np.nan)
+        after = np.where(tick.count[self.points] > 0, tick.mean[self.points], np.nan)
+        both = (before + after) / 2
+        return np.where(np.isfinite(both), both, np.where(np.isfinite(before), before, after))
+
+    def edge(self, level: np.ndarray) -> None:
+        """A bin ended: `level` per tank at the edge (NaN: unknown). Keeps each tank's level
+        rate over the bin that ended."""
+        rate = (level - self.edge_prev) / BIN_S * 1000.0
+        self.x_prev, self.x = self.x, rate
+        known = np.where(np.isfinite(self.gain), self.gain * rate, np.nan)
+        for k, (levels, volumes) in self.curves.items():
+            known[k] = ((np.interp(level[k], levels, volumes)
+                         - np.interp(self.edge_prev[k], levels, volumes)) / BIN_S * 1000.0)
+        self.volume_rate = known
+        self.edge_prev = level
+
+    def settled(self) -> np.ndarray:
+        """Per zone, whether its balance is known: no tank left whose area is still being
+        learned (MIN_EVENTS steps seen, or SETTLE_BINS bins without them: a tank that never
+        steps stays out of the balance)."""
+        out = np.ones(self.n_zones, dtype=bool)
+        rows = self.zones_learning
+        out[rows] = (self.events >= MIN_EVENTS) | (self.bins >= SETTLE_BINS)
+        return out
+
+    def rates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(L/s into each zone's storage over the bin that ended, whether it is known,
+        whether the zone has tanks in its balance): a zone's storage is unknown when a tank
+        in its balance has no level at an edge."""
+        inside = np.isfinite(self.gain) | ~self.learned | self.used
+        per_tank = np.where(self.learned, self.area * self.x, self.volume_rate)
+        missing = inside & ~np.isfinite(per_tank)
+        rate = np.bincount(self.zone, weights=np.where(inside & ~missing, per_tank, 0.0),
+                           minlength=self.n_zones)
+        bad = np.bincount(self.zone, weights=missing, minlength=self.n_zones)
+        tanks = np.bincount(self.zone, weights=inside, minlength=self.n_zones)
+        return rate, bad == 0, tanks > 0
+
+    def learn(self, net: np.ndarray, quiet: np.ndarray) -> None:
+        """Fold the bin that ended into the learned areas: `net` inflow per zone (L/s, NaN if
+        unknown), `quiet` zones where no burst is suspected (a burst is a step too).
+
+        A step (a pump switching) is measured once 2 WINDOW bins after it are in, on two
+        windows of WINDOW bins either side, leaving out the bins where it happened (with one
+        reading per bin a switch between readings smears over two): the contrast
+        a (after1 - before1) - b (after2 - before2), with a - b = 1 and weights that cancel a
+        demand changing linearly (or quadratically, symmetric about the step) across the
+        step, so a pump starting as the morning demand rises does not credit its tanks with
+        the demand."""
+        self.entered[:] = False
+        if not len(self.zones_learning):
+            return
+        known = np.where(self.learned, 0.0, np.nan_to_num(self.volume_rate))
+        y = net - np.bincount(self.zone, weights=known, minlength=self.n_zones)
+        dy = y - self.y_prev
+        dx = self.x - self.x_prev
+        self.y_prev = y
+        y_step = _step(np.abs(dy), self.y_scale, self.y_n)
+        x_step = _step(np.abs(dx), self.x_scale, self.x_n)
+        rows = self.zones_learning
+        tanks = self.members
+        inside = tanks >= 0
+        step = y_step[rows] | np.logical_or.reduce(inside & x_step[tanks], axis=1)
+        ok = quiet[rows] & np.isfinite(y[rows])
+        self.bins += np.isfinite(y[rows])
+        for name, new in (("hist_y", y[rows]), ("hist_step", step), ("hist_ok", ok)):
+            h = getattr(self, name)
+            h[:, :-1] = h[:, 1:]
+            h[:, -1] = new
+        self.hist_edge[:, :-1] = self.hist_edge[:, 1:]
+        self.hist_edge[:, -1] = self.edge_prev
+        last = HISTORY - 2 * WINDOW  # the bin after a step that has its windows now
+        for r in np.flatnonzero(self.hist_step[:, last - 1]
+                                & ~self.hist_step[:, last:].any(axis=1)).tolist():
+            self._event(r, tanks[r][inside[r]])
+
+    def _event(self, r: int, k: np.ndarray) -> None:
+        """Measure the step that ended 2 WINDOW bins ago in zone row r, if clean around."""
+        flags = self.hist_step[r]
+        end = HISTORY - 2 * WINDOW  # first bin after the step
+        j = end - 1
+        while j >= 0 and flags[j]:
+            j -= 1
+        first = j - 2 * WINDOW  # j itself: the bin before the step, perhaps smeared
+        if end - 1 - j > MAX_STEP_BINS or first < 0:
+            return
+        if flags[first:j].any() or not self.hist_ok[r, first:].all():
+            return
+        # window centres from the middle of the gap, in bins
+        gap = end - j
+        near, far = (gap + WINDOW) / 2, (gap + 3 * WINDOW) / 2
+        wa, wb = far / WINDOW, near / WINDOW  # wa - wb = 1; wa near - wb far = 0
+        windows = [(first, j - WINDOW), (j - WINDOW, j), (end, end + WINDOW),
+                   (end + WINDOW, HISTORY)]
+        y = [self.hist_y[r, lo:hi].mean() for lo, hi in windows]
+        e = self.hist_edge[k]  # e[:, i + 1]: the edge after bin i
+        span = WINDOW * BIN_S / 1000.0
+        x = [(e[:, hi] - e[:, lo]) / span for lo, hi in windows]
+        dy = wa * (y[2] - y[1]) - wb * (y[3] - y[0])
+        dx = wa * (x[2] - x[1]) - wb * (x[3] - x[0])
+        if not (np.isfinite(dy) and np.all(np.isfinite(dx))):
+            return
+        n = len(k)
+        g, c = self.gram[r, :n, :n], self.cross[r, :n]
+        g *= FORGET
+        g += np.outer(dx, dx)
+        c *= FORGET
+        c += dx * dy
+        self.sq[r] = FORGET * self.sq[r] + dy ** 2
+        self.events[r] = FORGET * self.events[r] + 1.0
+        self._solve(r, k)
+
+    def _solve(self, r: int, k: np.ndarray) -> None:
+        n = len(k)
+        g, c = self.gram[r, :n, :n], self.cross[r, :n]
+        area = _nonnegative(g, c)
+        m = self.events[r]
+        resid = max(self.sq[r] - 2 * area @ c + area @ g @ area, 0.0)
+        dof = m - np.count_nonzero(area)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = resid / dof if dof > 0 else np.inf
+            ridge = RIDGE * max(float(np.max(np.diag(g))), 1e-30)
+            inv = np.linalg.pinv(g + ridge * np.eye(n))
+            se = np.sqrt(np.maximum(np.diag(inv) * var, 0.0))
+        self.area[k], self.se[k] = area, se
+        # The zone's tanks enter the balance together, once their fit explains the inflow's
+        # steps: tanks filled by one pump move together, so one tank's area alone is poorly
+        # known while the sum the balance needs is well known.
+        explained = 1.0 - resid / self.sq[r] if self.sq[r] > 0 else 0.0
+        self.explained[r] = explained
+        if self.zone_in[r]:
+            self.zone_in[r] = explained >= LEAVE_R2
+        else:
+            self.zone_in[r] = self.events[r] >= MIN_EVENTS and explained >= ENTER_R2
+        used = self.zone_in[r] & (area > 0)
+        for j, tank in enumerate(k.tolist()):
+            moved = abs(area[j] - self.logged[tank]) > RELOG * max(self.logged[tank], 1e-9)
+            if used[j] != self.used[tank] or (used[j] and moved):
+                self.logged[tank] = area[j] if used[j] else 0.0
+                self._log(tank, bool(used[j]))
+        self.entered[self.zone[k[used & ~self.used[k]]]] = True
+        self.used[k] = used
+
+    def _log(self, k: int, used: bool) -> None:
+        m = self.metres[k]
+        unit = "m2" if np.isfinite(m) else "m3_per_unit"
+        scale = 1.0 / m if np.isfinite(m) else 1.0
+        log.info("event=tank_area_learned tag=%s in_balance=%s area_%s=%.4g se=%.2g steps=%.0f",
+                 self.tags[k], str(used).lower(), unit, self.area[k] * scale,
+                 self.se[k] * scale, self.events[np.flatnonzero(
+                     (self.members == k).any(axis=1))[0]])
+
+    # --- state ------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in _STATE}
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        for name in _STATE:
+            setattr(self, name, state[name].copy())
+
+
+_STATE = ("last", "last_ns", "edge_prev", "x", "volume_rate", "area", "se", "used", "logged",
+          "x_prev", "x_scale", "x_n", "y_prev", "y_scale", "y_n", "hist_y", "hist_step",
+          "hist_ok", "hist_edge", "gram", "cross", "sq", "events", "bins", "explained",
+          "zone_in")
+
+
+def _step(change: np.ndarray, scale: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Whether each change is a step (EVENT usual changes, once warm), learning the usual
+    change from the rest (clipped, so that steps do not teach it); updates in place."""
+    ok = np.isfinite(change)
+    warm = n >= WARM_BINS
+    step = ok & warm & (change > EVENT * scale)
+    first = ok & np.isnan(scale)
+    bound = np.where(np.isfinite(scale) & (n >= 8), SCALE_CLIP * scale, np.inf)
+    alpha = np.maximum(1.0 / (n + 1), SCALE_ALPHA)
+    learn = ok & ~step & ~first
+    scale[:] = np.where(first, change, np.where(learn, scale + alpha * (
+        np.minimum(change, bound) - scale), scale))
+    n += ok & ~step
+    return step
+
+
+def _nonnegative(g: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """argmin |y - X a|^2 over a >= 0, from X'X and X'y (active set: the most negative out,
+    one at a time)."""
+    n = len(c)
+    free = np.ones(n, dtype=bool)
+    ridge = RIDGE * max(float(np.max(np.diag(g))) if n else 0.0, 1e-30)
+    while True:
+        a = np.zeros(n)
+        f = np.flatnonzero(free)
+        if not len(f):
+            return a
+        a[f] = np.linalg.solve(g[np.ix_(f, f)] + ridge * np.eye(len(f)), c[f])
+        if (a[f] >= 0).all():
+            return a
+        free[f[np.argmin(a[f])]] = False

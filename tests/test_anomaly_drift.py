@@ -1,0 +1,69 @@
+"""`drift` on one pressure logger among neighbours that move with it, but not as much: a pump
+switched by a tank's level lifts each logger by its own amount, the day's demand lowers each by
+its own amount; only the logger's own walk is a drift."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anomaly.batch import Batch, Quality
+from anomaly.drift import Drift
+from anomaly.engine import Engine, EngineSettings
+from anomaly.points import PointInfo, PointTable
+
+S = 10**9
+HOUR = 3600
+T0 = 1_767_571_200  # 2026-01-05T00:00:00Z
+STEP = 900
+LIFT = np.array([6.0, 4.0, 2.5, 1.0])  # m a pump adds at each logger
+LOSS = np.array([0.5, 1.5, 3.0, 4.0])  # m of head loss at each at peak demand
+WALK = 1.5 / 24  # m per hour: 1.5 m a day
+POINTS = [PointInfo(f"z.j{i}.pressure", "pressure", "m", zone="z", lo=0.0, hi=100.0)
+          for i in range(len(LIFT))]
+
+
+def loggers(days: float, drift_at: float | None, sign: float, seed: int) -> np.ndarray:
+    """(times, loggers) readings every 15 minutes, logger 2 walking from `drift_at` (s)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, days * 86400, STEP)
+    demand = 0.6 + 0.4 * np.sin(2 * np.pi * (t / 86400 - 0.3)) + 0.05 * rng.standard_normal(
+        t.size).cumsum() / np.sqrt(np.arange(1, t.size + 1))
+    level, pump, on = 3.0, 0.0, np.zeros(t.size)
+    for k in range(t.size):  # the tank drains with demand, the pump fills it
+        pump = 1.0 if level < 2.0 else 0.0 if level > 4.0 else pump
+        level += (pump * 1.6 - demand[k]) * 0.12
+        on[k] = pump
+    values = 60 + on[:, None] * LIFT - demand[:, None] ** 2 * LOSS
+    values += rng.normal(0, 0.05, values.shape)
+    if drift_at is not None:
+        values[:, 2] += sign * WALK * np.clip(t - drift_at, 0, None) / HOUR
+    return np.round(values, 2)
+
+
+def alarms(values: np.ndarray) -> list[tuple[str, float]]:
+    """(tag, hours from the start) of the drift alarms raised over the readings."""
+    settings = EngineSettings(interval=STEP, lateness=0.0)
+    engine = Engine(POINTS, settings, detectors=[Drift(PointTable(POINTS))])
+    out = []
+    for k, row in enumerate(values):
+        t = (T0 + k * STEP) * S
+        for e in engine.process(Batch.of(source_ts=t, point=np.arange(len(row)), value=row,
+                                         quality=Quality.GOOD)):
+            if e.action == "raise":
+                out.append((str(e.alarm.tag), (e.alarm.start_ns / S - T0) / HOUR))
+    return out
+
+
+@pytest.mark.parametrize(("seed", "sign"), [(1, 1.0), (2, -1.0), (3, 1.0)])
+def test_a_walk_of_one_and_a_half_metres_a_day_is_found_within_a_day(seed: int,
+                                                                      sign: float) -> None:
+    start = 2 * 86400
+    found = alarms(loggers(5, start, sign, seed))
+    assert [tag for tag, _ in found] == ["z.j2.pressure"], found
+    assert 0 < found[0][1] - start / HOUR <= 24
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_pump_switching_and_demand_are_no_drift(seed: int) -> None:
+    assert alarms(loggers(8, None, 1.0, seed)) == []

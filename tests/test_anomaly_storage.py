@@ -1,0 +1,93 @@
+"""Storage in a zone's balance (anomaly/storage.py): a tank's filling is not consumption, with
+its geometry given (area in the level's unit, volume curve) or learned from pump switching;
+a tank whose main is metered stays out of the balance; what is learned is logged."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from anomaly.points import PointInfo, PointTable
+from anomaly.storage import BIN_S, Storage
+
+DEMAND = 20.0  # L/s
+PUMP = 45.0  # L/s, on below LOW and off above HIGH (m)
+LOW, HIGH = 2.0, 3.5
+BINS = 6 * 96  # six days
+
+
+def cone(level_m: np.ndarray) -> np.ndarray:
+    """m3 of a tank that widens upwards: 100 m2 at the floor, 200 m2 at 4 m."""
+    return 100 * level_m + 12.5 * level_m ** 2
+
+
+CURVE = [(h, float(cone(np.array(h)))) for h in np.linspace(0.0, 4.0, 9)]
+
+
+def run(point: PointInfo, metered: bool = False, seed: int = 1) -> tuple[Storage, np.ndarray]:
+    """A zone fed by a pump under the tank's level control, 15-minute bins: (the storage, the
+    consumption it gives per bin: net inflow less the tank's filling). With `metered`, the
+    tank's main has a meter with a role, so the net inflow already is the consumption."""
+    table = PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"), point])
+    storage = Storage(table)
+    rng = np.random.default_rng(seed)
+    metres = {"m": 1.0, "cm": 0.01}[point.unit]
+    level, pump, out = 3.0, 0.0, []
+    for _ in range(BINS):
+        pump = PUMP if level < LOW else 0.0 if level > HIGH else pump
+        demand = DEMAND * (1 + 0.3 * np.sin(len(out) / 96 * 2 * np.pi)) + rng.normal(0, 0.3)
+        volume = cone(np.array(level)) + (pump - demand) / 1000 * BIN_S
+        level = float(np.interp(volume, cone(np.linspace(0, 5, 501)), np.linspace(0, 5, 501)))
+        storage.edge(np.array([(level + rng.normal(0, 0.003)) / metres]))
+        net = demand if metered else pump + rng.normal(0, 0.2)
+        into, known, _ = storage.rates()
+        storage.learn(np.array([net]), np.array([True]))
+        out.append(net - into[0] if known[0] else np.nan)
+    return storage, np.array(out)
+
+
+@pytest.mark.parametrize("point", [
+    PointInfo("z.tank.level", "level", "m", zone="z", volume_curve=CURVE),
+    PointInfo("z.tank.level", "level", "cm", zone="z",
+              volume_curve=[(h * 100, v) for h, v in CURVE]),
+    PointInfo("z.tank.level", "level", "m", zone="z"),  # learned: an effective area
+], ids=["volume curve", "volume curve in cm", "learned"])
+def test_consumption_does_not_follow_the_pump(point: PointInfo) -> None:
+    storage, consumption = run(point)
+    late = consumption[3 * 96:]  # the learned area settles within days
+    demand = DEMAND * (1 + 0.3 * np.sin(np.arange(3 * 96, BINS) / 96 * 2 * np.pi))
+    error = np.abs(late - demand)
+    assert np.nanmedian(error) < 1.5, np.nanmedian(error)  # the pump's 45 L/s steps are gone
+    assert storage.used[0] or not storage.learned[0]
+
+
+def test_an_area_in_centimetres_is_an_area() -> None:
+    table = PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"),
+                        PointInfo("z.tank.level", "level", "cm", zone="z", area=150.0)])
+    storage = Storage(table)
+    storage.edge(np.array([200.0]))
+    storage.edge(np.array([209.0]))  # 9 cm in 15 minutes: 13.5 m3, 15 L/s
+    into, known, tanks = storage.rates()
+    assert into[0] == pytest.approx(15.0) and known[0] and tanks[0]
+
+
+def test_a_metered_tank_stays_out_of_the_balance(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="anomaly.storage"):
+        storage, consumption = run(PointInfo("z.tank.level", "level", "m", zone="z"),
+                                   metered=True)
+    assert storage.settled()[0] and not storage.used[0]
+    assert storage.area[0] < 5 * storage.se[0]  # ~0: its steps come with no inflow step
+    demand = DEMAND * (1 + 0.3 * np.sin(np.arange(BINS) / 96 * 2 * np.pi))
+    assert np.nanmedian(np.abs(consumption - demand)[3 * 96:]) < 0.5  # the meter's, untouched
+    assert not [r for r in caplog.records if "in_balance=true" in r.getMessage()]
+
+
+def test_a_learned_area_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="anomaly.storage"):
+        storage, _ = run(PointInfo("z.tank.level", "level", "m", zone="z"))
+    (record, *_) = [r.getMessage() for r in caplog.records if "in_balance=true" in r.getMessage()]
+    assert record.startswith("event=tank_area_learned tag=z.tank.level in_balance=true area_m2=")
+    # the cone's area between the pump's levels: 150-187 m2
+    assert 140 < storage.area[0] < 200
