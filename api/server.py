@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,13 +37,21 @@ class _EmbeddedServer(uvicorn.Server):
             self._on_started.set_result(self._port)
 
 
+class ListenError(OSError):
+    """The API's port cannot be had (in use, not permitted): the message names host and port."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def listen(host: str, port: int) -> socket.socket:
-    """A listening socket; an OSError naming host and port when it cannot be had."""
+    """A listening socket; a ListenError naming host and port when it cannot be had."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as e:
-        raise OSError(e.errno, f"API cannot listen on {host}:{port}: {e.strerror}") from None
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise ListenError(e.errno, f"API cannot listen on {host}:{port}: {reason}") from None
 
 
 async def serve(app: FastAPI, host: str, port: int,

@@ -189,7 +189,7 @@ class Gateway:
         sinks = [s for s in (self.historian, self.influx, self.detection) if s is not None]
 
         def behind() -> bool:
-            return any(s.cursor() < self.spool.last_seq for s in sinks)
+            return any(self.spool.backlog(s.cursor())[0] for s in sinks)
 
         # In a thread: a sink's cursor may wait for the store it is doing (the engine's lock).
         while loop.time() < deadline and await asyncio.to_thread(behind):

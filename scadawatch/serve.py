@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
 from gateway.memory import keep_mmap_threshold
-from scadawatch.cli import UsageError
+from scadawatch.cli import EXIT_FAILURE, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from gateway.alarm_store import AlarmStore
@@ -28,16 +29,25 @@ def load(config: str) -> Site:
 
 
 def main(args: argparse.Namespace) -> int:
+    from api.server import ListenError
+
     setup_logging()
     site = load(args.config)
-    asyncio.run(serve(site, gateway=args.command in ("run", "gateway"),
-                      api=args.command in ("run", "api")))
-    return 0
+    try:
+        asyncio.run(serve(site, gateway=args.command in ("run", "gateway"),
+                          api=args.command in ("run", "api")))
+    except ListenError as e:
+        # Without its API the process is no use: exit 1, so that systemd restarts it.
+        log.error("event=api_unavailable error=%r", str(e))
+        print(f"scadawatch {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None,
                 stop: asyncio.Event | None = None) -> None:
-    """Run the gateway and/or the API until `stop` is set (or Ctrl-C / SIGTERM)."""
+    """Run the gateway and/or the API until `stop` is set (or Ctrl-C / SIGTERM); if one
+    of them fails, the other stops too (the gateway flushing), and the failure is raised."""
     from gateway.runtime import Gateway, install_stop_signals, status_path
     from gateway.status import read_snapshot
 
@@ -60,7 +70,12 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     if api:
         tasks.append(asyncio.create_task(_serve_api(site, status, port or site.api.port, stop,
                                                     alarms)))
-    await asyncio.gather(*tasks)
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
@@ -89,9 +104,13 @@ async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
     app = create_app(site, reader, status, alarm_store=alarms)
     tls = (site.api.tls_cert, site.api.tls_key) if site.api.tls_cert and site.api.tls_key else None
     server = asyncio.create_task(serve_http(app, site.api.host, port, tls=tls))
-    log.info("event=api_started url=%s://%s:%d/docs", "https" if tls else "http", site.api.host,
-             port)
-    await stop.wait()
-    server.cancel()
-    await asyncio.gather(server, return_exceptions=True)
-    reader.close()
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([server, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if server.done():
+            server.result()  # it could not listen: raised here
+    finally:
+        for task in (server, stopping):
+            task.cancel()
+        await asyncio.gather(server, stopping, return_exceptions=True)
+        reader.close()

@@ -9,6 +9,8 @@ import io
 import json
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -587,6 +589,21 @@ def test_server_names_a_port_in_use(site: Site, historian: EmbeddedHistorian,
     with (pytest.raises(OSError, match=f"API cannot listen on 127.0.0.1:{port}"),
           running(create_app(site, historian, lambda: None), port=port)):
         pass
+
+
+def test_run_exits_1_naming_the_api_port_in_use(tmp_path: Path) -> None:
+    """`scadawatch run` without its API is no use (systemd restarts it on exit 1)."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = tmp_path / "site.toml"
+        config.write_text(f'[site]\nname = "busy"\ndata_dir = "data"\n\n'
+                          f'[api]\nport = {port}\n')
+        run = subprocess.run([sys.executable, "-m", "scadawatch", "run", "--config", str(config)],
+                             capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last == (f"scadawatch run: error: API cannot listen on 127.0.0.1:{port}: "
+                    "Address already in use"), run.stderr
 
 
 def test_app_refuses_a_reader_with_other_tags(site: Site, tmp_path: Path) -> None:
