@@ -25,6 +25,7 @@ One writer per file; readers may be other processes (`readonly=True`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import sqlite3
@@ -189,6 +190,14 @@ def _pieces(a: int, b: int) -> list[tuple[int, int]]:
     k = -(-(b - a) // CHUNK_MAX)
     edges = [a + (b - a) * i // k for i in range(k + 1)]
     return list(itertools.pairwise(edges))
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back the transaction if SQLite has not already: it does so by itself after some
+    errors (a full disk), and a ROLLBACK then would raise and hide the error that led here."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
@@ -364,8 +373,8 @@ class EmbeddedHistorian:
         ids, undo = self._latest_update(cols)
         latest = self._latest
         db = self._write
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "INSERT INTO fresh(grp, t_min, t_max, n, data) VALUES (?, ?, ?, ?, ?)",
                 fresh_rows)
@@ -374,10 +383,13 @@ class EmbeddedHistorian:
                 for b in sorted(set((ids >> LATEST_SHIFT).tolist()))])
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('cursor', ?)", (cursor,))
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
             for k, v in undo.items():
                 latest[k][ids] = v
+            _rollback(db)
+            if isinstance(e, sqlite3.Error):
+                raise HistorianError(f"{self.path}: cannot store {len(batch)} readings: "
+                                     f"{e}") from e
             raise
         self._cursor = cursor
         for g, _, _, n, _ in fresh_rows:
@@ -446,7 +458,7 @@ class EmbeddedHistorian:
                 "INSERT INTO chunks(tag, t_min, t_max, n, data) VALUES (?, ?, ?, ?, ?)", chunks)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         del self._fresh[grp]
         self._due.discard(grp)
@@ -479,7 +491,7 @@ class EmbeddedHistorian:
                 done += len(cols["source_ts"])
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         for tag, count in small.items():
             self._small[tag] = count

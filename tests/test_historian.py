@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from small_fs import SmallFs
 
 from anomaly.batch import Batch, Quality
 from gateway.historian import EmbeddedHistorian, HistorianError
@@ -264,3 +265,30 @@ def test_readonly_open_of_a_missing_file_names_it(tmp_path) -> None:
 def test_bucket_width_must_be_positive(open_historian) -> None:
     with pytest.raises(ValueError, match="width"):
         open_historian().buckets("dma1.flow", 0, 10, 0)
+
+
+def test_a_full_disk_fails_a_store_saying_so_and_leaves_latest_as_stored(
+        small_fs: SmallFs) -> None:
+    """The commit fails on a real full filesystem: the error names the file and the disk
+    (SQLite rolled back by itself; a second rollback must not hide why), and the failed
+    reading is not the tag's latest when the next store rewrites latest from memory."""
+    h = EmbeddedHistorian(small_fs.root / "h.sqlite", TAGS)
+    try:
+        h.store([(1, Batch.of(source_ts=[1, 1, 1], point=[0, 1, 2], value=[1.0, 1.0, 1.0],
+                              quality=Quality.GOOD))])
+        small_fs.fill()
+        with pytest.raises(HistorianError) as failed:
+            h.store([(2, Batch.of(source_ts=[2], point=[0], value=[2.0], quality=0))])
+        assert str(failed.value).startswith(f"{h.path}: ")
+        assert "database or disk is full" in str(failed.value), failed.value
+        assert h.cursor() == 1
+        small_fs.empty()
+        h.store([(3, Batch.of(source_ts=[3], point=[1], value=[3.0], quality=0))])
+        reader = EmbeddedHistorian(h.path, TAGS, readonly=True)
+        latest = reader.latest()
+        reader.close()
+    finally:
+        h.close()
+    assert dict(zip(latest.point.tolist(), zip(latest.source_ts.tolist(), latest.value.tolist(),
+                                                 strict=True), strict=True)) == {
+        0: (1, 1.0), 1: (3, 3.0), 2: (1, 1.0)}
