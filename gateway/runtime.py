@@ -33,7 +33,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATUS_INTERVAL = 1.0  # seconds between status.json snapshots
+# Seconds between status.json snapshots: what a separate API process reads (it calls the
+# gateway down when the file is 10 s old). An API in the same process reads the live status,
+# so the file is then only for people and scripts, and each rewrite is a page on the disk.
+STATUS_INTERVAL = 1.0
+STATUS_INTERVAL_API_IN_PROCESS = 30.0
 FLUSH_TIMEOUT = 10.0  # seconds a shutdown waits for sinks to catch up with the spool
 
 
@@ -70,8 +74,9 @@ def adopt_legacy_point_list(site: Site, spool: Spool) -> None:
 class Gateway:
     """Polls every device of a site, spools each batch, and drains the spool into the historian."""
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, *, status_interval: float = STATUS_INTERVAL) -> None:
         self.site = site
+        self.status_interval = status_interval
         data_dir = site.site.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.status = GatewayStatus(site=site.site.name)
@@ -118,8 +123,11 @@ class Gateway:
                  len(self.buses))
         pollers = [asyncio.create_task(bus.run(), name=f"bus:{i}")
                    for i, bus in enumerate(self.buses)]
+        # Caught up, the historian gathers readings for `flush_interval` before it commits:
+        # each commit rewrites a few pages whatever it holds (SD cards wear by the page).
         sinks = [asyncio.create_task(
-            drain(self.spool, self.historian, self.status.sinks["historian"]), name="sink")]
+            drain(self.spool, self.historian, self.status.sinks["historian"],
+                  idle=self.site.historian.flush_interval), name="sink")]
         if self.influx is not None:
             sinks.append(asyncio.create_task(self._feed_influx(self.influx),
                                              name="sink:influxdb"))
@@ -205,7 +213,7 @@ class Gateway:
         path = status_path(self.site)
         while True:
             self.status.write(path)
-            await asyncio.sleep(STATUS_INTERVAL)
+            await asyncio.sleep(self.status_interval)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -48,7 +48,13 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
                 stop: asyncio.Event | None = None) -> None:
     """Run the gateway and/or the API until `stop` is set (or Ctrl-C / SIGTERM); if one
     of them fails, the other stops too (the gateway flushing), and the failure is raised."""
-    from gateway.runtime import Gateway, install_stop_signals, status_path
+    from gateway.runtime import (
+        STATUS_INTERVAL,
+        STATUS_INTERVAL_API_IN_PROCESS,
+        Gateway,
+        install_stop_signals,
+        status_path,
+    )
     from gateway.status import read_snapshot
 
     keep_mmap_threshold()  # before the first state save (see gateway/memory.py)
@@ -57,7 +63,8 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     tasks = []
     alarms = None
     if gateway:
-        gw = Gateway(site)
+        gw = Gateway(site, status_interval=STATUS_INTERVAL_API_IN_PROCESS if api
+                     else STATUS_INTERVAL)
         alarms = gw.alarms
         tasks.append(asyncio.create_task(gw.run(stop)))
         status: Callable[[], dict | None] = gw.status.snapshot
