@@ -49,7 +49,7 @@ Every route but `health` needs `Authorization: Bearer <token>` (`scadawatch toke
 # /docs) is public: it holds no data. A route for an EventSource takes `?access_token=` too:
 # "GET /alarms/stream": Access("viewer", query_token=True).
 ACCESS: dict[str, Access] = {
-    "GET /health": PUBLIC,
+    "GET /health": PUBLIC,  # its details only for a viewer token (api.health)
     "GET /auth/me": VIEWER,
     "GET /points": VIEWER,
     "GET /latest": VIEWER,
@@ -101,7 +101,7 @@ def create_app(site: Site, historian: HistorianReader, status: StatusSource, *,
                            allow_methods=["GET", "POST", "PUT", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
     # Every router but health's is included with the guard, which checks each route's ACCESS.
-    guard = Guard(TokenStore(site.site.data_dir), ACCESS, PREFIX)
+    guard = app.state.guard = Guard(TokenStore(site.site.data_dir), ACCESS, PREFIX)
     guarded, problems = guard.dependencies, PROBLEMS | AUTH_PROBLEMS
     app.include_router(health.router, prefix=PREFIX)
     app.include_router(auth.router, prefix=PREFIX, responses=AUTH_PROBLEMS,

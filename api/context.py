@@ -24,7 +24,7 @@ class ApiContext:
     status: StatusSource  # the gateway's status snapshot, None when there is none
     status_stale_after: float  # seconds; an older snapshot means the gateway is not running
     index: dict[str, int] = field(init=False)  # tag -> position in site.points
-    stale_ns: np.ndarray = field(init=False)  # per point: stale_after × poll_interval, in ns
+    stale_ns: np.ndarray = field(init=False)  # per point: stale_after × poll_interval + flush
 
     def __post_init__(self) -> None:
         self.index = {p.tag: i for i, p in enumerate(self.site.points)}
@@ -36,8 +36,11 @@ class ApiContext:
                              "in point order")
         # An OPC UA subscription reports changes only: an unchanged value is not stale (a lost
         # connection is recorded as bad readings instead).
+        # The historian stores readings up to `flush_interval` after they came.
+        late = self.site.historian.flush_interval
         windows = {d.name: np.inf if d.protocol == "opcua" and d.mode == "subscribe"
-                   else d.stale_after * d.poll_interval * 1e9 for d in self.site.devices}
+                   else (d.stale_after * d.poll_interval + late) * 1e9
+                   for d in self.site.devices}
         # A point no device polls (replay only) is stale only while it has no reading.
         self.stale_ns = np.array([windows.get(p.device or "", np.inf) for p in self.site.points],
                                  dtype=np.float64)

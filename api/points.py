@@ -46,9 +46,10 @@ def latest(
     """One row per point, with its unit, quality, cause and its timestamps. A bad reading
     has `value` null; a point with no reading yet has every reading field null and
     `stale` true. `stale`: neither a reading nor an answer of its device for the device's
-    `stale_after` × `poll_interval` (a polled OPC UA device answers with the same value
-    and source time while nothing changes, which the gateway does not store again); never
-    for an OPC UA subscription, which reports changes only."""
+    `stale_after` × `poll_interval`, plus the historian's `flush_interval` (a polled OPC UA
+    device answers with the same value and source time while nothing changes, which the
+    gateway does not store again); never for an OPC UA subscription, which reports changes
+    only."""
     chosen = np.asarray(ctx.select(tags=tag, zone=zone, kind=kind, device=device),
                         dtype=np.int64)
     now = now_ns()

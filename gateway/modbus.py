@@ -112,6 +112,7 @@ class ModbusBus:
 
     def __init__(self, key: str, devices: list[_Device], emit: Emit, connections: int = 1):
         self.key = key
+        self.name = key  # "tcp:127.0.0.1:5020", "rtu:/dev/ttyUSB0"
         self.devices = devices
         self.emit = emit
         self.links = [_Link(i) for i in range(connections)]
@@ -433,6 +434,7 @@ def build_buses(site: Site, status: GatewayStatus, emit: Emit) -> list[ModbusBus
         if dev_status is None:
             dev_status = status.devices[cfg.name] = DeviceStatus(
                 name=cfg.name, protocol=cfg.protocol, bus=cfg.bus)
+        dev_status.stale_after_seconds = cfg.stale_after * cfg.poll_interval + cfg.timeout
         plan = plan_device(cfg, points.get(cfg.name, []))
         if plan.requests:
             grouped.setdefault(cfg.bus, []).append(_Device.of(cfg, plan, dev_status))

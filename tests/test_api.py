@@ -492,6 +492,19 @@ def test_health(client: httpx.Client, status: StatusBox, tmp_path: Path, case: s
         assert body["sinks"][0]["readings_total"] == 4500 and body["spool"]["bytes"] == 65536
 
 
+@pytest.mark.parametrize("caller", ["no token", "bad token"])
+def test_health_tells_anyone_only_ok_degraded_or_down(server: str, status: StatusBox,
+                                                      caller: str) -> None:
+    """Device addresses and error text are for viewers and above."""
+    headers = {"Authorization": "Bearer sw_" + "x" * 43} if caller == "bad token" else {}
+    status.source = gateway_status().snapshot  # plc2 down: reasons and addresses to hide
+    r = httpx.get(server + "/api/v1/health", headers=headers, timeout=30)
+    assert (r.status_code, r.json()) == (200, {"status": "degraded"})
+    status.source = lambda: None
+    r = httpx.get(server + "/api/v1/health", headers=headers, timeout=30)
+    assert (r.status_code, r.json()) == (503, {"status": "down"})
+
+
 def test_health_reports_a_status_that_does_not_fit(client: httpx.Client,
                                                    status: StatusBox) -> None:
     snap = gateway_status().snapshot()

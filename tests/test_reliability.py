@@ -20,15 +20,23 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
+import httpx
 import numpy as np
 import pytest
 import tomli_w
 from conftest import CliRun
-from harness import RUN_LIMIT, gateway_site, spooled, start_simulator, stored
+from harness import (
+    RUN_LIMIT,
+    auth_headers,
+    gateway_site,
+    spooled,
+    start_simulator,
+    stored,
+)
 from hostile_modbus import Flood, hostile_server, register_value
 from influx_servers import Influxd
 from ingest_faults import (
@@ -42,12 +50,14 @@ from ingest_faults import (
 )
 from modbus_servers import Image, free_port, pymodbus_tcp, site
 from pymodbus.client import AsyncModbusTcpClient
+from small_fs import SmallFs
 
 from anomaly.batch import Batch, Quality
-from gateway.config import Device, Point, load_site
+from gateway.config import Device, Point, Site, SiteSection, SpoolSection, load_site
 from gateway.modbus import ModbusBus, build_buses
 from gateway.runtime import status_path
 from gateway.status import GatewayStatus
+from scadawatch.serve import serve as run_gateway
 
 pytestmark = pytest.mark.reliability
 
@@ -180,6 +190,87 @@ def test_malformed_frames_neither_crash_nor_hang_the_gateway(tmp_path: Path) -> 
     # allocator's arenas, far below what keeping frames or tasks would cost).
     assert rss[-1] - rss[0] < 16 * 2**20, [r / 2**20 for r in rss]
 
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+FULL_FOR = 5.0  # seconds the disk stays full once health has said so
+
+
+async def health_when(http: httpx.AsyncClient, ok: Callable[[dict], bool], within: float
+                      ) -> dict:
+    """The first `/health` (with details) that satisfies `ok`, asked every 0.1 s."""
+    deadline = time.monotonic() + within
+    while True:
+        body = (await http.get("/api/v1/health")).json()
+        if ok(body):
+            return body
+        assert time.monotonic() < deadline, f"not within {within:g} s: {body}"
+        await asyncio.sleep(0.1)
+
+
+def test_a_full_disk_keeps_polling_says_why_and_resumes_by_itself(small_fs: SmallFs) -> None:
+    """`scadawatch run` with its data_dir on a 20 MiB filesystem that fills up: polling goes
+    on (into memory) and health names `disk_full` within 10 s; once space is back, the held
+    readings and the historian are written by themselves; the historian ends up with every
+    reading the spool acknowledged, once, and none was lost."""
+    image = Image()
+    points = [Point(tag=f"plc.f{i}", device="plc", address=2 * i, type="float32")
+              for i in range(10)]
+    for p in points:
+        image.put(p, 1.5)
+
+    async def scenario() -> tuple[Site, dict, dict, dict]:
+        async with pymodbus_tcp({1: image}) as served:
+            site_ = Site(site=SiteSection(name="full", data_dir=small_fs.root / "data"),
+                         spool=SpoolSection(segment_bytes=1 << 30),  # keeps every record
+                         devices=[Device(name="plc", protocol="modbus-tcp", port=served.port,
+                                         poll_interval=0.2, timeout=1.0)], points=points)
+            port, stop = free_port(), asyncio.Event()
+            headers = auth_headers(site_.site.data_dir, "viewer")
+            gateway = asyncio.create_task(run_gateway(site_, gateway=True, api=True,
+                                                      port=port, stop=stop))
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+                                             headers=headers, timeout=10) as http:
+                    await until_served(http)
+                    await health_when(http, lambda h: h["status"] == "ok" and h["sinks"][0][
+                        "readings_total"] > 0, RUN_LIMIT)
+                    small_fs.fill()
+                    full = await health_when(http, lambda h: any(
+                        "disk_full" in r for r in h["reasons"]), 10.0)
+                    polls = full["devices"][0]["polls_total"]
+                    await asyncio.sleep(FULL_FOR)
+                    during = (await http.get("/api/v1/health")).json()
+                    assert during["devices"][0]["polls_total"] >= polls + FULL_FOR / 0.2 / 2
+                    small_fs.empty()
+                    after = await health_when(http, lambda h: h["status"] == "ok" and all(
+                        s["backlog_readings"] == 0 for s in h["sinks"])
+                        and h["spool"]["held_readings"] == 0, RUN_LIMIT)
+            finally:
+                stop.set()
+                await gateway
+            return site_, full, during, after
+
+    site_, full, during, after = asyncio.run(scenario())
+    assert full["status"] == "degraded", full
+    assert during["spool"]["held_readings"] > 0, during["spool"]
+    assert after["spool"]["readings_lost_total"] == 0, after["spool"]
+    in_spool, in_historian = spooled(site_), stored(site_)
+    assert sum(in_spool.values()) >= len(points) * (FULL_FOR / 0.2 + 10)
+    assert max(in_spool.values()) == 1  # each reading spooled once
+    assert in_historian == in_spool  # ... and stored once
+
+
+async def until_served(http: httpx.AsyncClient) -> None:
+    """Until the API answers (it starts beside the gateway)."""
+    deadline = time.monotonic() + RUN_LIMIT
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            await http.get("/api/v1/health")
+            return
+        assert time.monotonic() < deadline, "the API never answered"
+        await asyncio.sleep(0.1)
 
 
 # --- malformed site files and recordings ----------------------------------------------------
