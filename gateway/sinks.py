@@ -13,7 +13,6 @@ backoff while it fails, finished (and acknowledged) before a cancellation takes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -110,7 +109,12 @@ async def keep_stepping(name: str, step: Callable[[], bool], failed: Callable[[]
         backoff = first_backoff
         if not more:
             if wake is not None and not wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), idle)
+                # Not wait_for: Python 3.11's loses a cancellation that lands as the event
+                # is set (a stopping gateway does both), and this loop would never end.
+                waiter = asyncio.ensure_future(wake.wait())
+                try:
+                    await asyncio.wait([waiter], timeout=idle)
+                finally:
+                    waiter.cancel()
             else:
                 await asyncio.sleep(idle if wake is None else min(idle, 0.05))

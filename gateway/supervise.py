@@ -27,6 +27,8 @@ async def supervise(run: Callable[[], Awaitable[None]], status: TaskStatus,
     """Run `run()` until cancelled (or, if it returns, until `stop` is set), restarting it
     after each failure."""
     loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    assert me is not None
     failures = 0
     while True:
         started = loop.time()
@@ -36,8 +38,12 @@ async def supervise(run: Callable[[], Awaitable[None]], status: TaskStatus,
         except asyncio.CancelledError:
             raise
         except Exception as e:
+            if me.cancelling():  # stopped: whatever the part made of its cancellation
+                raise asyncio.CancelledError from e
             error, cause, trace = f"{type(e).__name__}: {e}", cause_of(e), e
         else:
+            if me.cancelling():
+                raise asyncio.CancelledError
             if stop is not None and stop.is_set():
                 return
             error, cause, trace = "ended by itself", "ended", None
