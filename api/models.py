@@ -142,8 +142,9 @@ class LatestReading(BaseModel):
     source_ts: str | None
     server_ts: str | None = Field(description="OPC UA ServerTimestamp; source_ts for Modbus")
     gateway_ts: str | None
-    stale: bool = Field(description="no reading, or none for the device's stale_after × "
-                                    "poll_interval")
+    stale: bool = Field(description="no reading, or neither a reading nor an answer of its "
+                                    "device for its stale_after × poll_interval plus the "
+                                    "historian's flush_interval")
 
 
 class Latest(BaseModel):

@@ -492,6 +492,21 @@ def test_health(client: httpx.Client, status: StatusBox, tmp_path: Path, case: s
         assert body["sinks"][0]["readings_total"] == 4500 and body["spool"]["bytes"] == 65536
 
 
+def test_health_calls_a_device_without_a_recent_success_down(client: httpx.Client,
+                                                              status: StatusBox) -> None:
+    """Its driver last said ok, but its poller has not succeeded for longer than its stale
+    window (a poller that stopped says nothing): down, saying since when."""
+    gs = gateway_status(plc2="ok")
+    gs.devices["plc1"].stale_after_seconds = 3.0
+    gs.devices["plc1"].last_success = time.time() - 42
+    status.source = gs.snapshot
+    body = client.get("/health").json()
+    assert [d["state"] for d in body["devices"]] == ["down", "ok"]
+    assert body["status"] == "degraded"
+    assert re.fullmatch(r"device plc1 is down: no successful poll for 4[23] s \(stale after "
+                        r"3 s\)", body["reasons"][0]), body["reasons"]
+
+
 @pytest.mark.parametrize("caller", ["no token", "bad token"])
 def test_health_tells_anyone_only_ok_degraded_or_down(server: str, status: StatusBox,
                                                       caller: str) -> None:
