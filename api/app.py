@@ -56,7 +56,7 @@ Every route but `health` needs `Authorization: Bearer <token>` (`scadawatch toke
 # /docs) is public: it holds no data. A route for an EventSource takes `?access_token=` too:
 # "GET /alarms/stream": Access("viewer", query_token=True).
 ACCESS: dict[str, Access] = {
-    "GET /health": PUBLIC,
+    "GET /health": PUBLIC,  # its details only for a viewer token (api.health)
     "GET /auth/me": VIEWER,
     "GET /points": VIEWER,
     "GET /latest": VIEWER,

@@ -25,6 +25,7 @@ from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
 from api.models import Me, Problem
+from gateway.logs import RateLimit
 from gateway.tokens import Role, Token, TokenStore, outranks
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 QUERY_TOKEN = "access_token"
 REALM = 'Bearer realm="scadawatch"'
 
-_bearer = HTTPBearer(auto_error=False, description="a token from `scadawatch token create`")
+bearer = HTTPBearer(auto_error=False, description="a token from `scadawatch token create`")
 
 AUTH_PROBLEMS: dict[int | str, dict] = {
     401: {"model": Problem, "description": "no token, or an unknown, revoked or expired one"},
@@ -70,7 +71,9 @@ class Guard:
         self.prefix = prefix
         # What a non-public router is included with: the bearer scheme, for OpenAPI (the
         # /docs "Authorize" button); the check itself is GuardedRoute's.
-        self.dependencies: list[DependsParam] = [Depends(_bearer)]
+        self.dependencies: list[DependsParam] = [Depends(bearer)]
+        # Anyone can make refusals: their log lines are rate-limited per status and reason.
+        self._refusals = RateLimit()
 
     def check(self, request: Request, route: APIRoute) -> None:
         """Raise 401/403 unless the request may call `route`; set `request.state.caller`."""
@@ -97,12 +100,22 @@ class Guard:
                          f"or above; token {token.name!r} has {token.role}", token)
         request.state.caller = token
 
+    def admits(self, secret: str | None, role: Role) -> bool:
+        """Whether `secret` is a valid, unexpired token of `role` or above (for a public route
+        that shows more to those who have one; nothing is refused or logged)."""
+        token = self.store.check(secret) if secret else None
+        return (token is not None and not token.expired(time.time())
+                and outranks(token.role, role))
+
     def _refuse(self, request: Request, status: int, reason: str, detail: str,
                 token: Token | None = None) -> NoReturn:
         # The path without its query: a query may hold a token.
-        log.info("event=auth_refused status=%d reason=%s method=%s path=%s client=%s token=%s",
-                 status, reason, request.method, request.url.path,
-                 request.client.host if request.client else "-", token.name if token else "-")
+        held = self._refusals.admit((status, reason))
+        if held is not None:
+            log.info("event=auth_refused status=%d reason=%s method=%s path=%s client=%s "
+                     "token=%s%s", status, reason, request.method, request.url.path,
+                     request.client.host if request.client else "-",
+                     token.name if token else "-", f" suppressed={held}" if held else "")
         headers = None
         if status == 401:
             headers = {"WWW-Authenticate": REALM if reason == "missing"

@@ -24,7 +24,7 @@ class ApiContext:
     status: StatusSource  # the gateway's status snapshot, None when there is none
     status_stale_after: float  # seconds; an older snapshot means the gateway is not running
     index: dict[str, int] = field(init=False)  # tag -> position in site.points
-    stale_ns: np.ndarray = field(init=False)  # per point: stale_after × poll_interval, in ns
+    stale_ns: np.ndarray = field(init=False)  # per point: stale_after × poll_interval + flush
 
     def __post_init__(self) -> None:
         self.index = {p.tag: i for i, p in enumerate(self.site.points)}
@@ -36,11 +36,36 @@ class ApiContext:
                              "in point order")
         # An OPC UA subscription reports changes only: an unchanged value is not stale (a lost
         # connection is recorded as bad readings instead).
+        # The historian stores readings up to `flush_interval` after they came.
+        late = self.site.historian.flush_interval
         windows = {d.name: np.inf if d.protocol == "opcua" and d.mode == "subscribe"
-                   else d.stale_after * d.poll_interval * 1e9 for d in self.site.devices}
+                   else (d.stale_after * d.poll_interval + late) * 1e9
+                   for d in self.site.devices}
         # A point no device polls (replay only) is stale only while it has no reading.
         self.stale_ns = np.array([windows.get(p.device or "", np.inf) for p in self.site.points],
                                  dtype=np.float64)
+        # A polled OPC UA device stores a value again only when it changed (a Modbus device
+        # stores every poll): its answers confirm its points' latest readings.
+        self._confirming = [d.name for d in self.site.devices if d.protocol == "opcua"]
+        index = {name: i for i, name in enumerate(self._confirming)}
+        self._device_of = np.array([index.get(p.device or "", -1) for p in self.site.points],
+                                   dtype=np.int64)
+
+    def confirmed_ns(self, now: float) -> np.ndarray:
+        """Per point, when its OPC UA device last answered (ns; -inf: not OPC UA, unknown, or
+        the gateway is not running)."""
+        out = np.full(len(self._confirming) + 1, -np.inf)  # the last: every other point
+        snapshot = self.status()
+        try:
+            if snapshot is None or now - float(snapshot["updated"]) > self.status_stale_after:
+                return out[self._device_of]
+            status = snapshot["devices"]
+            for i, name in enumerate(self._confirming):
+                if (last := (status.get(name) or {}).get("last_success")) is not None:
+                    out[i] = float(last) * 1e9
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # a status that does not fit: health says so; nothing is confirmed
+        return out[self._device_of]
 
     def point(self, tag: str) -> Point:
         if tag not in self.index:

@@ -1,7 +1,8 @@
 """`/metrics`: the gateway's status in Prometheus text format.
 
 Names follow DESIGN.md: prefix `scadawatch_`, base units, counters end in `_total`, labels for
-device, sink and cause only (never per tag: cardinality). A gateway that is not running
+device, sink, task (the gateway's few long-lived parts) and cause only (never per tag:
+cardinality). A gateway that is not running
 exports `scadawatch_gateway_up 0` and nothing stale.
 """
 
@@ -22,7 +23,7 @@ from prometheus_client.core import (
 from api.auth import GuardedRoute
 from api.context import ApiContext, Ctx
 from api.health import device_rows, read_status
-from gateway.status import LATENCY_BUCKETS, DeviceStatus, SinkStatus
+from gateway.status import LATENCY_BUCKETS, DeviceStatus, SinkStatus, TaskStatus
 
 P = "scadawatch_"
 STATES = ("ok", "degraded", "down", "unknown")
@@ -60,6 +61,18 @@ class StatusCollector:
         yield CounterMetricFamily(P + "spool_readings_dropped_total",
                                   "readings dropped by the spool's size or age bound",
                                   value=sp.readings_dropped_total)
+        yield GaugeMetricFamily(P + "spool_held_readings",
+                                "readings held in memory while the disk refuses writes",
+                                value=sp.held_readings)
+        yield CounterMetricFamily(P + "spool_readings_lost_total",
+                                  "held readings dropped: memory full too, or stopped first",
+                                  value=sp.readings_lost_total)
+        failing = GaugeMetricFamily(P + "spool_write_failing",
+                                    "1 while the spool cannot write, by cause", labels=["cause"])
+        if sp.cause is not None:
+            failing.add_metric([sp.cause], 1.0)
+        yield failing
+        yield from self._tasks(st.tasks.values())
 
     def _devices(self, devices: list[DeviceStatus]) -> Iterator[Metric]:
         dev = ["device"]
@@ -113,10 +126,26 @@ class StatusCollector:
                                                       "age of the oldest reading not yet stored",
                                                       labels=sink)),
         ]
+        failing = GaugeMetricFamily(P + "sink_failing", "1 while the sink cannot store, by "
+                                    "cause", labels=["sink", "cause"])
         for s in sinks:
             for attr, family in families:
                 family.add_metric([s.name], getattr(s, attr))
+            if s.cause is not None:
+                failing.add_metric([s.name, s.cause], 1.0)
         yield from (f for _, f in families)
+        yield failing
+
+    def _tasks(self, tasks: Iterable[TaskStatus]) -> Iterator[Metric]:
+        restarts = CounterMetricFamily(P + "task_restarts_total",
+                                       "restarts of a gateway task after it failed",
+                                       labels=["task"])
+        up = GaugeMetricFamily(P + "task_up", "1 while the task runs, 0 while it waits to "
+                               "restart", labels=["task"])
+        for t in tasks:
+            restarts.add_metric([t.name], t.restarts_total)
+            up.add_metric([t.name], 1.0 if t.state == "running" else 0.0)
+        yield from (restarts, up)
 
 
 def exposition(ctx: ApiContext) -> bytes:

@@ -48,6 +48,8 @@ class DeviceHealth(BaseModel):
     request_errors_total: dict[str, int] = Field(description="failed requests by cause")
     readings_total: int
     reconnects_total: int
+    stale_after_seconds: float | None = Field(
+        None, description="without a successful poll for this long, the device is down")
 
 
 class SinkHealth(BaseModel):
@@ -56,6 +58,8 @@ class SinkHealth(BaseModel):
     errors_total: int
     quarantined_total: int = Field(0, description="readings refused for good, kept aside")
     last_error: str | None
+    cause: str | None = Field(None, description="why it cannot store now (`disk_full`...); "
+                                                "null while it stores")
     backlog_readings: int = Field(description="spooled, not yet stored by this sink")
     backlog_age_seconds: float
 
@@ -66,6 +70,22 @@ class SpoolHealth(BaseModel):
     readings_appended_total: int
     readings_dropped_total: int = Field(description="dropped by the spool's size or age bound")
     oldest_age_seconds: float
+    held_readings: int = Field(0, description="polled while the disk refuses writes: held "
+                                              "in memory, not yet on disk")
+    readings_lost_total: int = Field(0, description="held readings dropped: memory was full "
+                                                    "too, or the gateway stopped first")
+    cause: str | None = Field(None, description="why it cannot write now (`disk_full`...)")
+    last_error: str | None = None
+
+
+class TaskHealth(BaseModel):
+    """A long-lived part of the gateway (poller, sink, clock...), restarted when it fails."""
+
+    name: str
+    state: Literal["running", "restarting"]
+    restarts_total: int
+    cause: str | None = Field(description="why it last failed")
+    last_error: str | None
 
 
 class GatewayHealth(BaseModel):
@@ -76,7 +96,15 @@ class GatewayHealth(BaseModel):
     status_age_seconds: float | None
 
 
+class HealthSummary(BaseModel):
+    """What `health` tells anyone: no addresses, no error text."""
+
+    status: Overall
+
+
 class Health(BaseModel):
+    """What `health` tells a viewer or above."""
+
     status: Overall
     reasons: list[str] = Field(description="why the status is not `ok`; empty when it is")
     site: str
@@ -85,6 +113,7 @@ class Health(BaseModel):
     devices: list[DeviceHealth]
     sinks: list[SinkHealth]
     spool: SpoolHealth | None
+    tasks: list[TaskHealth] = []
 
 
 class PointInfo(BaseModel):
@@ -113,8 +142,9 @@ class LatestReading(BaseModel):
     source_ts: str | None
     server_ts: str | None = Field(description="OPC UA ServerTimestamp; source_ts for Modbus")
     gateway_ts: str | None
-    stale: bool = Field(description="no reading, or none for the device's stale_after × "
-                                    "poll_interval")
+    stale: bool = Field(description="no reading, or neither a reading nor an answer of its "
+                                    "device for its stale_after × poll_interval plus the "
+                                    "historian's flush_interval")
 
 
 class Latest(BaseModel):

@@ -46,8 +46,11 @@ def latest(
 ) -> Response:
     """One row per point, with its unit, quality, cause and its timestamps. A bad reading
     has `value` null; a point with no reading yet has every reading field null and
-    `stale` true. `stale`: no reading for the device's `stale_after` × `poll_interval`
-    (never for an OPC UA subscription, which reports changes only)."""
+    `stale` true. `stale`: neither a reading nor an answer of its device for the device's
+    `stale_after` × `poll_interval`, plus the historian's `flush_interval` (a polled OPC UA
+    device answers with the same value and source time while nothing changes, which the
+    gateway does not store again); never for an OPC UA subscription, which reports changes
+    only."""
     chosen = np.asarray(ctx.select(tags=tag, zone=zone, kind=kind, device=device),
                         dtype=np.int64)
     now = now_ns()
@@ -60,7 +63,8 @@ def latest(
     r = sel[has]
     value = np.where(batch.quality[r] >= Quality.BAD, np.nan, batch.value[r])
     stale = np.ones(len(chosen), dtype=bool)
-    stale[has] = (now - batch.gateway_ts[r]) > ctx.stale_ns[chosen[has]]
+    seen = np.maximum(batch.gateway_ts[r], ctx.confirmed_ns(now / 1e9)[chosen[has]])
+    stale[has] = (now - seen) > ctx.stale_ns[chosen[has]]
     readings = iter(zip(
         value.tolist(), QUALITY_NAMES[np.minimum(batch.quality[r], Quality.BAD)].tolist(),
         batch.cause[r].tolist(), iso_column(batch.source_ts[r]), iso_column(batch.server_ts[r]),

@@ -5,13 +5,14 @@ sink and the history query against InfluxDB (bench.influx, bench.history; one in
 here), the anomaly engine's replay with the zone model on and off against river
 HalfSpaceTrees (bench.anomaly), the zone model against river HalfSpaceTrees on hourly water data
 (bench.zone_model), leaks found on wntr networks the simulator does not use (bench.networks),
-alarm latency (bench.alarm_latency), the control-room page
-under an alarm flood in headless Chromium (bench.page) and the footprint in EMQX Neuron's
-format (bench.footprint); each part's `run(quick)` picks its sizes. Everything runs on
-loopback; every load is bounded in count and time. `--quick` runs small sizes (a smoke test,
-about 3 minutes on 2 shared cores); the full run takes about 12, the first one a minute more
-(bench.anomaly exports and tiles its recording into the temp dir once). A part that fails
-gets a row saying so and the others go on. Each row names the command that prints its details.
+alarm latency (bench.alarm_latency), the control-room page under an alarm flood in headless
+Chromium (bench.page), the footprint in EMQX Neuron's format (bench.footprint) and the bytes
+written to disk per reading (bench.disk_writes); each part's `run(quick)` picks its sizes.
+Everything runs on loopback; every load is bounded in count and time. `--quick` runs small
+sizes (a smoke test, about 4 minutes on 2 shared cores); the full run takes about 16, the first
+one a minute more (bench.anomaly exports and tiles its recording into the temp dir once). A part
+that fails gets a row saying so and the others go on. Each row names the command that prints
+its details.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from bench import (
     alarm_latency,
     anomaly,
+    disk_writes,
     footprint,
     history,
     influx,
@@ -66,6 +68,7 @@ def main() -> int:
     part("alarm_latency", lambda: alarm_latency.run(quick))
     part("page", lambda: page.run(quick))
     part("footprint", lambda: footprint.run(quick))
+    part("disk_writes", lambda: disk_writes.run(quick))
     print(f"\n{'quick' if quick else 'full'} run, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}, {time.perf_counter() - began:.0f} s\n")
     print(markdown(rows))

@@ -14,7 +14,7 @@ numpy columns in blobs, in two tables:
 
 A query reads the tag's chunks and its group's fresh rows in one read transaction, so it sees
 every reading exactly once while compaction moves them. `latest` keeps one row of arrays per
-1,024 tag ids, rewritten when a store touches it. The spool cursor is stored in the same
+64 tag ids, rewritten when a store touches it. The spool cursor is stored in the same
 transaction as the readings: after a crash the sink resumes from `cursor()`, exactly once.
 
 Tag ids are persisted (`tags` table), new tags are appended: a config change never remaps the
@@ -25,6 +25,7 @@ One writer per file; readers may be other processes (`readonly=True`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import sqlite3
@@ -42,7 +43,11 @@ from gateway.spool import PointList
 log = logging.getLogger(__name__)
 
 GROUP_SHIFT = 8  # 256 tag ids share a fresh row
-LATEST_SHIFT = 10  # 1,024 tag ids share a latest row
+# 64 tag ids share a latest row (2.4 KB: one page), rewritten whenever a store touches one of
+# them: a site of 25 tags rewrites one page per store, not 38 KB (files before kept 1,024 per
+# row, `meta.latest_shift` absent; the writer converts them when it opens one).
+LATEST_SHIFT = 6
+LEGACY_LATEST_SHIFT = 10
 CHUNK_MAX = 4096  # readings per chunk
 SMALL = 512  # chunks below this many readings get merged
 MERGE_FANIN = 8  # a tag's small chunks are merged once it has this many
@@ -191,6 +196,20 @@ def _pieces(a: int, b: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(edges))
 
 
+def _latest_shift(db: sqlite3.Connection) -> int:
+    """log2 of the tag ids per `latest` row in this file."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'latest_shift'").fetchone()
+    return row[0] if row else LEGACY_LATEST_SHIFT
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back the transaction if SQLite has not already: it does so by itself after some
+    errors (a full disk), and a ROLLBACK then would raise and hide the error that led here."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     try:
         if readonly:
@@ -256,10 +275,26 @@ class EmbeddedHistorian:
                 f"SELECT tag, count(*) FROM chunks WHERE n < {SMALL} GROUP BY tag"):
             self._small[tag] = count
         self._latest = self._empty_latest(self._capacity())
-        for block, data in db.execute("SELECT block, data FROM latest"):
-            a = block << LATEST_SHIFT
-            for k, v in _unpack(data, 1 << LATEST_SHIFT, CHUNK_COLUMNS).items():
-                self._latest[k][a : a + len(v)] = v
+        shift = _latest_shift(db)
+        rows = db.execute("SELECT block, data FROM latest").fetchall()
+        for block, data in rows:
+            a = block << shift
+            for k, v in _unpack(data, 1 << shift, CHUNK_COLUMNS).items():
+                self._latest[k][a : a + len(v)] = v[: len(self._latest[k]) - a]
+        if shift != LATEST_SHIFT or not rows:
+            # A file of an earlier layout (or a new one): latest in today's rows.
+            blocks = np.flatnonzero(self._latest["source_ts"] != NO_TS) >> LATEST_SHIFT
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM latest")
+                db.executemany("INSERT INTO latest(block, data) VALUES (?, ?)",
+                               self._latest_rows(np.unique(blocks).tolist()))
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('latest_shift', ?)",
+                           (LATEST_SHIFT,))
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                _rollback(db)
+                raise HistorianError(f"{self.path}: cannot convert latest: {e}") from None
 
     def _load_ids(self, db: sqlite3.Connection) -> None:
         """(Re)read the tag ids if tags were added since: the writer may be another process."""
@@ -364,20 +399,22 @@ class EmbeddedHistorian:
         ids, undo = self._latest_update(cols)
         latest = self._latest
         db = self._write
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "INSERT INTO fresh(grp, t_min, t_max, n, data) VALUES (?, ?, ?, ?, ?)",
                 fresh_rows)
-            db.executemany("INSERT OR REPLACE INTO latest(block, data) VALUES (?, ?)", [
-                (b, _pack(latest, CHUNK_COLUMNS, b << LATEST_SHIFT, (b + 1) << LATEST_SHIFT))
-                for b in sorted(set((ids >> LATEST_SHIFT).tolist()))])
+            db.executemany("INSERT OR REPLACE INTO latest(block, data) VALUES (?, ?)",
+                           self._latest_rows(sorted(set((ids >> LATEST_SHIFT).tolist()))))
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('cursor', ?)", (cursor,))
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
             for k, v in undo.items():
                 latest[k][ids] = v
+            _rollback(db)
+            if isinstance(e, sqlite3.Error):
+                raise HistorianError(f"{self.path}: cannot store {len(batch)} readings: "
+                                     f"{e}") from e
             raise
         self._cursor = cursor
         for g, _, _, n, _ in fresh_rows:
@@ -386,6 +423,11 @@ class EmbeddedHistorian:
             stats[1] += n
             if stats[0] >= FLUSH_ROWS or stats[1] >= FLUSH_READINGS:
                 self._due.add(g)
+
+    def _latest_rows(self, blocks: list[int]) -> list[tuple[int, bytes]]:
+        latest = self._latest
+        return [(b, _pack(latest, CHUNK_COLUMNS, b << LATEST_SHIFT, (b + 1) << LATEST_SHIFT))
+                for b in blocks]
 
     def _latest_update(self, cols: Columns) -> tuple[np.ndarray, Columns]:
         """Apply `cols` (sorted by tag, time) to the latest arrays; return the tag ids changed
@@ -446,7 +488,7 @@ class EmbeddedHistorian:
                 "INSERT INTO chunks(tag, t_min, t_max, n, data) VALUES (?, ?, ?, ?, ?)", chunks)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         del self._fresh[grp]
         self._due.discard(grp)
@@ -479,7 +521,7 @@ class EmbeddedHistorian:
                 done += len(cols["source_ts"])
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         for tag, count in small.items():
             self._small[tag] = count
@@ -520,11 +562,16 @@ class EmbeddedHistorian:
                 self._load_ids(db)
             ids = self._our_ids[points]
             points, ids = points[ids >= 0], ids[ids >= 0]
-            blocks = np.unique(ids >> LATEST_SHIFT).tolist()
-            rows = db.execute(
-                f"SELECT block, data FROM latest WHERE block IN ({','.join('?' * len(blocks))})",
-                blocks).fetchall() if blocks else []
-        width = 1 << LATEST_SHIFT
+            db.execute("BEGIN")  # the layout and the rows of one moment
+            try:
+                shift = _latest_shift(db)
+                blocks = np.unique(ids >> shift).tolist()
+                rows = db.execute(
+                    f"SELECT block, data FROM latest WHERE block IN "
+                    f"({','.join('?' * len(blocks))})", blocks).fetchall() if blocks else []
+            finally:
+                db.execute("COMMIT")
+        width = 1 << shift
         table = self._empty_latest(width * (max(blocks, default=-1) + 1))
         for block, data in rows:
             for k, v in _unpack(data, width, CHUNK_COLUMNS).items():

@@ -17,6 +17,13 @@ value: it is NaN with quality BAD and its cause (`gateway.quality`). A device wh
 is half-open gets a single try per request, so a dead unit costs its bus one timeout per
 backoff. A device's `pause` keeps the bus quiet that long after each of its requests.
 
+Answers: a response counts only if its transaction id, unit and function code are the
+request's. pymodbus takes a frame with transaction id 0, or any unit's when the request went to
+unit 0, and never looks at the function code: the driver checks all three. A frame pymodbus
+skips (another transaction id or unit) leaves the request to time out; if such a frame came,
+that poll is `invalid_response`, not `timeout` (the device talks, but not the answer), unless it
+was a late answer to one of the last requests.
+
 Timestamps: source = gateway = the time each response arrived (Modbus carries none).
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -49,6 +57,8 @@ log = logging.getLogger(__name__)
 Emit = Callable[[Batch], Awaitable[None]]
 
 BACKOFF_MAX = 60.0  # seconds, cap of the breaker's and the reconnect's backoff
+TID_WRAP = 65000  # pymodbus numbers its requests 1..65000, then 1 again
+LATE_TIDS = 16  # a frame with one of the last this many transaction ids is a late answer
 # Causes after which the device (or the link) is taken as unreachable: stop this poll.
 _UNREACHABLE = frozenset({
     quality.TIMEOUT,
@@ -94,6 +104,7 @@ class _Link:
     quiet_until: float = 0.0  # no request before this (loop time): the devices' `pause`
     connects: int = 0
     read: dict[int, Callable] = field(default_factory=dict)
+    stray: bool = False  # a frame that was not the answer came since the last request left
 
 
 class ModbusBus:
@@ -101,6 +112,7 @@ class ModbusBus:
 
     def __init__(self, key: str, devices: list[_Device], emit: Emit, connections: int = 1):
         self.key = key
+        self.name = key  # "tcp:127.0.0.1:5020", "rtu:/dev/ttyUSB0"
         self.devices = devices
         self.emit = emit
         self.links = [_Link(i) for i in range(connections)]
@@ -231,12 +243,13 @@ class ModbusBus:
             except (ConnectionException, OSError):
                 code = quality.CONNECTION
             except ModbusIOException as e:
-                code = quality.TIMEOUT if "No response" in str(e) else quality.INVALID_RESPONSE
+                code = (quality.TIMEOUT if "No response" in str(e) and not link.stray
+                        else quality.INVALID_RESPONSE)
             except ModbusException:
                 code = quality.INVALID_RESPONSE
             else:
                 dev.status.observe_request(time.perf_counter() - started)
-                code = self._store(dev, req, rr)
+                code = self._store(dev, req, rr, client.ctx.request_transaction_id)
             if dev.cfg.pause:
                 link.quiet_until = loop.time() + dev.cfg.pause
             if code == quality.OK:
@@ -245,12 +258,17 @@ class ModbusBus:
             if not client.connected:
                 self._drop(link, dev)
                 return quality.CONNECTION
-            if code > quality.MODBUS_EXCEPTION_BASE and code not in _UNREACHABLE:
+            if code >= quality.MODBUS_EXCEPTION_BASE and code not in _UNREACHABLE:
                 return code  # the device answered: asking again gets the same answer
         return code
 
     @staticmethod
-    def _store(dev: _Device, req: Request, rr: ModbusPDU) -> int:
+    def _store(dev: _Device, req: Request, rr: ModbusPDU, tid: int) -> int:
+        """Copy the answer `rr` to request `req` (sent as transaction `tid`) into the poll
+        buffers; a cause code."""
+        if (rr.transaction_id != tid or rr.dev_id != dev.cfg.unit
+                or rr.function_code & 0x7F != req.function_code):
+            return quality.INVALID_RESPONSE
         if rr.isError():
             return quality.modbus_exception(getattr(rr, "exception_code", 0))
         if req.function_code <= 2:
@@ -273,7 +291,7 @@ class ModbusBus:
         if loop.time() < link.retry_at:
             return False
         if link.client is None:
-            link.client = self._client(dev.cfg)
+            link.client = self._client(dev.cfg, functools.partial(self._heard, link))
             link.timeout = dev.cfg.timeout
             c = link.client
             link.read = {1: c.read_coils, 2: c.read_discrete_inputs,
@@ -302,7 +320,7 @@ class ModbusBus:
         if link.client is not None:
             link.client.close()
 
-    def _client(self, d: Device) -> ModbusBaseClient:
+    def _client(self, d: Device, trace: Callable[[bool, bytes], bytes]) -> ModbusBaseClient:
         # retries=0 and reconnect_delay=0: retries and reconnects are ours (with backoff).
         if d.protocol == "modbus-rtu":
             assert d.serial_port is not None
@@ -311,7 +329,22 @@ class ModbusBus:
                 bytesize=d.bytesize, timeout=d.timeout, retries=0, reconnect_delay=0,
                 name=self.key)
         return AsyncModbusTcpClient(d.host, port=d.port, timeout=d.timeout, retries=0,
-                                    reconnect_delay=0, name=self.key)
+                                    reconnect_delay=0, name=self.key, trace_packet=trace)
+
+    @staticmethod
+    def _heard(link: _Link, sending: bool, data: bytes) -> bytes:
+        """pymodbus' packet trace (TCP): notes a received frame that is not the answer to
+        the request in flight, nor a late answer to a recent one. `data` is the receive
+        buffer, which starts at a frame."""
+        if sending:
+            link.stray = False
+        elif len(data) >= 7 and link.client is not None:
+            ctx = link.client.ctx
+            tid, unit = int.from_bytes(data[:2], "big"), data[6]
+            late = tid != 0 and 0 < (ctx.request_transaction_id - tid) % TID_WRAP <= LATE_TIDS
+            if (tid != ctx.request_transaction_id and not late) or unit != ctx.request_dev_id:
+                link.stray = True
+        return data
 
     # -- results ---------------------------------------------------------------------------
 
@@ -401,6 +434,7 @@ def build_buses(site: Site, status: GatewayStatus, emit: Emit) -> list[ModbusBus
         if dev_status is None:
             dev_status = status.devices[cfg.name] = DeviceStatus(
                 name=cfg.name, protocol=cfg.protocol, bus=cfg.bus)
+        dev_status.stale_after_seconds = cfg.stale_after * cfg.poll_interval + cfg.timeout
         plan = plan_device(cfg, points.get(cfg.name, []))
         if plan.requests:
             grouped.setdefault(cfg.bus, []).append(_Device.of(cfg, plan, dev_status))

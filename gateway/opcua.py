@@ -188,6 +188,7 @@ class OpcUaSession:
     def __init__(self, device: Device, points: list[tuple[int, Point]], n_points: int,
                  status: DeviceStatus, emit: Emit, data_dir: Path, site_name: str) -> None:
         self.device = device
+        self.name = f"opcua:{device.name}"
         self.site_name = site_name
         self.points = [p for _, p in points]
         self.index = np.array([i for i, _ in points], dtype=np.int32)
@@ -264,6 +265,8 @@ class OpcUaSession:
         client = self._client
         assert client is not None and self._lost is not None
         self._quiet = None
+        d = self.device
+        self.status.stale_after_seconds = d.stale_after * d.poll_interval + d.timeout
         namespaces = await client.get_namespace_array()
         nodes: list[ua.NodeId | None] = []
         bad: dict[int, int] = {}  # position in self.points -> status code
@@ -334,6 +337,8 @@ class OpcUaSession:
             return live
         self._quiet = (3 * sub.RevisedMaxKeepAliveCount * sub.RevisedPublishingInterval / 1000
                        + PUBLISH_GRACE)
+        # A subscription answers at least every keep-alive: silent for longer, it is lost.
+        self.status.stale_after_seconds = self._quiet
         requests = [self._item_request(k, nodes[k]) for k in live]
         polled = []
         for part in Limits.chunks(len(requests), limits.monitored):

@@ -10,6 +10,8 @@
 ('timeout', 'illegal_data_address', 'opcua_BadNoSubscription')
 >>> cause_name(0x80000000 | 0x123)  # a code the OPC UA specification does not name
 'opcua_0x80000123'
+>>> cause_name(MODBUS_EXCEPTION_BASE)  # exception code 0: no device may send it, some do
+'modbus_exception_0'
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def cause_name(code: int) -> str:
     """A short snake_case name for a cause code (for logs and metric labels)."""
     if code >= OPCUA_STATUS_MIN:
         return f"opcua_{_opcua_name(code) or f'0x{code:08X}'}"
-    if code > MODBUS_EXCEPTION_BASE:
+    if code >= MODBUS_EXCEPTION_BASE:
         exc = code - MODBUS_EXCEPTION_BASE
         return _MODBUS_EXCEPTIONS.get(exc, f"modbus_exception_{exc}")
     return _NAMES.get(code, f"cause_{code}")

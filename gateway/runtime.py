@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,13 +19,15 @@ from gateway.alarm_store import AlarmStore, run_unshelve_timer, store_path
 from gateway.catchup import drain_live_first
 from gateway.config import Point, Site
 from gateway.detection import Detection
+from gateway.failures import cause_of
 from gateway.historian import EmbeddedHistorian
 from gateway.influx import InfluxError, InfluxSink
 from gateway.influx_alarms import AlarmWriter
 from gateway.modbus import ModbusBus, build_buses
 from gateway.sinks import drain
 from gateway.spool import Spool, SpoolError
-from gateway.status import GatewayStatus, SinkStatus
+from gateway.status import GatewayStatus, SinkStatus, TaskStatus
+from gateway.supervise import supervise
 from gateway.webhooks import run_webhooks
 
 if TYPE_CHECKING:
@@ -33,7 +35,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATUS_INTERVAL = 1.0  # seconds between status.json snapshots
+# Seconds between status.json snapshots: what a separate API process reads (it calls the
+# gateway down when the file is 10 s old). An API in the same process reads the live status,
+# so the file is then only for people and scripts, and each rewrite is a page on the disk.
+STATUS_INTERVAL = 1.0
+STATUS_INTERVAL_API_IN_PROCESS = 30.0
 FLUSH_TIMEOUT = 10.0  # seconds a shutdown waits for sinks to catch up with the spool
 CLOCK_INTERVAL = 0.25  # seconds between the anomaly engine's looks at the clock
 
@@ -71,8 +77,10 @@ def adopt_legacy_point_list(site: Site, spool: Spool) -> None:
 class Gateway:
     """Polls every device of a site, spools each batch, and drains the spool into the historian."""
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, *, status_interval: float = STATUS_INTERVAL) -> None:
         self.site = site
+        self.status_interval = status_interval
+        self._status_failing = False
         data_dir = site.site.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.status = GatewayStatus(site=site.site.name)
@@ -115,29 +123,35 @@ class Gateway:
         self.spool.append(batch)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Run every part, each under supervision (gateway.supervise), until `stop` is set;
+        then stop polling, let the sinks store what is spooled, and close."""
         log.info("event=gateway_started site=%s devices=%d points=%d buses=%d",
                  self.site.site.name, len(self.site.devices), len(self.site.points),
                  len(self.buses))
-        pollers = [asyncio.create_task(bus.run(), name=f"bus:{i}")
-                   for i, bus in enumerate(self.buses)]
-        sinks = [asyncio.create_task(
-            drain(self.spool, self.historian, self.status.sinks["historian"]), name="sink")]
+        pollers = [self._task(f"poller:{bus.name}", bus.run) for bus in self.buses]
+        flush = asyncio.Event()  # set at stop: the sinks store what is spooled at once
+        # Caught up, the historian gathers readings for `flush_interval` before it commits:
+        # each commit rewrites a few pages whatever it holds (SD cards wear by the page).
+        sinks = [self._task("sink:historian", lambda: drain(
+            self.spool, self.historian, self.status.sinks["historian"],
+            idle=self.site.historian.flush_interval, wake=flush))]
         if self.influx is not None:
-            sinks.append(asyncio.create_task(self._feed_influx(self.influx),
-                                             name="sink:influxdb"))
+            influx = self.influx
+            sinks.append(self._task("sink:influxdb", lambda: self._feed_influx(influx)))
         if self.detection is not None:
-            sinks += [asyncio.create_task(drain(self.spool, self.detection,
-                                                self.status.sinks[Detection.name]),
-                                          name="sink:anomaly"),
-                      asyncio.create_task(self._clock(self.detection), name="anomaly:clock")]
-        alarm_tasks = [asyncio.create_task(run_webhooks(self.site, self.alarms, stop),
-                                           name="alarms:webhooks"),
-                       asyncio.create_task(run_unshelve_timer(self.alarms, stop),
-                                           name="alarms:unshelve")]
+            detection = self.detection
+            sinks += [self._task("sink:anomaly", lambda: drain(
+                          self.spool, detection, self.status.sinks[Detection.name], wake=flush)),
+                      self._task("anomaly:clock", lambda: self._clock(detection))]
+        alarm_tasks = [self._task("alarms:unshelve",
+                                  lambda: run_unshelve_timer(self.alarms, stop), stop)]
+        if self.site.webhooks:
+            alarm_tasks.append(self._task(
+                "alarms:webhooks", lambda: run_webhooks(self.site, self.alarms, stop), stop))
         if self.alarm_writer is not None:
-            alarm_tasks.append(asyncio.create_task(self.alarm_writer.run(stop),
-                                                   name="alarms:influxdb"))
-        publisher = asyncio.create_task(self._publish_status(), name="status")
+            writer = self.alarm_writer
+            alarm_tasks.append(self._task("alarms:influxdb", lambda: writer.run(stop), stop))
+        publisher = self._task("status", self._publish_status)
         try:
             await stop.wait()
         finally:
@@ -146,11 +160,12 @@ class Gateway:
             await asyncio.gather(*pollers, return_exceptions=True)
             for bus in self.buses:
                 await bus.close()
+            flush.set()
             await self._flush()
             for task in (*sinks, publisher):
                 task.cancel()
             await asyncio.gather(*sinks, publisher, return_exceptions=True)
-            self.status.write(status_path(self.site))
+            self._write_status()
             if self.detection is not None:
                 self.detection.save()
             await asyncio.gather(*alarm_tasks, return_exceptions=True)
@@ -162,6 +177,11 @@ class Gateway:
             if self.influx is not None:
                 self.influx.close()
             log.info("event=gateway_stopped site=%s", self.site.site.name)
+
+    def _task(self, name: str, run: Callable[[], Awaitable[None]],
+              stop: asyncio.Event | None = None) -> asyncio.Task:
+        status = self.status.tasks[name] = TaskStatus(name=name)
+        return asyncio.create_task(supervise(run, status, stop), name=name)
 
     async def _feed_influx(self, sink: InfluxSink) -> None:
         """Probe InfluxDB, then drain the spool into it.
@@ -191,7 +211,7 @@ class Gateway:
         sinks = [s for s in (self.historian, self.influx, self.detection) if s is not None]
 
         def behind() -> bool:
-            return any(s.cursor() < self.spool.last_seq for s in sinks)
+            return any(self.spool.backlog(s.cursor())[0] for s in sinks)
 
         # In a thread: a sink's cursor may wait for the store it is doing (the engine's lock).
         while loop.time() < deadline and await asyncio.to_thread(behind):
@@ -205,10 +225,23 @@ class Gateway:
             await asyncio.to_thread(detection.advance)
 
     async def _publish_status(self) -> None:
-        path = status_path(self.site)
         while True:
-            self.status.write(path)
-            await asyncio.sleep(STATUS_INTERVAL)
+            self._write_status()
+            await asyncio.sleep(self.status_interval)
+
+    def _write_status(self) -> None:
+        """status.json, unless the disk refuses it: said once per episode (an API in this
+        process reads the live status meanwhile; a separate one calls the gateway down)."""
+        try:
+            self.status.write(status_path(self.site))
+        except OSError as e:
+            if not self._status_failing:
+                log.error("event=status_write_failed cause=%s error=%r", cause_of(e), str(e))
+            self._status_failing = True
+        else:
+            if self._status_failing:
+                log.warning("event=status_write_resumed path=%s", status_path(self.site))
+            self._status_failing = False
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from anomaly.batch import Batch
+from gateway.failures import cause_of
 from gateway.spool import PointList, Spool
 from gateway.status import SinkStatus
 
@@ -35,9 +36,11 @@ class Sink(Protocol):
 
 
 async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int = 100_000,
-                idle: float = 0.05, backoff: float = BACKOFF_MIN) -> None:
+                idle: float = 0.05, backoff: float = BACKOFF_MIN,
+                wake: asyncio.Event | None = None) -> None:
     """Store what the spool holds beyond the sink's cursor, forever, in up to `max_rows`
-    readings per store; wait `idle` seconds whenever it has caught up.
+    readings per store; wait `idle` seconds whenever it has caught up (less once `wake` is
+    set: a gateway stopping wants what is spooled stored now).
 
     A failing sink is retried from its own cursor after `backoff` seconds, doubling up to
     BACKOFF_MAX; nothing is skipped. When cancelled, the store in progress finishes and is
@@ -67,11 +70,12 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
         status.backlog_readings, status.backlog_age_seconds = spool.backlog(
             spool.acked(sink.name))
 
-    await keep_stepping(sink.name, step, failed, status, idle=idle, backoff=backoff)
+    await keep_stepping(sink.name, step, failed, status, idle=idle, backoff=backoff, wake=wake)
 
 
 async def keep_stepping(name: str, step: Callable[[], bool], failed: Callable[[], None],
-                        status: SinkStatus, *, idle: float, backoff: float) -> None:
+                        status: SinkStatus, *, idle: float, backoff: float,
+                        wake: asyncio.Event | None = None) -> None:
     """Run `step()` in a thread, forever; it returns True while more work is waiting, else
     the next step comes after `idle` seconds. A step that raises is counted, logged and
     retried after `backoff` seconds, doubling up to BACKOFF_MAX, `failed()` called first (the
@@ -92,12 +96,25 @@ async def keep_stepping(name: str, step: Callable[[], bool], failed: Callable[[]
         except Exception as e:
             status.errors_total += 1
             status.last_error = f"{type(e).__name__}: {e}"
+            status.cause = cause_of(e)
             failed()
-            log.warning("event=sink_error sink=%s error=%r retry_in=%g",
-                        name, status.last_error, backoff)
+            log.warning("event=sink_error sink=%s cause=%s error=%r retry_in=%g",
+                        name, status.cause, status.last_error, backoff)
             await asyncio.sleep(backoff)
             backoff = min(2 * backoff, BACKOFF_MAX)
             continue
+        if status.cause is not None:
+            log.info("event=sink_resumed sink=%s was=%s", name, status.cause)
+            status.cause = None
         backoff = first_backoff
         if not more:
-            await asyncio.sleep(idle)
+            if wake is not None and not wake.is_set():
+                # Not wait_for: Python 3.11's loses a cancellation that lands as the event
+                # is set (a stopping gateway does both), and this loop would never end.
+                waiter = asyncio.ensure_future(wake.wait())
+                try:
+                    await asyncio.wait([waiter], timeout=idle)
+                finally:
+                    waiter.cancel()
+            else:
+                await asyncio.sleep(idle if wake is None else min(idle, 0.05))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 DeviceState = Literal["ok", "degraded", "down", "unknown"]
+TaskState = Literal["running", "restarting"]
 
 # Upper bounds (seconds) of the request-latency histogram buckets.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -36,6 +37,9 @@ class DeviceStatus:
     request_seconds_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
     readings_total: int = 0
     reconnects_total: int = 0
+    # Seconds without a successful poll after which the device counts as down whatever its
+    # driver last said (a poller that stopped says nothing): set by the driver.
+    stale_after_seconds: float | None = None
 
     def observe_request(self, seconds: float) -> None:
         self.requests_total += 1
@@ -55,6 +59,7 @@ class SinkStatus:
     errors_total: int = 0
     quarantined_total: int = 0  # readings the sink refused for good (logged, kept in a file)
     last_error: str | None = None
+    cause: str | None = None  # why its last store failed (gateway.failures); None once it stores
     backlog_readings: int = 0  # spooled but not yet stored by this sink
     backlog_age_seconds: float = 0.0
 
@@ -66,6 +71,23 @@ class SpoolStatus:
     readings_appended_total: int = 0
     readings_dropped_total: int = 0  # dropped by the size/age bounds: logged too, never silent
     oldest_age_seconds: float = 0.0
+    # While the disk refuses writes: readings held in memory (not yet acknowledged), those
+    # dropped when memory was full too (logged), and why.
+    held_readings: int = 0
+    readings_lost_total: int = 0
+    cause: str | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class TaskStatus:
+    """A long-lived part of the gateway (a poller, a sink, the clock...) under supervision."""
+
+    name: str
+    state: TaskState = "running"
+    restarts_total: int = 0
+    cause: str | None = None  # why it last failed
+    last_error: str | None = None
 
 
 @dataclass
@@ -75,6 +97,7 @@ class GatewayStatus:
     devices: dict[str, DeviceStatus] = field(default_factory=dict)
     sinks: dict[str, SinkStatus] = field(default_factory=dict)
     spool: SpoolStatus = field(default_factory=SpoolStatus)
+    tasks: dict[str, TaskStatus] = field(default_factory=dict)
 
     def snapshot(self) -> dict:
         return {"updated": time.time(), **asdict(self)}

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
 from gateway.memory import keep_mmap_threshold
 from gateway.site_checks import clear_text_logins
-from scadawatch.cli import UsageError
+from scadawatch.cli import EXIT_FAILURE, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from gateway.alarm_store import AlarmStore
@@ -41,20 +42,35 @@ def unwritable(folder: Path) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from api.server import ListenError
+
     setup_logging()
     site = load(args.config)
     # Every part keeps files there (the API too: operator actions, tokens' state).
     if (why := unwritable(site.site.data_dir)) is not None:
         raise UsageError(f"{args.config}: site.data_dir: {why}")
-    asyncio.run(serve(site, gateway=args.command in ("run", "gateway"),
-                      api=args.command in ("run", "api")))
-    return 0
+    try:
+        asyncio.run(serve(site, gateway=args.command in ("run", "gateway"),
+                          api=args.command in ("run", "api")))
+    except ListenError as e:
+        # Without its API the process is no use: exit 1, so that systemd restarts it.
+        log.error("event=api_unavailable error=%r", str(e))
+        print(f"scadawatch {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None,
                 stop: asyncio.Event | None = None) -> None:
-    """Run the gateway and/or the API until `stop` is set (or Ctrl-C / SIGTERM)."""
-    from gateway.runtime import Gateway, install_stop_signals, status_path
+    """Run the gateway and/or the API until `stop` is set (or Ctrl-C / SIGTERM); if one
+    of them fails, the other stops too (the gateway flushing), and the failure is raised."""
+    from gateway.runtime import (
+        STATUS_INTERVAL,
+        STATUS_INTERVAL_API_IN_PROCESS,
+        Gateway,
+        install_stop_signals,
+        status_path,
+    )
     from gateway.status import read_snapshot
 
     keep_mmap_threshold()  # before the first state save (see gateway/memory.py)
@@ -68,7 +84,8 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     tasks = []
     alarms = None
     if gateway:
-        gw = Gateway(site)
+        gw = Gateway(site, status_interval=STATUS_INTERVAL_API_IN_PROCESS if api
+                     else STATUS_INTERVAL)
         alarms = gw.alarms
         tasks.append(asyncio.create_task(gw.run(stop)))
         status: Callable[[], dict | None] = gw.status.snapshot
@@ -81,7 +98,12 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     if api:
         tasks.append(asyncio.create_task(_serve_api(site, status, port or site.api.port, stop,
                                                     alarms)))
-    await asyncio.gather(*tasks)
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
@@ -110,9 +132,13 @@ async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
     app = create_app(site, reader, status, alarm_store=alarms)
     tls = (site.api.tls_cert, site.api.tls_key) if site.api.tls_cert and site.api.tls_key else None
     server = asyncio.create_task(serve_http(app, site.api.host, port, tls=tls))
-    log.info("event=api_started url=%s://%s:%d/docs", "https" if tls else "http", site.api.host,
-             port)
-    await stop.wait()
-    server.cancel()
-    await asyncio.gather(server, return_exceptions=True)
-    reader.close()
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([server, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if server.done():
+            server.result()  # it could not listen: raised here
+    finally:
+        for task in (server, stopping):
+            task.cancel()
+        await asyncio.gather(server, stopping, return_exceptions=True)
+        reader.close()

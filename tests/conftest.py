@@ -15,6 +15,7 @@ import pytest
 import tomli_w
 from influx_servers import Influxd, influxd
 from ingest_faults import PASSWORD, USER
+from small_fs import SmallFs, small_filesystem
 
 from scadawatch.cli import main as cli_main
 
@@ -49,6 +50,13 @@ def scenario_file(tmp_path: Path) -> Callable[[dict | str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
+    """A 20 MiB tmpfs of the test's own, to fill up (tests/small_fs.py)."""
+    with small_filesystem(tmp_path / "small") as fs:
+        yield fs
 
 
 # --- Simulated sites served over Modbus TCP and OPC UA (simulators.serve) -------------------

@@ -7,6 +7,9 @@ frames in all (shared by every server of a `Flood`), it answers correctly, so th
 can see the gateway recover.
 Unsolicited bursts come in between, every `FLOOD_GAP` s, and the server closes the connection
 after `CLOSE_EVERY` of them.
+
+`liar_server(kind)` is quieter: it answers every request with one frame of `LIES[kind]`, a
+well-formed frame that is not the answer (another transaction id, unit or function code).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import random
 import struct
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 KINDS = ("random", "truncated", "wrong_tid", "wrong_fc", "exception", "oversized",
@@ -103,6 +106,43 @@ class Flood:
                                           + good[2:2 + 2 * rng.randint(0, count)]),
             "trickle": lambda: _frame(tid, unit, _registers(fc, address, max(count - 1, 0))),
         }[kind]()
+
+
+# One frame per request, from (transaction id, unit, function code, address, count) of the
+# request: each is well formed, with the registers asked for, and none of them is the answer.
+LIES: dict[str, Callable[[int, int, int, int, int], bytes]] = {
+    "tid_zero": lambda tid, unit, fc, a, n: _frame(0, unit, _registers(fc, a, n)),
+    "tid_other": lambda tid, unit, fc, a, n: _frame(tid ^ 0x5A5A, unit, _registers(fc, a, n)),
+    "unit_other": lambda tid, unit, fc, a, n: _frame(tid, unit ^ 0x40, _registers(fc, a, n)),
+    "fc_other": lambda tid, unit, fc, a, n: _frame(tid, unit, _registers(fc ^ 7, a, n)),
+    "exception_0": lambda tid, unit, fc, a, n: _frame(tid, unit, bytes([fc | 0x80, 0])),
+}
+
+
+@contextlib.asynccontextmanager
+async def liar_server(kind: str) -> AsyncIterator[int]:
+    """A server on 127.0.0.1 answering each request with one frame of `LIES[kind]`; yields
+    its port."""
+    lie = LIES[kind]
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                tid, _, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
+                fc, address, count = struct.unpack(">BHH", await reader.readexactly(length - 1))
+                writer.write(lie(tid, unit, fc, address, count))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @contextlib.asynccontextmanager

@@ -9,6 +9,8 @@ import io
 import json
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -499,6 +501,34 @@ def test_health(client: httpx.Client, status: StatusBox, tmp_path: Path, case: s
         assert body["sinks"][0]["readings_total"] == 4500 and body["spool"]["bytes"] == 65536
 
 
+def test_health_calls_a_device_without_a_recent_success_down(client: httpx.Client,
+                                                              status: StatusBox) -> None:
+    """Its driver last said ok, but its poller has not succeeded for longer than its stale
+    window (a poller that stopped says nothing): down, saying since when."""
+    gs = gateway_status(plc2="ok")
+    gs.devices["plc1"].stale_after_seconds = 3.0
+    gs.devices["plc1"].last_success = time.time() - 42
+    status.source = gs.snapshot
+    body = client.get("/health").json()
+    assert [d["state"] for d in body["devices"]] == ["down", "ok"]
+    assert body["status"] == "degraded"
+    assert re.fullmatch(r"device plc1 is down: no successful poll for 4[23] s \(stale after "
+                        r"3 s\)", body["reasons"][0]), body["reasons"]
+
+
+@pytest.mark.parametrize("caller", ["no token", "bad token"])
+def test_health_tells_anyone_only_ok_degraded_or_down(server: str, status: StatusBox,
+                                                      caller: str) -> None:
+    """Device addresses and error text are for viewers and above."""
+    headers = {"Authorization": "Bearer sw_" + "x" * 43} if caller == "bad token" else {}
+    status.source = gateway_status().snapshot  # plc2 down: reasons and addresses to hide
+    r = httpx.get(server + "/api/v1/health", headers=headers, timeout=30)
+    assert (r.status_code, r.json()) == (200, {"status": "degraded"})
+    status.source = lambda: None
+    r = httpx.get(server + "/api/v1/health", headers=headers, timeout=30)
+    assert (r.status_code, r.json()) == (503, {"status": "down"})
+
+
 def test_health_reports_a_status_that_does_not_fit(client: httpx.Client,
                                                    status: StatusBox) -> None:
     snap = gateway_status().snapshot()
@@ -596,6 +626,21 @@ def test_server_names_a_port_in_use(site: Site, historian: EmbeddedHistorian,
     with (pytest.raises(OSError, match=f"API cannot listen on 127.0.0.1:{port}"),
           running(create_app(site, historian, lambda: None), port=port)):
         pass
+
+
+def test_run_exits_1_naming_the_api_port_in_use(tmp_path: Path) -> None:
+    """`scadawatch run` without its API is no use (systemd restarts it on exit 1)."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = tmp_path / "site.toml"
+        config.write_text(f'[site]\nname = "busy"\ndata_dir = "data"\n\n'
+                          f'[api]\nport = {port}\n')
+        run = subprocess.run([sys.executable, "-m", "scadawatch", "run", "--config", str(config)],
+                             capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last == (f"scadawatch run: error: API cannot listen on 127.0.0.1:{port}: "
+                    "Address already in use"), run.stderr
 
 
 def test_app_refuses_a_reader_with_other_tags(site: Site, tmp_path: Path) -> None:

@@ -152,6 +152,17 @@ def client(app: FastAPI) -> Iterator[httpx.Client]:
         yield c
 
 
+@pytest.fixture
+def own_client(site: Site) -> Iterator[httpx.Client]:
+    """A client of an app of the test's own: what it logs owes nothing to earlier tests (the
+    refusals of the matrix above are rate-limited in the module's app)."""
+    historian = EmbeddedHistorian(site.site.data_dir / "historian.sqlite", ["t1"])
+    app = create_app(site, historian, GatewayStatus(site="authtest").snapshot)
+    with running(app) as (url, _), httpx.Client(base_url=url, timeout=30) as c:
+        yield c
+    historian.close()
+
+
 @pytest.fixture(scope="module")
 def callers(site: Site) -> dict[str, dict]:
     return make_callers(site.site.data_dir)
@@ -192,7 +203,8 @@ def test_openapi_offers_bearer_auth(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     ops = spec["paths"]
-    assert "security" not in ops[PREFIX + "/health"]["get"]
+    # Public; a token (optional) shows the details.
+    assert ops[PREFIX + "/health"]["get"]["security"] == [{"HTTPBearer": []}, {}]
     assert {"401", "403"} <= set(ops[PREFIX + "/latest"]["get"]["responses"])
     assert ops[PREFIX + "/latest"]["get"]["security"] == [{"HTTPBearer": []}]
 
@@ -264,8 +276,10 @@ def test_a_route_and_its_rule_must_match(tmp_path: Path, paths: list[str], guard
 
 # --- tokens come and go while the API runs; logs never hold one ----------------------------
 
-def test_new_and_revoked_tokens_count_at_once(client: httpx.Client, site: Site, cli: CliRun,
+def test_new_and_revoked_tokens_count_at_once(own_client: httpx.Client, site: Site,
+                                              cli: CliRun,
                                               caplog: pytest.LogCaptureFixture) -> None:
+    client = own_client
     config = site.site.data_dir.parent / "site.toml"  # data_dir is beside the site file
     code, out, err = cli("token", "create", "--role", "viewer", "--name", "live",
                          "--config", config)
@@ -282,6 +296,19 @@ def test_new_and_revoked_tokens_count_at_once(client: httpx.Client, site: Site, 
                            if not r.name.startswith("httpx"))  # httpx: this test's client
     assert "event=auth_refused status=401 reason=invalid_token" in server_log
     assert secret[3:] not in server_log
+
+
+def test_refused_requests_are_logged_at_a_bounded_rate(own_client: httpx.Client,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Anyone can make the API refuse requests: 300 of them log 10 lines (a minute's
+    allowance per status and reason); the first line after the minute counts the rest."""
+    with caplog.at_level(logging.INFO, logger="api.auth"):
+        for _ in range(300):
+            assert own_client.get(PREFIX + "/points").status_code == 401
+    lines = [r.getMessage() for r in caplog.records if r.name == "api.auth"]
+    assert len(lines) == 10, lines[:3]
+    assert all(line.startswith("event=auth_refused status=401 reason=missing ")
+               for line in lines)
 
 
 # --- CORS and HTTPS -------------------------------------------------------------------------

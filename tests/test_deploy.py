@@ -227,6 +227,7 @@ def test_systemd_unit_runs_the_gateway_as_its_own_user_with_its_data_dir() -> No
     assert service["User"] not in ("", "root")
     assert service["Restart"] in ("on-failure", "always")
     assert service["RestartPreventExitStatus"] == "2"  # a config error: restarting won't fix
+    assert int(service["LimitNOFILE"]) >= 4096  # room for the API's connections and the sinks
     data_dir = f"/var/lib/{service['StateDirectory']}"
     assert service["WorkingDirectory"] == service["ReadWritePaths"] == data_dir
     assert unit["Install"]["WantedBy"] == "multi-user.target"

@@ -200,7 +200,8 @@ def test_gateway_and_api_as_separate_processes_share_the_data_dir(tmp_path: Path
         health: dict = {}
         while time.monotonic() < deadline:
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).json()
+                health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2,
+                                   headers=headers).json()
                 latest = httpx.get(f"http://127.0.0.1:{port}/api/v1/latest",
                                    params={"zone": "dma1"}, timeout=2, headers=headers).json()
                 states = {d["state"] for d in health["devices"]}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile_modbus import liar_server
 from modbus_servers import (
     Image,
     Served,
@@ -174,6 +175,36 @@ def test_exception_response_marks_only_its_points_and_is_not_retried() -> None:
     dev = status.devices["dev"]
     assert dev.state == "degraded"
     assert dev.request_errors_total == {"illegal_data_address": len(sink.batches)}
+
+
+@pytest.mark.parametrize(("lie", "unit", "cause"), [
+    ("tid_zero", 1, "invalid_response"),
+    ("tid_other", 1, "invalid_response"),
+    ("unit_other", 1, "invalid_response"),
+    ("unit_other", 0, "invalid_response"),  # unit 0: pymodbus takes any unit's frame
+    ("fc_other", 1, "invalid_response"),
+    ("exception_0", 1, "modbus_exception_0"),
+])
+def test_a_frame_that_is_not_the_answer_is_never_a_good_reading(lie: str, unit: int,
+                                                                 cause: str) -> None:
+    """Well-formed frames with the registers asked for, but another transaction id, unit or
+    function code (or an exception code no device may send): bad readings, named."""
+    points = float32_points("dev", 2)
+    status = GatewayStatus(site="t")
+
+    async def scenario() -> Sink:
+        async with liar_server(lie) as port:
+            sink = Sink()
+            dev = modbus_device("dev", {"port": port}, unit=unit, retries=0)
+            await sink.run(build_buses(site([dev], points), status, sink),
+                           lambda s: len(s.batches) >= 3)
+            return sink
+
+    sink = asyncio.run(scenario())
+    readings = Batch.concat(sink.batches)
+    assert (readings.quality == Quality.BAD).all() and np.isnan(readings.value).all()
+    assert {quality.cause_name(int(c)) for c in readings.cause} == {cause}
+    assert set(status.devices["dev"].request_errors_total) == {cause}
 
 
 @pytest.mark.parametrize("kind", ["pymodbus-tcp", "pymodbus-rtu"])

@@ -402,3 +402,27 @@ def test_gateway_stores_subscribed_values_and_the_api_serves_them(serve_site: Ca
         assert r["quality"] in ("good", "bad") and r["source_ts"].startswith("2026-03-01T06:00")
         assert r["server_ts"].endswith("Z") and r["stale"] is False
 
+
+
+def test_polled_points_that_do_not_change_are_not_stale(tmp_path: Path) -> None:
+    """A polled server answers every read with the same value and source time: the gateway
+    stores it once (no duplicates), and the API still shows the points fresh, because each
+    read confirms them."""
+    async def scenario() -> dict:
+        async with UaServer() as server:
+            site = opcua_site(server.endpoint, {t: ns_of(t) for t in TAGS}, tmp_path,
+                              mode="poll", poll_interval=0.1, stale_after=3)
+            first: list[float] = []
+
+            async def settled(http: httpx.AsyncClient) -> dict | None:
+                latest = (await http.get("/api/v1/latest")).json()
+                if any(r["gateway_ts"] is None for r in latest["readings"]):
+                    return None
+                first[:] = first or [time.monotonic()]
+                # Well past the stale window (0.3 s) since the one stored reading of each.
+                return latest if time.monotonic() - first[0] > 1.5 else None
+
+            return await api_until(site, settled)
+
+    latest = asyncio.run(scenario())
+    assert {r["tag"]: r["stale"] for r in latest["readings"]} == dict.fromkeys(TAGS, False)

@@ -1,9 +1,11 @@
 """The reliability suite (`pytest -m reliability`): faults that bite in the field, injected
 into real parts on loopback: crashes, a historian outage, a device that keeps restarting, a
-device that talks garbage, bad files, and a long run at 10,000 points.
+device that talks garbage, a full disk, idle HTTP clients, bad files, and a long run at
+10,000 points beside a twin with a leak put in.
 
 Each case runs for the issue's figure (10 minutes of soak, a 5-minute outage ...) times
-SCADAWATCH_RELIABILITY_SCALE (default 1; tests/run.sh sets 0.2 in CI).
+SCADAWATCH_RELIABILITY_SCALE (default 1; tests/run.sh sets 0.2 in CI); the soak has a CI
+scale of its own (CI_SOAK).
 """
 
 from __future__ import annotations
@@ -14,21 +16,32 @@ import contextlib
 import json
 import math
 import os
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import httpx
 import numpy as np
 import pytest
 import tomli_w
 from conftest import CliRun
-from harness import RUN_LIMIT, gateway_site, spooled, start_simulator, stored
+from harness import (
+    RUN_LIMIT,
+    auth_headers,
+    gateway_site,
+    spooled,
+    start_simulator,
+    stored,
+)
 from hostile_modbus import Flood, hostile_server, register_value
 from influx_servers import Influxd
 from ingest_faults import (
@@ -42,16 +55,21 @@ from ingest_faults import (
 )
 from modbus_servers import Image, free_port, pymodbus_tcp, site
 from pymodbus.client import AsyncModbusTcpClient
+from small_fs import SmallFs
 
 from anomaly.batch import Batch, Quality
-from gateway.config import Device, Point, load_site
+from gateway.alarm_store import AlarmStore, Filter, store_path
+from gateway.config import Device, Point, Site, SiteSection, SpoolSection, load_site
+from gateway.historian import EmbeddedHistorian
 from gateway.modbus import ModbusBus, build_buses
-from gateway.runtime import status_path
+from gateway.runtime import historian_path, status_path
 from gateway.status import GatewayStatus
+from scadawatch.serve import serve as run_gateway
 
 pytestmark = pytest.mark.reliability
 
 SCALE = float(os.environ.get("SCADAWATCH_RELIABILITY_SCALE", "1"))
+TESTS = Path(__file__).parent
 
 
 def scaled(figure: float) -> float:
@@ -180,6 +198,184 @@ def test_malformed_frames_neither_crash_nor_hang_the_gateway(tmp_path: Path) -> 
     # allocator's arenas, far below what keeping frames or tasks would cost).
     assert rss[-1] - rss[0] < 16 * 2**20, [r / 2**20 for r in rss]
 
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+FULL_FOR = 5.0  # seconds the disk stays full once health has said so
+
+
+async def health_when(http: httpx.AsyncClient, ok: Callable[[dict], bool], within: float
+                      ) -> dict:
+    """The first `/health` (with details) that satisfies `ok`, asked every 0.1 s."""
+    deadline = time.monotonic() + within
+    while True:
+        body = (await http.get("/api/v1/health")).json()
+        if ok(body):
+            return body
+        assert time.monotonic() < deadline, f"not within {within:g} s: {body}"
+        await asyncio.sleep(0.1)
+
+
+def test_a_full_disk_keeps_polling_says_why_and_resumes_by_itself(small_fs: SmallFs) -> None:
+    """`scadawatch run` with its data_dir on a 20 MiB filesystem that fills up: polling goes
+    on (into memory) and health names `disk_full` within 10 s; once space is back, the held
+    readings and the historian are written by themselves; the historian ends up with every
+    reading the spool acknowledged, once, and none was lost."""
+    image = Image()
+    points = [Point(tag=f"plc.f{i}", device="plc", address=2 * i, type="float32")
+              for i in range(10)]
+    for p in points:
+        image.put(p, 1.5)
+
+    async def scenario() -> tuple[Site, dict, dict, dict]:
+        async with pymodbus_tcp({1: image}) as served:
+            site_ = Site(site=SiteSection(name="full", data_dir=small_fs.root / "data"),
+                         spool=SpoolSection(segment_bytes=1 << 30),  # keeps every record
+                         devices=[Device(name="plc", protocol="modbus-tcp", port=served.port,
+                                         poll_interval=0.2, timeout=1.0)], points=points)
+            port, stop = free_port(), asyncio.Event()
+            headers = auth_headers(site_.site.data_dir, "viewer")
+            gateway = asyncio.create_task(run_gateway(site_, gateway=True, api=True,
+                                                      port=port, stop=stop))
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+                                             headers=headers, timeout=10) as http:
+                    await until_served(http)
+                    await health_when(http, lambda h: h["status"] == "ok" and h["sinks"][0][
+                        "readings_total"] > 0, RUN_LIMIT)
+                    small_fs.fill()
+                    full = await health_when(http, lambda h: any(
+                        "disk_full" in r for r in h["reasons"]), 10.0)
+                    polls = full["devices"][0]["polls_total"]
+                    await asyncio.sleep(FULL_FOR)
+                    during = (await http.get("/api/v1/health")).json()
+                    assert during["devices"][0]["polls_total"] >= polls + FULL_FOR / 0.2 / 2
+                    small_fs.empty()
+                    after = await health_when(http, lambda h: h["status"] == "ok" and all(
+                        s["backlog_readings"] == 0 for s in h["sinks"])
+                        and h["spool"]["held_readings"] == 0, RUN_LIMIT)
+            finally:
+                stop.set()
+                await gateway
+            return site_, full, during, after
+
+    site_, full, during, after = asyncio.run(scenario())
+    assert full["status"] == "degraded", full
+    assert during["spool"]["held_readings"] > 0, during["spool"]
+    assert after["spool"]["readings_lost_total"] == 0, after["spool"]
+    in_spool, in_historian = spooled(site_), stored(site_)
+    assert sum(in_spool.values()) >= len(points) * (FULL_FOR / 0.2 + 10)
+    assert max(in_spool.values()) == 1  # each reading spooled once
+    assert in_historian == in_spool  # ... and stored once
+
+
+async def until_served(http: httpx.AsyncClient) -> None:
+    """Until the API answers (it starts beside the gateway)."""
+    deadline = time.monotonic() + RUN_LIMIT
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            await http.get("/api/v1/health")
+            return
+        assert time.monotonic() < deadline, "the API never answered"
+        await asyncio.sleep(0.1)
+
+
+# --- idle HTTP clients ---------------------------------------------------------------------------
+
+IDLE_CONNECTIONS = 1100
+NOFILE = 1024  # systemd's default (soft) descriptor limit
+IDLE_FOR = 15.0  # seconds the connections stay open: past the API's HEAD_TIMEOUT
+
+
+def test_1100_idle_connections_starve_neither_the_sinks_nor_the_log(tmp_path: Path) -> None:
+    """`scadawatch run` under a 1,024 descriptor limit, 1,100 connections to its API that
+    send nothing: the API keeps its share of descriptors (it closes what is beyond its
+    limit, and idle ones after HEAD_TIMEOUT), so polling and storing go on, no comms alarm
+    is raised, the log stays short, and the API answers again once they are gone."""
+    image = Image()
+    points = registers("plc", 10)
+    for p in points:
+        image.put(p, register_value(p.address or 0))
+    api_port = free_port()
+    with server_farm([image]) as (port,):
+        config = tmp_path / "site.toml"
+        config.write_text(tomli_w.dumps({
+            "site": {"name": "idle", "data_dir": "data"}, "api": {"port": api_port},
+            "devices": [{"name": "plc", "protocol": "modbus-tcp", "host": "127.0.0.1",
+                         "port": port, "poll_interval": 0.2}],
+            "points": [{"tag": p.tag, "device": "plc", "address": p.address, "type": "uint16"}
+                       for p in points]}))
+        site_ = load_site(config)
+        headers = auth_headers(site_.site.data_dir, "viewer")
+        log = tmp_path / "gateway.log"
+        with open(log, "wb") as err:
+            gw = subprocess.Popen(
+                [sys.executable, "-m", "scadawatch", "run", "--config", str(config)],
+                stdout=subprocess.DEVNULL, stderr=err,
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE)))
+            try:
+                url = f"http://127.0.0.1:{api_port}/api/v1/health"
+                health_of(url, headers, lambda h: h["sinks"][0]["readings_total"] > 0)
+                began, fds = time.time(), []
+                clients = idle_connections(api_port, IDLE_CONNECTIONS)
+                try:
+                    while time.time() < began + IDLE_FOR:  # bounded by the time
+                        assert gw.poll() is None, "the gateway died"
+                        fds.append(len(os.listdir(f"/proc/{gw.pid}/fd")))
+                        time.sleep(0.5)
+                finally:
+                    for c in clients:
+                        c.close()
+                after = health_of(url, headers, lambda h: h["status"] == "ok")
+            finally:
+                gw.send_signal(signal.SIGTERM)
+                gw.communicate(timeout=RUN_LIMIT)
+    assert gw.returncode == 0, log.read_text()[-3000:]
+    assert max(fds) < NOFILE - 100, fds
+    historian = after["sinks"][0]
+    assert (historian["errors_total"], historian["cause"]) == (0, None), after
+    assert after["tasks"] and all(t["restarts_total"] == 0 for t in after["tasks"]), after
+    # Every poll of the flood was stored: no gap in any tag's readings.
+    h = EmbeddedHistorian(historian_path(site_), [p.tag for p in points], readonly=True)
+    try:
+        ts = h.history(points[0].tag, int(began * 1e9), int((began + IDLE_FOR) * 1e9)).source_ts
+    finally:
+        h.close()
+    assert len(ts) >= IDLE_FOR / 0.2 * 0.8 and np.diff(ts).max() < 1e9, np.diff(ts).max()
+    store = AlarmStore(store_path(site_.site.data_dir))
+    try:
+        comms, _ = store.alarms(Filter(kind="comms", shelved=None, suppressed=None))
+    finally:
+        store.close()
+    assert comms == []
+    lines = log.read_text().splitlines()
+    assert len(lines) < 100 and log.stat().st_size < 32 * 1024, lines[-20:]
+
+
+def idle_connections(port: int, n: int) -> list[socket.socket]:
+    """`n` connections to 127.0.0.1:`port` that never send a byte (connecting in the
+    background: beyond the server's accept backlog, the kernel completes them later)."""
+    out = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        out.append(s)
+    return out
+
+
+def health_of(url: str, headers: dict, ok: Callable[[dict], bool]) -> dict:
+    """The first health (with details) that satisfies `ok`, within RUN_LIMIT."""
+    deadline = time.monotonic() + RUN_LIMIT
+    body: dict = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            body = httpx.get(url, headers=headers, timeout=5).json()
+            if "sinks" in body and ok(body):
+                return body
+        time.sleep(0.2)
+    raise AssertionError(f"health never satisfied the test within {RUN_LIMIT} s: {body}")
 
 
 # --- malformed site files and recordings ----------------------------------------------------
@@ -512,21 +708,46 @@ def test_a_device_restarting_every_5_s_reconnects_on_backoff_and_spares_the_othe
 
 # --- a long run at 10,000 points ------------------------------------------------------------
 
-SOAK_DEVICES, SOAK_POINTS = 10, 1000  # 10,000 float32 points, polled every second
 SAMPLE_EVERY = 5.0  # seconds between RSS and file-descriptor samples
-# Seconds before the measured window, not scaled: the SQLite page caches fill in ~10 s, the
-# engine's first ticks and state saves (every SOAK_SAVE_INTERVAL) come within it; past it,
-# RSS holds within ~1 MB where nothing leaks (see gateway/memory.py).
-SOAK_WARM_UP = 120.0
 # Seconds between the engine's state saves (default 300): the biggest transient, made to come
-# in the warm-up, and in every measured window (at the default, a scaled soak never saves).
+# in the warm-up, and several times in every measured window.
 SOAK_SAVE_INTERVAL = 30.0
+LEAK_MB_PER_MIN = 0.6  # the leak the soak must catch (tests/leaky.py puts it in)
+
+
+@dataclass(frozen=True)
+class SoakScale:
+    devices: int  # pymodbus servers of 1,000 float32 each, polled every second
+    warm_up: float  # seconds before the measured window, not judged
+    window: float  # seconds of the measured window
+    tick: float | None  # the engine's tick interval (None: the site default, 60 s)
+
+
+# The issue's figures: 10,000 points, 10 minutes after a 2-minute warm-up (the SQLite page
+# caches fill in ~10 s, the engine's first ticks and state saves come within it; past it, RSS
+# holds within ~1 MB where nothing leaks, see gateway/memory.py).
+FULL_SOAK = SoakScale(devices=10, warm_up=120.0, window=600.0, tick=None)
+# CI (SCADAWATCH_RELIABILITY_SCALE < 1): 2,000 points for 3.5 minutes after 1.5. The engine
+# ticks every 10 s, so that what it sets up over its first ticks (a 2-minute window after a
+# 2-minute warm-up still held some of it at the default 60 s: +14 % projected) is done within
+# the warm-up. Measured over four runs beside others' jobs: the gateway alone +0 to +1.8 %,
+# with a leak of 0.6 MB/min +8.1 and +9.4 % (README).
+CI_SOAK = SoakScale(devices=2, warm_up=90.0, window=210.0, tick=10.0)
 
 
 def projected_growth(samples: list[tuple[float, int, int]], over: float) -> float:
-    """RSS growth over `over` seconds at the rate of `samples` (seconds, RSS, fds): the
-    Theil-Sen slope (median of the pairwise slopes), which one odd sample cannot tilt."""
-    t, rss = np.array([s[0] for s in samples]), np.array([s[1] for s in samples], float)
+    """RSS growth over `over` seconds at the rate of `samples` (seconds, RSS, fds), judged on
+    what the process holds: the lowest sample of each state-save interval (the save hands the
+    heap's free pages back, gateway/memory.py; between saves the ticks' working set swings RSS
+    by up to ~7 MB at 10,000 points). The Theil-Sen slope (median of the pairwise slopes) of
+    those, which one odd interval cannot tilt."""
+    t0 = samples[0][0]
+    period = {}
+    for t, rss, _ in samples:
+        period.setdefault(int((t - t0) // SOAK_SAVE_INTERVAL), []).append((rss, t))
+    lows = [min(v) for v in period.values()
+            if len(v) >= SOAK_SAVE_INTERVAL / SAMPLE_EVERY / 2]  # not a last stub of one
+    rss, t = np.array([r for r, _ in lows], float), np.array([t for _, t in lows])
     i, j = np.triu_indices(len(t), 1)
     return float(np.median((rss[j] - rss[i]) / (t[j] - t[i]))) * over
 
@@ -555,61 +776,83 @@ def server_farm(images: list[Image]) -> Iterator[list[int]]:
         loop.close()
 
 
-@pytest.mark.slow
-def test_soak_at_10000_points_keeps_memory_and_file_descriptors_flat(tmp_path: Path) -> None:
-    """After the warm-up, RSS grows by less than 5 % per 10 minutes (the slope over the
-    measured window, which is 10 minutes times the scale) and no file descriptor stays open.
-    A leak of 1 MB/min projects to ~10 %."""
-    if SCALE < 1:
-        # A 2-minute window still holds some warm-up: a CI-like run projected +14 % from a
-        # plateau that rose 104.7 -> 106.9 MB; the full 10 minutes judges the rate.
-        pytest.skip("the soak runs at full length only: SCADAWATCH_RELIABILITY_SCALE=1")
-    warm_up = SOAK_WARM_UP
-    duration = warm_up + scaled(600.0)
-    image = Image()
+def soak_site(folder: Path, ports: list[int], tick: float | None) -> Path:
+    """A site polling 1,000 float32 of each port every second, its data in `folder`."""
+    folder.mkdir()
     points = [Point(tag=f"d{d}.p{i}", device=f"d{d}", address=2 * i, type="float32")
-              for d in range(SOAK_DEVICES) for i in range(SOAK_POINTS)]
-    for p in points[:SOAK_POINTS]:
-        image.put(p, float(p.address or 0))
-    log = tmp_path / "gateway.log"
-    with server_farm([image] * SOAK_DEVICES) as ports, open(log, "wb") as err:
-        (tmp_path / "points.csv").write_text("tag,device,kind,address,type\n" + "".join(
-            f"{p.tag},{p.device},other,{p.address},float32\n" for p in points))
-        config = tmp_path / "soak.toml"
-        config.write_text(tomli_w.dumps({
-            "site": {"name": "soak", "data_dir": "data", "points_csv": "points.csv"},
-            "anomaly": {"save_interval": SOAK_SAVE_INTERVAL},
-            "devices": [{"name": f"d{d}", "protocol": "modbus-tcp", "host": "127.0.0.1",
-                         "port": port, "poll_interval": 1.0}
-                        for d, port in enumerate(ports)]}))
-        site_ = load_site(config)
-        # stderr to a file: an unread pipe would block the gateway once its logs fill it.
-        gw = subprocess.Popen([sys.executable, "-m", "scadawatch", "gateway", "--config",
-                               str(config)], stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            wait_polling(gw, site_, time.time())
-            began = time.monotonic()
-            samples: list[tuple[float, int, int]] = []  # (seconds in, RSS, open fds)
-            for _ in range(int(duration / SAMPLE_EVERY) + 1):  # bounded by the duration
-                assert gw.poll() is None, "the gateway died"
-                samples.append((time.monotonic() - began, rss_bytes(gw.pid),
-                                len(os.listdir(f"/proc/{gw.pid}/fd"))))
-                if samples[-1][0] >= duration:
-                    break
-                time.sleep(SAMPLE_EVERY)
-            snapshot = json.loads(status_path(site_).read_text())
-        finally:
-            gw.send_signal(signal.SIGTERM)
-            gw.communicate(timeout=RUN_LIMIT)
-    assert gw.returncode == 0, log.read_text()
+              for d in range(len(ports)) for i in range(1000)]
+    (folder / "points.csv").write_text("tag,device,kind,address,type\n" + "".join(
+        f"{p.tag},{p.device},other,{p.address},float32\n" for p in points))
+    anomaly = {"save_interval": SOAK_SAVE_INTERVAL} | ({"interval": tick} if tick else {})
+    config = folder / "soak.toml"
+    config.write_text(tomli_w.dumps({
+        "site": {"name": "soak", "data_dir": "data", "points_csv": "points.csv"},
+        "anomaly": anomaly,
+        "devices": [{"name": f"d{d}", "protocol": "modbus-tcp", "host": "127.0.0.1",
+                     "port": port, "poll_interval": 1.0} for d, port in enumerate(ports)]}))
+    return config
+
+
+@pytest.mark.slow
+def test_soak_keeps_memory_and_file_descriptors_flat_and_catches_a_leak(tmp_path: Path) -> None:
+    """Two gateways side by side on the same devices, one as shipped and one with a leak of
+    LEAK_MB_PER_MIN put in (tests/leaky.py): after the warm-up, the first one's RSS grows by
+    less than 5 % per 10 minutes (the slope over the measured window) and no file descriptor
+    stays open; the second one's grows by more, or the soak could not tell a leak."""
+    scale = FULL_SOAK if SCALE >= 1 else CI_SOAK
+    image = Image()
+    for i in range(1000):
+        image.put(Point(tag="x", address=2 * i, type="float32"), float(2 * i))
+    duration = scale.warm_up + scale.window
+    with server_farm([image] * scale.devices) as ports:
+        configs = {name: soak_site(tmp_path / name, ports, scale.tick)
+                   for name in ("shipped", "leaky")}
+        commands = {"shipped": [sys.executable, "-m", "scadawatch"],
+                    "leaky": [sys.executable, str(TESTS / "leaky.py"), str(LEAK_MB_PER_MIN)]}
+        gateways: dict[str, subprocess.Popen] = {}
+        started = time.time()
+        with contextlib.ExitStack() as logs:
+            try:
+                for name, config in configs.items():
+                    # stderr to a file: an unread pipe would block the gateway once full.
+                    err = logs.enter_context(open(tmp_path / f"{name}.log", "wb"))
+                    gateways[name] = subprocess.Popen(
+                        [*commands[name], "gateway", "--config", str(config)],
+                        stdout=subprocess.DEVNULL, stderr=err)
+                for name, gw in gateways.items():
+                    wait_polling(gw, load_site(configs[name]), started)
+                began = time.monotonic()
+                samples: dict[str, list[tuple[float, int, int]]] = {n: [] for n in gateways}
+                for _ in range(int(duration / SAMPLE_EVERY) + 1):  # bounded by the duration
+                    at = time.monotonic() - began
+                    for name, gw in gateways.items():
+                        assert gw.poll() is None, f"the {name} gateway died"
+                        samples[name].append((at, rss_bytes(gw.pid),
+                                              len(os.listdir(f"/proc/{gw.pid}/fd"))))
+                    if at >= duration:
+                        break
+                    time.sleep(SAMPLE_EVERY)
+                snapshot = json.loads(status_path(load_site(configs["shipped"])).read_text())
+            finally:
+                for gw in gateways.values():
+                    gw.send_signal(signal.SIGTERM)
+                for gw in gateways.values():
+                    gw.communicate(timeout=RUN_LIMIT)
+    assert gateways["shipped"].returncode == 0, (tmp_path / "shipped.log").read_text()[-3000:]
     states = {d["state"] for d in snapshot["devices"].values()}
     assert states == {"ok"}, snapshot["devices"]
-    warm = [s for s in samples if s[0] >= warm_up]
-    assert len(warm) >= 0.9 * scaled(600.0) / SAMPLE_EVERY, samples  # it reported throughout
-    level = float(np.median([s[1] for s in warm]))
-    growth = projected_growth(warm, 600.0)
-    trace = " ".join(f"{r / 2**20:.1f}/{f}" for _, r, f in warm)
-    assert growth < 0.05 * level, (f"RSS {growth / 2**20:+.1f} MB per 10 min "
-                                   f"({growth / level:+.1%}); MB/fds every {SAMPLE_EVERY:g} s "
-                                   f"after the warm-up: {trace}")
+    judged = {}
+    for name, taken in samples.items():
+        warm = [s for s in taken if s[0] >= scale.warm_up]
+        assert len(warm) >= 0.9 * scale.window / SAMPLE_EVERY, taken  # reported throughout
+        level = float(np.median([s[1] for s in warm]))
+        judged[name] = (projected_growth(warm, 600.0) / level,
+                        " ".join(f"{r / 2**20:.1f}/{f}" for _, r, f in warm))
+    growth, trace = judged["shipped"]
+    assert growth < 0.05, (f"RSS {growth:+.1%} per 10 min; MB/fds every {SAMPLE_EVERY:g} s "
+                           f"after the warm-up: {trace}")
+    warm = [s for s in samples["shipped"] if s[0] >= scale.warm_up]
     assert max(s[2] for s in warm[-3:]) <= max(s[2] for s in warm[:3]), trace
+    leaked, trace = judged["leaky"]
+    assert leaked >= 0.05, (f"a leak of {LEAK_MB_PER_MIN} MB/min passed the soak: RSS "
+                            f"{leaked:+.1%} per 10 min; MB/fds: {trace}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,8 @@ from harness import POINT_LIST_CHANGES, historian_readings, spool_under_each, st
 from anomaly.batch import Batch, Quality
 from gateway.config import Point, Site, SiteSection, SpoolSection
 from gateway.spool import Spool
-from gateway.status import SpoolStatus
+from gateway.status import SpoolStatus, TaskStatus
+from gateway.supervise import supervise
 
 
 def site(tmp_path: Path, tags: list[str]) -> Site:
@@ -41,3 +44,37 @@ def test_a_backlog_under_the_legacy_tags_file_keeps_its_tags(tmp_path: Path) -> 
     assert historian_readings(current, ["a", "b", "c", "new"]) == {
         "a": [(1, 1.0)], "b": [(1, 11.0)], "c": [(1, 21.0)], "new": []}
     assert not (tmp_path / "spool-tags.json").exists()
+
+
+def test_a_task_that_fails_is_logged_shown_and_restarted(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """What a poller did when its emit raised (a full disk): it ended, and nothing said so."""
+    monkeypatch.setattr("gateway.supervise.BACKOFF_MIN", 0.01)
+    status = TaskStatus(name="poller:tcp:127.0.0.1:5020")
+    runs: list[str] = []
+    seen: list[tuple] = []
+
+    async def part() -> None:
+        runs.append("run")
+        if len(runs) <= 2:
+            raise OSError(28, "No space left on device")
+        seen.append((status.state, status.restarts_total, status.cause))
+        await asyncio.sleep(3600)  # then runs on, until cancelled
+
+    async def scenario() -> None:
+        task = asyncio.create_task(supervise(part, status))
+        while len(runs) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.ERROR, logger="gateway.supervise"):
+        asyncio.run(scenario())
+    assert seen == [("running", 2, "disk_full")]  # restarted twice; the cause kept for health
+    assert status.last_error == "OSError: [Errno 28] No space left on device"
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [f"event=task_failed task=poller:tcp:127.0.0.1:5020 cause=disk_full error="
+                     f"'OSError: [Errno 28] No space left on device' restart_in={d:g}"
+                     for d in (0.01, 0.02)]
+    assert all(r.exc_info for r in caplog.records)  # with its traceback

@@ -30,7 +30,7 @@ from anomaly.batch import Batch, Quality
 from gateway.config import Point, SpoolSection
 from gateway.historian import EmbeddedHistorian
 from gateway.sinks import drain
-from gateway.spool import HEADER, PointList, Spool, SpoolError, payload_length
+from gateway.spool import HEADER, ROW_BYTES, PointList, Spool, SpoolError, payload_length
 from gateway.status import SinkStatus, SpoolStatus
 
 TESTS = Path(__file__).parent
@@ -174,18 +174,46 @@ def file_size_limit(limit: int) -> Iterator[None]:
         signal.signal(signal.SIGXFSZ, old_handler)
 
 
-def test_a_failed_write_leaves_no_partial_record(open_spool, tmp_path) -> None:
+def test_a_refused_write_is_held_then_written_in_order_leaving_no_partial_record(
+        open_spool, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("gateway.spool.RETRY_INTERVAL", 0.0)
     spool = open_spool()
     first = spool.append(seq_batch(0, 1000))
     (segment,) = (tmp_path / "spool").glob("*.seg")
-    with file_size_limit(segment.stat().st_size + 20_000), pytest.raises(OSError):
-        spool.append(seq_batch(1, 1000))  # ~33 kB: only part of it fits
-    assert spool.append(seq_batch(1, 1000)) == first + 1
+    with file_size_limit(segment.stat().st_size + 20_000):
+        assert spool.append(seq_batch(1, 1000)) is None  # ~33 kB: only part of it fits
+        assert spool.append(seq_batch(2, 1000)) is None  # behind it, in order
+        assert (spool.status.held_readings, spool.status.cause) == (2000, "disk_full")
+    assert spool.append(seq_batch(3, 1000)) == first + 3
+    assert (spool.status.held_readings, spool.status.cause) == (0, None)
     spool.close()
     entries = read_all(open_spool())
-    assert [s for s, _ in entries] == [first, first + 1]
+    assert [s for s, _ in entries] == [first, first + 1, first + 2, first + 3]
     for i, (_, batch) in enumerate(entries):
         assert_batches_equal(batch, seq_batch(i, 1000))
+    assert spool.status.readings_lost_total == 0
+
+
+def test_held_readings_beyond_the_memory_bound_are_counted_and_logged(
+        open_spool, tmp_path, monkeypatch, caplog) -> None:
+    """Nothing is lost silently: not when memory fills too, nor at a shutdown that cannot
+    write what is held."""
+    monkeypatch.setattr("gateway.spool.HOLD_BYTES", 3 * 50 * ROW_BYTES)
+    spool = open_spool()
+    spool.append(seq_batch(0))
+    (segment,) = (tmp_path / "spool").glob("*.seg")
+    with file_size_limit(segment.stat().st_size), caplog.at_level(logging.ERROR):
+        for seq in range(1, 6):
+            assert spool.append(seq_batch(seq)) is None
+        assert (spool.status.held_readings, spool.status.readings_lost_total) == (150, 100)
+        spool.close()
+    assert spool.status.readings_lost_total == 250
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("event=spool_write_failed cause=disk_full") for line in lines)
+    assert any(line.startswith("event=spool_drop reason=disk_full readings=50 ")
+               for line in lines)
+    assert any("event=spool_drop reason=disk_full readings=150: still held" in line
+               for line in lines)
 
 
 # --- point lists ---------------------------------------------------------------------------

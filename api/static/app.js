@@ -505,7 +505,9 @@ async function start() {
   await Promise.all([loadAlarms(), pollLatest(), pollKpis()]);
   renderAlarms();  // an empty list says so
   state.timers.push(setInterval(pollLatest, LIVE_POLL_MS), setInterval(pollKpis, KPI_POLL_MS));
-  const health = await fetch(`${API}/health`).then((r) => r.json()).catch(() => ({}));
+  // Public, health says only ok/degraded/down: the site's name comes with a token.
+  const health = await fetch(`${API}/health`, { headers: { Authorization: `Bearer ${state.token}` } })
+    .then((r) => r.json()).catch(() => ({}));
   $("#site").textContent = health.site ? `— ${health.site}` : "";
 }
 
