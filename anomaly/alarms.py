@@ -18,6 +18,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from anomaly.figures import significant
 from anomaly.points import PointTable
 
 Scope = Literal["tag", "zone", "device"]
@@ -203,8 +204,10 @@ class AlarmGate:
         limit = None if f.limit is None else _number(f.limit[i])
         details = {k: v for k, a in f.details.items() if (v := _number(a[i])) is not None}
         alarm.value, alarm.limit, alarm.details = value, limit, details
-        alarm.message = f.message.format(subject=name, value=_fmt(value), limit=_fmt(limit),
-                                         unit=unit, **{k: _fmt(v) for k, v in details.items()})
+        text = f.message.format(subject=name, value=significant(value),
+                                limit=significant(limit), unit=unit,
+                                **{k: significant(v) for k, v in details.items()})
+        alarm.message = " ".join(text.split())  # a point without a unit leaves a gap
 
     def state(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -233,6 +236,3 @@ def _number(x: float) -> float | None:
     x = float(x)
     return round(x, 6) if np.isfinite(x) else None
 
-
-def _fmt(x: float | None) -> str:
-    return "?" if x is None else f"{x:.4g}"
