@@ -74,6 +74,7 @@ def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detec
     from anomaly.leak import Leak
     from anomaly.limits import Limits
     from anomaly.sensor import SensorFaults
+    from anomaly.tag_anomaly import TagAnomaly
 
     return [
         Limits(table, skip=claims(table)),  # grid points: `Grid` judges their bands
@@ -82,6 +83,7 @@ def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detec
         Drift(table),
         Comms(table),
         Leak(table, settings),
+        TagAnomaly(table, settings),
         *_zone_score(table, settings),  # last: `anomaly` defers to the specific kinds
     ]
 
@@ -134,7 +136,8 @@ class Engine:
         for tick in ticks:
             findings = [f for d in self.detectors for f in d.update(tick)
                         if f.kind not in disabled]
-            events += self.gate.update(tick.end_ns, self._unexplained(findings))
+            events += self.gate.update(tick.end_ns,
+                                       self._unexplained_tags(self._unexplained(findings)))
         self.ticks_total += len(ticks)
         return events
 
@@ -167,6 +170,44 @@ class Engine:
         for i in catchall:
             out[i] = replace(out[i], active=out[i].active & ~self._explained)
         return out
+
+    def _unexplained_tags(self, findings: list[Finding]) -> list[Finding]:
+        """A tag's `anomaly` does not hold while another kind's condition or alarm is on
+        that tag, its zone or its device: that one says more (a spike, a leak, a sag)."""
+        catchall = [i for i, f in enumerate(findings) if f.kind == "anomaly"
+                    and f.scope == "tag" and f.active.any()]
+        if not catchall:
+            return findings
+        t = self.table
+        tag = np.zeros(len(t), dtype=bool)
+        # one more zone and device, never set: what index -1 (none) finds
+        zone = np.zeros(len(t.zones) + 1, dtype=bool)
+        device = np.zeros(len(t.devices) + 1, dtype=bool)
+        for f in findings:
+            if f.kind != "anomaly" and f.active.any():
+                {"tag": tag, "zone": zone, "device": device}[f.scope][:len(f.active)] |= \
+                    f.active
+        for a in self.gate.open.values():
+            if a.kind != "anomaly":
+                tag[[self._tag_index[x] for x in a.tags if x in self._tag_index]] = True
+                if a.tag is None and a.zone in self._zone_index:
+                    zone[self._zone_index[a.zone]] = True
+        tag |= zone[t.zone_of]
+        tag |= device[t.device_of]
+        if not tag.any():
+            return findings
+        out = list(findings)
+        for i in catchall:
+            out[i] = replace(out[i], active=out[i].active & ~tag)
+        return out
+
+    @functools.cached_property
+    def _tag_index(self) -> dict[str, int]:
+        return {x: i for i, x in enumerate(self.table.tags)}
+
+    @functools.cached_property
+    def _zone_index(self) -> dict[str, int]:
+        return {z: i for i, z in enumerate(self.table.zones)}
 
     @functools.cached_property
     def _device_zone(self) -> np.ndarray:

@@ -1,0 +1,280 @@
+"""`anomaly` (tag scope): a point's readings unlike its own learned behaviour.
+
+The physics detectors judge the points they understand (a zone's water balance, a feeder's
+voltage band, a meter's limits). A utility has many more: motor currents, bearing
+temperatures, vibration, chlorine, turbidity, cabinet temperatures, sampled every second or
+every hour. This detector judges every point (status and 0/1 points aside) against its own
+history, all tags of a tick at once, at any tick from 1 s to 1 h, and tells what changed:
+"level up 12 % from its usual 41.2 degC", "level down 3.1 bar from its usual 5.2 bar at this
+time of day", "4.2 times its usual rate of swings beyond 0.31 A".
+
+Per tag, on each tick's mean x:
+- the usual value: the recent level (an EWMA over `MEMORY` ticks, a plain mean at first),
+  plus, where the tag has one, its daily profile: per slot of the day (`SLOT_S`, at least a
+  tick), the EWMA of x minus the level over `PROFILE_DAYS_MEMORY` days. A slot's profile is
+  used once it has learned `PROFILE_DAYS` days and the profile explains the tag better than
+  its level alone (its mean absolute residual below `PROFILE_GAIN` of the level's);
+- the residual r = x - usual, and its scale: the mean absolute residual of normal ticks;
+- three statistics: |r| of the tick (a jump, an outlier), |m| with m the EWMA of r over
+  `SHORT` ticks (a level shift; its own scale, learned the same way, holds the tag's
+  autocorrelation), and the swing surprise: swings are steps (or a tick's range, with many
+  readings per tick) beyond `SWING` times the usual, counted over `SWING_WINDOW` ticks, and
+  the surprise is -log of the Poisson tail of that count at the tag's usual rate of swings
+  (Chernoff's bound): variance changes and rising spike density;
+- each statistic has a threshold: a floor (`R_MIN` and `M_MIN` scales, `SURPRISE_MIN`) or
+  `MARGIN` times the second largest value the tag has shown (fading over `PEAK_DAYS`),
+  whichever is higher: what a tag did once may be the anomaly, what it did twice is its
+  behaviour. Normal ticks teach their values as they come, a condition its largest once
+  when it ends (not while it lasts: it would raise its own threshold). Extremes are kept in
+  the tag's unit, so they keep their meaning while the scale moves.
+The condition starts when any statistic passes its threshold and ends once all have stayed
+below `LEAVE` of theirs for `HOLD` ticks. While it lasts the level and profile go on
+learning at `ACTIVE_RATE` of their pace, so a lasting change becomes the new normal (and the
+alarm clears), and the scales not at all (an anomaly must not widen its own tolerance).
+
+Warm-up counts readings and ticks: a tag is judged once it has `WARM_READINGS` readings over
+`WARM_TICKS` ticks: minutes at 1 Hz, a day at 15 minutes, four at 1 hour; its daily profile
+needs `PROFILE_DAYS` days more.
+
+The engine raises a tag's `anomaly` only while no other kind's condition or alarm is on the
+tag, its zone or its device (`Engine._unexplained_tags`): a spike, a stuck value, a leak or
+a sag says more.
+
+Tuning and evaluation (bench/nab.py, bench/skab.py): the constants were set looking at NAB's
+categories artificialNoAnomaly, artificialWithAnomaly, realAWSCloudwatch and realTraffic, at
+SKAB's anomaly-free run and valve1 experiments 0-3, and at the simulator's tuning seeds 1-3;
+NAB's realAdExchange, realKnownCause and realTweets, SKAB's other experiments and the
+simulator's seeds >= 100 only evaluate.
+
+>>> import numpy as np
+>>> from anomaly.points import PointInfo, PointTable
+>>> from anomaly.ticks import Tick
+>>> d = TagAnomaly(PointTable([PointInfo("pump.bearing", "temperature", "degC")]),
+...                interval=60.0)
+>>> rng = np.random.default_rng(1)
+>>> def tick(i, v):
+...     a, s = np.array([v]), 60 * 10**9
+...     return Tick(i * s, (i + 1) * s, np.array([1]), a, a, a, a, np.array([i * s]),
+...                 np.array([0]))
+>>> normal = 41.2 + rng.normal(0, 0.2, 300)
+>>> [i for i in range(300) if d.update(tick(i, normal[i]))[0].active.any()]
+[]
+>>> hot = 45.0 + rng.normal(0, 0.2, 20)  # the bearing runs 3.8 degC hotter
+>>> first = next(i for i in range(20) if d.update(tick(300 + i, hot[i]))[0].active.any())
+>>> first, d.message_of(0)
+(0, '{subject}: level up {value} {unit} from its usual {limit} {unit}')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from anomaly.alarms import Finding
+from anomaly.points import PointTable
+from anomaly.ticks import Tick
+
+MEMORY = 288.0  # ticks: the level's and the scales' memory (a day at 5 minutes)
+SHORT = 6.0  # ticks: span of the recent level's EWMA
+WARM_READINGS = 100  # readings before a tag is judged ...
+WARM_TICKS = 20  # ... in at least this many ticks
+SLOT_S = 1800.0  # seconds of a daily profile's slot (a tick at least)
+PROFILE_DAYS = 3.0  # days a slot learns before the profile is used ...
+PROFILE_GAIN = 0.8  # ... and then only where it explains the tag this much better
+PROFILE_DAYS_MEMORY = 7.0  # days: the profile follows a change of the daily pattern
+R_MIN = 5.0  # scales: a single tick this far out, however calm the tag has been
+M_MIN = 4.0  # scales of the recent level's own spread
+SWING = 2.0  # times the usual step (or tick range): a swing
+SWING_WINDOW = 24.0  # ticks over which swings are counted
+SURPRISE_MIN = 12.0  # -log P of so many swings at the usual rate (P ~ 6e-6)
+MARGIN = 1.15  # times the second largest value the tag has shown
+PEAK_DAYS = 30.0  # a learned extreme fades with this time constant
+LEAVE = 0.7  # of each threshold: the condition ends below it ...
+HOLD = 6  # ... for this many ticks
+ACTIVE_RATE = 0.1  # of the level's and profile's pace while in the condition
+PERCENT_SCALES = 10.0  # a usual value this many scales from 0 is a base for percentages
+PERCENT_MIN = 1.0  # %: a smaller change is told in the tag's unit
+ABSOLUTE_KINDS = ("temperature",)  # kinds whose 0 is no base for percentages
+SIGMA = 1.2533  # mean absolute deviation -> standard deviation (Gaussian)
+
+JUMP, SHIFT, SWINGS = 0, 1, 2  # the statistics
+_LEVEL = "{{subject}}: level {way} {{value}} {unit} from its usual {{limit}} {{unit}}{when}"
+MESSAGES = (*(_LEVEL.format(way=way, unit=unit, when=when)
+              for when in ("", " at this time of day")
+              for unit in ("%", "{unit}")
+              for way in ("up", "down")),
+            "{subject}: {value} times its usual rate of swings beyond {limit} {unit}")
+
+
+class TagAnomaly:
+    """Every tag's level, daily profile and swings against what it has shown before."""
+
+    name = "tag_anomaly"
+
+    def __init__(self, table: PointTable, settings: object | None = None, *,
+                 interval: float | None = None) -> None:
+        interval = float(interval if interval is not None
+                         else getattr(settings, "interval", 60.0))
+        n = len(table)
+        self.eligible = ~table.of_kind("status")
+        self.absolute = table.of_kind(*ABSOLUTE_KINDS)
+        self.slots = max(1, round(86400.0 / max(SLOT_S, interval)))
+        self.slot_ns = 86400 * 10**9 // self.slots
+        self.ticks_per_slot = max(1.0, self.slot_ns / 1e9 / interval)
+        self.peak_decay = np.exp(-interval / (PEAK_DAYS * 86400.0))
+        self.floors = np.array([[R_MIN], [M_MIN], [SURPRISE_MIN]])
+        self.ticks = np.zeros(n)  # ticks with a reading
+        self.readings = np.zeros(n)
+        self.binary = np.ones(n, dtype=bool)  # every value so far was 0 or 1
+        self.res = np.full(n, np.inf)  # smallest nonzero step: the resolution
+        self.prev = np.full(n, np.nan)
+        self.level = np.full(n, np.nan)
+        self.dev = np.full(n, np.nan)  # mean |x - level|
+        self.shape = np.zeros((self.slots, n))  # per slot of the day: mean x - level
+        self.shape_n = np.zeros((self.slots, n))  # ... and the ticks it learned
+        self.dev_p = np.full(n, np.nan)  # mean |x - level - shape|
+        self.recent = np.zeros(n)  # EWMA of the residual over SHORT ticks
+        self.dev_m = np.full(n, np.nan)  # its mean absolute value
+        self.rough = np.full(n, np.nan)  # mean step (or tick range)
+        self.swing_rate = np.full(n, np.nan)  # swings per tick
+        self.swings = np.zeros(n)  # swings over the last SWING_WINDOW ticks (EWMA count)
+        self.peak = np.zeros((2, 3, n))  # largest, second largest of each statistic
+        self.episode = np.zeros((3, n))  # the largest of each in the current condition
+        self.active = np.zeros(n, dtype=bool)
+        self.quiet = np.zeros(n)  # ticks since a statistic was last above its threshold
+        self.code = np.zeros(n, dtype=np.int64)  # MESSAGES[code] tells the condition
+        self.value = np.full(n, np.nan)
+        self.usual = np.full(n, np.nan)
+
+    def message_of(self, tag: int) -> str:
+        return MESSAGES[int(self.code[tag])]
+
+    def update(self, tick: Tick) -> list[Finding]:
+        # NaN stands for "no value yet" throughout: its warnings are noise.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._update(tick)
+
+    def _update(self, tick: Tick) -> list[Finding]:
+        good = tick.count > 0
+        x = np.where(good, tick.mean, np.nan)
+        self.binary &= ~good | (x == 0.0) | (x == 1.0)
+        step = np.abs(x - self.prev)
+        self.res = np.where((step > 1e-12 * np.abs(x)) & (step < self.res), step, self.res)
+        rough = np.where(tick.count >= 3, tick.max - tick.min, step)
+        slot = int(tick.start_ns // self.slot_ns % self.slots)
+        shape, shape_n = self.shape[slot], self.shape_n[slot]
+        floor = np.where(np.isfinite(self.res), 0.5 * self.res, 0.0) + 1e-12 * np.abs(x)
+
+        # --- judge this tick against what the tag learned before it
+        r_level = x - self.level
+        r_prof = r_level - shape
+        profiled = ((shape_n >= PROFILE_DAYS * self.ticks_per_slot)
+                    & (self.dev_p < PROFILE_GAIN * self.dev))
+        usual = np.where(profiled, self.level + shape, self.level)
+        r = np.where(profiled, r_prof, r_level)
+        scale = SIGMA * np.maximum(np.where(profiled, self.dev_p, self.dev), floor)
+        recent = np.where(good, self.recent + (2.0 / (SHORT + 1.0)) * (r - self.recent),
+                          self.recent)
+        has_rough = good & np.isfinite(rough)
+        swing_size = SWING * np.maximum(self.rough, floor)
+        swing = has_rough & (rough > swing_size)
+        swings = np.where(has_rough, self.swings * (1.0 - 1.0 / SWING_WINDOW) + swing,
+                          self.swings)
+        expected = np.maximum(self.swing_rate, 1.0 / MEMORY) * SWING_WINDOW
+        often = swings / expected
+        surprise = np.where(often > 1.0, expected - swings + swings * np.log(often), 0.0)
+        stats = np.abs(np.stack([r, recent, surprise]))
+        scales = np.stack([scale, SIGMA * np.maximum(self.dev_m, floor), np.ones_like(scale)])
+        limits = np.maximum(self.floors * scales, MARGIN * self.peak[1])
+        share = np.nan_to_num(stats / limits)
+        warm = ((self.readings >= WARM_READINGS) & (self.ticks >= WARM_TICKS) & self.eligible
+                & ~self.binary)
+        judged = good & warm
+        over = (share > 1.0).any(axis=0) & judged
+        self.quiet = np.where(over, 0.0, self.quiet + good)
+        before = self.active
+        leave = (share < LEAVE).all(axis=0) & (self.quiet >= HOLD)
+        self.active = np.where(judged, np.where(before, ~leave, over), before & warm)
+        fresh = self.active & ~before
+        if fresh.any():
+            self._describe(fresh, np.argmax(share, axis=0), x, usual, recent, scale, often,
+                           swing_size, profiled)
+
+        # --- learn
+        first = good & np.isnan(self.level)
+        later = good & ~first
+        pace = np.where(self.active, ACTIVE_RATE, 1.0)
+        alpha = np.maximum(1.0 / (self.ticks + 1.0), 1.0 / MEMORY)
+        normal = alpha * (later & ~self.active)
+        self.level = np.where(first, x, self.level + alpha * pace * good * np.nan_to_num(r_level))
+        a_slot = np.maximum(1.0 / (shape_n + 1.0),
+                            1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
+        shape += a_slot * np.nan_to_num(r_level - shape)
+        shape_n += later
+        self.dev = _learn(self.dev, np.abs(r_level), normal, first)
+        self.dev_p = _learn(self.dev_p, np.abs(r_prof), normal, first)
+        self.dev_m = _learn(self.dev_m, np.abs(recent), normal, first)
+        self.recent = np.where(first, 0.0, recent)
+        self.swings = swings
+        calm = alpha * (has_rough & ~self.active)
+        starts = has_rough & np.isnan(self.rough)
+        self.rough = np.where(starts, rough, self.rough + calm * np.nan_to_num(rough - self.rough))
+        self.swing_rate = np.where(starts, 0.0, self.swing_rate
+                                   + calm * np.nan_to_num(swing - self.swing_rate))
+        self._learn_extremes(np.where(judged, np.nan_to_num(stats), 0.0), before)
+        self.ticks += good
+        self.readings += tick.count
+        self.prev = np.where(good, x, self.prev)
+        return self._findings(good)
+
+    def _describe(self, fresh: np.ndarray, which: np.ndarray, x: np.ndarray,
+                  usual: np.ndarray, recent: np.ndarray, scale: np.ndarray, often: np.ndarray,
+                  swing_size: np.ndarray, profiled: np.ndarray) -> None:
+        """What the conditions starting now say: the statistic over its threshold by the
+        most, as a level against the usual one (in % where that is a base), or swings."""
+        now = np.where(which == JUMP, x, usual + recent)
+        change = np.abs(now - usual)
+        relative = 100.0 * change / np.abs(usual)
+        percent = (~self.absolute & (np.abs(usual) >= PERCENT_SCALES * scale)
+                   & (relative >= PERCENT_MIN))
+        code = (np.where(now >= usual, 0, 1) + np.where(percent, 0, 2)
+                + np.where(profiled, 4, 0))
+        swinging = which == SWINGS
+        self.code = np.where(fresh, np.where(swinging, len(MESSAGES) - 1, code), self.code)
+        self.value = np.where(fresh, np.where(swinging, often,
+                                              np.where(percent, relative, change)), self.value)
+        self.usual = np.where(fresh, np.where(swinging, swing_size, usual), self.usual)
+
+    def _learn_extremes(self, seen: np.ndarray, before: np.ndarray) -> None:
+        """Normal ticks teach their statistics as they come; a condition its largest once,
+        when it ends."""
+        episode = self.episode
+        self.episode = np.where(self.active, np.maximum(episode, seen), 0.0)
+        ended = before & ~self.active
+        new = np.where(self.active, 0.0, np.where(ended, np.maximum(seen, episode), seen))
+        top = self.peak[0] * self.peak_decay
+        second = self.peak[1] * self.peak_decay
+        self.peak = np.stack([np.maximum(top, new), np.maximum(second, np.minimum(top, new))])
+
+    def _findings(self, good: np.ndarray) -> list[Finding]:
+        """One finding per message, each knowing only its own tags (the others hold)."""
+        return [Finding("anomaly", "tag", self.active & mine, known=good & mine,
+                        value=self.value, limit=self.usual, message=MESSAGES[code])
+                for code in np.unique(self.code).tolist() for mine in [self.code == code]]
+
+    _STATE = ("ticks", "readings", "binary", "res", "prev", "level", "dev", "shape", "shape_n",
+              "dev_p", "recent", "dev_m", "rough", "swing_rate", "swings", "peak", "episode",
+              "active", "quiet", "code", "value", "usual")
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self._STATE}
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        for name in self._STATE:
+            setattr(self, name, state[name].copy())
+
+
+def _learn(mean: np.ndarray, x: np.ndarray, alpha: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """mean + alpha (x - mean) where alpha > 0; 0 where the tag reads for the first time."""
+    return np.where(first, 0.0, mean + alpha * np.nan_to_num(x - mean))
