@@ -15,7 +15,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -80,14 +80,25 @@ def naive_utc_ns(stamps: Sequence[str]) -> np.ndarray:
     return np.array(stamps, dtype="datetime64[ns]").astype(np.int64)
 
 
-def site_text(name: str, points: Sequence[PointSpec], data_dir: Path) -> str:
+def site_text(name: str, points: Sequence[PointSpec], data_dir: Path,
+              anomaly: Mapping[str, object] | None = None) -> str:
+    """A site file of `points` (`anomaly`: its [anomaly] section's keys, JSON-typed)."""
     lines = ["[site]", f"name = {json.dumps(name)}", f"data_dir = {json.dumps(str(data_dir))}"]
+    if anomaly:
+        lines += ["", "[anomaly]", *(f"{k} = {_toml(v)}" for k, v in anomaly.items())]
     for p in points:
         lines += ["", "[[points]]", f"tag = {json.dumps(p.tag)}", f"kind = {json.dumps(p.kind)}",
                   f"unit = {json.dumps(p.unit)}"]
         if p.zone:
             lines.append(f"zone = {json.dumps(p.zone)}")
     return "\n".join(lines) + "\n"
+
+
+def _toml(value: object) -> str:
+    """A TOML value: JSON's form for strings, numbers and lists; inline tables for dicts."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
 
 
 def readings_text(series: Series) -> str:
@@ -98,14 +109,15 @@ def readings_text(series: Series) -> str:
 
 
 def replay(name: str, points: Sequence[PointSpec], series: Series,
-           workdir: Path | None = None) -> list[Raised]:
-    """Alarms of `scadawatch replay` over `series` on a site of `points` (one per column)."""
+           anomaly: Mapping[str, object] | None = None) -> list[Raised]:
+    """Alarms of `scadawatch replay` over `series` on a site of `points` (one per column),
+    its [anomaly] section `anomaly`."""
     from scadawatch.cli import main as cli
 
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         site, readings, out = folder / "site.toml", folder / "readings.csv", folder / "out.jsonl"
-        site.write_text(site_text(name, points, folder / "data"), encoding="utf-8")
+        site.write_text(site_text(name, points, folder / "data", anomaly), encoding="utf-8")
         readings.write_text(readings_text(series), encoding="utf-8")
         with contextlib.redirect_stdout(io.StringIO()) as said, \
                 contextlib.redirect_stderr(said):
