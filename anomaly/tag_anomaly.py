@@ -10,10 +10,12 @@ time of day", "4.2 times its usual rate of swings beyond 0.31 A".
 
 Per tag, on each tick's mean x:
 - the usual value: the recent level (an EWMA over `MEMORY` ticks, a plain mean at first),
-  plus, where the tag has one, its daily profile: per slot of the day (`SLOT_S`, at least a
-  tick), the EWMA of x minus the level over `PROFILE_DAYS_MEMORY` days. A slot's profile is
-  used once it has learned `PROFILE_DAYS` days and the profile explains the tag better than
-  its level alone (its mean absolute residual below `PROFILE_GAIN` of the level's);
+  plus, where the tag has one, its daily profile: per day type (weekday, weekend; UTC) and
+  slot of the day (`SLOT_S`, at least a tick), the EWMA of x minus the level over
+  `PROFILE_DAYS_MEMORY` days. A slot's profile is used once it has learned `PROFILE_DAYS`
+  days of its type and the profile explains the tag better than its level alone (its mean
+  absolute residual below `PROFILE_GAIN` of the level's): until then (the first weekends)
+  the level alone, with its wider spread, judges;
 - the residual r = x - usual, and its scale: the mean absolute residual of normal ticks;
 - three statistics: |r| of the tick (a jump, an outlier), |m| with m the EWMA of r over
   `SHORT` ticks (a level shift; its own scale, learned the same way, holds the tag's
@@ -21,7 +23,8 @@ Per tag, on each tick's mean x:
   readings per tick) beyond `SWING` times the usual, counted over `SWING_WINDOW` ticks, and
   the surprise is -log of the Poisson tail of that count at the tag's usual rate of swings
   (Chernoff's bound): variance changes and rising spike density;
-- each statistic has a threshold: a floor (`R_MIN` and `M_MIN` scales, `SURPRISE_MIN`) or
+- each statistic has a threshold: a floor (`R_MIN` and `M_MIN` scales, `SURPRISE_MIN`; and
+  for a point with limits, `SPAN_MIN` of its lo-hi span, a transducer's accuracy) or
   `MARGIN` times the second largest value the tag has shown (fading over `PEAK_DAYS`),
   whichever is higher: what a tag did once may be the anomaly, what it did twice is its
   behaviour. Normal ticks teach their values as they come, a condition its largest once
@@ -32,9 +35,11 @@ below `LEAVE` of theirs for `HOLD` ticks. While it lasts the level and profile g
 learning at `ACTIVE_RATE` of their pace, so a lasting change becomes the new normal (and the
 alarm clears), and the scales not at all (an anomaly must not widen its own tolerance).
 
-Warm-up counts readings and ticks: a tag is judged once it has `WARM_READINGS` readings over
-`WARM_TICKS` ticks: minutes at 1 Hz, a day at 15 minutes, four at 1 hour; its daily profile
-needs `PROFILE_DAYS` days more.
+Warm-up counts readings and time: a tag is judged once it has `WARM_READINGS` readings in
+`WARM_TICKS` ticks, over `WARM_SPAN` ticks' time or `WARM_DAYS` if that is less: 200 s on
+1-second ticks, 3 h 20 min on 1-minute ones, 2 days at 15 minutes (a daily cycle seen twice),
+4 days at 1 hour; its daily profile needs `PROFILE_DAYS` days of each day type. The extremes
+learn during the warm-up too: what the tag shows then is its behaviour.
 
 The engine raises a tag's `anomaly` only while no other kind's condition or alarm is on the
 tag, its zone or its device (`Engine._unexplained_tags`): a spike, a stuck value, a leak or
@@ -78,7 +83,9 @@ from anomaly.ticks import Tick
 MEMORY = 288.0  # ticks: the level's and the scales' memory (a day at 5 minutes)
 SHORT = 6.0  # ticks: span of the recent level's EWMA
 WARM_READINGS = 100  # readings before a tag is judged ...
-WARM_TICKS = 20  # ... in at least this many ticks
+WARM_TICKS = 20  # ... in at least this many ticks ...
+WARM_SPAN = 200  # ... over the time of this many ticks ...
+WARM_DAYS = 2.0  # ... or of this many days, if shorter (a daily cycle seen twice)
 SLOT_S = 1800.0  # seconds of a daily profile's slot (a tick at least)
 PROFILE_DAYS = 3.0  # days a slot learns before the profile is used ...
 PROFILE_GAIN = 0.8  # ... and then only where it explains the tag this much better
@@ -92,11 +99,15 @@ MARGIN = 1.15  # times the second largest value the tag has shown
 PEAK_DAYS = 30.0  # a learned extreme fades with this time constant
 LEAVE = 0.7  # of each threshold: the condition ends below it ...
 HOLD = 6  # ... for this many ticks
+SPAN_MIN = 0.01  # of the point's lo-hi span: a smaller change is within its accuracy
+PEERS_MIN = 3  # judged points of a kind and unit whose common move is taken out
 ACTIVE_RATE = 0.1  # of the level's and profile's pace while in the condition
 PERCENT_SCALES = 10.0  # a usual value this many scales from 0 is a base for percentages
 PERCENT_MIN = 1.0  # %: a smaller change is told in the tag's unit
 ABSOLUTE_KINDS = ("temperature",)  # kinds whose 0 is no base for percentages
 SIGMA = 1.2533  # mean absolute deviation -> standard deviation (Gaussian)
+DAY_NS = 86400 * 10**9
+THURSDAY = 3  # 1970-01-01, day 0, was a Thursday: (day + 3) % 7 counts from Monday
 
 JUMP, SHIFT, SWINGS = 0, 1, 2  # the statistics
 _LEVEL = "{{subject}}: level {way} {{value}} {unit} from its usual {{limit}} {{unit}}{when}"
@@ -124,6 +135,25 @@ class TagAnomaly:
         self.ticks_per_slot = max(1.0, self.slot_ns / 1e9 / interval)
         self.peak_decay = np.exp(-interval / (PEAK_DAYS * 86400.0))
         self.floors = np.array([[R_MIN], [M_MIN], [SURPRISE_MIN]])
+        with np.errstate(invalid="ignore"):
+            span = np.nan_to_num(table.hi - table.lo)
+        self.span_floor = np.stack([SPAN_MIN * span, SPAN_MIN * span, np.zeros(n)])
+        # Peer groups (kind and unit) of PEERS_MIN points or more: a row of point indices
+        # each, padded with n (a NaN); peer_of: each point's row (the last, none, for others).
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, (kind, unit) in enumerate(zip(table.kind.tolist(), table.units, strict=True)):
+            groups.setdefault((kind, unit), []).append(i)
+        rows = [g for g in groups.values() if len(g) >= PEERS_MIN]
+        self.peer_of = np.full(n, len(rows), dtype=np.int64)
+        self.peer_index = None
+        if rows:
+            width = max(map(len, rows))
+            self.peer_index = np.full((len(rows), width), n, dtype=np.int64)
+            for k, g in enumerate(rows):
+                self.peer_index[k, :len(g)] = g
+                self.peer_of[g] = k
+        self.warm_ns = int(min(WARM_SPAN * interval, WARM_DAYS * 86400.0) * 1e9)
+        self.first_ns = np.full(n, -1, dtype=np.int64)  # start of the first tick with a reading
         self.ticks = np.zeros(n)  # ticks with a reading
         self.readings = np.zeros(n)
         self.binary = np.ones(n, dtype=bool)  # every value so far was 0 or 1
@@ -131,8 +161,10 @@ class TagAnomaly:
         self.prev = np.full(n, np.nan)
         self.level = np.full(n, np.nan)
         self.dev = np.full(n, np.nan)  # mean |x - level|
-        self.shape = np.zeros((self.slots, n))  # per slot of the day: mean x - level
-        self.shape_n = np.zeros((self.slots, n))  # ... and the ticks it learned
+        # per day type (weekday, weekend) and slot of the day: mean x - level, and the ticks
+        # it learned; a slot row per (type, slot), so a tick's is one contiguous row
+        self.shape = np.zeros((2 * self.slots, n))
+        self.shape_n = np.zeros((2 * self.slots, n))
         self.dev_p = np.full(n, np.nan)  # mean |x - level - shape|
         self.recent = np.zeros(n)  # EWMA of the residual over SHORT ticks
         self.dev_m = np.full(n, np.nan)  # its mean absolute value
@@ -162,7 +194,9 @@ class TagAnomaly:
         step = np.abs(x - self.prev)
         self.res = np.where((step > 1e-12 * np.abs(x)) & (step < self.res), step, self.res)
         rough = np.where(tick.count >= 3, tick.max - tick.min, step)
-        slot = int(tick.start_ns // self.slot_ns % self.slots)
+        day = tick.start_ns // DAY_NS
+        slot = int(day + THURSDAY) % 7 // 5 * self.slots + int(tick.start_ns // self.slot_ns
+                                                               % self.slots)
         shape, shape_n = self.shape[slot], self.shape_n[slot]
         floor = np.where(np.isfinite(self.res), 0.5 * self.res, 0.0) + 1e-12 * np.abs(x)
 
@@ -184,13 +218,18 @@ class TagAnomaly:
         expected = np.maximum(self.swing_rate, 1.0 / MEMORY) * SWING_WINDOW
         often = swings / expected
         surprise = np.where(often > 1.0, expected - swings + swings * np.log(often), 0.0)
-        stats = np.abs(np.stack([r, recent, surprise]))
-        scales = np.stack([scale, SIGMA * np.maximum(self.dev_m, floor), np.ones_like(scale)])
-        limits = np.maximum(self.floors * scales, MARGIN * self.peak[1])
-        share = np.nan_to_num(stats / limits)
+        self.first_ns = np.where(good & (self.first_ns < 0), tick.start_ns, self.first_ns)
         warm = ((self.readings >= WARM_READINGS) & (self.ticks >= WARM_TICKS) & self.eligible
-                & ~self.binary)
+                & ~self.binary & (tick.end_ns - self.first_ns >= self.warm_ns)
+                & (self.first_ns >= 0))
         judged = good & warm
+        scale_m = SIGMA * np.maximum(self.dev_m, floor)
+        jump, shift = self._own(r, scale, judged), self._own(recent, scale_m, judged)
+        stats = np.abs(np.stack([jump, shift, surprise]))
+        scales = np.stack([scale, scale_m, np.ones_like(scale)])
+        limits = np.maximum(np.maximum(self.floors * scales, self.span_floor),
+                            MARGIN * self.peak[1])
+        share = np.nan_to_num(stats / limits)
         over = (share > 1.0).any(axis=0) & judged
         self.quiet = np.where(over, 0.0, self.quiet + good)
         before = self.active
@@ -222,11 +261,22 @@ class TagAnomaly:
         self.rough = np.where(starts, rough, self.rough + calm * np.nan_to_num(rough - self.rough))
         self.swing_rate = np.where(starts, 0.0, self.swing_rate
                                    + calm * np.nan_to_num(swing - self.swing_rate))
-        self._learn_extremes(np.where(judged, np.nan_to_num(stats), 0.0), before)
+        self._learn_extremes(np.where(good & self.eligible, np.nan_to_num(stats), 0.0), before)
         self.ticks += good
         self.readings += tick.count
         self.prev = np.where(good, x, self.prev)
         return self._findings(good)
+
+    def _own(self, x: np.ndarray, scale: np.ndarray, judged: np.ndarray) -> np.ndarray:
+        """`x` less what the tag's peers (its kind and unit) show in common, in scales: the
+        whole network's pressures up on a Saturday morning, every feeder's load down on a
+        holiday is no anomaly of one tag (nor an alarm on each)."""
+        if self.peer_index is None:
+            return x
+        z = np.append(np.where(judged, x / scale, np.nan), np.nan)[self.peer_index]
+        common = np.where(np.count_nonzero(np.isfinite(z), axis=1) >= PEERS_MIN,
+                          np.nanmedian(z, axis=1), 0.0)
+        return x - np.append(common, 0.0)[self.peer_of] * scale
 
     def _describe(self, fresh: np.ndarray, which: np.ndarray, x: np.ndarray,
                   usual: np.ndarray, recent: np.ndarray, scale: np.ndarray, often: np.ndarray,
@@ -263,7 +313,8 @@ class TagAnomaly:
                         value=self.value, limit=self.usual, message=MESSAGES[code])
                 for code in np.unique(self.code).tolist() for mine in [self.code == code]]
 
-    _STATE = ("ticks", "readings", "binary", "res", "prev", "level", "dev", "shape", "shape_n",
+    _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "level", "dev", "shape",
+              "shape_n",
               "dev_p", "recent", "dev_m", "rough", "swing_rate", "swings", "peak", "episode",
               "active", "quiet", "code", "value", "usual")
 
