@@ -19,10 +19,11 @@ Per tag, on each tick's mean x:
 - the residual r = x - usual, and its scale: the mean absolute residual of normal ticks;
 - three statistics: |r| of the tick (a jump, an outlier), |m| with m the EWMA of r over
   `SHORT` ticks (a level shift; its own scale, learned the same way, holds the tag's
-  autocorrelation), and the swing surprise: swings are steps (or a tick's range, with many
-  readings per tick) beyond `SWING` times the usual, counted over `SWING_WINDOW` ticks, and
-  the surprise is -log of the Poisson tail of that count at the tag's usual rate of swings
-  (Chernoff's bound): variance changes and rising spike density;
+  autocorrelation), and the swing surprise: swings are steps of the residual (or a tick's
+  range, with many readings per tick) beyond `SWING` times the usual, counted over
+  `SWING_WINDOW` ticks, and the surprise is -log of the Poisson tail of that count at the
+  tag's usual rate of swings (Chernoff's bound): variance changes and rising spike density
+  (a rare swing makes the test strong: a meter turning five times noisier shows at once);
 - each statistic has a threshold: a floor (`R_MIN` and `M_MIN` scales, `SURPRISE_MIN`; and
   for a point with limits, `SPAN_MIN` of its lo-hi span, a transducer's accuracy) or
   `MARGIN` times the second largest value the tag has shown (fading over `PEAK_DAYS`),
@@ -36,10 +37,11 @@ learning at `ACTIVE_RATE` of their pace, so a lasting change becomes the new nor
 alarm clears), and the scales not at all (an anomaly must not widen its own tolerance).
 
 Warm-up counts readings and time: a tag is judged once it has `WARM_READINGS` readings in
-`WARM_TICKS` ticks, over `WARM_SPAN` ticks' time or `WARM_DAYS` if that is less: 200 s on
-1-second ticks, 3 h 20 min on 1-minute ones, 2 days at 15 minutes (a daily cycle seen twice),
-4 days at 1 hour; its daily profile needs `PROFILE_DAYS` days of each day type. The extremes
-learn during the warm-up too: what the tag shows then is its behaviour.
+`WARM_TICKS` ticks, and either `WARM_MANY` readings or `WARM_DAYS` days: 200 s on 1-second
+ticks, 20 min for a 1 Hz point in 1-minute ticks, 17 h at 5 minutes, 2 days at 15 minutes (a
+daily cycle seen twice), 4 days at 1 hour; its daily profile needs `PROFILE_DAYS` days of each
+day type. The extremes learn during the warm-up too: what the tag shows then is its
+behaviour.
 
 The engine raises a tag's `anomaly` only while no other kind's condition or alarm is on the
 tag, its zone or its device (`Engine._unexplained_tags`): a spike, a stuck value, a leak or
@@ -84,17 +86,17 @@ MEMORY = 288.0  # ticks: the level's and the scales' memory (a day at 5 minutes)
 SHORT = 6.0  # ticks: span of the recent level's EWMA
 WARM_READINGS = 100  # readings before a tag is judged ...
 WARM_TICKS = 20  # ... in at least this many ticks ...
-WARM_SPAN = 200  # ... over the time of this many ticks ...
-WARM_DAYS = 2.0  # ... or of this many days, if shorter (a daily cycle seen twice)
+WARM_MANY = 200  # ... and either this many readings ...
+WARM_DAYS = 2.0  # ... or this many days (a slow tag's daily cycle seen twice)
 SLOT_S = 1800.0  # seconds of a daily profile's slot (a tick at least)
 PROFILE_DAYS = 3.0  # days a slot learns before the profile is used ...
 PROFILE_GAIN = 0.8  # ... and then only where it explains the tag this much better
 PROFILE_DAYS_MEMORY = 7.0  # days: the profile follows a change of the daily pattern
 R_MIN = 5.0  # scales: a single tick this far out, however calm the tag has been
 M_MIN = 4.0  # scales of the recent level's own spread
-SWING = 2.0  # times the usual step (or tick range): a swing
-SWING_WINDOW = 24.0  # ticks over which swings are counted
-SURPRISE_MIN = 12.0  # -log P of so many swings at the usual rate (P ~ 6e-6)
+SWING = 3.0  # times the usual step (of the residual) or tick range: a swing
+SWING_WINDOW = 12.0  # ticks over which swings are counted
+SURPRISE_MIN = 6.0  # -log P of so many swings at the usual rate (P ~ 0.0025)
 MARGIN = 1.15  # times the second largest value the tag has shown
 PEAK_DAYS = 30.0  # a learned extreme fades with this time constant
 LEAVE = 0.7  # of each threshold: the condition ends below it ...
@@ -152,13 +154,13 @@ class TagAnomaly:
             for k, g in enumerate(rows):
                 self.peer_index[k, :len(g)] = g
                 self.peer_of[g] = k
-        self.warm_ns = int(min(WARM_SPAN * interval, WARM_DAYS * 86400.0) * 1e9)
         self.first_ns = np.full(n, -1, dtype=np.int64)  # start of the first tick with a reading
         self.ticks = np.zeros(n)  # ticks with a reading
         self.readings = np.zeros(n)
         self.binary = np.ones(n, dtype=bool)  # every value so far was 0 or 1
         self.res = np.full(n, np.inf)  # smallest nonzero step: the resolution
         self.prev = np.full(n, np.nan)
+        self.prev_r = np.full(n, np.nan)  # the last residual
         self.level = np.full(n, np.nan)
         self.dev = np.full(n, np.nan)  # mean |x - level|
         # per day type (weekday, weekend) and slot of the day: mean x - level, and the ticks
@@ -193,7 +195,6 @@ class TagAnomaly:
         self.binary &= ~good | (x == 0.0) | (x == 1.0)
         step = np.abs(x - self.prev)
         self.res = np.where((step > 1e-12 * np.abs(x)) & (step < self.res), step, self.res)
-        rough = np.where(tick.count >= 3, tick.max - tick.min, step)
         day = tick.start_ns // DAY_NS
         slot = int(day + THURSDAY) % 7 // 5 * self.slots + int(tick.start_ns // self.slot_ns
                                                                % self.slots)
@@ -210,6 +211,9 @@ class TagAnomaly:
         scale = SIGMA * np.maximum(np.where(profiled, self.dev_p, self.dev), floor)
         recent = np.where(good, self.recent + (2.0 / (SHORT + 1.0)) * (r - self.recent),
                           self.recent)
+        # how rough: the step of the residual (a daily ramp is no swing), or with many readings
+        # a tick's range
+        rough = np.where(tick.count >= 3, tick.max - tick.min, np.abs(r - self.prev_r))
         has_rough = good & np.isfinite(rough)
         swing_size = SWING * np.maximum(self.rough, floor)
         swing = has_rough & (rough > swing_size)
@@ -220,8 +224,9 @@ class TagAnomaly:
         surprise = np.where(often > 1.0, expected - swings + swings * np.log(often), 0.0)
         self.first_ns = np.where(good & (self.first_ns < 0), tick.start_ns, self.first_ns)
         warm = ((self.readings >= WARM_READINGS) & (self.ticks >= WARM_TICKS) & self.eligible
-                & ~self.binary & (tick.end_ns - self.first_ns >= self.warm_ns)
-                & (self.first_ns >= 0))
+                & ~self.binary & (self.first_ns >= 0)
+                & ((self.readings >= WARM_MANY)
+                   | (tick.end_ns - self.first_ns >= WARM_DAYS * DAY_NS)))
         judged = good & warm
         scale_m = SIGMA * np.maximum(self.dev_m, floor)
         jump, shift = self._own(r, scale, judged), self._own(recent, scale_m, judged)
@@ -237,8 +242,8 @@ class TagAnomaly:
         self.active = np.where(judged, np.where(before, ~leave, over), before & warm)
         fresh = self.active & ~before
         if fresh.any():
-            self._describe(fresh, np.argmax(share, axis=0), x, usual, recent, scale, often,
-                           swing_size, profiled)
+            self._describe(fresh, np.argmax(share, axis=0), share[JUMP] > 1.0, x, usual,
+                           recent, scale, often, swing_size, profiled)
 
         # --- learn
         first = good & np.isnan(self.level)
@@ -265,6 +270,7 @@ class TagAnomaly:
         self.ticks += good
         self.readings += tick.count
         self.prev = np.where(good, x, self.prev)
+        self.prev_r = np.where(good, r, self.prev_r)
         return self._findings(good)
 
     def _own(self, x: np.ndarray, scale: np.ndarray, judged: np.ndarray) -> np.ndarray:
@@ -274,16 +280,20 @@ class TagAnomaly:
         if self.peer_index is None:
             return x
         z = np.append(np.where(judged, x / scale, np.nan), np.nan)[self.peer_index]
-        common = np.where(np.count_nonzero(np.isfinite(z), axis=1) >= PEERS_MIN,
-                          np.nanmedian(z, axis=1), 0.0)
-        return x - np.append(common, 0.0)[self.peer_of] * scale
+        enough = np.count_nonzero(np.isfinite(z), axis=1) >= PEERS_MIN
+        common = np.zeros(len(z) + 1)  # the last: points of no group
+        if enough.any():
+            common[:-1][enough] = np.nanmedian(z[enough], axis=1)
+        return x - common[self.peer_of] * scale
 
-    def _describe(self, fresh: np.ndarray, which: np.ndarray, x: np.ndarray,
+    def _describe(self, fresh: np.ndarray, which: np.ndarray, jumped: np.ndarray,
+                  x: np.ndarray,
                   usual: np.ndarray, recent: np.ndarray, scale: np.ndarray, often: np.ndarray,
                   swing_size: np.ndarray, profiled: np.ndarray) -> None:
         """What the conditions starting now say: the statistic over its threshold by the
-        most, as a level against the usual one (in % where that is a base), or swings."""
-        now = np.where(which == JUMP, x, usual + recent)
+        most, as a level against the usual one (in % where that is a base: the tick's value
+        if it jumped, else the recent level), or swings."""
+        now = np.where(jumped, x, usual + recent)
         change = np.abs(now - usual)
         relative = 100.0 * change / np.abs(usual)
         percent = (~self.absolute & (np.abs(usual) >= PERCENT_SCALES * scale)
@@ -313,10 +323,9 @@ class TagAnomaly:
                         value=self.value, limit=self.usual, message=MESSAGES[code])
                 for code in np.unique(self.code).tolist() for mine in [self.code == code]]
 
-    _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "level", "dev", "shape",
-              "shape_n",
-              "dev_p", "recent", "dev_m", "rough", "swing_rate", "swings", "peak", "episode",
-              "active", "quiet", "code", "value", "usual")
+    _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "prev_r", "level",
+              "dev", "shape", "shape_n", "dev_p", "recent", "dev_m", "rough", "swing_rate",
+              "swings", "peak", "episode", "active", "quiet", "code", "value", "usual")
 
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self._STATE}
