@@ -156,7 +156,7 @@ class TagAnomaly:
                 self.peer_of[g] = k
         self.first_ns = np.full(n, -1, dtype=np.int64)  # start of the first tick with a reading
         self.ticks = np.zeros(n)  # ticks with a reading
-        self.readings = np.zeros(n)
+        self.readings = np.zeros(n, dtype=np.int64)
         self.binary = np.ones(n, dtype=bool)  # every value so far was 0 or 1
         self.res = np.full(n, np.inf)  # smallest nonzero step: the resolution
         self.prev = np.full(n, np.nan)
@@ -173,13 +173,17 @@ class TagAnomaly:
         self.rough = np.full(n, np.nan)  # mean step (or tick range)
         self.swing_rate = np.full(n, np.nan)  # swings per tick
         self.swings = np.zeros(n)  # swings over the last SWING_WINDOW ticks (EWMA count)
-        self.peak = np.zeros((2, 3, n))  # largest, second largest of each statistic
+        # largest, second largest of each statistic, in units of `fade` (one number fades
+        # them all: the true values are peak * fade)
+        self.peak = np.zeros((2, 3, n))
+        self.fade = np.ones(1)
         self.episode = np.zeros((3, n))  # the largest of each in the current condition
         self.active = np.zeros(n, dtype=bool)
         self.quiet = np.zeros(n)  # ticks since a statistic was last above its threshold
         self.code = np.zeros(n, dtype=np.int64)  # MESSAGES[code] tells the condition
         self.value = np.full(n, np.nan)
         self.usual = np.full(n, np.nan)
+        self._codes: list[tuple[str, np.ndarray]] | None = None  # messages and their tags
 
     def message_of(self, tag: int) -> str:
         return MESSAGES[int(self.code[tag])]
@@ -229,19 +233,20 @@ class TagAnomaly:
                    | (tick.end_ns - self.first_ns >= WARM_DAYS * DAY_NS)))
         judged = good & warm
         scale_m = SIGMA * np.maximum(self.dev_m, floor)
-        jump, shift = self._own(r, scale, judged), self._own(recent, scale_m, judged)
-        stats = np.abs(np.stack([jump, shift, surprise]))
         scales = np.stack([scale, scale_m, np.ones_like(scale)])
+        own = self._own(np.stack([r, recent]), scales[:2], judged)
+        stats = np.abs(np.concatenate([own, surprise[None]]))
         limits = np.maximum(np.maximum(self.floors * scales, self.span_floor),
-                            MARGIN * self.peak[1])
-        share = np.nan_to_num(stats / limits)
-        over = (share > 1.0).any(axis=0) & judged
+                            (MARGIN * self.fade[0]) * self.peak[1])
+        # NaN (no reading) compares False: neither over nor holding the condition
+        over = (stats > limits).any(axis=0) & judged
         self.quiet = np.where(over, 0.0, self.quiet + good)
         before = self.active
-        leave = (share < LEAVE).all(axis=0) & (self.quiet >= HOLD)
+        leave = ~(stats >= LEAVE * limits).any(axis=0) & (self.quiet >= HOLD)
         self.active = np.where(judged, np.where(before, ~leave, over), before & warm)
         fresh = self.active & ~before
         if fresh.any():
+            share = np.nan_to_num(stats / limits)
             self._describe(fresh, np.argmax(share, axis=0), share[JUMP] > 1.0, x, usual,
                            recent, scale, often, swing_size, profiled)
 
@@ -266,7 +271,7 @@ class TagAnomaly:
         self.rough = np.where(starts, rough, self.rough + calm * np.nan_to_num(rough - self.rough))
         self.swing_rate = np.where(starts, 0.0, self.swing_rate
                                    + calm * np.nan_to_num(swing - self.swing_rate))
-        self._learn_extremes(np.where(good & self.eligible, np.nan_to_num(stats), 0.0), before)
+        self._learn_extremes(stats, before)
         self.ticks += good
         self.readings += tick.count
         self.prev = np.where(good, x, self.prev)
@@ -274,17 +279,21 @@ class TagAnomaly:
         return self._findings(good)
 
     def _own(self, x: np.ndarray, scale: np.ndarray, judged: np.ndarray) -> np.ndarray:
-        """`x` less what the tag's peers (its kind and unit) show in common, in scales: the
-        whole network's pressures up on a Saturday morning, every feeder's load down on a
-        holiday is no anomaly of one tag (nor an alarm on each)."""
+        """`x` (statistics by tag) less what the tag's peers (its kind and unit) show in
+        common, in scales: the whole network's pressures up on a Saturday morning, every
+        feeder's load down on a holiday is no anomaly of one tag (nor an alarm on each)."""
         if self.peer_index is None:
             return x
-        z = np.append(np.where(judged, x / scale, np.nan), np.nan)[self.peer_index]
-        enough = np.count_nonzero(np.isfinite(z), axis=1) >= PEERS_MIN
-        common = np.zeros(len(z) + 1)  # the last: points of no group
-        if enough.any():
-            common[:-1][enough] = np.nanmedian(z[enough], axis=1)
-        return x - common[self.peer_of] * scale
+        z = np.where(judged, x / scale, np.nan)
+        z = np.concatenate([z, np.full((len(z), 1), np.nan)], axis=1)[:, self.peer_index]
+        z.sort(axis=2)  # NaN (not judged, padding) last: a median by position
+        count = np.bincount(self.peer_of[judged], minlength=len(self.peer_index) + 1)[:-1]
+        rows = np.arange(len(count))
+        low, high = np.maximum(count - 1, 0) // 2, count // 2
+        common = np.zeros((len(z), len(count) + 1))  # the last: points of no group
+        common[:, :-1] = np.where(count >= PEERS_MIN,
+                                  0.5 * (z[:, rows, low] + z[:, rows, high]), 0.0)
+        return x - common[:, self.peer_of] * scale
 
     def _describe(self, fresh: np.ndarray, which: np.ndarray, jumped: np.ndarray,
                   x: np.ndarray,
@@ -302,30 +311,44 @@ class TagAnomaly:
                 + np.where(profiled, 4, 0))
         swinging = which == SWINGS
         self.code = np.where(fresh, np.where(swinging, len(MESSAGES) - 1, code), self.code)
+        self._codes = None
         self.value = np.where(fresh, np.where(swinging, often,
                                               np.where(percent, relative, change)), self.value)
         self.usual = np.where(fresh, np.where(swinging, swing_size, usual), self.usual)
 
     def _learn_extremes(self, seen: np.ndarray, before: np.ndarray) -> None:
-        """Normal ticks teach their statistics as they come; a condition its largest once,
-        when it ends."""
-        episode = self.episode
-        self.episode = np.where(self.active, np.maximum(episode, seen), 0.0)
-        ended = before & ~self.active
-        new = np.where(self.active, 0.0, np.where(ended, np.maximum(seen, episode), seen))
-        top = self.peak[0] * self.peak_decay
-        second = self.peak[1] * self.peak_decay
-        self.peak = np.stack([np.maximum(top, new), np.maximum(second, np.minimum(top, new))])
+        """Normal ticks teach their statistics as they come (NaN: no reading, nothing); a
+        condition its largest once, when it ends."""
+        self.fade *= self.peak_decay
+        if self.fade[0] < 1e-100:  # before it underflows: into the values
+            self.peak *= self.fade[0]
+            self.fade[0] = 1.0
+        if before.any() or self.active.any():
+            episode = self.episode
+            self.episode = np.where(self.active, np.fmax(episode, seen), 0.0)
+            ended = (before & ~self.active)[None]
+            seen = np.where(self.active, np.nan, np.where(ended, np.fmax(seen, episode), seen))
+        new = seen / self.fade[0]
+        if not (new > self.peak[1]).any():  # most ticks teach nothing new
+            return
+        top, second = self.peak
+        # NaN (nothing seen) leaves both as they are
+        self.peak = np.stack([np.fmax(top, new), np.fmax(second, np.minimum(top, new))])
 
     def _findings(self, good: np.ndarray) -> list[Finding]:
         """One finding per message, each knowing only its own tags (the others hold)."""
+        if self._codes is None:
+            self._codes = [(MESSAGES[c], self.code == c) for c in np.unique(self.code).tolist()]
+        if len(self._codes) == 1:  # the common case: one message for all
+            return [Finding("anomaly", "tag", self.active.copy(), known=good,
+                            value=self.value, limit=self.usual, message=self._codes[0][0])]
         return [Finding("anomaly", "tag", self.active & mine, known=good & mine,
-                        value=self.value, limit=self.usual, message=MESSAGES[code])
-                for code in np.unique(self.code).tolist() for mine in [self.code == code]]
+                        value=self.value, limit=self.usual, message=message)
+                for message, mine in self._codes]
 
     _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "prev_r", "level",
               "dev", "shape", "shape_n", "dev_p", "recent", "dev_m", "rough", "swing_rate",
-              "swings", "peak", "episode", "active", "quiet", "code", "value", "usual")
+              "swings", "peak", "fade", "episode", "active", "quiet", "code", "value", "usual")
 
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self._STATE}
@@ -333,8 +356,12 @@ class TagAnomaly:
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in self._STATE:
             setattr(self, name, state[name].copy())
+        self._codes = None
 
 
 def _learn(mean: np.ndarray, x: np.ndarray, alpha: np.ndarray, first: np.ndarray) -> np.ndarray:
     """mean + alpha (x - mean) where alpha > 0; 0 where the tag reads for the first time."""
-    return np.where(first, 0.0, mean + alpha * np.nan_to_num(x - mean))
+    out = x - mean
+    out *= alpha
+    out += mean
+    return np.where(alpha > 0, out, np.where(first, 0.0, mean))
