@@ -76,14 +76,15 @@ def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detec
     from anomaly.sensor import SensorFaults
     from anomaly.tag_anomaly import TagAnomaly
 
+    grid = claims(table)
     return [
-        Limits(table, skip=claims(table)),  # grid points: `Grid` judges their bands
+        Limits(table, skip=grid),  # grid points: `Grid` judges their bands
         Grid(table, settings),
         SensorFaults(table),
         Drift(table),
         Comms(table),
         Leak(table, settings),
-        TagAnomaly(table, settings),
+        TagAnomaly(table, settings, skip=grid),  # a feeder's points behave as a feeder
         *_zone_score(table, settings),  # last: `anomaly` defers to the specific kinds
     ]
 

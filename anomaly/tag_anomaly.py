@@ -3,10 +3,12 @@
 The physics detectors judge the points they understand (a zone's water balance, a feeder's
 voltage band, a meter's limits). A utility has many more: motor currents, bearing
 temperatures, vibration, chlorine, turbidity, cabinet temperatures, sampled every second or
-every hour. This detector judges every point (status and 0/1 points aside) against its own
-history, all tags of a tick at once, at any tick from 1 s to 1 h, and tells what changed:
-"level up 12 % from its usual 41.2 degC", "level down 3.1 bar from its usual 5.2 bar at this
-time of day", "4.2 times its usual rate of swings beyond 0.31 A".
+every hour. This detector judges every point (status and 0/1 points aside, and those the
+engine leaves to a detector that judges them in full: a feeder's voltages, currents and
+loadings, frequencies) against its own history, all tags of a tick at once, at any tick
+from 1 s to 1 h, and tells what changed: "level up 12 % from its usual 41.2 degC", "level
+down 3.1 bar from its usual 5.2 bar at this time of day", "4.2 times its usual rate of
+swings beyond 0.31 A".
 
 Per tag, on each tick's mean x:
 - the usual value: the recent level (an EWMA over `MEMORY` ticks, a plain mean at first),
@@ -126,11 +128,14 @@ class TagAnomaly:
     name = "tag_anomaly"
 
     def __init__(self, table: PointTable, settings: object | None = None, *,
-                 interval: float | None = None) -> None:
+                 interval: float | None = None, skip: np.ndarray | None = None) -> None:
+        """`skip`: points another detector judges in full (a feeder's voltages: `Grid`)."""
         interval = float(interval if interval is not None
                          else getattr(settings, "interval", 60.0))
         n = len(table)
         self.eligible = ~table.of_kind("status")
+        if skip is not None:
+            self.eligible &= ~skip
         self.absolute = table.of_kind(*ABSOLUTE_KINDS)
         self.slots = max(1, round(86400.0 / max(SLOT_S, interval)))
         self.slot_ns = 86400 * 10**9 // self.slots
