@@ -2,9 +2,9 @@
 
 Each of NAB's series (../shared/benchmarks/nab, see its README) becomes a site of one point of
 kind `other` (NAB does not say what a series measures) and a wide CSV, replayed by `scadawatch
-replay` with the site file's defaults but `dropout` and `comms` (`ANOMALY`; bench/external.py).
-Every alarm the engine raises, of any
-kind, is a detection at the row whose tick raised it; an alarm that stays open is one detection.
+replay` with the site file's defaults but `dropout` and `comms` (`ANOMALY`;
+bench/external.py). Every alarm the engine raises, of any kind, is a detection at the row
+whose tick raised it; an alarm that stays open is one detection.
 
 Scoring follows NAB's standard profile (nab/sweeper.py in numenta/NAB, rewritten here from its
 rules): each detection inside a label window scores the scaled sigmoid of its position
