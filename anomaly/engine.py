@@ -77,6 +77,9 @@ def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detec
     from anomaly.tag_anomaly import TagAnomaly
 
     grid = claims(table)
+    # A zone balance's meters (a flow with a role) are the leak detector's: their daily and
+    # weekly pattern is the zone's demand, which it learns by day type.
+    balance = (table.sign != 0) & (table.zone_of >= 0) & table.of_kind("flow")
     return [
         Limits(table, skip=grid),  # grid points: `Grid` judges their bands
         Grid(table, settings),
@@ -84,7 +87,7 @@ def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detec
         Drift(table),
         Comms(table),
         Leak(table, settings),
-        TagAnomaly(table, settings, skip=grid),  # a feeder's points behave as a feeder
+        TagAnomaly(table, settings, skip=grid | balance),
         *_zone_score(table, settings),  # last: `anomaly` defers to the specific kinds
     ]
 
@@ -113,8 +116,10 @@ class Engine:
         self.gate = AlarmGate(self.table, on_delay=settings.on_delay,
                               off_delay=settings.off_delay, priority=settings.priority)
         self.ticks_total = 0
-        # Zones whose anomaly condition a more specific alarm explained (see _unexplained).
+        # Zones and tags whose anomaly condition a more specific alarm explained (see
+        # _unexplained and _unexplained_tags).
         self._explained = np.zeros(len(self.table.zones), dtype=bool)
+        self._tag_explained = np.zeros(len(self.table), dtype=bool)
 
     def process(self, batch: Batch) -> list[AlarmEvent]:
         return self._run(self.ticks.add(batch))
@@ -174,13 +179,21 @@ class Engine:
 
     def _unexplained_tags(self, findings: list[Finding]) -> list[Finding]:
         """A tag's `anomaly` does not hold while another kind's condition or alarm is on
-        that tag, its zone or its device: that one says more (a spike, a leak, a sag)."""
+        that tag, its zone or its device (that one says more: a spike, a leak, a sag), nor
+        after, until the anomaly condition itself has ended (a feeder's load still low as a
+        line outage clears is the outage's)."""
         catchall = [i for i, f in enumerate(findings) if f.kind == "anomaly"
-                    and f.scope == "tag" and f.active.any()]
+                    and f.scope == "tag"]
         if not catchall:
             return findings
         t = self.table
-        tag = np.zeros(len(t), dtype=bool)
+        active = np.zeros(len(t), dtype=bool)
+        for i in catchall:
+            active |= findings[i].active
+        self._tag_explained &= active
+        if not active.any():
+            return findings
+        tag = self._tag_explained
         # one more zone and device, never set: what index -1 (none) finds
         zone = np.zeros(len(t.zones) + 1, dtype=bool)
         device = np.zeros(len(t.devices) + 1, dtype=bool)
@@ -195,6 +208,7 @@ class Engine:
                     zone[self._zone_index[a.zone]] = True
         tag |= zone[t.zone_of]
         tag |= device[t.device_of]
+        tag &= active
         if not tag.any():
             return findings
         out = list(findings)
@@ -227,6 +241,7 @@ class Engine:
             **{f"extra/{k}": v for k, v in (extra or {}).items()},
             "engine/meta": np.array([json.dumps(self._meta())]),
             "engine/explained": self._explained,
+            "engine/tag_explained": self._tag_explained,
             **{f"ticks/{k}": v for k, v in self.ticks.state().items()},
             **{f"gate/{k}": v for k, v in self.gate.state().items()},
         }
@@ -266,6 +281,8 @@ class Engine:
         self.gate.load_state(part("gate/"))
         if "engine/explained" in arrays:
             self._explained = arrays["engine/explained"].copy()
+        if "engine/tag_explained" in arrays:
+            self._tag_explained = arrays["engine/tag_explained"].copy()
         for d in self.detectors:
             d.load_state(part(f"{d.name}/"))
         return part("extra/")

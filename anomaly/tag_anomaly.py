@@ -5,10 +5,10 @@ voltage band, a meter's limits). A utility has many more: motor currents, bearin
 temperatures, vibration, chlorine, turbidity, cabinet temperatures, sampled every second or
 every hour. This detector judges every point (status and 0/1 points aside, and those the
 engine leaves to a detector that judges them in full: a feeder's voltages, currents and
-loadings, frequencies) against its own history, all tags of a tick at once, at any tick
-from 1 s to 1 h, and tells what changed: "level up 12 % from its usual 41.2 degC", "level
-down 3.1 bar from its usual 5.2 bar at this time of day", "4.2 times its usual rate of
-swings beyond 0.31 A".
+loadings, frequencies, a zone balance's meters) against its own history, all tags of a
+tick at once, at any tick from 1 s to 1 h, and tells what changed: "level up 12 % from its
+usual 41.2 degC", "level down 3.1 bar from its usual 5.2 bar at this time of day", "4.2
+times its usual rate of swings beyond 0.31 A".
 
 Per tag, on each tick's mean x:
 - the usual value: the recent level (an EWMA over `MEMORY` ticks, a plain mean at first),
@@ -16,23 +16,23 @@ Per tag, on each tick's mean x:
   slot of the day (`SLOT_S`, at least a tick), the EWMA of x minus the level over
   `PROFILE_DAYS_MEMORY` days. A slot's profile is used once it has learned `PROFILE_DAYS`
   days of its type and the profile explains the tag better than its level alone (its mean
-  absolute residual below `PROFILE_GAIN` of the level's): until then (the first weekends)
-  the level alone, with its wider spread, judges;
+  absolute residual below `PROFILE_GAIN` of the level's); a day type not learned yet (the
+  first weekends) takes the profile of all days with the level's wider spread;
 - the residual r = x - usual, and its scale: the mean absolute residual of normal ticks;
 - three statistics: |r| of the tick (a jump, an outlier), |m| with m the EWMA of r over
   `SHORT` ticks (a level shift; its own scale, learned the same way, holds the tag's
   autocorrelation), and the swing surprise: swings are steps of the residual (or a tick's
   range, with many readings per tick) beyond `SWING` times the usual, counted over
   `SWING_WINDOW` ticks, and the surprise is -log of the Poisson tail of that count at the
-  tag's usual rate of swings (Chernoff's bound): variance changes and rising spike density
-  (a rare swing makes the test strong: a meter turning five times noisier shows at once);
+  tag's usual rate of swings (Chernoff's bound): variance changes and rising spike density;
 - each statistic has a threshold: a floor (`R_MIN` and `M_MIN` scales, `SURPRISE_MIN`; and
   for a point with limits, `SPAN_MIN` of its lo-hi span, a transducer's accuracy) or
   `MARGIN` times the second largest value the tag has shown (fading over `PEAK_DAYS`),
   whichever is higher: what a tag did once may be the anomaly, what it did twice is its
-  behaviour. Normal ticks teach their values as they come, a condition its largest once
-  when it ends (not while it lasts: it would raise its own threshold). Extremes are kept in
-  the tag's unit, so they keep their meaning while the scale moves.
+  behaviour. Ticks well inside their thresholds teach their values as they come; an
+  excursion (a condition, or a statistic above `LEAVE` of its threshold) teaches its largest
+  once, when it ends, so a statistic that creeps up cannot raise its own threshold on the
+  way. Extremes are kept in the tag's unit, so they keep their meaning while the scale moves.
 The condition starts when any statistic passes its threshold and ends once all have stayed
 below `LEAVE` of theirs for `HOLD` ticks. While it lasts the level and profile go on
 learning at `ACTIVE_RATE` of their pace, so a lasting change becomes the new normal (and the
@@ -101,6 +101,7 @@ SWING_WINDOW = 12.0  # ticks over which swings are counted
 SURPRISE_MIN = 6.0  # -log P of so many swings at the usual rate (P ~ 0.0025)
 MARGIN = 1.15  # times the second largest value the tag has shown
 PEAK_DAYS = 30.0  # a learned extreme fades with this time constant
+NEAR = 0.7  # of each threshold: an excursion (see `_learn_extremes`)
 LEAVE = 0.7  # of each threshold: the condition ends below it ...
 HOLD = 6  # ... for this many ticks
 SPAN_MIN = 0.01  # of the point's lo-hi span: a smaller change is within its accuracy
@@ -129,7 +130,8 @@ class TagAnomaly:
 
     def __init__(self, table: PointTable, settings: object | None = None, *,
                  interval: float | None = None, skip: np.ndarray | None = None) -> None:
-        """`skip`: points another detector judges in full (a feeder's voltages: `Grid`)."""
+        """`skip`: points another detector judges in full (a feeder's voltages: `Grid`; a
+        zone balance's meters: `Leak`)."""
         interval = float(interval if interval is not None
                          else getattr(settings, "interval", 60.0))
         n = len(table)
@@ -166,12 +168,15 @@ class TagAnomaly:
         self.res = np.full(n, np.inf)  # smallest nonzero step: the resolution
         self.prev = np.full(n, np.nan)
         self.prev_r = np.full(n, np.nan)  # the last residual
+        self.prev_model = np.full(n, -2)  # ... of this model: day type, 2 pooled, -1 level
+        self.prev_step = np.full(n, np.nan)  # the last step of the residual
         self.level = np.full(n, np.nan)
         self.dev = np.full(n, np.nan)  # mean |x - level|
-        # per day type (weekday, weekend) and slot of the day: mean x - level, and the ticks
-        # it learned; a slot row per (type, slot), so a tick's is one contiguous row
-        self.shape = np.zeros((2 * self.slots, n))
-        self.shape_n = np.zeros((2 * self.slots, n))
+        # per day type (weekday, weekend, and both pooled) and slot of the day: mean
+        # x - level, and the ticks it learned; a row per (type, slot), so a tick's is one
+        # contiguous row
+        self.shape = np.zeros((3 * self.slots, n))
+        self.shape_n = np.zeros((3 * self.slots, n))
         self.dev_p = np.full(n, np.nan)  # mean |x - level - shape|
         self.recent = np.zeros(n)  # EWMA of the residual over SHORT ticks
         self.dev_m = np.full(n, np.nan)  # its mean absolute value
@@ -182,7 +187,8 @@ class TagAnomaly:
         # them all: the true values are peak * fade)
         self.peak = np.zeros((2, 3, n))
         self.fade = np.ones(1)
-        self.episode = np.zeros((3, n))  # the largest of each in the current condition
+        self.episode = np.zeros((3, n))  # the largest of each in the current excursion
+        self.away = np.zeros(n, dtype=bool)  # in an excursion (see `_learn_extremes`)
         self.active = np.zeros(n, dtype=bool)
         self.quiet = np.zeros(n)  # ticks since a statistic was last above its threshold
         self.code = np.zeros(n, dtype=np.int64)  # MESSAGES[code] tells the condition
@@ -204,25 +210,49 @@ class TagAnomaly:
         self.binary &= ~good | (x == 0.0) | (x == 1.0)
         step = np.abs(x - self.prev)
         self.res = np.where((step > 1e-12 * np.abs(x)) & (step < self.res), step, self.res)
-        day = tick.start_ns // DAY_NS
-        slot = int(day + THURSDAY) % 7 // 5 * self.slots + int(tick.start_ns // self.slot_ns
-                                                               % self.slots)
+        weekend = int(tick.start_ns // DAY_NS + THURSDAY) % 7 // 5
+        of_day = int(tick.start_ns // self.slot_ns % self.slots)
+        slot = weekend * self.slots + of_day  # the slot this tick teaches
         shape, shape_n = self.shape[slot], self.shape_n[slot]
+        pooled, pooled_n = self.shape[2 * self.slots + of_day], self.shape_n[2 * self.slots
+                                                                              + of_day]
+        # A slot learns the mean of its ticks, the pattern at its middle: judged between the
+        # middles of the two nearest slots, a ramp shows no saw-tooth when ticks are shorter.
+        mid = (tick.start_ns + tick.end_ns) / 2 % DAY_NS / self.slot_ns - 0.5
+        pair = int(np.floor(mid)) % self.slots, (int(np.floor(mid)) + 1) % self.slots
+        w = mid - np.floor(mid)
+        rows = [weekend * self.slots + k for k in pair], [2 * self.slots + k for k in pair]
+        day_shape = (1 - w) * self.shape[rows[0][0]] + w * self.shape[rows[0][1]]
+        all_shape = (1 - w) * self.shape[rows[1][0]] + w * self.shape[rows[1][1]]
+        day_n = np.minimum(self.shape_n[rows[0][0]], self.shape_n[rows[0][1]])
+        all_n = np.minimum(self.shape_n[rows[1][0]], self.shape_n[rows[1][1]])
         floor = np.where(np.isfinite(self.res), 0.5 * self.res, 0.0) + 1e-12 * np.abs(x)
 
         # --- judge this tick against what the tag learned before it
         r_level = x - self.level
-        r_prof = r_level - shape
-        profiled = ((shape_n >= PROFILE_DAYS * self.ticks_per_slot)
-                    & (self.dev_p < PROFILE_GAIN * self.dev))
-        usual = np.where(profiled, self.level + shape, self.level)
-        r = np.where(profiled, r_prof, r_level)
-        scale = SIGMA * np.maximum(np.where(profiled, self.dev_p, self.dev), floor)
+        r_prof = r_level - day_shape
+        days = PROFILE_DAYS * self.ticks_per_slot
+        shaped = self.dev_p < PROFILE_GAIN * self.dev  # the tag has a daily pattern
+        own = shaped & (day_n >= days)  # ... and its day type's is learned
+        # a day type not learned yet (the first weekends): the pooled profile with the
+        # level's wider spread
+        lent = shaped & ~own & (all_n >= days)
+        profiled = own | lent
+        usual = self.level + np.where(own, day_shape, np.where(lent, all_shape, 0.0))
+        r = x - usual
+        scale = SIGMA * np.maximum(np.where(own, self.dev_p, self.dev), floor)
         recent = np.where(good, self.recent + (2.0 / (SHORT + 1.0)) * (r - self.recent),
                           self.recent)
-        # how rough: the step of the residual (a daily ramp is no swing), or with many readings
-        # a tick's range
-        rough = np.where(tick.count >= 3, tick.max - tick.min, np.abs(r - self.prev_r))
+        # how rough: a tick's range, or with one reading a step of the residual that the
+        # next one takes back (noise, a spike), under one model (not across a switch from the
+        # level to a profile or between day types); a step that stays (a pump starting, a
+        # valve moving) is no swing
+        model = np.where(own, slot // self.slots, np.where(lent, 2, -1))
+        step_r = np.where(model == self.prev_model, r - self.prev_r, np.nan)
+        back = np.where(np.sign(step_r) == -np.sign(self.prev_step),
+                        np.minimum(np.abs(step_r), np.abs(self.prev_step)), 0.0)
+        back = np.where(np.isnan(step_r) | np.isnan(self.prev_step), np.nan, back)
+        rough = np.where(tick.count >= 3, tick.max - tick.min, back)
         has_rough = good & np.isfinite(rough)
         swing_size = SWING * np.maximum(self.rough, floor)
         swing = has_rough & (rough > swing_size)
@@ -248,6 +278,7 @@ class TagAnomaly:
         self.quiet = np.where(over, 0.0, self.quiet + good)
         before = self.active
         leave = ~(stats >= LEAVE * limits).any(axis=0) & (self.quiet >= HOLD)
+        near = (stats >= NEAR * limits).any(axis=0)
         self.active = np.where(judged, np.where(before, ~leave, over), before & warm)
         fresh = self.active & ~before
         if fresh.any():
@@ -266,21 +297,32 @@ class TagAnomaly:
                             1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
         shape += a_slot * np.nan_to_num(r_level - shape)
         shape_n += later
+        a_pooled = np.maximum(1.0 / (pooled_n + 1.0),
+                              1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
+        pooled += a_pooled * np.nan_to_num(r_level - pooled)
+        pooled_n += later
         self.dev = _learn(self.dev, np.abs(r_level), normal, first)
         self.dev_p = _learn(self.dev_p, np.abs(r_prof), normal, first)
         self.dev_m = _learn(self.dev_m, np.abs(recent), normal, first)
         self.recent = np.where(first, 0.0, recent)
         self.swings = swings
         calm = alpha * (has_rough & ~self.active)
-        starts = has_rough & np.isnan(self.rough)
-        self.rough = np.where(starts, rough, self.rough + calm * np.nan_to_num(rough - self.rough))
+        # the usual size of what moves (a step taken back, a tick's range): a tag's steady
+        # stretches (rough 0) say nothing of it
+        sized = has_rough & (rough > 0)
+        starts = sized & np.isnan(self.rough)
+        self.rough = np.where(starts, rough, self.rough + calm * sized
+                              * np.nan_to_num(rough - self.rough))
+        starts = has_rough & np.isnan(self.swing_rate)
         self.swing_rate = np.where(starts, 0.0, self.swing_rate
                                    + calm * np.nan_to_num(swing - self.swing_rate))
-        self._learn_extremes(stats, before)
+        self._learn_extremes(stats, self.active | (near & good))
         self.ticks += good
         self.readings += tick.count
         self.prev = np.where(good, x, self.prev)
         self.prev_r = np.where(good, r, self.prev_r)
+        self.prev_model = np.where(good, model, self.prev_model)
+        self.prev_step = np.where(good, step_r, self.prev_step)
         return self._findings(good)
 
     def _own(self, x: np.ndarray, scale: np.ndarray, judged: np.ndarray) -> np.ndarray:
@@ -321,18 +363,22 @@ class TagAnomaly:
                                               np.where(percent, relative, change)), self.value)
         self.usual = np.where(fresh, np.where(swinging, swing_size, usual), self.usual)
 
-    def _learn_extremes(self, seen: np.ndarray, before: np.ndarray) -> None:
-        """Normal ticks teach their statistics as they come (NaN: no reading, nothing); a
-        condition its largest once, when it ends."""
+    def _learn_extremes(self, seen: np.ndarray, away: np.ndarray) -> None:
+        """Ticks well inside their thresholds teach their statistics as they come (NaN: no
+        reading, nothing); an excursion near or past a threshold (`away`: a condition, or a
+        statistic above LEAVE of its threshold) its largest once, when it ends. A statistic
+        that creeps up must not raise its own threshold on the way."""
         self.fade *= self.peak_decay
         if self.fade[0] < 1e-100:  # before it underflows: into the values
             self.peak *= self.fade[0]
             self.fade[0] = 1.0
-        if before.any() or self.active.any():
+        was = self.away
+        if was.any() or away.any():
             episode = self.episode
-            self.episode = np.where(self.active, np.fmax(episode, seen), 0.0)
-            ended = (before & ~self.active)[None]
-            seen = np.where(self.active, np.nan, np.where(ended, np.fmax(seen, episode), seen))
+            self.episode = np.where(away, np.fmax(episode, seen), 0.0)
+            back = (was & ~away)[None]
+            seen = np.where(away, np.nan, np.where(back, np.fmax(seen, episode), seen))
+        self.away = away
         new = seen / self.fade[0]
         if not (new > self.peak[1]).any():  # most ticks teach nothing new
             return
@@ -351,9 +397,10 @@ class TagAnomaly:
                         value=self.value, limit=self.usual, message=message)
                 for message, mine in self._codes]
 
-    _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "prev_r", "level",
-              "dev", "shape", "shape_n", "dev_p", "recent", "dev_m", "rough", "swing_rate",
-              "swings", "peak", "fade", "episode", "active", "quiet", "code", "value", "usual")
+    _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "prev_r", "prev_model",
+              "prev_step", "level", "dev", "shape", "shape_n", "dev_p", "recent", "dev_m",
+              "rough", "swing_rate", "swings", "peak", "fade", "episode", "away", "active",
+              "quiet", "code", "value", "usual")
 
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self._STATE}

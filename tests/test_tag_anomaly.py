@@ -77,12 +77,14 @@ def test_swings_and_a_broken_daily_pattern_say_what_changed() -> None:
     flow[missing] = 20 + rng.normal(0, 0.4, missing.sum())
     alarms = raised([PointInfo("dma1.inlet.flow", "flow", "L/s")], START + t * S,
                     flow[:, None], interval=900.0)
-    assert len(alarms) == 2, [a.message for a in alarms]
-    swings, peak = alarms
-    assert 9 * DAY + 12 * HOUR <= swings.start_ns - START <= 9 * DAY + 15 * HOUR
-    assert "times its usual rate of swings beyond" in swings.message
-    assert 10 * DAY + 5 * HOUR <= peak.start_ns - START <= 10 * DAY + 8 * HOUR
-    assert re.search(r"level down .* L/s at this time of day$", peak.message), peak.message
+    spell = [a for a in alarms if 9 * DAY + 12 * HOUR <= a.start_ns - START < 9 * DAY + 21 * HOUR]
+    peak = [a for a in alarms if 10 * DAY + 5 * HOUR <= a.start_ns - START < 10 * DAY + 8 * HOUR]
+    assert len(spell) + len(peak) == len(alarms), [a.message for a in alarms]  # nothing else
+    assert spell and "times its usual rate of swings beyond" in spell[0].message
+    assert spell[0].start_ns - START <= 9 * DAY + 16 * HOUR
+    assert len(spell) <= 3  # a noisy spell may come and go (the gate's chattering rule)
+    assert len(peak) == 1
+    assert re.search(r"level down .* L/s at this time of day$", peak[0].message), peak[0].message
     for a in alarms:
         assert all(len(f.replace("-", "").replace(".", "").lstrip("0")) <= 3
                    for f in figures(a.message)), a.message
