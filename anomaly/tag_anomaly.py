@@ -45,9 +45,12 @@ daily cycle seen twice), 4 days at 1 hour; its daily profile needs `PROFILE_DAYS
 day type. The extremes learn during the warm-up too: what the tag shows then is its
 behaviour.
 
-The engine raises a tag's `anomaly` only while no other kind's condition or alarm is on the
-tag, its zone or its device (`Engine._unexplained_tags`): a spike, a stuck value, a leak or
-a sag says more.
+A point whose equipment's status point (the same tag but its last part: `plant.pump2.status`
+for `plant.pump2.current`) changed in the last `HOLD` ticks does not enter the condition
+until the excursion that began then is over: a pump started or stopped, at whatever hour,
+explains its current and flow. The engine raises a tag's `anomaly` only while no other
+kind's condition or alarm is on the tag, its zone or its device
+(`Engine._unexplained_tags`): a spike, a stuck value, a leak or a sag says more.
 
 Tuning and evaluation (bench/nab.py, bench/skab.py): the constants were set looking at NAB's
 categories artificialNoAnomaly, artificialWithAnomaly, realAWSCloudwatch and realTraffic, at
@@ -136,6 +139,16 @@ class TagAnomaly:
                          else getattr(settings, "interval", 60.0))
         n = len(table)
         self.eligible = ~table.of_kind("status")
+        # Each point's equipment's status point (the same tag but its last part: a pump's
+        # `plant.pump2.status` for `plant.pump2.current`), or -1.
+        status = np.flatnonzero(table.of_kind("status"))
+        owner = {table.tags[i].rpartition(".")[0]: k for k, i in enumerate(status.tolist())}
+        self.status = status
+        self.status_of = np.array([owner.get(t.rpartition(".")[0], -1) if "." in t else -1
+                                   for t in table.tags], dtype=np.int64)
+        self.status_prev = np.full(len(status), np.nan)
+        self.status_quiet = np.full(len(status) + 1, np.inf)  # ticks since it switched
+        self.switched = np.zeros(n, dtype=bool)  # in an excursion that began with a switch
         if skip is not None:
             self.eligible &= ~skip
         self.absolute = table.of_kind(*ABSOLUTE_KINDS)
@@ -275,6 +288,9 @@ class TagAnomaly:
                             (MARGIN * self.fade[0]) * self.peak[1])
         # NaN (no reading) compares False: neither over nor holding the condition
         over = (stats > limits).any(axis=0) & judged
+        if len(self.status):  # a pump started or stopped explains its current and flow
+            self.switched = self._switched(tick) | (self.switched & self.away)
+            over &= ~self.switched
         self.quiet = np.where(over, 0.0, self.quiet + good)
         before = self.active
         leave = ~(stats >= LEAVE * limits).any(axis=0) & (self.quiet >= HOLD)
@@ -324,6 +340,15 @@ class TagAnomaly:
         self.prev_model = np.where(good, model, self.prev_model)
         self.prev_step = np.where(good, step_r, self.prev_step)
         return self._findings(good)
+
+    def _switched(self, tick: Tick) -> np.ndarray:
+        """Per point: its equipment's status changed in the last HOLD ticks."""
+        now = np.where(tick.count[self.status] > 0, tick.last[self.status], np.nan)
+        switched = now != self.status_prev
+        switched &= ~np.isnan(now) & ~np.isnan(self.status_prev)
+        self.status_quiet[:-1] = np.where(switched, 0.0, self.status_quiet[:-1] + 1.0)
+        self.status_prev = np.where(np.isnan(now), self.status_prev, now)
+        return self.status_quiet[self.status_of] < HOLD
 
     def _own(self, x: np.ndarray, scale: np.ndarray, judged: np.ndarray) -> np.ndarray:
         """`x` (statistics by tag) less what the tag's peers (its kind and unit) show in
@@ -400,7 +425,7 @@ class TagAnomaly:
     _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "prev_r", "prev_model",
               "prev_step", "level", "dev", "shape", "shape_n", "dev_p", "recent", "dev_m",
               "rough", "swing_rate", "swings", "peak", "fade", "episode", "away", "active",
-              "quiet", "code", "value", "usual")
+              "quiet", "code", "value", "usual", "status_prev", "status_quiet", "switched")
 
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self._STATE}

@@ -150,3 +150,23 @@ def test_a_more_specific_alarm_explains_the_change() -> None:
     alarms = raised(points, START + t * S, values, interval=60.0, tag_only=False)
     assert {(a.kind, a.tag) for a in alarms} == {("limit", "tank1.level"),
                                                  ("anomaly", "tank2.level")}
+
+
+@pytest.mark.parametrize(("with_status", "expected"), [(True, []), (False, ["P2.current"])])
+def test_a_pump_started_at_an_unusual_hour_explains_its_current(
+        with_status: bool, expected: list[str]) -> None:
+    """Every 5 minutes for 10 days a pump runs 06:00-10:00; on day 9 it also runs in the
+    evening. Its run status explains the current: no anomaly; without a status point the
+    current's own pattern is broken."""
+    rng = np.random.default_rng(6)
+    t = np.arange(0, 10 * 86400, 300)
+    hour = t % 86400 / 3600
+    on = ((hour >= 6) & (hour < 10)) | ((t >= 8 * 86400 + 18 * 3600) & (t < 8 * 86400 + 21 * 3600))
+    current = np.where(on, 32 + rng.normal(0, 0.3, t.size), rng.normal(0, 0.3, t.size))
+    points = [PointInfo("P2.current", "current", "A")]
+    values = current[:, None]
+    if with_status:
+        points.append(PointInfo("P2.status", "status"))
+        values = np.column_stack([current, on.astype(float)])
+    alarms = raised(points, START + t * S, values, interval=300.0)
+    assert [a.tag for a in alarms] == expected, [a.message for a in alarms]
