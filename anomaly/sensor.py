@@ -2,7 +2,8 @@
 
 - `stuck`: the readings stop changing for longer than the tag's values ever hold. Each tag
   learns how long its runs of equal values (within its resolution, the smallest step it has
-  shown) last: a histogram of run durations in doubling bins, fading over `RUN_MEMORY` runs.
+  shown) last: a histogram of run durations in doubling bins, halved whenever it holds twice
+  `RUN_MEMORY` runs.
   A run is judged stuck once it has held `FACTOR` times the duration that `QUANTILE` of the
   tag's runs stay within (the upper edge of that bin), and at least `MIN_RUN` readings over
   `MIN_STUCK` seconds. A signal that rests on plateaus (a level held between pump cycles, a
@@ -61,7 +62,7 @@ MIN_RUN = 6  # readings, however short its runs usually are
 MIN_STUCK = 600.0  # seconds: a value held for a few minutes is no fault yet
 MIN_MOVES = 1  # a tag never seen to change may be a constant (a setpoint, a spare channel)
 PEERS = 10.0  # pseudo-runs of the tag's kind and unit in its histogram: a new tag borrows theirs
-RUN_MEMORY = 500.0  # runs: the histogram follows a change of behaviour
+RUN_MEMORY = 500.0  # runs: the histogram halves beyond twice this (follows a change)
 RUN_BINS = 24  # doubling bins of run duration: < 2 s, < 4 s, ... up to ~100 days
 RESTS = 4  # learned rest values per tag
 NOT_AT_ZERO = ("temperature",)  # kinds for which exactly 0 is a reading like any other
@@ -104,6 +105,7 @@ class SensorFaults:
         self.res = np.full(n, np.inf)  # smallest nonzero step seen: the resolution
         self.binary = np.ones(n, dtype=bool)  # every value so far was 0 or 1
         self.runs = np.zeros((n, RUN_BINS))  # fading histogram of run durations
+        self.runs_total = np.zeros(n)  # its weight
         self.moves = np.zeros(n)  # runs ended, rest runs included (up to MIN_MOVES)
         self.run = np.zeros(n)  # repeated readings in the current run
         self.since = np.zeros(n, dtype=np.int64)  # ns the current value was first read
@@ -202,7 +204,7 @@ class SensorFaults:
         """Stuck tags, and each one's usual longest run (minutes; NaN where not stuck)."""
         ended = moved & step
         if ended.any():
-            self._run_ended(np.flatnonzero(ended))
+            self._run_ended(ended)
         self.run = np.where(moved, 0.0, self.run + np.where(same, tick.count, 0))
         self.since = np.where(moved, tick.last_ts, self.since)
         self.last_ts = np.where(good, tick.last_ts, self.last_ts)
@@ -221,25 +223,36 @@ class SensorFaults:
         minutes[rows] = usual / 60.0
         return stuck, minutes
 
-    def _run_ended(self, rows: np.ndarray) -> None:
-        """The runs of `rows` ended (their value moved): a run's duration teaches unless the
-        tag rested or the run was long enough to be judged (a stuck spell must not teach
-        that long runs are normal); a long run the tag left by itself marks a rest value."""
-        value = self.prev[rows]
-        seconds = np.maximum((self.last_ts[rows] - self.since[rows]) / 1e9, 0.0)
-        at_rest = self._at_rest(rows, value)
-        long_run = ((self.run[rows] >= MIN_RUN)
-                    & (seconds >= np.maximum(MIN_STUCK, FACTOR * self._usual_longest(rows))))
-        teach = rows[~at_rest & ~long_run]
-        if len(teach):
-            bins = np.log2(np.maximum(seconds[~at_rest & ~long_run], 1.0)).astype(np.int64)
-            self.runs[teach] *= RUN_DECAY
-            self.runs[teach, np.minimum(bins, RUN_BINS - 1)] += 1.0
-        rest = rows[long_run & ~at_rest]
-        if len(rest):
-            self.rest[rest, self.rest_next[rest]] = value[long_run & ~at_rest]
-            self.rest_next[rest] = (self.rest_next[rest] + 1) % RESTS
-        self.moves[rows] = np.minimum(self.moves[rows] + 1, MIN_MOVES)
+    def _run_ended(self, ended: np.ndarray) -> None:
+        """The runs of `ended` tags ended (their value moved): a run's duration teaches
+        unless the tag rested or the run was long enough to be judged (a stuck spell must not
+        teach that long runs are normal); a long run the tag left by itself marks a rest
+        value. Most runs are a single reading: only those that repeated are looked at."""
+        seconds = self.last_ts - self.since
+        seconds = np.maximum(seconds / 1e9, 1.0)
+        teach = ended.copy()
+        held = np.flatnonzero(ended & (self.run > 0))
+        if len(held):
+            at_rest = self._at_rest(held, self.prev[held])
+            long_run = self.run[held] >= MIN_RUN
+            if long_run.any():
+                idx = held[long_run]
+                long_run[long_run] = seconds[idx] >= np.maximum(
+                    MIN_STUCK, FACTOR * self._usual_longest(idx))
+            teach[held[at_rest | long_run]] = False
+            rest = held[long_run & ~at_rest]
+            if len(rest):
+                self.rest[rest, self.rest_next[rest]] = self.prev[rest]
+                self.rest_next[rest] = (self.rest_next[rest] + 1) % RESTS
+        rows = np.flatnonzero(teach)
+        bins = np.minimum(np.log2(seconds[rows]).astype(np.int64), RUN_BINS - 1)
+        self.runs.ravel()[rows * RUN_BINS + bins] += 1.0  # rows are distinct
+        self.runs_total[rows] += 1.0
+        full = self.runs_total > 2 * RUN_MEMORY
+        if full.any():  # fading: what a tag did long ago weighs half
+            self.runs[full] *= 0.5
+            self.runs_total[full] *= 0.5
+        self.moves = np.minimum(self.moves + ended, MIN_MOVES)
 
     def _usual_longest(self, rows: np.ndarray) -> np.ndarray:
         """Seconds that QUANTILE of the runs of `rows` stay within, interpolated in its
@@ -368,9 +381,6 @@ class SensorFaults:
         self._res_changed()
 
 
-RUN_DECAY = np.exp(-1.0 / RUN_MEMORY)
-
-
 def _ewma(mean: np.ndarray, x: np.ndarray, alpha: np.ndarray, first: np.ndarray) -> np.ndarray:
     """mean + alpha (x - mean), or `first` where there is no mean yet."""
     out = x - mean
@@ -380,5 +390,5 @@ def _ewma(mean: np.ndarray, x: np.ndarray, alpha: np.ndarray, first: np.ndarray)
     return np.where(nan, first, out) if nan.any() else out
 
 
-_STATE = ("prev", "prev2", "res", "binary", "runs", "moves", "run", "since", "last_ts",
-          "rest", "rest_next", "scale", "scale_n", "spread", "spikes_seen")
+_STATE = ("prev", "prev2", "res", "binary", "runs", "runs_total", "moves", "run", "since",
+          "last_ts", "rest", "rest_next", "scale", "scale_n", "spread", "spikes_seen")

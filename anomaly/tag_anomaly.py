@@ -21,10 +21,11 @@ Per tag, on each tick's mean x:
 - the residual r = x - usual, and its scale: the mean absolute residual of normal ticks;
 - three statistics: |r| of the tick (a jump, an outlier), |m| with m the EWMA of r over
   `SHORT` ticks (a level shift; its own scale, learned the same way, holds the tag's
-  autocorrelation), and the swing surprise: swings are steps of the residual (or a tick's
-  range, with many readings per tick) beyond `SWING` times the usual, counted over
-  `SWING_WINDOW` ticks, and the surprise is -log of the Poisson tail of that count at the
-  tag's usual rate of swings (Chernoff's bound): variance changes and rising spike density;
+  autocorrelation), and the swing surprise: swings are steps of the residual that the next
+  step takes back (noise, a spike; not a pump starting), or with many readings per tick the
+  tick's range, beyond `SWING` times the usual such step, counted over `SWING_WINDOW` ticks;
+  the surprise is -log of the Poisson tail of that count at the tag's usual rate of swings
+  (Chernoff's bound): variance changes and rising spike density;
 - each statistic has a threshold: a floor (`R_MIN` and `M_MIN` scales, `SURPRISE_MIN`; and
   for a point with limits, `SPAN_MIN` of its lo-hi span, a transducer's accuracy) or
   `MARGIN` times the second largest value the tag has shown (fading over `PEAK_DAYS`),
@@ -104,7 +105,6 @@ SWING_WINDOW = 12.0  # ticks over which swings are counted
 SURPRISE_MIN = 6.0  # -log P of so many swings at the usual rate (P ~ 0.0025)
 MARGIN = 1.15  # times the second largest value the tag has shown
 PEAK_DAYS = 30.0  # a learned extreme fades with this time constant
-NEAR = 0.7  # of each threshold: an excursion (see `_learn_extremes`)
 LEAVE = 0.7  # of each threshold: the condition ends below it ...
 HOLD = 6  # ... for this many ticks
 SPAN_MIN = 0.01  # of the point's lo-hi span: a smaller change is within its accuracy
@@ -293,8 +293,8 @@ class TagAnomaly:
             over &= ~self.switched
         self.quiet = np.where(over, 0.0, self.quiet + good)
         before = self.active
-        leave = ~(stats >= LEAVE * limits).any(axis=0) & (self.quiet >= HOLD)
-        near = (stats >= NEAR * limits).any(axis=0)
+        near = (stats >= LEAVE * limits).any(axis=0)  # an excursion (see _learn_extremes)
+        leave = ~near & (self.quiet >= HOLD)
         self.active = np.where(judged, np.where(before, ~leave, over), before & warm)
         fresh = self.active & ~before
         if fresh.any():

@@ -3,11 +3,13 @@
 Runs, in order: end to end over Modbus (bench.modbus), OPC UA (bench.opcua), the InfluxDB
 sink and the history query against InfluxDB (bench.influx, bench.history; one influxd started
 here), the anomaly engine's replay with the river zone detector on and off against river
-HalfSpaceTrees (bench.anomaly), alarm latency (bench.alarm_latency), the control-room page
-under an alarm flood in headless Chromium (bench.page) and the footprint in EMQX Neuron's
-format (bench.footprint); each part's `run(quick)` picks its sizes. Everything runs on
-loopback; every load is bounded in count and time. `--quick` runs small sizes (a smoke test,
-about 3 minutes on 2 shared cores); the full run takes about 12, the first one a minute more
+HalfSpaceTrees (bench.anomaly), the public NAB and SKAB benchmarks beside river (bench.nab,
+bench.skab; skipped without ../shared/benchmarks), alarm latency (bench.alarm_latency), the
+control-room page under an alarm flood in headless Chromium (bench.page) and the footprint
+in EMQX Neuron's format (bench.footprint); each part's `run(quick)` picks its sizes.
+Everything runs on loopback; every load is bounded in count and time. `--quick` runs small
+sizes (a smoke test, about 3 minutes on 2 shared cores); the full run takes about 20 (NAB
+and SKAB with their river baselines: ~8), the first one a minute more
 (bench.anomaly exports and tiles its recording into the temp dir once). A part that fails
 gets a row saying so and the others go on. Each row names the command that prints its details.
 """
@@ -21,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import alarm_latency, anomaly, footprint, history, influx, modbus, opcua, page
+from bench import alarm_latency, anomaly, footprint, history, influx, modbus, nab, opcua, page, skab
 from bench.table import Row, markdown
 
 
@@ -48,6 +50,8 @@ def main() -> int:
         part("influx", lambda: influx.run(quick, url))
         part("history", lambda: history.run(quick, url))
     part("anomaly", lambda: anomaly.run(quick))
+    part("nab", lambda: nab.run(quick))
+    part("skab", lambda: skab.run(quick))
     part("alarm_latency", lambda: alarm_latency.run(quick))
     part("page", lambda: page.run(quick))
     part("footprint", lambda: footprint.run(quick))
