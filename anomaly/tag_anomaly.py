@@ -219,6 +219,9 @@ class TagAnomaly:
 
     def _update(self, tick: Tick) -> list[Finding]:
         good = tick.count > 0
+        if not good.any():  # an empty tick (a sparse recording): nothing to judge or learn
+            self.fade *= self.peak_decay
+            return self._findings(good)
         x = np.where(good, tick.mean, np.nan)
         self.binary &= ~good | (x == 0.0) | (x == 1.0)
         step = np.abs(x - self.prev)
