@@ -10,19 +10,24 @@ own code path, without a Python start per series), returning the alarms it wrote
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 ENV = "SCADAWATCH_BENCHMARKS"
+T = TypeVar("T")
+R = TypeVar("R")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,6 +40,22 @@ def benchmarks_dir() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def run_options(p: argparse.ArgumentParser, what: str) -> None:
+    """The options bench.nab and bench.skab share."""
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="processes (default: 2 at most)")
+    p.add_argument("--no-baselines", action="store_true", help="the engine only")
+    p.add_argument("--verbose", action="store_true", help=f"every alarm of every {what}")
+
+
+def each(fn: Callable[[T, bool], R], items: Sequence[T], baselines: bool, jobs: int) -> list[R]:
+    """fn(item, baselines) for every item, in `jobs` processes."""
+    if jobs <= 1:
+        return [fn(item, baselines) for item in items]
+    with ProcessPoolExecutor(jobs) as pool:
+        return list(pool.map(fn, items, [baselines] * len(items)))
 
 
 def missing_reason() -> str:

@@ -42,7 +42,6 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,10 +51,12 @@ from bench.external import (
     PointSpec,
     Series,
     benchmarks_dir,
+    each,
     missing_reason,
     naive_utc_ns,
     raise_rows,
     replay,
+    run_options,
 )
 from bench.table import Row
 
@@ -226,10 +227,7 @@ def run_file(f: NabFile, baselines: bool) -> Outcome:
 
 
 def run_all(files: Sequence[NabFile], baselines: bool, jobs: int) -> list[Outcome]:
-    if jobs <= 1:
-        return [run_file(f, baselines) for f in files]
-    with ProcessPoolExecutor(jobs) as pool:
-        return list(pool.map(run_file, files, [baselines] * len(files)))
+    return each(run_file, files, baselines, jobs)
 
 
 # --- report --------------------------------------------------------------------------------
@@ -303,9 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="only this category (repeatable)")
     p.add_argument("--file", action="append", default=None,
                    help="only this file, as <category>/<file>.csv (repeatable)")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--no-baselines", action="store_true", help="the engine only")
-    p.add_argument("--verbose", action="store_true", help="every alarm of every file")
+    run_options(p, "file")
     args = p.parse_args(argv)
     root = benchmarks_dir()
     if root is None:

@@ -47,7 +47,6 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,10 +56,12 @@ from bench.external import (
     PointSpec,
     Series,
     benchmarks_dir,
+    each,
     flagged_rows,
     missing_reason,
     naive_utc_ns,
     replay,
+    run_options,
 )
 from bench.table import Row
 
@@ -301,10 +302,7 @@ def run_experiment(e: Experiment, baselines: bool) -> Outcome:
 
 
 def run_all(experiments: Sequence[Experiment], baselines: bool, jobs: int) -> list[Outcome]:
-    if jobs <= 1:
-        return [run_experiment(e, baselines) for e in experiments]
-    with ProcessPoolExecutor(jobs) as pool:
-        return list(pool.map(run_experiment, experiments, [baselines] * len(experiments)))
+    return each(run_experiment, experiments, baselines, jobs)
 
 
 def print_report(experiments: Sequence[Experiment], outcomes: Sequence[Outcome],
@@ -371,9 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--group", action="append", choices=GROUPS, default=None)
     p.add_argument("--file", action="append", default=None,
                    help="only this experiment, as <group>/<n>.csv (repeatable)")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--no-baselines", action="store_true", help="the engine only")
-    p.add_argument("--verbose", action="store_true", help="every alarm of every experiment")
+    run_options(p, "experiment")
     args = p.parse_args(argv)
     root = benchmarks_dir()
     if root is None:
