@@ -28,9 +28,9 @@ Baselines from river on the same rows (bench/anomaly.py's, per-row flags as SKAB
 them): GaussianScorer per sensor in QuantileFilter(q=0.995) (a row is flagged when any sensor
 is), and MinMaxScaler | HalfSpaceTrees over the 8 sensors in QuantileFilter(q=0.995).
 
-Tuning and evaluation: the engine's per-tag detectors were tuned looking at `anomaly-free`
-and the experiments in TUNING (valve1 0-3); every other experiment only evaluates, and the
-report gives the held-out part on its own.
+Tuning and evaluation: the engine's per-tag detectors were tuned on the experiments in
+TUNING (valve1 0-3); every other experiment evaluates, and the report gives the held-out part
+on its own (anomaly/tag_anomaly.py says where held-out totals were seen while tuning).
 
 The interface others use (keep it stable): `load()`, `Experiment`, `score()`, `SkabScore`,
 `engine_prediction()`, `site_points()`.
