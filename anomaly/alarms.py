@@ -28,6 +28,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from anomaly.figures import significant
 from anomaly.points import PointTable
 
 Scope = Literal["tag", "zone", "device"]
@@ -377,8 +378,10 @@ class AlarmGate:
         alarm.value, alarm.limit = value, limit
         alarm.details = {k: v for k, v in figures.items() if v is not None}
         # A figure the detector could not tell (NaN) reads "?": never a missing key.
-        alarm.message = f.message.format(subject=name, value=_fmt(value), limit=_fmt(limit),
-                                         unit=unit, **{k: _fmt(v) for k, v in figures.items()})
+        text = f.message.format(subject=name, value=significant(value),
+                                limit=significant(limit), unit=unit,
+                                **{k: significant(v) for k, v in figures.items()})
+        alarm.message = " ".join(text.split())  # a point without a unit leaves a gap
 
     def state(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -448,12 +451,3 @@ def _number(x: float) -> float | None:
     x = float(x)
     return round(x, 6) if np.isfinite(x) else None
 
-
-def _fmt(x: float | None) -> str:
-    """Three significant figures: what a reading's evidence supports, as an operator reads
-    it (1.23e+03 stays 1230)."""
-    if x is None:
-        return "?"
-    if x == 0 or abs(x) < 1000:
-        return f"{x:.3g}"
-    return f"{round(x, 2 - int(np.floor(np.log10(abs(x))))):.0f}"

@@ -42,8 +42,9 @@ from anomaly.ticks import Tick, TickAccumulator
 log = logging.getLogger(__name__)
 
 # 2: leak profiles are (day type, bin, zone); 3: the zone model is T-squared (no river trees),
-# the gate holds chattering alarms; 4: leak storage (tank areas)
-STATE_VERSION = 4
+# the gate holds chattering alarms; 4: leak storage (tank areas); 5: per-tag anomaly, stuck
+# run lengths
+STATE_VERSION = 5
 GOOD = int(Quality.GOOD)
 
 
@@ -130,17 +131,22 @@ def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detec
     from anomaly.leak import Leak
     from anomaly.limits import Limits
     from anomaly.sensor import SensorFaults
+    from anomaly.tag_anomaly import TagAnomaly
 
     windows = np.array([settings.comms_window.get(d, np.nan) * 1e9 for d in table.devices])
+    grid = claims(table)
+    # A zone balance's meters (a flow with a role) are the leak detector's: their daily and
+    # weekly pattern is the zone's demand, which it learns by day type.
+    balance = (table.sign != 0) & (table.zone_of >= 0) & table.of_kind("flow")
     return [
         # grid points: `Grid` judges their bands
-        Limits(table, skip=claims(table), interval=settings.interval,
-               lateness=settings.lateness),
+        Limits(table, skip=grid, interval=settings.interval, lateness=settings.lateness),
         Grid(table, settings),
         SensorFaults(table),
         Drift(table),
         Comms(table, windows),
         Leak(table, settings),
+        TagAnomaly(table, settings, skip=grid | balance),
         *_zone_score(table, settings),  # last: `anomaly` defers to the specific kinds
     ]
 
@@ -171,8 +177,10 @@ class Engine:
                               chattering=() if "chattering" in settings.disable
                               else settings.chattering)
         self.ticks_total = 0
-        # Zones whose anomaly condition a more specific alarm explained (see _unexplained).
+        # Zones and tags whose anomaly condition a more specific alarm explained (see
+        # _unexplained and _unexplained_tags).
         self._explained = np.zeros(len(self.table.zones), dtype=bool)
+        self._tag_explained = np.zeros(len(self.table), dtype=bool)
         self.judges = [d for d in self.detectors if isinstance(d, ReadingJudge)]
         self._lateness = self.ticks.lateness
         # (zone, start, end) of alarms judged from readings that closed, for the ticks that
@@ -293,7 +301,8 @@ class Engine:
         for tick in ticks:
             events += self._due(tick.end_ns, tick.end_ns)
             findings = self._enabled([f for d in self.detectors for f in d.update(tick)])
-            events += self.gate.update(tick.end_ns, self._unexplained(findings, tick.end_ns))
+            events += self.gate.update(
+                tick.end_ns, self._unexplained_tags(self._unexplained(findings, tick.end_ns)))
         self.ticks_total += len(ticks)
         return events
 
@@ -331,6 +340,53 @@ class Engine:
             out[i] = replace(out[i], active=out[i].active & ~self._explained)
         return out
 
+    def _unexplained_tags(self, findings: list[Finding]) -> list[Finding]:
+        """A tag's `anomaly` does not hold while another kind's condition or alarm is on
+        that tag, its zone or its device (that one says more: a spike, a leak, a sag), nor
+        after, until the anomaly condition itself has ended (a feeder's load still low as a
+        line outage clears is the outage's)."""
+        catchall = [i for i, f in enumerate(findings) if f.kind == "anomaly"
+                    and f.scope == "tag"]
+        if not catchall:
+            return findings
+        t = self.table
+        active = np.zeros(len(t), dtype=bool)
+        for i in catchall:
+            active |= findings[i].active
+        self._tag_explained &= active
+        if not active.any():
+            return findings
+        tag = self._tag_explained
+        # one more zone and device, never set: what index -1 (none) finds
+        zone = np.zeros(len(t.zones) + 1, dtype=bool)
+        device = np.zeros(len(t.devices) + 1, dtype=bool)
+        for f in findings:
+            if f.kind != "anomaly" and f.active.any():
+                {"tag": tag, "zone": zone, "device": device}[f.scope][:len(f.active)] |= \
+                    f.active
+        for a in self.gate.open.values():
+            if a.kind != "anomaly":
+                tag[[self._tag_index[x] for x in a.tags if x in self._tag_index]] = True
+                if a.tag is None and a.zone in self._zone_index:
+                    zone[self._zone_index[a.zone]] = True
+        tag |= zone[t.zone_of]
+        tag |= device[t.device_of]
+        tag &= active
+        if not tag.any():
+            return findings
+        out = list(findings)
+        for i in catchall:
+            out[i] = replace(out[i], active=out[i].active & ~tag)
+        return out
+
+    @functools.cached_property
+    def _tag_index(self) -> dict[str, int]:
+        return {x: i for i, x in enumerate(self.table.tags)}
+
+    @functools.cached_property
+    def _zone_index(self) -> dict[str, int]:
+        return {z: i for i, z in enumerate(self.table.zones)}
+
     @functools.cached_property
     def _device_zone(self) -> np.ndarray:
         """Each device's zone when all its zoned points share one, else -1."""
@@ -348,6 +404,7 @@ class Engine:
             **{f"extra/{k}": v for k, v in (extra or {}).items()},
             "engine/meta": np.array([json.dumps(self._meta())]),
             "engine/explained": self._explained,
+            "engine/tag_explained": self._tag_explained,
             **{f"ticks/{k}": v for k, v in self.ticks.state().items()},
             **{f"gate/{k}": v for k, v in self.gate.state().items()},
         }
@@ -392,7 +449,8 @@ class Engine:
             return {k.removeprefix(prefix): v for k, v in arrays.items()
                     if k.startswith(prefix)}
 
-        expected = {"engine/": {"meta": arrays["engine/meta"], "explained": self._explained},
+        expected = {"engine/": {"meta": arrays["engine/meta"], "explained": self._explained,
+                                "tag_explained": self._tag_explained},
                     "ticks/": self.ticks.state(),
                     **{f"{d.name}/": d.state() for d in self.detectors}}
         for prefix, fresh in expected.items():
@@ -408,6 +466,7 @@ class Engine:
             self.ticks.load_state(part("ticks/"))
             self.gate.load_state(part("gate/"))
             self._explained = arrays["engine/explained"].copy()
+            self._tag_explained = arrays["engine/tag_explained"].copy()
             for d in self.detectors:
                 d.load_state(part(f"{d.name}/"))
         except (KeyError, IndexError, TypeError, ValueError) as e:

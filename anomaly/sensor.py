@@ -1,17 +1,22 @@
 """`stuck` and `spike`: sensor faults seen in a tag's own readings, learned per tag.
 
-- `stuck`: the readings stop changing. Each tag learns `p0`, how often a reading repeats the
-  previous one (within the tag's resolution, the smallest step it has shown), and a run of `k`
-  repeats is judged stuck once `p0 ** k < 1e-6` (and at least `MIN_RUN` repeats over at
-  least `MIN_STUCK` seconds). With many readings per tick a repeat is a tick whose readings
-  are all equal to the previous value, and `MIN_RUN` counts its readings: 6 repeated ticks
-  of 1-minute readings would be an hour and a half at 15-minute ticks, not the 6 readings of
-  evidence `MIN_RUN` asks for (a run that short still teaches p0: only runs of `MIN_RUN`
-  ticks are kept out of it and can mark a resting value, as with one reading per tick).
-  Never judged: status points, tags that have shown only 0 and 1, tags never seen to change,
-  tags that repeat most of the time (`p0 >= P0_CONSTANT`), and a value the tag has rested at
-  before for a long run and then left by itself (a flow meter's low-flow cut-off, PV at
-  night).
+- `stuck`: the readings stop changing for longer than the tag's values ever hold. Each tag
+  learns how long its runs of equal values (within its resolution, the smallest step it has
+  shown) last: a histogram of run durations in doubling bins, halved whenever it holds twice
+  `RUN_MEMORY` runs.
+  A run is judged stuck once it has held `FACTOR` times the duration that `QUANTILE` of the
+  tag's runs stay within (the upper edge of that bin), and at least `MIN_RUN` readings over
+  `MIN_STUCK` seconds. A signal that rests on plateaus (a level held between pump cycles, a
+  valve position, a setpoint) learns long runs and never floods; a noisy one is judged within
+  minutes. With many readings per tick a tick is a repeat when all its readings equal the
+  previous value, and `MIN_RUN` counts its readings.
+  Rest states are never stuck: exactly 0 (a meter's low-flow cut-off, a stopped pump's
+  current, no pressure; not a temperature), the point's `lo` or `hi` (a tank at its floor or
+  overflow, a valve fully open), and values the tag has rested at before for a long run and
+  then left by itself (learned online, `RESTS` per tag); runs at rest do not teach the
+  durations either. A tag's histogram holds `PEERS` runs' worth of those of the points of its
+  kind and unit, so a new tag borrows theirs until it has its own. Never judged: status
+  points, tags that have shown only 0 and 1, tags never seen to change.
 - `spike`: a reading that jumps far from its neighbours and comes back. The tag's scale is an
   EWMA of its absolute first differences, each clipped at `CLIP` scales so a spike cannot
   inflate it. A spike is judged when the next reading arrives: both steps above `SPIKE`
@@ -51,14 +56,16 @@ from anomaly.points import PointTable
 from anomaly.ticks import Tick
 
 # stuck
-IMPLAUSIBLE = 1e-6  # probability of a run of repeats under the tag's learned p0
-MIN_RUN = 6  # repeats, however unlikely a single one is
+QUANTILE = 0.99  # of a tag's runs: their usual longest
+FACTOR = 3.0  # times the usual longest: stuck
+MIN_RUN = 6  # readings, however short its runs usually are
 MIN_STUCK = 600.0  # seconds: a value held for a few minutes is no fault yet
 MIN_MOVES = 1  # a tag never seen to change may be a constant (a setpoint, a spare channel)
-P0_CONSTANT = 0.5  # a tag that repeats this often is naturally constant
-P0_PRIOR = (0.5, 2.0)  # pseudo-counts (repeats, steps) of a kind: p0 = 0.25 before any data
-PEERS = 10.0  # pseudo-steps of the tag's kind and unit in its p0: a new tag borrows theirs
-P0_MEMORY = 2000.0  # steps: p0 follows a change of the tag's behaviour within ~a week
+PEERS = 10.0  # pseudo-runs of the tag's kind and unit in its histogram: a new tag borrows theirs
+RUN_MEMORY = 500.0  # runs: the histogram halves beyond twice this (follows a change)
+RUN_BINS = 24  # doubling bins of run duration: < 2 s, < 4 s, ... up to ~100 days
+RESTS = 4  # learned rest values per tag
+NOT_AT_ZERO = ("temperature",)  # kinds for which exactly 0 is a reading like any other
 # spike
 SPIKE = 8.0  # scales (mean absolute step, ~0.8 sigma of the steps): ~6 sigma of a step
 BACK = 0.3  # of the jump: how close the next reading must come back
@@ -70,6 +77,8 @@ HOUR_STEPS = 3  # steps an hour bin has learned before it counts
 COMMON = 2  # tags of one kind spiking in the same tick: a process event
 SPIKE_SPREAD = 5.0  # times the learned within-tick spread
 SPREAD_MIN_COUNT = 5  # readings in a tick for its spread to mean anything
+SPIKE_DAYS = 30.0  # a learned spike fades with this time constant
+SPIKE_MARGIN = 1.3  # times the second largest spike seen: a spike the tag has not shown
 
 
 class SensorFaults:
@@ -80,7 +89,8 @@ class SensorFaults:
     def __init__(self, table: PointTable) -> None:
         n = len(table)
         self.eligible = ~table.of_kind("status")
-        self.spike_limit = np.full(n, SPIKE)
+        self.zero_rests = ~table.of_kind(*NOT_AT_ZERO)
+        self.lo, self.hi = table.lo, table.hi
         self._none = np.zeros(n, dtype=bool)
         self._none_score = np.full(n, np.nan)
         self._stray_score = self._none_score
@@ -94,12 +104,14 @@ class SensorFaults:
         self.prev2 = np.full(n, np.nan)  # the one before it
         self.res = np.full(n, np.inf)  # smallest nonzero step seen: the resolution
         self.binary = np.ones(n, dtype=bool)  # every value so far was 0 or 1
-        self.repeats = np.zeros(n)  # forgetting counts of repeats and steps
-        self.steps = np.zeros(n)
-        self.run = np.zeros(n)  # repeats in the current run
-        self.moves = np.zeros(n)  # changes seen, up to MIN_MOVES
+        self.runs = np.zeros((n, RUN_BINS))  # fading histogram of run durations
+        self.runs_total = np.zeros(n)  # its weight
+        self.moves = np.zeros(n)  # runs ended, rest runs included (up to MIN_MOVES)
+        self.run = np.zeros(n)  # repeated readings in the current run
         self.since = np.zeros(n, dtype=np.int64)  # ns the current value was first read
-        self.rest = np.full(n, np.nan)  # value of the last long run the tag left by itself
+        self.last_ts = np.zeros(n, dtype=np.int64)  # ns of the last good reading
+        self.rest = np.full((n, RESTS), np.nan)  # values of long runs the tag left by itself
+        self.rest_next = np.zeros(n, dtype=np.int64)  # the slot the next one takes
         self.scale = np.full(n, np.nan)  # EWMA of |step|
         self.scale_n = np.zeros(n)  # steps the scale has learned
         # The same per hour of day, hour-major so that a tick's hour is one contiguous row
@@ -107,6 +119,7 @@ class SensorFaults:
         self.by_hour = np.full((24, n), np.nan)
         self.by_hour_n = np.zeros((24, n))
         self.spread = np.full(n, np.nan)  # EWMA of max(max - mean, mean - min) in a tick
+        self.spikes_seen = np.zeros((2, n))  # the largest and second largest spike, fading
         self._res_changed()
 
     def _res_changed(self) -> None:
@@ -157,8 +170,8 @@ class SensorFaults:
         if not every:
             moved &= good
             step &= good
-        stuck, k = self._stuck(tick, good, v, same, moved, step, most)
-        spike, score = self._spike(tick, good, v, step, d2, diff, most)
+        stuck, usual = self._stuck(tick, good, v, same, moved, step)
+        spike, score, spike_limit = self._spike(tick, good, v, step, d2, diff, most)
         if every:  # both shift whole: swap the buffers
             self.prev2, self.prev = self.prev, self.prev2
             np.copyto(self.prev, v)
@@ -169,12 +182,11 @@ class SensorFaults:
         minutes = (np.where(stuck, (tick.last_ts - self.since) / 60e9, np.nan)
                    if stuck is not self._none and stuck.any() else self._none_score)
         return [
-            Finding("stuck", "tag", stuck, known=good, value=v, limit=k,
+            Finding("stuck", "tag", stuck, known=good, value=v, limit=usual,
                     details={"minutes": minutes},
-                    message="{subject} stuck at {value} {unit} for {minutes} min "
-                            "({limit} unchanged readings are implausible for it)"),
-            Finding("spike", "tag", spike, known=good, value=score,
-                    limit=self.spike_limit,
+                    message="{subject} stuck at {value} {unit} for {minutes} min (its values "
+                            "usually hold at most {limit} min)"),
+            Finding("spike", "tag", spike, known=good, value=score, limit=spike_limit,
                     message="{subject}: a jump of {value} times its usual step that came "
                             "back"),
         ]
@@ -187,68 +199,94 @@ class SensorFaults:
         np.copyto(self.res, step, where=finer)
         return True
 
-    def _limits(self, count: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """k: the run of repeats that is implausible for each tag (inf: never judged), and
-        the one judged on this tick's `count` readings per tag (k itself without `count`)."""
-        peers = self.peers
-        pool = np.bincount(self.peer_id, self.repeats, peers)
-        pool += P0_PRIOR[0]
-        pool /= np.bincount(self.peer_id, self.steps, peers) + P0_PRIOR[1]
-        p0 = pool.take(self.peer_id)
-        p0 *= PEERS
-        p0 += self.repeats
-        p0 /= self.steps + PEERS
-        # 0 < p0 <= 1 (pseudo-counts): p0 = 1 gives k = inf, never stuck
-        k = np.log(p0)
-        np.divide(LOG_IMPLAUSIBLE, k, out=k)
-        np.ceil(k, out=k)
-        constant = p0 >= P0_CONSTANT
-        judged = None
-        if count is not None:
-            judged = np.maximum(MIN_RUN / np.maximum(count, 1), k)
-            np.ceil(judged, out=judged)
-            judged[constant] = np.inf
-        np.maximum(MIN_RUN, k, out=k)
-        k[constant] = np.inf
-        return k, k if judged is None else judged
-
     def _stuck(self, tick: Tick, good: np.ndarray, v: np.ndarray, same: np.ndarray,
-               moved: np.ndarray, step: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray]:
-        k, judged = self._limits(tick.count if most > 1 else None)
-        # A run ends: its repeats teach p0 unless the run was long enough to be judged (a
-        # stuck sensor must not teach that repeats are normal); a long run the tag left by
-        # itself marks a resting value.
+               moved: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stuck tags, and each one's usual longest run (minutes; NaN where not stuck)."""
         ended = moved & step
-        long_run = self.run >= k
-        if long_run.any():
-            counted = np.where(long_run, 0.0, self.run)
-            self.rest = np.where(ended & long_run, self.prev, self.rest)
-        else:
-            counted = self.run
-        m = counted + 1.0
-        decay = np.negative(m)
-        decay /= P0_MEMORY
-        np.exp(decay, out=decay)
-        repeats = decay * self.repeats
-        repeats += counted
-        self.repeats = np.where(ended, repeats, self.repeats)
-        decay *= self.steps
-        decay += m
-        self.steps = np.where(ended, decay, self.steps)
-        self.moves += ended
-        np.minimum(self.moves, MIN_MOVES, out=self.moves)
-        self.run = np.where(moved, 0.0, self.run + same)
-        self.since = np.where(moved, tick.start_ns, self.since)
-        stuck = self.run >= judged  # rare, and all else is judged only then
-        if not stuck.any():
-            return self._none, k
-        held = tick.last_ts - self.since
-        stuck &= (self.eligible & ~self.binary & good & (self.moves >= MIN_MOVES)
-                  & (held >= MIN_STUCK * 1e9) & (v != self.rest))
-        return stuck, k
+        if ended.any():
+            self._run_ended(ended)
+        self.run = np.where(moved, 0.0, self.run + np.where(same, tick.count, 0))
+        self.since = np.where(moved, tick.last_ts, self.since)
+        self.last_ts = np.where(good, tick.last_ts, self.last_ts)
+        # rare, and all else is judged only then
+        candidate = good & (self.run >= MIN_RUN) & self.eligible & ~self.binary
+        candidate &= self.moves >= MIN_MOVES
+        if not candidate.any():
+            return self._none, self._none_score
+        rows = np.flatnonzero(candidate)
+        usual = self._usual_longest(rows)
+        held = (tick.last_ts[rows] - self.since[rows]) / 1e9
+        hit = (held >= np.maximum(MIN_STUCK, FACTOR * usual)) & ~self._at_rest(rows, v[rows])
+        stuck = self._none.copy()
+        stuck[rows[hit]] = True
+        minutes = self._none_score.copy()
+        minutes[rows] = usual / 60.0
+        return stuck, minutes
+
+    def _run_ended(self, ended: np.ndarray) -> None:
+        """The runs of `ended` tags ended (their value moved): a run's duration teaches
+        unless the tag rested or the run was long enough to be judged (a stuck spell must not
+        teach that long runs are normal); a long run the tag left by itself marks a rest
+        value. Most runs are a single reading: only those that repeated are looked at."""
+        seconds = self.last_ts - self.since
+        seconds = np.maximum(seconds / 1e9, 1.0)
+        teach = ended.copy()
+        held = np.flatnonzero(ended & (self.run > 0))
+        if len(held):
+            at_rest = self._at_rest(held, self.prev[held])
+            long_run = self.run[held] >= MIN_RUN
+            if long_run.any():
+                idx = held[long_run]
+                long_run[long_run] = seconds[idx] >= np.maximum(
+                    MIN_STUCK, FACTOR * self._usual_longest(idx))
+            teach[held[at_rest | long_run]] = False
+            rest = held[long_run & ~at_rest]
+            if len(rest):
+                self.rest[rest, self.rest_next[rest]] = self.prev[rest]
+                self.rest_next[rest] = (self.rest_next[rest] + 1) % RESTS
+        rows = np.flatnonzero(teach)
+        bins = np.minimum(np.log2(seconds[rows]).astype(np.int64), RUN_BINS - 1)
+        self.runs.ravel()[rows * RUN_BINS + bins] += 1.0  # rows are distinct
+        self.runs_total[rows] += 1.0
+        full = self.runs_total > 2 * RUN_MEMORY
+        if full.any():  # fading: what a tag did long ago weighs half
+            self.runs[full] *= 0.5
+            self.runs_total[full] *= 0.5
+        self.moves = np.minimum(self.moves + ended, MIN_MOVES)
+
+    def _usual_longest(self, rows: np.ndarray) -> np.ndarray:
+        """Seconds that QUANTILE of the runs of `rows` stay within, interpolated in its
+        doubling bin (bin b holds [2^b, 2^(b+1)) s), their peers' runs counted in; inf
+        without a run learned."""
+        pooled = np.stack([np.bincount(self.peer_id, self.runs[:, b], self.peers)
+                           for b in range(RUN_BINS)], axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pooled /= pooled.sum(axis=1, keepdims=True)
+        hist = self.runs[rows] + PEERS * np.nan_to_num(pooled[self.peer_id[rows]])
+        total = hist.sum(axis=1)
+        cum = np.cumsum(hist, axis=1)
+        want = QUANTILE * total
+        b = np.argmax(cum >= want[:, None], axis=1)
+        below = np.take_along_axis(cum, b[:, None], axis=1)[:, 0] - hist[np.arange(len(rows)), b]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.clip((want - below) / hist[np.arange(len(rows)), b], 0.0, 1.0)
+        return np.where(total > 0, 2.0 ** (b + frac), np.inf)
+
+    def _at_rest(self, rows: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """Whether `value` is a rest state of each tag of `rows`: 0 (but for temperatures),
+        the point's lo or hi, or a learned rest value (within the resolution)."""
+        tol = self._half_res[rows] + 1e-9 * np.abs(value)
+        with np.errstate(invalid="ignore"):
+            out = (np.abs(value) <= tol) & self.zero_rests[rows]
+            out |= np.abs(value - self.lo[rows]) <= tol
+            out |= np.abs(value - self.hi[rows]) <= tol
+            out |= (np.abs(self.rest[rows] - value[:, None]) <= tol[:, None]).any(axis=1)
+        return out
 
     def _spike(self, tick: Tick, good: np.ndarray, v: np.ndarray, step: np.ndarray,
-               d2: np.ndarray, d: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray]:
+               d2: np.ndarray, d: np.ndarray, most: int,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Spikes, their scores and the score each tag must pass."""
         d1 = self.prev - self.prev2
         hour = int(tick.start_ns // 3_600_000_000_000 % 24)
         by_hour, n_h = self.by_hour[hour], self.by_hour_n[hour]
@@ -259,8 +297,10 @@ class SensorFaults:
         score = np.abs(d1)
         np.minimum(score, d, out=score)
         score /= scale
-        # A score above SPIKE implies both steps are numbers, so a good reading after two.
-        jump = score > SPIKE
+        # A score above the limit implies both steps are numbers, so a good reading after two.
+        self.spikes_seen *= np.exp((tick.start_ns - tick.end_ns) / (SPIKE_DAYS * 86400e9))
+        limit = np.maximum(SPIKE, SPIKE_MARGIN * self.spikes_seen[1])
+        jump = score > limit
         # The rest of the test only for candidates: most ticks have none.
         jumped = bool(jump.any())
         if jumped:
@@ -294,11 +334,17 @@ class SensorFaults:
             score = np.where(wide & ~jump, self._stray_score, score)
         spikes = jump | wide
         if not spikes.any():  # the common case
-            return spikes, score
+            return spikes, score, limit
         # Several tags of a kind jumping at once is the process (a pump trip, a network
         # transient), not a sensor.
         alike = np.bincount(self.kind_id[spikes], minlength=self.kinds)
-        return spikes & (alike[self.kind_id] < COMMON), score
+        spikes &= alike[self.kind_id] < COMMON
+        if jumped:  # what the tag has done twice is its behaviour
+            seen = np.where(jump & spikes, score, 0.0)
+            top = self.spikes_seen[0]
+            self.spikes_seen = np.stack([np.maximum(top, seen),
+                                         np.maximum(self.spikes_seen[1], np.minimum(top, seen))])
+        return spikes, score, limit
 
     def _judged(self) -> np.ndarray:
         """Tags whose spikes are judged: warm, not status, not 0/1."""
@@ -335,9 +381,6 @@ class SensorFaults:
         self._res_changed()
 
 
-LOG_IMPLAUSIBLE = np.log(IMPLAUSIBLE)
-
-
 def _ewma(mean: np.ndarray, x: np.ndarray, alpha: np.ndarray, first: np.ndarray) -> np.ndarray:
     """mean + alpha (x - mean), or `first` where there is no mean yet."""
     out = x - mean
@@ -347,5 +390,5 @@ def _ewma(mean: np.ndarray, x: np.ndarray, alpha: np.ndarray, first: np.ndarray)
     return np.where(nan, first, out) if nan.any() else out
 
 
-_STATE = ("prev", "prev2", "res", "binary", "repeats", "steps", "run", "moves", "since", "rest",
-          "scale", "scale_n", "spread")
+_STATE = ("prev", "prev2", "res", "binary", "runs", "runs_total", "moves", "run", "since",
+          "last_ts", "rest", "rest_next", "scale", "scale_n", "spread", "spikes_seen")

@@ -5,14 +5,15 @@ sink and the history query against InfluxDB (bench.influx, bench.history; one in
 here), the anomaly engine's replay with the zone model on and off against river
 HalfSpaceTrees (bench.anomaly), the zone model against river HalfSpaceTrees on hourly water data
 (bench.zone_model), leaks found on wntr networks the simulator does not use (bench.networks),
-alarm latency (bench.alarm_latency), the control-room page under an alarm flood in headless
-Chromium (bench.page), the footprint in EMQX Neuron's format (bench.footprint) and the bytes
-written to disk per reading (bench.disk_writes); each part's `run(quick)` picks its sizes.
-Everything runs on loopback; every load is bounded in count and time. `--quick` runs small
-sizes (a smoke test, about 4 minutes on 2 shared cores); the full run takes about 16, the first
-one a minute more (bench.anomaly exports and tiles its recording into the temp dir once). A part
-that fails gets a row saying so and the others go on. Each row names the command that prints
-its details.
+the public NAB and SKAB benchmarks beside river (bench.nab, bench.skab; skipped without
+../shared/benchmarks), alarm latency (bench.alarm_latency), the control-room page under an
+alarm flood in headless Chromium (bench.page), the footprint in EMQX Neuron's format
+(bench.footprint) and the bytes written to disk per reading (bench.disk_writes); each part's
+`run(quick)` picks its sizes. Everything runs on loopback; every load is bounded in count and
+time. `--quick` runs small sizes (a smoke test, about 5 minutes on 2 shared cores); the full
+run takes about 25 (NAB and SKAB with their river baselines: ~8), the first one a minute more
+(bench.anomaly exports and tiles its recording into the temp dir once). A part that fails gets
+a row saying so and the others go on. Each row names the command that prints its details.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from bench import (
     history,
     influx,
     modbus,
+    nab,
     networks,
     opcua,
     page,
+    skab,
     zone_model,
 )
 from bench.table import Row, markdown
@@ -65,6 +68,8 @@ def main() -> int:
     part("anomaly", lambda: anomaly.run(quick))
     part("zone_model", lambda: zone_model.run(quick))
     part("networks", lambda: networks.run(quick))
+    part("nab", lambda: nab.run(quick))
+    part("skab", lambda: skab.run(quick))
     part("alarm_latency", lambda: alarm_latency.run(quick))
     part("page", lambda: page.run(quick))
     part("footprint", lambda: footprint.run(quick))

@@ -212,7 +212,7 @@ def run_network(name: str, cache: Path, seeds: dict[str, list[int]],
             runs: dict[str, list[Alarm]] = {}
             for variant, variant_site in zip(VARIANTS, (site, without_areas(site)),
                                              strict=True):
-                alarms, _, seconds = engine_run(variant_site, directory, river=True)
+                alarms, _, seconds = engine_run(variant_site, directory, zone_model=True)
                 tallies[variant].seconds += seconds
                 runs[variant] = alarms
             if baselines:

@@ -5,6 +5,7 @@ that resumes; and a real simulator export."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -202,3 +203,57 @@ def test_a_real_export_finds_its_sensor_faults(export: Path) -> None:
     assert {k for k, _ in wanted} == SENSOR_KINDS  # two days hold a fault of each kind
     assert found == wanted
     assert unexplained == []
+
+
+def _pumped(days: int, step_s: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(times, on): a pump switched by a tank's level: on 3-6 h, off 1.5-4 h, at random."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, days * 86400, step_s)
+    edges = np.cumsum(rng.uniform(1.5, 6.0, 4 * days) * 3600)
+    on = np.searchsorted(edges, t, side="right") % 2 == 0
+    return (t * S).astype(np.int64), on
+
+
+@pytest.mark.parametrize(("case", "point", "expected"), [
+    # issue 14: "FT-IN2 stuck at 0 L/s for 90 min", an inflow meter's cut-off, pump off
+    ("inflow at 0 while its pump is off", PointInfo("FT-IN2", "flow", "L/s"), 0),
+    ("inflow at its lo while its pump is off", PointInfo("FT-IN2", "flow", "L/s", lo=0.5), 0),
+    ("tank at its overflow", PointInfo("LT-1", "level", "m", lo=0.0, hi=5.0), 0),
+    ("valve resting at a position it returns to", PointInfo("XV-7", "other", "%"), 1),
+    ("inflow frozen while its pump runs", PointInfo("FT-IN2", "flow", "L/s"), 1),
+])
+def test_rest_states_are_not_stuck(case: str, point: PointInfo, expected: int) -> None:
+    """Ten days every 15 minutes of a point that rests whenever its pump is off (at 0, at its
+    lo, at its tank's overflow, at a valve position it comes back to: each learned as rest
+    the first time at most); frozen at a working value, it is stuck."""
+    times, on = _pumped(days=10, step_s=900, seed=8)
+    rng = np.random.default_rng(9)
+    working = np.round(60 + rng.normal(0, 2, times.size), 1)
+    rest = {"inflow at 0 while its pump is off": 0.0, "inflow at its lo while its pump is off": 0.5,
+            "tank at its overflow": 5.0, "valve resting at a position it returns to": 37.5,
+            "inflow frozen while its pump runs": 0.0}[case]
+    if point.kind == "level":
+        working = np.round(2.5 + rng.normal(0, 0.05, times.size), 2)
+    values = np.where(on, working, rest)
+    if case == "inflow frozen while its pump runs":
+        frozen = (times >= 6 * 86400 * S) & (times < 7 * 86400 * S)
+        values[frozen] = values[np.argmax(frozen)] if on[np.argmax(frozen)] else 61.3
+    alarms = [a for a in alarms_of([point], times, values[:, None], interval=900.0)
+              if a.kind == "stuck"]
+    assert len(alarms) == expected, [a.message for a in alarms]
+
+
+def test_a_signal_resting_on_plateaus_never_floods() -> None:
+    """NAB's daily square wave (every 5 minutes, 9 h at 80 and 15 h at 20, exactly) rests on
+    plateaus: two weeks without a stuck alarm; frozen for two days, it is stuck, and the
+    message says how long its values usually hold."""
+    t = np.arange(0, 16 * 86400, 300)
+    values = np.where((t % 86400 >= 9 * 3600) & (t % 86400 < 18 * 3600), 80.0, 20.0)
+    values[t >= 14 * 86400] = 50.0
+    times = (t * S).astype(np.int64)
+    alarms = [a for a in alarms_of([PointInfo("x")], times, values[:, None], interval=300.0)
+              if a.kind == "stuck"]
+    assert len(alarms) == 1
+    assert 14 * 86400 * S < alarms[0].start_ns <= 16 * 86400 * S
+    assert re.search(r"stuck at 50 for \d+ min \(its values usually hold at most \d+ min\)",
+                     alarms[0].message), alarms[0].message
