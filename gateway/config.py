@@ -72,7 +72,11 @@ class HistorianSection(Strict):
     flush_interval: float = Field(default=1.0, gt=0)  # seconds a caught-up sink gathers readings
     max_rate: float = Field(default=200_000.0, gt=0)  # readings/s of backlog in a catch-up
     timeout: float = Field(default=10.0, gt=0)  # seconds per request
-    gzip: bool = True
+    gzip: bool | None = None  # None: compress unless the URL is a loopback address
+    # Also write these timestamps as integer fields (ns): "server" -> server_ts, "gateway" ->
+    # gateway_ts. The point's time is always the source time; the others cost the database
+    # a field series per point each, so they are written only when asked for.
+    timestamp_fields: list[Literal["server", "gateway"]] = []
 
 
 class SpoolSection(Strict):

@@ -3,6 +3,10 @@
 `/query` is InfluxDB 1.x's API, 2.x's v1 compatibility endpoint (database = bucket mapped by
 a DBRP, token auth) and 3.x's InfluxQL endpoint. Results come chunked (one JSON document per
 chunk), so a long range never needs one huge response.
+
+Both schemas read alike (gateway.influx): the lean one, where a reading without `quality` is
+good, without `cause` has none and without `server_ts`/`gateway_ts` was stamped only at the
+source; and the one before it, which wrote all five fields on every reading.
 """
 
 from __future__ import annotations
@@ -95,8 +99,8 @@ class InfluxReader:
         return Batch(source_ts=np.array(rows["time"], np.int64), server_ts=stamps("server_ts"),
                      gateway_ts=stamps("gateway_ts"), point=point.astype(np.int32),
                      value=value,
-                     quality=np.array([Quality.BAD if q is None else q for q in rows["quality"]],
-                                      np.uint8),
+                     quality=np.array([Quality.GOOD if q is None else q
+                                       for q in rows["quality"]], np.uint8),
                      cause=np.array([c or 0 for c in rows["cause"]], np.uint32))
 
     def latest(self, tags: Sequence[str] | None = None) -> Batch:

@@ -97,9 +97,19 @@ def outage(site: Site, server: Server, seconds: float) -> tuple[float, float]:
     return asyncio.run(run())
 
 
-def influx_count(influx: Influxd, database: str) -> dict[str, int]:
-    return {s["tags"]["tag"]: s["values"][0][1] for s in influx.query(
-        'SELECT count(quality) FROM readings GROUP BY "tag"', db=database)}
+def influx_count(influx: Influxd, database: str, where: str = "") -> dict[str, int]:
+    """Readings per tag in measurement `readings` (`where`: an InfluxQL condition). A reading
+    has `value`, `quality` or both (an uncertain one with a value: quality 1)."""
+    def per_tag(select: str, *conditions: str) -> dict[str, int]:
+        clause = " AND ".join(c for c in (where, *conditions) if c)
+        return {s["tags"]["tag"]: s["values"][0][1] for s in influx.query(
+            f'SELECT {select} FROM readings {"WHERE " + clause if clause else ""} '
+            'GROUP BY "tag"', db=database)}
+
+    values, flagged = per_tag("count(value)"), per_tag("count(quality)")
+    both = per_tag("count(value)", "quality = 1")
+    return {t: values.get(t, 0) + flagged.get(t, 0) - both.get(t, 0)
+            for t in values | flagged}
 
 
 def stored_counts(site: Site) -> dict[str, int]:

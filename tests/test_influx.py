@@ -35,7 +35,15 @@ from api.app import create_app
 from gateway.catchup import LiveFirst
 from gateway.config import HistorianSection, Point, Site, SiteSection, load_site
 from gateway.historian import EmbeddedHistorian
-from gateway.influx import InfluxRejected, InfluxSink, InfluxUnavailable
+from gateway.influx import (
+    InfluxRejected,
+    InfluxSink,
+    InfluxUnavailable,
+    compresses,
+    line_protocol,
+    precision_of,
+    series_prefixes,
+)
 from gateway.influx_reader import InfluxReader
 from gateway.runtime import Gateway, progress_path
 from gateway.spool import Spool
@@ -96,32 +104,66 @@ def recording(n: int = 2000) -> Batch:
                     server_ts=ts + 2_000_000, gateway_ts=ts + 5_000_000)
 
 
+@pytest.mark.parametrize("timestamp_fields", [[], ["server", "gateway"]])
 def test_every_field_and_tag_round_trips_through_influxql(
-        tmp_path: Path, influx: Influxd, database: str) -> None:
+        tmp_path: Path, influx: Influxd, database: str, timestamp_fields: list[str]) -> None:
     batch = Batch.of(source_ts=T0 + np.arange(7), point=[0, 1, 2, 3, 0, 1, 2],
                      value=[1.5, -2.25e-7, 1e16, np.nan, 0.0, np.nan, -np.inf],
                      quality=[0, 1, 0, 2, 0, 1, 0], cause=[0, 7, 0, 0x80310000, 0, 3, 0],
                      server_ts=T0 + 10**8 + np.arange(7), gateway_ts=T0 + 10**9 + np.arange(7))
-    sink = InfluxSink(make_site(tmp_path, v1(influx, database)), Acks(), SinkStatus("influxdb"))
-    sink.store([(1, batch)])
+    site = make_site(tmp_path, v1(influx, database, timestamp_fields=timestamp_fields))
+    InfluxSink(site, Acks(), SinkStatus("influxdb")).store([(1, batch)])
     (series,) = influx.query("SELECT * FROM readings ORDER BY time", db=database)
     rows = [dict(zip(series["columns"], v, strict=True)) for v in series["values"]]
     assert [r["time"] for r in rows] == batch.source_ts.tolist()
-    assert [r["server_ts"] for r in rows] == batch.server_ts.tolist()
-    assert [r["gateway_ts"] for r in rows] == batch.gateway_ts.tolist()
-    assert [r["quality"] for r in rows] == batch.quality.tolist()
-    assert [r["cause"] for r in rows] == batch.cause.tolist()
     # No finite value (bad, or NaN/inf from the device): no value field, never a number.
     assert [r["value"] for r in rows] == [1.5, -2.25e-7, 1e16, None, 0.0, None, None]
+    # Quality and cause only where the reading is not plainly good.
+    assert [r["quality"] for r in rows] == [None, 1, None, 2, None, 1, 0]
+    assert [r["cause"] for r in rows] == [None, 7, None, 0x80310000, None, 3, 0]
+    for name in ("server", "gateway"):
+        stamps = getattr(batch, f"{name}_ts").tolist()
+        assert [r.get(f"{name}_ts") for r in rows] == (
+            stamps if name in timestamp_fields else [None] * len(rows))
     for r, i in zip(rows, batch.point.tolist(), strict=True):
         p = POINTS[i]
         assert (r["site"], r["tag"], r["kind"]) == ("plant 1", p.tag, p.kind)
         assert (r["zone"], r["device"], r["unit"]) == (p.zone, p.device, p.unit or None)
 
 
+@pytest.mark.parametrize("gzip", [False, True])
+@pytest.mark.parametrize(("stamps", "digits"), [
+    ([T0, T0 + 10**9], 10), ([T0 + 10**6, T0 + 2 * 10**6], 13),
+    ([T0 + 1000, T0 + 10**6], 16), ([T0 + 1, T0 + 10**6], 19)])
+def test_timestamps_are_written_no_finer_than_stamped_and_read_back_exactly(
+        tmp_path: Path, influx: Influxd, database: str, stamps: list[int], digits: int,
+        gzip: bool) -> None:
+    batch = Batch.of(source_ts=stamps, point=[0, 1], value=[1.0, 2.0], quality=0)
+    site = make_site(tmp_path, v1(influx, database, gzip=gzip))
+    lines = line_protocol(series_prefixes(site), batch, precision_of(batch.source_ts).ns)
+    assert [len(line.rsplit(" ", 1)[1]) for line in lines] == [digits, digits]
+    assert lines[0] == (r"readings,device=rtu\ 1,kind=pressure,site=plant\ 1,tag=PT-101,"
+                        rf"unit=bar,zone=north\,low value=1.0 {stamps[0] // 10**(19 - digits)}")
+    InfluxSink(site, Acks(), SinkStatus("influxdb")).store([(1, batch)])
+    (series,) = influx.query("SELECT value FROM readings ORDER BY time", db=database)
+    assert [t for t, _ in series["values"]] == stamps
+
+
+@pytest.mark.parametrize(("url", "gzip", "compressed"), [
+    ("http://127.0.0.1:8086", None, False), ("http://[::1]:8086", None, False),
+    ("http://localhost:8086", None, False), ("https://10.1.2.3:8086", None, True),
+    ("https://influx.utility.example", None, True), ("http://127.0.0.1:8086", True, True),
+    ("https://influx.utility.example", False, False)])
+def test_bodies_are_gzipped_when_they_cross_a_network_unless_set(
+        url: str, gzip: bool | None, compressed: bool) -> None:
+    h = HistorianSection(kind="influxdb", api="v1", url=url, database="d", gzip=gzip)
+    assert compresses(h) == compressed
+
+
+@pytest.mark.parametrize("timestamp_fields", [[], ["server", "gateway"]])
 def test_history_and_latest_from_influxdb_equal_the_embedded_historians(
-        tmp_path: Path, influx: Influxd, database: str) -> None:
-    site = make_site(tmp_path, v1(influx, database))
+        tmp_path: Path, influx: Influxd, database: str, timestamp_fields: list[str]) -> None:
+    site = make_site(tmp_path, v1(influx, database, timestamp_fields=timestamp_fields))
     batch = recording()
     embedded = EmbeddedHistorian(tmp_path / "h.sqlite", [p.tag for p in POINTS])
     embedded.store([(1, batch)])
@@ -142,6 +184,10 @@ def test_history_and_latest_from_influxdb_equal_the_embedded_historians(
         assert a.status_code == b.status_code == 200, (q, a.text, b.text)
         a, b = a.json(), b.json()
         a.pop("time", None), b.pop("time", None)
+        for reading in a.get("readings", []):
+            for name in {"server", "gateway"} - set(timestamp_fields):
+                # Not written: InfluxDB knows the source time only.
+                reading[f"{name}_ts"] = reading["source_ts"]
         if "mean" in a:
             assert b.pop("mean") == pytest.approx(a.pop("mean"), rel=1e-12), q
         assert a == b, q
@@ -172,12 +218,12 @@ def test_v2_writes_through_influxdb_client_reach_victoria_metrics(tmp_path: Path
     want = {}
     for i, p in enumerate(batch.point.tolist()):
         t = int(batch.source_ts[i]) // 10**6
-        want[("readings_quality", POINTS[p].tag, t)] = int(batch.quality[i])
-        want[("readings_cause", POINTS[p].tag, t)] = int(batch.cause[i])
+        if batch.quality[i] != Quality.GOOD:
+            want[("readings_quality", POINTS[p].tag, t)] = int(batch.quality[i])
+            want[("readings_cause", POINTS[p].tag, t)] = int(batch.cause[i])
         if batch.quality[i] != Quality.BAD:
             want[("readings_value", POINTS[p].tag, t)] = float(batch.value[i])
-    assert {k: v for k, v in got.items()
-            if k[0] not in ("readings_gateway_ts", "readings_server_ts")} == want
+    assert got == want
 
 
 @pytest.mark.parametrize(("change", "error", "message"), [
@@ -235,14 +281,12 @@ def test_a_refused_point_is_quarantined_and_the_rest_flows(
                status).store([(1, batch)])
 
     refused = np.arange(len(batch)) == 6
-    counts = {s["tags"]["tag"]: s["values"][0][1] for s in influx.query(
-        'SELECT count(quality) FROM readings WHERE "site" = \'plant 1\' GROUP BY "tag"',
-        db=database)}
+    counts = influx_count(influx, database, where='"site" = \'plant 1\'')
     expected = {p.tag: int(((batch.point == i) & ~refused).sum()) for i, p in enumerate(POINTS)}
     assert counts == expected
     assert status.quarantined_total == 1
     kept = (tmp_path / "data" / "influxdb-quarantine.lp").read_text()
-    assert "field type conflict" in kept and f"value={float(batch.value[6])!r}," in kept
+    assert "field type conflict" in kept and f"value={float(batch.value[6])!r} " in kept
 
 
 @pytest.mark.parametrize("lists", POINT_LIST_CHANGES.values(), ids=POINT_LIST_CHANGES.keys())
@@ -308,11 +352,11 @@ class Backlog:
 
 
 def in_influx(influx: Influxd, database: str, where: str = "") -> tuple[int, int | None]:
-    """(readings, newest time) in InfluxDB, with an optional WHERE clause."""
-    series = influx.query(f"SELECT count(quality) FROM readings {where}", db=database)
-    newest = influx.query(f"SELECT last(quality) FROM readings {where}", db=database)
-    return (series[0]["values"][0][1] if series else 0,
-            newest[0]["values"][0][0] if newest else None)
+    """(readings, newest time) in InfluxDB, with an optional condition."""
+    newest = [s["values"][0][0] for field in ("value", "quality") for s in influx.query(
+        f"SELECT last({field}) FROM readings {'WHERE ' + where if where else ''}",
+        db=database)]
+    return sum(influx_count(influx, database, where).values()), max(newest, default=None)
 
 
 def test_live_readings_overtake_a_backlog_that_still_arrives_whole_and_oldest_first(
@@ -326,7 +370,7 @@ def test_live_readings_overtake_a_backlog_that_still_arrives_whole_and_oldest_fi
         for step in range(1, 100):  # bounded: the backlog takes five steps
             newest = backlog.append(5)  # the live feed: 20 readings a step
             backlog.lanes.step()
-            stored, last_old = in_influx(influx, database, f"WHERE time <= {end_of_backlog}")
+            stored, last_old = in_influx(influx, database, f"time <= {end_of_backlog}")
             if stored == 10_000 * k:
                 break
             # The newest reading is in InfluxDB while the backlog is still draining...
