@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
-from gateway.memory import keep_mmap_threshold
+from gateway.memory import tune_allocator
 from scadawatch.cli import UsageError
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     from gateway.runtime import Gateway, install_stop_signals, status_path
     from gateway.status import read_snapshot
 
-    keep_mmap_threshold()  # before the first state save (see gateway/memory.py)
+    tune_allocator()  # before the first thread and state save (see gateway/memory.py)
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     tasks = []
