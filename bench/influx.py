@@ -24,7 +24,7 @@ import urllib3
 from anomaly.batch import Batch
 from bench.table import Row
 from gateway.config import HistorianSection, Point, Site, SiteSection
-from gateway.influx import InfluxSink, line_protocol, series_prefixes
+from gateway.influx import InfluxSink, SeriesKeys, line_protocol
 from gateway.status import SinkStatus
 
 BATCH_LINES = 5000
@@ -83,7 +83,7 @@ def measure(url: str, n: int, tags: int, gzip: bool = True) -> tuple[float, floa
     with tempfile.TemporaryDirectory() as tmp:
         site = Site(site=SiteSection(name="bench", data_dir=Path(tmp)), historian=h,
                     points=points)
-        lines = line_protocol(series_prefixes(site), batch)
+        lines = line_protocol(SeriesKeys.of(site), batch)
         bodies = ["\n".join(lines[a : a + BATCH_LINES]).encode()
                   for a in range(0, len(lines), BATCH_LINES)]
         # Creating a series costs InfluxDB far more than a point: both databases get

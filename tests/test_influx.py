@@ -39,10 +39,10 @@ from gateway.influx import (
     InfluxRejected,
     InfluxSink,
     InfluxUnavailable,
+    SeriesKeys,
     compresses,
     line_protocol,
     precision_of,
-    series_prefixes,
 )
 from gateway.influx_reader import InfluxReader
 from gateway.runtime import Gateway, progress_path
@@ -140,7 +140,7 @@ def test_timestamps_are_written_no_finer_than_stamped_and_read_back_exactly(
         gzip: bool) -> None:
     batch = Batch.of(source_ts=stamps, point=[0, 1], value=[1.0, 2.0], quality=0)
     site = make_site(tmp_path, v1(influx, database, gzip=gzip))
-    lines = line_protocol(series_prefixes(site), batch, precision_of(batch.source_ts).ns)
+    lines = line_protocol(SeriesKeys.of(site), batch, precision_of(batch.source_ts).ns)
     assert [len(line.rsplit(" ", 1)[1]) for line in lines] == [digits, digits]
     assert lines[0] == (r"readings,device=rtu\ 1,kind=pressure,site=plant\ 1,tag=PT-101,"
                         rf"unit=bar,zone=north\,low value=1.0 {stamps[0] // 10**(19 - digits)}")
