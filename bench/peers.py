@@ -11,9 +11,11 @@ after each run is printed beside its figures (the machine may be shared).
 
 For scadawatch the harness keeps the run's directory (KEEP=1); once the gateway has stopped,
 its InfluxDB is started again on the same data to count every reading stored since the start,
-beside what the gateway spooled (its final status.json): `lost` is spooled minus stored, and
-`left` is what the spool still held for InfluxDB when the gateway stopped. Then the directory is
-removed.
+beside what the gateway spooled (its final status.json, written once it has stopped cleanly):
+`lost` is spooled minus stored, and `left` is what the spool still held for InfluxDB when the
+gateway stopped. The farm's count of values served (its registers / 2) is the cross-check no
+gateway writes: every one is a good reading, so `count(value)` must reach it, short of at most
+the answers in flight when the gateway stopped polling. Then the directory is removed.
 
 Where the harness lives: `$SCADAWATCH_PEERS`, else the first `shared/peers` found going up from
 this repository. It needs the venv at `$PY` (default /tmp/v, made here if missing, as the
@@ -147,9 +149,12 @@ def drained(run_dir: Path) -> dict:
     """What the run's gateway spooled (its final status) beside what its InfluxDB holds."""
     status = json.loads((run_dir / "scadawatch-data" / "status.json").read_text())
     sink = status["sinks"].get("influxdb", {})
+    farm = json.loads((run_dir / "farm.json").read_text())
     out = {"spooled": status["spool"]["readings_appended_total"],
            "spool_dropped": status["spool"]["readings_dropped_total"],
-           "left": sink.get("backlog_readings"), "quarantined": sink.get("quarantined_total")}
+           "left": sink.get("backlog_readings"), "quarantined": sink.get("quarantined_total"),
+           "served": farm["registers_served"] // 2,
+           "stopped_cleanly": "event=gateway_stopped" in (run_dir / "gateway.log").read_text()}
     config = (run_dir / "influx" / "influxdb.conf").read_text()
     port = free_port()
     lines = [f'bind-address = "127.0.0.1:{free_port()}"' if line.startswith("bind-address")
@@ -173,6 +178,8 @@ def drained(run_dir: Path) -> dict:
                     raise
                 time.sleep(0.5)
         out["stored"] = count_readings(url, db)
+        out["stored_good"] = sum(int(s["values"][0][1]) for s in influx_query(
+            url, "SELECT count(value) FROM readings", db))
     finally:
         influxd.send_signal(signal.SIGTERM)
         try:
@@ -191,7 +198,7 @@ def fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
 def table(runs: Sequence[Run]) -> str:
     head = ("| asked values/s | gateway | stored values/s | ratio / ratio_ts | gateway CPU % "
             "(of a core) | gateway RSS MiB | influxd CPU % | farm CPU % | machine CPU % of 200 "
-            "| decode check | spooled -> in InfluxDB (lost, left) | load before / after |")
+            "| decode check | spooled -> in InfluxDB (lost, left at stop) | load before / after |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in runs:
         if "error" in r.result:
@@ -201,7 +208,9 @@ def table(runs: Sequence[Run]) -> str:
         decode = (f"{'ok' if r.get('decode_ok') else 'FAILED'} "
                   f"({r.get('decode_matched')}/{r.get('decode_checked')})")
         d = r.drain
-        drain = (f"{d['spooled']:,} -> {d['stored']:,} ({d['lost']:,}, {d['left']:,})"
+        drain = (f"{d['spooled']:,} -> {d['stored']:,} ({d['lost']:,}, {d['left']:,}); farm "
+                 f"served {d['served']:,}, good in InfluxDB {d['stored_good']:,}"
+                 + ("" if d["stopped_cleanly"] else "; gateway killed at stop")
                  if "stored" in d else "-")
         lines.append(
             f"| {r.asked:,.0f} | {r.gateway} | {fmt(r.get('stored_values_per_s'))} | "
@@ -245,10 +254,13 @@ def verdicts(runs: Sequence[Run]) -> list[tuple[bool, str]]:
         out.append((ok, f"100k/s: scadawatch keeps up: {text}"))
         d = sw.drain
         if "stored" in d:
-            out.append((d["lost"] == 0 and d["left"] == 0 and d["spool_dropped"] == 0,
-                        f"100k/s: nothing lost: spooled {d['spooled']:,}, in InfluxDB "
-                        f"{d['stored']:,}, left in the spool {d['left']:,}, dropped "
-                        f"{d['spool_dropped']:,}"))
+            out.append((d["stopped_cleanly"] and d["lost"] == 0 and d["left"] == 0
+                         and d["spool_dropped"] == 0,
+                         f"100k/s: nothing lost: spooled {d['spooled']:,}, in InfluxDB "
+                         f"{d['stored']:,}, left in the spool {d['left']:,}, dropped "
+                         f"{d['spool_dropped']:,}, stopped cleanly: {d['stopped_cleanly']} "
+                         f"(farm served {d['served']:,} values, InfluxDB holds "
+                         f"{d['stored_good']:,} good readings)"))
     for r in runs:
         if "error" not in r.result:
             out.append((bool(r.get("decode_ok")), f"{r.asked / 1000:g}k/s {r.gateway}: decode "
