@@ -67,18 +67,27 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
         status.backlog_readings, status.backlog_age_seconds = spool.backlog(
             spool.acked(sink.name))
 
-    await keep_stepping(sink.name, step, failed, status, idle=idle, backoff=backoff)
+    def due() -> bool:
+        return position is None or spool.last_seq > position
+
+    await keep_stepping(sink.name, step, failed, status, idle=idle, backoff=backoff, due=due)
 
 
 async def keep_stepping(name: str, step: Callable[[], bool], failed: Callable[[], None],
-                        status: SinkStatus, *, idle: float, backoff: float) -> None:
+                        status: SinkStatus, *, idle: float, backoff: float,
+                        due: Callable[[], bool] | None = None) -> None:
     """Run `step()` in a thread, forever; it returns True while more work is waiting, else
     the next step comes after `idle` seconds. A step that raises is counted, logged and
     retried after `backoff` seconds, doubling up to BACKOFF_MAX, `failed()` called first (the
     backlog grows while the sink fails: health and metrics must show it). A cancellation
-    waits for the step in progress, so what it stored gets acknowledged."""
+    waits for the step in progress, so what it stored gets acknowledged. `due()`, when
+    given, says whether a step has anything to do: if not, the thread hop is saved (a sink
+    of a site polled every second would otherwise step 20 times a second for nothing)."""
     first_backoff = backoff
     while True:
+        if due is not None and not due():
+            await asyncio.sleep(idle)
+            continue
         task = asyncio.ensure_future(asyncio.to_thread(step))
         try:
             more = await asyncio.shield(task)
