@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import sys
 import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -235,6 +236,10 @@ class Device(Strict):
         return self.endpoint or ""
 
 
+_SHARED_TEXT = ("device", "kind", "unit", "zone", "role", "priority", "register_kind", "type",
+                "word_order", "deadband_type")
+
+
 @pydantic_dataclass(config=Strict.model_config, slots=True)
 class Point:
     """One measured value. `type` defaults to "bool" in a coil or discrete table, else
@@ -280,6 +285,12 @@ class Point:
             keys = {**keys, "type": "bool"}
             return ArgsKwargs(data.args, keys) if isinstance(data, ArgsKwargs) else keys
         return data
+
+    def __post_init__(self) -> None:
+        # A site has a few devices, kinds, units and zones: one string each, not one per point.
+        for name in _SHARED_TEXT:
+            if (value := getattr(self, name)) is not None:
+                object.__setattr__(self, name, sys.intern(value))
 
     @property
     def width(self) -> int:
