@@ -15,7 +15,8 @@ beside what the gateway spooled (its final status.json, written once it has stop
 `lost` is spooled minus stored, and `left` is what the spool still held for InfluxDB when the
 gateway stopped. The farm's count of values served (its registers / 2) is the cross-check no
 gateway writes: every one is a good reading, so `count(value)` must reach it, short of at most
-the answers in flight when the gateway stopped polling. Then the directory is removed.
+one poll per device (a poll cut short at stop is not acknowledged, so not spooled). Then the
+directory is removed.
 
 Where the harness lives: `$SCADAWATCH_PEERS`, else the first `shared/peers` found going up from
 this repository. It needs the venv at `$PY` (default /tmp/v, made here if missing, as the
@@ -254,13 +255,15 @@ def verdicts(runs: Sequence[Run]) -> list[tuple[bool, str]]:
         out.append((ok, f"100k/s: scadawatch keeps up: {text}"))
         d = sw.drain
         if "stored" in d:
+            cut = d["served"] - d["stored_good"]
             out.append((d["stopped_cleanly"] and d["lost"] == 0 and d["left"] == 0
-                         and d["spool_dropped"] == 0,
+                         and d["spool_dropped"] == 0 and 0 <= cut <= DEVICES * POINTS,
                          f"100k/s: nothing lost: spooled {d['spooled']:,}, in InfluxDB "
                          f"{d['stored']:,}, left in the spool {d['left']:,}, dropped "
                          f"{d['spool_dropped']:,}, stopped cleanly: {d['stopped_cleanly']} "
                          f"(farm served {d['served']:,} values, InfluxDB holds "
-                         f"{d['stored_good']:,} good readings)"))
+                         f"{d['stored_good']:,} good readings: {cut:,} in polls cut at stop, "
+                         f"at most {DEVICES * POINTS:,})"))
     for r in runs:
         if "error" not in r.result:
             out.append((bool(r.get("decode_ok")), f"{r.asked / 1000:g}k/s {r.gateway}: decode "
