@@ -1,8 +1,15 @@
 """The InfluxDB sink: spooled readings written as line protocol, batched, gzipped, paced.
 
-Schema (lean: the database's work grows with the fields written, one field series per point
-each): measurement `readings`; tag keys `site`, `zone`, `device`, `tag`, `kind`, `unit` (an
-empty one is left out: line protocol has no empty tag value); timestamp = source time. Fields:
+Schema, lean: InfluxDB's work per reading grows with the fields written (a field series per
+point each) and with the bytes of the series key (parsed, hashed and logged with every value),
+so a good reading is one field under a key as short as the peer's (Node-RED's flow):
+
+- measurement: the point's kind (`pressure`, `flow`, `level`, `status`, `voltage`, `current`,
+  `frequency`, `power`, `temperature`, `other`; `KINDS`);
+- tag keys `device`, `tag`, `zone` (an absent one is left out: line protocol has no empty tag
+  value); unit and description stay in the site file (the API's `/points`), and a database
+  or bucket holds one site;
+- timestamp: the source time. Fields:
 
 - `value` (float): the reading, when it has a finite one and is not bad (never a made-up number);
 - `quality` (integer: 1 uncertain, 2 bad; 0 for a good reading without a finite value) and
@@ -38,22 +45,23 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 import urllib3
 
 from anomaly.batch import Batch, Quality
-from gateway.config import HistorianSection, Point, Site
+from gateway.config import HistorianSection, Point, PointKind, Site
 from gateway.spool import PointList, Spool
 from gateway.status import SinkStatus
 
 log = logging.getLogger(__name__)
 
-MEASUREMENT = "readings"
+KINDS: tuple[str, ...] = get_args(PointKind)  # a measurement each
+READINGS = "/^(" + "|".join(KINDS) + ")$/"  # InfluxQL: every measurement of readings
 IN_FLIGHT = 2  # write requests at once: InfluxDB works on one while it syncs the other
-TAG_KEYS = ("device", "kind", "site", "tag", "unit", "zone")  # sorted, as InfluxDB keys them
+TAG_KEYS = ("device", "tag", "zone")  # sorted, as InfluxDB keys them
 # A backslash before anything else is taken as is: it needs no escape.
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 
@@ -82,10 +90,10 @@ def escape_tag(text: str) -> str:
 
 @dataclass(frozen=True)
 class SeriesKeys:
-    """Per point, its series key written as `head + tag + tail`: `readings,<tag keys before
+    """Per point, its series key written as `head + tag + tail`: `<kind>,<tag keys before
     tag>,tag=`, the escaped tag, `<tag keys after it> ` (object arrays indexed like a batch's
     `point`). Heads and tails are shared by the points that have them alike (a device's
-    points, a zone's), so 50,000 points cost ~1 MB, where whole keys cost 6 MB."""
+    points, a zone's), so 50,000 points cost ~1 MB, where whole keys cost 5 MB."""
 
     head: np.ndarray
     tag: np.ndarray
@@ -97,11 +105,10 @@ class SeriesKeys:
         shared: dict[str, str] = {}
         head, tag, tail = [], [], []
         for p in site.points if points is None else points:
-            labels = {"site": site.site.name, "zone": p.zone, "device": p.device,
-                      "kind": p.kind, "unit": p.unit}
+            labels = {"zone": p.zone, "device": p.device}
             parts = [f",{k}={escape_tag(labels[k])}" if labels.get(k) else "" for k in TAG_KEYS]
             cut = TAG_KEYS.index("tag")
-            text = MEASUREMENT + "".join(parts[:cut]) + ",tag="
+            text = p.kind + "".join(parts[:cut]) + ",tag="
             head.append(shared.setdefault(text, text))
             escaped = escape_tag(p.tag)
             tag.append(p.tag if escaped == p.tag else escaped)

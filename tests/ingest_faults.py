@@ -19,6 +19,7 @@ from harness import RUN_LIMIT, stored
 from influx_servers import Influxd, Server
 
 from gateway.config import Site
+from gateway.influx import READINGS
 from gateway.runtime import Gateway, status_path
 
 USER, PASSWORD = "scada", "s3cret"  # the InfluxDB admin of tests/test_influx.py's servers
@@ -98,13 +99,16 @@ def outage(site: Site, server: Server, seconds: float) -> tuple[float, float]:
 
 
 def influx_count(influx: Influxd, database: str, where: str = "") -> dict[str, int]:
-    """Readings per tag in measurement `readings` (`where`: an InfluxQL condition). A reading
-    has `value`, `quality` or both (an uncertain one with a value: quality 1)."""
+    """Readings per tag, in the measurements of readings (`where`: an InfluxQL condition). A
+    reading has `value`, `quality` or both (an uncertain one with a value: quality 1)."""
     def per_tag(select: str, *conditions: str) -> dict[str, int]:
         clause = " AND ".join(c for c in (where, *conditions) if c)
-        return {s["tags"]["tag"]: s["values"][0][1] for s in influx.query(
-            f'SELECT {select} FROM readings {"WHERE " + clause if clause else ""} '
-            'GROUP BY "tag"', db=database)}
+        out: dict[str, int] = {}
+        for s in influx.query(f'SELECT {select} FROM {READINGS} '
+                              f'{"WHERE " + clause if clause else ""} GROUP BY "tag"',
+                              db=database):
+            out[s["tags"]["tag"]] = out.get(s["tags"]["tag"], 0) + s["values"][0][1]
+        return out
 
     values, flagged = per_tag("count(value)"), per_tag("count(quality)")
     both = per_tag("count(value)", "quality = 1")

@@ -23,7 +23,7 @@ from influx_servers import Influxd, influxd
 from anomaly.batch import Batch, Quality
 from gateway.alarm_store import AlarmStore, store_path
 from gateway.config import HistorianSection, Site, SpoolSection, load_site
-from gateway.influx import InfluxSink
+from gateway.influx import KINDS, READINGS, InfluxSink
 from gateway.influx_alarms import AlarmWriter
 from gateway.spool import Spool
 from gateway.status import SinkStatus, SpoolStatus
@@ -36,7 +36,7 @@ DASHBOARD = DEPLOY / "grafana/dashboards/scadawatch.json"
 DATASOURCE = DEPLOY / "grafana/provisioning/datasources/influxdb.yml"
 UNIT = DEPLOY / "scadawatch.service"
 
-TAG_KEYS = {"site", "zone", "device", "tag", "kind", "unit"}
+TAG_KEYS = {"zone", "device", "tag"}
 FIELDS = {"value", "quality", "cause", "server_ts", "gateway_ts"}
 ALARM_KEYS = {"site", "kind", "priority", "zone", "tag", "device", "transition",  # tags
               "id", "event_id", "message", "state", "value", "who", "comment"}  # fields
@@ -48,7 +48,7 @@ MACROS = {"$timeFilter": TIME_FILTER, "$__interval": "10s"}
 # What each panel shows: (kind, unit or None for any), within its row's zone or feeder.
 PANELS = {"Flows — $zone": ("flow", None), "Pressures — $zone": ("pressure", None),
           "Levels — $zone": ("level", None), "Voltages — $feeder": ("voltage", None),
-          "Loading — $feeder": ("other", "%")}
+          "Loading — $feeder": ("other", None)}
 NOT_GOOD = ["Readings not good — $zone", "Readings not good — $feeder"]
 FLAGGED = 5  # every 5th point has, in every 10 s, one bad reading (no value) and one uncertain
 LEAK = alarm("leak", "dma1", T0 + 10 * 10**9)
@@ -169,17 +169,18 @@ def test_dashboard_uses_the_provisioned_datasource_and_defines_its_variables(
         assert set(re.findall(r"\$(\w+)", expand(query))) <= defined, title
 
 
-@pytest.mark.parametrize("measurement, keys", [("readings", TAG_KEYS | FIELDS),
-                                               ("alarms", ALARM_KEYS)])
+@pytest.mark.parametrize("measurements, keys", [(KINDS, TAG_KEYS | FIELDS),
+                                                (("alarms",), ALARM_KEYS)])
 def test_every_query_names_only_keys_of_the_schema(
-        dashboard: dict, measurement: str, keys: set[str]) -> None:
+        dashboard: dict, measurements: tuple[str, ...], keys: set[str]) -> None:
     queries = [q for _, q in targets(dashboard)] + [
         v["query"] for v in dashboard["templating"]["list"]] + [
         a["query"] for a in dashboard["annotations"]["list"]]
-    mine = [q for q in queries if f'FROM "{measurement}"' in q]
+    mine = [q for q in queries if any(f'FROM "{m}"' in q for m in measurements)
+            or (READINGS in q and measurements == KINDS)]
     assert mine
     for q in mine:
-        assert set(re.findall(r'"(\w+)"', q)) - {measurement} <= keys, q
+        assert set(re.findall(r'"(\w+)"', q)) - set(measurements) <= keys, q
 
 
 @pytest.mark.parametrize("variable, values", [("zone", ["dma1", "dma2", "dma3"]),
