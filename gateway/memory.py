@@ -7,8 +7,9 @@ mmap into the heap, whose free space then creeps up save after save: +7 MB in th
 minutes and +0.8 MB per save after, at flat bytes in use (found by the soak in
 tests/test_reliability.py). glibc also gives each thread that allocates an arena of its own (up
 to 8 per core), each keeping its own free memory: the gateway's drains and writers run in
-threads that take turns on the GIL, so they gain nothing from that, and at 50,000 points it
-held ~25 MB (`python -m bench.footprint`). Other C libraries (musl) have no such heuristics and
+threads that take turns on the GIL, so they gain nothing from that, and what one thread frees
+another does not reuse. At 50,000 points the heap held 25-35 MB free with an arena per thread,
+10-15 MB with one (`python -m bench.footprint`, glibc's mallinfo2). Other C libraries (musl) have no such heuristics and
 no `malloc_trim`: there these calls do nothing.
 """
 
@@ -24,7 +25,7 @@ import time
 M_MMAP_THRESHOLD = -3  # mallopt's parameters, <malloc.h>
 M_ARENA_MAX = -8
 MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's initial value
-ARENAS = 2  # the main thread's and one the threads share
+ARENAS = 1  # every thread allocates from the main heap
 RELEASE_INTERVAL = 10.0  # seconds between hand-backs of free heap pages (a few ms each)
 
 
@@ -39,7 +40,7 @@ def _libc() -> ctypes.CDLL | None:
 def tune_allocator() -> None:
     """For a long-running process, before its threads start: pin glibc's mmap threshold at
     its initial 128 KiB (large blocks are mapped and unmapped, never carved from the heap),
-    allow ARENAS malloc arenas, and hand free heap pages back every RELEASE_INTERVAL seconds
+    keep to ARENAS malloc arenas, and hand free heap pages back every RELEASE_INTERVAL seconds
     (a daemon thread), so that RSS follows the memory in use."""
     with contextlib.suppress(AttributeError):
         if libc := _libc():
