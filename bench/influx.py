@@ -43,13 +43,19 @@ BATCH_LINES = 5000
 STORE_ROWS = 100_000  # what the drain hands the sink per store
 
 
-def _test_servers() -> object:
-    # The test helpers that start influxd and victoria-metrics on free ports with their own
-    # config and data.
+@contextlib.contextmanager
+def _started(kind: str) -> Iterator[str]:
+    """The URL of a server of `kind` ("influxd", "victoria") started by the test helpers (on
+    a free port, with its own config and data), stopped on exit."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import influx_servers
 
-    return influx_servers
+    with tempfile.TemporaryDirectory() as tmp:
+        started = getattr(influx_servers, kind)(Path(tmp))
+        try:
+            yield started.url
+        finally:
+            started.stop()
 
 
 @contextlib.contextmanager
@@ -58,22 +64,12 @@ def server(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        started = _test_servers().influxd(Path(tmp))  # type: ignore[attr-defined]
-        try:
-            yield started.url
-        finally:
-            started.stop()
+    with _started("influxd") as started:
+        yield started
 
 
-@contextlib.contextmanager
-def victoria() -> Iterator[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        started = _test_servers().victoria(Path(tmp))  # type: ignore[attr-defined]
-        try:
-            yield started.url
-        finally:
-            started.stop()
+def victoria() -> contextlib.AbstractContextManager[str]:
+    return _started("victoria")
 
 
 def readings(tags: int, count: int) -> Batch:
