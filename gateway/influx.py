@@ -231,8 +231,8 @@ class _V2Writer(_Writer):
         from influxdb_client import InfluxDBClient
         from influxdb_client.service.write_service import WriteService
 
-        # The body is gzipped here at level 1, as for v1: the client's own gzip uses level 9,
-        # several times the CPU for a few percent fewer bytes.
+        # A body to compress is gzipped here at level 1, as for v1: the client's own gzip uses
+        # level 9, several times the CPU for a few percent fewer bytes.
         self.client = InfluxDBClient(url=h.url, token=os.environ.get(h.token_env, ""),
                                      org=h.org, timeout=int(h.timeout * 1000), retries=False)
         self.service = WriteService(self.client.api_client)
