@@ -1,15 +1,14 @@
 """`python -m bench [--quick]`: every headline figure beside its ceiling or peer, one table.
 
 Runs, in order: end to end over Modbus (bench.modbus), OPC UA (bench.opcua), the InfluxDB
-sink (v1 and v2: bench.influx starts a VictoriaMetrics for v2) and the history query against
-InfluxDB (bench.influx, bench.history; one influxd started here), the anomaly engine's replay
-with the river zone detector on and off against river HalfSpaceTrees (bench.anomaly), alarm
-latency (bench.alarm_latency), the control-room page under an alarm flood in headless Chromium
-(bench.page) and the footprint in EMQX Neuron's format (bench.footprint); each part's
-`run(quick)` picks its sizes. Everything runs on loopback; every load is bounded in count and
-time. `--quick` runs small sizes (a smoke test, about 3 minutes on 2 shared cores); the full
-run takes about 12, the first one a minute more (bench.anomaly exports and tiles its
-recording into the temp dir once). A part that fails
+sink and the history query against InfluxDB (bench.influx, bench.history; one influxd started
+here), the anomaly engine's replay with the river zone detector on and off against river
+HalfSpaceTrees (bench.anomaly), alarm latency (bench.alarm_latency), the control-room page
+under an alarm flood in headless Chromium (bench.page) and the footprint in EMQX Neuron's
+format (bench.footprint); each part's `run(quick)` picks its sizes. Everything runs on
+loopback; every load is bounded in count and time. `--quick` runs small sizes (a smoke test,
+about 3 minutes on 2 shared cores); the full run takes about 12, the first one a minute more
+(bench.anomaly exports and tiles its recording into the temp dir once). A part that fails
 gets a row saying so and the others go on. Each row names the command that prints its details.
 """
 
