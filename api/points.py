@@ -13,7 +13,7 @@ from api.context import Ctx
 from api.encode import json_response
 from api.models import QUALITY_NAMES, Latest, PointInfo, Points
 from api.times import iso, iso_column, now_ns
-from gateway.config import PointKind
+from gateway.config import PointKind, fields_of
 from gateway.quality import cause_name
 
 _POINT_FIELDS = set(PointInfo.model_fields)
@@ -30,7 +30,7 @@ def points(ctx: Ctx, zone: Zone = None, kind: Kind = None,
            device: DeviceName = None) -> Response:
     """Tag, device, kind, unit, zone, role, physical limits and description of each point,
     in site-file order. An unknown zone or device is a 404 naming it."""
-    rows = [ctx.site.points[i].model_dump(include=_POINT_FIELDS)
+    rows = [fields_of(ctx.site.points[i], _POINT_FIELDS)
             for i in ctx.select(zone=zone, kind=kind, device=device)]
     return json_response({"count": len(rows), "points": rows})
 

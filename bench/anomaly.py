@@ -30,6 +30,7 @@ Exports are cached under --cache (default: the temp dir), keyed by scenario, see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import statistics
@@ -377,9 +378,9 @@ def scenario_runs(name: str, dirs: list[Path], speed: Speed) -> dict[str, Tally]
 def wide_site(site: Site, copies: int) -> Site:
     """`copies` of the site's points, each copy with zones and devices of its own."""
     def copy(k: int, p: Point) -> Point:
-        return p.model_copy(update={"tag": f"c{k}.{p.tag}",
-                                    "zone": f"c{k}.{p.zone}" if p.zone else None,
-                                    "device": f"c{k}.{p.device}" if p.device else None})
+        return dataclasses.replace(p, tag=f"c{k}.{p.tag}",
+                                   zone=f"c{k}.{p.zone}" if p.zone else None,
+                                   device=f"c{k}.{p.device}" if p.device else None)
 
     return site.model_copy(update={"points": [copy(k, p) for k in range(copies)
                                               for p in site.points]})

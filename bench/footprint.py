@@ -3,11 +3,14 @@
 Starts loopback pymodbus servers (`bench.modbus.Servers`, a separate process), writes a site
 file with `--devices` x `--points` float32 polled every `--interval` s, runs
 `scadawatch run --config` as a child process and prints, after `--warmup` seconds, its
-resident memory (VmRSS, and the peak VmHWM) and CPU share over `--seconds`, and the time
-from start to the first stored reading. `run(quick)` gives `python -m bench` its rows in EMQX
-Neuron's format (tags x poll interval -> RSS, CPU %) beside Neuron's published figures.
+resident memory (VmRSS, and the peak VmHWM) and CPU share over `--seconds` (a whole number of
+the engine's 60 s ticks by default, so the share counts them), and the time from start to the
+first stored reading. `--engine-share` runs it again with `[anomaly] enabled = false` and
+prints the anomaly engine's share of RSS and CPU. `run(quick)` gives `python -m bench` its rows
+in EMQX Neuron's format (tags x poll interval -> RSS, CPU %) beside Neuron's published figures.
 
-    python -m bench.footprint [--devices 4] [--points 100] [--interval 1] [--seconds 30]
+    python -m bench.footprint [--devices 4] [--points 100] [--interval 1] [--seconds 60]
+                              [--engine-share]
 """
 
 from __future__ import annotations
@@ -73,15 +76,16 @@ def start(config: Path, api_port: int, token: str, limit: float = 120.0
     return proc, None
 
 
-def measure(devices: int, points: int, interval: float, warmup: float, seconds: float
-            ) -> dict[str, float | None]:
+def measure(devices: int, points: int, interval: float, warmup: float, seconds: float,
+            engine: bool = True) -> dict[str, float | None]:
     """RSS (MB, and peak), CPU share and cold start (s) of `scadawatch run` polling
-    `devices` x `points` float32 every `interval` s."""
+    `devices` x `points` float32 every `interval` s (`engine`: the anomaly engine on)."""
     servers = Servers(devices, points)
     api_port = free_port()
+    extra = {} if engine else {"anomaly": {"enabled": False}}
     try:
         with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
-            config = site_file(Path(tmp), servers.ports, points, interval, api_port)
+            config = site_file(Path(tmp), servers.ports, points, interval, api_port, **extra)
             _, token = TokenStore(Path(tmp) / "data").create("viewer")
             proc, first = start(config, api_port, token)
             try:
@@ -114,7 +118,7 @@ def neuron(n: int, interval: float) -> tuple[str, float | None]:
 def run(quick: bool) -> list[Row]:
     """Neuron's format: tags x poll interval -> RSS and CPU, and cold start; the ratio is
     RSS over Neuron's where it published the same load."""
-    loads, warmup, seconds = (LOADS[:1], 3.0, 5.0) if quick else (LOADS, 10.0, 20.0)
+    loads, warmup, seconds = (LOADS[:1], 3.0, 5.0) if quick else (LOADS, 10.0, 60.0)
     rows = []
     for devices, points, interval in loads:
         n = devices * points
@@ -136,15 +140,24 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=100)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--warmup", type=float, default=10.0)
-    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--engine-share", action="store_true",
+                    help="run again without the anomaly engine and print its share")
     args = ap.parse_args()
     m = measure(args.devices, args.points, args.interval, args.warmup, args.seconds)
     n = args.devices * args.points
     first_text = "n/a" if m["first"] is None else f"{m['first']:.1f} s"
     print(f"scadawatch run: {n:,} points ({args.devices} devices) every {args.interval:g} s"
-          f" = {n / args.interval:,.0f} readings/s, {os.cpu_count()} CPUs")
+          f" = {n / args.interval:,.0f} readings/s, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}")
     print(f"  RSS {m['rss']:.0f} MB (peak {m['peak']:.0f} MB)   CPU {m['cpu']:.1%} of a core   "
           f"cold start to first stored reading {first_text}")
+    if args.engine_share:
+        e = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
+                    engine=False)
+        print(f"  without the anomaly engine: RSS {e['rss']:.0f} MB, CPU {e['cpu']:.1%}: the "
+              f"engine's share {m['rss'] - e['rss']:.0f} MB, {m['cpu'] - e['cpu']:.1%} of a "
+              f"core (load average {os.getloadavg()[0]:.1f})")
 
 if __name__ == "__main__":
     main()

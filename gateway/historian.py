@@ -26,6 +26,7 @@ One writer per file; readers may be other processes (`readonly=True`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import sqlite3
@@ -245,10 +246,8 @@ class EmbeddedHistorian:
         self.path = Path(path)
         self.tags = list(tags)
         self.readonly = readonly
-        self._position = {tag: i for i, tag in enumerate(self.tags)}
         self._read_lock = threading.Lock()
         self._read = _connect(self.path, readonly=True) if readonly else None
-        self._ids: dict[str, int] = {}
         self._top_id = -1
         if readonly:
             self._load_ids(self._read)
@@ -296,14 +295,28 @@ class EmbeddedHistorian:
                 _rollback(db)
                 raise HistorianError(f"{self.path}: cannot convert latest: {e}") from None
 
+    @functools.cached_property
+    def _position(self) -> dict[str, int]:
+        """Tag -> position in `tags`: for readers only (50,000 tags: ~7 MB)."""
+        return {tag: i for i, tag in enumerate(self.tags)}
+
     def _load_ids(self, db: sqlite3.Connection) -> None:
-        """(Re)read the tag ids if tags were added since: the writer may be another process."""
+        """(Re)read our tags' ids if tags were added since: the writer may be another process.
+        No tag -> id dict is kept: 50,000 tags would hold ~13 MB."""
         top = db.execute("SELECT coalesce(max(id), 0) FROM tags").fetchone()[0]
         if top != self._top_id:
-            self._ids = dict(db.execute("SELECT tag, id FROM tags").fetchall())
+            self._our_ids = self._ids_in(db, self.tags).astype(np.int64)
             self._top_id = top
-            # Our tags' ids in our order, -1 where nothing was ever stored.
-            self._our_ids = np.array([self._ids.get(t, -1) for t in self.tags], np.int64)
+
+    @staticmethod
+    def _ids_in(db: sqlite3.Connection, tags: Sequence[str]) -> np.ndarray:
+        """The stored ids of `tags` (int32, in their order), -1 where never stored."""
+        position = {tag: i for i, tag in enumerate(tags)}
+        ids = np.full(len(tags), -1, np.int32)
+        for tag, id_ in db.execute("SELECT tag, id FROM tags"):
+            if (i := position.get(tag)) is not None:
+                ids[i] = id_
+        return ids
 
     def _register(self, tags: Sequence[str]) -> np.ndarray:
         """Ids of `tags` (int32, in their order), adding the ones never seen."""
@@ -312,7 +325,7 @@ class EmbeddedHistorian:
         db.executemany("INSERT OR IGNORE INTO tags(tag) VALUES (?)", [(t,) for t in tags])
         db.execute("COMMIT")
         self._load_ids(db)
-        return np.array([self._ids[t] for t in tags], np.int32)
+        return self._ids_in(db, tags)
 
     def _ids_of(self, points: PointList | None) -> np.ndarray:
         """Tag ids indexed like the `point` column of batches spooled under `points`."""
@@ -541,11 +554,10 @@ class EmbeddedHistorian:
 
     def _tag_id(self, tag: str) -> int | None:
         """The stored id of `tag`; None if it is one of ours but nothing was stored yet."""
-        if tag not in self._ids:
-            self._load_ids(self._reader())
-        if tag not in self._ids and tag not in self._position:
+        row = self._reader().execute("SELECT id FROM tags WHERE tag = ?", (tag,)).fetchone()
+        if row is None and tag not in self._position:
             raise KeyError(f"unknown tag {tag!r}")
-        return self._ids.get(tag)
+        return None if row is None else row[0]
 
     def latest(self, tags: Sequence[str] | None = None) -> Batch:
         """The newest reading of each tag (all reader tags if None) that has one."""

@@ -1,12 +1,27 @@
 """The InfluxDB sink: spooled readings written as line protocol, batched, gzipped, paced.
 
-Schema: measurement `readings`; tag keys `site`, `zone`, `device`, `tag`, `kind`, `unit` (an
-empty one is left out: line protocol has no empty tag value); fields `value` (float, absent
-when the quality is bad or the value not finite), `quality` (integer 0 good, 1 uncertain,
-2 bad), `cause` (integer, 0 when good), `server_ts` and `gateway_ts` (integer ns); timestamp =
-source time in ns. A point's series key
-is fixed by the site file and its timestamp by the device, so a batch re-sent after a crash
-overwrites itself: at-least-once delivery from the spool is exactly-once in InfluxDB.
+Schema, lean: InfluxDB's work per reading grows with the fields written (a field series per
+point each) and with the bytes of the series key (parsed, hashed and logged with every value),
+so a good reading is one field under a key as short as the peer's (Node-RED's flow):
+
+- measurement: the point's kind (`pressure`, `flow`, `level`, `status`, `voltage`, `current`,
+  `frequency`, `power`, `temperature`, `other`; `KINDS`);
+- tag keys `device`, `tag`, `zone` (an absent one is left out: line protocol has no empty tag
+  value); unit and description stay in the site file (the API's `/points`), and a database
+  or bucket holds one site;
+- timestamp: the source time. Fields:
+
+- `value` (float): the reading, when it has a finite one and is not bad (never a made-up number);
+- `quality` (integer: 1 uncertain, 2 bad; 0 for a good reading without a finite value) and
+  `cause` (integer, the raw cause): only when the reading is not plainly good, so a good
+  reading is one field, and a reading without `quality` is good;
+- `server_ts` and `gateway_ts` (integer ns): only when `[historian] timestamp_fields` asks.
+
+Each request is written at the coarsest precision (s, ms, us, ns) that holds every timestamp in
+it exactly: never finer than the source stamped (Modbus readings are stamped to the ms), never
+rounding one. A point's series key is fixed by the site file and its timestamp by the device, so
+a batch re-sent after a crash overwrites itself: at-least-once delivery from the spool is
+exactly-once in InfluxDB.
 
 Two write APIs (`[historian] api`): `v2` posts to `/api/v2/write` through influxdb-client
 (token, org, bucket); `v1` posts to `/write` (database, retention policy, user/password).
@@ -21,26 +36,32 @@ quarantined (logged, counted, appended to a file) and the rest flows.
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
+from typing import NamedTuple, get_args
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 import urllib3
 
 from anomaly.batch import Batch, Quality
-from gateway.config import HistorianSection, Point, Site
+from gateway.config import HistorianSection, Point, PointKind, Site
 from gateway.spool import PointList, Spool
 from gateway.status import SinkStatus
 
 log = logging.getLogger(__name__)
 
-MEASUREMENT = "readings"
-TAG_KEYS = ("device", "kind", "site", "tag", "unit", "zone")  # sorted, as InfluxDB keys them
+KINDS: tuple[str, ...] = get_args(PointKind)  # a measurement each
+READINGS = "/^(" + "|".join(KINDS) + ")$/"  # InfluxQL: every measurement of readings
+IN_FLIGHT = 2  # write requests at once: InfluxDB works on one while it syncs the other
+TAG_KEYS = ("device", "tag", "zone")  # sorted, as InfluxDB keys them
 # A backslash before anything else is taken as is: it needs no escape.
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 
@@ -67,35 +88,81 @@ def escape_tag(text: str) -> str:
     return text.translate(_TAG_ESCAPES)
 
 
-def series_prefixes(site: Site, points: Sequence[Point] | None = None) -> np.ndarray:
-    """Per point of `points` (default: the site's), `readings,<tag set> ` (object array
-    indexed like the batch's `point`)."""
-    out = []
-    for p in site.points if points is None else points:
-        tags = {"site": site.site.name, "zone": p.zone or "", "device": p.device or "",
-                "tag": p.tag, "kind": p.kind, "unit": p.unit}
-        out.append(MEASUREMENT + "".join(f",{k}={escape_tag(tags[k])}"
-                                          for k in TAG_KEYS if tags[k]) + " ")
-    return np.array(out, dtype=object)
+@dataclass(frozen=True)
+class SeriesKeys:
+    """Per point, its series key written as `head + tag + tail`: `<kind>,<tag keys before
+    tag>,tag=`, the escaped tag, `<tag keys after it> ` (object arrays indexed like a batch's
+    `point`). Heads and tails are shared by the points that have them alike (a device's
+    points, a zone's), so 50,000 points cost ~1 MB, where whole keys cost 5 MB."""
+
+    head: np.ndarray
+    tag: np.ndarray
+    tail: np.ndarray
+
+    @classmethod
+    def of(cls, site: Site, points: Sequence[Point] | None = None) -> SeriesKeys:
+        """The keys of `points` (default: the site's)."""
+        shared: dict[str, str] = {}
+        head, tag, tail = [], [], []
+        for p in site.points if points is None else points:
+            labels = {"zone": p.zone, "device": p.device}
+            parts = [f",{k}={escape_tag(labels[k])}" if labels.get(k) else "" for k in TAG_KEYS]
+            cut = TAG_KEYS.index("tag")
+            text = p.kind + "".join(parts[:cut]) + ",tag="
+            head.append(shared.setdefault(text, text))
+            escaped = escape_tag(p.tag)
+            tag.append(p.tag if escaped == p.tag else escaped)
+            text = "".join(parts[cut + 1:]) + " "
+            tail.append(shared.setdefault(text, text))
+        return cls(*(np.array(column, dtype=object) for column in (head, tag, tail)))
 
 
-def line_protocol(prefixes: np.ndarray, batch: Batch) -> list[str]:
-    """The lines of `batch`, in batch order. A reading without a finite value (bad, or NaN
-    from the device) gets no `value` field: never a made-up number.
+class Precision(NamedTuple):
+    """A timestamp precision of line protocol, as each write API names it."""
 
-    One f-string per reading over columns turned into lists (~0.5 us a line); influxdb-client's
-    `Point` costs ~6 us.
+    v2: str
+    v1: str
+    ns: int  # nanoseconds per unit
+
+
+PRECISIONS = (Precision("s", "s", 10**9), Precision("ms", "ms", 10**6),
+              Precision("us", "u", 10**3), Precision("ns", "n", 1))  # coarsest first
+NS = PRECISIONS[-1]
+
+
+def precision_of(ts: np.ndarray) -> Precision:
+    """The coarsest precision that holds every timestamp of `ts` exactly."""
+    for precision in PRECISIONS[:-1]:
+        # The first stamp rules most out at the cost of one division, not one per stamp.
+        if len(ts) and not ts[0] % precision.ns and not (ts % precision.ns).any():
+            return precision
+    return NS
+
+
+def line_protocol(keys: SeriesKeys, batch: Batch, unit: int = 1,
+                  timestamp_fields: Sequence[str] = ()) -> list[str]:
+    """The lines of `batch`, in batch order, timestamps in `unit` ns (they must be whole
+    multiples of it); `timestamp_fields`: "server", "gateway" (written as `<name>_ts`).
+
+    One f-string per reading over columns turned into lists; influxdb-client's `Point` costs
+    ~10x more. A good reading is `value=` alone.
     """
-    rows = zip(prefixes[batch.point].tolist(), batch.value.tolist(), batch.quality.tolist(),
-               batch.cause.tolist(), batch.server_ts.tolist(), batch.gateway_ts.tolist(),
-               batch.source_ts.tolist(), strict=True)
-    if np.isfinite(batch.value).all() and not (batch.quality >= Quality.BAD).any():
-        return [f"{p}value={v!r},quality={q}i,cause={c}i,server_ts={s}i,gateway_ts={g}i {t}"
-                for p, v, q, c, s, g, t in rows]
-    no_value = ((batch.quality >= Quality.BAD) | ~np.isfinite(batch.value)).tolist()
-    return [f"{p}quality={q}i,cause={c}i,server_ts={s}i,gateway_ts={g}i {t}" if skip
-            else f"{p}value={v!r},quality={q}i,cause={c}i,server_ts={s}i,gateway_ts={g}i {t}"
-            for (p, v, q, c, s, g, t), skip in zip(rows, no_value, strict=True)]
+    head, tag, tail = (column[batch.point].tolist() for column in (keys.head, keys.tag, keys.tail))
+    ts = (batch.source_ts // unit if unit > 1 else batch.source_ts).tolist()
+    has_value = np.isfinite(batch.value) & (batch.quality < Quality.BAD)
+    flagged = (batch.quality != Quality.GOOD) | ~has_value
+    if not timestamp_fields and not flagged.any():
+        return [f"{h}{g}{e}value={v!r} {t}" for h, g, e, v, t in zip(
+            head, tag, tail, batch.value.tolist(), ts, strict=True)]
+    columns = [
+        [f"value={v!r}" if ok else "" for v, ok in zip(batch.value.tolist(), has_value.tolist(),
+                                                        strict=True)],
+        [f"quality={q}i,cause={c}i" if f else "" for q, c, f in zip(
+            batch.quality.tolist(), batch.cause.tolist(), flagged.tolist(), strict=True)],
+        *([f"{name}_ts={s}i" for s in getattr(batch, f"{name}_ts").tolist()]
+          for name in timestamp_fields)]
+    return [f"{h}{g}{e}{','.join(f for f in fields if f)} {t}"
+            for h, g, e, t, *fields in zip(head, tag, tail, ts, *columns, strict=True)]
 
 
 class _Writer:
@@ -107,7 +174,7 @@ class _Writer:
                       + (f"bucket {h.bucket!r}, org {h.org!r})" if h.api == "v2"
                          else f"database {h.database!r})"))
 
-    def post(self, body: bytes) -> None:
+    def post(self, body: bytes, precision: Precision) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -133,21 +200,22 @@ class _Writer:
 class _V1Writer(_Writer):
     def __init__(self, h: HistorianSection) -> None:
         super().__init__(h)
-        self.http = urllib3.PoolManager(retries=False, timeout=h.timeout)
-        self.fields = {"db": h.database, "precision": "ns"}
+        self.http = urllib3.PoolManager(retries=False, timeout=h.timeout, maxsize=IN_FLIGHT)
+        fields = {"db": h.database}
         if h.retention_policy:
-            self.fields["rp"] = h.retention_policy
+            fields["rp"] = h.retention_policy
         self.headers = {"Content-Type": "text/plain; charset=utf-8"}
         if h.username:
             self.headers |= urllib3.make_headers(
                 basic_auth=f"{h.username}:{os.environ.get(h.password_env, '')}")
-        if h.gzip:
+        if compresses(h):
             self.headers["Content-Encoding"] = "gzip"
-        self.url = h.url.rstrip("/") + "/write?" + urlencode(self.fields)
+        self.urls = {p: h.url.rstrip("/") + "/write?" + urlencode(fields | {"precision": p.v1})
+                     for p in PRECISIONS}
 
-    def post(self, body: bytes) -> None:
+    def post(self, body: bytes, precision: Precision) -> None:
         try:
-            r = self.http.request("POST", self.url, body=body, headers=self.headers)
+            r = self.http.request("POST", self.urls[precision], body=body, headers=self.headers)
         except urllib3.exceptions.HTTPError as e:
             raise InfluxUnavailable(f"{self.where}: unreachable: {e}") from None
         if r.status >= 300:
@@ -163,19 +231,19 @@ class _V2Writer(_Writer):
         from influxdb_client import InfluxDBClient
         from influxdb_client.service.write_service import WriteService
 
-        # The body is gzipped here at level 1, as for v1: the client's own gzip uses level 9,
-        # several times the CPU for a few percent fewer bytes.
+        # A body to compress is gzipped here at level 1, as for v1: the client's own gzip uses
+        # level 9, several times the CPU for a few percent fewer bytes.
         self.client = InfluxDBClient(url=h.url, token=os.environ.get(h.token_env, ""),
                                      org=h.org, timeout=int(h.timeout * 1000), retries=False)
         self.service = WriteService(self.client.api_client)
-        self.headers = {"Content-Encoding": "gzip"} if h.gzip else {}
+        self.headers = {"Content-Encoding": "gzip"} if compresses(h) else {}
 
-    def post(self, body: bytes) -> None:
+    def post(self, body: bytes, precision: Precision) -> None:
         from influxdb_client.rest import ApiException
 
         try:
             self.service.post_write(
-                org=self.h.org, bucket=self.h.bucket, body=body, precision="ns",
+                org=self.h.org, bucket=self.h.bucket, body=body, precision=precision.v2,
                 content_encoding=self.headers.get("Content-Encoding", "identity"),
                 content_type="text/plain; charset=utf-8", async_req=False)
         except ApiException as e:
@@ -187,12 +255,28 @@ class _V2Writer(_Writer):
         self.client.close()
 
 
+def compresses(h: HistorianSection) -> bool:
+    """Whether write bodies are gzipped: `[historian] gzip`, by default when they cross a
+    network. On the same host, compressing costs the gateway and InfluxDB CPU (~0.4 us a
+    line each side, as much as building it) and saves nothing; over a link, it cuts the
+    bytes ~7x (100k readings/s: 90 Mbit/s -> 13)."""
+    if h.gzip is not None:
+        return h.gzip
+    host = urlsplit(h.url).hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: assume it is another machine
+        return True
+
+
 def writer(h: HistorianSection) -> _Writer:
     return _V2Writer(h) if h.api == "v2" else _V1Writer(h)
 
 
 class LineWriter:
-    """Writes lines of protocol to InfluxDB (gzipped when `[historian] gzip`); what InfluxDB
+    """Writes lines of protocol to InfluxDB (gzipped: `compresses()`); what InfluxDB
     refuses (another 4xx) is isolated by halving and quarantined to `quarantine` (logged,
     counted in `status`) while the rest is written. Raises InfluxUnavailable or
     InfluxRejected: the caller retries from its own cursor. Shared by the readings sink and
@@ -203,30 +287,32 @@ class LineWriter:
         self.status = status
         self.quarantine = quarantine
         self.writer = writer(h)
+        self.gzip = compresses(h)
 
     def probe(self) -> None:
         """Write nothing, which checks reachability, credentials and the database/bucket."""
         try:
-            self.writer.post(gzip.compress(b"", 1) if self.settings.gzip else b"")
+            self.writer.post(self.encode([]), NS)
         except _LinesRefused as e:
             # An empty body is refused by some servers; what matters is it got past auth.
             log.debug("event=influx_probe status=%s", e)
 
     def encode(self, lines: list[str]) -> bytes:
         body = "\n".join(lines).encode()
-        return gzip.compress(body, 1) if self.settings.gzip else body
+        return gzip.compress(body, 1) if self.gzip else body
 
-    def send(self, lines: list[str], body: bytes | None = None) -> None:
-        """Write `lines` (`body`: already encoded)."""
+    def send(self, lines: list[str], precision: Precision = NS,
+             body: bytes | None = None) -> None:
+        """Write `lines`, their timestamps in `precision` (`body`: already encoded)."""
         try:
-            self.writer.post(self.encode(lines) if body is None else body)
+            self.writer.post(self.encode(lines) if body is None else body, precision)
         except _LinesRefused as e:
             if len(lines) == 1:
-                self._quarantine(lines, e.reason)
+                self._quarantine(lines, f"{e.reason} (precision {precision.v2})")
                 return
             half = len(lines) // 2
-            self.send(lines[:half])
-            self.send(lines[half:])
+            self.send(lines[:half], precision)
+            self.send(lines[half:], precision)
 
     def _quarantine(self, lines: list[str], reason: str) -> None:
         self.status.quarantined_total += len(lines)
@@ -257,11 +343,11 @@ class InfluxSink:
         self.spool = spool
         self.status = status
         self.site = site
-        self.prefixes = series_prefixes(site)
-        self._generation_prefixes: dict[int, np.ndarray] = {}  # PointList.first_seq -> ...
+        # Per point list (PointList.first_seq; -1: the site's), built on first use.
+        self._keys: dict[int, SeriesKeys] = {}
         self.lines = LineWriter(self.settings, status,
                                 site.site.data_dir / "influxdb-quarantine.lp")
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="influx-write")
+        self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="influx-write")
         self._next_slot = time.monotonic()
 
     def cursor(self) -> int:
@@ -279,33 +365,34 @@ class InfluxSink:
         `points`: the list the batches' point indices refer to (None: the site's). `paced`
         holds the writes to `max_rate` readings/s."""
         batch = Batch.concat([b for _, b in entries])
-        prefixes = self._prefixes_of(points)
+        keys = self._keys_of(points)
         size = self.settings.batch_size
-        pending: Future[None] | None = None
+        extra = self.settings.timestamp_fields
+        pending: deque[Future[None]] = deque()
         try:
             for a in range(0, len(batch), size):
-                lines = line_protocol(prefixes, batch.take(slice(a, a + size)))
+                part = batch.take(slice(a, a + size))
+                precision = precision_of(part.source_ts)
+                lines = line_protocol(keys, part, precision.ns, extra)
                 body = self.lines.encode(lines)
                 if paced:
                     self._pace(len(lines))
-                if pending is not None:
-                    pending.result()
-                pending = self._pool.submit(self.lines.send, lines, body)
+                if len(pending) == IN_FLIGHT:
+                    pending.popleft().result()
+                pending.append(self._pool.submit(self.lines.send, lines, precision, body))
+            while pending:
+                pending.popleft().result()
         except BaseException:
-            if pending is not None:  # no write may outlive the store that failed
-                wait([pending])
+            wait(pending)  # no write may outlive the store that failed
             raise
-        if pending is not None:
-            pending.result()
 
-    def _prefixes_of(self, points: PointList | None) -> np.ndarray:
-        if points is None:
-            return self.prefixes
-        prefixes = self._generation_prefixes.get(points.first_seq)
-        if prefixes is None:
-            prefixes = self._generation_prefixes[points.first_seq] = series_prefixes(
-                self.site, points.points)
-        return prefixes
+    def _keys_of(self, points: PointList | None) -> SeriesKeys:
+        generation = -1 if points is None else points.first_seq
+        keys = self._keys.get(generation)
+        if keys is None:
+            keys = self._keys[generation] = SeriesKeys.of(
+                self.site, None if points is None else points.points)
+        return keys
 
     def _pace(self, n: int) -> None:
         """Hold each write until its slot: at most `max_rate` readings per second on average."""

@@ -3,6 +3,11 @@
 `/query` is InfluxDB 1.x's API, 2.x's v1 compatibility endpoint (database = bucket mapped by
 a DBRP, token auth) and 3.x's InfluxQL endpoint. Results come chunked (one JSON document per
 chunk), so a long range never needs one huge response.
+
+The schema is gateway.influx's: a point's readings are in the measurement of its kind, under
+its tag; a reading without `quality` is good, without `cause` has none, and without
+`server_ts`/`gateway_ts` was stamped only at the source. (Readings written before, in
+measurement `readings`, are read once copied over: README, "Migrating".)
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import urllib3
 from anomaly.batch import Batch, Quality
 from gateway.config import Site
 from gateway.historian import Buckets
-from gateway.influx import MEASUREMENT, InfluxError, InfluxUnavailable
+from gateway.influx import READINGS, InfluxError, InfluxUnavailable
 
 CHUNK_ROWS = 10_000
 FIELDS = ("value", "quality", "cause", "server_ts", "gateway_ts")
@@ -37,7 +42,7 @@ class InfluxReader:
         h = site.historian
         self.tags = [p.tag for p in site.points]
         self._position = {t: i for i, t in enumerate(self.tags)}
-        self.site = site.site.name
+        self._kinds = [p.kind for p in site.points]
         self.url = h.url.rstrip("/") + "/query"
         self.params = {"db": h.database if h.api == "v1" else h.bucket, "epoch": "ns",
                        "chunked": "true", "chunk_size": str(CHUNK_ROWS)}
@@ -71,9 +76,16 @@ class InfluxReader:
                 series += result.get("series", [])
         return series
 
-    def _where(self, tag: str | None = None) -> str:
-        out = f'"site" = {quote_string(self.site)}'
-        return out + (f' AND "tag" = {quote_string(tag)}' if tag is not None else "")
+    def _from(self, tag: str | None = None) -> str:
+        """The measurements of `tag`'s readings (all the site's if None)."""
+        if tag is None:
+            return ",".join(f'"{k}"' for k in sorted(set(self._kinds))) or READINGS
+        i = self._position.get(tag)
+        return READINGS if i is None else f'"{self._kinds[i]}"'
+
+    @staticmethod
+    def _where(tag: str) -> str:
+        return f'"tag" = {quote_string(tag)}'
 
     def _rows(self, series: list[dict], columns: Sequence[str]) -> dict[str, list]:
         """Columns of the rows of every series in `series`, by name, None where null."""
@@ -95,8 +107,8 @@ class InfluxReader:
         return Batch(source_ts=np.array(rows["time"], np.int64), server_ts=stamps("server_ts"),
                      gateway_ts=stamps("gateway_ts"), point=point.astype(np.int32),
                      value=value,
-                     quality=np.array([Quality.BAD if q is None else q for q in rows["quality"]],
-                                      np.uint8),
+                     quality=np.array([Quality.GOOD if q is None else q
+                                       for q in rows["quality"]], np.uint8),
                      cause=np.array([c or 0 for c in rows["cause"]], np.uint32))
 
     def latest(self, tags: Sequence[str] | None = None) -> Batch:
@@ -107,13 +119,16 @@ class InfluxReader:
                 raise KeyError(f"unknown tag {unknown[0]!r}")
             if not tags:
                 return Batch.empty()
-        where = self._where()
+        where = ""
         if tags is not None and len(tags) < len(self.tags):
-            where += " AND (" + " OR ".join(f'"tag" = {quote_string(t)}' for t in tags) + ")"
+            where = "WHERE " + " OR ".join(self._where(t) for t in tags)
         series = self._query(
-            f'SELECT {", ".join(FIELDS)} FROM "{MEASUREMENT}" WHERE {where} '
+            f'SELECT {", ".join(FIELDS)} FROM {self._from()} {where} '
             'GROUP BY "tag" ORDER BY time DESC LIMIT 1')
-        series = [s for s in series if s["tags"]["tag"] in self._position]
+        # A tag's readings are those under its kind (a kind changed in the site file starts
+        # a new series).
+        series = [s for s in series if (i := self._position.get(s["tags"]["tag"])) is not None
+                  and s["name"] == self._kinds[i]]
         rows = self._rows(series, ("time", *FIELDS))
         point = np.array([self._position[s["tags"]["tag"]] for s in series
                           for _ in s.get("values", [])], np.int64)
@@ -121,7 +136,7 @@ class InfluxReader:
 
     def history(self, tag: str, start_ns: int, end_ns: int, limit: int | None = None) -> Batch:
         """`tag`'s raw readings in [start_ns, end_ns), oldest first, at most `limit`."""
-        q = (f'SELECT {", ".join(FIELDS)} FROM "{MEASUREMENT}" WHERE {self._where(tag)} '
+        q = (f'SELECT {", ".join(FIELDS)} FROM {self._from(tag)} WHERE {self._where(tag)} '
              f"AND time >= {int(start_ns)} AND time < {int(end_ns)} ORDER BY time ASC")
         if limit is not None:
             q += f" LIMIT {int(limit)}"
@@ -133,7 +148,7 @@ class InfluxReader:
         (a bad reading has no value field, so the aggregates leave it out)."""
         if width_ns <= 0:
             raise ValueError(f"bucket width must be positive, got {width_ns} ns")
-        q = (f'SELECT {", ".join(f"{a}(value)" for a in AGGREGATES)} FROM "{MEASUREMENT}" '
+        q = (f'SELECT {", ".join(f"{a}(value)" for a in AGGREGATES)} FROM {self._from(tag)} '
              f"WHERE {self._where(tag)} AND time >= {int(start_ns)} AND time < {int(end_ns)} "
              f"GROUP BY time({int(width_ns)}ns) fill(none)")
         rows = self._rows(self._query(q), ("time", *AGGREGATES))

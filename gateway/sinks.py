@@ -70,19 +70,29 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
         status.backlog_readings, status.backlog_age_seconds = spool.backlog(
             spool.acked(sink.name))
 
-    await keep_stepping(sink.name, step, failed, status, idle=idle, backoff=backoff, wake=wake)
+    def due() -> bool:
+        return position is None or spool.last_seq > position
+
+    await keep_stepping(sink.name, step, failed, status, idle=idle, backoff=backoff, wake=wake,
+                        due=due)
 
 
 async def keep_stepping(name: str, step: Callable[[], bool], failed: Callable[[], None],
                         status: SinkStatus, *, idle: float, backoff: float,
-                        wake: asyncio.Event | None = None) -> None:
+                        wake: asyncio.Event | None = None,
+                        due: Callable[[], bool] | None = None) -> None:
     """Run `step()` in a thread, forever; it returns True while more work is waiting, else
     the next step comes after `idle` seconds. A step that raises is counted, logged and
     retried after `backoff` seconds, doubling up to BACKOFF_MAX, `failed()` called first (the
     backlog grows while the sink fails: health and metrics must show it). A cancellation
-    waits for the step in progress, so what it stored gets acknowledged."""
+    waits for the step in progress, so what it stored gets acknowledged. `due()`, when
+    given, says whether a step has anything to do: if not, the thread hop is saved (a sink
+    of a site polled every second would otherwise step 20 times a second for nothing)."""
     first_backoff = backoff
     while True:
+        if due is not None and not due():
+            await _pause(idle, wake)
+            continue
         task = asyncio.ensure_future(asyncio.to_thread(step))
         try:
             more = await asyncio.shield(task)
@@ -108,13 +118,18 @@ async def keep_stepping(name: str, step: Callable[[], bool], failed: Callable[[]
             status.cause = None
         backoff = first_backoff
         if not more:
-            if wake is not None and not wake.is_set():
-                # Not wait_for: Python 3.11's loses a cancellation that lands as the event
-                # is set (a stopping gateway does both), and this loop would never end.
-                waiter = asyncio.ensure_future(wake.wait())
-                try:
-                    await asyncio.wait([waiter], timeout=idle)
-                finally:
-                    waiter.cancel()
-            else:
-                await asyncio.sleep(idle if wake is None else min(idle, 0.05))
+            await _pause(idle, wake)
+
+
+async def _pause(idle: float, wake: asyncio.Event | None) -> None:
+    """`idle` seconds, cut short once `wake` is set (then steps come every 50 ms)."""
+    if wake is not None and not wake.is_set():
+        # Not wait_for: Python 3.11's loses a cancellation that lands as the event
+        # is set (a stopping gateway does both), and this loop would never end.
+        waiter = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait([waiter], timeout=idle)
+        finally:
+            waiter.cancel()
+    else:
+        await asyncio.sleep(idle if wake is None else min(idle, 0.05))

@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.batch import Batch
-from gateway.config import Point, SpoolSection
+from gateway.config import Point, SpoolSection, fields_of
 from gateway.failures import cause_of
 from gateway.status import SpoolStatus
 
@@ -109,7 +109,7 @@ class PointList:
 
 
 def _labels(points: Sequence[Point]) -> list[dict]:
-    return [p.model_dump(include=set(LABELS)) for p in points]
+    return [fields_of(p, LABELS) for p in points]
 
 
 def payload_length(rows: int) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
-from gateway.memory import keep_mmap_threshold
+from gateway.memory import tune_allocator
 from gateway.site_checks import clear_text_logins
 from scadawatch.cli import EXIT_FAILURE, EXIT_OK, UsageError
 
@@ -73,7 +73,7 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     )
     from gateway.status import read_snapshot
 
-    keep_mmap_threshold()  # before the first state save (see gateway/memory.py)
+    tune_allocator()  # before the first thread and state save (see gateway/memory.py)
     if gateway:
         for _, d in clear_text_logins(site.devices):
             log.warning("event=opcua_password_in_clear device=%s user=%s endpoint=%s "

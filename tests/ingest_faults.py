@@ -19,6 +19,7 @@ from harness import RUN_LIMIT, stored
 from influx_servers import Influxd, Server
 
 from gateway.config import Site
+from gateway.influx import READINGS
 from gateway.runtime import Gateway, status_path
 
 USER, PASSWORD = "scada", "s3cret"  # the InfluxDB admin of tests/test_influx.py's servers
@@ -97,9 +98,22 @@ def outage(site: Site, server: Server, seconds: float) -> tuple[float, float]:
     return asyncio.run(run())
 
 
-def influx_count(influx: Influxd, database: str) -> dict[str, int]:
-    return {s["tags"]["tag"]: s["values"][0][1] for s in influx.query(
-        'SELECT count(quality) FROM readings GROUP BY "tag"', db=database)}
+def influx_count(influx: Influxd, database: str, where: str = "") -> dict[str, int]:
+    """Readings per tag, in the measurements of readings (`where`: an InfluxQL condition). A
+    reading has `value`, `quality` or both (an uncertain one with a value: quality 1)."""
+    def per_tag(select: str, *conditions: str) -> dict[str, int]:
+        clause = " AND ".join(c for c in (where, *conditions) if c)
+        out: dict[str, int] = {}
+        for s in influx.query(f'SELECT {select} FROM {READINGS} '
+                              f'{"WHERE " + clause if clause else ""} GROUP BY "tag"',
+                              db=database):
+            out[s["tags"]["tag"]] = out.get(s["tags"]["tag"], 0) + s["values"][0][1]
+        return out
+
+    values, flagged = per_tag("count(value)"), per_tag("count(quality)")
+    both = per_tag("count(value)", "quality = 1")
+    return {t: values.get(t, 0) + flagged.get(t, 0) - both.get(t, 0)
+            for t in values | flagged}
 
 
 def stored_counts(site: Site) -> dict[str, int]:

@@ -8,6 +8,7 @@ problem count, so a spurious extra problem fails the case too).
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.config import load_site
+from gateway.config import Point, load_site
 from scadawatch.cli import EXIT_OK, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +89,20 @@ def test_loaded_site_from_toml_and_csv(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert (night.device, night.address) == (None, None)
     with pytest.raises(ValidationError):
         site.site.name = "renamed"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("keys", "type_"), [
+    ({}, "float32"), ({"register": "coil"}, "bool"), ({"register_kind": "discrete"}, "bool"),
+    ({"register": "coil", "type": "uint16"}, "uint16"), ({"register": "input"}, "float32")])
+def test_a_point_in_a_bit_table_is_bool_unless_typed_made_in_code_or_read(
+        keys: dict, type_: str) -> None:
+    assert Point(tag="t", **keys).type == type_
+    assert Point.__pydantic_validator__.validate_python({"tag": "t", **keys}).type == type_
+
+
+def test_a_point_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Point(tag="t").tag = "u"  # type: ignore[misc]
 
 
 def test_spreadsheet_csv_reads_like_plain_csv() -> None:

@@ -23,7 +23,7 @@ from influx_servers import Influxd, influxd
 from anomaly.batch import Batch, Quality
 from gateway.alarm_store import AlarmStore, store_path
 from gateway.config import HistorianSection, Site, SpoolSection, load_site
-from gateway.influx import InfluxSink
+from gateway.influx import KINDS, READINGS, InfluxSink
 from gateway.influx_alarms import AlarmWriter
 from gateway.spool import Spool
 from gateway.status import SinkStatus, SpoolStatus
@@ -36,7 +36,7 @@ DASHBOARD = DEPLOY / "grafana/dashboards/scadawatch.json"
 DATASOURCE = DEPLOY / "grafana/provisioning/datasources/influxdb.yml"
 UNIT = DEPLOY / "scadawatch.service"
 
-TAG_KEYS = {"site", "zone", "device", "tag", "kind", "unit"}
+TAG_KEYS = {"zone", "device", "tag"}
 FIELDS = {"value", "quality", "cause", "server_ts", "gateway_ts"}
 ALARM_KEYS = {"site", "kind", "priority", "zone", "tag", "device", "transition",  # tags
               "id", "event_id", "message", "state", "value", "who", "comment"}  # fields
@@ -48,7 +48,9 @@ MACROS = {"$timeFilter": TIME_FILTER, "$__interval": "10s"}
 # What each panel shows: (kind, unit or None for any), within its row's zone or feeder.
 PANELS = {"Flows — $zone": ("flow", None), "Pressures — $zone": ("pressure", None),
           "Levels — $zone": ("level", None), "Voltages — $feeder": ("voltage", None),
-          "Loading — $feeder": ("other", "%")}
+          "Loading — $feeder": ("other", None)}
+NOT_GOOD = ["Readings not good — $zone", "Readings not good — $feeder"]
+FLAGGED = 5  # every 5th point has, in every 10 s, one bad reading (no value) and one uncertain
 LEAK = alarm("leak", "dma1", T0 + 10 * 10**9)
 # (engine event, seconds after T0 it is recorded): the annotations show the two raises.
 ALARMS = [(raised(LEAK), 10), (cleared(LEAK, T0 + 30 * 10**9), 30),
@@ -98,10 +100,14 @@ def influx(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Inf
                                       database="scada")})
     k = len(local.points)
     point = np.tile(np.arange(k), SECONDS)
-    ts = T0 + np.repeat(np.arange(SECONDS), k) * 10**9
-    batch = Batch.of(source_ts=ts, point=point, value=np.random.default_rng(1).random(k * SECONDS),
-                     quality=np.full(k * SECONDS, Quality.GOOD), cause=np.zeros(k * SECONDS),
-                     server_ts=ts, gateway_ts=ts)
+    second = np.repeat(np.arange(SECONDS), k)
+    ts = T0 + second * 10**9
+    flagged = point % FLAGGED == 0
+    quality = np.select([flagged & (second % 10 == 3), flagged & (second % 10 == 7)],
+                        [Quality.BAD, Quality.UNCERTAIN], Quality.GOOD)
+    value = np.where(quality == Quality.BAD, np.nan, np.random.default_rng(1).random(k * SECONDS))
+    batch = Batch.of(source_ts=ts, point=point, value=value, quality=quality,
+                     cause=np.where(quality == Quality.GOOD, 0, 1), server_ts=ts, gateway_ts=ts)
     spool = Spool(tmp / "spool", SpoolSection(), SpoolStatus())
     sink = InfluxSink(local, spool, SinkStatus("influxdb"))
     sink.store([(1, batch)])
@@ -154,7 +160,7 @@ def test_dashboard_uses_the_provisioned_datasource_and_defines_its_variables(
     used += [v["datasource"]["uid"] for v in dashboard["templating"]["list"]]
     used += [a["datasource"]["uid"] for a in dashboard["annotations"]["list"]]
     assert used and set(used) == {uid}
-    assert {title for title, _ in targets(dashboard)} == set(PANELS)
+    assert {title for title, _ in targets(dashboard)} == set(PANELS) | set(NOT_GOOD)
     defined = {v["name"] for v in dashboard["templating"]["list"]}
     assert defined == {"zone", "feeder"}
     repeats = {p["repeat"] for p in dashboard["panels"] if p["type"] == "row"}
@@ -163,17 +169,18 @@ def test_dashboard_uses_the_provisioned_datasource_and_defines_its_variables(
         assert set(re.findall(r"\$(\w+)", expand(query))) <= defined, title
 
 
-@pytest.mark.parametrize("measurement, keys", [("readings", TAG_KEYS | FIELDS),
-                                               ("alarms", ALARM_KEYS)])
+@pytest.mark.parametrize("measurements, keys", [(KINDS, TAG_KEYS | FIELDS),
+                                                (("alarms",), ALARM_KEYS)])
 def test_every_query_names_only_keys_of_the_schema(
-        dashboard: dict, measurement: str, keys: set[str]) -> None:
+        dashboard: dict, measurements: tuple[str, ...], keys: set[str]) -> None:
     queries = [q for _, q in targets(dashboard)] + [
         v["query"] for v in dashboard["templating"]["list"]] + [
         a["query"] for a in dashboard["annotations"]["list"]]
-    mine = [q for q in queries if f'FROM "{measurement}"' in q]
+    mine = [q for q in queries if any(f'FROM "{m}"' in q for m in measurements)
+            or (READINGS in q and measurements == KINDS)]
     assert mine
     for q in mine:
-        assert set(re.findall(r'"(\w+)"', q)) - {measurement} <= keys, q
+        assert set(re.findall(r'"(\w+)"', q)) - set(measurements) <= keys, q
 
 
 @pytest.mark.parametrize("variable, values", [("zone", ["dma1", "dma2", "dma3"]),
@@ -201,6 +208,25 @@ def test_panel_query_returns_its_points_for_every_zone(
         assert {s["tags"]["tag"] for s in series} == expected, zone
         for s in series:  # one mean per 10 s bucket of the minute written
             assert sum(v[1] is not None for v in s["values"]) == SECONDS // 10
+        shown += len(series)
+    assert shown
+
+
+@pytest.mark.parametrize("title", NOT_GOOD)
+def test_not_good_panel_counts_the_uncertain_and_bad_readings_of_each_tag(
+        dashboard: dict, influx: Influxd, site: Site, title: str) -> None:
+    (query,) = [q for t, q in targets(dashboard) if t == title]
+    variable = "zone" if "$zone" in title else "feeder"
+    zones = sorted({p.zone for p in site.points if p.zone
+                    and p.zone.startswith("dma" if variable == "zone" else "feeder")})
+    shown = 0
+    for zone in zones:
+        series = influx.query(expand(query, **{variable: zone}), db="scada")
+        expected = {p.tag for i, p in enumerate(site.points)
+                    if p.zone == zone and i % FLAGGED == 0}
+        assert {s["tags"]["tag"] for s in series} == expected, zone
+        for s in series:  # two per 10 s bucket: one bad, one uncertain
+            assert [v[1] for v in s["values"]] == [2] * (SECONDS // 10)
         shown += len(series)
     assert shown
 

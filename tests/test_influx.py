@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,7 +36,17 @@ from api.app import create_app
 from gateway.catchup import LiveFirst
 from gateway.config import HistorianSection, Point, Site, SiteSection, load_site
 from gateway.historian import EmbeddedHistorian
-from gateway.influx import InfluxRejected, InfluxSink, InfluxUnavailable
+from gateway.influx import (
+    READINGS,
+    InfluxRejected,
+    InfluxSink,
+    InfluxUnavailable,
+    SeriesKeys,
+    compresses,
+    escape_tag,
+    line_protocol,
+    precision_of,
+)
 from gateway.influx_reader import InfluxReader
 from gateway.runtime import Gateway, progress_path
 from gateway.spool import Spool
@@ -75,6 +86,13 @@ def v1(influx: Influxd, database: str, **kw: object) -> HistorianSection:
                                "database": database, "username": USER, **kw})
 
 
+def stored_rows(influx: Influxd, database: str, fields: str) -> list[dict]:
+    """Every reading stored, oldest first, as a dict by column, with its `measurement`."""
+    return sorted(({"measurement": s["name"], **dict(zip(s["columns"], v, strict=True))}
+                   for s in influx.query(f"SELECT {fields} FROM {READINGS}", db=database)
+                   for v in s["values"]), key=lambda r: r["time"])
+
+
 class Acks:
     """The spool's side of the sink's cursor, for tests that call `store` directly."""
 
@@ -96,32 +114,65 @@ def recording(n: int = 2000) -> Batch:
                     server_ts=ts + 2_000_000, gateway_ts=ts + 5_000_000)
 
 
+@pytest.mark.parametrize("timestamp_fields", [[], ["server", "gateway"]])
 def test_every_field_and_tag_round_trips_through_influxql(
-        tmp_path: Path, influx: Influxd, database: str) -> None:
+        tmp_path: Path, influx: Influxd, database: str, timestamp_fields: list[str]) -> None:
     batch = Batch.of(source_ts=T0 + np.arange(7), point=[0, 1, 2, 3, 0, 1, 2],
                      value=[1.5, -2.25e-7, 1e16, np.nan, 0.0, np.nan, -np.inf],
                      quality=[0, 1, 0, 2, 0, 1, 0], cause=[0, 7, 0, 0x80310000, 0, 3, 0],
                      server_ts=T0 + 10**8 + np.arange(7), gateway_ts=T0 + 10**9 + np.arange(7))
-    sink = InfluxSink(make_site(tmp_path, v1(influx, database)), Acks(), SinkStatus("influxdb"))
-    sink.store([(1, batch)])
-    (series,) = influx.query("SELECT * FROM readings ORDER BY time", db=database)
-    rows = [dict(zip(series["columns"], v, strict=True)) for v in series["values"]]
+    site = make_site(tmp_path, v1(influx, database, timestamp_fields=timestamp_fields))
+    InfluxSink(site, Acks(), SinkStatus("influxdb")).store([(1, batch)])
+    rows = stored_rows(influx, database, "*")
     assert [r["time"] for r in rows] == batch.source_ts.tolist()
-    assert [r["server_ts"] for r in rows] == batch.server_ts.tolist()
-    assert [r["gateway_ts"] for r in rows] == batch.gateway_ts.tolist()
-    assert [r["quality"] for r in rows] == batch.quality.tolist()
-    assert [r["cause"] for r in rows] == batch.cause.tolist()
     # No finite value (bad, or NaN/inf from the device): no value field, never a number.
     assert [r["value"] for r in rows] == [1.5, -2.25e-7, 1e16, None, 0.0, None, None]
+    # Quality and cause only where the reading is not plainly good.
+    assert [r["quality"] for r in rows] == [None, 1, None, 2, None, 1, 0]
+    assert [r["cause"] for r in rows] == [None, 7, None, 0x80310000, None, 3, 0]
+    for name in ("server", "gateway"):
+        stamps = getattr(batch, f"{name}_ts").tolist()
+        assert [r.get(f"{name}_ts") for r in rows] == (
+            stamps if name in timestamp_fields else [None] * len(rows))
     for r, i in zip(rows, batch.point.tolist(), strict=True):
-        p = POINTS[i]
-        assert (r["site"], r["tag"], r["kind"]) == ("plant 1", p.tag, p.kind)
-        assert (r["zone"], r["device"], r["unit"]) == (p.zone, p.device, p.unit or None)
+        p = POINTS[i]  # the point's kind is the measurement; unit and site stay in the site file
+        assert (r["measurement"], r["tag"], r["zone"], r["device"]) == (
+            p.kind, p.tag, p.zone, p.device)
+        assert not {"site", "unit", "kind"} & set(r)
 
 
+@pytest.mark.parametrize("gzip", [False, True])
+@pytest.mark.parametrize(("stamps", "digits"), [
+    ([T0, T0 + 10**9], 10), ([T0 + 10**6, T0 + 2 * 10**6], 13),
+    ([T0 + 1000, T0 + 10**6], 16), ([T0 + 1, T0 + 10**6], 19)])
+def test_timestamps_are_written_no_finer_than_stamped_and_read_back_exactly(
+        tmp_path: Path, influx: Influxd, database: str, stamps: list[int], digits: int,
+        gzip: bool) -> None:
+    batch = Batch.of(source_ts=stamps, point=[0, 1], value=[1.0, 2.0], quality=0)
+    site = make_site(tmp_path, v1(influx, database, gzip=gzip))
+    lines = line_protocol(SeriesKeys.of(site), batch, precision_of(batch.source_ts).ns)
+    assert [len(line.rsplit(" ", 1)[1]) for line in lines] == [digits, digits]
+    assert lines[0] == (r"pressure,device=rtu\ 1,tag=PT-101,zone=north\,low value=1.0 "
+                        f"{stamps[0] // 10**(19 - digits)}")
+    InfluxSink(site, Acks(), SinkStatus("influxdb")).store([(1, batch)])
+    assert [r["time"] for r in stored_rows(influx, database, "value")] == stamps
+
+
+@pytest.mark.parametrize(("url", "gzip", "compressed"), [
+    ("http://127.0.0.1:8086", None, False), ("http://[::1]:8086", None, False),
+    ("http://localhost:8086", None, False), ("https://10.1.2.3:8086", None, True),
+    ("https://influx.utility.example", None, True), ("http://127.0.0.1:8086", True, True),
+    ("https://influx.utility.example", False, False)])
+def test_bodies_are_gzipped_when_they_cross_a_network_unless_set(
+        url: str, gzip: bool | None, compressed: bool) -> None:
+    h = HistorianSection(kind="influxdb", api="v1", url=url, database="d", gzip=gzip)
+    assert compresses(h) == compressed
+
+
+@pytest.mark.parametrize("timestamp_fields", [[], ["server", "gateway"]])
 def test_history_and_latest_from_influxdb_equal_the_embedded_historians(
-        tmp_path: Path, influx: Influxd, database: str) -> None:
-    site = make_site(tmp_path, v1(influx, database))
+        tmp_path: Path, influx: Influxd, database: str, timestamp_fields: list[str]) -> None:
+    site = make_site(tmp_path, v1(influx, database, timestamp_fields=timestamp_fields))
     batch = recording()
     embedded = EmbeddedHistorian(tmp_path / "h.sqlite", [p.tag for p in POINTS])
     embedded.store([(1, batch)])
@@ -142,11 +193,53 @@ def test_history_and_latest_from_influxdb_equal_the_embedded_historians(
         assert a.status_code == b.status_code == 200, (q, a.text, b.text)
         a, b = a.json(), b.json()
         a.pop("time", None), b.pop("time", None)
+        for reading in a.get("readings", []):
+            for name in {"server", "gateway"} - set(timestamp_fields):
+                # Not written: InfluxDB knows the source time only.
+                reading[f"{name}_ts"] = reading["source_ts"]
         if "mean" in a:
             assert b.pop("mean") == pytest.approx(a.pop("mean"), rel=1e-12), q
         assert a == b, q
     assert answers[0][0].json()["rows"] == 1000  # the range ends 1,000 s into the recording
     embedded.close()
+    reader.close()
+
+
+def five_field_line(p: Point, batch: Batch, i: int) -> str:
+    """Reading `i` of `batch` as the schema before the lean one wrote it."""
+    tags = {"device": p.device, "kind": p.kind, "site": "plant 1", "tag": p.tag,
+            "unit": p.unit, "zone": p.zone}
+    key = "readings" + "".join(f",{k}={escape_tag(v)}" for k, v in tags.items() if v)
+    q, c = int(batch.quality[i]), int(batch.cause[i])
+    fields = ([f"value={float(batch.value[i])!r}"] if q != Quality.BAD else []) + [
+        f"quality={q}i", f"cause={c}i", f"server_ts={int(batch.server_ts[i])}i",
+        f"gateway_ts={int(batch.gateway_ts[i])}i"]
+    return f"{key} {','.join(fields)} {int(batch.source_ts[i])}"
+
+
+def test_readmes_migration_copies_five_field_history_where_the_reader_finds_it(
+        tmp_path: Path, influx: Influxd, database: str) -> None:
+    site = make_site(tmp_path, v1(influx, database, timestamp_fields=["server", "gateway"]))
+    batch = recording(50)
+    body = "\n".join(five_field_line(POINTS[p], batch, i)
+                     for i, p in enumerate(batch.point.tolist()))
+    urllib.request.urlopen(urllib.request.Request(
+        f"{influx.url}/write?db={database}&u={USER}&p={PASSWORD}", data=body.encode(),
+        method="POST"))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    statements = re.search(r"```sql\n(.*?)```", readme, re.S).group(1).splitlines()
+    for kind in sorted({p.kind for p in POINTS}):
+        for statement in statements:
+            influx.query(statement.replace("'flow'", f"'{kind}'").replace(
+                'INTO "flow"', f'INTO "{kind}"'), db=database, method="POST")
+    reader = InfluxReader(site)
+    for i, p in enumerate(POINTS):
+        got = reader.history(p.tag, T0, T0 + 10**12)
+        mine = batch.take(batch.point == i)
+        np.testing.assert_array_equal(got.source_ts, mine.source_ts)
+        np.testing.assert_array_equal(got.value, mine.value)
+        np.testing.assert_array_equal(got.quality, mine.quality)
+        np.testing.assert_array_equal(got.cause, mine.cause)
     reader.close()
 
 
@@ -164,7 +257,7 @@ def test_v2_writes_through_influxdb_client_reach_victoria_metrics(tmp_path: Path
         sink = InfluxSink(site, Acks(), SinkStatus("influxdb"))
         sink.probe()
         sink.store([(1, batch)])
-        exported = server.export('{__name__=~"readings_.*"}')
+        exported = server.export('{__name__=~"(pressure|flow|level|other)_.*"}')
     finally:
         server.stop()
     got = {(s["metric"]["__name__"], s["metric"]["tag"], t): v for s in exported
@@ -172,12 +265,13 @@ def test_v2_writes_through_influxdb_client_reach_victoria_metrics(tmp_path: Path
     want = {}
     for i, p in enumerate(batch.point.tolist()):
         t = int(batch.source_ts[i]) // 10**6
-        want[("readings_quality", POINTS[p].tag, t)] = int(batch.quality[i])
-        want[("readings_cause", POINTS[p].tag, t)] = int(batch.cause[i])
+        kind, tag = POINTS[p].kind, POINTS[p].tag
+        if batch.quality[i] != Quality.GOOD:
+            want[(f"{kind}_quality", tag, t)] = int(batch.quality[i])
+            want[(f"{kind}_cause", tag, t)] = int(batch.cause[i])
         if batch.quality[i] != Quality.BAD:
-            want[("readings_value", POINTS[p].tag, t)] = float(batch.value[i])
-    assert {k: v for k, v in got.items()
-            if k[0] not in ("readings_gateway_ts", "readings_server_ts")} == want
+            want[(f"{kind}_value", tag, t)] = float(batch.value[i])
+    assert got == want
 
 
 @pytest.mark.parametrize(("change", "error", "message"), [
@@ -224,25 +318,23 @@ def test_a_refused_point_is_quarantined_and_the_rest_flows(
     later = T0 + 7200 * 10**9
     urllib.request.urlopen(urllib.request.Request(
         f"{influx.url}/write?db={database}&u={USER}&p={PASSWORD}",
-        data=f"readings,site=other value=1i {later - 1}".encode(), method="POST"))
+        data=f"level,tag=other value=1i {later - 1}".encode(), method="POST"))
     batch = recording(100)
     ts = batch.source_ts.copy()
     ts[6] = later
-    assert batch.quality[6] == Quality.GOOD
+    assert batch.quality[6] == Quality.GOOD and POINTS[batch.point[6]].kind == "level"
     batch = Batch(**{k: getattr(batch, k) for k in Batch.DTYPES} | {"source_ts": ts})
     status = SinkStatus("influxdb")
     InfluxSink(make_site(tmp_path, v1(influx, database, batch_size=64)), Acks(),
                status).store([(1, batch)])
 
     refused = np.arange(len(batch)) == 6
-    counts = {s["tags"]["tag"]: s["values"][0][1] for s in influx.query(
-        'SELECT count(quality) FROM readings WHERE "site" = \'plant 1\' GROUP BY "tag"',
-        db=database)}
+    counts = influx_count(influx, database, where='"tag" != \'other\'')
     expected = {p.tag: int(((batch.point == i) & ~refused).sum()) for i, p in enumerate(POINTS)}
     assert counts == expected
     assert status.quarantined_total == 1
     kept = (tmp_path / "data" / "influxdb-quarantine.lp").read_text()
-    assert "field type conflict" in kept and f"value={float(batch.value[6])!r}," in kept
+    assert "field type conflict" in kept and f"value={float(batch.value[6])!r} " in kept
 
 
 @pytest.mark.parametrize("lists", POINT_LIST_CHANGES.values(), ids=POINT_LIST_CHANGES.keys())
@@ -255,13 +347,12 @@ def test_backlog_under_earlier_point_lists_keeps_its_series_in_influxdb(
     expected = spool_under_each(lists, site_of)
     current = site_of(lists[-1])
     start_and_stop(current)
-    series = influx.query('SELECT value, unit, zone FROM readings GROUP BY "tag"', db=database)
+    series = influx.query('SELECT value, zone FROM "other" GROUP BY "tag"', db=database)
     got = {s["tags"]["tag"]: s["values"] for s in series}
-    # A removed point's readings keep the labels it was polled under (unit, zone).
-    assert {t: [(ts, v) for ts, v, _, _ in rows] for t, rows in got.items()} == {
+    # A removed point's readings keep the labels it was polled under (its zone).
+    assert {t: [(ts, v) for ts, v, _ in rows] for t, rows in got.items()} == {
         t: v for t, v in expected.items() if v}
-    assert all((unit, zone) == (f"u-{t}", f"z-{t}") for t, rows in got.items()
-               for _, _, unit, zone in rows)
+    assert all(zone == f"z-{t}" for t, rows in got.items() for _, _, zone in rows)
     assert historian_readings(current, sorted(expected)) == expected
 
 
@@ -308,11 +399,11 @@ class Backlog:
 
 
 def in_influx(influx: Influxd, database: str, where: str = "") -> tuple[int, int | None]:
-    """(readings, newest time) in InfluxDB, with an optional WHERE clause."""
-    series = influx.query(f"SELECT count(quality) FROM readings {where}", db=database)
-    newest = influx.query(f"SELECT last(quality) FROM readings {where}", db=database)
-    return (series[0]["values"][0][1] if series else 0,
-            newest[0]["values"][0][0] if newest else None)
+    """(readings, newest time) in InfluxDB, with an optional condition."""
+    newest = [s["values"][0][0] for field in ("value", "quality") for s in influx.query(
+        f"SELECT last({field}) FROM {READINGS} {'WHERE ' + where if where else ''}",
+        db=database)]
+    return sum(influx_count(influx, database, where).values()), max(newest, default=None)
 
 
 def test_live_readings_overtake_a_backlog_that_still_arrives_whole_and_oldest_first(
@@ -326,7 +417,7 @@ def test_live_readings_overtake_a_backlog_that_still_arrives_whole_and_oldest_fi
         for step in range(1, 100):  # bounded: the backlog takes five steps
             newest = backlog.append(5)  # the live feed: 20 readings a step
             backlog.lanes.step()
-            stored, last_old = in_influx(influx, database, f"WHERE time <= {end_of_backlog}")
+            stored, last_old = in_influx(influx, database, f"time <= {end_of_backlog}")
             if stored == 10_000 * k:
                 break
             # The newest reading is in InfluxDB while the backlog is still draining...

@@ -5,6 +5,7 @@ restarts, operation limits)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -181,8 +182,8 @@ def test_absolute_deadband_drops_small_changes(tmp_path: Path) -> None:
             site = opcua_site(served.endpoint, {"a": ns_of("a"), "b": ns_of("b")}, tmp_path,
                               queue_size=10, publishing_interval=0.05)
             site = site.model_copy(update={"points": [
-                site.points[0], site.points[1].model_copy(
-                    update={"deadband_type": "absolute", "deadband": 1.0})]})
+                site.points[0], dataclasses.replace(
+                    site.points[1], deadband_type="absolute", deadband=1.0)]})
             sink = Sink()
             found, _ = sessions(site, sink)
             async with sink.running(found):
