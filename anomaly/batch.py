@@ -32,7 +32,7 @@ class Batch:
     - `point`: int32 index into the site's point table.
     - `value`: float64 engineering value (after scale/offset); NaN when quality is bad.
     - `quality`: uint8 `Quality`.
-    - `cause`: uint32 raw cause: 0 when good, a gateway cause code (see `gateway.quality`)
+    - `cause`: uint32 raw cause: 0 when good, a gateway cause code (see `gateway.inputs.quality`)
       or an OPC UA status code.
 
     >>> b = Batch.of(source_ts=[1, 2], point=[0, 1], value=[1.5, float("nan")],

@@ -1,7 +1,7 @@
 """What the engine knows of the points: kind, unit, zone, role, limits, device, as columns.
 
 The engine never sees a site file: `PointInfo.of()` takes anything with the site file's point
-attributes (`gateway.config.Point`, a dataclass, a namespace), so `anomaly` stays free of the
+attributes (`gateway.site.model.Point`, a dataclass, a namespace), so `anomaly` stays free of the
 gateway's configuration code.
 """
 

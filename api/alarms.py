@@ -1,7 +1,7 @@
 """`/alarms`: list and filter, acknowledge, shelve, comment, suppress; KPIs; the live stream.
 
 The store is the gateway's alarm store (SQLite, WAL): the API reads it and writes operator
-actions to it directly (see `gateway.alarm_store`); the stream follows its journal.
+actions to it directly (see `gateway.alarms.store`); the stream follows its journal.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from api.models import (
     SuppressRequest,
 )
 from api.times import DURATION_HELP, TIME_HELP, iso, now_ns, parse_time
-from gateway.alarm_kpis import kpis
-from gateway.alarm_store import AlarmConflict, AlarmStore, Filter, UnknownAlarm, store_path
+from gateway.alarms.kpis import kpis
+from gateway.alarms.store import AlarmConflict, AlarmStore, Filter, UnknownAlarm, store_path
 from timegrammar import NS, DurationTooLong, parse_duration
 
 router = APIRouter(route_class=GuardedRoute)

@@ -18,12 +18,12 @@ from api.auth import AUTH_PROBLEMS, OPERATOR, PUBLIC, VIEWER, Access, Guard
 from api.context import ApiContext, StatusSource
 from api.middleware import BODY_LIMIT, BODY_LIMITS, BodyLimit, SecurityHeaders
 from api.models import Problem
-from gateway.config import Site
-from gateway.tokens import TokenStore
+from api.tokens import TokenStore
+from gateway.site.model import Site
 
 if TYPE_CHECKING:
-    from gateway.alarm_store import AlarmStore
-    from gateway.historian import HistorianReader
+    from gateway.alarms.store import AlarmStore
+    from gateway.storage.historian import HistorianReader
 
 PREFIX = "/api/v1"
 STATIC = Path(__file__).parent / "static"

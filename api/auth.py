@@ -25,8 +25,8 @@ from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
 from api.models import Me, Problem
+from api.tokens import Role, Token, TokenStore, outranks
 from gateway.logs import RateLimit
-from gateway.tokens import Role, Token, TokenStore, outranks
 
 log = logging.getLogger(__name__)
 

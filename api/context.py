@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 from fastapi import Depends, HTTPException, Request
 
-from gateway.config import Point, Site
+from gateway.site.model import Point, Site
 
 if TYPE_CHECKING:
-    from gateway.historian import HistorianReader
+    from gateway.storage.historian import HistorianReader
 
 StatusSource = Callable[[], dict | None]
 

@@ -9,9 +9,9 @@ from pydantic import BaseModel, Field
 
 from anomaly.alarms import PRIORITIES, Priority
 from anomaly.batch import Quality
-from gateway.alarm_store import State
-from gateway.config import NAME_MAX, PointKind
-from gateway.tokens import Role
+from api.tokens import Role
+from gateway.alarms.store import State
+from gateway.site.model import NAME_MAX, PointKind
 
 QualityName = Literal["good", "uncertain", "bad"]
 Overall = Literal["ok", "degraded", "down"]

@@ -13,8 +13,8 @@ from api.context import Ctx
 from api.encode import json_response
 from api.models import QUALITY_NAMES, Latest, PointInfo, Points
 from api.times import iso, iso_column, now_ns
-from gateway.config import PointKind, fields_of
-from gateway.quality import cause_name
+from gateway.inputs.quality import cause_name
+from gateway.site.model import PointKind, fields_of
 
 _POINT_FIELDS = set(PointInfo.model_fields)
 

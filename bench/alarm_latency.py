@@ -37,10 +37,10 @@ import httpx
 import numpy as np
 from pymodbus.client import ModbusTcpClient
 
+from api.tokens import TokenStore
 from bench.footprint import site_file, start
 from bench.modbus import Servers
 from bench.table import Row
-from gateway.tokens import TokenStore
 from scadawatch.demo import free_port
 
 HI = 1e6  # above every served value (0 .. points-1)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from anomaly.alarms import PRIORITIES, Alarm, AlarmEvent
-from gateway.alarm_kpis import kpis
-from gateway.alarm_store import AlarmStore, Filter
-from gateway.config import AlarmsSection
+from gateway.alarms.kpis import kpis
+from gateway.alarms.store import AlarmStore, Filter
+from gateway.site.model import AlarmsSection
 
 NS = 1_000_000_000
 T0 = 1_767_600_000 * NS

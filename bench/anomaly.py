@@ -49,8 +49,8 @@ from anomaly.batch import Batch
 from anomaly.evaluation import UNSCORED, Label, evaluate
 from anomaly.points import PointInfo
 from bench.table import Row
-from gateway.config import Point, Site, load_site
-from gateway.recording import RecordingReader, read_recording, write_recording
+from gateway.site.model import Point, Site, load_site
+from gateway.storage.recording import RecordingReader, read_recording, write_recording
 from scadawatch.evaluate import read_labels
 from scadawatch.replay import replay_engine
 from scadawatch.replay import run as replay_run

@@ -6,8 +6,8 @@ drains, and the backlog's drain rate next to `max_rate`.
 
 A spool holds `--backlog` readings (InfluxDB was down); a feeder thread appends live readings
 at `--live-rate` (one record per 0.1 s, as polls do) while the sink's lanes drain the spool
-(`gateway.catchup.LiveFirst`, the gateway's own code). A live record's wait is from its
-append to the end of the step that stored it (the write was acknowledged by InfluxDB).
+(`gateway.storage.influxdb.catchup.LiveFirst`, the gateway's own code). A live record's wait is
+from its append to the end of the step that stored it (the write was acknowledged by InfluxDB).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import urllib3
 
 from anomaly.batch import Batch
 from bench.influx import create, readings, server
-from gateway.catchup import LiveFirst
-from gateway.config import HistorianSection, Point, Site, SiteSection
-from gateway.influx import InfluxSink
-from gateway.spool import Spool
+from gateway.site.model import HistorianSection, Point, Site, SiteSection
 from gateway.status import SinkStatus, SpoolStatus
+from gateway.storage.influxdb.catchup import LiveFirst
+from gateway.storage.influxdb.sink import InfluxSink
+from gateway.storage.spool import Spool
 
 TAGS = 1000
 RECORD = 10_000  # backlog readings per spool record

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import httpx
 
+from api.tokens import TokenStore
 from bench.footprint import site_file, start
 from bench.modbus import Servers
 from bench.table import Row
-from gateway.tokens import TokenStore
 from scadawatch.demo import free_port
 
 AIM = 200.0  # bytes written per reading, 25 tags polled every second

@@ -27,9 +27,9 @@ from pathlib import Path
 import httpx
 import tomli_w
 
+from api.tokens import TokenStore
 from bench.modbus import Servers, cpu_seconds
 from bench.table import Row
-from gateway.tokens import TokenStore
 from scadawatch.demo import free_port
 
 

@@ -21,11 +21,11 @@ import urllib3
 from anomaly.batch import Batch
 from bench.influx import server
 from bench.table import Row
-from gateway.config import HistorianSection, Point, Site, SiteSection
-from gateway.historian import EmbeddedHistorian
-from gateway.influx import InfluxSink
-from gateway.influx_reader import InfluxReader
+from gateway.site.model import HistorianSection, Point, Site, SiteSection
 from gateway.status import SinkStatus
+from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.influxdb.reader import InfluxReader
+from gateway.storage.influxdb.sink import InfluxSink
 
 SECOND = 1_000_000_000
 START = 1_767_225_600 * SECOND  # 2026-01-01T00:00:00Z

@@ -35,9 +35,15 @@ import urllib3
 
 from anomaly.batch import Batch
 from bench.table import Row
-from gateway.config import HistorianSection, Point, Site, SiteSection
-from gateway.influx import IN_FLIGHT, InfluxSink, SeriesKeys, line_protocol, precision_of
+from gateway.site.model import HistorianSection, Point, Site, SiteSection
 from gateway.status import SinkStatus
+from gateway.storage.influxdb.sink import (
+    IN_FLIGHT,
+    InfluxSink,
+    SeriesKeys,
+    line_protocol,
+    precision_of,
+)
 
 BATCH_LINES = 5000
 STORE_ROWS = 100_000  # what the drain hands the sink per store

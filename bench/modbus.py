@@ -5,8 +5,8 @@ float32 in holding registers, in a separate process. Figures printed:
 
 1. ceiling: a bare pymodbus read loop (one client per device, the driver's own coalesced
    requests, no decoding) as fast as it goes: readings/s.
-2. driver: `gateway.modbus` polling as fast as it can (interval ~0): readings/s, its ratio to
-   the ceiling, and the CPU of the gateway and server processes.
+2. driver: `gateway.inputs.modbus.bus` polling as fast as it can (interval ~0): readings/s, its
+   ratio to the ceiling, and the CPU of the gateway and server processes.
 3. paced: the driver asked for `--rate` readings/s (interval = devices x points / rate):
    achieved readings/s and CPU (what a site at that load costs).
 4. end to end: the whole gateway (`gateway.runtime.Gateway`: driver -> on-disk spool ->
@@ -45,10 +45,10 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from anomaly.batch import Batch
 from bench.table import Row
-from gateway.config import Device, Point, Site, SiteSection
-from gateway.modbus import build_buses
-from gateway.modbus_plan import plan_device
+from gateway.inputs.modbus.bus import build_buses
+from gateway.inputs.modbus.plan import plan_device
 from gateway.runtime import Gateway
+from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
 
 SILENT_UNIT = 9  # answered by no one: pymodbus drops its requests
@@ -172,7 +172,7 @@ async def _measure(meter: Meter, run: Callable[[], Awaitable[object]], seconds: 
 
 
 async def driver(servers: Servers, site: Site, seconds: float) -> dict:
-    """`gateway.modbus` polling `site`."""
+    """`gateway.inputs.modbus.bus` polling `site`."""
     first: dict[str, int] = {}
     for i, p in enumerate(site.points):
         first.setdefault(p.device or "", i)

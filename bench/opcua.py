@@ -38,8 +38,8 @@ from pathlib import Path
 from asyncua import Client, Server, ua
 
 from bench.table import Row
-from gateway.config import Device, Point, Site, SiteSection
 from gateway.runtime import Gateway
+from gateway.site.model import Device, Point, Site, SiteSection
 
 URI = "urn:scadawatch:bench"
 FOLDER_SIZE = 100

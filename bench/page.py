@@ -33,11 +33,11 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from anomaly.alarms import PRIORITIES, Alarm, AlarmEvent
 from api.app import create_app
 from api.server import serve
+from api.tokens import TokenStore
 from bench.table import Row
-from gateway.alarm_store import AlarmStore, store_path
-from gateway.config import load_site
-from gateway.historian import EmbeddedHistorian
-from gateway.tokens import TokenStore
+from gateway.alarms.store import AlarmStore, store_path
+from gateway.site.model import load_site
+from gateway.storage.historian import EmbeddedHistorian
 from scadawatch.demo import free_port
 
 CHROMIUM = "/usr/bin/chromium"

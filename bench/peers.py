@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.influx import READINGS
+from gateway.storage.influxdb.sink import READINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = os.environ.get("PY", "/tmp/v/bin/python")

@@ -1,4 +1,4 @@
-"""Recording reader and writer throughput (gateway/recording.py) on a ~100 MB wide CSV.
+"""Recording reader and writer throughput (gateway/storage/recording.py) on a ~100 MB wide CSV.
 
     python -m bench.recording [--rows 600000] [--tags 25]
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.batch import Batch
-from gateway.recording import RecordingReader, write_recording
+from gateway.storage.recording import RecordingReader, write_recording
 
 T0 = 1767571200 * 10**9
 

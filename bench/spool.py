@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.batch import Batch
-from gateway.config import SpoolSection
-from gateway.historian import EmbeddedHistorian
-from gateway.sinks import drain
-from gateway.spool import Spool
+from gateway.site.model import SpoolSection
 from gateway.status import SinkStatus, SpoolStatus
+from gateway.storage.drain import drain
+from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.spool import Spool
 
 MAX_BACKLOG = 1_000_000  # readings spooled but not stored, flat out
 

@@ -39,8 +39,8 @@ from bench.anomaly import (
     table_of,
 )
 from bench.table import Row
-from gateway.config import load_site
-from gateway.recording import RecordingReader, read_recording
+from gateway.site.model import load_site
+from gateway.storage.recording import RecordingReader, read_recording
 from scadawatch.evaluate import read_labels
 
 DAYS = 28.0

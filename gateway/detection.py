@@ -33,9 +33,9 @@ from anomaly.alarms import AlarmEvent
 from anomaly.batch import Batch
 from anomaly.engine import Engine, EngineSettings, StateError
 from anomaly.points import PointInfo
-from gateway.config import AnomalySection, Site
 from gateway.memory import release_free_memory
-from gateway.spool import PointList
+from gateway.site.model import AnomalySection, Site
+from gateway.storage.spool import PointList
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 
 class KeyValueFormatter(logging.Formatter):
-    """`ts=2026-11-26T10:00:00.123Z level=info logger=gateway.modbus event=device_down ...`"""
+    """`ts=2026-11-26T10:00:00.123Z level=info logger=gateway.inputs.modbus.bus event=...`"""
 
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))

@@ -15,23 +15,23 @@ from typing import TYPE_CHECKING
 
 from anomaly.alarms import AlarmEvent
 from anomaly.batch import Batch
-from gateway.alarm_store import AlarmStore, run_unshelve_timer, store_path
-from gateway.catchup import drain_live_first
-from gateway.config import Point, Site
+from gateway.alarms.annotations import AlarmWriter
+from gateway.alarms.store import AlarmStore, run_unshelve_timer, store_path
+from gateway.alarms.webhooks import run_webhooks
 from gateway.detection import Detection
 from gateway.failures import cause_of
-from gateway.historian import EmbeddedHistorian
-from gateway.influx import InfluxError, InfluxSink
-from gateway.influx_alarms import AlarmWriter
-from gateway.modbus import ModbusBus, build_buses
-from gateway.sinks import drain
-from gateway.spool import Spool, SpoolError
+from gateway.inputs.modbus.bus import ModbusBus, build_buses
+from gateway.site.model import Point, Site
 from gateway.status import GatewayStatus, SinkStatus, TaskStatus
+from gateway.storage.drain import drain
+from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.influxdb.catchup import drain_live_first
+from gateway.storage.influxdb.sink import InfluxError, InfluxSink
+from gateway.storage.spool import Spool, SpoolError
 from gateway.supervise import supervise
-from gateway.webhooks import run_webhooks
 
 if TYPE_CHECKING:
-    from gateway.opcua import OpcUaSession
+    from gateway.inputs.opcua.session import OpcUaSession
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def status_path(site: Site) -> Path:
 
 
 def progress_path(site: Site) -> Path:
-    """What InfluxDB holds of the spool (see gateway.catchup)."""
+    """What InfluxDB holds of the spool (see gateway.storage.influxdb.catchup)."""
     return site.site.data_dir / "influxdb-progress.json"
 
 
@@ -110,7 +110,7 @@ class Gateway:
         self.buses: list[ModbusBus | OpcUaSession] = [*build_buses(site, self.status, self._emit)]
         if any(d.protocol == "opcua" for d in site.devices):
             # asyncua and cryptography cost a second of start-up: only for sites that use them
-            from gateway.opcua import build_sessions
+            from gateway.inputs.opcua.session import build_sessions
 
             self.buses += build_sessions(site, self.status, self._emit, data_dir=data_dir)
 
@@ -187,8 +187,8 @@ class Gateway:
         """Probe InfluxDB, then drain the spool into it.
 
         Behind by more than a turn, new readings go first while the backlog drains oldest
-        first at `max_rate` (gateway.catchup). The probe says at start-up, loudly, when
-        InfluxDB cannot take writes (wrong credentials, unknown database or bucket,
+        first at `max_rate` (gateway.storage.influxdb.catchup). The probe says at start-up, loudly,
+        when InfluxDB cannot take writes (wrong credentials, unknown database or bucket,
         unreachable); health shows it as the sink's last error. The drain keeps retrying
         meanwhile, and the spool keeps the readings."""
         status = self.status.sinks[sink.name]

@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections import Counter
 
-from gateway.config import ConfigError, Site, load_site
-from gateway.site_checks import clear_text_logins
+from gateway.site.model import ConfigError, Site, load_site
+from gateway.site.rules import clear_text_logins
 from scadawatch.cli import EXIT_OK, EXIT_USAGE
 
 

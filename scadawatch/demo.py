@@ -24,9 +24,9 @@ from pathlib import Path
 
 import tomli_w
 
-from gateway.config import Site, load_site
+from api.tokens import TokenStore
 from gateway.logs import setup_logging
-from gateway.tokens import TokenStore
+from gateway.site.model import Site, load_site
 from scadawatch.cli import UsageError, require_extra
 from scadawatch.serve import unwritable
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from anomaly.alarms import Alarm
 from anomaly.evaluation import Evaluation, Label, Score, evaluate
 from api.times import iso, parse_time
-from gateway.recording import RecordingError, RecordingReader
+from gateway.storage.recording import RecordingError, RecordingReader
 from scadawatch.cli import EXIT_OK, UsageError
 from timegrammar import NS, format_duration
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gateway.config import ConfigError, load_site
-from gateway.opcua_security import (
+from gateway.inputs.opcua.security import (
     Pki,
     certificate_uri,
     client_certificate,
@@ -14,6 +13,7 @@ from gateway.opcua_security import (
     load_certificate,
     thumbprint,
 )
+from gateway.site.model import ConfigError, load_site
 from scadawatch.cli import EXIT_OK, UsageError
 
 

@@ -1,6 +1,6 @@
 """`scadawatch replay`: the anomaly engine the gateway runs live, run over a recording.
 
-The recording streams through `Engine.process` in chunks (gateway/recording.py); each alarm
+The recording streams through `Engine.process` in chunks (gateway/storage/recording.py); each alarm
 is written once, in its final state, to alarms.jsonl (sorted by start; `end` null while it is
 still active when the recording ends).
 """
@@ -22,9 +22,9 @@ from tqdm import tqdm
 from anomaly.alarms import Alarm, AlarmEvent, iso
 from anomaly.batch import Batch
 from anomaly.engine import Engine, StateError
-from gateway.config import Site
 from gateway.detection import build_engine
-from gateway.recording import ReadStats, RecordingError, RecordingReader
+from gateway.site.model import Site
+from gateway.storage.recording import ReadStats, RecordingError, RecordingReader
 from scadawatch.cli import EXIT_OK, UsageError
 from scadawatch.serve import load
 

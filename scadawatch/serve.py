@@ -12,14 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.config import ConfigError, Site, load_site
 from gateway.logs import setup_logging
 from gateway.memory import tune_allocator
-from gateway.site_checks import clear_text_logins
+from gateway.site.model import ConfigError, Site, load_site
+from gateway.site.rules import clear_text_logins
 from scadawatch.cli import EXIT_FAILURE, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
-    from gateway.alarm_store import AlarmStore
+    from gateway.alarms.store import AlarmStore
 
 log = logging.getLogger("scadawatch")
 
@@ -113,11 +113,11 @@ async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
     process (None: the API opens the site's)."""
     from api.app import create_app
     from api.server import serve as serve_http
-    from gateway.historian import EmbeddedHistorian
     from gateway.runtime import historian_path
+    from gateway.storage.historian import EmbeddedHistorian
 
     if site.historian.kind == "influxdb":
-        from gateway.influx_reader import InfluxReader
+        from gateway.storage.influxdb.reader import InfluxReader
 
         reader: EmbeddedHistorian | InfluxReader = InfluxReader(site)
     else:

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from gateway.tokens import TokenError, TokenStore
+from api.tokens import TokenError, TokenStore
 from scadawatch.cli import EXIT_OK, UsageError
 from scadawatch.serve import load
 

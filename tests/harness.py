@@ -24,11 +24,11 @@ from modbus_servers import free_port
 
 from anomaly.batch import Batch
 from api.server import serve
-from gateway.config import Site
-from gateway.historian import EmbeddedHistorian
-from gateway.spool import Spool
+from api.tokens import Role, TokenStore
+from gateway.site.model import Site
 from gateway.status import SpoolStatus
-from gateway.tokens import Role, TokenStore
+from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.spool import Spool
 from scadawatch.serve import serve as run_gateway
 
 T = TypeVar("T")

@@ -18,9 +18,9 @@ import tomli_w
 from harness import RUN_LIMIT, stored
 from influx_servers import Influxd, Server
 
-from gateway.config import Site
-from gateway.influx import READINGS
 from gateway.runtime import Gateway, status_path
+from gateway.site.model import Site
+from gateway.storage.influxdb.sink import READINGS
 
 USER, PASSWORD = "scada", "s3cret"  # the InfluxDB admin of tests/test_influx.py's servers
 

@@ -32,7 +32,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pyModbusTCP.server import ModbusServer
 
 from anomaly.batch import Batch
-from gateway.config import Device, Point, Site, SiteSection
+from gateway.site.model import Device, Point, Site, SiteSection
 
 _STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "int64": "q",
            "float32": "f", "float64": "d"}

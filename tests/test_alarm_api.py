@@ -20,10 +20,10 @@ from anomaly.alarms import Alarm as EngineAlarm
 from api import alarms as alarms_api
 from api.app import create_app
 from api.models import Alarm, AlarmHistory, AlarmKpis, Alarms, BulkAckResult
-from gateway.alarm_store import AlarmStore, store_path
-from gateway.config import Site, load_site
-from gateway.historian import EmbeddedHistorian
-from gateway.tokens import TokenStore
+from api.tokens import TokenStore
+from gateway.alarms.store import AlarmStore, store_path
+from gateway.site.model import Site, load_site
+from gateway.storage.historian import EmbeddedHistorian
 
 API = "/api/v1/alarms"
 

@@ -16,9 +16,9 @@ from alarm_helpers import NS, T0, alarm, cleared, raised
 from harness import RUN_LIMIT
 
 from anomaly.alarms import iso
-from gateway.alarm_kpis import kpis
-from gateway.alarm_store import AlarmStore, Filter, run_unshelve_timer
-from gateway.config import AlarmsSection
+from gateway.alarms.kpis import kpis
+from gateway.alarms.store import AlarmStore, Filter, run_unshelve_timer
+from gateway.site.model import AlarmsSection
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN = 60 * NS
@@ -133,7 +133,7 @@ WRITER = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from alarm_helpers import NS, T0, alarm, cleared, raised
-from gateway.alarm_store import AlarmStore
+from gateway.alarms.store import AlarmStore
 store = AlarmStore({path!r})
 for i in range(100_000):
     a = alarm("leak", f"dma{{i}}", T0 + i * NS)

@@ -19,7 +19,7 @@ from anomaly.engine import Detector, Engine, EngineSettings, default_detectors
 from anomaly.limits import Limits
 from anomaly.points import PointInfo, PointTable
 from anomaly.zone_score import WARM_CYCLE_S, WARM_SAMPLES, ZoneScore
-from gateway.config import AnomalySection
+from gateway.site.model import AnomalySection
 
 S = 10**9
 
@@ -231,8 +231,8 @@ def test_the_site_file_turns_it_off(section: dict, present: bool) -> None:
 def test_a_real_normal_export_stays_quiet(tmp_path: Path) -> None:
     """Twelve days of the simulator's normal water network at hourly steps (tuning seed 2):
     judged after its week of warm-up, and no zone anomaly."""
-    from gateway.config import load_site
-    from gateway.recording import RecordingReader
+    from gateway.site.model import load_site
+    from gateway.storage.recording import RecordingReader
     from scadawatch.cli import main as cli_main
 
     assert cli_main(["simulate", "water", "--scenario", "normal", "--seed", "2", "--days", "12",

@@ -25,10 +25,10 @@ from anomaly.batch import Batch, Quality
 from api.app import create_app
 from api.models import Health, History, Latest, Points
 from api.times import iso_column, parse_time
-from gateway import quality
-from gateway.config import Site, load_site
-from gateway.historian import EmbeddedHistorian
+from gateway.inputs import quality
+from gateway.site.model import Site, load_site
 from gateway.status import DeviceState, DeviceStatus, GatewayStatus, SinkStatus, read_snapshot
+from gateway.storage.historian import EmbeddedHistorian
 from timegrammar import NS, parse_duration
 
 T0 = parse_time("2024-01-05T00:00:00Z", 0)

@@ -23,7 +23,7 @@ from harness import RUN_LIMIT
 from modbus_servers import free_port
 
 from api.middleware import BODY_LIMIT, BODY_LIMITS, POLICY
-from gateway.tokens import TokenStore
+from api.tokens import TokenStore
 
 MIB = 1 << 20
 PIECE = b"a" * (64 << 10)

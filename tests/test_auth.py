@@ -43,10 +43,10 @@ from api.auth import (
     GuardedRoute,
     served,
 )
-from gateway.config import Site, load_site
-from gateway.historian import EmbeddedHistorian
+from api.tokens import ROLES, TokenStore, outranks
+from gateway.site.model import Site, load_site
 from gateway.status import GatewayStatus
-from gateway.tokens import ROLES, TokenStore, outranks
+from gateway.storage.historian import EmbeddedHistorian
 
 SITE_TOML = """
 [site]

@@ -1,4 +1,5 @@
-"""The InfluxDB sink's durable progress: which spool records it has stored (gateway.catchup).
+"""The InfluxDB sink's durable progress: which spool records it has stored
+(gateway.storage.influxdb.catchup).
 
 The lanes themselves run against a real InfluxDB in test_influx.py."""
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.catchup import Progress
+from gateway.storage.influxdb.catchup import Progress
 
 
 @pytest.mark.parametrize(("adds", "low", "ranges"), [

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.config import Point, load_site
+from gateway.site.model import Point, load_site
 from scadawatch.cli import EXIT_OK, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,12 +21,12 @@ from alarm_helpers import alarm, cleared, raised
 from influx_servers import Influxd, influxd
 
 from anomaly.batch import Batch, Quality
-from gateway.alarm_store import AlarmStore, store_path
-from gateway.config import HistorianSection, Site, SpoolSection, load_site
-from gateway.influx import KINDS, READINGS, InfluxSink
-from gateway.influx_alarms import AlarmWriter
-from gateway.spool import Spool
+from gateway.alarms.annotations import AlarmWriter
+from gateway.alarms.store import AlarmStore, store_path
+from gateway.site.model import HistorianSection, Site, SpoolSection, load_site
 from gateway.status import SinkStatus, SpoolStatus
+from gateway.storage.influxdb.sink import KINDS, READINGS, InfluxSink
+from gateway.storage.spool import Spool
 from scadawatch.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ from harness import stored
 from test_opcua import UaServer, eventually, ns, ns_of
 
 from anomaly.alarms import AlarmEvent
-from gateway.config import AnomalySection, Device, Point, Site, SiteSection
 from gateway.runtime import Gateway
+from gateway.site.model import AnomalySection, Device, Point, Site, SiteSection
 
 HI = 100.0
 POINTS = {"a": "plc", "b": "clock-ahead"}  # tag -> device, both on one server

@@ -17,7 +17,7 @@ import pytest
 from small_fs import SmallFs
 
 from anomaly.batch import Batch, Quality
-from gateway.historian import EmbeddedHistorian, HistorianError
+from gateway.storage.historian import EmbeddedHistorian, HistorianError
 
 TAGS = ["dma1.flow", "dma1.pressure", "res1.level"]
 READINGS = 3000  # per tag
@@ -218,7 +218,7 @@ def test_tag_ids_survive_a_change_of_the_point_list(open_historian) -> None:
 def test_readings_of_unknown_points_are_logged_and_the_rest_stored(open_historian,
                                                                    caplog) -> None:
     h = open_historian()
-    with caplog.at_level(logging.ERROR, logger="gateway.historian"):
+    with caplog.at_level(logging.ERROR, logger="gateway.storage.historian"):
         h.store([(1, Batch.of(source_ts=[1, 2], point=[0, 99], value=[1.0, 2.0], quality=0))])
     assert "event=historian_unknown_point readings=1" in caplog.text
     assert h.history("dma1.flow", 0, 10).value.tolist() == [1.0]
@@ -228,7 +228,7 @@ def test_readings_of_unknown_points_are_logged_and_the_rest_stored(open_historia
 READER = """
 import json, sys
 from pathlib import Path
-from gateway.historian import EmbeddedHistorian
+from gateway.storage.historian import EmbeddedHistorian
 h = EmbeddedHistorian(Path(sys.argv[1]), json.loads(sys.argv[2]), readonly=True)
 latest = h.latest()
 print(json.dumps({

@@ -33,10 +33,13 @@ from ingest_faults import PASSWORD, USER, influx_count, stored_counts, with_infl
 
 from anomaly.batch import Batch, Quality
 from api.app import create_app
-from gateway.catchup import LiveFirst
-from gateway.config import HistorianSection, Point, Site, SiteSection, load_site
-from gateway.historian import EmbeddedHistorian
-from gateway.influx import (
+from gateway.runtime import Gateway, progress_path
+from gateway.site.model import HistorianSection, Point, Site, SiteSection, load_site
+from gateway.status import SinkStatus, SpoolStatus
+from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.influxdb.catchup import LiveFirst
+from gateway.storage.influxdb.reader import InfluxReader
+from gateway.storage.influxdb.sink import (
     READINGS,
     InfluxRejected,
     InfluxSink,
@@ -47,10 +50,7 @@ from gateway.influx import (
     line_protocol,
     precision_of,
 )
-from gateway.influx_reader import InfluxReader
-from gateway.runtime import Gateway, progress_path
-from gateway.spool import Spool
-from gateway.status import SinkStatus, SpoolStatus
+from gateway.storage.spool import Spool
 
 T0 = 1_772_000_000 * 10**9  # 2026-02-25, whole seconds
 POINTS = [

@@ -14,10 +14,10 @@ from alarm_helpers import NS, T0, alarm, cleared, raised
 from harness import RUN_LIMIT
 from influx_servers import Influxd, influxd
 
-from gateway.alarm_store import AlarmStore, store_path
-from gateway.config import HistorianSection, Site, SiteSection
-from gateway.influx_alarms import AlarmWriter
+from gateway.alarms.annotations import AlarmWriter
+from gateway.alarms.store import AlarmStore, store_path
 from gateway.runtime import Gateway
+from gateway.site.model import HistorianSection, Site, SiteSection
 from gateway.status import SinkStatus
 
 SITE = "plant 1"

@@ -31,9 +31,9 @@ from modbus_servers import (
 )
 
 from anomaly.batch import Batch, Quality
-from gateway import quality
-from gateway.config import Device, Point
-from gateway.modbus import build_buses
+from gateway.inputs import quality
+from gateway.inputs.modbus.bus import build_buses
+from gateway.site.model import Device, Point
 from gateway.status import GatewayStatus
 
 READ_CODES = {1, 2, 3, 4}
@@ -230,7 +230,7 @@ def test_dead_devices_go_bad_and_do_not_hold_the_bus(kind: str, tmp_path: Path,
             assert served is not None
             return sink, served
 
-    with caplog.at_level(logging.INFO, logger="gateway.modbus"):
+    with caplog.at_level(logging.INFO, logger="gateway.inputs.modbus.bus"):
         sink, served = asyncio.run(scenario())
 
     assert all((b.quality == Quality.GOOD).all() for b in polls(sink, range(4)))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from modbus_servers import ORDERS, TYPES, Image, source
 
-from gateway.config import REGISTER_WIDTH, Device, Point
-from gateway.modbus_plan import DevicePlan, plan_device, wire_positions
+from gateway.inputs.modbus.plan import DevicePlan, plan_device, wire_positions
+from gateway.site.model import REGISTER_WIDTH, Device, Point
 
 
 def device(**kw: object) -> Device:

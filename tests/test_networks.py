@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from anomaly.alarms import Alarm
-from gateway.config import load_site
-from gateway.recording import RecordingReader
+from gateway.site.model import load_site
+from gateway.storage.recording import RecordingReader
 from scadawatch.replay import replay_engine
 from scadawatch.replay import run as replay
 from simulators.export import export

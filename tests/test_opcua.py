@@ -21,8 +21,14 @@ from harness import api_until
 from modbus_servers import Sink, free_port
 
 from anomaly.batch import Batch, Quality
-from gateway.config import ConfigError, Device, Point, Site, SiteSection, load_site
-from gateway.opcua import COMMS, NO_SUBSCRIPTION, NODE_UNKNOWN, TYPE_MISMATCH, build_sessions
+from gateway.inputs.opcua.session import (
+    COMMS,
+    NO_SUBSCRIPTION,
+    NODE_UNKNOWN,
+    TYPE_MISMATCH,
+    build_sessions,
+)
+from gateway.site.model import ConfigError, Device, Point, Site, SiteSection, load_site
 from gateway.status import GatewayStatus
 from simulators.opcua_server import namespace_uri
 
@@ -228,7 +234,7 @@ def test_namespace_uris_resolve_and_a_bad_node_fails_only_its_point(
             await sink.run(found, lambda s: len(latest_by_point(s)) == len(NODE_CASES), LIMIT)
             return sink, served.ns
 
-    caplog.set_level(logging.WARNING, "gateway.opcua")
+    caplog.set_level(logging.WARNING, "gateway.inputs.opcua.session")
     sink, index = asyncio.run(scenario())
     assert index == 4
     batch, last = rows(sink), latest_by_point(sink)
@@ -276,7 +282,8 @@ def test_server_restart_marks_the_outage_bad_and_duplicates_nothing(tmp_path: Pa
 
 def test_a_subscription_the_server_drops_is_marked_and_made_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gateway.opcua.PUBLISH_GRACE", 0.5)  # seconds, not the field's 30
+    grace = "gateway.inputs.opcua.session.PUBLISH_GRACE"
+    monkeypatch.setattr(grace, 0.5)  # seconds, not the field's 30
 
     async def scenario() -> tuple[Batch, GatewayStatus]:
         async with UaServer() as served:
@@ -329,7 +336,7 @@ def test_security_settings_the_server_refuses_name_the_device(
             await sink.run(found, lambda s: len(s.batches) == 1, LIMIT)
             return sink, status
 
-    caplog.set_level(logging.WARNING, "gateway.opcua")
+    caplog.set_level(logging.WARNING, "gateway.inputs.opcua.session")
     sink, status = asyncio.run(scenario())
     batch = rows(sink)
     assert batch.quality.tolist() == [Quality.BAD] and batch.cause[0] >= 0x80000000

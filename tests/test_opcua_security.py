@@ -1,5 +1,5 @@
-"""OPC UA security of the gateway's client (gateway/opcua_security.py) against a server we did not
-write, node-opcua (tests/node_opcua/server.js, installed by tests/run.sh), and against the
+"""OPC UA security of the gateway's client (gateway/inputs/opcua/security.py) against a server we
+did not write, node-opcua (tests/node_opcua/server.js, installed by tests/run.sh), and against the
 simulator's secure mode: policies and modes, the trust lists on both sides, logins, and the
 clear error naming the device for each way a secure connection is refused.
 """
@@ -23,9 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from modbus_servers import Sink, free_port
 
 from anomaly.batch import Batch, Quality
-from gateway.config import Device, Point, Site, SiteSection
-from gateway.opcua import build_sessions
-from gateway.opcua_security import (
+from gateway.inputs.opcua.security import (
     OpcUaSecurityError,
     Pki,
     apply_security,
@@ -33,6 +31,8 @@ from gateway.opcua_security import (
     load_certificate,
     thumbprint,
 )
+from gateway.inputs.opcua.session import build_sessions
+from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
 from simulators.opcua_server import OpcUaSiteServer, namespace_uri
 from simulators.signals import Signal
@@ -387,7 +387,7 @@ def test_an_item_the_server_will_not_monitor_is_polled_instead(
             await sink.wait(lambda s: good(s, 0) >= 5 and good(s, 1) >= 5, timeout=20.0)
         return good(sink, 0)
 
-    with caplog.at_level(logging.INFO, logger="gateway.opcua"):
+    with caplog.at_level(logging.INFO, logger="gateway.inputs.opcua.session"):
         assert asyncio.run(scenario()) >= 5
     assert any("polled instead" in r.getMessage() and "wave" in r.getMessage()
                for r in caplog.records)

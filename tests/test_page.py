@@ -29,10 +29,10 @@ from modbus_servers import free_port
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from api.times import parse_time
+from api.tokens import Role
 from bench.page import launch
-from gateway.alarm_store import AlarmStore, store_path
-from gateway.config import Site, load_site
-from gateway.tokens import Role
+from gateway.alarms.store import AlarmStore, store_path
+from gateway.site.model import Site, load_site
 from scadawatch.serve import serve as run_gateway
 from simulators.sitefile import write_site_file
 

@@ -32,12 +32,17 @@ from anomaly.engine import Engine, EngineSettings
 from anomaly.points import PointInfo
 from anomaly.ticks import Tick, TickAccumulator
 from api.times import parse_time
-from gateway.alarm_store import AlarmStore, Filter, store_path
-from gateway.config import Site, load_site
+from gateway.alarms.store import AlarmStore, Filter, store_path
 from gateway.detection import build_engine, state_path
-from gateway.historian import EmbeddedHistorian
-from gateway.recording import RecordingReader, read_recording, write_history, write_recording
 from gateway.runtime import historian_path
+from gateway.site.model import Site, load_site
+from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.recording import (
+    RecordingReader,
+    read_recording,
+    write_history,
+    write_recording,
+)
 from scadawatch.replay import run
 from scadawatch.serve import serve
 

@@ -1,5 +1,5 @@
-"""Recordings (gateway/recording.py): DESIGN.md's wide CSV read into batches, bad input named
-by row and column through `scadawatch replay`, and the writer's round trip."""
+"""Recordings (gateway/storage/recording.py): DESIGN.md's wide CSV read into batches, bad input
+named by row and column through `scadawatch replay`, and the writer's round trip."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from conftest import CliRun
 
 from anomaly.batch import Batch, Quality
-from gateway.historian import EmbeddedHistorian
-from gateway.recording import (
+from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.recording import (
     MAX_ROW_BYTES,
     RecordingError,
     RecordingReader,

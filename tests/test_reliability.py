@@ -58,12 +58,12 @@ from pymodbus.client import AsyncModbusTcpClient
 from small_fs import SmallFs
 
 from anomaly.batch import Batch, Quality
-from gateway.alarm_store import AlarmStore, Filter, store_path
-from gateway.config import Device, Point, Site, SiteSection, SpoolSection, load_site
-from gateway.historian import EmbeddedHistorian
-from gateway.modbus import ModbusBus, build_buses
+from gateway.alarms.store import AlarmStore, Filter, store_path
+from gateway.inputs.modbus.bus import ModbusBus, build_buses
 from gateway.runtime import historian_path, status_path
+from gateway.site.model import Device, Point, Site, SiteSection, SpoolSection, load_site
 from gateway.status import GatewayStatus
+from gateway.storage.historian import EmbeddedHistorian
 from scadawatch.serve import serve as run_gateway
 
 pytestmark = pytest.mark.reliability
@@ -649,7 +649,7 @@ def test_a_device_restarting_every_5_s_reconnects_on_backoff_and_spares_the_othe
         monkeypatch: pytest.MonkeyPatch) -> None:
     duration = scaled(120.0)
     baseline = max(10.0, duration / 4)
-    monkeypatch.setattr("gateway.modbus.AsyncModbusTcpClient", CountingClient)
+    monkeypatch.setattr("gateway.inputs.modbus.bus.AsyncModbusTcpClient", CountingClient)
     CountingClient.attempts.clear()
     image = Image()
     for p in registers("any", 10):

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import CliRun
 
-from gateway.config import load_site
 from gateway.detection import build_engine
-from gateway.recording import RecordingReader
+from gateway.site.model import load_site
+from gateway.storage.recording import RecordingReader
 from scadawatch.cli import main as cli_main
 from scadawatch.replay import run
 

@@ -11,9 +11,9 @@ import pytest
 from harness import POINT_LIST_CHANGES, historian_readings, spool_under_each, start_and_stop
 
 from anomaly.batch import Batch, Quality
-from gateway.config import Point, Site, SiteSection, SpoolSection
-from gateway.spool import Spool
+from gateway.site.model import Point, Site, SiteSection, SpoolSection
 from gateway.status import SpoolStatus, TaskStatus
+from gateway.storage.spool import Spool
 from gateway.supervise import supervise
 
 

@@ -20,10 +20,10 @@ from schemathesis import checks
 
 from anomaly.batch import Batch
 from api.app import create_app
-from gateway.alarm_store import AlarmStore, store_path
-from gateway.config import Site, load_site
-from gateway.historian import EmbeddedHistorian
+from gateway.alarms.store import AlarmStore, store_path
+from gateway.site.model import Site, load_site
 from gateway.status import GatewayStatus
+from gateway.storage.historian import EmbeddedHistorian
 
 SITE_TOML = """
 [site]

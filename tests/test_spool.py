@@ -27,11 +27,11 @@ import numpy as np
 import pytest
 
 from anomaly.batch import Batch, Quality
-from gateway.config import Point, SpoolSection
-from gateway.historian import EmbeddedHistorian
-from gateway.sinks import drain
-from gateway.spool import HEADER, ROW_BYTES, PointList, Spool, SpoolError, payload_length
+from gateway.site.model import Point, SpoolSection
 from gateway.status import SinkStatus, SpoolStatus
+from gateway.storage.drain import drain
+from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.spool import HEADER, ROW_BYTES, PointList, Spool, SpoolError, payload_length
 
 TESTS = Path(__file__).parent
 POINTS = 40
@@ -150,7 +150,7 @@ def test_torn_tail_is_cut_off_and_earlier_records_stay(open_spool, tmp_path, cap
     damaged = damage(data, last)
     segment.write_bytes(damaged)
 
-    with caplog.at_level(logging.WARNING, logger="gateway.spool"):
+    with caplog.at_level(logging.WARNING, logger="gateway.storage.spool"):
         spool = open_spool()
     kept = [s for s, _ in read_all(spool)]
     survived = seqs if damaged.startswith(data) else seqs[:3]
@@ -176,7 +176,7 @@ def file_size_limit(limit: int) -> Iterator[None]:
 
 def test_a_refused_write_is_held_then_written_in_order_leaving_no_partial_record(
         open_spool, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("gateway.spool.RETRY_INTERVAL", 0.0)
+    monkeypatch.setattr("gateway.storage.spool.RETRY_INTERVAL", 0.0)
     spool = open_spool()
     first = spool.append(seq_batch(0, 1000))
     (segment,) = (tmp_path / "spool").glob("*.seg")
@@ -198,7 +198,7 @@ def test_held_readings_beyond_the_memory_bound_are_counted_and_logged(
         open_spool, tmp_path, monkeypatch, caplog) -> None:
     """Nothing is lost silently: not when memory fills too, nor at a shutdown that cannot
     write what is held."""
-    monkeypatch.setattr("gateway.spool.HOLD_BYTES", 3 * 50 * ROW_BYTES)
+    monkeypatch.setattr("gateway.storage.spool.HOLD_BYTES", 3 * 50 * ROW_BYTES)
     spool = open_spool()
     spool.append(seq_batch(0))
     (segment,) = (tmp_path / "spool").glob("*.seg")
@@ -399,7 +399,7 @@ def dropped_in_log(text: str) -> int:
 def test_size_bound_drops_the_oldest_and_counts_and_logs_it(open_spool, caplog) -> None:
     status = SpoolStatus()
     spool = open_spool(status, max_bytes=40_000, segment_bytes=4_000)
-    with caplog.at_level(logging.WARNING, logger="gateway.spool"):
+    with caplog.at_level(logging.WARNING, logger="gateway.storage.spool"):
         seqs = [spool.append(seq_batch(i)) for i in range(100)]
     kept = read_all(spool)
     assert [s for s, _ in kept] == seqs[-len(kept):]  # the newest, contiguous
@@ -414,7 +414,7 @@ def test_age_bound_drops_the_oldest_and_counts_and_logs_it(open_spool, caplog) -
     spool = open_spool(status, max_age=0.3, segment_bytes=1)  # one record per segment
     old = [spool.append(seq_batch(i)) for i in range(3)]
     time.sleep(0.4)
-    with caplog.at_level(logging.WARNING, logger="gateway.spool"):
+    with caplog.at_level(logging.WARNING, logger="gateway.storage.spool"):
         new = spool.append(seq_batch(3))
     assert [s for s, _ in read_all(spool)] == [new]
     assert status.readings_dropped_total == 50 * len(old)
@@ -432,7 +432,7 @@ def test_drop_counts_only_what_some_sink_has_not_acked(open_spool, caplog) -> No
     assert status.readings_dropped_total == 0
     spool.ack("historian", seqs[-1])
     spool.ack("influxdb", seqs[9])  # the slower sink holds the rest
-    with caplog.at_level(logging.WARNING, logger="gateway.spool"):
+    with caplog.at_level(logging.WARNING, logger="gateway.storage.spool"):
         more = [spool.append(seq_batch(i)) for i in range(20, 100)]
     kept = {s for s, _ in read_all(spool)}
     lost = [s for s in seqs[10:] + more if s not in kept]
@@ -530,7 +530,7 @@ def test_drain_retries_a_failing_sink_and_skips_nothing(open_spool, caplog) -> N
         await until(lambda: sink.cursor() == more and status.backlog_readings == 0)
         task.cancel()
 
-    with caplog.at_level(logging.WARNING, logger="gateway.sinks"):
+    with caplog.at_level(logging.WARNING, logger="gateway.storage.drain"):
         asyncio.run(main())
     assert [s for s, _ in sink.stored] == [*seqs, seqs[-1] + 1]
     assert status.errors_total == 2 and "sink unreachable" in status.last_error

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import CliRun
 
-from gateway.tokens import TokenStore
+from api.tokens import TokenStore
 
 
 @pytest.fixture

@@ -23,9 +23,9 @@ from alarm_helpers import alarm, cleared, raised
 from harness import RUN_LIMIT
 from modbus_servers import free_port
 
-from gateway.alarm_store import AlarmStore
-from gateway.config import Site, SiteSection, Webhook
-from gateway.webhooks import SIGNATURE_HEADER, WebhookSender, run_webhooks
+from gateway.alarms.store import AlarmStore
+from gateway.alarms.webhooks import SIGNATURE_HEADER, WebhookSender, run_webhooks
+from gateway.site.model import Site, SiteSection, Webhook
 
 SECRET = "correct horse battery staple"
 SECRET_ENV = "SCADAWATCH_TEST_HOOK_SECRET"

@@ -19,8 +19,8 @@ from typing import Protocol
 
 from anomaly.batch import Batch
 from gateway.failures import cause_of
-from gateway.spool import PointList, Spool
 from gateway.status import SinkStatus
+from gateway.storage.spool import PointList, Spool
 
 log = logging.getLogger(__name__)
 

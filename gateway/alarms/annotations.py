@@ -1,6 +1,6 @@
 """Alarm transitions into InfluxDB (measurement `alarms`), for analysis beside the readings.
 
-The writer follows the alarm journal (gateway.alarm_store) from a cursor kept in the alarm
+The writer follows the alarm journal (gateway.alarms.store) from a cursor kept in the alarm
 store itself, next to the webhooks' cursors: the cursor and the event ids it counts live and
 die with the same file, and moving it is one small transaction. It moves only once InfluxDB
 has taken the lines, so while InfluxDB is down nothing moves and nothing is lost; a crash
@@ -26,11 +26,11 @@ import math
 import sqlite3
 import time
 
-from gateway.alarm_store import AlarmStore, JournalEntry
-from gateway.config import Site
-from gateway.influx import LineWriter, escape_tag
-from gateway.sinks import BACKOFF_MIN, keep_stepping
+from gateway.alarms.store import AlarmStore, JournalEntry
+from gateway.site.model import Site
 from gateway.status import SinkStatus
+from gateway.storage.drain import BACKOFF_MIN, keep_stepping
+from gateway.storage.influxdb.sink import LineWriter, escape_tag
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class AlarmWriter:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write until `stop` is set; a failure is logged, shown in the status and retried
-        with backoff (gateway.sinks.keep_stepping, as for readings)."""
+        with backoff (gateway.storage.drain.keep_stepping, as for readings)."""
         log.info("event=influxdb_alarms_started after_event_id=%d",
                  await asyncio.to_thread(self.cursor))
         task = asyncio.create_task(keep_stepping(NAME, self.step, self._failed, self.status,

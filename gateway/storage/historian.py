@@ -39,7 +39,7 @@ from typing import Protocol
 import numpy as np
 
 from anomaly.batch import Batch, Quality
-from gateway.spool import PointList
+from gateway.storage.spool import PointList
 
 log = logging.getLogger(__name__)
 

@@ -52,9 +52,9 @@ import numpy as np
 import urllib3
 
 from anomaly.batch import Batch, Quality
-from gateway.config import HistorianSection, Point, PointKind, Site
-from gateway.spool import PointList, Spool
+from gateway.site.model import HistorianSection, Point, PointKind, Site
 from gateway.status import SinkStatus
+from gateway.storage.spool import PointList, Spool
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ class LineWriter:
     refuses (another 4xx) is isolated by halving and quarantined to `quarantine` (logged,
     counted in `status`) while the rest is written. Raises InfluxUnavailable or
     InfluxRejected: the caller retries from its own cursor. Shared by the readings sink and
-    the alarms writer (gateway.influx_alarms)."""
+    the alarms writer (gateway.alarms.annotations)."""
 
     def __init__(self, h: HistorianSection, status: SinkStatus, quarantine: Path) -> None:
         self.settings = h
@@ -328,7 +328,7 @@ class LineWriter:
 
 class InfluxSink:
     """A spool sink (`name`, `cursor`, `store`) writing to InfluxDB, drained by
-    `gateway.catchup` (live lane first when behind, backlog paced to `max_rate`).
+    `gateway.storage.influxdb.catchup` (live lane first when behind, backlog paced to `max_rate`).
 
     Its cursor is its spool ack, the low-water mark of what InfluxDB holds; records stored
     above it (by the live lane) are re-sent after a crash and overwrite themselves. The pace

@@ -33,8 +33,8 @@ import urllib.parse
 import urllib.request
 
 from anomaly.alarms import iso
-from gateway.alarm_store import AlarmStore, JournalEntry
-from gateway.config import Site, Webhook
+from gateway.alarms.store import AlarmStore, JournalEntry
+from gateway.site.model import Site, Webhook
 
 log = logging.getLogger(__name__)
 

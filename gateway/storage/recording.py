@@ -37,7 +37,7 @@ from typing import IO
 import numpy as np
 
 from anomaly.batch import Batch, Quality
-from gateway.historian import HistorianReader
+from gateway.storage.historian import HistorianReader
 
 READINGS = "readings.csv"
 CHUNK_BYTES = 4 << 20  # ~25k rows of 25 tags: a few MB of arrays per batch

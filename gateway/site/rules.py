@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from anomaly.storage import length_factor
 
 if TYPE_CHECKING:
-    from gateway.config import Device, HistorianSection, Point
+    from gateway.site.model import Device, HistorianSection, Point
 
 Finding = tuple[str, int, str, str]  # ("points", 12, "word_order", reason); index -1: a table
 Label = Callable[[str, int], str]  # ("points", 12) -> "points[12]" or "points.csv row 5"

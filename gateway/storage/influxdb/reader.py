@@ -4,8 +4,8 @@
 a DBRP, token auth) and 3.x's InfluxQL endpoint. Results come chunked (one JSON document per
 chunk), so a long range never needs one huge response.
 
-The schema is gateway.influx's: a point's readings are in the measurement of its kind, under
-its tag; a reading without `quality` is good, without `cause` has none, and without
+The schema is gateway.storage.influxdb.sink's: a point's readings are in the measurement of its
+kind, under its tag; a reading without `quality` is good, without `cause` has none, and without
 `server_ts`/`gateway_ts` was stamped only at the source. (Readings written before, in
 measurement `readings`, are read once copied over: README, "Migrating".)
 """
@@ -21,9 +21,9 @@ import numpy as np
 import urllib3
 
 from anomaly.batch import Batch, Quality
-from gateway.config import Site
-from gateway.historian import Buckets
-from gateway.influx import READINGS, InfluxError, InfluxUnavailable
+from gateway.site.model import Site
+from gateway.storage.historian import Buckets
+from gateway.storage.influxdb.sink import READINGS, InfluxError, InfluxUnavailable
 
 CHUNK_ROWS = 10_000
 FIELDS = ("value", "quality", "cause", "server_ts", "gateway_ts")

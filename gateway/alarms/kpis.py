@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from anomaly.alarms import PRIORITIES, iso
-from gateway.alarm_store import AlarmStore
-from gateway.config import AlarmsSection
+from gateway.alarms.store import AlarmStore
+from gateway.site.model import AlarmsSection
 
 NS = 1_000_000_000
 TOP = 10  # most frequent alarms shown

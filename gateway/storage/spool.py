@@ -58,8 +58,8 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.batch import Batch
-from gateway.config import Point, SpoolSection, fields_of
 from gateway.failures import cause_of
+from gateway.site.model import Point, SpoolSection, fields_of
 from gateway.status import SpoolStatus
 
 log = logging.getLogger(__name__)

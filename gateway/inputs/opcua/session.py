@@ -58,10 +58,10 @@ import numpy as np
 from asyncua import Client, ua
 
 from anomaly.batch import Batch, Quality
-from gateway.config import Device, Point, Site
-from gateway.modbus import backoff
-from gateway.opcua_security import OpcUaSecurityError, apply_security
-from gateway.quality import cause_name
+from gateway.inputs.modbus.bus import backoff
+from gateway.inputs.opcua.security import OpcUaSecurityError, apply_security
+from gateway.inputs.quality import cause_name
+from gateway.site.model import Device, Point, Site
 from gateway.status import DeviceStatus, GatewayStatus
 
 log = logging.getLogger(__name__)

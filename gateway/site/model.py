@@ -3,7 +3,7 @@
 `load_site()` reports every problem at once as a `ConfigError`, each naming the file, the key
 path (`points[12].word_order`, or `row 14, column word_order` for a point from the CSV) and the
 reason. TOML values must have their type (`address = 5`, not `"5"`); CSV cells are text and are
-converted (`12`, `TRUE`, `1.5`). Cross-field rules live in `gateway.site_checks`.
+converted (`12`, `TRUE`, `1.5`). Cross-field rules live in `gateway.site.rules`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import ArgsKwargs, PydanticCustomError
 
 from anomaly.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
-from gateway import point_csv
-from gateway.site_checks import BIT_TABLES, RULE_KEYS, check_site
+from gateway.site import point_csv
+from gateway.site.rules import BIT_TABLES, RULE_KEYS, check_site
 from timegrammar import DurationError, seconds
 
 Protocol = Literal["modbus-tcp", "modbus-rtu", "opcua"]

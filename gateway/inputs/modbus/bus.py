@@ -13,7 +13,7 @@ emitted for it: its points stay bad, then turn stale once `stale_after` interval
 without an update (a bad row per skipped deadline would say nothing new and hide the
 staleness). Exception responses mark only the points
 of that request. Reconnects use the same backoff. A failed read never carries the last good
-value: it is NaN with quality BAD and its cause (`gateway.quality`). A device whose circuit
+value: it is NaN with quality BAD and its cause (`gateway.inputs.quality`). A device whose circuit
 is half-open gets a single try per request, so a dead unit costs its bus one timeout per
 backoff. A device's `pause` keeps the bus quiet that long after each of its requests.
 
@@ -49,9 +49,9 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu import ModbusPDU
 
 from anomaly.batch import Batch, Quality
-from gateway import quality
-from gateway.config import Device, Point, Site
-from gateway.modbus_plan import DevicePlan, Request, plan_device
+from gateway.inputs import quality
+from gateway.inputs.modbus.plan import DevicePlan, Request, plan_device
+from gateway.site.model import Device, Point, Site
 from gateway.status import DeviceState, DeviceStatus, GatewayStatus
 
 log = logging.getLogger(__name__)

@@ -535,7 +535,7 @@ class AlarmStore:
                                     "start_ns DESC, id LIMIT ?", [*args, limit]).fetchall()
         return [view(r, now) for r in rows], int(total)
 
-    # --- what the KPIs count (gateway.alarm_kpis): raises recorded in [start_ns, end_ns) --
+    # --- what the KPIs count (gateway.alarms.kpis): raises recorded in [start_ns, end_ns) --
 
     def raise_times(self, start_ns: int, end_ns: int) -> np.ndarray:
         """When the annunciated raises were recorded, in order."""

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Protocol
 
 from anomaly.batch import Batch
-from gateway.sinks import BACKOFF_MIN, keep_stepping
-from gateway.spool import PointList, Spool
 from gateway.status import SinkStatus
+from gateway.storage.drain import BACKOFF_MIN, keep_stepping
+from gateway.storage.spool import PointList, Spool
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""OPC UA input: the client session (subscriptions, polling) and its security."""

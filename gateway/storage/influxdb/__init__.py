@@ -1,0 +1,1 @@
+"""InfluxDB: the readings sink, its live-first catch-up, and the history reader."""
