@@ -49,7 +49,8 @@ from anomaly.batch import Batch
 from anomaly.evaluation import UNSCORED, Label, evaluate
 from anomaly.points import PointInfo
 from bench.table import Row
-from gateway.site.model import Point, Site, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Point, Site
 from gateway.storage.recording import RecordingReader, read_recording, write_recording
 from scadawatch.evaluate import read_labels
 from scadawatch.replay import replay_engine

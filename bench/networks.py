@@ -53,7 +53,8 @@ from anomaly.evaluation import Label, evaluate, family
 from anomaly.points import PointInfo
 from bench.anomaly import engine_run, gauss_per_tag, hst_per_zone, table_of
 from bench.table import Row
-from gateway.site.model import Site, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Site
 from gateway.storage.recording import read_recording
 from scadawatch.evaluate import read_labels
 

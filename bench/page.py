@@ -36,7 +36,7 @@ from api.server import serve
 from api.tokens import TokenStore
 from bench.table import Row
 from gateway.alarms.store import AlarmStore, store_path
-from gateway.site.model import load_site
+from gateway.site.loader import load_site
 from gateway.storage.historian import EmbeddedHistorian
 from scadawatch.demo import free_port
 

@@ -39,7 +39,7 @@ from bench.anomaly import (
     table_of,
 )
 from bench.table import Row
-from gateway.site.model import load_site
+from gateway.site.loader import load_site
 from gateway.storage.recording import RecordingReader, read_recording
 from scadawatch.evaluate import read_labels
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections import Counter
 
-from gateway.site.model import ConfigError, Site, load_site
+from gateway.site.loader import ConfigError, load_site
+from gateway.site.model import Site
 from gateway.site.rules import clear_text_logins
 from scadawatch.cli import EXIT_OK, EXIT_USAGE
 

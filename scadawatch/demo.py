@@ -26,7 +26,8 @@ import tomli_w
 
 from api.tokens import TokenStore
 from gateway.logs import setup_logging
-from gateway.site.model import Site, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Site
 from scadawatch.cli import UsageError, require_extra
 from scadawatch.serve import unwritable
 

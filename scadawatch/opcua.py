@@ -13,7 +13,7 @@ from gateway.inputs.opcua.security import (
     load_certificate,
     thumbprint,
 )
-from gateway.site.model import ConfigError, load_site
+from gateway.site.loader import ConfigError, load_site
 from scadawatch.cli import EXIT_OK, UsageError
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from gateway.logs import setup_logging
 from gateway.memory import tune_allocator
-from gateway.site.model import ConfigError, Site, load_site
+from gateway.site.loader import ConfigError, load_site
+from gateway.site.model import Site
 from gateway.site.rules import clear_text_logins
 from scadawatch.cli import EXIT_FAILURE, EXIT_OK, UsageError
 

@@ -22,7 +22,8 @@ from api.app import create_app
 from api.models import Alarm, AlarmHistory, AlarmKpis, Alarms, BulkAckResult
 from api.tokens import TokenStore
 from gateway.alarms.store import AlarmStore, store_path
-from gateway.site.model import Site, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Site
 from gateway.storage.historian import EmbeddedHistorian
 
 API = "/api/v1/alarms"

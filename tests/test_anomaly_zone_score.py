@@ -231,7 +231,7 @@ def test_the_site_file_turns_it_off(section: dict, present: bool) -> None:
 def test_a_real_normal_export_stays_quiet(tmp_path: Path) -> None:
     """Twelve days of the simulator's normal water network at hourly steps (tuning seed 2):
     judged after its week of warm-up, and no zone anomaly."""
-    from gateway.site.model import load_site
+    from gateway.site.loader import load_site
     from gateway.storage.recording import RecordingReader
     from scadawatch.cli import main as cli_main
 

@@ -26,7 +26,8 @@ from api.app import create_app
 from api.models import Health, History, Latest, Points
 from api.times import iso_column, parse_time
 from gateway.inputs import quality
-from gateway.site.model import Site, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Site
 from gateway.status import DeviceState, DeviceStatus, GatewayStatus, SinkStatus, read_snapshot
 from gateway.storage.historian import EmbeddedHistorian
 from timegrammar import NS, parse_duration

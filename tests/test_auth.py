@@ -44,7 +44,8 @@ from api.auth import (
     served,
 )
 from api.tokens import ROLES, TokenStore, outranks
-from gateway.site.model import Site, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Site
 from gateway.status import GatewayStatus
 from gateway.storage.historian import EmbeddedHistorian
 

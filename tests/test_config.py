@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.site.model import Point, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Point
 from scadawatch.cli import EXIT_OK, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +69,15 @@ def test_command_exits_2_without_traceback(config: Path, tmp_path: Path) -> None
         assert not missing_lines(config.parent, proc.stderr)
 
 
-def test_shipped_example_passes(cli) -> None:
-    code, out, err = cli("check-config", "--config", EXAMPLES / "site.toml")
+@pytest.mark.parametrize(("path", "name"), [
+    (EXAMPLES / "site.toml", "riverside-water"),
+    (ROOT / "gateway" / "inputs" / "modbus" / "sample.toml", "modbus-sample"),
+    (ROOT / "gateway" / "inputs" / "opcua" / "sample.toml", "opcua-sample"),
+], ids=["examples", "modbus-plugin", "opcua-plugin"])
+def test_shipped_example_passes(cli, path: Path, name: str) -> None:
+    code, out, err = cli("check-config", "--config", path)
     assert (code, err) == (EXIT_OK, "")
-    assert "site: riverside-water" in out.splitlines()
+    assert f"site: {name}" in out.splitlines()
 
 
 def test_loaded_site_from_toml_and_csv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from influx_servers import Influxd, influxd
 from anomaly.batch import Batch, Quality
 from gateway.alarms.annotations import AlarmWriter
 from gateway.alarms.store import AlarmStore, store_path
-from gateway.site.model import HistorianSection, Site, SpoolSection, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import HistorianSection, Site, SpoolSection
 from gateway.status import SinkStatus, SpoolStatus
 from gateway.storage.influxdb.sink import KINDS, READINGS, InfluxSink
 from gateway.storage.spool import Spool

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from api.times import parse_time
-from gateway.site.model import ConfigError, load_site
+from gateway.site.loader import ConfigError, load_site
 from scadawatch.cli import build_parser, duration
 from simulators.scenario import parse_duration as scenario_seconds
 from timegrammar import NS, DurationError, parse_duration

@@ -30,7 +30,8 @@ from harness import (
 from modbus_servers import Image, every_type_order_and_table, free_port, pymodbus_tcp, source
 
 from api.tokens import TokenStore
-from gateway.site.model import Device, Point, Site, SiteSection, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Device, Point, Site, SiteSection
 
 
 def precision(type_: str, value: float) -> float:

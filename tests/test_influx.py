@@ -34,7 +34,8 @@ from ingest_faults import PASSWORD, USER, influx_count, stored_counts, with_infl
 from anomaly.batch import Batch, Quality
 from api.app import create_app
 from gateway.runtime import Gateway, progress_path
-from gateway.site.model import HistorianSection, Point, Site, SiteSection, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import HistorianSection, Point, Site, SiteSection
 from gateway.status import SinkStatus, SpoolStatus
 from gateway.storage.historian import EmbeddedHistorian
 from gateway.storage.influxdb.catchup import LiveFirst

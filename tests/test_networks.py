@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from anomaly.alarms import Alarm
-from gateway.site.model import load_site
+from gateway.site.loader import load_site
 from gateway.storage.recording import RecordingReader
 from scadawatch.replay import replay_engine
 from scadawatch.replay import run as replay

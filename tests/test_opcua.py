@@ -28,7 +28,8 @@ from gateway.inputs.opcua.session import (
     TYPE_MISMATCH,
     build_sessions,
 )
-from gateway.site.model import ConfigError, Device, Point, Site, SiteSection, load_site
+from gateway.site.loader import ConfigError, load_site
+from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
 from simulators.opcua_server import namespace_uri
 

@@ -32,7 +32,8 @@ from api.times import parse_time
 from api.tokens import Role
 from bench.page import launch
 from gateway.alarms.store import AlarmStore, store_path
-from gateway.site.model import Site, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Site
 from scadawatch.serve import serve as run_gateway
 from simulators.sitefile import write_site_file
 

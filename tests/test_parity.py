@@ -35,7 +35,8 @@ from api.times import parse_time
 from gateway.alarms.store import AlarmStore, Filter, store_path
 from gateway.detection import build_engine, state_path
 from gateway.runtime import historian_path
-from gateway.site.model import Site, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Site
 from gateway.storage.historian import EmbeddedHistorian
 from gateway.storage.recording import (
     RecordingReader,

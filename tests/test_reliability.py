@@ -61,7 +61,8 @@ from anomaly.batch import Batch, Quality
 from gateway.alarms.store import AlarmStore, Filter, store_path
 from gateway.inputs.modbus.bus import ModbusBus, build_buses
 from gateway.runtime import historian_path, status_path
-from gateway.site.model import Device, Point, Site, SiteSection, SpoolSection, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Device, Point, Site, SiteSection, SpoolSection
 from gateway.status import GatewayStatus
 from gateway.storage.historian import EmbeddedHistorian
 from scadawatch.serve import serve as run_gateway

@@ -13,7 +13,7 @@ import pytest
 from conftest import CliRun
 
 from gateway.detection import build_engine
-from gateway.site.model import load_site
+from gateway.site.loader import load_site
 from gateway.storage.recording import RecordingReader
 from scadawatch.cli import main as cli_main
 from scadawatch.replay import run

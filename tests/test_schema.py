@@ -21,7 +21,8 @@ from schemathesis import checks
 from anomaly.batch import Batch
 from api.app import create_app
 from gateway.alarms.store import AlarmStore, store_path
-from gateway.site.model import Site, load_site
+from gateway.site.loader import load_site
+from gateway.site.model import Site
 from gateway.status import GatewayStatus
 from gateway.storage.historian import EmbeddedHistorian
 

@@ -16,7 +16,7 @@ import pytest
 import tomli_w
 from modbus_servers import free_port
 
-from gateway.site.model import load_site
+from gateway.site.loader import load_site
 from simulators.export import export
 from simulators.scenario import parse_duration, scenario_dir
 from simulators.site import SimulatedSite, build_site

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tomli_w
 
-from gateway.site.model import load_site
+from gateway.site.loader import load_site
 from scadawatch.cli import main as cli_main
 from simulators.scenario import Event
 from simulators.water import WaterNetwork

@@ -10,17 +10,19 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from anomaly.storage import length_factor
-
-if TYPE_CHECKING:
-    from gateway.site.model import Device, HistorianSection, Point
+from gateway.site.model import (
+    BIT_TABLES,
+    Device,
+    HistorianSection,
+    Point,
+    opcua_security_problem,
+)
 
 Finding = tuple[str, int, str, str]  # ("points", 12, "word_order", reason); index -1: a table
 Label = Callable[[str, int], str]  # ("points", 12) -> "points[12]" or "points.csv row 5"
 
-BIT_TABLES = ("coil", "discrete")
 READ_ONLY_TABLES = ("input", "discrete")
 _TABLE_NAMES = {"holding": "holding registers", "input": "input registers", "coil": "coils",
                 "discrete": "discrete inputs"}
@@ -60,20 +62,6 @@ def node_id_problem(node: str) -> str | None:
 
 
 # The policies the gateway's OPC UA client offers, by their name in the site file.
-OPCUA_POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
-
-
-def opcua_security_problem(policy: str, mode: str) -> tuple[str, str] | None:
-    """(key, reason) if an OPC UA security policy and mode don't go together, else None."""
-    if policy not in OPCUA_POLICIES:
-        return "security_policy", f"unknown policy {policy!r}; known: {', '.join(OPCUA_POLICIES)}"
-    if (policy == "None") != (mode == "None"):
-        return "security_mode", (f"mode {mode!r} does not go with policy {policy!r}: policy "
-                                 "'None' takes mode 'None', any other policy 'Sign' or "
-                                 "'SignAndEncrypt'")
-    return None
-
-
 def clear_text_logins(devices: Sequence[Device]) -> list[tuple[int, Device]]:
     """(index, device) of the devices whose password crosses the network unencrypted, as
     their `allow_plaintext_password` accepts: said at every start and by check-config."""

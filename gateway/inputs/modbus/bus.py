@@ -37,7 +37,6 @@ import functools
 import heapq
 import itertools
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from pymodbus.pdu import ModbusPDU
 
 from anomaly.batch import Batch, Quality
 from gateway.inputs import quality
+from gateway.inputs.backoff import backoff
 from gateway.inputs.modbus.plan import DevicePlan, Request, plan_device
 from gateway.site.model import Device, Point, Site
 from gateway.status import DeviceState, DeviceStatus, GatewayStatus
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[Batch], Awaitable[None]]
 
-BACKOFF_MAX = 60.0  # seconds, cap of the breaker's and the reconnect's backoff
 TID_WRAP = 65000  # pymodbus numbers its requests 1..65000, then 1 again
 LATE_TIDS = 16  # a frame with one of the last this many transaction ids is a late answer
 # Causes after which the device (or the link) is taken as unreachable: stop this poll.
@@ -73,12 +72,6 @@ _UNREACHABLE = frozenset({
 def receipt_ns() -> int:
     """Now, in ns since the epoch, to the millisecond."""
     return time.time_ns() // 1_000_000 * 1_000_000
-
-
-def backoff(failures: int, base: float) -> float:
-    """Exponential backoff with equal jitter: in [d/2, d), d = min(cap, base * 2^(n-1))."""
-    d = min(BACKOFF_MAX, base * 2 ** min(failures - 1, 30))
-    return d / 2 + random.uniform(0, d / 2)
 
 
 @dataclass(eq=False)

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.site.model import REGISTER_WIDTH, Device, Point
-from gateway.site.rules import BIT_TABLES
+from gateway.site.model import BIT_TABLES, REGISTER_WIDTH, Device, Point
 
 FUNCTION_CODE = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 _WIRE_DTYPE = {"bool": ">u2", "int16": ">i2", "uint16": ">u2", "int32": ">i4", "uint32": ">u4",

@@ -37,8 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.site.model import Device
-from gateway.site.rules import opcua_security_problem
+from gateway.site.model import Device, opcua_security_problem
 
 CERT_DAYS = 3650  # a gateway's certificate is trusted by hand on each server: make it last
 _POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {

@@ -58,7 +58,7 @@ import numpy as np
 from asyncua import Client, ua
 
 from anomaly.batch import Batch, Quality
-from gateway.inputs.modbus.bus import backoff
+from gateway.inputs.backoff import backoff
 from gateway.inputs.opcua.security import OpcUaSecurityError, apply_security
 from gateway.inputs.quality import cause_name
 from gateway.site.model import Device, Point, Site
