@@ -16,11 +16,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -397,11 +394,11 @@ class Engine:
                 out[d] = zones.pop()
         return out
 
-    def save(self, path: Path, extra: Mapping[str, np.ndarray] | None = None) -> None:
-        """Write what the engine has learned and its open alarms (atomically), with the
-        caller's `extra` arrays (such as how far into its input it got)."""
+    def state(self) -> dict[str, np.ndarray]:
+        """What the engine has learned and its open alarms, as named arrays of numbers and
+        text (never objects), for `load_state` of an engine over the same points and settings.
+        Writing them to a file is the caller's (the gateway's engine_state)."""
         arrays: dict[str, np.ndarray] = {
-            **{f"extra/{k}": v for k, v in (extra or {}).items()},
             "engine/meta": np.array([json.dumps(self._meta())]),
             "engine/explained": self._explained,
             "engine/tag_explained": self._tag_explained,
@@ -410,40 +407,27 @@ class Engine:
         }
         for d in self.detectors:
             arrays |= {f"{d.name}/{k}": v for k, v in d.state().items()}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        return arrays
 
-    def load(self, path: Path) -> dict[str, np.ndarray]:
-        """Resume from `save()` and return its `extra` arrays; StateError when the file is not
-        a state this engine wrote for these points and settings (then build a new engine,
-        which learns from scratch: this one may be half loaded). A state file holds numbers
-        and text only, never objects (no pickle: np.load refuses them), and each part must
-        have the arrays a fresh engine's has, so a crafted or damaged file is refused, naming
-        why."""
-        try:
-            with np.load(Path(path), allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise StateError(f"{path}: not an engine state file ({e})") from e
+    def load_state(self, arrays: Mapping[str, np.ndarray], source: str = "state") -> None:
+        """Resume from `state()`; StateError, naming `source` (the file), when the arrays are
+        not a state this engine wrote for these points and settings (then build a new engine,
+        which learns from scratch: this one may be half loaded). Each part must have the
+        arrays a fresh engine's has, so a crafted or damaged state is refused, naming why."""
         try:
             meta = json.loads(str(arrays["engine/meta"][0]))
         except (KeyError, IndexError, ValueError) as e:
-            raise StateError(f"{path}: no engine metadata ({e})") from e
+            raise StateError(f"{source}: no engine metadata ({e})") from e
         mine = self._meta()
         if not isinstance(meta, dict):
-            raise StateError(f"{path}: no engine metadata")
+            raise StateError(f"{source}: no engine metadata")
         if meta != mine:
             diff = sorted(k for k in meta.keys() | mine.keys() if meta.get(k) != mine.get(k))
-            raise StateError(f"{path}: saved for other {', '.join(diff)}")
+            raise StateError(f"{source}: saved for other {', '.join(diff)}")
         text = {"engine/meta", "gate/open", "gate/chattering"}
         for name, arr in arrays.items():
             if arr.dtype.kind not in ("U" if name in text else "biuf"):
-                raise StateError(f"{path}: {name} holds {arr.dtype}, not numbers")
+                raise StateError(f"{source}: {name} holds {arr.dtype}, not numbers")
 
         def part(prefix: str) -> dict[str, np.ndarray]:
             return {k.removeprefix(prefix): v for k, v in arrays.items()
@@ -460,7 +444,7 @@ class Engine:
                            or saved[k].shape != fresh[k].shape
                            or saved[k].dtype.kind != fresh[k].dtype.kind)
             if wrong:
-                raise StateError(f"{path}: {prefix}{wrong[0]} is not what this engine saves "
+                raise StateError(f"{source}: {prefix}{wrong[0]} is not what this engine saves "
                                  f"({len(wrong)} array(s) differ)")
         try:
             self.ticks.load_state(part("ticks/"))
@@ -470,8 +454,7 @@ class Engine:
             for d in self.detectors:
                 d.load_state(part(f"{d.name}/"))
         except (KeyError, IndexError, TypeError, ValueError) as e:
-            raise StateError(f"{path}: unusable ({type(e).__name__}: {e})") from e
-        return part("extra/")
+            raise StateError(f"{source}: unusable ({type(e).__name__}: {e})") from e
 
     def _meta(self) -> dict:
         return {"version": STATE_VERSION, "tags": self.table.tags,

@@ -33,6 +33,7 @@ from anomaly.alarms import AlarmEvent
 from anomaly.batch import Batch
 from anomaly.engine import Engine, EngineSettings, StateError
 from anomaly.points import PointInfo
+from gateway.engine_state import load_state, save_state
 from gateway.memory import release_free_memory
 from gateway.site.model import AnomalySection, Site
 from gateway.storage.spool import PointList
@@ -107,7 +108,7 @@ class Detection:
         self.engine = build_engine(site)
         if self.path.exists():
             try:
-                extra = self.engine.load(self.path)
+                extra = load_state(self.engine, self.path)
                 self._position = int(extra["cursor"][0])
                 self._released = int(extra["released"][0]) if "released" in extra else 0
                 log.info("event=anomaly_state_loaded path=%s cursor=%d open_alarms=%d",
@@ -206,6 +207,6 @@ class Detection:
 
     def _save(self) -> None:
         assert self.engine is not None
-        self.engine.save(self.path, extra={"cursor": np.array([self._position]),
-                                           "released": np.array([self._released])})
+        save_state(self.engine, self.path, extra={"cursor": np.array([self._position]),
+                                                  "released": np.array([self._released])})
         self._saved_at = time.monotonic()

@@ -23,6 +23,7 @@ from anomaly.alarms import Alarm, AlarmEvent, iso
 from anomaly.batch import Batch
 from anomaly.engine import Engine, StateError
 from gateway.detection import build_engine
+from gateway.engine_state import load_state, save_state
 from gateway.site.model import Site
 from gateway.storage.recording import ReadStats, RecordingError, RecordingReader
 from scadawatch.cli import EXIT_OK, UsageError
@@ -114,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
                       f"(site interval {site.anomaly.interval:g} s)", file=sys.stderr)
             if state is not None and state.exists():
                 try:
-                    engine.load(state)
+                    load_state(engine, state)
                 except StateError as e:
                     raise UsageError(f"--state {e}; delete it to learn from scratch") from None
             alarms, engine_s = run(engine, reader,
@@ -125,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         write_alarms(out, alarms)
         if state is not None:
-            engine.save(state)
+            save_state(engine, state)
     except OSError as e:
         raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
     print("\n".join(summary(reader.path, len(reader.columns), reader.stats, alarms, wall_s,

@@ -20,6 +20,7 @@ from anomaly.batch import Batch, Quality
 from anomaly.engine import Engine, EngineSettings, StateError
 from anomaly.points import PointInfo
 from anomaly.ticks import MAX_SILENT_TICKS, Tick, TickAccumulator
+from gateway.engine_state import load_state, save_state
 
 S = 10**9
 MIN = 60 * S
@@ -245,9 +246,8 @@ def test_a_hold_survives_a_restart(tmp_path: Path) -> None:
 
     first = Engine([PointInfo("p")], settings, detectors=[Scripted(script)])
     events = feed(first, range(50))
-    first.save(tmp_path / "state.npz")
     second = Engine([PointInfo("p")], settings, detectors=[Scripted(script)])
-    second.load(tmp_path / "state.npz")
+    second.load_state(first.state())
     events += feed(second, range(50, len(script) + 1))
     assert events + [(e.action, e.alarm.kind, e.alarm.end_ns // MIN)
                      for e in second.finish()] == whole
@@ -302,9 +302,9 @@ def test_a_restored_engine_continues_as_if_it_had_never_stopped(tmp_path: Path) 
 
     before = Engine(POINTS)
     events = before.process(first)
-    before.save(tmp_path / "state.npz", extra={"cursor": np.array([42])})
+    save_state(before, tmp_path / "state.npz", extra={"cursor": np.array([42])})
     after = Engine(POINTS)
-    extra = after.load(tmp_path / "state.npz")
+    extra = load_state(after, tmp_path / "state.npz")
     events += after.process(rest) + after.finish()
     assert extra["cursor"].tolist() == [42]
     assert summary(events) == expected
@@ -316,15 +316,14 @@ def test_a_restored_engine_continues_as_if_it_had_never_stopped(tmp_path: Path) 
 ])
 def test_a_state_saved_for_other_points_is_refused(tmp_path: Path, other: list[PointInfo],
                                                    reason: str) -> None:
-    Engine(POINTS).save(tmp_path / "state.npz")
     with pytest.raises(StateError, match=reason):
-        Engine(other).load(tmp_path / "state.npz")
+        Engine(other).load_state(Engine(POINTS).state())
 
 
 def test_a_file_that_is_not_a_state_is_refused(tmp_path: Path) -> None:
     (tmp_path / "state.npz").write_text("not numpy")
     with pytest.raises(StateError, match="not an engine state file"):
-        Engine(POINTS).load(tmp_path / "state.npz")
+        load_state(Engine(POINTS), tmp_path / "state.npz")
 
 
 # --- limits: judged reading by reading ---------------------------------------------------
@@ -436,12 +435,12 @@ def test_a_crafted_state_file_runs_no_code_and_is_refused(
     ts = np.repeat(np.arange(30) * MIN, 4)
     engine.process(Batch.of(source_ts=ts, point=np.tile(np.arange(4), 30),
                             value=np.tile([10.0, 40.0, 230.0, 2.0], 30), quality=0))
-    engine.save(tmp_path / "state.npz")
+    save_state(engine, tmp_path / "state.npz")
     with np.load(tmp_path / "state.npz") as data:
         arrays = {k: data[k] for k in data.files}
     marker = tmp_path / "code-ran"
     craft(arrays, marker)
     np.savez(tmp_path / "crafted.npz", **arrays)
     with pytest.raises(StateError, match=named):
-        Engine(ZONED).load(tmp_path / "crafted.npz")
+        load_state(Engine(ZONED), tmp_path / "crafted.npz")
     assert not marker.exists()

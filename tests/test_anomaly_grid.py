@@ -248,8 +248,7 @@ def test_a_restart_resumes_with_what_was_learned(tmp_path: Path) -> None:
         for k, (t, row) in enumerate(zip(times, values, strict=True)):
             engine = engines[0] if t < 10.5 * 3600 * S else engines[-1]
             if len(engines) > 1 and k and times[k - 1] < 10.5 * 3600 * S <= t:
-                engines[0].save(tmp_path / "state.npz")
-                engines[-1].load(tmp_path / "state.npz")
+                engines[-1].load_state(engines[0].state())
             events = engine.process(Batch.of(source_ts=t, point=np.arange(len(row)),
                                              value=row, quality=Quality.GOOD))
             out += [(e.action, e.alarm.id, e.alarm.end_ns or 0) for e in events]

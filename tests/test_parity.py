@@ -34,6 +34,7 @@ from anomaly.ticks import Tick, TickAccumulator
 from api.times import parse_time
 from gateway.alarms.store import AlarmStore, Filter, store_path
 from gateway.detection import build_engine, state_path
+from gateway.engine_state import load_state
 from gateway.runtime import historian_path
 from gateway.site.loader import load_site
 from gateway.site.model import Site
@@ -256,7 +257,7 @@ def test_gateway_live_and_replay_of_its_recording_give_the_same_alarms(
     finally:
         store.close()
     engine = build_engine(site)
-    engine.load(state_path(site))  # where the live engine stopped
+    load_state(engine, state_path(site))  # where the live engine stopped
     assert engine.ticks.current is not None
     late = engine.ticks.late_total
     tags = [p.tag for p in site.points]

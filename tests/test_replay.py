@@ -13,6 +13,7 @@ import pytest
 from conftest import CliRun
 
 from gateway.detection import build_engine
+from gateway.engine_state import save_state
 from gateway.site.loader import load_site
 from gateway.storage.recording import RecordingReader
 from scadawatch.cli import main as cli_main
@@ -162,7 +163,7 @@ def test_the_gateway_discards_a_crafted_state_saying_why(export: Path, tmp_path:
 
     site = load_site(export / "site.toml")
     site = site.model_copy(update={"site": site.site.model_copy(update={"data_dir": tmp_path})})
-    build_engine(site).save(state_path(site))
+    save_state(build_engine(site), state_path(site))
     marker = tmp_path / "code-ran"
     crafted_from(state_path(site), marker)
     detection = Detection(site, lambda events: None)
