@@ -104,14 +104,6 @@ class Alarm:
     limit: float | None = None
     details: dict[str, float] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "tag": self.tag, "zone": self.zone,
-                "start": iso(self.start_ns),
-                "end": None if self.end_ns is None else iso(self.end_ns),
-                "priority": self.priority, "message": self.message, "tags": list(self.tags),
-                "device": self.device, "value": self.value, "limit": self.limit,
-                "details": self.details}
-
 
 @dataclass(frozen=True)
 class AlarmEvent:

@@ -24,7 +24,6 @@ from api.models import (
     ALARM_ID,
     NAME,
     AckRequest,
-    Alarm,
     AlarmHistory,
     AlarmKpis,
     Alarms,
@@ -41,6 +40,7 @@ from api.models import (
     SuppressRequest,
 )
 from api.times import DURATION_HELP, TIME_HELP, iso, now_ns, parse_time
+from gateway.alarms.encoding import AlarmView
 from gateway.alarms.kpis import kpis
 from gateway.alarms.store import AlarmConflict, AlarmStore, Filter, UnknownAlarm, store_path
 from timegrammar import NS, DurationTooLong, parse_duration
@@ -132,7 +132,7 @@ def list_alarms(
                    end_ns=None if end is None else _time("end", end, now),
                    shelved=_visible(shelved), suppressed=_visible(suppressed))
     alarms, total = store.alarms(where, limit, now)
-    return Alarms(count=len(alarms), total=total, alarms=alarms)  # type: ignore[arg-type]
+    return Alarms(count=len(alarms), total=total, alarms=alarms)
 
 
 @router.get("/alarms/kpis", response_model=AlarmKpis, summary="Alarm-system KPIs (EEMUA 191)")
@@ -169,7 +169,7 @@ def ack_many(store: Store, caller: Caller, body: BulkAckRequest) -> BulkAckResul
         matching = {a["id"]: None for a in store.alarms(where, 10**9)[0]}
         ids = list(matching) if ids is None else [i for i in ids if i in matching]
     done, skipped = store.ack_many(ids or [], caller.name, body.comment)
-    return BulkAckResult(acked=done,  # type: ignore[arg-type]
+    return BulkAckResult(acked=done,
                          skipped=[Skipped(id=i, reason=r) for i, r in skipped])
 
 
@@ -270,12 +270,12 @@ async def _events(store: AlarmStore, cursor: int, stopping: asyncio.Event
 def alarm_history(store: Store, alarm_id: AlarmId) -> AlarmHistory:
     def read() -> AlarmHistory:
         journal = store.history(alarm_id)
-        return AlarmHistory(alarm=store.get(alarm_id),  # type: ignore[arg-type]
+        return AlarmHistory(alarm=store.get(alarm_id),
                             journal=[JournalEntry(**e.to_json()) for e in journal])
     return _call(read)
 
 
-@router.post("/alarms/{alarm_id}/ack", response_model=Alarm, responses=CONFLICT,
+@router.post("/alarms/{alarm_id}/ack", response_model=AlarmView, responses=CONFLICT,
              summary="Acknowledge an alarm")
 def ack(store: Store, caller: Caller, alarm_id: AlarmId, body: AckRequest | None = None) -> dict:
     """active-unacknowledged -> active-acknowledged; cleared-unacknowledged -> closed; 409 if
@@ -283,7 +283,7 @@ def ack(store: Store, caller: Caller, alarm_id: AlarmId, body: AckRequest | None
     return _call(lambda: store.ack(alarm_id, caller.name, body.comment if body else None))
 
 
-@router.post("/alarms/{alarm_id}/shelve", response_model=Alarm, responses=CONFLICT,
+@router.post("/alarms/{alarm_id}/shelve", response_model=AlarmView, responses=CONFLICT,
              summary="Shelve an alarm for a while")
 def shelve(ctx: Ctx, store: Store, caller: Caller, alarm_id: AlarmId,
            body: ShelveRequest) -> dict:
@@ -303,14 +303,14 @@ def shelve(ctx: Ctx, store: Store, caller: Caller, alarm_id: AlarmId,
     return _call(lambda: store.shelve(alarm_id, caller.name, body.reason, duration))
 
 
-@router.post("/alarms/{alarm_id}/unshelve", response_model=Alarm, responses=CONFLICT,
+@router.post("/alarms/{alarm_id}/unshelve", response_model=AlarmView, responses=CONFLICT,
              summary="Unshelve an alarm")
 def unshelve(store: Store, caller: Caller, alarm_id: AlarmId,
              body: AckRequest | None = None) -> dict:
     return _call(lambda: store.unshelve(alarm_id, caller.name, body.comment if body else None))
 
 
-@router.post("/alarms/{alarm_id}/release", response_model=Alarm, responses=CONFLICT,
+@router.post("/alarms/{alarm_id}/release", response_model=AlarmView, responses=CONFLICT,
              summary="Release the alarm a chattering alarm holds back")
 def release(store: Store, caller: Caller, alarm_id: AlarmId,
             body: AckRequest | None = None) -> dict:
@@ -322,7 +322,7 @@ def release(store: Store, caller: Caller, alarm_id: AlarmId,
     return _call(lambda: store.release(alarm_id, caller.name, body.comment if body else None))
 
 
-@router.post("/alarms/{alarm_id}/comment", response_model=Alarm, responses=CONFLICT,
+@router.post("/alarms/{alarm_id}/comment", response_model=AlarmView, responses=CONFLICT,
              summary="Add a comment to an alarm's journal")
 def comment(store: Store, caller: Caller, alarm_id: AlarmId, body: CommentRequest) -> dict:
     return _call(lambda: store.comment(alarm_id, caller.name, body.text))

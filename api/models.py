@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from anomaly.alarms import PRIORITIES, Priority
 from anomaly.batch import Quality
 from api.tokens import Role
-from gateway.alarms.store import State
+from gateway.alarms.encoding import AlarmView, State
 from gateway.site.model import NAME_MAX, PointKind
 
 QualityName = Literal["good", "uncertain", "bad"]
@@ -186,44 +186,10 @@ AlarmStateName = State
 PriorityName = Priority
 
 
-class Alarm(BaseModel):
-    """An alarm (DESIGN.md's fields) and where it is in its lifecycle."""
-
-    id: str
-    kind: str
-    tag: str | None
-    zone: str | None
-    device: str | None
-    tags: list[str] = Field(description="the points the alarm covers")
-    start: str
-    end: str | None = Field(description="when the condition cleared; null while active")
-    priority: PriorityName
-    message: str
-    value: float | None
-    limit: float | None = Field(None, description="the limit the value passed, if any")
-    details: dict[str, float]
-    state: AlarmStateName
-    active: bool
-    acknowledged: bool
-    acked_by: str | None
-    acked_at: str | None
-    ack_comment: str | None
-    shelved: bool = Field(description="hidden until `shelved_until` (also repeats of its "
-                                      "condition)")
-    shelved_until: str | None
-    shelve_reason: str | None
-    shelved_by: str | None
-    suppressed: bool = Field(description="its tag or zone is out of service")
-    annunciated: bool = Field(description="raised neither shelved nor suppressed (counted in "
-                                          "the KPIs, sent to webhooks)")
-    raised_at: str = Field(description="when the alarm store recorded the raise")
-    event_id: int = Field(description="its last journal event id")
-
-
 class Alarms(BaseModel):
     count: int = Field(description="alarms in this answer")
     total: int = Field(description="alarms matching the filter")
-    alarms: list[Alarm]
+    alarms: list[AlarmView]
 
 
 class JournalEntry(BaseModel):
@@ -237,7 +203,7 @@ class JournalEntry(BaseModel):
 
 
 class AlarmHistory(BaseModel):
-    alarm: Alarm
+    alarm: AlarmView
     journal: list[JournalEntry]
 
 
@@ -274,7 +240,7 @@ class Skipped(BaseModel):
 
 
 class BulkAckResult(BaseModel):
-    acked: list[Alarm]
+    acked: list[AlarmView]
     skipped: list[Skipped] = Field(description="alarms that were not acknowledged, and why")
 
 

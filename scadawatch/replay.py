@@ -22,6 +22,7 @@ from tqdm import tqdm
 from anomaly.alarms import Alarm, AlarmEvent, iso
 from anomaly.batch import Batch
 from anomaly.engine import Engine, StateError
+from gateway.alarms.encoding import encode
 from gateway.detection import build_engine
 from gateway.engine_state import load_state, save_state
 from gateway.site.model import Site
@@ -76,7 +77,7 @@ def run(engine: Engine, reader: RecordingReader, batches: Iterable[Batch], *,
 def write_alarms(path: Path, alarms: list[Alarm]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for a in alarms:
-            f.write(json.dumps(a.to_json()) + "\n")
+            f.write(json.dumps(encode(a)) + "\n")
 
 
 def summary(source: Path, tags: int, stats: ReadStats, alarms: list[Alarm], wall_s: float,

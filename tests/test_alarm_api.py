@@ -15,18 +15,21 @@ import pytest
 from alarm_helpers import NS, T0, alarm, cleared, raised
 from fastapi import FastAPI
 from harness import RUN_LIMIT, running
+from pydantic import TypeAdapter
 
 from anomaly.alarms import Alarm as EngineAlarm
 from api import alarms as alarms_api
 from api.app import create_app
-from api.models import Alarm, AlarmHistory, AlarmKpis, Alarms, BulkAckResult
+from api.models import AlarmHistory, AlarmKpis, Alarms, BulkAckResult
 from api.tokens import TokenStore
+from gateway.alarms.encoding import AlarmView
 from gateway.alarms.store import AlarmStore, store_path
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.storage.historian import EmbeddedHistorian
 
 API = "/api/v1/alarms"
+ALARM = TypeAdapter(AlarmView)  # the answer checked against the one alarm type
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +127,7 @@ def test_lifecycle(http: httpx.Client, store: AlarmStore, action: str, state: st
     expected = LIFECYCLE[action][state]
     if action in ("clear", "raise"):
         store.apply([cleared(a) if action == "clear" else raised(a)])
-        got = Alarm.model_validate(http.get(f"{API}/{a.id}").json()["alarm"])
+        got = ALARM.validate_python(http.get(f"{API}/{a.id}").json()["alarm"])
     else:
         r = http.post(f"{API}/{a.id}/{action}", json=BODIES[action])
         if isinstance(expected, tuple):
@@ -132,9 +135,9 @@ def test_lifecycle(http: httpx.Client, store: AlarmStore, action: str, state: st
             assert (r.status_code, words in r.json()["detail"]) == (status, True), r.text
             return
         assert r.status_code == 200, r.text
-        got = Alarm.model_validate(r.json())
-    assert got.state == expected
-    assert got.shelved == ((action, state) in SHELVED_AFTER)
+        got = ALARM.validate_python(r.json())
+    assert got["state"] == expected
+    assert got["shelved"] == ((action, state) in SHELVED_AFTER)
 
 
 def test_journal_names_who_did_what(http: httpx.Client, store: AlarmStore) -> None:
@@ -147,9 +150,9 @@ def test_journal_names_who_did_what(http: httpx.Client, store: AlarmStore) -> No
     assert [(e.transition, e.who, e.comment) for e in got.journal] == [
         ("raise", "system", None), ("comment", "alice", "crew on the way"),
         ("ack", "alice", "leak confirmed"), ("clear", "system", None)]
-    assert (got.alarm.state, got.alarm.acked_by) == ("closed", "alice")
+    assert (got.alarm["state"], got.alarm["acked_by"]) == ("closed", "alice")
     ids = [e.event_id for e in got.journal]
-    assert ids == sorted(ids) and got.alarm.event_id == ids[-1]
+    assert ids == sorted(ids) and got.alarm["event_id"] == ids[-1]
 
 
 @pytest.mark.parametrize("path,body,status,words", [
@@ -216,7 +219,7 @@ def test_filters_and_order(http: httpx.Client, store: AlarmStore) -> None:
     def ids(**params: object) -> list[str]:
         body = Alarms.model_validate(http.get(API, params={"zone": "fz1", **params}).json())
         assert body.count == len(body.alarms) <= body.total
-        return [a.id for a in body.alarms]
+        return [a["id"] for a in body.alarms]
 
     assert ids() == [made[2].id, made[0].id, made[1].id, made[3].id]  # priority, then time
     assert ids(state="active") == [made[2].id, made[0].id, made[1].id]
@@ -238,12 +241,12 @@ def test_bulk_ack_by_ids_and_by_filter(http: httpx.Client, store: AlarmStore) ->
     r = http.post(f"{API}/ack", json={"ids": [made[0].id, made[1].id, "nope:1:1"],
                                       "comment": "shift start"})
     got = BulkAckResult.model_validate(r.json())
-    assert [a.id for a in got.acked] == [made[0].id, made[1].id]
+    assert [a["id"] for a in got.acked] == [made[0].id, made[1].id]
     assert [(s.id, "does not exist" in s.reason) for s in got.skipped] == [("nope:1:1", True)]
     got = BulkAckResult.model_validate(http.post(f"{API}/ack", json={
         "zone": "bz", "state": ["unacknowledged"]}).json())
-    assert sorted(a.id for a in got.acked) == sorted(a.id for a in made[2:])
-    assert {a.acked_by for a in got.acked} == {"alice"}
+    assert sorted(a["id"] for a in got.acked) == sorted(a.id for a in made[2:])
+    assert {a["acked_by"] for a in got.acked} == {"alice"}
     r = http.post(f"{API}/ack", json={"comment": "everything?"})
     assert r.status_code == 400 and "give the ids, or a filter" in r.json()["detail"]
 
@@ -275,7 +278,7 @@ def test_an_operator_releases_what_a_chattering_alarm_holds_back(
     assert {(h.id, h.kind, h.tag) for h in kpis.held_back.active} >= {(held.id, "spike",
                                                                        "rel.p")}
     r = http.post(f"{API}/{held.id}/release", json={"comment": "loose wire fixed"})
-    assert r.status_code == 200 and Alarm.model_validate(r.json()).state == \
+    assert r.status_code == 200 and ALARM.validate_python(r.json())["state"] == \
         "active-unacknowledged", r.text  # the gateway clears it, not the request
     journal = AlarmHistory.model_validate(http.get(f"{API}/{held.id}").json()).journal
     assert (journal[-1].transition, journal[-1].who, journal[-1].comment) == \

@@ -11,6 +11,7 @@ from conftest import CliRun
 
 from anomaly.alarms import Alarm, iso
 from anomaly.evaluation import Label, evaluate
+from gateway.alarms.encoding import encode
 
 H = 3600 * 10**9
 T0 = 1767571200 * 10**9  # 2026-01-05T00:00:00Z
@@ -105,7 +106,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     """alarms.jsonl, labels.csv, a site and its recording: 1 of 2 leaks found, 1 false."""
     alarms = [alarm("leak", 2, zone="dma1", end_h=5), alarm("stuck", 20, tag="dma2.inlet.flow",
                                                             zone="dma2")]
-    (tmp_path / "alarms.jsonl").write_text("".join(json.dumps(a.to_json()) + "\n"
+    (tmp_path / "alarms.jsonl").write_text("".join(json.dumps(encode(a)) + "\n"
                                                    for a in alarms))
     (tmp_path / "labels.csv").write_text(
         "kind,location,start,end\n"

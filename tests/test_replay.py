@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import CliRun
 
+from gateway.alarms.encoding import encode
 from gateway.detection import build_engine
 from gateway.engine_state import save_state
 from gateway.site.loader import load_site
@@ -77,7 +78,7 @@ def test_chunking_does_not_change_the_alarms(export: Path, chunk: int) -> None:
         engine = build_engine(site)
         with RecordingReader(export, engine.table.tags, chunk_bytes=chunk_bytes) as reader:
             found, _ = run(engine, reader, reader, progress=False)
-        return [a.to_json() for a in found]
+        return [encode(a) for a in found]
 
     assert alarms(chunk) == alarms(4 << 20)
 

@@ -41,11 +41,10 @@ from typing import Any, Literal
 import numpy as np
 
 from anomaly.alarms import PRIORITIES, AlarmEvent, iso
+from gateway.alarms.encoding import ALARM_KEYS, AlarmView, State, encode
 
 log = logging.getLogger(__name__)
 
-State = Literal["active-unacknowledged", "active-acknowledged", "cleared-unacknowledged",
-                "closed"]
 Scope = Literal["tag", "zone"]
 SYSTEM = "system"  # who, for transitions nobody asked for (engine events, shelf expiry)
 SCHEMA_VERSION = 1
@@ -64,7 +63,7 @@ CREATE TABLE IF NOT EXISTS alarms (
     acked_ns INTEGER, acked_by TEXT, ack_comment TEXT,
     shelved_until_ns INTEGER, shelve_reason TEXT, shelved_by TEXT,
     suppressed INTEGER NOT NULL DEFAULT 0,
-    data TEXT NOT NULL,                -- the engine's alarm (Alarm.to_json), last reported
+    data TEXT NOT NULL,                -- the engine's alarm (encoding.encode), last reported
     event_id INTEGER NOT NULL          -- its last journal entry
 );
 CREATE INDEX IF NOT EXISTS alarms_order ON alarms (rank DESC, start_ns DESC);
@@ -189,11 +188,12 @@ class JournalEntry:
                 "transition": self.transition, "who": self.who, "comment": self.comment}
 
 
-def view(row: sqlite3.Row, now_ns: int) -> dict:
+def view(row: sqlite3.Row, now_ns: int) -> AlarmView:
     """An alarm as the API and the event stream show it: the engine's fields and its state."""
     shelved = row["shelved_until_ns"] is not None and row["shelved_until_ns"] > now_ns
     acked = row["acked_ns"] is not None
-    return {**json.loads(row["data"]),
+    data = json.loads(row["data"])
+    return {**{key: data[key] for key in ALARM_KEYS},  # in the schema's order, however stored
             "state": state_of(row["end_ns"] is None, acked),
             "active": row["end_ns"] is None, "acknowledged": acked,
             "acked_by": row["acked_by"],
@@ -310,7 +310,7 @@ class AlarmStore:
         with self._write():
             rules = self._rules()
             for event in events:
-                alarm = event.alarm.to_json()
+                alarm = encode(event.alarm)
                 known = self._db.execute("SELECT end_ns FROM alarms WHERE id = ?",
                                          (alarm["id"],)).fetchone()
                 if known is None:  # a clear whose raise was lost is recorded as both
@@ -348,7 +348,7 @@ class AlarmStore:
     # --- operator actions ---------------------------------------------------------------
 
     def ack(self, alarm_id: str, who: str, comment: str | None = None,
-            now_ns: int | None = None) -> dict:
+            now_ns: int | None = None) -> AlarmView:
         """Acknowledge one alarm: its new state; AlarmConflict if it is acknowledged."""
         now = _now() if now_ns is None else now_ns
         with self._write():
@@ -356,7 +356,7 @@ class AlarmStore:
             return view(self._row(alarm_id), now)
 
     def ack_many(self, ids: Sequence[str], who: str, comment: str | None = None,
-                 now_ns: int | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
+                 now_ns: int | None = None) -> tuple[list[AlarmView], list[tuple[str, str]]]:
         """Acknowledge every alarm of `ids` that can be, in one transaction: (their new
         states, [(id, why not)] for the others)."""
         now = _now() if now_ns is None else now_ns
@@ -380,7 +380,7 @@ class AlarmStore:
         self._journal(now, row["id"], "ack", who, comment)
 
     def shelve(self, alarm_id: str, who: str, reason: str, duration_ns: int,
-               now_ns: int | None = None) -> dict:
+               now_ns: int | None = None) -> AlarmView:
         """Shelve an alarm (and repeats of its condition) for `duration_ns`."""
         now = _now() if now_ns is None else now_ns
         with self._write():
@@ -400,7 +400,7 @@ class AlarmStore:
             return view(self._row(alarm_id), now)
 
     def unshelve(self, alarm_id: str, who: str, comment: str | None = None,
-                 now_ns: int | None = None) -> dict:
+                 now_ns: int | None = None) -> AlarmView:
         now = _now() if now_ns is None else now_ns
         with self._write():
             if not view(self._row(alarm_id), now)["shelved"]:
@@ -429,7 +429,7 @@ class AlarmStore:
         return len(ids)
 
     def release(self, alarm_id: str, who: str, comment: str | None = None,
-                now_ns: int | None = None) -> dict:
+                now_ns: int | None = None) -> AlarmView:
         """Ask the engine to release the alarm a `chattering` alarm holds back (journaled as
         `release`; the gateway's engine reads it, `releases_after`, and clears the chattering
         alarm within a second or so). AlarmConflict unless it is an active, unreleased
@@ -456,7 +456,7 @@ class AlarmStore:
         return self._tuples("SELECT seq, alarm_id FROM journal WHERE transition = 'release' "
                             "AND seq > ? ORDER BY seq", (seq,))
 
-    def comment(self, alarm_id: str, who: str, text: str, now_ns: int | None = None) -> dict:
+    def comment(self, alarm_id: str, who: str, text: str, now_ns: int | None = None) -> AlarmView:
         now = _now() if now_ns is None else now_ns
         with self._write():
             self._row(alarm_id)
@@ -519,12 +519,12 @@ class AlarmStore:
 
     # --- reads --------------------------------------------------------------------------
 
-    def get(self, alarm_id: str, now_ns: int | None = None) -> dict:
+    def get(self, alarm_id: str, now_ns: int | None = None) -> AlarmView:
         with self._lock:
             return view(self._row(alarm_id), _now() if now_ns is None else now_ns)
 
     def alarms(self, where: Filter = Filter(), limit: int = 1000,
-               now_ns: int | None = None) -> tuple[list[dict], int]:
+               now_ns: int | None = None) -> tuple[list[AlarmView], int]:
         """Matching alarms by priority (highest first), then start (newest first), at most
         `limit`; and how many match in all."""
         now = _now() if now_ns is None else now_ns
