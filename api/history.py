@@ -12,8 +12,8 @@ from api.auth import GuardedRoute
 from api.context import ApiContext, Ctx, bad_param
 from api.encode import Column, columns_csv, columns_json
 from api.models import AGGREGATES, QUALITY_NAMES, Aggregate, History
-from api.times import DURATION_HELP, TIME_HELP, iso, iso_column, now_ns, parse_time
-from timegrammar import MAX_NS, NS, parse_duration
+from api.times import DURATION_HELP, TIME_HELP, iso, iso_column, parse_time
+from timegrammar import MAX_NS, NS, now_ns, parse_duration
 
 MAX_LIMIT = 1_000_000
 MAX_BUCKETS = 100_000

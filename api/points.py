@@ -12,9 +12,10 @@ from api.auth import GuardedRoute
 from api.context import Ctx
 from api.encode import json_response
 from api.models import QUALITY_NAMES, Latest, PointInfo, Points
-from api.times import iso, iso_column, now_ns
+from api.times import iso, iso_column
 from gateway.inputs.quality import cause_name
 from gateway.site.model import PointKind, fields_of
+from timegrammar import now_ns
 
 _POINT_FIELDS = set(PointInfo.model_fields)
 

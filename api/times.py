@@ -6,7 +6,6 @@ Inside, times are int64 nanoseconds since the Unix epoch, as in `anomaly.batch.B
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -78,12 +77,6 @@ def iso(ns: int) -> str:
         text += "." + (digits[:3] if digits.endswith("000000")
                        else digits[:6] if digits.endswith("000") else digits)
     return text + "Z"
-
-
-def now_ns() -> int:
-    """The current time, to the millisecond, so that `-1h` reads back as a round time."""
-    t = time.time_ns()
-    return t - t % 1_000_000
 
 
 def iso_seconds(t: float | None) -> str | None:

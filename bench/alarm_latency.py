@@ -41,7 +41,7 @@ from api.tokens import TokenStore
 from bench.footprint import site_file, start
 from bench.modbus import Servers
 from bench.table import Row
-from scadawatch.demo import free_port
+from scadawatch.ports import free_port
 
 HI = 1e6  # above every served value (0 .. points-1)
 TRIP = 1e9  # the value written: beyond HI by far more than the limit's tolerance

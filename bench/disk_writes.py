@@ -38,7 +38,7 @@ from api.tokens import TokenStore
 from bench.footprint import site_file, start
 from bench.modbus import Servers
 from bench.table import Row
-from scadawatch.demo import free_port
+from scadawatch.ports import free_port
 
 AIM = 200.0  # bytes written per reading, 25 tags polled every second
 

@@ -30,7 +30,7 @@ import tomli_w
 from api.tokens import TokenStore
 from bench.modbus import Servers, cpu_seconds
 from bench.table import Row
-from scadawatch.demo import free_port
+from scadawatch.ports import free_port
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

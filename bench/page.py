@@ -38,7 +38,7 @@ from bench.table import Row
 from gateway.alarms.store import AlarmStore, store_path
 from gateway.site.loader import load_site
 from gateway.storage.historian import EmbeddedHistorian
-from scadawatch.demo import free_port
+from scadawatch.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts.

@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.storage.influxdb.sink import READINGS
+from scadawatch.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = os.environ.get("PY", "/tmp/v/bin/python")
@@ -122,12 +122,6 @@ def run_peer(peers: Path, gateway: str, interval: float, seconds: int) -> Run:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
     return run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def influx_query(url: str, q: str, db: str | None = None) -> list[dict]:

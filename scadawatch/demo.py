@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from gateway.logs import setup_logging
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from scadawatch.cli import UsageError, require_extra
+from scadawatch.ports import free_port, port_open
 from scadawatch.serve import unwritable
 
 log = logging.getLogger("scadawatch.demo")
@@ -36,18 +36,6 @@ log = logging.getLogger("scadawatch.demo")
 SITES = ("water", "grid")
 OPCUA_SITES = ("grid",)  # read over OPC UA; the others over Modbus TCP
 STARTUP_TIMEOUT = 120.0  # seconds for a simulator to write its site file and open its ports
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def start_simulator(site: str, args: argparse.Namespace, data_dir: Path) -> tuple[

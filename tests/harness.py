@@ -20,7 +20,6 @@ from typing import TypeVar
 import httpx
 import tomli_w
 from fastapi import FastAPI
-from modbus_servers import free_port
 
 from anomaly.batch import Batch
 from api.server import serve
@@ -29,6 +28,7 @@ from gateway.site.model import Site
 from gateway.status import SpoolStatus
 from gateway.storage.historian import EmbeddedHistorian
 from gateway.storage.spool import Spool
+from scadawatch.ports import free_port
 from scadawatch.serve import serve as run_gateway
 
 T = TypeVar("T")

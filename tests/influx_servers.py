@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modbus_servers import free_port
+from scadawatch.ports import free_port
 
 START_LIMIT = 30.0  # seconds a server may take to answer after starting
 

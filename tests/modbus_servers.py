@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import itertools
 import shutil
-import socket
 import struct
 import subprocess
 import time
@@ -33,6 +32,7 @@ from pyModbusTCP.server import ModbusServer
 
 from anomaly.batch import Batch
 from gateway.site.model import Device, Point, Site, SiteSection
+from scadawatch.ports import free_port
 
 _STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "int64": "q",
            "float32": "f", "float64": "d"}
@@ -181,12 +181,6 @@ async def pymodbus_rtu(tty: str, images: dict[int, Image],
         yield served
     finally:
         await server.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

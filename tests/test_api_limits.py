@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import RUN_LIMIT
-from modbus_servers import free_port
 
 from api.middleware import BODY_LIMIT, BODY_LIMITS, POLICY
 from api.tokens import TokenStore
+from scadawatch.ports import free_port
 
 MIB = 1 << 20
 PIECE = b"a" * (64 << 10)

@@ -28,7 +28,6 @@ from cryptography.x509.oid import NameOID
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from harness import RUN_LIMIT, running
-from modbus_servers import free_port
 
 from api.app import ACCESS, PREFIX, create_app
 from api.auth import (
@@ -48,6 +47,7 @@ from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.status import GatewayStatus
 from gateway.storage.historian import EmbeddedHistorian
+from scadawatch.ports import free_port
 
 SITE_TOML = """
 [site]

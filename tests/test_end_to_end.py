@@ -27,11 +27,12 @@ from harness import (
     gateway_site,
     start_simulator,
 )
-from modbus_servers import Image, every_type_order_and_table, free_port, pymodbus_tcp, source
+from modbus_servers import Image, every_type_order_and_table, pymodbus_tcp, source
 
 from api.tokens import TokenStore
 from gateway.site.loader import load_site
 from gateway.site.model import Device, Point, Site, SiteSection
+from scadawatch.ports import free_port
 
 
 def precision(type_: str, value: float) -> float:

@@ -21,7 +21,6 @@ from modbus_servers import (
     Served,
     Sink,
     every_type_order_and_table,
-    free_port,
     pymodbus_rtu,
     pymodbus_tcp,
     pymodbustcp,
@@ -35,6 +34,7 @@ from gateway.inputs import quality
 from gateway.inputs.modbus.bus import build_buses
 from gateway.site.model import Device, Point
 from gateway.status import GatewayStatus
+from scadawatch.ports import free_port
 
 READ_CODES = {1, 2, 3, 4}
 FAST = {"poll_interval": 0.05, "timeout": 0.2}

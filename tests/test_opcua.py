@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from asyncua import Server, ua
 from harness import api_until
-from modbus_servers import Sink, free_port
+from modbus_servers import Sink
 
 from anomaly.batch import Batch, Quality
 from gateway.inputs.opcua.session import (
@@ -31,6 +31,7 @@ from gateway.inputs.opcua.session import (
 from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
+from scadawatch.ports import free_port
 from simulators.opcua_server import namespace_uri
 
 URI = "urn:scadawatch:test"

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from asyncua import Client, ua
 from cryptography.hazmat.primitives.serialization import Encoding
-from modbus_servers import Sink, free_port
+from modbus_servers import Sink
 
 from anomaly.batch import Batch, Quality
 from gateway.inputs.opcua.security import (
@@ -34,6 +34,7 @@ from gateway.inputs.opcua.security import (
 from gateway.inputs.opcua.session import build_sessions
 from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
+from scadawatch.ports import free_port
 from simulators.opcua_server import OpcUaSiteServer, namespace_uri
 from simulators.signals import Signal
 

@@ -25,7 +25,6 @@ import tomli_w
 from alarm_helpers import NS, T0, alarm, raised
 from conftest import ServedSite
 from harness import RUN_LIMIT, auth_headers
-from modbus_servers import free_port
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from api.times import parse_time
@@ -34,6 +33,7 @@ from bench.page import launch
 from gateway.alarms.store import AlarmStore, store_path
 from gateway.site.loader import load_site
 from gateway.site.model import Site
+from scadawatch.ports import free_port
 from scadawatch.serve import serve as run_gateway
 from simulators.sitefile import write_site_file
 

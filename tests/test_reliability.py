@@ -53,7 +53,7 @@ from ingest_faults import (
     wait_polling,
     with_influx,
 )
-from modbus_servers import Image, free_port, pymodbus_tcp, site
+from modbus_servers import Image, pymodbus_tcp, site
 from pymodbus.client import AsyncModbusTcpClient
 from small_fs import SmallFs
 
@@ -65,6 +65,7 @@ from gateway.site.loader import load_site
 from gateway.site.model import Device, Point, Site, SiteSection, SpoolSection
 from gateway.status import GatewayStatus
 from gateway.storage.historian import EmbeddedHistorian
+from scadawatch.ports import free_port
 from scadawatch.serve import serve as run_gateway
 
 pytestmark = pytest.mark.reliability

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from asyncua import Client, ua
-from modbus_servers import encode, free_port
+from modbus_servers import encode
 
+from scadawatch.ports import free_port
 from simulators.modbus_server import TABLES, RegisterImage
 from simulators.opcua_server import namespace_uri
 from simulators.scenario import MIN_OUTAGE

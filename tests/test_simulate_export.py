@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tomli_w
-from modbus_servers import free_port
 
 from gateway.site.loader import load_site
+from scadawatch.ports import free_port
 from simulators.export import export
 from simulators.scenario import parse_duration, scenario_dir
 from simulators.site import SimulatedSite, build_site

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from alarm_helpers import alarm, cleared, raised
 from harness import RUN_LIMIT
-from modbus_servers import free_port
 
 from gateway.alarms.store import AlarmStore
 from gateway.alarms.webhooks import SIGNATURE_HEADER, WebhookSender, run_webhooks
 from gateway.site.model import Site, SiteSection, Webhook
+from scadawatch.ports import free_port
 
 SECRET = "correct horse battery staple"
 SECRET_ENV = "SCADAWATCH_TEST_HOOK_SECRET"

@@ -24,6 +24,7 @@ overflow.
 from __future__ import annotations
 
 import re
+import time
 from decimal import Decimal, InvalidOperation
 
 NS = 1_000_000_000
@@ -89,6 +90,13 @@ def seconds(value: str | float) -> float:
             raise DurationError(f"a duration cannot be negative, got {value}")
         return float(value)
     return parse_duration(value) / NS
+
+
+def now_ns() -> int:
+    """Now, in ns since the epoch, to the millisecond: the gateway's receipt stamps, the alarm
+    store's transitions and the API's "now" (so that `-1h` reads back as a round time)."""
+    t = time.time_ns()
+    return t - t % 1_000_000
 
 
 def relative(text: str, now_ns: int) -> int | None:

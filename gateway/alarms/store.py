@@ -32,7 +32,6 @@ import json
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+import timegrammar
 from anomaly.alarms import PRIORITIES, AlarmEvent, iso
 from gateway.alarms.encoding import ALARM_KEYS, AlarmView, State, encode
 
@@ -209,11 +209,6 @@ def view(row: sqlite3.Row, now_ns: int) -> AlarmView:
             "event_id": row["event_id"]}
 
 
-def _now() -> int:
-    t = time.time_ns()
-    return t - t % 1_000_000
-
-
 class AlarmStore:
     """One site's alarms. Thread-safe (one connection behind a lock); several processes may
     open the same file. Methods that change state take `now_ns` for tests (default: now)."""
@@ -305,7 +300,7 @@ class AlarmStore:
         events = list(events)
         if not events:  # most engine ticks: no transaction at all
             return 0
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         changed = 0
         with self._write():
             rules = self._rules()
@@ -350,7 +345,7 @@ class AlarmStore:
     def ack(self, alarm_id: str, who: str, comment: str | None = None,
             now_ns: int | None = None) -> AlarmView:
         """Acknowledge one alarm: its new state; AlarmConflict if it is acknowledged."""
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         with self._write():
             self._ack(self._row(alarm_id), who, comment, now)
             return view(self._row(alarm_id), now)
@@ -359,7 +354,7 @@ class AlarmStore:
                  now_ns: int | None = None) -> tuple[list[AlarmView], list[tuple[str, str]]]:
         """Acknowledge every alarm of `ids` that can be, in one transaction: (their new
         states, [(id, why not)] for the others)."""
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         done, skipped = [], []
         with self._write():
             for alarm_id in dict.fromkeys(ids):
@@ -382,7 +377,7 @@ class AlarmStore:
     def shelve(self, alarm_id: str, who: str, reason: str, duration_ns: int,
                now_ns: int | None = None) -> AlarmView:
         """Shelve an alarm (and repeats of its condition) for `duration_ns`."""
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         with self._write():
             row = self._row(alarm_id)
             state = view(row, now)
@@ -401,7 +396,7 @@ class AlarmStore:
 
     def unshelve(self, alarm_id: str, who: str, comment: str | None = None,
                  now_ns: int | None = None) -> AlarmView:
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         with self._write():
             if not view(self._row(alarm_id), now)["shelved"]:
                 raise AlarmConflict(f"alarm {alarm_id!r} is not shelved")
@@ -416,7 +411,7 @@ class AlarmStore:
     def unshelve_expired(self, now_ns: int | None = None) -> int:
         """Unshelve every alarm whose shelf has run out (journaled as the system's); returns
         how many. The views treat an expired shelf as gone already: this records it."""
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         with self._lock:
             if self._db.execute("SELECT 1 FROM alarms WHERE shelved_until_ns <= ? LIMIT 1",
                                 (now,)).fetchone() is None:
@@ -434,7 +429,7 @@ class AlarmStore:
         `release`; the gateway's engine reads it, `releases_after`, and clears the chattering
         alarm within a second or so). AlarmConflict unless it is an active, unreleased
         `chattering` alarm."""
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         with self._write():
             row = self._row(alarm_id)
             if row["kind"] != "chattering":
@@ -457,7 +452,7 @@ class AlarmStore:
                             "AND seq > ? ORDER BY seq", (seq,))
 
     def comment(self, alarm_id: str, who: str, text: str, now_ns: int | None = None) -> AlarmView:
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         with self._write():
             self._row(alarm_id)
             self._journal(now, alarm_id, "comment", who, text)
@@ -477,7 +472,7 @@ class AlarmStore:
                  now_ns: int | None = None) -> dict:
         """Take a tag or zone out of service: its open alarms and any raised from now on are
         recorded but suppressed. One already out of service stays as it is (idempotent)."""
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         with self._write():
             if (scope, name) in self._rules():
                 return _rule(self._db.execute("SELECT * FROM suppressions WHERE scope = ? AND "
@@ -492,7 +487,7 @@ class AlarmStore:
 
     def unsuppress(self, scope: Scope, name: str, who: str, comment: str | None = None,
                    now_ns: int | None = None) -> dict:
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         with self._write():
             row = self._db.execute("SELECT * FROM suppressions WHERE scope = ? AND name = ?",
                                    (scope, name)).fetchone()
@@ -521,13 +516,13 @@ class AlarmStore:
 
     def get(self, alarm_id: str, now_ns: int | None = None) -> AlarmView:
         with self._lock:
-            return view(self._row(alarm_id), _now() if now_ns is None else now_ns)
+            return view(self._row(alarm_id), timegrammar.now_ns() if now_ns is None else now_ns)
 
     def alarms(self, where: Filter = Filter(), limit: int = 1000,
                now_ns: int | None = None) -> tuple[list[AlarmView], int]:
         """Matching alarms by priority (highest first), then start (newest first), at most
         `limit`; and how many match in all."""
-        now = _now() if now_ns is None else now_ns
+        now = timegrammar.now_ns() if now_ns is None else now_ns
         clause, args = where.sql(now)
         with self._lock:
             total = self._db.execute(f"SELECT count(*) FROM alarms{clause}", args).fetchone()[0]

@@ -53,6 +53,7 @@ from gateway.inputs.backoff import backoff
 from gateway.inputs.modbus.plan import DevicePlan, Request, plan_device
 from gateway.site.model import Device, Point, Site
 from gateway.status import DeviceState, DeviceStatus, GatewayStatus
+from timegrammar import now_ns
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,6 @@ _UNREACHABLE = frozenset({
     quality.modbus_exception(10),  # gateway path unavailable
     quality.modbus_exception(11),  # gateway target device failed to respond
 })
-
-
-def receipt_ns() -> int:
-    """Now, in ns since the epoch, to the millisecond."""
-    return time.time_ns() // 1_000_000 * 1_000_000
 
 
 @dataclass(eq=False)
@@ -204,7 +200,7 @@ class ModbusBus:
         unreachable = quality.OK
         for i, req in enumerate(dev.plan.requests):
             code = await self._request(link, dev, req)
-            stamps[i] = receipt_ns()
+            stamps[i] = now_ns()
             codes[i] = code
             if code in _UNREACHABLE:  # the rest would wait out their timeouts too
                 codes[i:], stamps[i:], unreachable = code, stamps[i], code
@@ -373,7 +369,7 @@ class ModbusBus:
     async def _emit_failed(self, dev: _Device, cause: int) -> None:
         """Every point of `dev` bad with `cause`, without asking the device."""
         n = len(dev.plan)
-        stamps = np.full(n, receipt_ns(), dtype=np.int64)
+        stamps = np.full(n, now_ns(), dtype=np.int64)
         await self.emit(Batch(
             source_ts=stamps,
             server_ts=stamps,
