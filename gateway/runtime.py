@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,13 +20,13 @@ from gateway.alarms.webhooks import run_webhooks
 from gateway.detection import Detection
 from gateway.failures import cause_of
 from gateway.inputs.modbus.bus import ModbusBus, build_buses
-from gateway.site.model import Point, Site
+from gateway.site.model import Site
 from gateway.status import GatewayStatus, SinkStatus, TaskStatus
 from gateway.storage.drain import drain
 from gateway.storage.historian import EmbeddedHistorian
 from gateway.storage.influxdb.catchup import drain_live_first
 from gateway.storage.influxdb.sink import InfluxError, InfluxSink
-from gateway.storage.spool import Spool, SpoolError
+from gateway.storage.spool import Spool
 from gateway.supervise import supervise
 
 if TYPE_CHECKING:
@@ -57,23 +56,6 @@ def progress_path(site: Site) -> Path:
     return site.site.data_dir / "influxdb-progress.json"
 
 
-def adopt_legacy_point_list(site: Site, spool: Spool) -> None:
-    """Gateways before point-list generations kept the tags of the spooled backlog in
-    `<data_dir>/spool-tags.json`: that list becomes the generation of the backlog."""
-    path = site.site.data_dir / "spool-tags.json"
-    if not path.exists():
-        return
-    if spool.points_for(spool.first_seq) is None:
-        try:
-            tags = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise SpoolError(f"{path}: unreadable: {e}") from None
-        # The file kept tags only; the other labels are the site's where the tag still is.
-        known = {p.tag: p for p in site.points}
-        spool.use_points([known.get(t) or Point(tag=t) for t in tags])
-    path.unlink()
-
-
 class Gateway:
     """Polls every device of a site, spools each batch, and drains the spool into the historian."""
 
@@ -85,7 +67,6 @@ class Gateway:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.status = GatewayStatus(site=site.site.name)
         self.spool = Spool(data_dir / "spool", site.spool, self.status.spool)
-        adopt_legacy_point_list(site, self.spool)
         self.spool.use_points(site.points)
         self.historian = EmbeddedHistorian(historian_path(site), [p.tag for p in site.points])
         self.status.sinks["historian"] = SinkStatus(name="historian")

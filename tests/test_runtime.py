@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 
 import pytest
 from harness import POINT_LIST_CHANGES, historian_readings, spool_under_each, start_and_stop
 
-from anomaly.batch import Batch, Quality
-from gateway.site.model import Point, Site, SiteSection, SpoolSection
-from gateway.status import SpoolStatus, TaskStatus
-from gateway.storage.spool import Spool
+from gateway.site.model import Point, Site, SiteSection
+from gateway.status import TaskStatus
 from gateway.supervise import supervise
 
 
@@ -29,21 +26,6 @@ def test_backlog_spooled_under_earlier_point_lists_lands_on_its_own_tags(
     current = site(tmp_path, lists[-1])
     start_and_stop(current)
     assert historian_readings(current, sorted(expected)) == expected
-
-
-def test_a_backlog_under_the_legacy_tags_file_keeps_its_tags(tmp_path: Path) -> None:
-    # A gateway from before point-list generations: the spool's tags in spool-tags.json.
-    spool = Spool(tmp_path / "spool", SpoolSection(), SpoolStatus())
-    spool.append(Batch.of(source_ts=[1, 1, 1], point=[0, 1, 2], value=[1, 11, 21],
-                          quality=Quality.GOOD))
-    spool.close()
-    (tmp_path / "spool-tags.json").write_text(json.dumps(["a", "b", "c"]))
-
-    current = site(tmp_path, ["c", "new", "a", "b"])
-    start_and_stop(current)
-    assert historian_readings(current, ["a", "b", "c", "new"]) == {
-        "a": [(1, 1.0)], "b": [(1, 11.0)], "c": [(1, 21.0)], "new": []}
-    assert not (tmp_path / "spool-tags.json").exists()
 
 
 def test_a_task_that_fails_is_logged_shown_and_restarted(

@@ -649,10 +649,6 @@ class AlarmStore:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return True
 
-    def annunciated(self, alarm_id: str) -> bool:
-        with self._lock:
-            return bool(self._row(alarm_id)["annunciated"])
-
 
 def _entry(r: sqlite3.Row) -> JournalEntry:
     return JournalEntry(r["seq"], r["ts_ns"], r["alarm_id"], r["transition"], r["who"],
