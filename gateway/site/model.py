@@ -31,7 +31,7 @@ from pydantic_core import ArgsKwargs, PydanticCustomError
 from anomaly.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
 from timegrammar import DurationError, seconds
 
-Protocol = Literal["modbus-tcp", "modbus-rtu", "opcua"]
+DeviceProtocol = Literal["modbus-tcp", "modbus-rtu", "opcua"]
 PointKind = Literal[
     "pressure", "flow", "level", "status", "voltage", "current", "frequency", "power",
     "temperature", "other",
@@ -286,7 +286,7 @@ class ApiSection(Strict):
 
 class Device(Strict):
     name: str = Field(min_length=1, max_length=NAME_MAX)
-    protocol: Protocol
+    protocol: DeviceProtocol
     poll_interval: Seconds = Field(default=1.0, ge=0.01, le=DAY)
     timeout: Seconds = Field(default=1.0, ge=0.01, le=10 * MINUTE)
     retries: int = Field(default=1, ge=0, le=10)
