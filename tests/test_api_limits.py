@@ -141,7 +141,7 @@ def test_a_huge_body_is_refused_before_it_is_read(server: Server, path: str, siz
     # What the kernel's socket buffers take before the server answers, not the body.
     assert sent < 16 * MIB, f"{sent:,} bytes sent before the answer"
     growth = server.peak_rss() - server.base_rss
-    # The figures in README's reliability suite: pytest -s tests/test_api_limits.py -k huge
+    # docs/development.md's reliability suite has these figures: pytest -s ... -k huge
     print(f"answered {got} after {sent / MIB:.1f} MiB sent; server's peak RSS "
           f"{server.peak_rss() / MIB:.0f} MiB, +{growth / MIB:.1f} MiB since start")
     assert growth < 32 * MIB, f"peak RSS grew by {growth / MIB:.0f} MiB"

@@ -227,7 +227,7 @@ def test_readmes_migration_copies_five_field_history_where_the_reader_finds_it(
     urllib.request.urlopen(urllib.request.Request(
         f"{influx.url}/write?db={database}&u={USER}&p={PASSWORD}", data=body.encode(),
         method="POST"))
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "gateway.md").read_text()
     statements = re.search(r"```sql\n(.*?)```", readme, re.S).group(1).splitlines()
     for kind in sorted({p.kind for p in POINTS}):
         for statement in statements:

@@ -733,7 +733,7 @@ FULL_SOAK = SoakScale(devices=10, warm_up=120.0, window=600.0, tick=None)
 # ticks every 10 s, so that what it sets up over its first ticks (a 2-minute window after a
 # 2-minute warm-up still held some of it at the default 60 s: +14 % projected) is done within
 # the warm-up. Measured over four runs beside others' jobs: the gateway alone +0 to +1.8 %,
-# with a leak of 0.6 MB/min +8.1 and +9.4 % (README).
+# with a leak of 0.6 MB/min +8.1 and +9.4 % (docs/development.md).
 CI_SOAK = SoakScale(devices=2, warm_up=90.0, window=210.0, tick=10.0)
 
 

@@ -7,7 +7,7 @@ chunk), so a long range never needs one huge response.
 The schema is gateway.storage.influxdb.sink's: a point's readings are in the measurement of its
 kind, under its tag; a reading without `quality` is good, without `cause` has none, and without
 `server_ts`/`gateway_ts` was stamped only at the source. (Readings written before, in
-measurement `readings`, are read once copied over: README, "Migrating".)
+measurement `readings`, are read once copied over: docs/gateway.md, "Migrating".)
 """
 
 from __future__ import annotations
