@@ -52,7 +52,7 @@ Every route but `health` needs `Authorization: Bearer <token>` (`scadawatch toke
 
 # Who may call what: every route under PREFIX with the least role it needs, viewer < operator <
 # engineer < admin (PUBLIC: no token). create_app refuses a route missing here, and the auth
-# matrix test (tests/test_auth.py) calls every route with every role. Outside PREFIX (the page,
+# matrix test (tests/api/test_auth.py) calls every route with every role. Outside PREFIX (the page,
 # /docs) is public: it holds no data. A route for an EventSource takes `?access_token=` too:
 # "GET /alarms/stream": Access("viewer", query_token=True).
 ACCESS: dict[str, Access] = {

@@ -11,7 +11,7 @@ store. Between runs the alarms are cleared and acknowledged (they leave the list
     python -m bench.page [--runs 5] [--alarms 1000] [--seconds 10]
 
 `run(quick)` gives the page's row of `python -m bench`. `launch()` starts Chromium the one way
-this project does (tests/test_page.py too).
+this project does (tests/system/test_page.py too).
 """
 
 from __future__ import annotations

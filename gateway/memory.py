@@ -5,8 +5,8 @@ state save (~10 MB of arrays at 10,000 points), comes every few minutes. glibc, 
 raises its mmap threshold to the largest block freed (up to 32 MiB), so those saves move from
 mmap into the heap, whose free space then creeps up save after save: +7 MB in the first 5
 minutes and +0.8 MB per save after, at flat bytes in use (found by the soak in
-tests/test_reliability.py). glibc also gives each thread that allocates an arena of its own (up
-to 8 per core), each keeping its own free memory: the gateway's drains and writers run in
+tests/system/test_reliability.py). glibc also gives each thread that allocates an arena of its
+own (up to 8 per core), each keeping its own free memory: the gateway's drains and writers run in
 threads that take turns on the GIL, so they gain nothing from that, and what one thread frees
 another does not reuse. At 50,000 points the heap held 25-35 MB free with an arena per thread,
 10-15 MB with one (`python -m bench.footprint`, glibc's mallinfo2). Other C libraries (musl)

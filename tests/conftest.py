@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import tomli_w
-from influx_servers import Influxd, influxd
-from ingest_faults import PASSWORD, USER
-from small_fs import SmallFs, small_filesystem
+from support.influx_servers import Influxd, influxd
+from support.ingest_faults import PASSWORD, USER
+from support.small_fs import SmallFs, small_filesystem
 
 from scadawatch.cli import main as cli_main
 
@@ -54,7 +54,7 @@ def scenario_file(tmp_path: Path) -> Callable[[dict | str], Path]:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
-    """A 20 MiB tmpfs of the test's own, to fill up (tests/small_fs.py)."""
+    """A 20 MiB tmpfs of the test's own, to fill up (tests/support/small_fs.py)."""
     with small_filesystem(tmp_path / "small") as fs:
         yield fs
 
@@ -146,7 +146,7 @@ def serve_site() -> Iterator[Callable[..., ServedSite]]:
         yield start
 
 
-# --- InfluxDB servers (tests/influx_servers.py) -------------------------------------------
+# --- InfluxDB servers (tests/support/influx_servers.py) -------------------------------------------
 
 @pytest.fixture
 def database(influx: Influxd, request: pytest.FixtureRequest) -> str:

@@ -1,0 +1,1 @@
+"""Helpers of the tests: real peers (Modbus, InfluxDB servers), fault injection, fixtures' parts."""
