@@ -42,7 +42,8 @@ from api.models import (
 from api.times import DURATION_HELP, TIME_HELP, iso, parse_time
 from gateway.alarms.encoding import AlarmView
 from gateway.alarms.kpis import kpis
-from gateway.alarms.store import AlarmConflict, AlarmStore, Filter, UnknownAlarm, store_path
+from gateway.alarms.store import AlarmConflict, AlarmStore, Filter, UnknownAlarm
+from gateway.data_dir import store_path
 from timegrammar import NS, DurationTooLong, now_ns, parse_duration
 
 router = APIRouter(route_class=GuardedRoute)

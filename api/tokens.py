@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -26,11 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
 
+from gateway.data_dir import TOKENS, write_atomically
+
 log = logging.getLogger(__name__)
 
 Role = Literal["viewer", "operator", "engineer", "admin"]
 ROLES: tuple[Role, ...] = get_args(Role)  # each role may do all that the roles before it may
-FILE_NAME = "tokens.json"
 TOKEN_PREFIX = "sw_"
 MAX_DAYS = 36525  # a century: beyond that, leave the expiry out
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -72,7 +72,7 @@ class TokenStore:
     """The tokens of one data dir."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / FILE_NAME
+        self.path = Path(data_dir) / TOKENS
         self._seen: tuple[int, int, int] | None = None  # (inode, mtime ns, size) last loaded
         self._cached: list[Token] = []
 
@@ -184,16 +184,9 @@ class TokenStore:
 
     def _write(self, tokens: list[Token]) -> None:
         text = json.dumps({"tokens": [asdict(t) for t in tokens]}, indent=1) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tokens-")  # mode 0600
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_atomically(self.path, text.encode(), durable=True, private=True)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise TokenError(f"{self.path}: cannot write: {e.strerror or e}") from None
         dir_fd = os.open(self.path.parent, os.O_RDONLY)
         try:

@@ -35,7 +35,8 @@ from api.app import create_app
 from api.server import serve
 from api.tokens import TokenStore
 from bench.table import Row
-from gateway.alarms.store import AlarmStore, store_path
+from gateway.alarms.store import AlarmStore
+from gateway.data_dir import store_path
 from gateway.site.loader import load_site
 from gateway.storage.historian import EmbeddedHistorian
 from scadawatch.ports import free_port

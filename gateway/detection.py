@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +32,7 @@ from anomaly.alarms import AlarmEvent
 from anomaly.batch import Batch
 from anomaly.engine import Engine, EngineSettings, StateError
 from anomaly.points import PointInfo
+from gateway.data_dir import state_path
 from gateway.engine_state import load_state, save_state
 from gateway.memory import release_free_memory
 from gateway.site.model import AnomalySection, Site
@@ -69,10 +69,6 @@ def build_engine(site: Site, interval: float | None = None) -> Engine:
     settings = dataclasses.replace(engine_settings(site.anomaly, interval),
                                    comms_window=stale_windows(site))
     return Engine([PointInfo.of(p) for p in site.points], settings)
-
-
-def state_path(site: Site) -> Path:
-    return site.site.data_dir / "anomaly-state.npz"
 
 
 class Detection:

@@ -5,7 +5,6 @@ engine's arrays and the caller's `extra` ones (such as how far into the spool it
 
 from __future__ import annotations
 
-import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.engine import Engine, StateError
+from gateway.data_dir import write_atomically
 
 EXTRA = "extra/"
 
@@ -21,13 +21,7 @@ def save_state(engine: Engine, path: Path,
                extra: Mapping[str, np.ndarray] | None = None) -> None:
     """Write `engine`'s state with the caller's `extra` arrays, atomically and durably."""
     arrays = {**{f"{EXTRA}{k}": v for k, v in (extra or {}).items()}, **engine.state()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(Path(path), lambda f: np.savez(f, **arrays), durable=True)
 
 
 def load_state(engine: Engine, path: Path) -> dict[str, np.ndarray]:

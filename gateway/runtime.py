@@ -9,14 +9,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anomaly.alarms import AlarmEvent
 from anomaly.batch import Batch
 from gateway.alarms.annotations import AlarmWriter
-from gateway.alarms.store import AlarmStore, run_unshelve_timer, store_path
+from gateway.alarms.store import AlarmStore, run_unshelve_timer
 from gateway.alarms.webhooks import run_webhooks
+from gateway.data_dir import historian_path, progress_path, spool_dir, status_path, store_path
 from gateway.detection import Detection
 from gateway.failures import cause_of
 from gateway.inputs.modbus.bus import ModbusBus, build_buses
@@ -43,19 +43,6 @@ FLUSH_TIMEOUT = 10.0  # seconds a shutdown waits for sinks to catch up with the 
 CLOCK_INTERVAL = 0.25  # seconds between the anomaly engine's looks at the clock
 
 
-def historian_path(site: Site) -> Path:
-    return site.site.data_dir / "historian.sqlite"
-
-
-def status_path(site: Site) -> Path:
-    return site.site.data_dir / "status.json"
-
-
-def progress_path(site: Site) -> Path:
-    """What InfluxDB holds of the spool (see gateway.storage.influxdb.catchup)."""
-    return site.site.data_dir / "influxdb-progress.json"
-
-
 class Gateway:
     """Polls every device of a site, spools each batch, and drains the spool into the historian."""
 
@@ -66,7 +53,7 @@ class Gateway:
         data_dir = site.site.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.status = GatewayStatus(site=site.site.name)
-        self.spool = Spool(data_dir / "spool", site.spool, self.status.spool)
+        self.spool = Spool(spool_dir(site), site.spool, self.status.spool)
         self.spool.use_points(site.points)
         self.historian = EmbeddedHistorian(historian_path(site), [p.tag for p in site.points])
         self.status.sinks["historian"] = SinkStatus(name="historian")

@@ -8,11 +8,12 @@ loop). `snapshot()` gives a JSON-able dict, which the gateway also writes to
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from gateway.data_dir import write_atomically
 
 DeviceState = Literal["ok", "degraded", "down", "unknown"]
 TaskState = Literal["running", "restarting"]
@@ -104,9 +105,7 @@ class GatewayStatus:
 
     def write(self, path: Path) -> None:
         """Replace `path` atomically with the current snapshot."""
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot()))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(self.snapshot()).encode(), durable=False)
 
 
 def read_snapshot(path: Path) -> dict | None:

@@ -114,7 +114,7 @@ async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
     process (None: the API opens the site's)."""
     from api.app import create_app
     from api.server import serve as serve_http
-    from gateway.runtime import historian_path
+    from gateway.data_dir import historian_path
     from gateway.storage.historian import EmbeddedHistorian
 
     if site.historian.kind == "influxdb":

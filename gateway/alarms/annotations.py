@@ -27,6 +27,7 @@ import sqlite3
 import time
 
 from gateway.alarms.store import AlarmStore, JournalEntry
+from gateway.data_dir import ALARMS_QUARANTINE
 from gateway.site.model import Site
 from gateway.status import SinkStatus
 from gateway.storage.drain import BACKOFF_MIN, keep_stepping
@@ -80,7 +81,7 @@ class AlarmWriter:
     def __init__(self, site: Site, store: AlarmStore, status: SinkStatus) -> None:
         self.site, self.store, self.status = site, store, status
         self.lines = LineWriter(site.historian, status,
-                                site.site.data_dir / "influxdb-alarms-quarantine.lp")
+                                site.site.data_dir / ALARMS_QUARANTINE)
         self.batch = site.historian.batch_size
 
     def cursor(self) -> int:

@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 Scope = Literal["tag", "zone"]
 SYSTEM = "system"  # who, for transitions nobody asked for (engine events, shelf expiry)
 SCHEMA_VERSION = 1
-FILE_NAME = "alarms.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarms (
@@ -124,10 +123,6 @@ STATE_SQL = {"active-unacknowledged": "(end_ns IS NULL AND acked_ns IS NULL)",
              "active-acknowledged": "(end_ns IS NULL AND acked_ns IS NOT NULL)",
              "cleared-unacknowledged": "(end_ns IS NOT NULL AND acked_ns IS NULL)",
              "closed": "(end_ns IS NOT NULL AND acked_ns IS NOT NULL)"}
-
-
-def store_path(data_dir: Path) -> Path:
-    return Path(data_dir) / FILE_NAME
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.batch import Batch
+from gateway.data_dir import write_atomically
 from gateway.failures import cause_of
 from gateway.site.model import Point, SpoolSection, fields_of
 from gateway.status import SpoolStatus
@@ -525,12 +526,7 @@ class Spool:
                 return newest
             first = self.last_seq + 1 if newest is not None else self.first_seq
             path = self.directory / f"points-{first:020d}.json"
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "w") as f:
-                json.dump(labels, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_atomically(path, json.dumps(labels).encode(), durable=True)
             self._sync_directory()
             generation = PointList(first, tuple(points))
             if newest is not None and newest.first_seq == first:

@@ -23,7 +23,8 @@ from api.app import create_app
 from api.models import AlarmHistory, AlarmKpis, Alarms, BulkAckResult
 from api.tokens import TokenStore
 from gateway.alarms.encoding import AlarmView
-from gateway.alarms.store import AlarmStore, store_path
+from gateway.alarms.store import AlarmStore
+from gateway.data_dir import store_path
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.storage.historian import EmbeddedHistorian

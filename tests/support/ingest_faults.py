@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
-from gateway.runtime import Gateway, status_path
+from gateway.data_dir import status_path
+from gateway.runtime import Gateway
 from gateway.site.model import Site
 from gateway.storage.influxdb.sink import READINGS
 from support.harness import RUN_LIMIT, stored

@@ -22,7 +22,8 @@ from support.influx_servers import Influxd, influxd
 
 from anomaly.batch import Batch, Quality
 from gateway.alarms.annotations import AlarmWriter
-from gateway.alarms.store import AlarmStore, store_path
+from gateway.alarms.store import AlarmStore
+from gateway.data_dir import store_path
 from gateway.site.loader import load_site
 from gateway.site.model import HistorianSection, Site, SpoolSection
 from gateway.status import SinkStatus, SpoolStatus

@@ -30,7 +30,8 @@ from support.harness import RUN_LIMIT, auth_headers
 from api.times import parse_time
 from api.tokens import Role
 from bench.page import launch
-from gateway.alarms.store import AlarmStore, store_path
+from gateway.alarms.store import AlarmStore
+from gateway.data_dir import store_path
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from scadawatch.ports import free_port

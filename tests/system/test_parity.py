@@ -33,10 +33,10 @@ from anomaly.points import PointInfo
 from anomaly.ticks import Tick, TickAccumulator
 from api.times import parse_time
 from gateway.alarms.encoding import encode
-from gateway.alarms.store import AlarmStore, Filter, store_path
-from gateway.detection import build_engine, state_path
+from gateway.alarms.store import AlarmStore, Filter
+from gateway.data_dir import historian_path, state_path, store_path
+from gateway.detection import build_engine
 from gateway.engine_state import load_state
-from gateway.runtime import historian_path
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.storage.historian import EmbeddedHistorian

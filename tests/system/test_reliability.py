@@ -58,9 +58,9 @@ from support.modbus_servers import Image, pymodbus_tcp, site
 from support.small_fs import SmallFs
 
 from anomaly.batch import Batch, Quality
-from gateway.alarms.store import AlarmStore, Filter, store_path
+from gateway.alarms.store import AlarmStore, Filter
+from gateway.data_dir import historian_path, status_path, store_path
 from gateway.inputs.modbus.bus import ModbusBus, build_buses
-from gateway.runtime import historian_path, status_path
 from gateway.site.loader import load_site
 from gateway.site.model import Device, Point, Site, SiteSection, SpoolSection
 from gateway.status import GatewayStatus

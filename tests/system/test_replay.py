@@ -160,7 +160,8 @@ def test_a_crafted_state_is_refused_and_runs_no_code(cli: CliRun, export: Path,
 
 def test_the_gateway_discards_a_crafted_state_saying_why(export: Path, tmp_path: Path,
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    from gateway.detection import Detection, state_path
+    from gateway.data_dir import state_path
+    from gateway.detection import Detection
 
     site = load_site(export / "site.toml")
     site = site.model_copy(update={"site": site.site.model_copy(update={"data_dir": tmp_path})})

@@ -20,7 +20,8 @@ from support.harness import auth_headers, running
 
 from anomaly.batch import Batch
 from api.app import create_app
-from gateway.alarms.store import AlarmStore, store_path
+from gateway.alarms.store import AlarmStore
+from gateway.data_dir import store_path
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.status import GatewayStatus

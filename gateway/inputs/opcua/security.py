@@ -37,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.data_dir import PKI
 from gateway.site.model import Device, opcua_security_problem
 
 CERT_DAYS = 3650  # a gateway's certificate is trusted by hand on each server: make it last
@@ -79,7 +80,7 @@ class Pki:
 
     @classmethod
     def of(cls, data_dir: Path) -> Pki:
-        return cls(Path(data_dir) / "pki")
+        return cls(Path(data_dir) / PKI)
 
     @property
     def cert(self) -> Path:

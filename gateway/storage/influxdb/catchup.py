@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Protocol
 
 from anomaly.batch import Batch
+from gateway.data_dir import write_atomically
 from gateway.status import SinkStatus
 from gateway.storage.drain import BACKOFF_MIN, keep_stepping
 from gateway.storage.spool import PointList, Spool
@@ -84,9 +84,8 @@ class Progress:
         self.ranges = merged
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"low": self.low, "ranges": self.ranges}))
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps({"low": self.low, "ranges": self.ranges}).encode(),
+                         durable=False)
 
 
 class LiveFirst:

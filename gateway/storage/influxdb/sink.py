@@ -52,6 +52,7 @@ import numpy as np
 import urllib3
 
 from anomaly.batch import Batch, Quality
+from gateway.data_dir import INFLUX_QUARANTINE
 from gateway.site.model import HistorianSection, Point, PointKind, Site
 from gateway.status import SinkStatus
 from gateway.storage.spool import PointList, Spool
@@ -346,7 +347,7 @@ class InfluxSink:
         # Per point list (PointList.first_seq; -1: the site's), built on first use.
         self._keys: dict[int, SeriesKeys] = {}
         self.lines = LineWriter(self.settings, status,
-                                site.site.data_dir / "influxdb-quarantine.lp")
+                                site.site.data_dir / INFLUX_QUARANTINE)
         self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="influx-write")
         self._next_slot = time.monotonic()
 

@@ -15,7 +15,8 @@ from support.harness import RUN_LIMIT
 from support.influx_servers import Influxd, influxd
 
 from gateway.alarms.annotations import AlarmWriter
-from gateway.alarms.store import AlarmStore, store_path
+from gateway.alarms.store import AlarmStore
+from gateway.data_dir import store_path
 from gateway.runtime import Gateway
 from gateway.site.model import HistorianSection, Site, SiteSection
 from gateway.status import SinkStatus

@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from asyncua import Server, ua
+from asyncua import ua
 from support.harness import api_until
 from support.modbus_servers import Sink
+from support.opcua_servers import LIMIT, T0, TAGS, URI, UaServer, eventually, ns, ns_of
 
 from anomaly.batch import Batch, Quality
 from gateway.inputs.opcua.session import (
@@ -33,64 +34,6 @@ from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
 from scadawatch.ports import free_port
 from simulators.opcua_server import namespace_uri
-
-URI = "urn:scadawatch:test"
-TAGS = ("a", "b", "c", "d", "e")
-INITIAL = {"d": ("", ua.VariantType.String), "e": (False, ua.VariantType.Boolean)}
-LIMIT = 20.0  # seconds any wait in this file may take before it fails
-T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
-
-
-class UaServer:
-    """An asyncua server with one Double variable per tag in namespace `URI`, registered after
-    `extra` namespaces so that its index is not the usual 2."""
-
-    def __init__(self, port: int = 0, extra: tuple[str, ...] = (), limit: int = 0) -> None:
-        self.port, self.extra, self.limit = port, extra, limit
-        self.server = Server()
-        self.ns = 0
-
-    @property
-    def endpoint(self) -> str:
-        return f"opc.tcp://127.0.0.1:{self.port}/test"
-
-    async def __aenter__(self) -> UaServer:
-        server = self.server
-        await server.init()
-        server.set_endpoint(f"opc.tcp://127.0.0.1:{self.port}/test")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        for uri in self.extra:
-            await server.register_namespace(uri)
-        self.ns = await server.register_namespace(URI)
-        for tag in TAGS:
-            initial, vtype = INITIAL.get(tag, (0.0, ua.VariantType.Double))
-            await server.nodes.objects.add_variable(ua.NodeId(tag, self.ns), tag, initial,
-                                                    vtype)
-            await self.write(tag, initial, source=T0)
-        if self.limit:
-            for name in ("MaxNodesPerRead", "MaxNodesPerRegisterNodes",
-                         "MaxMonitoredItemsPerCall"):
-                node = getattr(ua.ObjectIds, f"Server_ServerCapabilities_OperationLimits_{name}")
-                await server.write_attribute_value(ua.NodeId(node), ua.DataValue(
-                    ua.Variant(self.limit, ua.VariantType.UInt32)))
-        await server.start()
-        self.port = server.bserver.port
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.server.stop()
-
-    async def write(self, tag: str, value: object, status: int = ua.StatusCodes.Good,
-                    source: datetime | None = None, server: datetime | None = None) -> None:
-        variant = (ua.Variant(value) if not isinstance(value, float)
-                   else ua.Variant(value, ua.VariantType.Double))
-        await self.server.write_attribute_value(ua.NodeId(tag, self.ns), ua.DataValue(
-            variant, StatusCode=ua.StatusCode(status), SourceTimestamp=source or T0,
-            ServerTimestamp=server or datetime.now(UTC)))
-
-
-def ns_of(tag: str) -> str:
-    return f"nsu={URI};s={tag}"
 
 
 def opcua_site(endpoint: str, nodes: dict[str, str], tmp_path: Path, **device: object) -> Site:
@@ -112,18 +55,6 @@ def rows(sink: Sink) -> Batch:
 def latest_by_point(sink: Sink) -> dict[int, int]:
     """Point index -> row of its latest reading in `rows(sink)`."""
     return {int(p): r for r, p in enumerate(rows(sink).point)}
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Until `condition()` holds, checked every 20 ms; fail after LIMIT seconds."""
-    deadline = time.monotonic() + LIMIT
-    while not condition():
-        assert time.monotonic() < deadline, f"condition not met within {LIMIT} s"
-        await asyncio.sleep(0.02)
-
-
-def ns(t: datetime) -> int:
-    return int(t.timestamp() * 1_000_000) * 1000
 
 
 # --- values, status codes, timestamps --------------------------------------------------------

@@ -33,7 +33,8 @@ from support.ingest_faults import PASSWORD, USER, influx_count, stored_counts, w
 
 from anomaly.batch import Batch, Quality
 from api.app import create_app
-from gateway.runtime import Gateway, progress_path
+from gateway.data_dir import progress_path
+from gateway.runtime import Gateway
 from gateway.site.loader import load_site
 from gateway.site.model import HistorianSection, Point, Site, SiteSection
 from gateway.status import SinkStatus, SpoolStatus
