@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 
 # 2: leak profiles are (day type, bin, zone); 3: the zone model is T-squared (no river trees),
 # the gate holds chattering alarms; 4: leak storage (tank areas); 5: per-tag anomaly, stuck
-# run lengths
-STATE_VERSION = 5
+# run lengths; 6: sensor extremes (a tank's floor and overflow rest), tag-anomaly warm-up
+STATE_VERSION = 6
 GOOD = int(Quality.GOOD)
 
 

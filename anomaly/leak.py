@@ -557,6 +557,11 @@ class Leak:
         # Slow CUSUM: a leak of L0 against none, on the hour's mean residual.
         llr = np.minimum(leak0 / var * (rh - leak0 / 2), LLR_CAP)
         llr = np.where(judged, _nan_to_num(llr, nan=0.0, neginf=-LLR_CAP), 0.0)
+        # The first weekend's nights tell of no leak, only against one: the pooled profile is
+        # mostly weekdays', a weekend's evening runs on past midnight (5-10 % above a weekday's
+        # small hours), and the night is where the CUSUM finds small leaks.
+        unseen = night_h & weekend & (self.hour_n[2, of_day] < HOUR_DAYS)
+        llr = np.where(unseen, np.minimum(llr, 0.0), llr)
         restart = judged & (self.cusum == 0.0) & (llr > 0)
         self.wsum[:, restart] = 0.0
         self.pz[:, restart] = 0.0

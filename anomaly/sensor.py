@@ -65,6 +65,8 @@ PEERS = 10.0  # pseudo-runs of the tag's kind and unit in its histogram: a new t
 RUN_MEMORY = 500.0  # runs: the histogram halves beyond twice this (follows a change)
 RUN_BINS = 24  # doubling bins of run duration: < 2 s, < 4 s, ... up to ~100 days
 RESTS = 4  # learned rest values per tag
+FLOOR_KINDS = ("level",)  # a tank rests at its floor and overflow, known or not ...
+FLOOR_STEPS = 2  # ... within this many resolution steps of the extremes it has shown
 NOT_AT_ZERO = ("temperature",)  # kinds for which exactly 0 is a reading like any other
 # spike
 SPIKE = 8.0  # scales (mean absolute step, ~0.8 sigma of the steps): ~6 sigma of a step
@@ -91,6 +93,7 @@ class SensorFaults:
         self.eligible = ~table.of_kind("status")
         self.zero_rests = ~table.of_kind(*NOT_AT_ZERO)
         self.lo, self.hi = table.lo, table.hi
+        self.vessel = table.of_kind(*FLOOR_KINDS)
         self._none = np.zeros(n, dtype=bool)
         self._none_score = np.full(n, np.nan)
         self._stray_score = self._none_score
@@ -112,6 +115,8 @@ class SensorFaults:
         self.last_ts = np.zeros(n, dtype=np.int64)  # ns of the last good reading
         self.rest = np.full((n, RESTS), np.nan)  # values of long runs the tag left by itself
         self.rest_next = np.zeros(n, dtype=np.int64)  # the slot the next one takes
+        self.low = np.full(n, np.nan)  # the lowest and highest values the tag has shown
+        self.high = np.full(n, np.nan)
         self.scale = np.full(n, np.nan)  # EWMA of |step|
         self.scale_n = np.zeros(n)  # steps the scale has learned
         # The same per hour of day, hour-major so that a tick's hour is one contiguous row
@@ -170,6 +175,8 @@ class SensorFaults:
         if not every:
             moved &= good
             step &= good
+        self.low = np.fmin(self.low, np.where(good, tick.min, np.nan))
+        self.high = np.fmax(self.high, np.where(good, tick.max, np.nan))
         stuck, usual = self._stuck(tick, good, v, same, moved, step)
         spike, score, spike_limit = self._spike(tick, good, v, step, d2, diff, most)
         if every:  # both shift whole: swap the buffers
@@ -274,12 +281,18 @@ class SensorFaults:
 
     def _at_rest(self, rows: np.ndarray, value: np.ndarray) -> np.ndarray:
         """Whether `value` is a rest state of each tag of `rows`: 0 (but for temperatures),
-        the point's lo or hi, or a learned rest value (within the resolution)."""
+        the point's lo or hi, a tank level at the lowest or highest it has shown (its floor
+        or overflow, which the site file may not give), or a learned rest value (within the
+        resolution)."""
         tol = self._half_res[rows] + 1e-9 * np.abs(value)
         with np.errstate(invalid="ignore"):
             out = (np.abs(value) <= tol) & self.zero_rests[rows]
             out |= np.abs(value - self.lo[rows]) <= tol
             out |= np.abs(value - self.hi[rows]) <= tol
+            # a floor read through noise: 3.05 m, then 3.04, then 3.05 again
+            near = FLOOR_STEPS * self._res0[rows] + tol
+            out |= self.vessel[rows] & ((value <= self.low[rows] + near)
+                                        | (value >= self.high[rows] - near))
             out |= (np.abs(self.rest[rows] - value[:, None]) <= tol[:, None]).any(axis=1)
         return out
 
@@ -391,4 +404,5 @@ def _ewma(mean: np.ndarray, x: np.ndarray, alpha: np.ndarray, first: np.ndarray)
 
 
 _STATE = ("prev", "prev2", "res", "binary", "runs", "runs_total", "moves", "run", "since",
-          "last_ts", "rest", "rest_next", "scale", "scale_n", "spread", "spikes_seen")
+          "last_ts", "rest", "rest_next", "low", "high", "scale", "scale_n", "spread",
+          "spikes_seen")
