@@ -139,7 +139,9 @@ def lifetime(points: int, interval: float, readings: int, where: Path,
     checkpointed (the historian closed). A run of `scadawatch run` sees a few minutes of this;
     the move into chunks comes once per ~260k readings of a small site (hours). Pages rewritten
     between syncs (the spool's cursors) count once here, once per writeback period (30 s) in a
-    real run. Time does not pass: the poll clock is simulated, so this takes seconds."""
+    real run. `net` leaves out SQLite's temporary files (statement journals of the move),
+    deleted before they reach the disk. Time does not pass: the poll clock is simulated, so
+    this takes seconds."""
     spool = spool or SpoolSection()
     historian = historian or HistorianSection()
     clock = _Clock()
@@ -172,8 +174,10 @@ def lifetime(points: int, interval: float, readings: int, where: Path,
                 sp.close()
         io1 = io_counters(os.getpid())
     n = polls * points
-    return {"write": (io1["write_bytes"] - io0["write_bytes"]) / n,
-            "wchar": (io1["wchar"] - io0["wchar"]) / n}
+    d = {k: io1[k] - io0[k] for k in io0}
+    return {"write": d["write_bytes"] / n,
+            "net": (d["write_bytes"] - d["cancelled_write_bytes"]) / n,
+            "wchar": d["wchar"] / n}
 
 
 def run(quick: bool) -> list[Row]:
@@ -220,7 +224,7 @@ def main() -> None:
                     HistorianSection(**sections.get("historian", {})))
     print(f"  over a reading's life (spool, historian, its move into chunks, the checkpoint; "
           f"{LIFETIME_READINGS:,} readings in this process): write_bytes {life['write']:.0f} "
-          f"per reading")
+          f"per reading, {life['net']:.0f} net of cancelled")
     if kind == "tmpfs":
         print("  note: tmpfs sends nothing to storage; pass --dir on a real disk")
 
