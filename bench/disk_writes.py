@@ -184,9 +184,11 @@ def run(quick: bool) -> list[Row]:
     """A 25-tag site polled every second: bytes written per reading against the aim."""
     warmup, seconds = (20.0, 40.0) if quick else (45.0, 180.0)
     m = measure(1, 25, 1.0, warmup, seconds, Path(tempfile.gettempdir()))
+    life = lifetime(25, 1.0, LIFETIME_READINGS, Path(tempfile.gettempdir()))
     return [Row("disk writes of `scadawatch run`, 25 tags @ 1 s",
                 f"{m['write']:.0f} B per reading written ({m['net']:.0f} net of deleted "
-                f"files; {m['bytes_per_s'] * 86400 / 2**20:.0f} MiB/day)",
+                f"files; {m['bytes_per_s'] * 86400 / 2**20:.0f} MiB/day); over a reading's "
+                f"life, into chunks and checkpointed: {life['net']:.0f} B",
                 f"aim {AIM:.0f} B per reading", m["write"] / AIM,
                 "python -m bench.disk_writes")]
 
