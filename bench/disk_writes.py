@@ -3,7 +3,7 @@ SD card or eMMC.
 
 Starts loopback pymodbus servers (`bench.modbus.Servers`, a separate process), writes a site
 file of `--devices` x `--points` float32 polled every `--interval` s with the defaults of
-everything else (spool fsync every second, embedded historian, anomaly engine, API), runs
+everything else (spool, embedded historian, anomaly engine, API), runs
 `scadawatch run --config` as a child with its data_dir on the disk under `--dir` and, after
 `--warmup` seconds, reads the child's `/proc/<pid>/io` over `--seconds`:
 
@@ -18,6 +18,11 @@ for a 25-tag site polled every second is <= 200 bytes per reading. The window sh
 several of the kernel's writeback periods (`vm.dirty_expire_centisecs`, 30 s by default), or
 the figure depends on where in the period it falls.
 
+A window of minutes misses what a small site does every few hours: the historian moving its
+readings into per-tag chunks and checkpointing them. `lifetime()` adds that figure: the same
+site's spool and historian in this process over 60,000 readings of simulated time, from
+the poll to the checkpoint of the chunks (tests/gateway/storage/test_disk_writes.py bounds it).
+
     python -m bench.disk_writes [--devices 1] [--points 25] [--interval 1] [--warmup 45]
                                 [--seconds 180] [--flush-interval S] [--fsync-interval S]
                                 [--dir /var/tmp]
@@ -30,17 +35,26 @@ import os
 import signal
 import tempfile
 import time
+import unittest.mock
 from pathlib import Path
 
 import httpx
+import numpy as np
 
+import gateway.storage.spool
+from anomaly.batch import Batch
 from api.tokens import TokenStore
 from bench.footprint import site_file, start
 from bench.modbus import Servers
 from bench.table import Row
+from gateway.site.model import HistorianSection, SpoolSection
+from gateway.status import SpoolStatus
+from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.spool import Spool
 from scadawatch.ports import free_port
 
 AIM = 200.0  # bytes written per reading, 25 tags polled every second
+LIFETIME_READINGS = 60_000  # 40 min of a 25-tag site
 
 
 def io_counters(pid: int) -> dict[str, int]:
@@ -102,13 +116,79 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
             "bytes_per_s": d["write_bytes"] / (t1 - t0)}
 
 
+class _Clock:
+    """The spool's clock in `lifetime`: one poll interval passes per append, none in between."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time_ns(self) -> int:
+        return int(self.now * 1e9)
+
+
+def lifetime(points: int, interval: float, readings: int, where: Path,
+             spool: SpoolSection | None = None, historian: HistorianSection | None = None
+             ) -> dict[str, float]:
+    """Bytes written per reading over a reading's whole life on the gateway, in this process:
+    `readings` of `points` tags polled every `interval` s are spooled (synced every
+    `fsync_interval` of the poll clock), stored in the embedded historian every
+    `flush_interval` of it, then moved into per-tag chunks (a full compaction) and
+    checkpointed (the historian closed). A run of `scadawatch run` sees a few minutes of this;
+    the move into chunks comes once per ~260k readings of a small site (hours). Pages rewritten
+    between syncs (the spool's cursors) count once here, once per writeback period (30 s) in a
+    real run. `net` leaves out SQLite's temporary files (statement journals of the move),
+    deleted before they reach the disk. Time does not pass: the poll clock is simulated, so
+    this takes seconds."""
+    spool = spool or SpoolSection()
+    historian = historian or HistorianSection()
+    clock = _Clock()
+    polls = readings // points
+    per_store = max(1, round(historian.flush_interval / interval))
+    t = clock.time_ns() + np.arange(points, dtype=np.int64) * 1000
+    with tempfile.TemporaryDirectory(prefix="disk-life-", dir=where) as tmp:
+        with unittest.mock.patch.object(gateway.storage.spool, "time", clock):
+            sp = Spool(Path(tmp) / "spool", spool, SpoolStatus())
+        db = EmbeddedHistorian(Path(tmp) / "historian.sqlite",
+                               [f"plc0.f{k}" for k in range(points)])
+        io0, seq = io_counters(os.getpid()), 0
+        try:
+            with unittest.mock.patch.object(gateway.storage.spool, "time", clock):
+                for poll in range(polls):
+                    ts = t + int(poll * interval * 1e9)
+                    sp.append(Batch.of(source_ts=ts, gateway_ts=ts, point=np.arange(points),
+                                       quality=np.ones(points), value=np.sin(ts / 1e10)))
+                    clock.now += interval
+                    if (poll + 1) % per_store == 0 or poll == polls - 1:
+                        entries = sp.read_after(seq, 1 << 20)
+                        db.store(entries)
+                        seq = entries[-1][0]
+                        sp.ack("historian", seq)
+                while db.compact(full=True):
+                    pass
+        finally:
+            db.close()
+            with unittest.mock.patch.object(gateway.storage.spool, "time", clock):
+                sp.close()
+        io1 = io_counters(os.getpid())
+    n = polls * points
+    d = {k: io1[k] - io0[k] for k in io0}
+    return {"write": d["write_bytes"] / n,
+            "net": (d["write_bytes"] - d["cancelled_write_bytes"]) / n,
+            "wchar": d["wchar"] / n}
+
+
 def run(quick: bool) -> list[Row]:
     """A 25-tag site polled every second: bytes written per reading against the aim."""
     warmup, seconds = (20.0, 40.0) if quick else (45.0, 180.0)
     m = measure(1, 25, 1.0, warmup, seconds, Path(tempfile.gettempdir()))
+    life = lifetime(25, 1.0, LIFETIME_READINGS, Path(tempfile.gettempdir()))
     return [Row("disk writes of `scadawatch run`, 25 tags @ 1 s",
                 f"{m['write']:.0f} B per reading written ({m['net']:.0f} net of deleted "
-                f"files; {m['bytes_per_s'] * 86400 / 2**20:.0f} MiB/day)",
+                f"files; {m['bytes_per_s'] * 86400 / 2**20:.0f} MiB/day); over a reading's "
+                f"life, into chunks and checkpointed: {life['net']:.0f} B",
                 f"aim {AIM:.0f} B per reading", m["write"] / AIM,
                 "python -m bench.disk_writes")]
 
@@ -141,6 +221,12 @@ def main() -> None:
           f"({m['bytes_per_s'] * 86400 / 2**30:.2f} GiB/day)")
     print(f"  bytes per reading: write_bytes {m['write']:.0f}   net of cancelled "
           f"{m['net']:.0f}   wchar {m['wchar']:.0f}   (aim: <= {AIM:.0f} written)")
+    life = lifetime(n, args.interval, LIFETIME_READINGS, args.dir,
+                    SpoolSection(**sections.get("spool", {})),
+                    HistorianSection(**sections.get("historian", {})))
+    print(f"  over a reading's life (spool, historian, its move into chunks, the checkpoint; "
+          f"{LIFETIME_READINGS:,} readings in this process): write_bytes {life['write']:.0f} "
+          f"per reading, {life['net']:.0f} net of cancelled")
     if kind == "tmpfs":
         print("  note: tmpfs sends nothing to storage; pass --dir on a real disk")
 

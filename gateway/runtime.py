@@ -105,7 +105,7 @@ class Gateway:
             idle=self.site.historian.flush_interval, wake=flush))]
         if self.influx is not None:
             influx = self.influx
-            sinks.append(self._task("sink:influxdb", lambda: self._feed_influx(influx)))
+            sinks.append(self._task("sink:influxdb", lambda: self._feed_influx(influx, flush)))
         if self.detection is not None:
             detection = self.detection
             sinks += [self._task("sink:anomaly", lambda: drain(
@@ -151,14 +151,15 @@ class Gateway:
         status = self.status.tasks[name] = TaskStatus(name=name)
         return asyncio.create_task(supervise(run, status, stop), name=name)
 
-    async def _feed_influx(self, sink: InfluxSink) -> None:
+    async def _feed_influx(self, sink: InfluxSink, wake: asyncio.Event) -> None:
         """Probe InfluxDB, then drain the spool into it.
 
         Behind by more than a turn, new readings go first while the backlog drains oldest
         first at `max_rate` (gateway.storage.influxdb.catchup). The probe says at start-up, loudly,
         when InfluxDB cannot take writes (wrong credentials, unknown database or bucket,
         unreachable); health shows it as the sink's last error. The drain keeps retrying
-        meanwhile, and the spool keeps the readings."""
+        meanwhile, and the spool keeps the readings. `wake` is set when the gateway stops: what
+        is spooled goes now, not after `flush_interval`."""
         status = self.status.sinks[sink.name]
         try:
             await asyncio.to_thread(sink.probe)
@@ -170,7 +171,7 @@ class Gateway:
             log.info("event=influxdb_ready url=%s", self.site.historian.url)
         await drain_live_first(self.spool, sink, status, progress_path(self.site),
                                max_rate=self.site.historian.max_rate,
-                               idle=self.site.historian.flush_interval)
+                               idle=self.site.historian.flush_interval, wake=wake)
 
     async def _flush(self) -> None:
         """Give the sinks time to store what is spooled; the spool keeps the rest."""

@@ -102,6 +102,8 @@ def control_room(serve_site, scenario_file, tmp_path: Path) -> Iterator[tuple[st
         device["poll_interval"] = 0.2
     # One-second ticks so that a limit is judged at once; the simulator's clock is frozen.
     doc["anomaly"] = {"interval": 1.0, "lateness": 0.3}
+    # Readings in the historian within a second (default 10 s), for tests that read at once.
+    doc["historian"] = {"flush_interval": 1.0}
     # Names too long for a card, and more points in dma1 than a card lists (never polled).
     doc["points"] += [{"tag": f"dma1.district-meter-on-the-old-cast-iron-main-{i}.pressure",
                        "kind": "pressure", "unit": "m", "zone": "dma1", "lo": 0.0, "hi": 100.0}

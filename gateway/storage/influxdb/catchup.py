@@ -16,6 +16,7 @@ series keys and timestamps), so nothing is lost and nothing doubles.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -170,10 +171,12 @@ class LiveFirst:
 
 async def drain_live_first(spool: Spool, sink: LaneSink, status: SinkStatus, progress: Path,
                            *, max_rate: float, idle: float,
-                           backoff: float = BACKOFF_MIN) -> None:
+                           backoff: float = BACKOFF_MIN,
+                           wake: asyncio.Event | None = None) -> None:
     """Drain the spool into `sink` forever, live lane first when behind; retried with backoff
-    (`sinks.keep_stepping`) while the sink fails, the spool keeping every reading."""
+    (`sinks.keep_stepping`) while the sink fails, the spool keeping every reading. Once
+    `wake` is set (a gateway stopping), the `idle` waits shrink to 50 ms."""
     lanes = LiveFirst(spool, sink, status, progress, max_rate)
     lanes.report()
     await keep_stepping(sink.name, lanes.step, lanes.report, status, idle=idle,
-                        backoff=backoff)
+                        backoff=backoff, wake=wake)

@@ -294,16 +294,18 @@ def test_a_full_disk_fails_a_store_saying_so_and_leaves_latest_as_stored(
         0: (1, 1.0), 1: (3, 3.0), 2: (1, 1.0)}
 
 
-def test_a_file_with_the_earlier_latest_layout_keeps_its_latest_values(tmp_path: Path) -> None:
-    """Files written before kept `latest` in rows of 1,024 tag ids: the writer converts them
-    on opening, and readers read either."""
+@pytest.mark.parametrize("shift", [10, 6])
+def test_a_file_with_the_earlier_latest_layout_keeps_its_latest_values(
+        tmp_path: Path, shift: int) -> None:
+    """Files written before kept `latest` in rows of 1,024 tag ids (no `latest_shift`), then
+    of 64: the writer converts them on opening, and readers read either."""
     path = tmp_path / "h.sqlite"
     h = EmbeddedHistorian(path, TAGS)
     h.store([(1, Batch.of(source_ts=[5, 6, 7], point=[0, 1, 2], value=[1.0, 2.0, 3.0],
                           quality=0))])
     h.close()
-    db = sqlite3.connect(path)  # as the earlier version left it: one row for ids 0..1023
-    legacy = np.zeros(1024, [("source_ts", "i8"), ("value", "f8"), ("server_ts", "i8"),
+    db = sqlite3.connect(path)  # as an earlier version left it: one row for ids 0..2**shift-1
+    legacy = np.zeros(1 << shift, [("source_ts", "i8"), ("value", "f8"), ("server_ts", "i8"),
                              ("gateway_ts", "i8"), ("cause", "u4"), ("quality", "u1")])
     legacy["source_ts"], legacy["value"], legacy["quality"] = np.iinfo(np.int64).min, np.nan, 2
     ids = dict(db.execute("SELECT tag, id FROM tags").fetchall())
@@ -311,6 +313,8 @@ def test_a_file_with_the_earlier_latest_layout_keeps_its_latest_values(tmp_path:
         legacy[ids[tag]] = (ts, value, ts, ts, 0, 0)
     db.execute("DELETE FROM latest")
     db.execute("DELETE FROM meta WHERE key = 'latest_shift'")
+    if shift != 10:
+        db.execute("INSERT INTO meta(key, value) VALUES ('latest_shift', ?)", (shift,))
     db.execute("INSERT INTO latest(block, data) VALUES (0, ?)",
                (b"".join(legacy[name].tobytes() for name in legacy.dtype.names),))
     db.commit()
