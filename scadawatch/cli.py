@@ -122,6 +122,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", default="gateway",
                    help="site name for the certificate with --data-dir (default gateway)")
 
+    p = command("probe", "scadawatch.probe:main",
+                "read a device once and show every decoding, to pick a point's type and "
+                "word_order (read-only function codes)")
+    protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    a = protocols.add_parser("modbus", help="Modbus TCP: one read of holding or input "
+                             "registers (function code 3 or 4)")
+    a.add_argument("--host", required=True)
+    a.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
+    a.add_argument("--unit", type=int, default=1, choices=range(256), metavar="0-255",
+                   help="unit id (default 1)")
+    a.add_argument("--register", choices=["holding", "input"], default="holding",
+                   help="register table (default holding)")
+    a.add_argument("--address", type=int, required=True, choices=range(65536),
+                   metavar="0-65535", help="first register, 0-based as in the site file")
+    a.add_argument("--count", type=int, default=4, choices=range(1, 126), metavar="1-125",
+                   help="registers to read (default 4: a float64)")
+    a.add_argument("--scale", type=float, default=1.0, help="value = raw * scale + offset")
+    a.add_argument("--offset", type=float, default=0.0)
+    a.add_argument("--expect", type=float, default=None, metavar="VALUE",
+                   help="mark the decodings within 0.5%% of VALUE and print their site-file "
+                   "keys")
+    a.add_argument("--timeout", type=duration, default="3s",
+                   help="for the connection and the answer (default 3s)")
+
     p = command("token", "scadawatch.token:main",
                 "API tokens: create (printed once, stored hashed in data_dir), list, revoke")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
