@@ -122,6 +122,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", default="gateway",
                    help="site name for the certificate with --data-dir (default gateway)")
 
+    p = command("browse", "scadawatch.browse:main",
+                "walk a server's address space and write its variables as a point list "
+                "(the site file's CSV format)")
+    protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    a = protocols.add_parser("opcua", help="OPC UA: every numeric variable under --root")
+    a.add_argument("--endpoint", required=True, metavar="opc.tcp://HOST:PORT/PATH")
+    a.add_argument("--security", default="None", metavar="POLICY[:MODE]",
+                   help="None (default), or Basic256Sha256, Aes128_Sha256_RsaOaep, "
+                   "Aes256_Sha256_RsaPss with mode Sign or SignAndEncrypt (the default)")
+    a.add_argument("--username", default=None)
+    a.add_argument("--password-env", default=None, metavar="VAR",
+                   help="environment variable holding the password")
+    a.add_argument("--allow-plaintext-password", action="store_true",
+                   help="accept --username with --security None (the password crosses the "
+                   "network in clear text)")
+    where = a.add_mutually_exclusive_group()
+    where.add_argument("--config", metavar="SITE.toml",
+                       help="the gateway's site file: its data_dir holds the certificate and "
+                       "trust list used for a secure connection")
+    where.add_argument("--data-dir", metavar="DIR", help="the gateway's data dir (instead of "
+                       "--config)")
+    a.add_argument("--site", default="gateway",
+                   help="site name for the certificate with --data-dir (default gateway)")
+    a.add_argument("--root", default="i=85", metavar="NODE",
+                   help="where to start, as a site file writes a node id (default i=85, the "
+                   "Objects folder)")
+    a.add_argument("--device", default=None, metavar="NAME",
+                   help="the device name to put in each row (the site file's [[devices]] name)")
+    a.add_argument("--prefix", default="", help="put PREFIX. before every tag")
+    a.add_argument("--out", default=None, metavar="POINTS.csv",
+                   help="where the point list goes (default: stdout)")
+    a.add_argument("--timeout", type=duration, default="10s",
+                   help="for the connection and each request (default 10s)")
+
     p = command("probe", "scadawatch.probe:main",
                 "read a device once and show every decoding, to pick a point's type and "
                 "word_order (read-only function codes)")

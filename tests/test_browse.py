@@ -1,0 +1,151 @@
+"""`scadawatch browse opcua` (scadawatch/browse.py, gateway/opcua_browse.py) against node-opcua
+(tests/node_opcua/tree.js, a server we did not write) with a deep folder tree of thousands of
+variables and small operation limits: the point list covers every numeric variable, check-config
+accepts it and the gateway serves every point live; refusals and silence give clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from harness import api_until
+from modbus_servers import free_port
+from node_peer import node_script
+
+from gateway.config import load_site
+
+if TYPE_CHECKING:
+    from conftest import CliRun
+
+AREAS = 3  # x 100 devices x 8 variables, + 1,200 in one folder: 3,600 variables
+NS = "urn:scadawatch:test:tree"
+NUMERIC = ("Pressure", "Flow", "Level", "Temperature", "Speed", "Running", "Starts")
+# (name, kind, unit, lo, hi) of the variables of every device; SerialNumber is a string
+EXPECTED = {"Pressure": ("pressure", "bar", "0.0", "16.0"),
+            "Flow": ("flow", "m3/h", "0.0", "500.0"),
+            "Level": ("level", "m", "0.0", "8.0"),
+            "Temperature": ("temperature", "°C", "-20.0", "80.0"),
+            "Speed": ("", "", "", ""), "Running": ("status", "", "", ""),
+            "Starts": ("", "", "", "")}
+
+
+def tree_nodes() -> dict[str, str]:
+    """node id -> tag of every numeric variable tree.js serves."""
+    out = {f"nsu={NS};s=Flat.{i}": f"Flat.Value_{i}" for i in range(1200)}
+    for a in range(1, AREAS + 1):
+        for ln in range(1, 6):
+            for s in range(1, 6):
+                for d in range(1, 5):
+                    for name in NUMERIC:
+                        out[f"nsu={NS};s=A{a}.L{ln}.S{s}.D{d}.{name}"] = (
+                            f"Plant.Area{a}.Line{ln}.Station{s}.Device{d}.{name}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    with node_script("tree.js", port, tmp_path_factory.mktemp("tree") / "pki", AREAS) as ready:
+        assert ready[1] == str(len(tree_nodes()) + 100 * AREAS)  # + one string per device
+        yield f"opc.tcp://127.0.0.1:{port}/tree"
+
+
+@pytest.fixture(scope="module")
+def browsed(tree: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The point list of the whole server, and what the command said on stderr."""
+    from scadawatch.cli import main
+
+    out = tmp_path_factory.mktemp("browse") / "points.csv"
+    err = io.StringIO()  # not a terminal: progress comes as lines
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sys.stderr", err)
+        code = main(["browse", "opcua", "--endpoint", tree, "--device", "plc1", "--out",
+                     str(out)])
+    assert code == 0, err.getvalue()
+    return out, err.getvalue()
+
+
+def site_file(folder: Path, endpoint: str, csv_name: str = "points.csv") -> Path:
+    path = folder / "site.toml"
+    path.write_text(f'[site]\nname = "tree"\ndata_dir = "data"\npoints_csv = "{csv_name}"\n\n'
+                    f'[[devices]]\nname = "plc1"\nprotocol = "opcua"\nendpoint = "{endpoint}"\n'
+                    'timeout = 5.0\n', encoding="utf-8")
+    return path
+
+
+def test_point_list_covers_every_numeric_variable(browsed: tuple[Path, str]) -> None:
+    out, err = browsed
+    with out.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    expected = tree_nodes()
+    assert {r["node"]: r["tag"] for r in rows} == expected  # each once, under its owner's path
+    assert {r["device"] for r in rows} == {"plc1"}
+    for r in rows:
+        name = r["tag"].rpartition(".")[2]
+        if not r["tag"].startswith("Flat."):
+            assert (r["kind"], r["unit"], r["lo"], r["hi"]) == EXPECTED[name], r
+    assert "left out (not a number, or an array): String 300" in err
+    assert f"{len(expected)} points to {out}" in err
+    assert "100 nodes per Browse, 250 per Read" in err  # the server's limits, kept
+
+
+def test_check_config_accepts_the_point_list_and_the_gateway_serves_every_point(
+        browsed: tuple[Path, str], tree: str, cli: CliRun) -> None:
+    out, _ = browsed
+    site_path = site_file(out.parent, tree)
+    code, stdout, err = cli("check-config", "--config", site_path)
+    assert code == 0, err
+    assert f"points: {len(tree_nodes())} " in stdout
+
+    async def all_live(http: httpx.AsyncClient) -> dict | None:
+        latest = (await http.get("/api/v1/latest")).json()
+        return latest if all(r["value"] is not None for r in latest["readings"]) else None
+
+    latest = asyncio.run(api_until(load_site(site_path), all_live))
+    assert {r["tag"] for r in latest["readings"]} == set(tree_nodes().values())
+    assert {r["quality"] for r in latest["readings"]} == {"good"}
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    with node_script("tree.js", port, tmp_path_factory.mktemp("refusing") / "pki", 0,
+                     "refuse-browse"):
+        yield f"opc.tcp://127.0.0.1:{port}/tree"
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """A TCP port that accepts connections and never says a word."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield f"opc.tcp://127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(("server", "args", "expected"), [
+    ("refusing", [], "the server refused to browse i=85: BadUserAccessDenied (User does not "
+                     "have permission to perform the requested operation)"),
+    ("tree", ["--root", f"nsu={NS};s=NoSuchFolder"],
+     f"the server refused to browse nsu={NS};s=NoSuchFolder: BadNodeIdUnknown"),
+    ("tree", ["--root", "nsu=urn:elsewhere;s=x"], "--root nsu=urn:elsewhere;s=x: the server has "
+                                                  "no namespace 'urn:elsewhere'"),
+    ("silent", ["--timeout", "1s"], ": no answer within 1 s"),
+    ("closed", [], ": connection refused"),
+])
+def test_refusal_and_silence_are_named(request: pytest.FixtureRequest, cli: CliRun,
+                                       tmp_path: Path, server: str, args: list[str],
+                                       expected: str) -> None:
+    endpoint = (f"opc.tcp://127.0.0.1:{free_port()}" if server == "closed"
+                else request.getfixturevalue(server))
+    out = tmp_path / "points.csv"
+    code, _, err = cli("browse", "opcua", "--endpoint", endpoint, "--out", out, *args)
+    assert code == 1
+    assert f"scadawatch browse opcua: error: {endpoint}" in err
+    assert expected in err
+    assert not out.exists()  # nothing half-written
