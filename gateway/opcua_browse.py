@@ -22,6 +22,7 @@ no continuation point left for (BadNoContinuationPoints) is browsed again in a s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +32,11 @@ from asyncua import Client, ua
 from asyncua.ua.status_codes import get_name_and_doc
 
 DEFAULT_BATCH = 500  # nodes per request when the server states no limit
+# Requests in flight at once: over a network with latency (a site on a cellular link, 50 ms a
+# round trip; ~300 round trips for 10,000 variables under small limits) a walk one request at
+# a time waits on the round trips. On loopback it changes nothing measurable (2.0-3.1 s
+# either way for 10,800 variables, 2 busy cores).
+IN_FLIGHT = 4
 MAX_REFERENCES = 1000  # references per node in one Browse answer, asked of the server
 _OBJECTS = ua.NodeId(ua.ObjectIds.ObjectsFolder)
 _SERVER = ua.NodeId(ua.ObjectIds.Server)
@@ -143,11 +149,16 @@ class Walker:
         retry: deque = deque()  # nodes the server had no continuation point for
         nodes = 0
         while queue or retry:
-            # a retried node goes in a batch the server has continuation points enough for
-            source = queue if queue else retry
-            size = self.limits.browse if source is queue else max(1, self.limits.continuation)
-            batch = [source.popleft() for _ in range(min(size, len(source)))]
-            results = await self._browse([node for node, _, _ in batch])
+            if queue:
+                batches = [[queue.popleft() for _ in range(min(self.limits.browse, len(queue)))]
+                           for _ in range(min(IN_FLIGHT, -(-len(queue) // self.limits.browse)))]
+            else:  # alone, in a batch the server has continuation points enough for
+                size = max(1, self.limits.continuation)
+                batches = [[retry.popleft() for _ in range(min(size, len(retry)))]]
+            answers = await asyncio.gather(*(self._browse([node for node, _, _ in batch])
+                                             for batch in batches))
+            batch = [entry for b in batches for entry in b]
+            results = [result for answer in answers for result in answer]
             for (node, path, variable), (code, references) in zip(batch, results, strict=True):
                 if code == ua.StatusCodes.BadNoContinuationPoints:
                     retry.append((node, path, variable))
@@ -218,11 +229,15 @@ class Walker:
         return out
 
     async def _read(self, reads: list[ua.ReadValueId]) -> list[ua.DataValue]:
-        values: list[ua.DataValue] = []
-        for chunk in _chunks(reads, self.limits.read):
-            values += await self._service("Read", self.client.uaclient.read(
-                ua.ReadParameters(NodesToRead=list(chunk))))
-        return values
+        slots = asyncio.Semaphore(IN_FLIGHT)
+
+        async def read(chunk: Sequence[ua.ReadValueId]) -> list[ua.DataValue]:
+            async with slots:
+                return await self._service("Read", self.client.uaclient.read(
+                    ua.ReadParameters(NodesToRead=list(chunk))))
+
+        parts = await asyncio.gather(*(read(c) for c in _chunks(reads, self.limits.read)))
+        return [dv for part in parts for dv in part]
 
     async def _read_attributes(self, found: list[Variable]) -> Counter[str]:
         """Fill in data type, value rank, description, unit and range; drop (and count) the
