@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from harness import api_until
 from modbus_servers import free_port
 from node_peer import node_script
 
 from gateway.config import load_site
+from gateway.opcua_security import Pki, client_certificate, load_certificate
 
 if TYPE_CHECKING:
     from conftest import CliRun
@@ -50,9 +52,21 @@ def tree_nodes() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def gateway_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gateway")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory, gateway_dir: Path) -> Iterator[str]:
+    """tree.js, trusting the gateway's client certificate (as its admin would, told by
+    `scadawatch opcua cert`) from the start."""
     port = free_port()
-    with node_script("tree.js", port, tmp_path_factory.mktemp("tree") / "pki", AREAS) as ready:
+    pki = tmp_path_factory.mktemp("tree") / "pki"
+    cert, _ = client_certificate(gateway_dir, "gateway")
+    (pki / "trusted" / "certs").mkdir(parents=True)
+    (pki / "trusted" / "certs" / "gateway.pem").write_bytes(
+        load_certificate(cert).public_bytes(Encoding.PEM))
+    with node_script("tree.js", port, pki, AREAS) as ready:
         assert ready[1] == str(len(tree_nodes()) + 100 * AREAS)  # + one string per device
         yield f"opc.tcp://127.0.0.1:{port}/tree"
 
@@ -113,14 +127,6 @@ def test_check_config_accepts_the_point_list_and_the_gateway_serves_every_point(
     assert {r["quality"] for r in latest["readings"]} == {"good"}
 
 
-@pytest.fixture(scope="module")
-def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    with node_script("tree.js", port, tmp_path_factory.mktemp("refusing") / "pki", 0,
-                     "refuse-browse"):
-        yield f"opc.tcp://127.0.0.1:{port}/tree"
-
-
 @pytest.fixture
 def silent() -> Iterator[str]:
     """A TCP port that accepts connections and never says a word."""
@@ -129,8 +135,10 @@ def silent() -> Iterator[str]:
 
 
 @pytest.mark.parametrize(("server", "args", "expected"), [
-    ("refusing", [], "the server refused to browse i=85: BadUserAccessDenied (User does not "
-                     "have permission to perform the requested operation)"),
+    ("tree", ["--username", "blind", "--password-env", "BLIND_PASSWORD",
+              "--allow-plaintext-password"],
+     "the server refused to browse i=85: BadUserAccessDenied (User does not have permission "
+     "to perform the requested operation)"),
     ("tree", ["--root", f"nsu={NS};s=NoSuchFolder"],
      f"the server refused to browse nsu={NS};s=NoSuchFolder: BadNodeIdUnknown"),
     ("tree", ["--root", "nsu=urn:elsewhere;s=x"], "--root nsu=urn:elsewhere;s=x: the server has "
@@ -139,8 +147,9 @@ def silent() -> Iterator[str]:
     ("closed", [], ": connection refused"),
 ])
 def test_refusal_and_silence_are_named(request: pytest.FixtureRequest, cli: CliRun,
-                                       tmp_path: Path, server: str, args: list[str],
-                                       expected: str) -> None:
+                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       server: str, args: list[str], expected: str) -> None:
+    monkeypatch.setenv("BLIND_PASSWORD", "blind")  # tree.js' user without Browse permission
     endpoint = (f"opc.tcp://127.0.0.1:{free_port()}" if server == "closed"
                 else request.getfixturevalue(server))
     out = tmp_path / "points.csv"
@@ -149,3 +158,27 @@ def test_refusal_and_silence_are_named(request: pytest.FixtureRequest, cli: CliR
     assert f"scadawatch browse opcua: error: {endpoint}" in err
     assert expected in err
     assert not out.exists()  # nothing half-written
+
+
+def test_secure_browse_with_the_gateways_certificate_and_trust_list(
+        tree: str, gateway_dir: Path, cli: CliRun, tmp_path: Path) -> None:
+    """Basic256Sha256 SignAndEncrypt through the gateway's own PKI: refused until the engineer
+    trusts the server's certificate (saved under pki/rejected/), then browsed."""
+    args = ["browse", "opcua", "--endpoint", tree, "--security", "Basic256Sha256",
+            "--data-dir", gateway_dir, "--root", f"nsu={NS};s=Favorites",
+            "--out", tmp_path / "points.csv"]
+    code, _, err = cli(*args)
+    assert code == 1
+    pki = Pki.of(gateway_dir)
+    (rejected,) = pki.rejected.iterdir()
+    assert "server certificate not trusted" in err and f"saved to {rejected}" in err
+    rejected.rename(pki.trusted / rejected.name)
+
+    code, _, err = cli(*args)
+    assert code == 0, err
+    with (tmp_path / "points.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["node"] for r in rows} == {f"nsu={NS};s=A{a}.L1.S1.D1.Flow"
+                                         for a in range(1, AREAS + 1)}
+    assert len({r["tag"] for r in rows}) == AREAS
+    assert 'security_policy = "Basic256Sha256", security_mode = "SignAndEncrypt"' in err

@@ -1,5 +1,5 @@
 // An OPC UA server we did not write with a deep folder tree, for `scadawatch browse opcua`.
-// usage: node tree.js <port> <pki-dir> <areas> [refuse-browse]
+// usage: node tree.js <port> <pki-dir> <areas>
 // (prints "ready <endpoint> <variables>" once listening)
 // Objects/Plant/Area<a>/Line<l>/Station<s>/Device<d>/<variable>: 5 lines x 5 stations x 4
 // devices per area, each device with analog items (EngineeringUnits + EURange), a double
@@ -8,8 +8,8 @@
 // `Favorites` organizing variables that also sit in the tree (reached twice, listed once).
 // Operation limits are small (MaxNodesPerBrowse 100, MaxNodesPerRead 250, 5 browse
 // continuation points) so that a client ignoring them gets BadTooManyOperations.
-// With `refuse-browse` every Browse of a node answers BadUserAccessDenied, as a server whose
-// anonymous users may not browse.
+// Users: anonymous, or "blind" (password "blind") whose every Browse of a node is answered
+// BadUserAccessDenied, as by a server whose role for that user has no Browse permission.
 const path = require("path");
 const {
     OPCUAServer, OPCUACertificateManager, DataType, StatusCodes, Variant, BrowseResult, standardUnits,
@@ -30,9 +30,9 @@ async function main() {
     });
     await serverCertificateManager.initialize();
     const areas = Number(process.argv[4]);
-    const refuse = process.argv[5] === "refuse-browse";
     const server = new OPCUAServer({
-        port, resourcePath: "/tree", serverCertificateManager,
+        port, resourcePath: "/tree", serverCertificateManager, allowAnonymous: true,
+        userManager: { isValidUser: (user, password) => user === "blind" && password === "blind" },
         serverCapabilities: {
             maxBrowseContinuationPoints: 5,
             operationLimits: { maxNodesPerBrowse: 100, maxNodesPerRead: 250 },
@@ -42,7 +42,8 @@ async function main() {
     const addressSpace = server.engine.addressSpace;
     const ns = addressSpace.registerNamespace("urn:scadawatch:test:tree");
     const plant = ns.addFolder(addressSpace.rootFolder.objects, { browseName: "Plant" });
-    const favorites = ns.addFolder(addressSpace.rootFolder.objects, { browseName: "Favorites" });
+    const favorites = ns.addFolder(addressSpace.rootFolder.objects, { browseName: "Favorites",
+        nodeId: "s=Favorites" });
     let variables = 0;
     const double = (parent, nodeId, name, value) => {
         variables += 1;
@@ -85,10 +86,13 @@ async function main() {
     for (let i = 0; i < 1200; i++) {
         double(flat, `s=Flat.${i}`, `Value ${i}`, i);
     }
-    if (refuse) {
-        addressSpace.browseSingleNode = () => new BrowseResult({
-            statusCode: StatusCodes.BadUserAccessDenied });
-    }
+    const browse = addressSpace.browseSingleNode.bind(addressSpace);
+    addressSpace.browseSingleNode = (nodeId, description, context) => {
+        const token = context && context.session && context.session.userIdentityToken;
+        return token && token.userName === "blind"
+            ? new BrowseResult({ statusCode: StatusCodes.BadUserAccessDenied })
+            : browse(nodeId, description, context);
+    };
     await server.start();
     console.log(`ready ${server.getEndpointUrl()} ${variables}`);
     const stop = async () => { await server.shutdown(0); process.exit(0); };
