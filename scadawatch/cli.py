@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = actions.add_parser("create", help="make a token and print it (once)")
     a.add_argument("--role", required=True, metavar="ROLE",
                    help="viewer (reads), operator (+ acknowledges and shelves alarms), engineer "
-                   "(+ changes points and devices) or admin (+ manages tokens)")
+                   "(as operator today; points and devices change through the site file) or "
+                   "admin (+ manages tokens)")
     a.add_argument("--name", default=None, help="a name to list and revoke it by "
                    "(default ROLE-N)")
     a.add_argument("--expires", type=float, default=None, metavar="DAYS",

@@ -6,7 +6,7 @@ request (function code 3 or 4, never a write) and prints, for every start addres
 read, each type in the four word orders, decoded through the gateway's own plan
 (`gateway.modbus_plan`): the value a cell shows is the value the gateway will store with that
 `address`, `type`, `word_order`, `scale` and `offset`. `--expect` marks the cells within 0.5 %
-of a known value and prints the site-file keys of each.
+of a known value and prints the site-file keys of each, the closest first.
 """
 
 from __future__ import annotations
@@ -181,8 +181,9 @@ def main(args: argparse.Namespace) -> int:
     print("\n".join(table(cells, scaled, args.expect)))
     if args.expect is not None:
         # a 16-bit value has one word: CDAB reads as ABCD and DCBA as BADC; name it once
-        hits = [c for c in cells if matches(c.value, args.expect)
-                and (REGISTER_WIDTH[c.type] > 1 or c.word_order in ("ABCD", "BADC"))]
+        hits = sorted((c for c in cells if matches(c.value, args.expect)
+                       and (REGISTER_WIDTH[c.type] > 1 or c.word_order in ("ABCD", "BADC"))),
+                      key=lambda c: abs(c.value - args.expect))  # the closest first
         print()
         if not hits:
             print(f"no decoding within {MATCH:.1%} of {args.expect:g}: check --address, "
