@@ -161,6 +161,9 @@ class Progress:
 
 
 def _device(args: argparse.Namespace) -> Device:
+    """The server to browse and how to connect, from the command line."""
+    if not args.endpoint.startswith("opc.tcp://"):
+        raise UsageError(f"--endpoint {args.endpoint!r} is not an opc.tcp:// URL")
     policy, _, mode = args.security.partition(":")
     mode = mode or ("None" if policy == "None" else "SignAndEncrypt")
     if (bad := opcua_security_problem(policy, mode)) is not None:
@@ -173,21 +176,35 @@ def _device(args: argparse.Namespace) -> Device:
                          "password)")
     return Device(name=args.device or "browse", protocol="opcua", endpoint=args.endpoint,
                   security_policy=policy, security_mode=mode, username=args.username,
-                  password_env=args.password_env, timeout=args.timeout)
+                  password_env=args.password_env)
 
 
-def _pki(args: argparse.Namespace, device: Device) -> tuple[Path, str]:
-    """The data dir holding the gateway's certificate and trust list, and the site name."""
+def target(args: argparse.Namespace) -> tuple[Device, Path, str, bool]:
+    """(device, data dir of the certificate and trust list, site name, whether the device is
+    the site file's): `--endpoint` and its options, or `--config` with `--device` naming an
+    OPC UA device of the site file (its endpoint, security and login)."""
+    site = None
     if args.config is not None:
         try:
-            site = load_site(args.config)
+            site = load_site(args.config, read_points_csv=False)  # it may be what we write
         except ConfigError as e:
             raise UsageError("\n".join(str(p) for p in e.problems)) from None
-        return site.site.data_dir, site.site.name
+    if args.endpoint is None:
+        named = [d for d in site.devices if d.name == args.device] if site else []
+        if not named or named[0].protocol != "opcua":
+            ours = [d.name for d in site.devices if d.protocol == "opcua"] if site else []
+            raise UsageError("give --endpoint, or --config SITE.toml with --device naming one of "
+                             "its OPC UA devices" + (f" ({', '.join(ours) or 'it has none'})"
+                                                     if site else ""))
+        device = named[0]
+    else:
+        device = _device(args)
+    if site is not None:
+        return device, site.site.data_dir, site.site.name, args.endpoint is None
     if args.data_dir is None and device.security_policy != "None":
-        raise UsageError(f"--security {device.security_policy} uses the gateway's certificate "
-                         "and trust list: give --config SITE.toml or --data-dir DIR")
-    return Path(args.data_dir or "."), args.site
+        raise UsageError(f"security policy {device.security_policy} uses the gateway's "
+                         "certificate and trust list: give --config SITE.toml or --data-dir DIR")
+    return device, Path(args.data_dir or "."), args.site, False
 
 
 async def _browse(args: argparse.Namespace, device: Device, data_dir: Path, site_name: str,
@@ -197,7 +214,7 @@ async def _browse(args: argparse.Namespace, device: Device, data_dir: Path, site
     from gateway.opcua_browse import read_limits
     from gateway.opcua_security import apply_security
 
-    client = Client(args.endpoint, timeout=args.timeout)
+    client = Client(device.endpoint or "", timeout=args.timeout)
     await apply_security(client, device, data_dir, site_name)
     await client.connect()
     try:
@@ -237,12 +254,9 @@ def _failure(endpoint: str, timeout: float, e: BaseException) -> str:
 def main(args: argparse.Namespace) -> int:
     from asyncua import ua
 
-    if not args.endpoint.startswith("opc.tcp://"):
-        raise UsageError(f"--endpoint {args.endpoint!r} is not an opc.tcp:// URL")
     if (bad := node_id_problem(args.root)) is not None:
         raise UsageError(f"--root: {bad}")
-    device = _device(args)
-    data_dir, site_name = _pki(args, device)
+    device, data_dir, site_name, in_site = target(args)
     # asyncua warns of what it negotiates (session timeout, ...): noise beside the progress
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     progress = Progress(sys.stderr)
@@ -251,8 +265,8 @@ def main(args: argparse.Namespace) -> int:
                                                        progress))
     except (OSError, TimeoutError, BrowseRefused, ua.UaError) as e:
         progress.done()
-        print(f"scadawatch browse opcua: error: {_failure(args.endpoint, args.timeout, e)}",
-              file=sys.stderr)
+        print(f"scadawatch browse opcua: error: "
+              f"{_failure(device.endpoint or '', args.timeout, e)}", file=sys.stderr)
         return EXIT_FAILURE
     progress.done()
     rows = point_rows(walk, namespaces, args.device, args.prefix)
@@ -264,13 +278,13 @@ def main(args: argparse.Namespace) -> int:
         tmp = Path(f"{args.out}.tmp")
         tmp.write_text(text.getvalue(), encoding="utf-8")
         os.replace(tmp, args.out)
-    for line in summary(args, device, walk, limits, len(rows)):
+    for line in summary(args, device, in_site, walk, limits, len(rows)):
         print(line, file=sys.stderr)
     return EXIT_OK
 
 
-def summary(args: argparse.Namespace, device: Device, walk: Walk, limits: Limits,
-            n: int) -> list[str]:
+def summary(args: argparse.Namespace, device: Device, in_site: bool, walk: Walk,
+            limits: Limits, n: int) -> list[str]:
     where = args.out or "stdout"
     lines = [f"{n} point{'' if n == 1 else 's'} to {where} from {walk.nodes} nodes browsed in "
              f"{walk.seconds:.1f} s (server limits: {limits.browse} nodes per Browse, "
@@ -287,7 +301,8 @@ def summary(args: argparse.Namespace, device: Device, walk: Walk, limits: Limits
     if args.device is None:
         lines.append("no --device: the rows have no device and would not be polled")
     lines += ["to poll them, in the site file:",
-              f'  [site] points_csv = "{where if args.out else "points.csv"}"',
-              f'  [[devices]] name = "{device.name}", protocol = "opcua", '
-              f'endpoint = "{args.endpoint}"{security}']
+              f'  [site] points_csv = "{where if args.out else "points.csv"}"']
+    if not in_site:
+        lines.append(f'  [[devices]] name = "{device.name}", protocol = "opcua", '
+                     f'endpoint = "{device.endpoint}"{security}')
     return lines

@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "(the site file's CSV format)")
     protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     a = protocols.add_parser("opcua", help="OPC UA: every numeric variable under --root")
-    a.add_argument("--endpoint", required=True, metavar="opc.tcp://HOST:PORT/PATH")
+    a.add_argument("--endpoint", default=None, metavar="opc.tcp://HOST:PORT/PATH",
+                   help="the server (without it: the endpoint, security and login of the "
+                   "--config file's device --device)")
     a.add_argument("--security", default="None", metavar="POLICY[:MODE]",
                    help="None (default), or Basic256Sha256, Aes128_Sha256_RsaOaep, "
                    "Aes256_Sha256_RsaPss with mode Sign or SignAndEncrypt (the default)")
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     where = a.add_mutually_exclusive_group()
     where.add_argument("--config", metavar="SITE.toml",
                        help="the gateway's site file: its data_dir holds the certificate and "
-                       "trust list used for a secure connection")
+                       "trust list used for a secure connection, its --device the server")
     where.add_argument("--data-dir", metavar="DIR", help="the gateway's data dir (instead of "
                        "--config)")
     a.add_argument("--site", default="gateway",

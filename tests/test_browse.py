@@ -182,3 +182,18 @@ def test_secure_browse_with_the_gateways_certificate_and_trust_list(
                                          for a in range(1, AREAS + 1)}
     assert len({r["tag"] for r in rows}) == AREAS
     assert 'security_policy = "Basic256Sha256", security_mode = "SignAndEncrypt"' in err
+
+
+def test_the_site_files_device_gives_endpoint_and_security(tree: str, cli: CliRun,
+                                                            tmp_path: Path) -> None:
+    site = site_file(tmp_path, tree)
+    args = ["browse", "opcua", "--config", site, "--root", f"nsu={NS};s=Favorites"]
+    code, out, err = cli(*args, "--device", "plc1")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == AREAS and {r["device"] for r in rows} == {"plc1"}
+    assert "[[devices]]" not in err  # it is in the site file already
+
+    code, _, err = cli(*args, "--device", "plc9")
+    assert code == 2
+    assert "--device naming one of its OPC UA devices (plc1)" in err
