@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import doctest
 import io
 import socket
 from collections.abc import Iterator
@@ -20,8 +21,11 @@ from harness import api_until
 from modbus_servers import free_port
 from node_peer import node_script
 
+import gateway.opcua_browse
+import scadawatch.browse
 from gateway.config import load_site
 from gateway.opcua_security import Pki, client_certificate, load_certificate
+from scadawatch.browse import guess_kind
 
 if TYPE_CHECKING:
     from conftest import CliRun
@@ -197,3 +201,29 @@ def test_the_site_files_device_gives_endpoint_and_security(tree: str, cli: CliRu
     code, _, err = cli(*args, "--device", "plc9")
     assert code == 2
     assert "--device naming one of its OPC UA devices (plc1)" in err
+
+
+@pytest.mark.parametrize(("path", "unit", "boolean", "kind"), [
+    (["Zone1", "PT101"], "kPa", False, "pressure"),
+    (["Zone1", "Inlet"], "m³/h", False, "flow"),  # as EUInformation writes it
+    (["Zone1", "Inlet"], "L/s", False, "flow"),
+    (["Feeder", "Ua"], "kV", False, "voltage"),
+    (["Feeder", "Ia"], "A", False, "current"),
+    (["Grid", "F"], "Hz", False, "frequency"),
+    (["Feeder", "P"], "MW", False, "power"),
+    (["Tank", "TT1"], "°C", False, "temperature"),
+    (["Tank3", "Level"], "m", False, "level"),  # a length says nothing: the name does
+    (["Station", "DischargeHead"], "m", False, "pressure"),
+    (["TankLevel", "PV"], "%", False, "level"),  # the name of the owner, when the node's is bare
+    (["Pump", "Speed"], "rpm", False, ""),  # blank where nothing says
+    (["Pump", "Running"], "", True, "status"),
+    (["Breaker", "State"], "", False, "status"),
+])
+def test_kind_from_unit_then_names(path: list[str], unit: str, boolean: bool,
+                                   kind: str) -> None:
+    assert guess_kind(path, unit, boolean) == kind
+
+
+@pytest.mark.parametrize("module", [scadawatch.browse, gateway.opcua_browse])
+def test_docstring_examples(module: object) -> None:
+    assert doctest.testmod(module).failed == 0  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ refused connection, a silent unit and an exception response each give a clear er
 from __future__ import annotations
 
 import asyncio
+import doctest
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from modbus_servers import ORDERS, Image, encode, free_port, pymodbus_tcp, pymodbustcp, source
 
+import scadawatch.probe
 from gateway.config import Point
 from scadawatch.probe import TYPES, decodings
 
@@ -113,3 +115,7 @@ def test_silent_unit_and_exception_answer_are_named(cli: CliRun, unit: int, addr
     assert code == 1
     assert expected in err
     assert function_codes == {3}  # read-only: one read, never a write
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(scadawatch.probe).failed == 0
