@@ -149,6 +149,7 @@ class Walker:
         retry: deque = deque()  # nodes the server had no continuation point for
         nodes = 0
         while queue or retry:
+            retrying = not queue
             if queue:
                 batches = [[queue.popleft() for _ in range(min(self.limits.browse, len(queue)))]
                            for _ in range(min(IN_FLIGHT, -(-len(queue) // self.limits.browse)))]
@@ -160,8 +161,8 @@ class Walker:
             batch = [entry for b in batches for entry in b]
             results = [result for answer in answers for result in answer]
             for (node, path, variable), (code, references) in zip(batch, results, strict=True):
-                if code == ua.StatusCodes.BadNoContinuationPoints:
-                    retry.append((node, path, variable))
+                if code == ua.StatusCodes.BadNoContinuationPoints and not retrying:
+                    retry.append((node, path, variable))  # once: a second refusal stands
                     continue
                 nodes += 1
                 if code != ua.StatusCodes.Good:

@@ -227,3 +227,30 @@ def test_kind_from_unit_then_names(path: list[str], unit: str, boolean: bool,
 @pytest.mark.parametrize("module", [scadawatch.browse, gateway.opcua_browse])
 def test_docstring_examples(module: object) -> None:
     assert doctest.testmod(module).failed == 0  # type: ignore[arg-type]
+
+
+def test_walk_within_few_continuation_points(tree: str, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """Three references per answer: ~300 nodes of a batch of 100 come back with a continuation
+    point, more than the 5 the server holds per session, so it answers the rest
+    BadNoContinuationPoints; they are browsed again, few at a time, and nothing is missed."""
+    from asyncua import Client
+
+    from gateway.opcua_browse import Walker, node_text, read_limits
+
+    monkeypatch.setattr("gateway.opcua_browse.MAX_REFERENCES", 3)
+
+    async def walk() -> tuple[set[str], int]:
+        client = Client(tree, timeout=10)
+        await client.connect()
+        try:
+            namespaces = await client.get_namespace_array()
+            found = await Walker(client, await read_limits(client)).walk()
+            return {node_text(v.node, namespaces) for v in found.variables}, sum(
+                found.refused.values())
+        finally:
+            await client.disconnect()
+
+    nodes, refused = asyncio.run(walk())
+    assert refused == 0
+    assert nodes == set(tree_nodes())
