@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from pydantic import ValidationError
+
 from gateway.config import NAME_MAX, ConfigError, Device, load_site
 from gateway.opcua import NodeRef
 from gateway.opcua_browse import BrowseRefused, Limits, Variable, Walk, Walker, node_text
@@ -174,9 +176,14 @@ def _device(args: argparse.Namespace) -> Device:
     if args.username is not None and args.password_env is None:
         raise UsageError("--username needs --password-env VAR (the variable holding the "
                          "password)")
-    return Device(name=args.device or "browse", protocol="opcua", endpoint=args.endpoint,
-                  security_policy=policy, security_mode=mode, username=args.username,
-                  password_env=args.password_env)
+    try:
+        return Device(name=args.device or "browse", protocol="opcua", endpoint=args.endpoint,
+                      security_policy=policy, security_mode=mode, username=args.username,
+                      password_env=args.password_env)
+    except ValidationError as e:
+        option = {"name": "device"}  # the model's key -> the option that set it
+        raise UsageError("; ".join(f"--{option.get(str(err['loc'][0]), err['loc'][0])}: "
+                                   f"{err['msg']}" for err in e.errors())) from None
 
 
 def target(args: argparse.Namespace) -> tuple[Device, Path, str, bool]:
