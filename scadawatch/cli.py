@@ -122,13 +122,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", default="gateway",
                    help="site name for the certificate with --data-dir (default gateway)")
 
+    p = command("browse", "scadawatch.browse:main",
+                "walk a server's address space and write its variables as a point list "
+                "(the site file's CSV format)")
+    protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    a = protocols.add_parser("opcua", help="OPC UA: every numeric variable under --root")
+    a.add_argument("--endpoint", default=None, metavar="opc.tcp://HOST:PORT/PATH",
+                   help="the server (without it: the endpoint, security and login of the "
+                   "--config file's device --device)")
+    a.add_argument("--security", default="None", metavar="POLICY[:MODE]",
+                   help="None (default), or Basic256Sha256, Aes128_Sha256_RsaOaep, "
+                   "Aes256_Sha256_RsaPss with mode Sign or SignAndEncrypt (the default)")
+    a.add_argument("--username", default=None)
+    a.add_argument("--password-env", default=None, metavar="VAR",
+                   help="environment variable holding the password")
+    a.add_argument("--allow-plaintext-password", action="store_true",
+                   help="accept --username with --security None (the password crosses the "
+                   "network in clear text)")
+    where = a.add_mutually_exclusive_group()
+    where.add_argument("--config", metavar="SITE.toml",
+                       help="the gateway's site file: its data_dir holds the certificate and "
+                       "trust list used for a secure connection, its --device the server")
+    where.add_argument("--data-dir", metavar="DIR", help="the gateway's data dir (instead of "
+                       "--config)")
+    a.add_argument("--site", default="gateway",
+                   help="site name for the certificate with --data-dir (default gateway)")
+    a.add_argument("--root", default="i=85", metavar="NODE",
+                   help="where to start, as a site file writes a node id (default i=85, the "
+                   "Objects folder)")
+    a.add_argument("--device", default=None, metavar="NAME",
+                   help="the device name to put in each row (the site file's [[devices]] name)")
+    a.add_argument("--prefix", default="", help="put PREFIX. before every tag")
+    a.add_argument("--out", default=None, metavar="POINTS.csv",
+                   help="where the point list goes (default: stdout)")
+    a.add_argument("--timeout", type=duration, default="10s",
+                   help="for the connection and each request (default 10s)")
+
+    p = command("probe", "scadawatch.probe:main",
+                "read a device once and show every decoding, to pick a point's type and "
+                "word_order (read-only function codes)")
+    protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    a = protocols.add_parser("modbus", help="Modbus TCP: one read of holding or input "
+                             "registers (function code 3 or 4)")
+    a.add_argument("--host", required=True)
+    a.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
+    a.add_argument("--unit", type=int, default=1, choices=range(256), metavar="0-255",
+                   help="unit id (default 1)")
+    a.add_argument("--register", choices=["holding", "input"], default="holding",
+                   help="register table (default holding)")
+    a.add_argument("--address", type=int, required=True, choices=range(65536),
+                   metavar="0-65535", help="first register, 0-based as in the site file")
+    a.add_argument("--count", type=int, default=4, choices=range(1, 126), metavar="1-125",
+                   help="registers to read (default 4: a float64)")
+    a.add_argument("--scale", type=float, default=1.0, help="value = raw * scale + offset")
+    a.add_argument("--offset", type=float, default=0.0)
+    a.add_argument("--expect", type=float, default=None, metavar="VALUE",
+                   help="mark the decodings within 0.5%% of VALUE and print their site-file "
+                   "keys")
+    a.add_argument("--timeout", type=duration, default="3s",
+                   help="for the connection and the answer (default 3s)")
+
     p = command("token", "scadawatch.token:main",
                 "API tokens: create (printed once, stored hashed in data_dir), list, revoke")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("create", help="make a token and print it (once)")
     a.add_argument("--role", required=True, metavar="ROLE",
                    help="viewer (reads), operator (+ acknowledges and shelves alarms), engineer "
-                   "(+ changes points and devices) or admin (+ manages tokens)")
+                   "(as operator today; points and devices change through the site file) or "
+                   "admin (+ manages tokens)")
     a.add_argument("--name", default=None, help="a name to list and revoke it by "
                    "(default ROLE-N)")
     a.add_argument("--expires", type=float, default=None, metavar="DAYS",

@@ -272,10 +272,11 @@ def _not_a_directory(path: Path) -> str | None:
     return None
 
 
-def load_site(path: str | Path) -> Site:
-    """Read and validate a site file and its `points_csv`; raise `ConfigError` listing every
-    problem. Relative `data_dir`, `points_csv`, `tls_cert` and `tls_key` are resolved against
-    the site file's folder."""
+def load_site(path: str | Path, *, read_points_csv: bool = True) -> Site:
+    """Read and validate a site file and its `points_csv` (unless `read_points_csv` is false:
+    for a command that writes that file); raise `ConfigError` listing every problem. Relative
+    `data_dir`, `points_csv`, `tls_cert` and `tls_key` are resolved against the site file's
+    folder."""
     path = Path(path)
     toml = str(path)
     raw = _read_toml(path)
@@ -310,7 +311,7 @@ def load_site(path: str | Path) -> Site:
         csv = as_path(csv_name) if isinstance(csv_name, str) else None
     except PydanticCustomError:  # reported as [site]'s
         csv = None
-    if csv is not None:
+    if csv is not None and read_points_csv:
         located["points"] += _read_csv(base / csv, str(path.parent / csv), problems,
                                        origins["site"])
 

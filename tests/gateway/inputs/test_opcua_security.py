@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pytest
 from asyncua import Client, ua
 from cryptography.hazmat.primitives.serialization import Encoding
 from support.modbus_servers import Sink
+from support.node_peer import node_script
 
 from anomaly.batch import Batch, Quality
 from gateway.inputs.opcua.security import (
@@ -41,11 +41,9 @@ from simulators.signals import Signal
 if TYPE_CHECKING:
     from conftest import CliRun
 
-NODE_DIR = Path(__file__).resolve().parents[2] / "node_opcua"
 NODE_NS = "urn:scadawatch:test:node"
 SITE = "secsite"
 PASSWORD = "s3cret"  # the user manager's in server.js
-START_TIMEOUT = 60.0
 
 
 @dataclass
@@ -83,34 +81,13 @@ def node_server(tmp_path_factory: pytest.TempPathFactory, gateway_dir: Path
                 ) -> Iterator[NodeServer]:
     """node-opcua on a free port, trusting `gateway_dir`'s client certificate from the start
     (node-opcua reads its trust list on start; later additions take a moment to be seen)."""
-    if not (NODE_DIR / "node_modules").is_dir() or shutil.which("node") is None:
-        pytest.skip("node-opcua is not installed: run `bash tests/run.sh` (npm install in "
-                    "tests/node_opcua)")
     port = free_port()
     node = NodeServer(f"opc.tcp://127.0.0.1:{port}/node",
                       tmp_path_factory.mktemp("node") / "pki")
     trust_on_node(node, gateway_dir)
-    proc = subprocess.Popen(["node", str(NODE_DIR / "server.js"), str(port), str(node.pki)],
-                            cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    assert proc.stdout is not None
-    lines = []
-    deadline = time.monotonic() + START_TIMEOUT
-    for line in proc.stdout:  # bounded by the server exiting, or by the deadline below
-        lines.append(line)
-        if line.startswith("ready") or time.monotonic() > deadline:
-            break
-    if not lines or not lines[-1].startswith("ready"):
-        proc.kill()
-        pytest.fail("node-opcua server did not start:\n" + "".join(lines[-20:]))
-    trust_server(gateway_dir, node.certificate)
-    yield node
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    proc.stdout.close()
+    with node_script("server.js", port, node.pki):
+        trust_server(gateway_dir, node.certificate)
+        yield node
 
 
 def device(endpoint: str, policy: str = "None", mode: str = "None", **login: object
