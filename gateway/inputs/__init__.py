@@ -1,0 +1,1 @@
+"""Field-device inputs, one plugin folder per protocol."""
