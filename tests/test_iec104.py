@@ -328,3 +328,31 @@ def test_gateway_stores_iec104_readings_and_the_api_serves_them(tmp_path: Path) 
         got = asyncio.run(api_until(site_of(port, [11], tmp_path), value))
     assert got["value"] == 42.25 and got["quality"] == "good"
     assert got["source_ts"].startswith("2026-03-01T06:00:00.125")
+
+
+def test_the_plugin_sample_site_file_passes_the_checks() -> None:
+    site = load_site(Path(__file__).parents[1] / "gateway/inputs/iec104/sample.toml")
+    assert {p.typeid for p in site.points} == {"M_ME_NC_1", "M_ME_NB_1", "M_DP_NA_1",
+                                               "M_IT_NA_1"}
+
+
+# local wall time of a CP56Time2a tag (y, mo, d, h, mi), SU bit, the UTC instant it means
+BERLIN = [
+    ((2026, 1, 15, 12, 0), False, datetime(2026, 1, 15, 11, 0, tzinfo=UTC)),
+    ((2026, 7, 15, 12, 0), True, datetime(2026, 7, 15, 10, 0, tzinfo=UTC)),
+    ((2026, 10, 25, 2, 30), True, datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),  # first 02:30
+    ((2026, 10, 25, 2, 30), False, datetime(2026, 10, 25, 1, 30, tzinfo=UTC)),  # second
+]
+
+
+@pytest.mark.parametrize(("local", "summer", "utc"), BERLIN)
+def test_device_time_in_a_local_zone_with_summer_time(local: tuple[int, ...], summer: bool,
+                                                      utc: datetime) -> None:
+    from zoneinfo import ZoneInfo
+
+    from gateway.inputs.iec104.asdu import cp56
+
+    y, mo, d, h, mi = local
+    tag = np.array([[0xE8, 0x03, mi, h | (0x80 if summer else 0), d, mo, y - 2000]], np.uint8)
+    when, flags = cp56(tag, ZoneInfo("Europe/Berlin"))
+    assert when.tolist() == [ns(utc) + 1_000_000_000] and flags.tolist() == [0]
