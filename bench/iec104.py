@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from bench.opcua import Counter
 from bench.table import Row
 from gateway.config import Device, Point, Site, SiteSection
 from gateway.inputs.iec104.client import build_sessions
@@ -87,20 +88,6 @@ def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class Counter:
-    def __init__(self, expected: int) -> None:
-        self.count = 0
-        self.last = 0.0
-        self.expected = expected
-        self.done = asyncio.Event()
-
-    def add(self, n: int) -> None:
-        self.count += n
-        self.last = time.perf_counter()
-        if self.count >= self.expected:
-            self.done.set()
 
 
 async def _measure(conn: Connection, counter: Counter, cycles: int, timeout: float,
