@@ -59,6 +59,7 @@ class HostileStation:
         self.confirm_start = confirm_start
         self.connections = 0
         self.port = 0
+        self.heard: list[tuple[str, int, int]] = []  # parse_control() of every frame received
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -67,9 +68,12 @@ class HostileStation:
             while True:
                 head = await reader.readexactly(2)
                 body = await reader.readexactly(head[1])
-                kind, function, _ = apci.parse_control(body[:4])
+                kind, function, nr = apci.parse_control(body[:4])
+                self.heard.append((kind, function, nr))
                 if kind == "U" and function == apci.STARTDT_ACT_BIT and self.confirm_start:
                     writer.write(apci.u_frame(apci.STARTDT_CON_BIT))
+                elif kind == "U" and function == apci.STOPDT_ACT_BIT:
+                    writer.write(apci.u_frame(apci.STOPDT_CON_BIT))
                 elif kind == "I" and not started:
                     started = True
                     self.behaviour(writer)

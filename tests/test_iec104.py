@@ -356,3 +356,39 @@ def test_device_time_in_a_local_zone_with_summer_time(local: tuple[int, ...], su
     tag = np.array([[0xE8, 0x03, mi, h | (0x80 if summer else 0), d, mo, y - 2000]], np.uint8)
     when, flags = cp56(tag, ZoneInfo("Europe/Berlin"))
     assert when.tolist() == [ns(utc) + 1_000_000_000] and flags.tolist() == [0]
+
+
+def test_readings_are_acknowledged_once_stored_and_stop_sends_stopdt(tmp_path: Path) -> None:
+    """A station drops what we acknowledge: no S frame before the spool has the readings."""
+    frames = [asdu_frame(n, 13, float_object(1, float(n)), 1, common_address=CA)
+              for n in range(3)]
+
+    async def scenario() -> tuple[list, list, list]:
+        station = HostileStation(sends(*frames))
+        stored = asyncio.Event()
+        release = asyncio.Event()
+        batches: list[Batch] = []
+
+        async def slow_spool(batch: Batch) -> None:
+            await release.wait()
+            batches.append(batch)
+            stored.set()
+
+        async with station.running():
+            site = site_of(station.port, [1], tmp_path, t1=5.0, t2=0.3, w=2)
+            (session,) = build_sessions(site, GatewayStatus(site="t"), slow_spool)
+            task = asyncio.create_task(session.run())
+            await asyncio.sleep(1.0)  # past t2 and w: the station would have its S frame
+            before = [h for h in station.heard if h[0] == "S"]
+            release.set()
+            await asyncio.wait_for(stored.wait(), LIMIT)
+            while ("S", 0, 3) not in station.heard:
+                await asyncio.sleep(0.02)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return before, station.heard, batches
+
+    before, heard, batches = asyncio.run(asyncio.wait_for(scenario(), LIMIT))
+    assert before == []
+    assert Batch.concat(batches).value.tolist() == [0.0, 1.0, 2.0]
+    assert heard[-1] == ("U", apci.STOPDT_ACT_BIT, 0)

@@ -106,9 +106,13 @@ class Iec104Session:
             await asyncio.sleep(backoff(self._failures, self.cfg.poll_interval))
 
     async def close(self) -> None:
-        """STOPDT (confirmed within t1), then close."""
-        link, self.link = self.link, None
-        if link is None or link.transport is None or link.transport.is_closing():
+        """Stop data transfer if a link is still up (a cancelled `run` has done so)."""
+        if self.link is not None:
+            await self._stop(self.link)
+
+    async def _stop(self, link: Link) -> None:
+        """Store and acknowledge what arrived, STOPDT (confirmed within t1), close."""
+        if link.transport is None or link.transport.is_closing():
             return
         with contextlib.suppress(LinkError, TimeoutError):
             await self._flush(link)
@@ -134,6 +138,9 @@ class Iec104Session:
         link.closed.add_done_callback(lambda _: self._due.set())
         try:
             return await self._transfer(link)
+        except asyncio.CancelledError:
+            await self._stop(link)
+            raise
         finally:
             if link.transport is not None:
                 link.transport.abort()
