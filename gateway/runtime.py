@@ -30,6 +30,7 @@ from gateway.storage.spool import Spool
 from gateway.supervise import supervise
 
 if TYPE_CHECKING:
+    from gateway.inputs.iec104.client import Iec104Session
     from gateway.inputs.opcua.session import OpcUaSession
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,17 @@ class Gateway:
             self.status.sinks[Detection.name] = SinkStatus(name=Detection.name)
             self.detection = Detection(site, self._alarm_events,
                                        releases=self.alarms.releases_after)
-        self.buses: list[ModbusBus | OpcUaSession] = [*build_buses(site, self.status, self._emit)]
+        self.buses: list[ModbusBus | OpcUaSession | Iec104Session] = [
+            *build_buses(site, self.status, self._emit)]
         if any(d.protocol == "opcua" for d in site.devices):
             # asyncua and cryptography cost a second of start-up: only for sites that use them
             from gateway.inputs.opcua.session import build_sessions
 
             self.buses += build_sessions(site, self.status, self._emit, data_dir=data_dir)
+        if any(d.protocol == "iec104" for d in site.devices):
+            from gateway.inputs.iec104.client import build_sessions as build_iec104
+
+            self.buses += build_iec104(site, self.status, self._emit)
 
     def _alarm_events(self, events: list[AlarmEvent]) -> None:
         for listener in self.alarm_listeners:

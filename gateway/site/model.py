@@ -31,7 +31,7 @@ from pydantic_core import ArgsKwargs, PydanticCustomError
 from anomaly.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
 from timegrammar import DurationError, seconds
 
-DeviceProtocol = Literal["modbus-tcp", "modbus-rtu", "opcua"]
+DeviceProtocol = Literal["modbus-tcp", "modbus-rtu", "opcua", "iec104"]
 PointKind = Literal[
     "pressure", "flow", "level", "status", "voltage", "current", "frequency", "power",
     "temperature", "other",
@@ -39,6 +39,10 @@ PointKind = Literal[
 RegisterKind = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+# gateway.inputs.iec104.asdu.TYPE_NAMES: a type family, or its time-tagged type (the same point)
+IecType = Literal["M_SP_NA_1", "M_SP_TB_1", "M_DP_NA_1", "M_DP_TB_1", "M_ST_NA_1", "M_ST_TB_1",
+                  "M_BO_NA_1", "M_BO_TB_1", "M_ME_NA_1", "M_ME_TD_1", "M_ME_NB_1", "M_ME_TE_1",
+                  "M_ME_NC_1", "M_ME_TF_1", "M_IT_NA_1", "M_IT_TB_1", "M_ME_ND_1"]
 
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
 
@@ -325,6 +329,25 @@ class Device(Strict):
     # Defaults of the device's points (0 asks the server's fastest rate).
     sampling_interval: Seconds | None = Field(default=None, ge=0, le=DAY)  # None: publishing
     queue_size: int | None = Field(default=None, ge=1, le=10_000)  # None: samples per publish
+    # IEC 60870-5-104 (gateway/inputs/iec104/README.md): timers and windows default to the
+    # standard's; port defaults to 2404
+    common_address: int = Field(default=1, ge=1, le=65534)
+    t0: Seconds = Field(default=30.0, ge=0.1, le=255)
+    t1: Seconds = Field(default=15.0, ge=0.1, le=255)
+    t2: Seconds = Field(default=10.0, ge=0.05, le=255)
+    t3: Seconds = Field(default=20.0, ge=0.1, le=172_800)
+    k: int = Field(default=12, ge=1, le=32767)
+    w: int = Field(default=8, ge=1, le=32767)
+    interrogation_interval: Seconds = Field(default=15 * MINUTE, ge=0, le=DAY)  # 0: on connect
+    counter_interval: Seconds = Field(default=15 * MINUTE, ge=0, le=DAY)  # 0: on connect
+    time_zone: str = "UTC"  # of the device's CP56Time2a clock (IANA name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _iec104_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("protocol") == "iec104" and "port" not in data:
+            return {**data, "port": 2404}
+        return data
 
     @property
     def bus(self) -> str:
@@ -333,6 +356,8 @@ class Device(Strict):
             return f"tcp:{self.host}:{self.port}"
         if self.protocol == "modbus-rtu":
             return f"rtu:{self.serial_port}"
+        if self.protocol == "iec104":
+            return f"iec104:{self.host}:{self.port}"
         return self.endpoint or ""
 
 
@@ -371,7 +396,7 @@ VolumeCurve = Annotated[list[tuple[float, float]], BeforeValidator(_curve_cells)
 
 
 _SHARED_TEXT = ("device", "kind", "unit", "zone", "role", "priority", "register_kind", "type",
-                "word_order", "deadband_type")
+                "word_order", "deadband_type", "typeid")
 
 
 @pydantic_dataclass(config=Strict.model_config, slots=True)
@@ -412,6 +437,11 @@ class Point:
     queue_size: int | None = Field(default=None, ge=1, le=10_000)  # None: the device's
     deadband_type: Literal["none", "absolute", "percent"] = "none"
     deadband: float = Field(default=0.0, ge=0)  # engineering units, or % of the EURange
+    # IEC 60870-5-104: information object address, type (None: any), common address (None:
+    # the device's)
+    ioa: int | None = Field(default=None, ge=0, le=0xFFFFFF)
+    typeid: IecType | None = None
+    common_address: int | None = Field(default=None, ge=1, le=65534)
 
     @model_validator(mode="before")
     @classmethod

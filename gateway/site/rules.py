@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from anomaly.storage import length_factor
+from gateway.inputs.iec104.checks import iec104_device_problems, iec104_point_problems
 from gateway.site.model import (
     BIT_TABLES,
     Device,
@@ -31,9 +32,11 @@ _SERIAL_SETTINGS = ("baudrate", "parity", "stopbits", "bytesize")
 # entry with a fault in one of these sits the rules out (its fault is reported all the same).
 RULE_KEYS = frozenset({"tag", "name", "device", "protocol", "register", "register_kind",
                        "address", "type", "node", "endpoint", "serial_port", "kind", "api",
-                       "url", "bucket", "database", "deadband_type",
+                       "url", "bucket", "database", "deadband_type", "ioa", "typeid",
+                       "common_address", "t1", "t2", "k", "w", "time_zone",
                        *_SERIAL_SETTINGS})
 _MAX_LISTED = 20
+MODBUS = ("modbus-tcp", "modbus-rtu")
 
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 _NODE_ID = re.compile(
@@ -74,7 +77,8 @@ def check_site(historian: HistorianSection, devices: Sequence[Device | None],
                points: Sequence[Point | None], label: Label) -> list[Finding]:
     """Every cross-field problem; `None` entries (already reported invalid) are skipped."""
     return [*_historian(historian), *_devices(devices, label),
-            *_points(devices, points, label), *_overlaps(devices, points, label)]
+            *_points(devices, points, label), *_overlaps(devices, points, label),
+            *iec104_point_problems(devices, points, label)]
 
 
 def _historian(h: HistorianSection) -> list[Finding]:
@@ -125,6 +129,8 @@ def _devices(devices: Sequence[Device | None], label: Label) -> list[Finding]:
         if d.allow_plaintext_password and d.username is None:
             out.append(("devices", i, "allow_plaintext_password",
                         "has no effect without a username"))
+        if d.protocol == "iec104":
+            out += iec104_device_problems(i, d)
         if d.protocol == "modbus-rtu":
             if d.serial_port is None:
                 out.append(("devices", i, "serial_port", "required for protocol 'modbus-rtu' "
@@ -164,7 +170,10 @@ def _points(devices: Sequence[Device | None], points: Sequence[Point | None],
         if device is not None and device.protocol == "opcua" and p.node is None:
             out.append(("points", i, "node",
                         f"required for a point on OPC UA device {device.name!r}"))
-        modbus = device is not None and device.protocol != "opcua"
+        if device is not None and device.protocol == "iec104" and p.ioa is None:
+            out.append(("points", i, "ioa", f"required for a point on IEC 104 device "
+                        f"{device.name!r} (its information object address)"))
+        modbus = device is not None and device.protocol in MODBUS
         if modbus and p.address is None:
             out.append(("points", i, "address",
                         f"required for a point on Modbus device {p.device!r}"))
@@ -234,7 +243,7 @@ def _span(first: int, last: int, table: str = "") -> str:
 def _overlaps(devices: Sequence[Device | None], points: Sequence[Point | None],
               label: Label) -> list[Finding]:
     """Points of one device and table whose addresses overlap: one O(n log n) sweep."""
-    modbus = {d.name for d in devices if d is not None and d.protocol != "opcua"}
+    modbus = {d.name for d in devices if d is not None and d.protocol in MODBUS}
     spans: defaultdict[tuple[str, str], list[tuple[int, int, int, str]]] = defaultdict(list)
     for i, p in enumerate(points):
         if p is not None and p.device in modbus and p.address is not None:

@@ -1,0 +1,53 @@
+"""Site-file rules for IEC 104 devices and points that span fields (gateway.site.rules
+calls them; each yields a `Finding`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from gateway.inputs.iec104.asdu import TYPE_NAMES
+
+if TYPE_CHECKING:
+    from gateway.site.model import Device, Point
+
+Finding = tuple[str, int, str, str]
+Label = Callable[[str, int], str]
+
+def iec104_device_problems(i: int, d: Device) -> list[Finding]:
+    out: list[Finding] = []
+    if d.t2 >= d.t1:
+        out.append(("devices", i, "t2", f"{d.t2:g} s must be below t1 ({d.t1:g} s): the "
+                    "station waits t1 for our acknowledgement, which we send within t2"))
+    if d.w > d.k:
+        out.append(("devices", i, "w", f"{d.w} must not be above k ({d.k}): the station "
+                    f"stops after k unacknowledged frames, we acknowledge after w "
+                    f"(the standard recommends w at most two thirds of k)"))
+    if d.time_zone != "UTC":
+        try:
+            ZoneInfo(d.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            out.append(("devices", i, "time_zone", f"unknown time zone {d.time_zone!r}: give "
+                        "an IANA name such as 'Europe/Berlin', or 'UTC'"))
+    return out
+
+
+def iec104_point_problems(devices: Sequence[Device | None], points: Sequence[Point | None],
+                          label: Label) -> list[Finding]:
+    """Two points of one device at the same common address, type and IOA."""
+    by_name = {d.name: d for d in reversed(devices) if d is not None}
+    out: list[Finding] = []
+    seen: dict[tuple[str, int, str | None, int], int] = {}
+    for i, p in enumerate(points):
+        device = by_name.get(p.device) if p is not None and p.device is not None else None
+        if p is None or device is None or device.protocol != "iec104" or p.ioa is None:
+            continue
+        ca = p.common_address if p.common_address is not None else device.common_address
+        family = TYPE_NAMES[p.typeid] if p.typeid is not None else None
+        first = seen.setdefault((device.name, ca, family, p.ioa), i)
+        if first != i:
+            out.append(("points", i, "ioa", f"IOA {p.ioa} at common address {ca} of device "
+                        f"{device.name!r} is also {points[first].tag!r} "  # type: ignore[union-attr]
+                        f"({label('points', first)})" + (f", type {family}" if family else "")))
+    return out
