@@ -37,6 +37,7 @@ from pydantic_core import ArgsKwargs, PydanticCustomError
 
 from anomaly.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
 from gateway import point_csv
+from gateway.northbound.sparkplug.settings import Northbound
 from gateway.site_checks import BIT_TABLES, RULE_KEYS, check_site
 from timegrammar import DurationError, seconds
 
@@ -425,6 +426,7 @@ class Site(Strict):
     devices: list[Device] = []
     points: list[Point] = []
     webhooks: list[Webhook] = []
+    northbound: list[Northbound] = []
 
     def device(self, name: str) -> Device:
         return next(d for d in self.devices if d.name == name)
@@ -452,7 +454,8 @@ class ConfigError(Exception):
 _SECTIONS: dict[str, type[Strict]] = {"site": SiteSection, "historian": HistorianSection,
                                       "spool": SpoolSection, "api": ApiSection,
                                       "anomaly": AnomalySection, "alarms": AlarmsSection}
-_ARRAYS: dict[str, type[Strict]] = {"devices": Device, "points": Point, "webhooks": Webhook}
+_ARRAYS: dict[str, type[Strict]] = {"devices": Device, "points": Point, "webhooks": Webhook,
+                                    "northbound": Northbound}
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
 
 
@@ -747,4 +750,5 @@ def load_site(path: str | Path) -> Site:
 
     return Site(site=sections["site"], **{
         k: v for k, v in sections.items() if k != "site"}, devices=devices, points=points,
-        webhooks=[w for w, _ in located["webhooks"]])
+        webhooks=[w for w, _ in located["webhooks"]],
+        northbound=[n.resolved(base) for n, _ in located["northbound"]])
