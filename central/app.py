@@ -1,7 +1,7 @@
 """The central API: the site API (`api.app.create_app`) over every site at once, a site's tag
-`t` served as `<site>/t` (zones and devices likewise, alarm ids too), with the sites as the
-health's devices (a site online is `ok`, a dead one `down`) and `GET /api/v1/sites`: each
-site's link state and worst active alarm."""
+`t` served as `<site>/t` (zones and devices likewise; alarm ids as `<site>:<id>`), with the
+sites as the health's devices (a site online is `ok`, a dead one `down`) and
+`GET /api/v1/sites`: each site's link state and worst active alarm."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def sites(request: Request) -> list[dict]:
     worst: dict[str, dict] = {}
     count: dict[str, int] = {}
     for a in open_:  # highest priority first, newest first
-        node = a["id"].partition("/")[0]
+        node = a["id"].partition(":")[0]
         count[node] = count.get(node, 0) + 1
         if node not in worst or rank(a["priority"]) > rank(worst[node]["priority"]):
             worst[node] = a

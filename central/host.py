@@ -2,11 +2,11 @@
 historians, alarm transitions into one multi-site alarm list, a `comms` alarm per dead site.
 
 Sites are edge nodes of the `[central] group`; the site dimension is a prefix: a site's tag
-`t` is `<node>/t` at the centre (and so are zones, devices and alarm ids). A DDATA is stored
-once by its `scadawatch/record` number (kept, per site, as the historian's cursor in the same
-transaction as the readings), so the re-sends a gateway makes after a broker outage or a
-crash are dropped. The host's own MQTT session is persistent (clean session off): what the
-sites publish while the host reconnects waits at the broker for it.
+`t` is `<node>/t` at the centre (and so are zones and devices), its alarm ids `<node>:<id>`.
+A DDATA is stored once by its `scadawatch/record` number (kept, per site, as the historian's
+cursor in the same transaction as the readings), so the re-sends a gateway makes after a
+broker outage or a crash are dropped. The host's own MQTT session is persistent (clean
+session off): what the sites publish while the host reconnects waits at the broker for it.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ class Central:
                 t = json.loads(m.string_value)
                 a = _alarm(t["alarm"])
                 alarm = dataclasses.replace(
-                    a, id=f"{node}/{a.id}", tag=prefixed(node, a.tag), zone=prefixed(node, a.zone),
+                    a, id=f"{node}:{a.id}", tag=prefixed(node, a.tag), zone=prefixed(node, a.zone),
                     device=prefixed(node, a.device), message=f"{node}: {a.message}",
                     tags=tuple(f"{node}/{x}" for x in a.tags))
                 self._events.append(AlarmEvent(action=t["transition"], alarm=alarm))
@@ -229,7 +229,7 @@ class Central:
     def _raise_comms(self, link: SiteLink, now: int) -> None:
         if link.node in self._comms:
             return
-        alarm = Alarm(id=f"{link.node}/comms/{now}", kind="comms", tag=None, zone=None,
+        alarm = Alarm(id=f"{link.node}:comms:{now}", kind="comms", tag=None, zone=None,
                       start_ns=now, end_ns=None, priority=self.settings.comms_priority,
                       device=link.node,
                       message=f"site {link.node} is cut off from the control room (its "

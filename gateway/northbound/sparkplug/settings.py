@@ -18,14 +18,16 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-# Sparkplug ids (group, edge node, host) become MQTT topic levels: no '/', '+', '#'.
-_ID = re.compile(r"[^/+#\s]{1,64}")
+# Sparkplug ids (group, edge node, host) become MQTT topic levels: no '/', '+', '#'; and the
+# centre names a site's alarms `<node>:<id>`: no ':'.
+_ID = re.compile(r"[^/+#:\s]{1,64}")
 
 
 def sparkplug_id(value: str) -> str:
     if not _ID.fullmatch(value):
         raise PydanticCustomError("sparkplug_id", f"{value!r}: an id is 1-64 characters "
-                                  "without '/', '+', '#' or spaces (it is an MQTT topic level)")
+                                  "without '/', '+', '#', ':' or spaces (it is an MQTT topic "
+                                  "level)")
     return value
 
 
