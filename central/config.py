@@ -60,8 +60,10 @@ def load_central(path: str | Path) -> CentralFile:
     try:
         parsed = CentralFile.model_validate(raw, strict=True)
     except ValidationError as e:
-        raise ConfigError([ConfigProblem(file=str(path), key=key_path(tuple(err["loc"])),
-                                         reason=err["msg"]) for err in e.errors()]) from None
+        raise ConfigError([ConfigProblem(
+            file=str(path), key=key_path(tuple(err["loc"])),
+            reason="unknown key" if err["type"] == "extra_forbidden" else err["msg"])
+            for err in e.errors()]) from None
     base = path.absolute().parent
     site = parsed.site.model_copy(update={"data_dir": base / parsed.site.data_dir})
     return parsed.model_copy(update={"site": site, "central": parsed.central.resolved(base)})

@@ -16,9 +16,11 @@ import contextlib
 import dataclasses
 import json
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.2  # seconds between stores of what came (one transaction per site)
 REBIRTH_EVERY = 5.0  # seconds between two rebirth requests to one node
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
+OPENERS = 4  # threads creating site historians
 
 
 def historian_file(data_dir: Path, node: str) -> Path:
@@ -77,12 +80,16 @@ class Central:
         self.status = SinkStatus(name="sparkplug")
         self.connected = False
         self.on_points: list[Callable[[], None]] = []  # told when a site's point list changes
-        self._pending: dict[str, list[tuple[int, Batch, PointList]]] = defaultdict(list)
+        self._pending: dict[str, list[tuple[int | None, Batch, PointList]]] = defaultdict(list)
         self._events: list[AlarmEvent] = []
         self._points_changed = False
         self._rebirth_asked: dict[str, float] = {}
         self._comms: dict[str, Alarm] = {}  # open comms alarm per site
         self._client: aiomqtt.Client | None = None
+        self._opener = ThreadPoolExecutor(OPENERS, thread_name_prefix="historian-open")
+        self._storer = ThreadPoolExecutor(1, thread_name_prefix="central-store")
+        self._open_lock = threading.Lock()
+        self._opened: dict[str, Future[EmbeddedHistorian]] = {}
         for path in sorted((self.data_dir / "sites").glob("*/historian.sqlite")):
             self._historian(path.parent.name)  # its cursor: what is stored already
         # Comms alarms open when the centre last stopped: cleared by their site's next birth.
@@ -90,13 +97,24 @@ class Central:
                                            shelved=None, suppressed=None), limit=100_000)[0]:
             self._comms[a["device"]] = _alarm(a)
 
+    def _opening(self, node: str) -> Future[EmbeddedHistorian]:
+        """The site's historian, opened (created) in the opener's threads: creating a
+        database file takes ~40 ms (its syncs), which neither the message loop nor the
+        storing thread should wait for a thousand sites in turn."""
+        with self._open_lock:
+            if node not in self._opened:
+                self._opened[node] = self._opener.submit(self._open, node)
+            return self._opened[node]
+
     def _historian(self, node: str) -> EmbeddedHistorian:
-        if node not in self.historians:
-            path = historian_file(self.data_dir, node)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            h = self.historians[node] = EmbeddedHistorian(path, [])
-            self._link(node).last_record = h.cursor()
-        return self.historians[node]
+        return self._opening(node).result()
+
+    def _open(self, node: str) -> EmbeddedHistorian:
+        path = historian_file(self.data_dir, node)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        h = self.historians[node] = EmbeddedHistorian(path, [])
+        self._link(node).last_record = h.cursor()
+        return h
 
     def _link(self, node: str) -> SiteLink:
         if node not in self.links:
@@ -112,7 +130,7 @@ class Central:
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
-            await asyncio.to_thread(self._flush)
+            await self._flush()
 
     async def _sessions(self) -> None:
         wait = RECONNECT_MIN
@@ -185,7 +203,7 @@ class Central:
         now = time.time_ns()
         link = self._link(node)
         if kind == "NBIRTH":
-            self._historian(node)
+            self._opening(node)
             link.node_birth(payload, now)
             self._clear_comms(node, now)
             log.info("event=site_born site=%s bdseq=%s", node, link.bd_seq)
@@ -205,9 +223,8 @@ class Central:
             if device not in link.devices:
                 await self._ask_rebirth(node)
                 return
-            stored = link.device_data(device, payload, now)
-            if stored is not None:
-                self._pending[node].append((*stored, link.point_list))
+            self._pending[node].append((*link.device_data(device, payload, now),
+                                        link.point_list))
         elif kind == "NDATA":
             self._alarm_metrics(node, payload)
 
@@ -249,21 +266,45 @@ class Central:
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            await asyncio.to_thread(self._flush)
+            await self._flush()
 
-    def _flush(self) -> None:
-        """Store what came since the last flush: each site's readings in one transaction per
-        point list, then the alarm transitions."""
+    async def _flush(self) -> None:
+        """Store what came since the last flush, in a thread. Taken here, on the loop that
+        appends: a swap in the thread could take a list while a message is appended to it."""
         pending, self._pending = self._pending, defaultdict(list)
         events, self._events = self._events, []
-        for node, entries in pending.items():
+        # One storing thread: stores stay in order even when a cancelled flush leaves one
+        # running (a later one must not store its records first: the earlier would look
+        # like re-sends).
+        await asyncio.get_running_loop().run_in_executor(self._storer, self._store, pending,
+                                                         events)
+
+    def _store(self, pending: dict[str, list[tuple[int | None, Batch, PointList]]],
+               events: list[AlarmEvent]) -> None:
+        """Each site's readings in one transaction per point list, then the alarm
+        transitions."""
+        for node, received in pending.items():
             historian = self._historian(node)
+            link = self.links[node]
+            # Records at or below what is stored were sent again (after a crash or an outage);
+            # a DDATA without a record number (another make of edge node) is stored as next.
+            entries = []
+            for record, batch, points in received:
+                if record is None:
+                    record = link.last_record + 1
+                if record <= link.last_record:
+                    link.duplicates_total += 1
+                    continue
+                link.last_record = record
+                entries.append((record, batch, points))
             start = 0
             for i in range(1, len(entries) + 1):
                 if i == len(entries) or entries[i][2] is not entries[start][2]:
                     historian.store([(r, b) for r, b, _ in entries[start:i]], entries[start][2])
                     start = i
-            self.status.readings_total += sum(len(b) for _, b, _ in entries)
+            rows = sum(len(b) for _, b, _ in entries)
+            link.readings_total += rows
+            self.status.readings_total += rows
         if events:
             self.alarms.apply(events)
         if self._points_changed:
@@ -272,6 +313,8 @@ class Central:
                 listener()
 
     def close(self) -> None:
+        self._storer.shutdown(wait=True)
+        self._opener.shutdown(wait=True)
         for h in self.historians.values():
             h.close()
         self.alarms.close()

@@ -40,7 +40,7 @@ class SiteLink:
     points: list[Point] = field(default_factory=list)
     devices: dict[str, DeviceMetrics] = field(default_factory=dict)
     point_list: PointList = field(default_factory=lambda: PointList(0, ()))
-    last_record: int = 0  # the highest `scadawatch/record` stored or queued to be
+    last_record: int = 0  # the highest `scadawatch/record` stored
     readings_total: int = 0
     duplicates_total: int = 0  # DDATA dropped as already stored (re-sent after a crash)
 
@@ -96,22 +96,15 @@ class SiteLink:
             self.point_list = PointList(next(_generations), tuple(self.points))
 
     def device_data(self, device: str, payload: sp.Payload, now_ns: int
-                    ) -> tuple[int, Batch] | None:
-        """(record, readings) of a DDATA to store; None if already stored (a re-send) or it
-        carries no record number (then stored under the next one)."""
+                    ) -> tuple[int | None, Batch]:
+        """(record number or None, readings) of a DDATA; the host drops a record it has
+        stored already."""
         metrics = self.devices[device]
         r = sp.readings(payload)
-        record = r.record if r.record is not None else self.last_record + 1
-        if record <= self.last_record:
-            self.duplicates_total += 1
-            return None
-        self.last_record = record
-        k = np.searchsorted(metrics.aliases, r.alias)
-        k = np.minimum(k, len(metrics.aliases) - 1)
+        k = np.minimum(np.searchsorted(metrics.aliases, r.alias), len(metrics.aliases) - 1)
         known = metrics.aliases[k] == r.alias if len(metrics.aliases) else np.zeros(0, bool)
         ts = r.ts_ms[known] * 1_000_000
         batch = Batch.of(source_ts=ts, gateway_ts=np.full(len(ts), now_ns),
                          point=metrics.positions[k[known]], value=r.value[known],
                          quality=r.quality[known], cause=r.cause[known])
-        self.readings_total += len(batch)
-        return record, batch
+        return r.record, batch

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
+import tomllib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError
@@ -19,15 +21,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("scadawatch")
 
 
-def main(args: argparse.Namespace) -> int:
-    from api.server import ListenError
+def is_central_file(path: str) -> bool:
+    """Whether `path` is a central file (it has `[central]`), not a site file."""
+    try:
+        return "central" in tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False  # the site file loader says what is wrong with it
+
+
+def load(path: str) -> CentralFile:
     from central.config import load_central
 
-    setup_logging()
     try:
-        config = load_central(args.config)
+        return load_central(path)
     except ConfigError as e:
         raise UsageError(f"invalid central file\n{e}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    from api.server import ListenError
+
+    setup_logging()
+    config = load(args.config)
     if (why := unwritable(config.site.data_dir)) is not None:
         raise UsageError(f"{args.config}: site.data_dir: {why}")
     try:

@@ -26,14 +26,13 @@ import paho.mqtt.client as paho
 import pytest
 import sparkplug_wire as wire
 import tomli_w
+from conftest import CliRun
 from harness import RUN_LIMIT, auth_headers, gateway_site, start_simulator
 from modbus_servers import free_port
-from mqtt_broker import Mosquitto
 
+from bench.mosquitto import Mosquitto
 from gateway.config import Site, load_site
 from gateway.historian import EmbeddedHistorian
-
-pytestmark = pytest.mark.reliability
 
 SCALE = float(os.environ.get("SCADAWATCH_RELIABILITY_SCALE", "1"))
 OUTAGE = 30.0 * SCALE
@@ -132,6 +131,7 @@ def processes() -> Iterator[list[subprocess.Popen]]:
             p.wait()
 
 
+@pytest.mark.reliability
 def test_two_sites_reach_the_centre_once_across_outage_and_kill_9(
         tmp_path: Path, broker: Mosquitto, processes: list[subprocess.Popen]) -> None:
     scenario = tmp_path / "scenario.toml"
@@ -316,3 +316,44 @@ def _rebirth_metric() -> bytes:
 
 def _len(b: bytes) -> bytes:
     return bytes([len(b)])
+
+
+DEPLOY = Path(__file__).parent.parent / "deploy" / "sparkplug"
+SITE_HEAD = '[site]\nname = "w1"\n'
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), [
+    ('[[northbound]]\nkind = "sparkplug"\nurl = "http://broker"\n', "northbound[0].url",
+     "is not mqtt://host[:port] or mqtts://host[:port]"),
+    ('[[northbound]]\nkind = "sparkplug"\ngroup = "a/b"\n', "northbound[0].group",
+     "without '/', '+', '#', ':' or spaces"),
+    ('[[northbound]]\nkind = "sparkplug"\nnode = "site:1"\n', "northbound[0].node",
+     "without '/', '+', '#', ':' or spaces"),
+    ('[[northbound]]\nkind = "mqtt-json"\n', "northbound[0].kind", "'sparkplug'"),
+    ('[[northbound]]\nkind = "sparkplug"\nkeepalive = 1\n', "northbound[0].keepalive",
+     "must be at least 2, got 1"),
+    ('[[northbound]]\nkind = "sparkplug"\npasword_env = "X"\n', "northbound[0].pasword_env",
+     "unknown key"),
+    ('[central]\ngroup = "utility"\nhost = "x"\n', "central.host", "unknown key"),
+    ('[central]\nurl = "mqtt://b"\n[historian]\nkind = "influxdb"\n', "historian",
+     "embedded"),
+])
+def test_bad_northbound_and_central_keys_are_named(cli: CliRun, tmp_path: Path, text: str,
+                                                   key: str, reason: str) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(SITE_HEAD + text)
+    code, _, err = cli("check-config", "--config", path)
+    assert code == 2
+    assert f"{path}: {key}: " in err and reason in err, err
+
+
+def test_compose_files_of_the_sparkplug_deployment_check(cli: CliRun) -> None:
+    for name, head in (("site-a", "site: site-a"), ("site-b", "site: site-b"),
+                       ("central", "central: control-room")):
+        code, out, err = cli("check-config", "--config", DEPLOY / f"{name}.toml")
+        assert code == 0 and head in out, err
+    compose = subprocess.run(["docker-compose", "-f", str(DEPLOY / "docker-compose.yml"),
+                              "config", "--services"], capture_output=True, text=True,
+                             check=True)
+    assert set(compose.stdout.split()) == {"mosquitto", "sim-a", "sim-b", "site-a", "site-b",
+                                           "central"}

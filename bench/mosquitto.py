@@ -1,5 +1,5 @@
 """Debian's mosquitto on a free loopback port, with its own config and persistence folder in a
-temporary directory; stopped and started again by the test (a broker outage)."""
+temporary directory; stopped and started again by a test (a broker outage) or a bench."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modbus_servers import free_port
+from bench.peers import free_port
 
 START_LIMIT = 15.0  # seconds mosquitto may take to listen
 
