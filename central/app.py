@@ -14,23 +14,29 @@ from api.app import ACCESS, PREFIX, STATUS_STALE_AFTER, create_app
 from api.auth import VIEWER, GuardedRoute
 from api.context import ApiContext
 from central.host import Central, historian_file, prefixed
+from central.links import SiteLink
 from central.reader import CentralReader
 from gateway.alarm_store import Filter, rank
 from gateway.config import Point, Site
 from gateway.status import DeviceStatus, GatewayStatus
 
 
+def _served(central: Central) -> list[tuple[str, SiteLink]]:
+    """The sites the API shows: those whose historian holds readings (open and readable)."""
+    return [(n, central.links[n]) for n in sorted(central.served)]
+
+
 def central_site(central: Central) -> Site:
     """The central's points: every site's, prefixed with the site's name."""
     points = [Point(tag=f"{node}/{p.tag}", device=prefixed(node, p.device), kind=p.kind,
                     unit=p.unit, zone=prefixed(node, p.zone), lo=p.lo, hi=p.hi)
-              for node, link in sorted(central.links.items()) for p in link.points]
+              for node, link in _served(central) for p in link.points]
     c = central.config
     return Site(site=c.site, api=c.api, historian=c.historian, points=points)
 
 
 def reader_of(central: Central) -> CentralReader:
-    links = sorted(central.links.items())
+    links = _served(central)
     return CentralReader({n: historian_file(central.data_dir, n) for n, _ in links},
                          {n: [p.tag for p in link.points] for n, link in links})
 

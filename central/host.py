@@ -83,6 +83,7 @@ class Central:
         self._pending: dict[str, list[tuple[int | None, Batch, PointList]]] = defaultdict(list)
         self._events: list[AlarmEvent] = []
         self._points_changed = False
+        self.served: set[str] = set()  # sites whose historian has been stored to: the API's
         self._rebirth_asked: dict[str, float] = {}
         self._comms: dict[str, Alarm] = {}  # open comms alarm per site
         self._client: aiomqtt.Client | None = None
@@ -273,6 +274,20 @@ class Central:
         appends: a swap in the thread could take a list while a message is appended to it."""
         pending, self._pending = self._pending, defaultdict(list)
         events, self._events = self._events, []
+        try:
+            await self._run_store(pending, events)
+        except Exception as e:
+            # Kept for the next flush, ahead of what comes meanwhile; what was stored is
+            # skipped then by its record number (a full disk, a locked file: retried).
+            for node, entries in pending.items():
+                self._pending[node][:0] = entries
+            self._events[:0] = events
+            self.status.errors_total += 1
+            self.status.last_error = f"{type(e).__name__}: {e}"
+            log.exception("event=central_store_error")
+
+    async def _run_store(self, pending: dict[str, list[tuple[int | None, Batch, PointList]]],
+                         events: list[AlarmEvent]) -> None:
         # One storing thread: stores stay in order even when a cancelled flush leaves one
         # running (a later one must not store its records first: the earlier would look
         # like re-sends).
@@ -288,20 +303,25 @@ class Central:
             link = self.links[node]
             # Records at or below what is stored were sent again (after a crash or an outage);
             # a DDATA without a record number (another make of edge node) is stored as next.
-            entries = []
+            entries, high, dropped = [], link.last_record, 0
             for record, batch, points in received:
                 if record is None:
-                    record = link.last_record + 1
-                if record <= link.last_record:
-                    link.duplicates_total += 1
+                    record = high + 1
+                if record <= high:
+                    dropped += 1
                     continue
-                link.last_record = record
+                high = record
                 entries.append((record, batch, points))
             start = 0
             for i in range(1, len(entries) + 1):
                 if i == len(entries) or entries[i][2] is not entries[start][2]:
                     historian.store([(r, b) for r, b, _ in entries[start:i]], entries[start][2])
                     start = i
+            link.last_record = high
+            link.duplicates_total += dropped
+            if node not in self.served:
+                self.served.add(node)
+                self._points_changed = True
             rows = sum(len(b) for _, b, _ in entries)
             link.readings_total += rows
             self.status.readings_total += rows
@@ -310,7 +330,10 @@ class Central:
         if self._points_changed:
             self._points_changed = False
             for listener in self.on_points:
-                listener()
+                try:
+                    listener()
+                except Exception:  # the API keeps its points; storing goes on
+                    log.exception("event=central_points_listener_error")
 
     def close(self) -> None:
         self._storer.shutdown(wait=True)
