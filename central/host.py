@@ -33,6 +33,7 @@ from central.links import SiteLink
 from gateway.alarm_store import AlarmStore, Filter, store_path
 from gateway.historian import EmbeddedHistorian
 from gateway.northbound.sparkplug import payloads as sp
+from gateway.northbound.sparkplug.reconnect import keep_connected
 from gateway.spool import PointList
 from gateway.status import SinkStatus
 
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.2  # seconds between stores of what came (one transaction per site)
 REBIRTH_EVERY = 5.0  # seconds between two rebirth requests to one node
-RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
 OPENERS = 4  # threads creating site historians
 
 
@@ -127,27 +127,16 @@ class Central:
     async def run(self) -> None:
         flusher = asyncio.create_task(self._flush_forever())
         try:
-            await self._sessions()
+            await keep_connected(self._session, self.status, self._ended,
+                                 "central_disconnected", url=self.settings.url)
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
             await self._flush()
 
-    async def _sessions(self) -> None:
-        wait = RECONNECT_MIN
-        while True:
-            try:
-                await self._session()
-            except aiomqtt.MqttError as e:
-                if self.status.cause != "broker":
-                    log.warning("event=central_disconnected url=%s error=%r",
-                                self.settings.url, str(e))
-                self.status.cause, self.status.last_error = "broker", f"MQTT: {e}"
-            finally:
-                self.connected = False
-                self._client = None
-            await asyncio.sleep(wait)
-            wait = min(2 * wait, RECONNECT_MAX)
+    def _ended(self) -> None:
+        self.connected = False
+        self._client = None
 
     async def _session(self) -> None:
         s = self.settings

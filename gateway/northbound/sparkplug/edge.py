@@ -31,6 +31,7 @@ from anomaly.batch import Batch
 from gateway.alarm_store import AlarmStore
 from gateway.config import Site
 from gateway.northbound.sparkplug import payloads as sp
+from gateway.northbound.sparkplug.reconnect import keep_connected
 from gateway.northbound.sparkplug.settings import Northbound
 from gateway.sinks import drain
 from gateway.spool import PointList, Spool
@@ -38,7 +39,6 @@ from gateway.status import SinkStatus
 
 log = logging.getLogger(__name__)
 
-RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0  # seconds between connection attempts, doubling
 ONLINE_WAIT = 5.0  # seconds a store waits for a born session before it fails (and backs off)
 PUBLISH_TIMEOUT = 30.0  # seconds for the broker's PUBACK
 ALARM_INTERVAL = 0.5  # seconds between looks at the alarm journal
@@ -157,7 +157,10 @@ class EdgeNode:
         cancelled; a clean stop publishes NDEATH first."""
         self._loop = asyncio.get_running_loop()
         self._lock = asyncio.Lock()
-        await asyncio.gather(self._sessions(), self._alarm_feed(),
+        sessions = keep_connected(self._session, self.status, self._ended,
+                                  "sparkplug_disconnected", node=self.node,
+                                  url=self.settings.url)
+        await asyncio.gather(sessions, self._alarm_feed(),
                              drain(self.spool, self, self.status, wake=flush))
 
     def _next_bd_seq(self) -> int:
@@ -171,22 +174,9 @@ class EdgeNode:
         os.replace(tmp, self._bd_path)
         return bd
 
-    async def _sessions(self) -> None:
-        wait = RECONNECT_MIN
-        while True:
-            try:
-                await self._session()
-            except aiomqtt.MqttError as e:
-                if self.status.cause != "broker":
-                    log.warning("event=sparkplug_disconnected node=%s url=%s error=%r",
-                                self.node, self.settings.url, str(e))
-                self.status.cause = "broker"
-                self.status.last_error = f"MQTT: {e}"
-            finally:
-                self._online.clear()
-                self._client = None
-            await asyncio.sleep(wait)
-            wait = min(2 * wait, RECONNECT_MAX)
+    def _ended(self) -> None:
+        self._online.clear()
+        self._client = None
 
     async def _session(self) -> None:
         ep = self.settings.endpoint()
