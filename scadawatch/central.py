@@ -25,7 +25,7 @@ def is_central_file(path: str) -> bool:
     """Whether `path` is a central file (it has `[central]`), not a site file."""
     try:
         return "central" in tomllib.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         return False  # the site file loader says what is wrong with it
 
 
