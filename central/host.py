@@ -158,7 +158,11 @@ class Central:
             try:
                 async for message in client.messages:
                     raw = message.payload if isinstance(message.payload, bytes) else b""
-                    await self.handle(str(message.topic), raw)
+                    try:
+                        await self.handle(str(message.topic), raw)
+                    except Exception:  # one site's odd message must not stop the others'
+                        log.exception("event=central_message_error topic=%s bytes=%d",
+                                      message.topic, len(raw))
             except asyncio.CancelledError:
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                     await client.publish(state, sp.state_payload(False, now), qos=1,

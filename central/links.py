@@ -101,8 +101,9 @@ class SiteLink:
         stored already."""
         metrics = self.devices[device]
         r = sp.readings(payload)
-        k = np.minimum(np.searchsorted(metrics.aliases, r.alias), len(metrics.aliases) - 1)
-        known = metrics.aliases[k] == r.alias if len(metrics.aliases) else np.zeros(0, bool)
+        k = np.minimum(np.searchsorted(metrics.aliases, r.alias), max(len(metrics.aliases) - 1, 0))
+        known = (metrics.aliases[k] == r.alias if len(metrics.aliases)
+                 else np.zeros(len(r.alias), bool))  # readings of metrics not born: dropped
         ts = r.ts_ms[known] * 1_000_000
         batch = Batch.of(source_ts=ts, gateway_ts=np.full(len(ts), now_ns),
                          point=metrics.positions[k[known]], value=r.value[known],

@@ -360,3 +360,52 @@ def test_compose_files_of_the_sparkplug_deployment_check(cli: CliRun) -> None:
                              check=True)
     assert set(compose.stdout.split()) == {"mosquitto", "sim-a", "sim-b", "site-a", "site-b",
                                            "central"}
+
+
+def test_the_centre_files_once_ignores_bad_messages_and_tracks_deaths(tmp_path: Path) -> None:
+    """The host fed directly (no broker): births, a payload that is not protobuf, data sent
+    twice, a stale death of an older session, then the real death and a rebirth."""
+    import asyncio
+
+    import numpy as np
+
+    from anomaly.batch import Batch
+    from central.config import CentralFile, CentralSection
+    from central.host import Central
+    from gateway.alarm_store import Filter
+    from gateway.config import Point, SiteSection
+    from gateway.northbound.sparkplug import payloads as sp
+
+    central = Central(CentralFile(site=SiteSection(name="c", data_dir=tmp_path),
+                                  central=CentralSection(group="g")))
+    point = Point(tag="p", device="plc", unit="bar", lo=0.0, hi=10.0)
+    batch = Batch.of(source_ts=[1_700_000_000_000_000_000], point=[0], value=[4.5], quality=0)
+    data = sp.device_data(1024, batch, np.array([1]), np.zeros(1, bool), 0, False)
+
+    async def feed() -> None:
+        for topic, payload in [
+            ("NBIRTH/s1", sp.with_seq(0, sp.node_birth(7, 0))),
+            ("DBIRTH/s1/plc", sp.with_seq(1, sp.device_birth([(1, point)], 0))),
+            ("DDATA/s1/plc", b"\xff\xff\xff not protobuf"),
+            ("DDATA/s1/plc", sp.with_seq(2, data)),
+            ("DDATA/s1/plc", sp.with_seq(3, data)),  # the same record again
+            ("NDEATH/s1", sp.node_death(6, 0)),  # an older session's will: not this one
+        ]:
+            await central.handle(f"spBv1.0/g/{topic}", payload)
+        assert central.links["s1"].online
+        await central.handle("spBv1.0/g/NDEATH/s1", sp.node_death(7, 0))
+        await central._flush()
+        assert not central.links["s1"].online
+        comms, _ = central.alarms.alarms(Filter(states=("active",), kind="comms"))
+        assert [a["device"] for a in comms] == ["s1"]
+        await central.handle("spBv1.0/g/NBIRTH/s1", sp.with_seq(0, sp.node_birth(8, 0)))
+        await central._flush()
+
+    try:
+        asyncio.run(feed())
+        assert central.alarms.alarms(Filter(states=("active",), kind="comms"))[0] == []
+        stored = central.historians["s1"].history("p", 0, 2**62)
+        assert stored.value.tolist() == [4.5] and central.links["s1"].duplicates_total == 1
+        assert central.links["s1"].points == [point]
+    finally:
+        central.close()
