@@ -207,9 +207,12 @@ class Central:
                 log.warning("event=site_died site=%s bdseq=%s", node, link.bd_seq)
                 self._raise_comms(link, now)
             return
-        if not link.online or not link.in_sequence(payload):
+        if not link.online:  # no births to decode it with
             await self._ask_rebirth(node)
             return
+        if not link.in_sequence(payload):
+            log.warning("event=site_seq_gap site=%s seq=%d", node, payload.seq)
+            await self._ask_rebirth(node)
         if kind == "DBIRTH" and device is not None:
             link.device_birth(device, payload)
             self._points_changed = True

@@ -62,12 +62,12 @@ class SiteLink:
         return True
 
     def in_sequence(self, payload: sp.Payload) -> bool:
-        """Advance the session's seq; False on a gap (a message lost: ask for a rebirth)."""
-        if self.next_seq is None or payload.seq != self.next_seq:
-            self.next_seq = None
-            return False
-        self.next_seq = (self.next_seq + 1) % 256
-        return True
+        """Follow the session's seq; False on a gap (a message lost: ask for a rebirth).
+        Counting goes on from this message: the session's births still decode what follows,
+        and a re-sent DDATA is stored once whatever its seq."""
+        expected = self.next_seq
+        self.next_seq = (payload.seq + 1) % 256
+        return payload.seq == expected
 
     # --- metrics -------------------------------------------------------------------------
 

@@ -364,7 +364,8 @@ def test_compose_files_of_the_sparkplug_deployment_check(cli: CliRun) -> None:
 
 def test_the_centre_files_once_ignores_bad_messages_and_tracks_deaths(tmp_path: Path) -> None:
     """The host fed directly (no broker): births, a payload that is not protobuf, data sent
-    twice, a stale death of an older session, then the real death and a rebirth."""
+    twice, data after a gap in seq, a stale death of an older session, then the real death
+    and a rebirth."""
     import asyncio
 
     import numpy as np
@@ -381,6 +382,8 @@ def test_the_centre_files_once_ignores_bad_messages_and_tracks_deaths(tmp_path: 
     point = Point(tag="p", device="plc", unit="bar", lo=0.0, hi=10.0)
     batch = Batch.of(source_ts=[1_700_000_000_000_000_000], point=[0], value=[4.5], quality=0)
     data = sp.device_data(1024, batch, np.array([1]), np.zeros(1, bool), 0, False)
+    later = Batch.of(source_ts=[1_700_000_001_000_000_000], point=[0], value=[5.5], quality=0)
+    after_gap = sp.device_data(2048, later, np.array([1]), np.zeros(1, bool), 0, False)
 
     async def feed() -> None:
         for topic, payload in [
@@ -389,6 +392,7 @@ def test_the_centre_files_once_ignores_bad_messages_and_tracks_deaths(tmp_path: 
             ("DDATA/s1/plc", b"\xff\xff\xff not protobuf"),
             ("DDATA/s1/plc", sp.with_seq(2, data)),
             ("DDATA/s1/plc", sp.with_seq(3, data)),  # the same record again
+            ("DDATA/s1/plc", sp.with_seq(9, after_gap)),  # seq 4-8 lost: still filed
             ("NDEATH/s1", sp.node_death(6, 0)),  # an older session's will: not this one
         ]:
             await central.handle(f"spBv1.0/g/{topic}", payload)
@@ -405,7 +409,7 @@ def test_the_centre_files_once_ignores_bad_messages_and_tracks_deaths(tmp_path: 
         asyncio.run(feed())
         assert central.alarms.alarms(Filter(states=("active",), kind="comms"))[0] == []
         stored = central.historians["s1"].history("p", 0, 2**62)
-        assert stored.value.tolist() == [4.5] and central.links["s1"].duplicates_total == 1
+        assert stored.value.tolist() == [4.5, 5.5] and central.links["s1"].duplicates_total == 1
         assert central.links["s1"].points == [point]
     finally:
         central.close()
