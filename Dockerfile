@@ -9,6 +9,7 @@ COPY anomaly ./anomaly
 COPY api ./api
 COPY simulators ./simulators
 COPY timegrammar ./timegrammar
+COPY central ./central
 RUN pip install --no-cache-dir ".[sim]"
 # Not root; /data exists owned by the service user so a fresh named volume mounted there
 # inherits that owner (the gateway writes its spool, historian and status there).

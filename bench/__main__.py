@@ -9,12 +9,14 @@ HalfSpaceTrees (bench.anomaly), the zone model against river HalfSpaceTrees on h
 the public NAB and SKAB benchmarks beside river (bench.nab, bench.skab; skipped without
 ../shared/benchmarks), alarm latency (bench.alarm_latency), the control-room page under an
 alarm flood in headless Chromium (bench.page), the footprint in EMQX Neuron's format
-(bench.footprint) and the bytes written to disk per reading (bench.disk_writes); each part's
-`run(quick)` picks its sizes. Everything runs on loopback; every load is bounded in count and
-time. `--quick` runs small sizes (a smoke test, about 5 minutes on 2 shared cores); the full
-run takes about 25 (NAB and SKAB with their river baselines: ~8), the first one a minute more
-(bench.anomaly exports and tiles its recording into the temp dir once). A part that fails gets
-a row saying so and the others go on. Each row names the command that prints its details.
+(bench.footprint), the bytes written to disk per reading (bench.disk_writes) and the
+central's Sparkplug ingest from 10 to 1,000 sites beside a bare aiomqtt subscriber
+(bench.sparkplug); each part's `run(quick)` picks its sizes. Everything runs on loopback;
+every load is bounded in count and time. `--quick` runs small sizes (a smoke test, about 5
+minutes on 2 shared cores); the full run takes about 25 (NAB and SKAB with their river
+baselines: ~8), the first one a minute more (bench.anomaly exports and tiles its recording
+into the temp dir once). A part that fails gets a row saying so and the others go on. Each
+row names the command that prints its details.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from bench import (
     opcua,
     page,
     skab,
+    sparkplug,
     zone_model,
 )
 from bench.table import Row, markdown
@@ -77,6 +80,7 @@ def main() -> int:
     part("page", lambda: page.run(quick))
     part("footprint", lambda: footprint.run(quick))
     part("disk_writes", lambda: disk_writes.run(quick))
+    part("sparkplug", lambda: sparkplug.run(quick))
     print(f"\n{'quick' if quick else 'full'} run, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}, {time.perf_counter() - began:.0f} s\n")
     print(markdown(rows))

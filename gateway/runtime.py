@@ -32,6 +32,7 @@ from gateway.supervise import supervise
 if TYPE_CHECKING:
     from gateway.inputs.iec104.client import Iec104Session
     from gateway.inputs.opcua.session import OpcUaSession
+    from gateway.northbound.sparkplug.edge import EdgeNode
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,13 @@ class Gateway:
             self.status.sinks[Detection.name] = SinkStatus(name=Detection.name)
             self.detection = Detection(site, self._alarm_events,
                                        releases=self.alarms.releases_after)
+        self.northbound: list[EdgeNode] = []
+        if site.northbound:  # aiomqtt and protobuf: only for sites that publish upstream
+            from gateway.northbound.sparkplug.edge import EdgeNode, sink_name
+
+            for i, nb in enumerate(site.northbound):
+                status = self.status.sinks[sink_name(i)] = SinkStatus(name=sink_name(i))
+                self.northbound.append(EdgeNode(site, nb, i, self.spool, self.alarms, status))
         self.buses: list[ModbusBus | OpcUaSession | Iec104Session] = [
             *build_buses(site, self.status, self._emit)]
         if any(d.protocol == "opcua" for d in site.devices):
@@ -117,6 +125,8 @@ class Gateway:
             sinks += [self._task("sink:anomaly", lambda: drain(
                           self.spool, detection, self.status.sinks[Detection.name], wake=flush)),
                       self._task("anomaly:clock", lambda: self._clock(detection))]
+        sinks += [self._task(f"sink:{edge.name}", lambda edge=edge: edge.run(flush))
+                  for edge in self.northbound]
         alarm_tasks = [self._task("alarms:unshelve",
                                   lambda: run_unshelve_timer(self.alarms, stop), stop)]
         if self.site.webhooks:
@@ -183,7 +193,8 @@ class Gateway:
         """Give the sinks time to store what is spooled; the spool keeps the rest."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FLUSH_TIMEOUT
-        sinks = [s for s in (self.historian, self.influx, self.detection) if s is not None]
+        sinks = [s for s in (self.historian, self.influx, self.detection, *self.northbound)
+                 if s is not None]
 
         def behind() -> bool:
             return any(self.spool.backlog(s.cursor())[0] for s in sinks)

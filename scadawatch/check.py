@@ -9,6 +9,7 @@ from collections import Counter
 from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import Site
 from gateway.site.rules import clear_text_logins
+from scadawatch.central import is_central_file
 from scadawatch.cli import EXIT_OK, EXIT_USAGE
 
 
@@ -38,6 +39,8 @@ def summary(site: Site) -> list[str]:
     lines += [f"data_dir: {site.site.data_dir}",
               f"historian: {site.historian.kind}",
               f"api: {site.api.host}:{site.api.port}"]
+    lines += [f"northbound: {n.kind} {n.group}/{n.node or site.site.name} -> {n.url}"
+              for n in site.northbound]
     if site.webhooks:  # names (or hosts) only: a webhook URL may carry a secret
         lines.append(f"webhooks: {len(site.webhooks)} "
                      f"({', '.join(w.key for w in site.webhooks)})")
@@ -47,9 +50,22 @@ def summary(site: Site) -> list[str]:
     return lines
 
 
+def central_summary(path: str) -> list[str]:
+    """A central file's (`[central]`) summary; ConfigError lists its problems."""
+    from central.config import load_central
+
+    c = load_central(path)
+    return [f"central: {c.site.name}", f"sparkplug: group {c.central.group}, host_id "
+            f"{c.central.host_id} -> {c.central.url}", f"data_dir: {c.site.data_dir}",
+            f"api: {c.api.host}:{c.api.port}"]
+
+
 def main(args: argparse.Namespace) -> int:
     try:
-        site = load_site(args.config)
+        if is_central_file(args.config):
+            lines = central_summary(args.config)
+        else:
+            lines = summary(load_site(args.config))
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
@@ -57,5 +73,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"{args.config}: {n} problem{'' if n == 1 else 's'}", file=sys.stderr)
         return EXIT_USAGE
     print(f"{args.config}: OK")
-    print("\n".join(summary(site)))
+    print("\n".join(lines))
     return EXIT_OK

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "validate a site file; every error names file, key path and reason; exit 2")
     _config(p)
 
+    p = command("central", "scadawatch.central:main",
+                "the multi-site control room: Sparkplug B host application, historian, "
+                "alarm list and API for every site")
+    p.add_argument("--config", required=True, metavar="CENTRAL.toml", help="central file")
+
     p = command("simulate", "scadawatch.simulate:main",
                 "physical simulators served over Modbus TCP and OPC UA, or exported to CSV")
     p.add_argument("site", choices=["water", "grid"])

@@ -7,12 +7,16 @@ import sys
 import time
 
 from api.tokens import TokenError, TokenStore
+from scadawatch import central
 from scadawatch.cli import EXIT_OK, UsageError
 from scadawatch.serve import load
 
 
 def main(args: argparse.Namespace) -> int:
-    store = TokenStore(load(args.config).site.data_dir)
+    # A central file's tokens are the central API's, in its data_dir as a site's are.
+    config = central.load(args.config) if central.is_central_file(args.config) else load(
+        args.config)
+    store = TokenStore(config.site.data_dir)
     try:
         if args.action == "create":
             token, secret = store.create(args.role, args.name, args.expires)

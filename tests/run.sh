@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(mbpoll socat influxdb victoria-metrics docker-compose chromium)
+apt_packages=(mbpoll socat influxdb victoria-metrics docker-compose chromium mosquitto)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -29,6 +29,7 @@ from gateway.site.model import (
     ApiSection,
     Device,
     HistorianSection,
+    Northbound,
     Point,
     Site,
     SiteSection,
@@ -64,7 +65,8 @@ class ConfigError(Exception):
 _SECTIONS: dict[str, type[Strict]] = {"site": SiteSection, "historian": HistorianSection,
                                       "spool": SpoolSection, "api": ApiSection,
                                       "anomaly": AnomalySection, "alarms": AlarmsSection}
-_ARRAYS: dict[str, type[Strict]] = {"devices": Device, "points": Point, "webhooks": Webhook}
+_ARRAYS: dict[str, type[Strict]] = {"devices": Device, "points": Point, "webhooks": Webhook,
+                                    "northbound": Northbound}
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
 
 
@@ -339,4 +341,5 @@ def load_site(path: str | Path, *, read_points_csv: bool = True) -> Site:
 
     return Site(site=sections["site"], **{
         k: v for k, v in sections.items() if k != "site"}, devices=devices, points=points,
-        webhooks=[w for w, _ in located["webhooks"]])
+        webhooks=[w for w, _ in located["webhooks"]],
+        northbound=[n.resolved(base) for n, _ in located["northbound"]])

@@ -29,6 +29,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import ArgsKwargs, PydanticCustomError
 
 from anomaly.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
+from gateway.site.northbound import Northbound
 from timegrammar import DurationError, seconds
 
 DeviceProtocol = Literal["modbus-tcp", "modbus-rtu", "opcua", "iec104"]
@@ -39,10 +40,16 @@ PointKind = Literal[
 RegisterKind = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
-# gateway.inputs.iec104.asdu.TYPE_NAMES: a type family, or its time-tagged type (the same point)
+# IEC 104 `typeid`: a type family, or its time-tagged type (the same point): IEC_FAMILY
 IecType = Literal["M_SP_NA_1", "M_SP_TB_1", "M_DP_NA_1", "M_DP_TB_1", "M_ST_NA_1", "M_ST_TB_1",
                   "M_BO_NA_1", "M_BO_TB_1", "M_ME_NA_1", "M_ME_TD_1", "M_ME_NB_1", "M_ME_TE_1",
                   "M_ME_NC_1", "M_ME_TF_1", "M_IT_NA_1", "M_IT_TB_1", "M_ME_ND_1"]
+IEC_FAMILY: dict[str, str] = {
+    **{f: f for f in ("M_SP_NA_1", "M_DP_NA_1", "M_ST_NA_1", "M_BO_NA_1", "M_ME_NA_1",
+                      "M_ME_NB_1", "M_ME_NC_1", "M_IT_NA_1", "M_ME_ND_1")},
+    "M_SP_TB_1": "M_SP_NA_1", "M_DP_TB_1": "M_DP_NA_1", "M_ST_TB_1": "M_ST_NA_1",
+    "M_BO_TB_1": "M_BO_NA_1", "M_ME_TD_1": "M_ME_NA_1", "M_ME_TE_1": "M_ME_NB_1",
+    "M_ME_TF_1": "M_ME_NC_1", "M_IT_TB_1": "M_IT_NA_1"}
 
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
 
@@ -475,6 +482,7 @@ class Site(Strict):
     devices: list[Device] = []
     points: list[Point] = []
     webhooks: list[Webhook] = []
+    northbound: list[Northbound] = []
 
     def device(self, name: str) -> Device:
         return next(d for d in self.devices if d.name == name)

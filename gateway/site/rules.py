@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from anomaly.storage import length_factor
-from gateway.inputs.iec104.checks import iec104_device_problems, iec104_point_problems
+from gateway.site.iec104_rules import iec104_device_problems, iec104_point_problems
 from gateway.site.model import (
     BIT_TABLES,
     Device,

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("anomaly", "api", "bench", "gateway", "scadawatch", "simulators", "timegrammar")
+PACKAGES = ("anomaly", "api", "bench", "central", "gateway", "scadawatch", "simulators",
+            "timegrammar")
 
 # (importer, imported it must not import, why): prefixes of dotted module names.
 FORBIDDEN = [
@@ -29,6 +30,13 @@ FORBIDDEN = [
     ("gateway.site", "gateway.inputs", "the site file knows no driver"),
     ("gateway.site", "gateway.storage", "the site file knows no storage"),
     ("gateway.site", "gateway.alarms", "the site file knows no alarm system"),
+    ("gateway.site", "gateway.northbound", "the site file knows no transport"),
+    ("gateway", "central", "a site's gateway knows nothing of the centre's process"),
+    ("api", "central", "the central composes the API, not the reverse"),
+    ("central", "scadawatch", "the CLI composes the central, not the reverse"),
+    ("central", "simulators", "the central runs without the simulators installed"),
+    ("gateway.northbound", "gateway.inputs", "a northbound sink drains the spool, as storage"),
+    ("gateway.inputs", "gateway.northbound", "an input emits batches; the runtime spools them"),
     ("gateway.inputs", "gateway.site.rules", "drivers take their vocabulary from the model"),
     ("gateway.inputs", "gateway.site.loader", "drivers get a loaded site"),
     ("gateway.inputs", "gateway.storage", "an input emits batches; the runtime spools them"),

@@ -68,10 +68,7 @@ TYPES: dict[int, Kind] = {
     15: Kind("M_IT_NA_1", 5, False), 37: Kind("M_IT_NA_1", 5, True),
     21: Kind("M_ME_ND_1", 2, False),
 }
-# The names a site file may give as `typeid`: a family, or its time-tagged type (the same point)
-TYPE_NAMES = {**{f: f for f in FAMILIES}, "M_SP_TB_1": "M_SP_NA_1", "M_DP_TB_1": "M_DP_NA_1",
-              "M_ST_TB_1": "M_ST_NA_1", "M_BO_TB_1": "M_BO_NA_1", "M_ME_TD_1": "M_ME_NA_1",
-              "M_ME_TE_1": "M_ME_NB_1", "M_ME_TF_1": "M_ME_NC_1", "M_IT_TB_1": "M_IT_NA_1"}
+
 
 
 def record_size(kind: Kind) -> int:

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gateway.inputs.iec104.asdu import TYPE_NAMES
-from gateway.site.model import Device, Point
+from gateway.site.model import IEC_FAMILY, Device, Point
 
 Key = tuple[int, str | None]  # (common address, type family or None for any)
 
@@ -24,7 +23,7 @@ class PointMap:
         grouped: dict[Key, list[tuple[int, int]]] = {}
         for index, p in points:
             ca = p.common_address if p.common_address is not None else device.common_address
-            family = TYPE_NAMES[p.typeid] if p.typeid is not None else None
+            family = IEC_FAMILY[p.typeid] if p.typeid is not None else None
             assert p.ioa is not None, "the site checks require an ioa"
             grouped.setdefault((ca, family), []).append((p.ioa, index))
         self._tables: dict[Key, tuple[np.ndarray, np.ndarray]] = {}

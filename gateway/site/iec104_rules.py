@@ -1,5 +1,6 @@
 """Site-file rules for IEC 104 devices and points that span fields (gateway.site.rules
-calls them; each yields a `Finding`)."""
+calls them; each yields a `Finding`). Beside the other rules, not in the plugin folder: the
+site file knows no driver (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.inputs.iec104.asdu import TYPE_NAMES
+from gateway.site.model import IEC_FAMILY
 
 if TYPE_CHECKING:
     from gateway.site.model import Device, Point
+
 
 Finding = tuple[str, int, str, str]
 Label = Callable[[str, int], str]
@@ -44,7 +46,7 @@ def iec104_point_problems(devices: Sequence[Device | None], points: Sequence[Poi
         if p is None or device is None or device.protocol != "iec104" or p.ioa is None:
             continue
         ca = p.common_address if p.common_address is not None else device.common_address
-        family = TYPE_NAMES[p.typeid] if p.typeid is not None else None
+        family = IEC_FAMILY[p.typeid] if p.typeid is not None else None
         first = seen.setdefault((device.name, ca, family, p.ioa), i)
         if first != i:
             out.append(("points", i, "ioa", f"IOA {p.ioa} at common address {ca} of device "

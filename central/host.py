@@ -1,0 +1,340 @@
+"""The Sparkplug B primary host application: STATE, births and deaths, data into per-site
+historians, alarm transitions into one multi-site alarm list, a `comms` alarm per dead site.
+
+Sites are edge nodes of the `[central] group`; the site dimension is a prefix: a site's tag
+`t` is `<node>/t` at the centre (and so are zones and devices), its alarm ids `<node>:<id>`.
+A DDATA is stored once by its `scadawatch/record` number (kept, per site, as the historian's
+cursor in the same transaction as the readings), so the re-sends a gateway makes after a
+broker outage or a crash are dropped. The host's own MQTT session is persistent (clean
+session off): what the sites publish while the host reconnects waits at the broker for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import aiomqtt
+
+from anomaly.alarms import Alarm, AlarmEvent
+from anomaly.batch import Batch
+from central.config import CentralFile
+from central.links import SiteLink
+from gateway.alarms.store import AlarmStore, Filter
+from gateway.data_dir import store_path
+from gateway.northbound.sparkplug import payloads as sp
+from gateway.northbound.sparkplug.reconnect import keep_connected
+from gateway.status import SinkStatus
+from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.spool import PointList
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.2  # seconds between stores of what came (one transaction per site)
+REBIRTH_EVERY = 5.0  # seconds between two rebirth requests to one node
+OPENERS = 4  # threads creating site historians
+
+
+def historian_file(data_dir: Path, node: str) -> Path:
+    return data_dir / "sites" / node / "historian.sqlite"
+
+
+def _ns(iso: str | None) -> int | None:
+    if iso is None:
+        return None
+    return int(datetime.fromisoformat(iso).timestamp() * 1e9)
+
+
+def _alarm(a: dict) -> Alarm:
+    """An alarm as the API shows it (`Alarm.to_json` and more) back as an Alarm."""
+    return Alarm(id=a["id"], kind=a["kind"], tag=a["tag"], zone=a["zone"],
+                 start_ns=_ns(a["start"]) or 0, end_ns=_ns(a["end"]), priority=a["priority"],
+                 message=a["message"], tags=tuple(a.get("tags") or ()), device=a.get("device"),
+                 value=a.get("value"), limit=a.get("limit"), details=a.get("details") or {})
+
+
+def prefixed(node: str, name: str | None) -> str | None:
+    return None if name is None else f"{node}/{name}"
+
+
+class Central:
+    """The host: `run()` keeps the MQTT session and files what arrives until cancelled."""
+
+    def __init__(self, config: CentralFile) -> None:
+        self.config = config
+        self.settings = config.central
+        self.data_dir = config.site.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.alarms = AlarmStore(store_path(self.data_dir))
+        self.links: dict[str, SiteLink] = {}
+        self.historians: dict[str, EmbeddedHistorian] = {}
+        self.status = SinkStatus(name="sparkplug")
+        self.connected = False
+        self.on_points: list[Callable[[], None]] = []  # told when a site's point list changes
+        self._pending: dict[str, list[tuple[int | None, Batch, PointList]]] = defaultdict(list)
+        self._events: list[AlarmEvent] = []
+        self._points_changed = False
+        self.served: set[str] = set()  # sites whose historian has been stored to: the API's
+        self._rebirth_asked: dict[str, float] = {}
+        self._comms: dict[str, Alarm] = {}  # open comms alarm per site
+        self._client: aiomqtt.Client | None = None
+        self._opener = ThreadPoolExecutor(OPENERS, thread_name_prefix="historian-open")
+        self._storer = ThreadPoolExecutor(1, thread_name_prefix="central-store")
+        self._open_lock = threading.Lock()
+        self._opened: dict[str, Future[EmbeddedHistorian]] = {}
+        for path in sorted((self.data_dir / "sites").glob("*/historian.sqlite")):
+            self._historian(path.parent.name)  # its cursor: what is stored already
+        # Comms alarms open when the centre last stopped: cleared by their site's next birth.
+        for a in self.alarms.alarms(Filter(states=("active",), kind="comms",
+                                           shelved=None, suppressed=None), limit=100_000)[0]:
+            self._comms[a["device"]] = _alarm(a)
+
+    def _opening(self, node: str) -> Future[EmbeddedHistorian]:
+        """The site's historian, opened (created) in the opener's threads: creating a
+        database file takes ~40 ms (its syncs), which neither the message loop nor the
+        storing thread should wait for a thousand sites in turn."""
+        with self._open_lock:
+            if node not in self._opened:
+                self._opened[node] = self._opener.submit(self._open, node)
+            return self._opened[node]
+
+    def _historian(self, node: str) -> EmbeddedHistorian:
+        return self._opening(node).result()
+
+    def _open(self, node: str) -> EmbeddedHistorian:
+        path = historian_file(self.data_dir, node)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        h = self.historians[node] = EmbeddedHistorian(path, [])
+        self._link(node).last_record = h.cursor()
+        return h
+
+    def _link(self, node: str) -> SiteLink:
+        if node not in self.links:
+            self.links[node] = SiteLink(node=node)
+        return self.links[node]
+
+    # --- MQTT ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        flusher = asyncio.create_task(self._flush_forever())
+        try:
+            await keep_connected(self._session, self.status, self._ended,
+                                 "central_disconnected", url=self.settings.url)
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            await self._flush()
+
+    def _ended(self) -> None:
+        self.connected = False
+        self._client = None
+
+    async def _session(self) -> None:
+        s = self.settings
+        ep = s.endpoint()
+        state = sp.state_topic(s.host_id)
+        now = time.time_ns() // 1_000_000
+        will = aiomqtt.Will(state, sp.state_payload(False, now), qos=1, retain=True)
+        async with aiomqtt.Client(ep.host, ep.port, username=ep.username, password=ep.password,
+                                  identifier=f"scadawatch-central:{s.host_id}",
+                                  keepalive=ep.keepalive, tls_context=ep.tls, will=will,
+                                  clean_session=False, timeout=10) as client:
+            self._client = client
+            await client.subscribe(f"{sp.NAMESPACE}/{s.group}/#", qos=1)
+            await client.publish(state, sp.state_payload(True, now), qos=1, retain=True)
+            self.connected = True
+            self.status.cause = None
+            log.info("event=central_connected url=%s group=%s host_id=%s", s.url, s.group,
+                     s.host_id)
+            try:
+                async for message in client.messages:
+                    raw = message.payload if isinstance(message.payload, bytes) else b""
+                    try:
+                        await self.handle(str(message.topic), raw)
+                    except Exception:  # one site's odd message must not stop the others'
+                        log.exception("event=central_message_error topic=%s bytes=%d",
+                                      message.topic, len(raw))
+            except asyncio.CancelledError:
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    await client.publish(state, sp.state_payload(False, now), qos=1,
+                                         retain=True, timeout=2)
+                raise
+
+    async def _ask_rebirth(self, node: str) -> None:
+        now = time.monotonic()
+        if self._client is None or now - self._rebirth_asked.get(node, -1e9) < REBIRTH_EVERY:
+            return
+        self._rebirth_asked[node] = now
+        command = sp.Payload(timestamp=time.time_ns() // 1_000_000)
+        command.metrics.add(name=sp.REBIRTH, datatype=sp.BOOLEAN, boolean_value=True)
+        log.info("event=central_rebirth_request node=%s", node)
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await self._client.publish(sp.topic(self.settings.group, "NCMD", node),
+                                       command.SerializeToString(), qos=1, timeout=5)
+
+    # --- messages ------------------------------------------------------------------------
+
+    async def handle(self, topic: str, raw: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) < 4 or parts[0] != sp.NAMESPACE or parts[2] in ("NCMD", "DCMD"):
+            return
+        kind, node = parts[2], parts[3]
+        device = parts[4] if len(parts) > 4 else None
+        try:
+            payload = sp.parse(raw)
+        except Exception:
+            log.warning("event=central_bad_payload topic=%s bytes=%d", topic, len(raw))
+            return
+        now = time.time_ns()
+        link = self._link(node)
+        if kind == "NBIRTH":
+            self._opening(node)
+            link.node_birth(payload, now)
+            self._clear_comms(node, now)
+            log.info("event=site_born site=%s bdseq=%s", node, link.bd_seq)
+            return
+        if kind == "NDEATH":
+            if link.node_death(payload, now):
+                log.warning("event=site_died site=%s bdseq=%s", node, link.bd_seq)
+                self._raise_comms(link, now)
+            return
+        if not link.online:  # no births to decode it with
+            await self._ask_rebirth(node)
+            return
+        if not link.in_sequence(payload):
+            log.warning("event=site_seq_gap site=%s seq=%d", node, payload.seq)
+            await self._ask_rebirth(node)
+        if kind == "DBIRTH" and device is not None:
+            link.device_birth(device, payload)
+            self._points_changed = True
+        elif kind == "DDATA" and device is not None:
+            if device not in link.devices:
+                await self._ask_rebirth(node)
+                return
+            self._pending[node].append((*link.device_data(device, payload, now),
+                                        link.point_list))
+        elif kind == "NDATA":
+            self._alarm_metrics(node, payload)
+
+    def _alarm_metrics(self, node: str, payload: sp.Payload) -> None:
+        for m in payload.metrics:
+            if m.name != sp.ALARM or m.is_null:
+                continue
+            try:
+                t = json.loads(m.string_value)
+                a = _alarm(t["alarm"])
+                alarm = dataclasses.replace(
+                    a, id=f"{node}:{a.id}", tag=prefixed(node, a.tag), zone=prefixed(node, a.zone),
+                    device=prefixed(node, a.device), message=f"{node}: {a.message}",
+                    tags=tuple(f"{node}/{x}" for x in a.tags))
+                self._events.append(AlarmEvent(action=t["transition"], alarm=alarm))
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("event=central_bad_alarm site=%s error=%r", node, str(e))
+
+    def _raise_comms(self, link: SiteLink, now: int) -> None:
+        if link.node in self._comms:
+            return
+        alarm = Alarm(id=f"{link.node}:comms:{now}", kind="comms", tag=None, zone=None,
+                      start_ns=now, end_ns=None, priority=self.settings.comms_priority,
+                      device=link.node,
+                      message=f"site {link.node} is cut off from the control room (its "
+                      f"gateway or its link to the broker is down); its readings wait in its "
+                      f"spool and arrive when it is back")
+        self._comms[link.node] = alarm
+        self._events.append(AlarmEvent(action="raise", alarm=alarm))
+
+    def _clear_comms(self, node: str, now: int) -> None:
+        alarm = self._comms.pop(node, None)
+        if alarm is not None:
+            self._events.append(AlarmEvent(action="clear",
+                                           alarm=dataclasses.replace(alarm, end_ns=now)))
+
+    # --- storing -------------------------------------------------------------------------
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Store what came since the last flush, in a thread. Taken here, on the loop that
+        appends: a swap in the thread could take a list while a message is appended to it."""
+        pending, self._pending = self._pending, defaultdict(list)
+        events, self._events = self._events, []
+        try:
+            await self._run_store(pending, events)
+        except Exception as e:
+            # Kept for the next flush, ahead of what comes meanwhile; what was stored is
+            # skipped then by its record number (a full disk, a locked file: retried).
+            for node, entries in pending.items():
+                self._pending[node][:0] = entries
+            self._events[:0] = events
+            self.status.errors_total += 1
+            self.status.last_error = f"{type(e).__name__}: {e}"
+            log.exception("event=central_store_error")
+
+    async def _run_store(self, pending: dict[str, list[tuple[int | None, Batch, PointList]]],
+                         events: list[AlarmEvent]) -> None:
+        # One storing thread: stores stay in order even when a cancelled flush leaves one
+        # running (a later one must not store its records first: the earlier would look
+        # like re-sends).
+        await asyncio.get_running_loop().run_in_executor(self._storer, self._store, pending,
+                                                         events)
+
+    def _store(self, pending: dict[str, list[tuple[int | None, Batch, PointList]]],
+               events: list[AlarmEvent]) -> None:
+        """Each site's readings in one transaction per point list, then the alarm
+        transitions."""
+        for node, received in pending.items():
+            historian = self._historian(node)
+            link = self.links[node]
+            # Records at or below what is stored were sent again (after a crash or an outage);
+            # a DDATA without a record number (another make of edge node) is stored as next.
+            entries, high, dropped = [], link.last_record, 0
+            for record, batch, points in received:
+                if record is None:
+                    record = high + 1
+                if record <= high:
+                    dropped += 1
+                    continue
+                high = record
+                entries.append((record, batch, points))
+            start = 0
+            for i in range(1, len(entries) + 1):
+                if i == len(entries) or entries[i][2] is not entries[start][2]:
+                    historian.store([(r, b) for r, b, _ in entries[start:i]], entries[start][2])
+                    start = i
+            link.last_record = high
+            link.duplicates_total += dropped
+            if node not in self.served:
+                self.served.add(node)
+                self._points_changed = True
+            rows = sum(len(b) for _, b, _ in entries)
+            link.readings_total += rows
+            self.status.readings_total += rows
+        if events:
+            self.alarms.apply(events)
+        if self._points_changed:
+            self._points_changed = False
+            for listener in self.on_points:
+                try:
+                    listener()
+                except Exception:  # the API keeps its points; storing goes on
+                    log.exception("event=central_points_listener_error")
+
+    def close(self) -> None:
+        self._storer.shutdown(wait=True)
+        self._opener.shutdown(wait=True)
+        for h in self.historians.values():
+            h.close()
+        self.alarms.close()

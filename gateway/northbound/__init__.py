@@ -1,0 +1,1 @@
+"""Northbound: publishing a site's readings and alarms upstream (Sparkplug B over MQTT)."""
