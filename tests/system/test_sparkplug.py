@@ -2,7 +2,7 @@
 loopback, every part in its own process: the centre holds every reading each gateway's own
 historian holds, once, across a broker outage and a kill -9 of a gateway; a site whose
 gateway dies raises its comms alarm at the centre within seconds of its will; and the
-payloads, decoded independently of our schema (tests/sparkplug_wire.py), are Sparkplug B.
+payloads, decoded independently of our schema (tests/support/sparkplug_wire.py), are Sparkplug B.
 
 The outage lasts 30 s times SCADAWATCH_RELIABILITY_SCALE (CI: 0.2)."""
 
@@ -322,7 +322,7 @@ def _len(b: bytes) -> bytes:
     return bytes([len(b)])
 
 
-DEPLOY = Path(__file__).parent.parent / "deploy" / "sparkplug"
+DEPLOY = Path(__file__).parents[2] / "deploy" / "sparkplug"
 SITE_HEAD = '[site]\nname = "w1"\n'
 
 

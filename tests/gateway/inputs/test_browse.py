@@ -1,4 +1,4 @@
-"""`scadawatch browse opcua` (scadawatch/browse.py, gateway/opcua_browse.py) against node-opcua
+"""`scadawatch browse opcua` (scadawatch/browse.py, gateway/inputs/opcua/browse.py) against node-opcua
 (tests/node_opcua/tree.js, a server we did not write) with a deep folder tree of thousands of
 variables and small operation limits: the point list covers every numeric variable, check-config
 accepts it and the gateway serves every point live; refusals and silence give clear errors."""
@@ -238,7 +238,7 @@ def test_walk_within_few_continuation_points(tree: str, monkeypatch: pytest.Monk
 
     from gateway.inputs.opcua.browse import Walker, node_text, read_limits
 
-    monkeypatch.setattr("gateway.opcua_browse.MAX_REFERENCES", 3)
+    monkeypatch.setattr("gateway.inputs.opcua.browse.MAX_REFERENCES", 3)
 
     async def walk() -> tuple[set[str], int]:
         client = Client(tree, timeout=10)

@@ -332,7 +332,7 @@ def test_gateway_stores_iec104_readings_and_the_api_serves_them(tmp_path: Path) 
 
 
 def test_the_plugin_sample_site_file_passes_the_checks() -> None:
-    site = load_site(Path(__file__).parents[1] / "gateway/inputs/iec104/sample.toml")
+    site = load_site(Path(__file__).parents[3] / "gateway/inputs/iec104/sample.toml")
     assert {p.typeid for p in site.points} == {"M_ME_NC_1", "M_ME_NB_1", "M_DP_NA_1",
                                                "M_IT_NA_1"}
 
