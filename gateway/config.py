@@ -321,6 +321,11 @@ class Device(Strict):
     interrogation_interval: Seconds = Field(default=15 * MINUTE, ge=0, le=DAY)  # 0: on connect
     counter_interval: Seconds = Field(default=15 * MINUTE, ge=0, le=DAY)  # 0: on connect
     time_zone: str = "UTC"  # of the device's CP56Time2a clock (IANA name)
+    # IEC 62351-3: TLS with the station's certificate checked against tls_ca, and our own
+    # certificate (tls_cert, tls_key) for the station to check
+    tls_ca: FilePath | None = None
+    tls_cert: FilePath | None = None
+    tls_key: FilePath | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -713,8 +718,8 @@ def _not_a_directory(path: Path) -> str | None:
 
 def load_site(path: str | Path) -> Site:
     """Read and validate a site file and its `points_csv`; raise `ConfigError` listing every
-    problem. Relative `data_dir`, `points_csv`, `tls_cert` and `tls_key` are resolved against
-    the site file's folder."""
+    problem. Relative `data_dir`, `points_csv`, `tls_cert` and `tls_key` (of [api] and of
+    devices, with a device's `tls_ca`) are resolved against the site file's folder."""
     path = Path(path)
     toml = str(path)
     raw = _read_toml(path)
@@ -753,7 +758,10 @@ def load_site(path: str | Path) -> Site:
         located["points"] += _read_csv(base / csv, str(path.parent / csv), problems,
                                        origins["site"])
 
-    devices = [d for d, _ in located["devices"]]
+    device_files = ("tls_ca", "tls_cert", "tls_key")
+    devices = [d if d is None else d.model_copy(update={
+        k: base / v for k in device_files if (v := getattr(d, k)) is not None})
+        for d, _ in located["devices"]]
     points = [p for p, _ in located["points"]]
     for section, index, field, reason in check_site(
             sections.get("historian") or HistorianSection(), devices, points,
