@@ -427,3 +427,43 @@ def test_tls_with_certificates_checked_both_ways(tmp_path: Path) -> None:
     assert refused.cause.tolist() == [quality.CONNECTION]
     assert "TLS with 127.0.0.1" in (status.devices["rtu"].last_error or "")
     assert anonymous.quality.tolist() == [Quality.BAD]  # the station wants our certificate
+
+
+def test_a_station_down_raises_a_comms_alarm_that_clears_when_it_is_back(
+        tmp_path: Path) -> None:
+    """Through the whole gateway: outage rows -> the anomaly engine's `comms` alarm."""
+    from gateway.alarm_store import Filter
+    from gateway.runtime import Gateway
+
+    port = free_port()
+    types = {1: c104.Type.M_ME_NC_1, 2: c104.Type.M_SP_NA_1}
+
+    async def scenario() -> tuple[list[dict], list[dict]]:
+        gw = Gateway(site_of(port, [1, 2], tmp_path))
+        device = gw.status.devices["rtu"]
+        comms = Filter(kind="comms", states=("active",), shelved=None, suppressed=None)
+
+        async def until(condition: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + LIMIT
+            while not condition():
+                assert time.monotonic() < deadline, "not within the limit"
+                await asyncio.sleep(0.05)
+
+        stop = asyncio.Event()
+        run = asyncio.create_task(gw.run(stop))
+        try:
+            with c104_station(port, CA, types):
+                await until(lambda: device.state == "ok" and device.readings_total >= 2)
+            await until(lambda: bool(gw.alarms.alarms(comms)[0]))
+            raised = gw.alarms.alarms(comms)[0]
+            with c104_station(port, CA, types):
+                await until(lambda: not gw.alarms.alarms(comms)[0])
+            return raised, gw.alarms.alarms(Filter(kind="comms", shelved=None,
+                                                    suppressed=None))[0]
+        finally:
+            stop.set()
+            await run
+
+    raised, after = asyncio.run(scenario())
+    assert [(a["device"], a["tags"]) for a in raised] == [("rtu", ["p1", "p2"])]
+    assert [(a["id"], a["active"]) for a in after] == [(raised[0]["id"], False)]
