@@ -26,6 +26,17 @@ def iec104_device_problems(i: int, d: Device) -> list[Finding]:
         out.append(("devices", i, "w", f"{d.w} must not be above k ({d.k}): the station "
                     f"stops after k unacknowledged frames, we acknowledge after w "
                     f"(the standard recommends w at most two thirds of k)"))
+    if (d.tls_cert is None) != (d.tls_key is None):
+        given, missing = ("tls_cert", "tls_key") if d.tls_key is None else ("tls_key",
+                                                                           "tls_cert")
+        out.append(("devices", i, missing, f"required with {given} (our certificate and "
+                    "its key come together)"))
+    if d.tls_cert is not None and d.tls_ca is None:
+        out.append(("devices", i, "tls_ca", "required with tls_cert: TLS checks the "
+                    "station's certificate against it"))
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        if (path := getattr(d, key)) is not None and not path.is_file():
+            out.append(("devices", i, key, f"{path}: file not found"))
     if d.time_zone != "UTC":
         try:
             ZoneInfo(d.time_zone)

@@ -277,8 +277,8 @@ def _not_a_directory(path: Path) -> str | None:
 def load_site(path: str | Path, *, read_points_csv: bool = True) -> Site:
     """Read and validate a site file and its `points_csv` (unless `read_points_csv` is false:
     for a command that writes that file); raise `ConfigError` listing every problem. Relative
-    `data_dir`, `points_csv`, `tls_cert` and `tls_key` are resolved against the site file's
-    folder."""
+    `data_dir`, `points_csv`, `tls_cert` and `tls_key` (of [api] and of devices, with a
+    device's `tls_ca`) are resolved against the site file's folder."""
     path = Path(path)
     toml = str(path)
     raw = _read_toml(path)
@@ -317,7 +317,10 @@ def load_site(path: str | Path, *, read_points_csv: bool = True) -> Site:
         located["points"] += _read_csv(base / csv, str(path.parent / csv), problems,
                                        origins["site"])
 
-    devices = [d for d, _ in located["devices"]]
+    device_files = ("tls_ca", "tls_cert", "tls_key")
+    devices = [d if d is None else d.model_copy(update={
+        k: base / v for k in device_files if (v := getattr(d, k)) is not None})
+        for d, _ in located["devices"]]
     points = [p for p, _ in located["points"]]
     for section, index, field, reason in check_site(
             sections.get("historian") or HistorianSection(), devices, points,

@@ -348,6 +348,11 @@ class Device(Strict):
     interrogation_interval: Seconds = Field(default=15 * MINUTE, ge=0, le=DAY)  # 0: on connect
     counter_interval: Seconds = Field(default=15 * MINUTE, ge=0, le=DAY)  # 0: on connect
     time_zone: str = "UTC"  # of the device's CP56Time2a clock (IANA name)
+    # IEC 62351-3: TLS with the station's certificate checked against tls_ca, and our own
+    # certificate (tls_cert, tls_key) for the station to check
+    tls_ca: FilePath | None = None
+    tls_cert: FilePath | None = None
+    tls_key: FilePath | None = None
 
     @model_validator(mode="before")
     @classmethod

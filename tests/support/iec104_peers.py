@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import struct
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import c104
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from gateway.inputs.iec104 import apci
 
@@ -19,10 +26,11 @@ TICK_MS = 50
 
 
 @contextlib.contextmanager
-def c104_station(port: int, common_address: int,
-                 points: dict[int, c104.Type]) -> Iterator[dict[int, c104.Point]]:
+def c104_station(port: int, common_address: int, points: dict[int, c104.Type],
+                 tls: c104.TransportSecurity | None = None) -> Iterator[dict[int, c104.Point]]:
     """A started c104 server with one station and `points` (IOA -> type); yields the points."""
-    server = c104.Server(ip="127.0.0.1", port=port, tick_rate_ms=TICK_MS)
+    server = c104.Server(ip="127.0.0.1", port=port, tick_rate_ms=TICK_MS,
+                         transport_security=tls)
     station = server.add_station(common_address=common_address)
     made = {ioa: station.add_point(io_address=ioa, type=t) for ioa, t in points.items()}
     server.start()
@@ -30,6 +38,26 @@ def c104_station(port: int, common_address: int,
         yield made
     finally:
         server.stop()
+
+
+def certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / f"{name}-cert.pem", folder / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 def asdu_frame(send_seq: int, type_id: int, objects: bytes, count: int, cot: int = 3,

@@ -9,8 +9,8 @@ that frame every APDU, in its three formats.
 ('I', 3, 5)
 >>> parse_control(s_frame(7)[2:6])
 ('S', 0, 7)
->>> parse_control(STARTDT_ACT[2:6])
-('U', 7, 0)
+>>> parse_control(STARTDT_ACT[2:6])  # STARTDT_ACT_BIT
+('U', 4, 0)
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """IEC 60870-5-104 controlling station for one device (an RTU or a station gateway): its
 monitored information into columnar batches.
 
-Connection: TCP within t0; STARTDT; then a general interrogation (C_IC_NA_1, QOI 20) and a
+Connection: TCP (TLS when `tls_ca` is set: IEC 62351-3) within t0; STARTDT; then a general
+interrogation (C_IC_NA_1, QOI 20) and a
 counter interrogation (C_CI_NA_1, QCC 5) per common address of the device's points, again
 every `interrogation_interval` / `counter_interval` (0: on connect only), and after an RTU
 says it has (re)initialised (M_EI_NA_1). Spontaneous, periodic, background and interrogated
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -128,10 +130,13 @@ class Iec104Session:
         try:
             _, link = await asyncio.wait_for(loop.create_connection(
                 lambda: Link(self.timers, self._on_asdu, self._on_frame, self._due.set),
-                self.cfg.host, self.cfg.port), self.timers.t0)
+                self.cfg.host, self.cfg.port, ssl=self._tls()), self.timers.t0)
         except TimeoutError:
             return LinkError(quality.TIMEOUT, f"t0 ({self.timers.t0:g} s) expired connecting "
                              f"to {self.cfg.host}:{self.cfg.port}")
+        except ssl.SSLError as e:
+            return LinkError(quality.CONNECTION, f"TLS with {self.cfg.host}:{self.cfg.port} "
+                             f"failed: {e.reason or e}")
         except OSError as e:
             return LinkError(quality.CONNECTION, f"cannot connect to {self.cfg.host}:"
                              f"{self.cfg.port}: {e.strerror or e}")
@@ -180,6 +185,17 @@ class Iec104Session:
             now = loop.time()
         await self._flush(link)  # what arrived before the failure is stored, unacknowledged
         return link.closed.result()
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """IEC 62351-3: TLS 1.2 or later, the station's certificate checked against
+        `tls_ca` and its address, ours offered for the station to check."""
+        if self.cfg.tls_ca is None:
+            return None
+        ctx = ssl.create_default_context(cafile=self.cfg.tls_ca)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cfg.tls_cert is not None:
+            ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+        return ctx
 
     def _interrogate(self, link: Link, type_id: int, qualifier: int) -> None:
         for ca in self.map.common_addresses:

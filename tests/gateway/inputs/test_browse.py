@@ -1,7 +1,8 @@
-"""`scadawatch browse opcua` (scadawatch/browse.py, gateway/inputs/opcua/browse.py) against node-opcua
-(tests/node_opcua/tree.js, a server we did not write) with a deep folder tree of thousands of
-variables and small operation limits: the point list covers every numeric variable, check-config
-accepts it and the gateway serves every point live; refusals and silence give clear errors."""
+"""`scadawatch browse opcua` (scadawatch/browse.py, gateway/inputs/opcua/browse.py) against
+node-opcua (tests/node_opcua/tree.js, a server we did not write) with a deep folder tree of
+thousands of variables and small operation limits: the point list covers every numeric
+variable, check-config accepts it and the gateway serves every point live; refusals and silence
+give clear errors."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from support.iec104_peers import (
     HostileStation,
     asdu_frame,
     c104_station,
+    certificate,
     float_object,
     nothing,
     sends,
@@ -294,7 +295,11 @@ DEVICE = 'name = "rtu"\nprotocol = "iec104"\nhost = "10.0.0.9"\ncommon_address =
      "devices[0].time_zone: unknown time zone 'Mars/Olympus'"),
     ("common_address = 0", 'tag = "a"\ndevice = "rtu"\nioa = 1',
      "devices[0].common_address: must be at least 1"),
-], ids=["no-ioa", "ioa-range", "typeid", "same-ioa", "t2", "w", "time-zone", "ca"])
+    ('tls_cert = "gw.pem"', 'tag = "a"\ndevice = "rtu"\nioa = 1',
+     "devices[0].tls_key: required with tls_cert"),
+    ('tls_ca = "ca.pem"', 'tag = "a"\ndevice = "rtu"\nioa = 1', "ca.pem: file not found"),
+], ids=["no-ioa", "ioa-range", "typeid", "same-ioa", "t2", "w", "time-zone", "ca", "tls-pair",
+        "tls-file"])
 def test_iec104_settings_are_checked(device: str, points: str, reason: str,
                                      tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
@@ -393,3 +398,73 @@ def test_readings_are_acknowledged_once_stored_and_stop_sends_stopdt(tmp_path: P
     assert before == []
     assert Batch.concat(batches).value.tolist() == [0.0, 1.0, 2.0]
     assert heard[-1] == ("U", apci.STOPDT_ACT_BIT, 0)
+
+
+def test_tls_with_certificates_checked_both_ways(tmp_path: Path) -> None:
+    """IEC 62351-3: c104's server accepts only our certificate; we only its."""
+    station_cert, station_key = certificate(tmp_path, "station")
+    our_cert, our_key = certificate(tmp_path, "gateway")
+    stranger_cert, _ = certificate(tmp_path, "stranger")
+    tls = c104.TransportSecurity(validate=True, only_known=True)
+    tls.set_certificate(cert=str(station_cert), key=str(station_key))
+    tls.set_ca_certificate(cert=str(our_cert))
+    tls.add_allowed_remote_certificate(cert=str(our_cert))
+    port = free_port()
+
+    async def read(ca: Path, cert: Path | None = our_cert, key: Path | None = our_key
+                   ) -> tuple[Batch, GatewayStatus]:
+        sink = Sink()
+        site = site_of(port, [1], tmp_path, tls_ca=ca, tls_cert=cert, tls_key=key)
+        found, status = sessions(site, sink)
+        await sink.run(found, lambda s: len(s.batches) > 0, LIMIT)
+        return rows(sink), status
+
+    with c104_station(port, CA, {1: c104.Type.M_ME_NC_1}, tls) as points:
+        points[1].value = 6.5
+        trusted, _ = asyncio.run(read(station_cert))
+        refused, status = asyncio.run(read(stranger_cert))
+        anonymous, _ = asyncio.run(read(station_cert, None, None))
+    assert trusted.value.tolist() == [6.5]
+    assert refused.cause.tolist() == [quality.CONNECTION]
+    assert "TLS with 127.0.0.1" in (status.devices["rtu"].last_error or "")
+    assert anonymous.quality.tolist() == [Quality.BAD]  # the station wants our certificate
+
+
+def test_a_station_down_raises_a_comms_alarm_that_clears_when_it_is_back(
+        tmp_path: Path) -> None:
+    """Through the whole gateway: outage rows -> the anomaly engine's `comms` alarm."""
+    from gateway.alarms.store import Filter
+    from gateway.runtime import Gateway
+
+    port = free_port()
+    types = {1: c104.Type.M_ME_NC_1, 2: c104.Type.M_SP_NA_1}
+
+    async def scenario() -> tuple[list[dict], list[dict]]:
+        gw = Gateway(site_of(port, [1, 2], tmp_path))
+        device = gw.status.devices["rtu"]
+        comms = Filter(kind="comms", states=("active",), shelved=None, suppressed=None)
+
+        async def until(condition: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + LIMIT
+            while not condition():
+                assert time.monotonic() < deadline, "not within the limit"
+                await asyncio.sleep(0.05)
+
+        stop = asyncio.Event()
+        run = asyncio.create_task(gw.run(stop))
+        try:
+            with c104_station(port, CA, types):
+                await until(lambda: device.state == "ok" and device.readings_total >= 2)
+            await until(lambda: bool(gw.alarms.alarms(comms)[0]))
+            raised = gw.alarms.alarms(comms)[0]
+            with c104_station(port, CA, types):
+                await until(lambda: not gw.alarms.alarms(comms)[0])
+            return raised, gw.alarms.alarms(Filter(kind="comms", shelved=None,
+                                                    suppressed=None))[0]
+        finally:
+            stop.set()
+            await run
+
+    raised, after = asyncio.run(scenario())
+    assert [(a["device"], a["tags"]) for a in raised] == [("rtu", ["p1", "p2"])]
+    assert [(a["id"], a["active"]) for a in after] == [(raised[0]["id"], False)]
