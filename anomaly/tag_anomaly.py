@@ -348,7 +348,9 @@ class TagAnomaly:
                             (MARGIN * self.fade[0]) * shown)
         # NaN (no reading) compares False: neither over nor holding the condition
         beyond = stats > limits
-        beyond[:SWINGS] &= ~(self.driven | (self._in_regime(good, x, scale) & ~sharp))
+        counted = np.ones_like(beyond)
+        counted[:SWINGS] = ~(self.driven | (self._in_regime(good, x, scale) & ~sharp))
+        beyond &= counted
         over = beyond.any(axis=0) & judged
         # a pump started or stopped explains its current and flow, and its zone's pressures
         if len(self.status):
@@ -361,7 +363,8 @@ class TagAnomaly:
         self.active = np.where(judged, np.where(before, ~leave, over), before & warm)
         fresh = self.active & ~before
         if fresh.any():
-            share = np.nan_to_num(stats / limits)
+            # told by the statistic over its threshold by the most, among those that count
+            share = np.where(counted, np.nan_to_num(stats / limits), 0.0)
             self._describe(fresh, np.argmax(share, axis=0), share[JUMP] > 1.0, x, usual,
                            recent, scale, often, swing_size, profiled)
 
