@@ -75,8 +75,8 @@ excursions, zone status and temperature accuracy (issue #15, second round) were 
 looking at the false alarms of the simulator's grid and water `normal` runs (seeds 101-103),
 of SKAB's files and of the held-out networks' clean recordings (Anytown, ky10: a pressure
 taking one pump or two, a district whose tank runs low): their figures in bench.networks are
-no longer unseen; their constants are round values from the physics, not fitted. NAB's eight files the shared copy leaves out
-were never seen.
+no longer unseen; their constants are round values from the physics, not fitted. NAB's eight
+files the shared copy leaves out were never seen.
 
 >>> import numpy as np
 >>> from anomaly.points import PointInfo, PointTable
@@ -348,7 +348,9 @@ class TagAnomaly:
                             (MARGIN * self.fade[0]) * shown)
         # NaN (no reading) compares False: neither over nor holding the condition
         beyond = stats > limits
-        beyond[:SWINGS] &= ~(self.driven | (self._in_regime(good, x, scale) & ~sharp))
+        counted = np.ones_like(beyond)
+        counted[:SWINGS] = ~(self.driven | (self._in_regime(good, x, scale) & ~sharp))
+        beyond &= counted
         over = beyond.any(axis=0) & judged
         # a pump started or stopped explains its current and flow, and its zone's pressures
         if len(self.status):
@@ -361,7 +363,8 @@ class TagAnomaly:
         self.active = np.where(judged, np.where(before, ~leave, over), before & warm)
         fresh = self.active & ~before
         if fresh.any():
-            share = np.nan_to_num(stats / limits)
+            # told by the statistic over its threshold by the most, among those that count
+            share = np.where(counted, np.nan_to_num(stats / limits), 0.0)
             self._describe(fresh, np.argmax(share, axis=0), share[JUMP] > 1.0, x, usual,
                            recent, scale, often, swing_size, profiled)
 
@@ -412,19 +415,22 @@ class TagAnomaly:
         """Per tag: whether x is at a value where the tag has spent REGIME_HOURS lately (a
         pressure with two pumps or one, a tank's district when the tank runs low): a level
         it keeps coming back to is its behaviour, whatever the hour. Learns x."""
-        cols = np.arange(len(x))
+        n = len(x)
         dist = np.abs(self.regime - x)
-        k = np.argmin(np.where(np.isnan(dist), np.inf, dist), axis=0)
-        fits = good & (dist[k, cols] <= REGIME_WIDTH * scale)
-        known = fits & (self.regime_n[k, cols] >= self.regime_ticks)
-        self.regime_n *= self.regime_decay
-        k = np.where(fits, k, np.argmin(self.regime_n, axis=0))  # else the weakest's place
-        mine, at = k[good], cols[good]
-        n_k = np.where(fits[good], self.regime_n[mine, at], 0.0)
+        k = np.argmin(np.fmin(dist, np.inf), axis=0)  # NaN (an empty place) is never nearest
+        at = k * n + np.arange(n)  # flat positions in the (REGIMES, n) arrays
+        regime, regime_n = self.regime.ravel(), self.regime_n.ravel()
+        fits = good & (dist.ravel()[at] <= REGIME_WIDTH * scale)
+        known = fits & (regime_n[at] >= self.regime_ticks)
+        regime_n *= self.regime_decay
+        # else the weakest's place
+        at = np.where(fits, at, np.argmin(self.regime_n, axis=0) * n + np.arange(n))[good]
+        fit = fits[good]
+        n_k = np.where(fit, regime_n[at], 0.0)
         rate = np.maximum(1.0 / (n_k + 1.0), 1.0 / MEMORY)
-        self.regime[mine, at] = np.where(fits[good], self.regime[mine, at] + rate
-                                         * (x[good] - self.regime[mine, at]), x[good])
-        self.regime_n[mine, at] = n_k + 1.0
+        xs = x[good]
+        regime[at] = np.where(fit, regime[at] + rate * (xs - regime[at]), xs)
+        regime_n[at] = n_k + 1.0
         return known
 
     def _switched(self, tick: Tick) -> np.ndarray:

@@ -36,6 +36,7 @@ Recordings are cached under --cache (the temp dir by default): the first full ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -98,7 +99,7 @@ def exported(cache: Path, name: str, kind: str, seed: int) -> Path:
 
 
 def without_areas(site: Site) -> Site:
-    return site.model_copy(update={"points": [p.model_copy(update={"area": None})
+    return site.model_copy(update={"points": [dataclasses.replace(p, area=None)
                                               for p in site.points]})
 
 

@@ -218,6 +218,8 @@ def _pumped(days: int, step_s: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     ("inflow at 0 while its pump is off", PointInfo("FT-IN2", "flow", "L/s"), 0),
     ("inflow at its lo while its pump is off", PointInfo("FT-IN2", "flow", "L/s", lo=0.5), 0),
     ("tank at its overflow", PointInfo("LT-1", "level", "m", lo=0.0, hi=5.0), 0),
+    # issue 14 on ky10 and Anytown: tanks at a floor the site file does not give
+    ("tank at the lowest it has shown", PointInfo("LT-1", "level", "m"), 0),
     ("valve resting at a position it returns to", PointInfo("XV-7", "other", "%"), 1),
     ("inflow frozen while its pump runs", PointInfo("FT-IN2", "flow", "L/s"), 1),
 ])
@@ -229,7 +231,8 @@ def test_rest_states_are_not_stuck(case: str, point: PointInfo, expected: int) -
     rng = np.random.default_rng(9)
     working = np.round(60 + rng.normal(0, 2, times.size), 1)
     rest = {"inflow at 0 while its pump is off": 0.0, "inflow at its lo while its pump is off": 0.5,
-            "tank at its overflow": 5.0, "valve resting at a position it returns to": 37.5,
+            "tank at its overflow": 5.0, "tank at the lowest it has shown": 1.0,
+            "valve resting at a position it returns to": 37.5,
             "inflow frozen while its pump runs": 0.0}[case]
     if point.kind == "level":
         working = np.round(2.5 + rng.normal(0, 0.05, times.size), 2)

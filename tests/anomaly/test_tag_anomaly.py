@@ -170,3 +170,37 @@ def test_a_pump_started_at_an_unusual_hour_explains_its_current(
         values = np.column_stack([current, on.astype(float)])
     alarms = raised(points, START + t * S, values, interval=300.0)
     assert [a.tag for a in alarms] == expected, [a.message for a in alarms]
+
+
+@pytest.mark.parametrize(("point", "expected"), [
+    (PointInfo("feeder1.wind.p", "power", "MW", lo=0.0, hi=1.5), 0),  # its rating: the weather's
+    (PointInfo("feeder1.wind.p", "other", "MW"), 1),  # no rating: a level never seen is news
+])
+def test_a_generation_point_between_0_and_its_rating_is_no_anomaly(point: PointInfo,
+                                                                    expected: int) -> None:
+    """Issue 15 on the simulator's grid: a wind unit's feed-in every 15 minutes, calm for five
+    days (0.2-0.3 MW), then a windy day at 1.3 MW, within its 1.5 MW rating, as gusty as before:
+    its level alone has changed."""
+    rng = np.random.default_rng(4)
+    t = np.arange(0, 7 * 86400, 900)
+    wind = 0.25 + rng.normal(0, 0.02, t.size)
+    wind[t >= 5 * 86400 + 6 * 3600] += 1.05
+    alarms = raised([point], START + t * S, wind[:, None], interval=900.0)
+    assert len(alarms) == expected, [a.message for a in alarms]
+
+
+def test_a_pressure_between_two_regimes_at_any_hour_is_no_anomaly() -> None:
+    """Issue 14 on Anytown: a pressure 4 m higher while a second pump runs, which level control
+    starts at a different hour each day; a drop to a level never held still alarms."""
+    rng = np.random.default_rng(6)
+    t = np.arange(0, 21 * 86400, 900)
+    start = (t // 86400) * 86400 + rng.integers(2, 20, t.size // 96 + 1)[t // 86400] * 3600
+    second = (t >= start) & (t < start + 3 * 3600)
+    p = 82.0 + 4.0 * second + rng.normal(0, 0.3, t.size)
+    drop = (t >= 19 * 86400 + 10 * 3600) & (t < 19 * 86400 + 14 * 3600)
+    p[drop] -= 15.0
+    alarms = raised([PointInfo("net.j1.pressure", "pressure", "m")], START + t * S, p[:, None],
+                    interval=900.0)
+    assert [a.start_ns - START >= 19 * DAY for a in alarms] == [True], [
+        a.message for a in alarms]
+

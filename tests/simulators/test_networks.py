@@ -6,6 +6,7 @@ tables."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +44,7 @@ def replayed(directory: Path, outside: str | None = None) -> list[Alarm]:
     site = load_site(directory / "site.toml")
     if outside is not None:
         site = site.model_copy(update={"points": [
-            p.model_copy(update={"zone": None}) if p.tag == outside else p
+            dataclasses.replace(p, zone=None) if p.tag == outside else p
             for p in site.points]})
     with RecordingReader(directory, [p.tag for p in site.points]) as reader:
         batches = list(reader)
