@@ -54,7 +54,7 @@ def _started(kind: str) -> Iterator[str]:
     """The URL of a server of `kind` ("influxd", "victoria") started by the test helpers (on
     a free port, with its own config and data), stopped on exit."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    import influx_servers
+    from support import influx_servers
 
     with tempfile.TemporaryDirectory() as tmp:
         started = getattr(influx_servers, kind)(Path(tmp))
@@ -76,6 +76,11 @@ def server(url: str | None) -> Iterator[str]:
 
 def victoria() -> contextlib.AbstractContextManager[str]:
     return _started("victoria")
+
+
+def create(http: urllib3.PoolManager, url: str, db: str) -> None:
+    """Create database `db` on the InfluxDB 1.x at `url`."""
+    http.request("POST", f"{url}/query", fields={"q": f'CREATE DATABASE "{db}"'})
 
 
 def readings(tags: int, count: int) -> Batch:
@@ -126,7 +131,7 @@ def measure(api: str, url: str, n: int, tags: int, gzip: bool | None = None
     http = urllib3.PoolManager(retries=False, timeout=60, maxsize=IN_FLIGHT)
     if api == "v1":
         for db in ("raw", "sink"):
-            http.request("POST", f"{url}/query", fields={"q": f'CREATE DATABASE "{db}"'})
+            create(http, url, db)
         h = HistorianSection(kind="influxdb", api="v1", url=url, database="sink",
                              batch_size=BATCH_LINES, max_rate=1e12, gzip=gzip)
         raw_url = f"{url}/write?db=raw&precision=ms"
