@@ -41,6 +41,7 @@ from gateway.site.model import (
     keys_of,
 )
 from gateway.site.rules import RULE_KEYS, check_site
+from gateway.site.suggest import did_you_mean
 
 
 class ConfigProblem(BaseModel):
@@ -116,12 +117,12 @@ def _reason(err: Any, model: type[BaseModel] | type[Point], csv: bool) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     got = describe(value)
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        return "unknown key" + point_csv.suggest(str(err["loc"][-1]), keys_of(model))
+        return "unknown key" + did_you_mean(str(err["loc"][-1]), keys_of(model))
     if kind == "missing":
         return "required, but the cell is empty" if csv else "required key is missing"
     if kind == "literal_error":
         allowed = ctx["expected"]
-        hint = point_csv.suggest(value, allowed.replace("'", "").replace(" or ", ", ").split(
+        hint = did_you_mean(value, allowed.replace("'", "").replace(" or ", ", ").split(
             ", ")) if isinstance(value, str) else ""
         return f"{got} is not allowed: use {allowed}{hint}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
@@ -288,7 +289,7 @@ def load_site(path: str | Path, *, read_points_csv: bool = True) -> Site:
     known = [*_SECTIONS, *_ARRAYS]
     for key in raw:
         if key not in known:
-            problems.add(top, (key,), "unknown key" + point_csv.suggest(key, known))
+            problems.add(top, (key,), "unknown key" + did_you_mean(key, known))
     if "site" not in raw:
         problems.add(top, ("site",), "required table [site] is missing")
     origins = {key: _Origin(toml, key, key, (0, 1 + k, 0)) for k, key in enumerate(_SECTIONS)}

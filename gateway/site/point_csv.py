@@ -9,10 +9,11 @@ problems. Rows are numbered as the spreadsheet shows them: the header is row 1.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 from collections.abc import Collection
 from pathlib import Path
+
+from gateway.site.suggest import did_you_mean
 
 Row = tuple[int, dict[str, str]]  # (spreadsheet row number, {column: non-empty cell})
 Problem = tuple[int, str, str]  # (row, key such as "row 14, column word_order", reason)
@@ -26,13 +27,6 @@ def column_letter(index: int) -> str:
         index, rest = divmod(index - 1, 26)
         letters = chr(ord("A") + rest) + letters
     return letters
-
-
-def suggest(word: str, choices: Collection[str]) -> str:
-    """' (did you mean 'x'?)' when a choice is close to `word`, else ''."""
-    close = [c for c in choices if c.lower() == word.lower()] or difflib.get_close_matches(
-        word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _decode(data: bytes) -> tuple[str | None, list[Problem]]:
@@ -74,7 +68,8 @@ def read_rows(path: Path, columns: Collection[str]) -> tuple[list[Row], list[Pro
             problems.append((1, f"row 1, column {name}", f"repeated column (columns "
                              f"{column_letter(seen[name])} and {column_letter(i)})"))
         elif name not in columns:
-            problems.append((1, f"row 1, column {name}", "unknown column" + suggest(name, columns)))
+            problems.append((1, f"row 1, column {name}",
+                             "unknown column" + did_you_mean(name, columns)))
         else:
             names[i] = name
         seen.setdefault(name, i)

@@ -21,7 +21,6 @@ directories (their `readings.csv`) are read too.
 from __future__ import annotations
 
 import csv
-import difflib
 import gzip
 import io
 import itertools
@@ -37,6 +36,7 @@ from typing import IO
 import numpy as np
 
 from anomaly.batch import Batch, Quality
+from gateway.site.suggest import did_you_mean
 from gateway.storage.historian import HistorianReader
 
 READINGS = "readings.csv"
@@ -90,12 +90,6 @@ def resolve(path: Path | str) -> Path:
     if not path.exists():
         raise RecordingError(path, "no such file or directory")
     return path
-
-
-def close_matches(word: str, choices: Sequence[str], n: int = 3) -> str:
-    """' (close: 'a', 'b')' for the choices most like `word`, else ''."""
-    close = difflib.get_close_matches(word, choices, n=n, cutoff=0.6)
-    return f" (close: {', '.join(repr(c) for c in close)})" if close else ""
 
 
 class RecordingReader:
@@ -185,7 +179,7 @@ class RecordingReader:
             seen.add(name)
             if name not in known:
                 raise RecordingError(self.path, "not a tag of the site" +
-                                     close_matches(name, sorted(known)), row=1, column=name)
+                                     did_you_mean(name, known, n=3), row=1, column=name)
         return columns
 
     def _first_line(self) -> str:
