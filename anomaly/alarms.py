@@ -23,7 +23,6 @@ import bisect
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Literal, get_args
 
 import numpy as np
@@ -56,13 +55,6 @@ ON_DELAY = {kind: 0.0 for kind in KINDS}
 # A device answering again is back for certain: its `comms` clears at once.
 OFF_DELAY = {kind: 300.0 for kind in KINDS} | {"spike": 1800.0, "drift": 3600.0,
                                                "leak": 3600.0, "comms": 0.0}
-
-
-def iso(ns: int) -> str:
-    """UTC ISO 8601 with `Z`, to the second or with the milliseconds it has."""
-    moment = datetime.fromtimestamp(ns / 1e9, UTC).replace(tzinfo=None)
-    text = moment.isoformat(timespec="milliseconds" if ns % 10**9 else "seconds")
-    return f"{text}Z"
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,13 @@ from api.models import (
     Suppression,
     SuppressRequest,
 )
-from api.times import DURATION_HELP, TIME_HELP, iso, parse_time
+from api.times import DURATION_HELP, TIME_HELP, parse_time
 from gateway.alarms.encoding import AlarmView
 from gateway.alarms.kpis import kpis
 from gateway.alarms.store import AlarmConflict, AlarmStore, Filter, UnknownAlarm
 from gateway.data_dir import store_path
 from timegrammar import NS, DurationTooLong, now_ns, parse_duration
+from timegrammar.iso import iso
 
 router = APIRouter(route_class=GuardedRoute)
 T = TypeVar("T")

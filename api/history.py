@@ -12,8 +12,9 @@ from api.auth import GuardedRoute
 from api.context import ApiContext, Ctx, bad_param
 from api.encode import Column, columns_csv, columns_json
 from api.models import AGGREGATES, QUALITY_NAMES, Aggregate, History
-from api.times import DURATION_HELP, TIME_HELP, iso, iso_column, parse_time
+from api.times import DURATION_HELP, TIME_HELP, parse_time
 from timegrammar import MAX_NS, NS, now_ns, parse_duration
+from timegrammar.iso import iso, iso_column
 
 MAX_LIMIT = 1_000_000
 MAX_BUCKETS = 100_000
@@ -115,6 +116,11 @@ def _tolist(a: np.ndarray) -> list:
     return a.tolist()
 
 
+def _iso_ms(ns: np.ndarray) -> list[str]:
+    """Readings' times to the millisecond, as a Modbus poll or an OPC UA DateTime gives them."""
+    return iso_column(ns, "ms")
+
+
 def _quality_names(q: np.ndarray) -> list[str]:
     return QUALITY_NAMES[np.minimum(q, Quality.BAD)].tolist()
 
@@ -126,7 +132,7 @@ def _raw(ctx: ApiContext, tag: str, start_ns: int, end_ns: int,
     if truncated:
         batch = batch.take(np.arange(limit))
     columns = {
-        "ts": (batch.source_ts, iso_column),
+        "ts": (batch.source_ts, _iso_ms),
         "value": (np.where(batch.quality >= Quality.BAD, np.nan, batch.value), _tolist),
         "quality": (batch.quality, _quality_names),
     }
@@ -137,4 +143,4 @@ def _raw(ctx: ApiContext, tag: str, start_ns: int, end_ns: int,
 def _bucketed(ctx: ApiContext, tag: str, start_ns: int, end_ns: int, width: int,
               aggs: list[Aggregate]) -> dict[str, Column]:
     b = ctx.historian.buckets(tag, start_ns, end_ns, width)
-    return {"ts": (b.start, iso_column), **{a: (getattr(b, a), _tolist) for a in aggs}}
+    return {"ts": (b.start, _iso_ms), **{a: (getattr(b, a), _tolist) for a in aggs}}

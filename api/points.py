@@ -12,10 +12,10 @@ from api.auth import GuardedRoute
 from api.context import Ctx
 from api.encode import json_response
 from api.models import QUALITY_NAMES, Latest, PointInfo, Points
-from api.times import iso, iso_column
 from gateway.inputs.quality import cause_name
 from gateway.site.model import PointKind, fields_of
 from timegrammar import now_ns
+from timegrammar.iso import iso, iso_column
 
 _POINT_FIELDS = set(PointInfo.model_fields)
 
@@ -68,8 +68,8 @@ def latest(
     stale[has] = (now - seen) > ctx.stale_ns[chosen[has]]
     readings = iter(zip(
         value.tolist(), QUALITY_NAMES[np.minimum(batch.quality[r], Quality.BAD)].tolist(),
-        batch.cause[r].tolist(), iso_column(batch.source_ts[r]), iso_column(batch.server_ts[r]),
-        iso_column(batch.gateway_ts[r]), strict=True))
+        batch.cause[r].tolist(), iso_column(batch.source_ts[r], "ms"),
+        iso_column(batch.server_ts[r], "ms"), iso_column(batch.gateway_ts[r], "ms"), strict=True))
     out = []
     for i, found, is_stale in zip(chosen.tolist(), has.tolist(), stale.tolist(), strict=True):
         p = ctx.site.points[i]

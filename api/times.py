@@ -8,9 +8,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
-
 from timegrammar import HELP, MAX_NS, NS, relative
+from timegrammar.iso import iso
 
 # Date, optional time and fraction, optional offset. An offset's `+` arrives as a space when a
 # client forgets to URL-encode it (`...T06:00:00 02:00`), so a space before hh:mm means `+`.
@@ -64,27 +63,6 @@ def _iso_ns(date: str, clock: str | None, fraction: str | None, offset: str | No
     return seconds * NS + int((fraction or "0").ljust(9, "0"))
 
 
-def iso(ns: int) -> str:
-    """UTC ISO 8601 with `Z`, to the nanosecond only where needed.
-
-    >>> iso(0), iso(1_500_000_000), iso(1)
-    ('1970-01-01T00:00:00Z', '1970-01-01T00:00:01.500Z', '1970-01-01T00:00:00.000000001Z')
-    """
-    seconds, frac = divmod(int(ns), NS)
-    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if frac:
-        digits = f"{frac:09d}"
-        text += "." + (digits[:3] if digits.endswith("000000")
-                       else digits[:6] if digits.endswith("000") else digits)
-    return text + "Z"
-
-
 def iso_seconds(t: float | None) -> str | None:
     """A Unix-seconds time (as in the gateway status) in UTC ISO 8601, to the millisecond."""
-    return None if t is None else iso(round(t * 1000) * 1_000_000)
-
-
-def iso_column(ns: np.ndarray) -> list[str]:
-    """A column of times, to the millisecond (vectorised: one C call, no Python per row)."""
-    ms = np.asarray(ns, dtype=np.int64).view("datetime64[ns]").astype("datetime64[ms]")
-    return np.datetime_as_string(ms, unit="ms", timezone="UTC").tolist()
+    return None if t is None else iso(round(t * 1000) * 1_000_000, "ms")

@@ -21,11 +21,13 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, get_args
 
 from gateway.data_dir import TOKENS, write_atomically
+from timegrammar import NS
+from timegrammar.iso import iso
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +49,6 @@ def outranks(role: Role, least: Role) -> bool:
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -149,9 +147,9 @@ class TokenStore:
                 raise TokenError(f"a token named {name!r} exists: revoke it first or choose "
                                  "another name")
             token = Token(name=name, role=role, sha256=digest(secret), last4=secret[-4:],  # type: ignore[arg-type]
-                          created=iso(created),
+                          created=iso(int(created * NS), "s"),
                           expires=None if expires_days is None
-                          else iso(created + expires_days * 86400))
+                          else iso(int((created + expires_days * 86400) * NS), "s"))
             tokens[:] = [t for t in tokens if t.name != name] + [token]
         return token, secret
 

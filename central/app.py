@@ -5,8 +5,6 @@ sites as the health's devices (a site online is `ok`, a dead one `down`) and
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, FastAPI, Request
 from starlette.routing import Mount
 
@@ -19,6 +17,7 @@ from central.reader import CentralReader
 from gateway.alarms.store import Filter, rank
 from gateway.site.model import Point, Site
 from gateway.status import DeviceStatus, GatewayStatus
+from timegrammar.iso import iso
 
 
 def _served(central: Central) -> list[tuple[str, SiteLink]]:
@@ -65,12 +64,11 @@ def sites(request: Request) -> list[dict]:
         count[node] = count.get(node, 0) + 1
         if node not in worst or rank(a["priority"]) > rank(worst[node]["priority"]):
             worst[node] = a
-    iso = time.strftime
     return [{"site": node, "online": link.online, "bd_seq": link.bd_seq,
              "born": None if link.born_ns is None
-             else iso("%Y-%m-%dT%H:%M:%SZ", time.gmtime(link.born_ns / 1e9)),
+             else iso(link.born_ns, "s"),
              "died": None if link.died_ns is None
-             else iso("%Y-%m-%dT%H:%M:%SZ", time.gmtime(link.died_ns / 1e9)),
+             else iso(link.died_ns, "s"),
              "points": len(link.points), "readings_total": link.readings_total,
              "duplicates_dropped_total": link.duplicates_total,
              "active_alarms": count.get(node, 0),

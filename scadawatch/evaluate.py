@@ -10,10 +10,11 @@ from pathlib import Path
 
 from anomaly.alarms import Alarm
 from anomaly.evaluation import Evaluation, Label, Score, evaluate
-from api.times import iso, parse_time
+from api.times import parse_time
 from gateway.storage.recording import RecordingError, RecordingReader
 from scadawatch.cli import EXIT_OK, UsageError
 from timegrammar import NS, format_duration
+from timegrammar.iso import iso
 
 LABEL_COLUMNS = ("kind", "location", "start", "end")
 

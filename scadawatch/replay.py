@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from anomaly.alarms import Alarm, AlarmEvent, iso
+from anomaly.alarms import Alarm, AlarmEvent
 from anomaly.batch import Batch
 from anomaly.engine import Engine, StateError
 from gateway.alarms.encoding import encode
@@ -29,6 +29,7 @@ from gateway.site.model import Site
 from gateway.storage.recording import ReadStats, RecordingError, RecordingReader
 from scadawatch.cli import EXIT_OK, UsageError
 from scadawatch.serve import load
+from timegrammar.iso import iso
 
 
 def recording_step(batch: Batch | None) -> float:
@@ -84,7 +85,7 @@ def summary(source: Path, tags: int, stats: ReadStats, alarms: list[Alarm], wall
             engine_s: float) -> list[str]:
     kinds = Counter(a.kind for a in alarms)
     active = sum(a.end_ns is None for a in alarms)
-    span = (f" from {iso(stats.first_ns)} to {iso(stats.last_ns)}"
+    span = (f" from {iso(stats.first_ns, 'ms')} to {iso(stats.last_ns, 'ms')}"
             if stats.first_ns is not None and stats.last_ns is not None else "")
     rate = stats.cells / wall_s if wall_s > 0 else float("inf")
     return [

@@ -21,7 +21,7 @@ import numpy as np
 
 from simulators.modbus_server import ModbusSiteServer
 from simulators.opcua_server import OpcUaSiteServer, namespace_uri
-from simulators.site import SimulatedSite, iso
+from simulators.site import SimulatedSite, iso_us
 
 log = logging.getLogger("scadawatch.simulate")
 
@@ -68,7 +68,7 @@ class SiteServer:
                  "signals=%d speed=%g sim_start=%s", self.site.name, self.modbus.host,
                  self.modbus.port, len(self.site.devices), self.opcua.endpoint,
                  namespace_uri(self.site.name), len(self.site.signals), self.speed,
-                 iso(self.site.start + timedelta(seconds=self.site.time)))
+                 iso_us(self.site.start + timedelta(seconds=self.site.time)))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -144,7 +144,7 @@ class SiteServer:
                         self.site.step, step_wall, self.site.step / max(step_wall, 1e-9), behind)
 
     def _iso(self, t: float) -> str:
-        return iso(self.site.start + timedelta(seconds=t))
+        return iso_us(self.site.start + timedelta(seconds=t))
 
 
 async def serve(site: SimulatedSite, *, host: str = "127.0.0.1", modbus_port: int = 5020,

@@ -21,6 +21,7 @@ from simulators.measure import SENSOR_FAULTS, Sensors
 from simulators.registers import assign_addresses
 from simulators.scenario import EVENT_KINDS, Event, Scenario, ScenarioError
 from simulators.signals import Signal
+from timegrammar.iso import iso
 
 SiteName = Literal["water", "grid"]
 CommsState = Literal["ok", "silent", "exception"]
@@ -45,10 +46,12 @@ def check_step(step: float) -> None:
         raise ValueError(f"the step must be a positive whole number of minutes, not {step:g} s")
 
 
-def iso(moment: datetime) -> str:
-    """UTC ISO 8601 with `Z`, microseconds only when there are some."""
-    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat()
-    return f"{text}Z"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_us(moment: datetime) -> str:
+    """UTC ISO 8601 with `Z`, microseconds only when there are some (as datetime holds)."""
+    return iso((moment - EPOCH) // timedelta(microseconds=1) * 1000, "us")
 
 
 def scenario_file(scenario: str | Path) -> str:
@@ -171,8 +174,8 @@ class SimulatedSite:
         for e in self.events:
             if e.start >= until:
                 continue
-            begin = iso(self.start + timedelta(seconds=e.start))
-            end = iso(self.start + timedelta(seconds=min(e.end, until)))
+            begin = iso_us(self.start + timedelta(seconds=e.start))
+            end = iso_us(self.start + timedelta(seconds=min(e.end, until)))
             if e.kind == "comms":
                 out += [(e.label_kind, self.tags[c], begin, end) for c in self._columns[e.target]]
             else:

@@ -12,7 +12,8 @@ from typing import Annotated, Literal, cast
 from pydantic import Field
 from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from 3.12
 
-from anomaly.alarms import Alarm, Priority, iso
+from anomaly.alarms import Alarm, Priority
+from timegrammar.iso import iso
 
 State = Literal["active-unacknowledged", "active-acknowledged", "cleared-unacknowledged",
                 "closed"]
@@ -64,8 +65,8 @@ class AlarmView(AlarmJson):
 def encode(alarm: Alarm) -> AlarmJson:
     """`alarm` as DESIGN.md's JSON object (times UTC ISO 8601 with `Z`)."""
     return {"id": alarm.id, "kind": alarm.kind, "tag": alarm.tag, "zone": alarm.zone,
-            "start": iso(alarm.start_ns),
-            "end": None if alarm.end_ns is None else iso(alarm.end_ns),
+            "start": iso(alarm.start_ns, "ms"),
+            "end": None if alarm.end_ns is None else iso(alarm.end_ns, "ms"),
             # The gate's priorities come from the site file, checked against Priority.
             "priority": cast(Priority, alarm.priority),
             "message": alarm.message, "tags": list(alarm.tags),

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from anomaly.alarms import PRIORITIES, iso
+from anomaly.alarms import PRIORITIES
 from gateway.alarms.store import AlarmStore
 from gateway.site.model import AlarmsSection
+from timegrammar.iso import iso, iso_column
 
 NS = 1_000_000_000
 TOP = 10  # most frequent alarms shown
@@ -48,13 +49,6 @@ def floods(times: np.ndarray, window_ns: int, start_above: int, end_below: int,
     if since is not None:
         out.append((since, None, peak))
     return out
-
-
-def _iso_column(ns: np.ndarray) -> list[str]:
-    """Times as `iso` writes them (whole seconds, `Z`), in one vectorised call."""
-    text = np.datetime_as_string(ns.astype("datetime64[ns]").astype("datetime64[s]"),
-                                 unit="s")
-    return [f"{t}Z" for t in text.tolist()]
 
 
 def kpis(store: AlarmStore, settings: AlarmsSection, start_ns: int, end_ns: int) -> dict:
@@ -95,25 +89,26 @@ def kpis(store: AlarmStore, settings: AlarmsSection, start_ns: int, end_ns: int)
     stale_n, stale_ids = store.stale(end_ns - int(settings.stale_after * NS), STALE_IDS)
     period = max(end_ns - start_ns, 1)
     return {
-        "time": iso(end_ns),
-        "start": iso(start_ns),
-        "end": iso(end_ns),
+        "time": iso(end_ns, "ms"),
+        "start": iso(start_ns, "ms"),
+        "end": iso(end_ns, "ms"),
         "window_seconds": settings.window,
         "rate": {
             "current": int(np.count_nonzero(times > end_ns - window)),
             "average": round(raised * window / period, 3),
             "max": int(bins.max()) if len(bins) else 0,
             "series": [{"start": t, "count": c} for t, c in zip(
-                _iso_column(first + window * np.arange(len(bins), dtype=np.int64)),
+                iso_column(first + window * np.arange(len(bins), dtype=np.int64), "s"),
                 bins.tolist(), strict=True)],
         },
         "flood": {
             "active": on,
-            "since": iso(episodes[-1][0]) if on else None,
+            "since": iso(episodes[-1][0], "ms") if on else None,
             "start_above": settings.flood_start,
             "end_below": settings.flood_end,
             "percent_of_time": round(100.0 * flooded / period, 2),
-            "episodes": [{"start": iso(b), "end": None if e is None else iso(e), "peak": p}
+            "episodes": [{"start": iso(b, "ms"), "end": None if e is None else iso(e, "ms"),
+                          "peak": p}
                          for b, e, p in episodes],
         },
         "raised": raised,
@@ -124,7 +119,7 @@ def kpis(store: AlarmStore, settings: AlarmsSection, start_ns: int, end_ns: int)
         "held_back": {"raised": held,
                       "active": [{"id": r["id"], "kind": r["id"].split(":")[1], "tag": r["tag"],
                                   "zone": r["zone"], "device": r["device"],
-                                  "since": iso(r["start_ns"])} for r in holding]},
+                                  "since": iso(r["start_ns"], "ms")} for r in holding]},
         "stale": {"after_seconds": settings.stale_after, "count": stale_n, "ids": stale_ids},
         "priority_mix": {p: {"count": mix.get(p, 0),
                              "percent": round(100.0 * mix.get(p, 0) / raised, 1) if raised

@@ -40,8 +40,9 @@ from typing import Any, Literal
 import numpy as np
 
 import timegrammar
-from anomaly.alarms import PRIORITIES, AlarmEvent, iso
+from anomaly.alarms import PRIORITIES, AlarmEvent
 from gateway.alarms.encoding import ALARM_KEYS, AlarmView, State, encode
+from timegrammar.iso import iso
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class JournalEntry:
     data: dict
 
     def to_json(self) -> dict:
-        return {"event_id": self.seq, "time": iso(self.ts_ns), "alarm_id": self.alarm_id,
+        return {"event_id": self.seq, "time": iso(self.ts_ns, "ms"), "alarm_id": self.alarm_id,
                 "transition": self.transition, "who": self.who, "comment": self.comment}
 
 
@@ -192,15 +193,15 @@ def view(row: sqlite3.Row, now_ns: int) -> AlarmView:
             "state": state_of(row["end_ns"] is None, acked),
             "active": row["end_ns"] is None, "acknowledged": acked,
             "acked_by": row["acked_by"],
-            "acked_at": None if row["acked_ns"] is None else iso(row["acked_ns"]),
+            "acked_at": None if row["acked_ns"] is None else iso(row["acked_ns"], "ms"),
             "ack_comment": row["ack_comment"],
             "shelved": shelved,
-            "shelved_until": iso(row["shelved_until_ns"]) if shelved else None,
+            "shelved_until": iso(row["shelved_until_ns"], "ms") if shelved else None,
             "shelve_reason": row["shelve_reason"] if shelved else None,
             "shelved_by": row["shelved_by"] if shelved else None,
             "suppressed": bool(row["suppressed"]),
             "annunciated": bool(row["annunciated"]),
-            "raised_at": iso(row["raised_ns"]),
+            "raised_at": iso(row["raised_ns"], "ms"),
             "event_id": row["event_id"]}
 
 
@@ -364,7 +365,8 @@ class AlarmStore:
     def _ack(self, row: sqlite3.Row, who: str, comment: str | None, now: int) -> None:
         if row["acked_ns"] is not None:
             raise AlarmConflict(f"alarm {row['id']!r} is {view(row, now)['state']}: it was "
-                                f"acknowledged by {row['acked_by']} at {iso(row['acked_ns'])}")
+                                f"acknowledged by {row['acked_by']} at "
+                                f"{iso(row['acked_ns'], 'ms')}")
         self._db.execute("UPDATE alarms SET acked_ns = ?, acked_by = ?, ack_comment = ? "
                          "WHERE id = ?", (now, who, comment, row["id"]))
         self._journal(now, row["id"], "ack", who, comment)
@@ -431,13 +433,14 @@ class AlarmStore:
                 raise AlarmConflict(f"alarm {alarm_id!r} is a {row['kind']} alarm: only a "
                                     "chattering alarm holds another back")
             if row["end_ns"] is not None:
-                raise AlarmConflict(f"alarm {alarm_id!r} cleared at {iso(row['end_ns'])}: what "
-                                    "it held back is released already")
+                raise AlarmConflict(f"alarm {alarm_id!r} cleared at "
+                                    f"{iso(row['end_ns'], 'ms')}: what it held back is "
+                                    "released already")
             done = self._db.execute("SELECT who, ts_ns FROM journal WHERE alarm_id = ? AND "
                                     "transition = 'release'", (alarm_id,)).fetchone()
             if done is not None:
                 raise AlarmConflict(f"alarm {alarm_id!r} was released by {done['who']} at "
-                                    f"{iso(done['ts_ns'])}: the gateway clears it shortly")
+                                    f"{iso(done['ts_ns'], 'ms')}: the gateway clears it shortly")
             self._journal(now, alarm_id, "release", who, comment)
             return view(self._row(alarm_id), now)
 
@@ -652,7 +655,7 @@ def _entry(r: sqlite3.Row) -> JournalEntry:
 
 def _rule(r: sqlite3.Row) -> dict:
     return {"scope": r["scope"], "name": r["name"], "reason": r["reason"], "by": r["who"],
-            "since": iso(r["since_ns"])}
+            "since": iso(r["since_ns"], "ms")}
 
 
 def _suppressed_by(alarm: dict, rules: set[tuple[str, str]]) -> bool:

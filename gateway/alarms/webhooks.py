@@ -32,9 +32,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from anomaly.alarms import iso
 from gateway.alarms.store import AlarmStore, JournalEntry
 from gateway.site.model import Site, Webhook
+from timegrammar.iso import iso
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def sign(secret: str, body: bytes) -> str:
 
 def body_of(site: str, entry: JournalEntry) -> bytes:
     return json.dumps({"event_id": entry.seq, "transition": entry.transition,
-                       "time": iso(entry.ts_ns), "site": site, "alarm": entry.data},
+                       "time": iso(entry.ts_ns, "ms"), "site": site, "alarm": entry.data},
                       separators=(",", ":")).encode()
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import CliRun
 
-from anomaly.alarms import Alarm, iso
+from anomaly.alarms import Alarm
 from anomaly.evaluation import Label, evaluate
 from gateway.alarms.encoding import encode
+from timegrammar.iso import iso
 
 H = 3600 * 10**9
 T0 = 1767571200 * 10**9  # 2026-01-05T00:00:00Z

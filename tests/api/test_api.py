@@ -24,13 +24,14 @@ from support.harness import auth_headers, running
 from anomaly.batch import Batch, Quality
 from api.app import create_app
 from api.models import Health, History, Latest, Points
-from api.times import iso_column, parse_time
+from api.times import parse_time
 from gateway.inputs import quality
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.status import DeviceState, DeviceStatus, GatewayStatus, SinkStatus, read_snapshot
 from gateway.storage.historian import EmbeddedHistorian
 from timegrammar import NS, parse_duration
+from timegrammar.iso import iso_column
 
 T0 = parse_time("2024-01-05T00:00:00Z", 0)
 HOUR = 3600 * NS
@@ -273,8 +274,8 @@ def test_latest_matches_the_historian(client: httpx.Client,
     expected = historian.latest()
     got = {r["tag"]: r for r in body["readings"]}
     tags = [historian.tags[p] for p in expected.point]
-    assert [got[t]["source_ts"] for t in tags] == iso_column(expected.source_ts)
-    assert [got[t]["gateway_ts"] for t in tags] == iso_column(expected.gateway_ts)
+    assert [got[t]["source_ts"] for t in tags] == iso_column(expected.source_ts, "ms")
+    assert [got[t]["gateway_ts"] for t in tags] == iso_column(expected.gateway_ts, "ms")
 
 
 # --- history ------------------------------------------------------------------------------
@@ -282,7 +283,7 @@ def test_latest_matches_the_historian(client: httpx.Client,
 def expected_raw(historian: EmbeddedHistorian, tag: str, start: int, end: int) -> dict:
     b = historian.history(tag, start, end)
     names = ["good", "uncertain", "bad"]
-    return {"ts": iso_column(b.source_ts),
+    return {"ts": iso_column(b.source_ts, "ms"),
             "value": [None if q == Quality.BAD else v
                       for v, q in zip(b.value.tolist(), b.quality.tolist(), strict=True)],
             "quality": [names[q] for q in b.quality.tolist()]}
@@ -355,7 +356,7 @@ def test_history_buckets_are_the_historians(client: httpx.Client, historian: Emb
     assert body["bucket"] == bucket and body["bucket_seconds"] * NS == width
     assert [k for k in body if k in ("value", "quality", "mean", "min", "max", "first", "last",
                                      "count")] == columns
-    assert body["ts"] == iso_column(b.start) and body["rows"] == len(b)
+    assert body["ts"] == iso_column(b.start, "ms") and body["rows"] == len(b)
     for column in columns:
         assert body[column] == getattr(b, column).tolist()
 

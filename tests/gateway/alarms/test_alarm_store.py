@@ -15,10 +15,10 @@ import pytest
 from support.alarm_helpers import NS, T0, alarm, cleared, raised
 from support.harness import RUN_LIMIT
 
-from anomaly.alarms import iso
 from gateway.alarms.kpis import kpis
 from gateway.alarms.store import AlarmStore, Filter, run_unshelve_timer
 from gateway.site.model import AlarmsSection
+from timegrammar.iso import iso
 
 ROOT = Path(__file__).resolve().parents[3]
 MIN = 60 * NS
@@ -54,7 +54,7 @@ def test_a_clear_whose_raise_was_lost_is_recorded_as_both(store: AlarmStore) -> 
     store.apply([cleared(a)], now_ns=T0)
     assert [t for _, _, t, _ in journal(store)] == ["raise", "clear"]
     assert store.get(a.id)["state"] == "cleared-unacknowledged"
-    assert store.get(a.id)["end"] == iso(a.start_ns + MIN)
+    assert store.get(a.id)["end"] == iso(a.start_ns + MIN, "ms")
 
 
 def test_list_is_sorted_by_priority_then_newest(store: AlarmStore) -> None:
@@ -200,7 +200,7 @@ def test_kpis_of_a_flood_of_1000_alarms_in_10_s(flooded: tuple[AlarmStore, list[
     assert k["rate"]["max"] == FLOOD  # T0 is on a 10-minute boundary: one bucket holds all
     assert sum(b["count"] for b in k["rate"]["series"]) == FLOOD
     assert k["flood"]["active"]
-    assert k["flood"]["since"] == iso(times[10])  # the 11th alarm within 10 minutes
+    assert k["flood"]["since"] == iso(times[10], "ms")  # the 11th alarm within 10 minutes
     assert [(t["zone"], t["count"]) for t in k["top"]] == [(f"z{i:03d}", 10) for i in range(10)]
     assert len(k["chattering"]) == CONDITIONS
     assert {c["max_in_window"] for c in k["chattering"]} == {10}  # all 10 within 10 s
@@ -221,7 +221,7 @@ def test_flood_ends_once_fewer_than_5_remain_in_the_window(
     assert during["flood"]["active"] and during["rate"]["current"] == 5
     after = kpis(store, SETTINGS, T0 - 3600 * NS, ends + 1)
     assert not after["flood"]["active"]
-    assert after["flood"]["episodes"] == [{"start": iso(times[10]), "end": iso(ends),
+    assert after["flood"]["episodes"] == [{"start": iso(times[10], "ms"), "end": iso(ends, "ms"),
                                            "peak": FLOOD}]
 
 
