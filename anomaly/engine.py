@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
@@ -35,8 +34,6 @@ from anomaly.alarms import (
 from anomaly.batch import Batch, Quality
 from anomaly.points import PointInfo, PointTable
 from anomaly.ticks import Tick, TickAccumulator
-
-log = logging.getLogger(__name__)
 
 # 2: leak profiles are (day type, bin, zone); 3: the zone model is T-squared (no river trees),
 # the gate holds chattering alarms; 4: leak storage (tank areas); 5: per-tag anomaly, stuck
@@ -173,7 +170,6 @@ class Engine:
                               off_delay=settings.off_delay, priority=settings.priority,
                               chattering=() if "chattering" in settings.disable
                               else settings.chattering)
-        self.ticks_total = 0
         # Zones and tags whose anomaly condition a more specific alarm explained (see
         # _unexplained and _unexplained_tags).
         self._explained = np.zeros(len(self.table.zones), dtype=bool)
@@ -300,7 +296,6 @@ class Engine:
             findings = self._enabled([f for d in self.detectors for f in d.update(tick)])
             events += self.gate.update(
                 tick.end_ns, self._unexplained_tags(self._unexplained(findings, tick.end_ns)))
-        self.ticks_total += len(ticks)
         return events
 
     def _unexplained(self, findings: list[Finding], end_ns: int) -> list[Finding]:

@@ -73,6 +73,15 @@ class StatusCollector:
             failing.add_metric([sp.cause], 1.0)
         yield failing
         yield from self._tasks(st.tasks.values())
+        yield CounterMetricFamily(P + "anomaly_events_total",
+                                  "alarm events (raise, update, clear) from the anomaly engine",
+                                  value=st.anomaly.events_total)
+        yield CounterMetricFamily(P + "anomaly_clock_ahead_readings_total",
+                                  "readings judged at receipt: their device's clock ran ahead",
+                                  value=st.anomaly.clock_ahead_readings_total)
+        yield CounterMetricFamily(P + "anomaly_late_readings_total",
+                                  "good readings that came after their tick closed: not judged",
+                                  value=st.anomaly.late_readings_total)
 
     def _devices(self, devices: list[DeviceStatus]) -> Iterator[Metric]:
         dev = ["device"]

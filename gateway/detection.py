@@ -15,7 +15,8 @@ A device whose clock runs ahead would push the engine's ticks into its own futur
 closes a tick once readings go `lateness` past its end, so every other device's readings would
 come "late" and be left out. A reading stamped more than `lateness` ahead of the time the
 gateway received it is therefore judged at that receipt time (the spool and the historians keep
-the device's own stamp), counted in `clock_ahead_total`, and logged once per device.
+the device's own stamp), counted in the status (`scadawatch_anomaly_clock_ahead_readings_total`
+in /metrics), and logged once per device.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gateway.data_dir import state_path
 from gateway.engine_state import load_state, save_state
 from gateway.memory import release_free_memory
 from gateway.site.model import AnomalySection, Site
+from gateway.status import AnomalyStatus
 from gateway.storage.spool import PointList
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,8 @@ class Detection:
 
     name = "anomaly"
 
-    def __init__(self, site: Site, emit: EventSink, releases: Releases | None = None) -> None:
+    def __init__(self, site: Site, emit: EventSink, releases: Releases | None = None,
+                 status: AnomalyStatus | None = None) -> None:
         self.site = site
         self.engine: Engine | None = None  # built by the first cursor(), in the drain's thread
         self.tags = [p.tag for p in site.points]
@@ -87,7 +90,6 @@ class Detection:
         self._device_of = [p.device for p in site.points]
         self._tolerance_ns = int(site.anomaly.lateness * 1e9)
         self._clock_warned: set[str | None] = set()
-        self.clock_ahead_total = 0  # readings judged at receipt: their device's clock was ahead
         self._lock = threading.Lock()  # the drain thread and the live clock share the engine
         self._position = 0  # spool sequence number the engine has seen up to
         # Operators' releases of chattering alarms (the alarm store's journal), applied up to
@@ -95,7 +97,7 @@ class Detection:
         self.releases = releases
         self._released = 0
         self._saved_at = time.monotonic()
-        self.events_total = 0
+        self.status = AnomalyStatus() if status is None else status
 
     def _build(self) -> Engine:
         """The engine and its saved state, in the drain's thread, never before the first
@@ -134,6 +136,7 @@ class Detection:
                     batch = points.reindex(batch, self.tags)
                 changed |= self._emit(engine.process(self._at_receipt_if_ahead(batch)))
                 self._position = seq
+            self.status.late_readings_total = engine.ticks.late_total
             self._save_if(changed)
 
     def _is_site_list(self, points: PointList) -> bool:
@@ -149,7 +152,7 @@ class Detection:
         ahead = batch.source_ts > batch.gateway_ts + self._tolerance_ns
         if not ahead.any():
             return batch
-        self.clock_ahead_total += int(np.count_nonzero(ahead))
+        self.status.clock_ahead_readings_total += int(np.count_nonzero(ahead))
         lead = batch.source_ts - batch.gateway_ts
         for point in np.unique(batch.point[ahead]).tolist():
             device = self._device_of[point]
@@ -181,7 +184,7 @@ class Detection:
         if not events:
             return False
         self.emit(events)
-        self.events_total += len(events)
+        self.status.events_total += len(events)
         for e in events:
             log.info("event=alarm_%s id=%s kind=%s priority=%s message=%r", e.action,
                      e.alarm.id, e.alarm.kind, e.alarm.priority, e.alarm.message)

@@ -76,7 +76,8 @@ class Gateway:
         if site.anomaly.enabled:
             self.status.sinks[Detection.name] = SinkStatus(name=Detection.name)
             self.detection = Detection(site, self._alarm_events,
-                                       releases=self.alarms.releases_after)
+                                       releases=self.alarms.releases_after,
+                                       status=self.status.anomaly)
         self.northbound: list[EdgeNode] = []
         if site.northbound:  # aiomqtt and protobuf: only for sites that publish upstream
             from gateway.northbound.sparkplug.edge import EdgeNode, sink_name

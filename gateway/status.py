@@ -92,6 +92,17 @@ class TaskStatus:
 
 
 @dataclass
+class AnomalyStatus:
+    """The anomaly engine's counts (what it drained is its sink's, under `sinks`)."""
+
+    events_total: int = 0  # alarm events (raise, update, clear) the engine returned
+    # Readings judged at their receipt time: their device's clock ran ahead of the gateway's.
+    clock_ahead_readings_total: int = 0
+    # Good readings that came after their tick had closed (beyond `lateness`): not judged.
+    late_readings_total: int = 0
+
+
+@dataclass
 class GatewayStatus:
     site: str
     started: float = field(default_factory=time.time)
@@ -99,6 +110,7 @@ class GatewayStatus:
     sinks: dict[str, SinkStatus] = field(default_factory=dict)
     spool: SpoolStatus = field(default_factory=SpoolStatus)
     tasks: dict[str, TaskStatus] = field(default_factory=dict)
+    anomaly: AnomalyStatus = field(default_factory=AnomalyStatus)
 
     def snapshot(self) -> dict:
         return {"updated": time.time(), **asdict(self)}

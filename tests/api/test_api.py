@@ -142,6 +142,8 @@ def gateway_status(plc1: DeviceState = "ok", plc2: DeviceState = "down",
     gs.sinks["historian"] = SinkStatus(name="historian", readings_total=4500,
                                        backlog_readings=10, backlog_age_seconds=sink_lag)
     gs.spool.bytes, gs.spool.readings_appended_total = 65536, 4510
+    gs.anomaly.events_total, gs.anomaly.clock_ahead_readings_total = 7, 2
+    gs.anomaly.late_readings_total = 3
     return gs
 
 
@@ -584,6 +586,9 @@ def test_metrics(client: httpx.Client, status: StatusBox, site: Site) -> None:
     assert m["scadawatch_spool_bytes"] == {(): 65536}
     assert m["scadawatch_spool_readings_dropped_total"] == {(): 0}
     assert "scadawatch_spool_oldest_age_seconds" in m
+    assert m["scadawatch_anomaly_events_total"] == {(): 7}
+    assert m["scadawatch_anomaly_clock_ahead_readings_total"] == {(): 2}
+    assert m["scadawatch_anomaly_late_readings_total"] == {(): 3}
 
 
 def test_metrics_without_a_gateway(client: httpx.Client, status: StatusBox) -> None:

@@ -80,7 +80,7 @@ def test_a_device_clock_ahead_does_not_silence_the_alarms_of_another(
     warnings = [r.getMessage() for r in caplog.records if "event=device_clock_ahead" in r.message]
     assert len(warnings) == warned and all("device=clock-ahead " in w for w in warnings)
     assert gateway.detection is not None
-    assert gateway.detection.clock_ahead_total == (2 if warned else 0)
+    assert gateway.status.anomaly.clock_ahead_readings_total == (2 if warned else 0)
     b = list(POINTS).index("b")
     kept = {ts for point, ts in stored(gateway.site) if point == b}
     assert {ns(t) for t in stamps} <= kept  # stored as the device stamped them
