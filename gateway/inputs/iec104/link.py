@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.inputs import quality
 from gateway.inputs.iec104 import apci
-
-log = logging.getLogger(__name__)
 
 TICK = 0.05  # seconds between looks at the timers
 
