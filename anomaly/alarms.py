@@ -331,7 +331,7 @@ class AlarmGate:
         """(name, tag, zone, tags, device, unit) of subject i of a scope."""
         t = self.table
         if scope == "tag":
-            return t.tags[i], t.tags[i], t.zone_name(i), (t.tags[i],), t.points[i].device, \
+            return t.tags[i], t.tags[i], t.zone_name(i), (t.tags[i],), t.device_name(i), \
                 t.units[i]
         if scope == "zone":
             return t.zones[i], None, t.zones[i], (), None, ""
@@ -343,7 +343,7 @@ class AlarmGate:
 
     def _alarm(self, f: Finding, i: int, end_ns: int) -> Alarm:
         name, tag, zone, tags, device, _ = self._subject(f.scope, i)
-        priority = ((f.scope == "tag" and self.table.points[i].priority)
+        priority = ((f.scope == "tag" and self.table.detail(i).priority)
                     or self.priority.get(f.kind, "low"))
         # to the second, or the millisecond for a reading's time that has one
         stamp = f"{end_ns // 10**9}" if end_ns % 10**9 == 0 else f"{end_ns / 1e9:.3f}"

@@ -453,6 +453,6 @@ class Engine:
 
     def _meta(self) -> dict:
         return {"version": STATE_VERSION, "tags": self.table.tags,
-                "kinds": [p.kind for p in self.table.points],
+                "kinds": self.table.kind.tolist(),
                 "interval": self.settings.interval,
                 "detectors": [d.name for d in self.detectors]}

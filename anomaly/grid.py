@@ -250,7 +250,6 @@ class Grid:
         self.zv, self.zs, self.za, self.zl = (_Zones(table.zone_of[i], nz)
                                               for i in (g["volt"], ist, ia, il))
         self.lone = np.arange(len(iv)) >= self.nf
-        self.short = [_short(t, table.zone_name(i)) for i, t in enumerate(table.tags)]
         self.pct = [np.full(nz, x) for x in (100 * DIP, 100 * SWELL, 100.0)]  # the limits, %
         k = max(1, round(WINDOW_S / interval))
         self.v_window, self.l_window = _Window(k, len(iv)), _Window(k, len(il))
@@ -438,12 +437,16 @@ class Grid:
         return _per_subject(finding, {z: self._outage_message(z, n_open[z] > 0)
                                       for z in np.flatnonzero(known & active).tolist()})
 
+    def _short(self, point: int) -> str:
+        # made when a message needs it: kept for every point it would cost 2.6 MB at 50,000
+        return _short(self.table.tags[point], self.table.zone_name(point))
+
     def _outage_message(self, z: int, opened: bool) -> str:
-        short = self.short
-        lines = [short[i] for i in self.ist[self.s_open & (self.zs.of == z)]] or \
-            [short[i] for i in self.ia[self.a_gone & (self.za.of == z)]]
+        short = self._short
+        lines = [short(i) for i in self.ist[self.s_open & (self.zs.of == z)]] or \
+            [short(i) for i in self.ia[self.a_gone & (self.za.of == z)]]
         f = slice(0, self.nf)
-        buses = [short[i] for i in self.iv[f][self.v_dead[f] & (self.zv.of == z)]]
+        buses = [short(i) for i in self.iv[f][self.v_dead[f] & (self.zv.of == z)]]
         what = "lines out of service" if opened else "lines without current"
         parts = ([f"{what}: {_names(lines)}"] if lines else []) + (
             [f"dead buses: {_names(buses)}"] if buses else [])
@@ -470,7 +473,7 @@ class Grid:
         messages = {}
         for zone in np.flatnonzero(finding.known & active).tolist():
             item = self.il[np.argmax(np.where(z.of == zone, level, -np.inf))]
-            messages[zone] = ("{subject}: overload, " + self.short[item] + " at {value} % of "
+            messages[zone] = ("{subject}: overload, " + self._short(item) + " at {value} % of "
                               "its rating (limit {limit} %, 10-min mean); {items} item(s) over")
         return _per_subject(finding, messages)
 

@@ -52,26 +52,30 @@ class PointTable:
     """
 
     def __init__(self, points: Sequence[PointInfo]) -> None:
-        self.points = list(points)
-        self.tags = [p.tag for p in self.points]
-        self.kind = np.array([p.kind for p in self.points], dtype=object)
-        self.units = [p.unit for p in self.points]
-        self.zones = sorted({p.zone for p in self.points if p.zone})
-        self.devices = sorted({p.device for p in self.points if p.device})
+        points = list(points)
+        self.tags = [p.tag for p in points]
+        self.kind = np.array([p.kind for p in points], dtype=object)
+        self.units = [p.unit for p in points]
+        self.zones = sorted({p.zone for p in points if p.zone})
+        self.devices = sorted({p.device for p in points if p.device})
         zone_index = {z: i for i, z in enumerate(self.zones)}
         device_index = {d: i for i, d in enumerate(self.devices)}
-        self.zone_of = np.array([zone_index.get(p.zone or "", -1) for p in self.points],
+        self.zone_of = np.array([zone_index.get(p.zone or "", -1) for p in points],
                                 dtype=np.int64)
-        self.device_of = np.array([device_index.get(p.device or "", -1) for p in self.points],
+        self.device_of = np.array([device_index.get(p.device or "", -1) for p in points],
                                   dtype=np.int64)
-        self.sign = np.array([ROLE_SIGN.get(p.role or "", 0.0) for p in self.points])
-        self.lo = np.array([np.nan if p.lo is None else p.lo for p in self.points], dtype=float)
-        self.hi = np.array([np.nan if p.hi is None else p.hi for p in self.points], dtype=float)
+        self.sign = np.array([ROLE_SIGN.get(p.role or "", 0.0) for p in points])
+        self.lo = np.array([np.nan if p.lo is None else p.lo for p in points], dtype=float)
+        self.hi = np.array([np.nan if p.hi is None else p.hi for p in points], dtype=float)
         self.nominal = np.array([np.nan if p.nominal is None else p.nominal
-                                 for p in self.points], dtype=float)
+                                 for p in points], dtype=float)
+        # Whole PointInfos only of the few points with more than the arrays hold (a priority,
+        # a tank's geometry), by index: a copy of every point would cost 6 MB at 50,000.
+        self.details = {i: p for i, p in enumerate(points)
+                        if p.priority or p.area or p.volume_curve}
 
     def __len__(self) -> int:
-        return len(self.points)
+        return len(self.tags)
 
     def of_kind(self, *kinds: str) -> np.ndarray:
         """Boolean mask of the points of any of `kinds`."""
@@ -80,3 +84,11 @@ class PointTable:
     def zone_name(self, point: int) -> str | None:
         z = int(self.zone_of[point])
         return self.zones[z] if z >= 0 else None
+
+    def device_name(self, point: int) -> str | None:
+        d = int(self.device_of[point])
+        return self.devices[d] if d >= 0 else None
+
+    def detail(self, point: int) -> PointInfo:
+        """The point's priority and tank geometry (all None where it has none)."""
+        return self.details.get(point) or PointInfo(self.tags[point])

@@ -97,8 +97,8 @@ class Storage:
         self.points = level
         self.zone = table.zone_of[level]
         self.tags = [table.tags[i] for i in level.tolist()]
-        info = [table.points[i] for i in level.tolist()]
-        metres = np.array([length_factor(p.unit) for p in info])
+        info = [table.detail(i) for i in level.tolist()]
+        metres = np.array([length_factor(table.units[i]) for i in level.tolist()])
         # m3 per unit of level where the geometry is known by its area
         self.gain = np.array([p.area * m if p.area else np.nan for p, m in zip(info, metres,
                                                                               strict=True)])

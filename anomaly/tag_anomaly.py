@@ -235,9 +235,10 @@ class TagAnomaly:
         self.dev = np.full(n, np.nan)  # mean |x - level|
         # per day type (weekday, weekend, and both pooled) and slot of the day: mean
         # x - level, and the ticks it learned; a row per (type, slot), so a tick's is one
-        # contiguous row
-        self.shape = np.zeros((3 * self.slots, n))
-        self.shape_n = np.zeros((3 * self.slots, n))
+        # contiguous row; float32, the largest tables per tag: means of float32 readings, and
+        # counts far below 2^24
+        self.shape = np.zeros((3 * self.slots, n), dtype=np.float32)
+        self.shape_n = np.zeros((3 * self.slots, n), dtype=np.float32)
         self.dev_p = np.full(n, np.nan)  # mean |x - level - shape|
         self.recent = np.zeros(n)  # EWMA of the residual over SHORT ticks
         self.dev_m = np.full(n, np.nan)  # its mean absolute value
@@ -530,8 +531,8 @@ class TagAnomaly:
         return {name: getattr(self, name) for name in self._STATE}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
-        for name in self._STATE:
-            setattr(self, name, state[name].copy())
+        for name in self._STATE:  # in this version's dtypes, whichever an older state saved
+            setattr(self, name, state[name].astype(getattr(self, name).dtype))
         self._codes = None
 
 
