@@ -47,6 +47,7 @@ import numpy as np
 from anomaly.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.backoff import backoff
+from gateway.inputs.devices import device_status, points_by_device
 from gateway.inputs.iec104 import asdu as codec
 from gateway.inputs.iec104.link import Link, LinkError, Timers
 from gateway.inputs.iec104.points import PointMap
@@ -324,16 +325,12 @@ class Iec104Session:
 
 def build_sessions(site: Site, status: GatewayStatus, emit: Emit) -> list[Iec104Session]:
     """One session per IEC 104 device that has points; registers each one's DeviceStatus."""
-    points: dict[str, list[tuple[int, Point]]] = {}
-    for index, p in enumerate(site.points):
-        if p.device is not None:
-            points.setdefault(p.device, []).append((index, p))
+    points = points_by_device(site)
     sessions = []
     for d in site.devices:
         if d.protocol != "iec104" or not points.get(d.name):
             continue
-        dev_status = status.devices.setdefault(
-            d.name, DeviceStatus(name=d.name, protocol=d.protocol, bus=d.bus))
+        dev_status = device_status(status, d)
         # Quiet is normal (reports on change): the link's own keep-alive says it is alive.
         dev_status.stale_after_seconds = d.t3 + d.t1 + d.poll_interval
         sessions.append(Iec104Session(d, points[d.name], len(site.points), dev_status, emit))

@@ -50,8 +50,9 @@ from pymodbus.pdu import ModbusPDU
 from anomaly.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.backoff import backoff
+from gateway.inputs.devices import device_status, points_by_device
 from gateway.inputs.modbus.plan import DevicePlan, Request, plan_device
-from gateway.site.model import Device, Point, Site
+from gateway.site.model import Device, Site
 from gateway.status import DeviceState, DeviceStatus, GatewayStatus
 from timegrammar import now_ns
 
@@ -418,18 +419,12 @@ def build_buses(site: Site, status: GatewayStatus, emit: Emit) -> list[ModbusBus
     agree on its line settings, points have addresses and fit their tables. Raises ValueError
     for a point wider than its device's request limit.
     """
-    points: dict[str, list[tuple[int, Point]]] = {}
-    for index, p in enumerate(site.points):
-        if p.device is not None:
-            points.setdefault(p.device, []).append((index, p))
+    points = points_by_device(site)
     grouped: dict[str, list[_Device]] = {}
     for cfg in site.devices:
         if cfg.protocol not in ("modbus-tcp", "modbus-rtu"):
             continue
-        dev_status = status.devices.get(cfg.name)
-        if dev_status is None:
-            dev_status = status.devices[cfg.name] = DeviceStatus(
-                name=cfg.name, protocol=cfg.protocol, bus=cfg.bus)
+        dev_status = device_status(status, cfg)
         dev_status.stale_after_seconds = cfg.stale_after * cfg.poll_interval + cfg.timeout
         plan = plan_device(cfg, points.get(cfg.name, []))
         if plan.requests:

@@ -59,6 +59,7 @@ from asyncua import Client, ua
 
 from anomaly.batch import Batch, Quality
 from gateway.inputs.backoff import backoff
+from gateway.inputs.devices import device_status, points_by_device
 from gateway.inputs.opcua.security import OpcUaSecurityError, apply_security
 from gateway.inputs.quality import cause_name
 from gateway.site.model import Device, Point, Site
@@ -490,16 +491,12 @@ class OpcUaSession:
 def build_sessions(site: Site, status: GatewayStatus, emit: Emit, *,
                    data_dir: Path) -> list[OpcUaSession]:
     """One session per OPC UA device that has points; registers each one's DeviceStatus."""
-    points: dict[str, list[tuple[int, Point]]] = {}
-    for index, p in enumerate(site.points):
-        if p.device is not None:
-            points.setdefault(p.device, []).append((index, p))
+    points = points_by_device(site)
     sessions = []
     for d in site.devices:
         if d.protocol != "opcua" or not points.get(d.name):
             continue
-        dev_status = status.devices.setdefault(
-            d.name, DeviceStatus(name=d.name, protocol=d.protocol, bus=d.bus))
+        dev_status = device_status(status, d)
         sessions.append(OpcUaSession(d, points[d.name], len(site.points), dev_status, emit,
                                      data_dir, site.site.name))
     return sessions
