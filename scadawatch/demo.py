@@ -82,7 +82,10 @@ def merge_sites(site_files: list[Path], data_dir: Path, port: int,
                 opcua_ports: dict[str, int]) -> Path:
     """One gateway site holding the devices and points of every simulator; the sites in
     `opcua_ports` read over OPC UA at that port."""
+    # A desktop, not an SD card: the page's live values within a second, not the field
+    # default's 10 s (docs/field-gateway.md, disk writes).
     merged: dict = {"site": {"name": "demo", "data_dir": str(data_dir)},
+                    "historian": {"flush_interval": 1.0},
                     "api": {"host": "127.0.0.1", "port": port}, "devices": [], "points": []}
     for path in site_files:
         raw = tomllib.loads(path.read_text())
