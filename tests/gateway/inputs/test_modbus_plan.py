@@ -1,9 +1,13 @@
-"""Modbus request planning and decoding, without I/O: requests are answered from an `Image`."""
+"""Modbus request planning and decoding, without I/O: requests are answered from an `Image`.
+
+Decoding of literal wire words is table-driven from the folders in tests/cases/modbus_decode/."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,8 @@ from support.modbus_servers import ORDERS, TYPES, Image, source
 
 from gateway.inputs.modbus.plan import DevicePlan, plan_device, wire_positions
 from gateway.site.model import REGISTER_WIDTH, Device, Point
+
+DECODE_CASES = Path(__file__).resolve().parents[2] / "cases" / "modbus_decode"
 
 
 def device(**kw: object) -> Device:
@@ -70,24 +76,30 @@ def test_word_orders(order: str, registers: int, positions: list[int]) -> None:
     assert wire_positions(order, registers) == positions
 
 
-@pytest.mark.parametrize(("register", "want"), [(0, 0.0), (1, 1.0), (2, 0.0), (0xFFFF, 1.0)])
-def test_bool_in_a_register_is_bit_0(register: int, want: float) -> None:
-    p = point(5, "bool")
-    plan = plan_device(device(), [(0, p)])
+def read_case(case: Path) -> tuple[list[Point], Image, dict[str, float]]:
+    """A tests/cases/modbus_decode/ folder: its points (site-file keys), the device's
+    registers (`table address word...`, words as on the wire) and the values expected."""
+    keys = tomllib.loads((case / "points.toml").read_text(encoding="utf-8"))["points"]
+    points = [Point(device="d", **k) for k in keys]
     image = Image()
-    image.tables["holding"][5] = register
-    assert answer(plan, image).tolist() == [want]
+    for line in (case / "registers.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            table, address, *words = line.split()
+            for i, word in enumerate(words):
+                image.tables[table][int(address) + i] = int(word, 0)
+    want = {tag: float(value) for tag, value in
+            (line.split() for line in (case / "expected.txt").read_text().splitlines() if line)}
+    return points, image, want
 
 
-def test_scale_and_offset() -> None:
-    pts = [point(0, "int16", scale=0.01, offset=-5.0), point(1, "float32", scale=2.0),
-           point(0, "bool", "coil", offset=10.0)]
-    image = Image()
-    for p, v in zip(pts, [1234, 1.5, 1], strict=True):
-        image.put(p, v)
-    plan = plan_device(device(), list(enumerate(pts)))
-    got = dict(zip(plan.points.tolist(), answer(plan, image).tolist(), strict=True))
-    assert got == pytest.approx({0: 1234 * 0.01 - 5.0, 1: 3.0, 2: 11.0})
+@pytest.mark.parametrize("case", sorted(p for p in DECODE_CASES.iterdir() if p.is_dir()),
+                         ids=lambda p: p.name)
+def test_decode_case(case: Path) -> None:
+    points, image, want = read_case(case)
+    plan = plan_device(device(), list(enumerate(points)))
+    got = {points[i].tag: v for i, v in zip(plan.points, answer(plan, image).tolist(),
+                                             strict=True)}
+    assert got == pytest.approx(want, rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize(("points", "settings", "want"), [
