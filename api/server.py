@@ -50,6 +50,7 @@ class BoundedH11(H11Protocol):
     max_connections = MAX_CONNECTIONS
     refusals = RateLimit()  # a line per kind per minute, whatever the clients do
 
+    # override: uvicorn narrows asyncio.Protocol's BaseTransport to the Transport it is given
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
