@@ -193,7 +193,7 @@ class AlarmGate:
             raise_ = on & ~is_open & (end_ns - since >= self.on_ns[f.kind])
             clear = is_open & off & (end_ns - absent >= self.off_ns[f.kind])
             events += self._transitions(f.kind, f.scope, raise_, clear, end_ns,
-                                        lambda _i, f=f: f)
+                                        _always(f))
         if self.held:
             self._behaving(end_ns, events)
         return events
@@ -420,6 +420,11 @@ class AlarmGate:
             if held is not None:
                 self._is_open[f"{kind}/{scope}"][i] = True
         self.now_ns = int(state["now"][0])
+
+
+def _always(finding: Finding) -> Callable[[int], Finding]:
+    """`finding` for every row of its scope (bound now, not to the loop's last finding)."""
+    return lambda _i: finding
 
 
 def _span(ns: int) -> str:

@@ -11,6 +11,7 @@ from enum import IntEnum
 from typing import ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 
 class Quality(IntEnum):
@@ -66,17 +67,17 @@ class Batch:
     def of(
         cls,
         *,
-        source_ts: object,
-        point: object,
-        value: object,
-        quality: object,
-        cause: object = 0,
-        server_ts: object | None = None,
-        gateway_ts: object | None = None,
+        source_ts: npt.ArrayLike,
+        point: npt.ArrayLike,
+        value: npt.ArrayLike,
+        quality: npt.ArrayLike,
+        cause: npt.ArrayLike = 0,
+        server_ts: npt.ArrayLike | None = None,
+        gateway_ts: npt.ArrayLike | None = None,
     ) -> Batch:
         """Build a batch from array-likes, converting each column to its dtype."""
         n = len(np.atleast_1d(point))
-        cols = {
+        cols: dict[str, npt.ArrayLike] = {
             "source_ts": source_ts,
             "server_ts": source_ts if server_ts is None else server_ts,
             "gateway_ts": source_ts if gateway_ts is None else gateway_ts,
@@ -85,7 +86,7 @@ class Batch:
             "quality": quality,
             "cause": cause,
         }
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             name: np.broadcast_to(np.asarray(col, dtype=cls.DTYPES[name]), (n,)).copy()
             for name, col in cols.items()
         }
@@ -103,6 +104,6 @@ class Batch:
             **{name: np.concatenate([getattr(b, name) for b in batches]) for name in cls.DTYPES}
         )
 
-    def take(self, index: np.ndarray) -> Batch:
-        """Rows selected by an integer or boolean index."""
+    def take(self, index: np.ndarray | slice) -> Batch:
+        """Rows selected by an integer or boolean index, or a slice."""
         return Batch(**{name: getattr(self, name)[index] for name in self.DTYPES})

@@ -111,7 +111,8 @@ class Comms:
                                               np.arange(self.n_devices))
         self._has = has
         self._dev = self.device_of[has]
-        self._derived: tuple[np.ndarray, ...] | None = None
+        self._derived: tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray],
+                             np.ndarray] | None = None
 
     def update(self, tick: Tick) -> list[Finding]:
         # NaN stands for "no value yet" throughout: its warnings are noise.
@@ -285,7 +286,7 @@ class Comms:
             new = self.gaps < REGULAR_GAPS
             regular = ~new & (self.spread <= IRREGULAR * self.spacing)
             self._derived = (spacing, known, (new | regular, regular), known[self._has])
-        return self._derived  # type: ignore[return-value]
+        return self._derived
 
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in (*_STATE, *_ROW_STATE)}

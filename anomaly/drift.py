@@ -156,7 +156,7 @@ class Drift:
             return e
         g, cols = self.groups, self.columns
         v = np.where(self._col_inside, np.where(fresh[cols], self.held[cols], np.nan), 0.0)
-        complete = ~np.isnan(v).any(axis=1)
+        complete = np.asarray(~np.isnan(v).any(axis=1))  # an array: v is 2-D
         dt = np.where(self.fit_ns >= 0, (tick.end_ns - self.fit_ns) / 3.6e12, 0.0)
         dt = np.minimum(dt, DT_MAX)
         # It learns neither from a suspected member nor from a tick where a member jumped (a

@@ -463,7 +463,8 @@ class Grid:
         z = self.zl
         n_over = z.sum(self.l_over)
         active = n_over > 0
-        finding = Finding("overload", "zone", active, known=z.sum(good) > 0, limit=self.pct[2],
+        known = z.sum(good) > 0
+        finding = Finding("overload", "zone", active, known=known, limit=self.pct[2],
                           details={"items": n_over},
                           message="{subject}: overload above {limit} % of rating")
         if not active.any():
@@ -471,7 +472,7 @@ class Grid:
         level = np.where(self.l_over, mean10, -np.inf)
         finding = replace(finding, value=z.max(level))
         messages = {}
-        for zone in np.flatnonzero(finding.known & active).tolist():
+        for zone in np.flatnonzero(known & active).tolist():
             item = self.il[np.argmax(np.where(z.of == zone, level, -np.inf))]
             messages[zone] = ("{subject}: overload, " + self._short(item) + " at {value} % of "
                               "its rating (limit {limit} %, 10-min mean); {items} item(s) over")

@@ -92,6 +92,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
@@ -155,7 +156,7 @@ def _nan_to_num(x: np.ndarray, nan: float = 0.0, neginf: float = -_BIG) -> np.nd
     return np.where(np.isfinite(x), x, np.where(np.isnan(x), nan, np.where(x > 0, _BIG, neginf)))
 
 
-def _clip(x: np.ndarray, lo: object, hi: object) -> np.ndarray:
+def _clip(x: np.ndarray, lo: npt.ArrayLike, hi: npt.ArrayLike) -> np.ndarray:
     """`np.clip` (numpy defines it as this), without its Python wrapper."""
     return np.minimum(np.maximum(x, lo), hi)
 
@@ -348,7 +349,9 @@ class Leak:
 
     def update(self, tick: Tick) -> list[Finding]:
         b = tick.start_ns // (BIN_S * NS)
-        net = ok = None
+        # net inflow and whether it is judged, per zone: both or neither (no balance points)
+        net: np.ndarray | None = None
+        ok: np.ndarray | None = None
         if len(self.bal):
             v = tick.mean[self.bal]
             good = tick.count[self.bal] > 0
@@ -360,7 +363,8 @@ class Leak:
                 ok = self.judged & (missing == 0)
                 net = np.bincount(self.bal_zone, weights=self.bal_gain * np.where(good, v, 0.0),
                                   minlength=self.n_zones)
-        stepped = self._inflow_step(net, ok) if self.storage.any and net is not None else None
+        stepped = (self._inflow_step(net, ok) if self.storage.any and net is not None
+                   and ok is not None else None)
         if b != self.bin[0]:
             if self.bin[0] >= 0:
                 if stepped is not None:  # between the bin's last reading and the next's first
@@ -374,7 +378,7 @@ class Leak:
             self.smeared |= stepped
         if self.storage.any:
             self.storage.observe(tick)
-        if net is not None:
+        if net is not None and ok is not None:
             # adding 0.0 leaves a sum as it is: cheaper than indexing twice
             self.acc[0] += np.where(ok, net, 0.0)
             self.acc[1] += ok

@@ -39,8 +39,8 @@ lo=None, hi=None, device=None, nominal=None, priority=None, area=None, volume_cu
 
     @classmethod
     def of(cls, point: object) -> PointInfo:
-        return cls(**{name: getattr(point, name, None) for name in cls.__slots__
-                      if getattr(point, name, None) is not None})
+        return cls(**{name: value for name in cls.__slots__
+                      if (value := getattr(point, name, None)) is not None})
 
 
 class PointTable:

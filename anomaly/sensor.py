@@ -266,7 +266,7 @@ class SensorFaults:
         """Seconds that QUANTILE of the runs of `rows` stay within, interpolated in its
         doubling bin (bin b holds [2^b, 2^(b+1)) s), their peers' runs counted in; inf
         without a run learned."""
-        pooled = np.stack([np.bincount(self.peer_id, self.runs[:, b], self.peers)
+        pooled: np.ndarray = np.stack([np.bincount(self.peer_id, self.runs[:, b], self.peers)
                            for b in range(RUN_BINS)], axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             pooled /= pooled.sum(axis=1, keepdims=True)

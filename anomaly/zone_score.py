@@ -230,7 +230,7 @@ class _Stack:
         self.inv[at] = np.linalg.inv((1 - SHRINK) * corr + SHRINK * self.eye)
         self.sd[at], self.n_ref[at] = sd, n[stale]
 
-    def _step(self, u: np.ndarray, start_ns: int) -> np.ndarray:
+    def _step(self, u: slice | np.ndarray, start_ns: int) -> np.ndarray:
         """Seconds between the units' samples: the median-like running estimate (a step that
         a gap doubles moves it little), NaN before the second sample."""
         last = self.last_ns[u]

@@ -279,7 +279,8 @@ def alarm_history(store: Store, alarm_id: AlarmId) -> AlarmHistory:
 
 @router.post("/alarms/{alarm_id}/ack", response_model=AlarmView, responses=CONFLICT,
              summary="Acknowledge an alarm")
-def ack(store: Store, caller: Caller, alarm_id: AlarmId, body: AckRequest | None = None) -> dict:
+def ack(store: Store, caller: Caller, alarm_id: AlarmId,
+        body: AckRequest | None = None) -> AlarmView:
     """active-unacknowledged -> active-acknowledged; cleared-unacknowledged -> closed; 409 if
     it is acknowledged already."""
     return _call(lambda: store.ack(alarm_id, caller.name, body.comment if body else None))
@@ -288,7 +289,7 @@ def ack(store: Store, caller: Caller, alarm_id: AlarmId, body: AckRequest | None
 @router.post("/alarms/{alarm_id}/shelve", response_model=AlarmView, responses=CONFLICT,
              summary="Shelve an alarm for a while")
 def shelve(ctx: Ctx, store: Store, caller: Caller, alarm_id: AlarmId,
-           body: ShelveRequest) -> dict:
+           body: ShelveRequest) -> AlarmView:
     """Hide the alarm, and repeats of its condition, for `duration`; it is unshelved on its
     own at the end. 409 if it is closed or shelved already."""
     try:
@@ -308,14 +309,14 @@ def shelve(ctx: Ctx, store: Store, caller: Caller, alarm_id: AlarmId,
 @router.post("/alarms/{alarm_id}/unshelve", response_model=AlarmView, responses=CONFLICT,
              summary="Unshelve an alarm")
 def unshelve(store: Store, caller: Caller, alarm_id: AlarmId,
-             body: AckRequest | None = None) -> dict:
+             body: AckRequest | None = None) -> AlarmView:
     return _call(lambda: store.unshelve(alarm_id, caller.name, body.comment if body else None))
 
 
 @router.post("/alarms/{alarm_id}/release", response_model=AlarmView, responses=CONFLICT,
              summary="Release the alarm a chattering alarm holds back")
 def release(store: Store, caller: Caller, alarm_id: AlarmId,
-            body: AckRequest | None = None) -> dict:
+            body: AckRequest | None = None) -> AlarmView:
     """An alarm that raised too often (ISA-18.2 chattering; `[anomaly] chattering`) is held
     back by a `chattering` alarm: releasing that one annunciates the held alarm again (at once
     if its condition is on). The gateway clears the chattering alarm within a second or so;
@@ -326,5 +327,5 @@ def release(store: Store, caller: Caller, alarm_id: AlarmId,
 
 @router.post("/alarms/{alarm_id}/comment", response_model=AlarmView, responses=CONFLICT,
              summary="Add a comment to an alarm's journal")
-def comment(store: Store, caller: Caller, alarm_id: AlarmId, body: CommentRequest) -> dict:
+def comment(store: Store, caller: Caller, alarm_id: AlarmId, body: CommentRequest) -> AlarmView:
     return _call(lambda: store.comment(alarm_id, caller.name, body.text))

@@ -85,7 +85,7 @@ class Guard:
         if scheme.lower() != "bearer":
             secret = ""
         if not secret and access.query_token:
-            secret = request.query_params.get(QUERY_TOKEN)
+            secret = request.query_params.get(QUERY_TOKEN, "")
         if not secret:
             self._refuse(request, 401, "missing", "no token: send the header 'Authorization: "
                          "Bearer <token>' (make one with `scadawatch token create`)")

@@ -76,7 +76,8 @@ def device_rows(ctx: ApiContext, view: StatusView) -> list[DeviceStatus]:
     status has beyond the site's. A device its driver last called ok or degraded but without
     a successful poll for its stale window (a poller that stopped says nothing) is down."""
     known = dict(view.status.devices) if view.status else {}
-    rows = [known.pop(d.name, None) or DeviceStatus(name=d.name, protocol=d.protocol, bus=d.bus)
+    rows = [known.pop(d.name) if d.name in known
+            else DeviceStatus(name=d.name, protocol=d.protocol, bus=d.bus)
             for d in ctx.site.devices]
     return [_unless_stale(d, view.updated) for d in rows + list(known.values())]
 

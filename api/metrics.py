@@ -121,7 +121,7 @@ class StatusCollector:
 
     def _sinks(self, sinks: Iterable[SinkStatus]) -> Iterator[Metric]:
         sink = ["sink"]
-        families = [
+        families: list[tuple[str, CounterMetricFamily | GaugeMetricFamily]] = [
             ("readings_total", CounterMetricFamily(P + "sink_readings_total",
                                                    "readings stored", labels=sink)),
             ("errors_total", CounterMetricFamily(P + "sink_errors_total",

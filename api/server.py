@@ -19,7 +19,7 @@ from gateway.logs import RateLimit, rate_limit
 
 log = logging.getLogger(__name__)
 
-GRACE = 5.0  # seconds requests in flight (and, later, event streams) get to finish on shutdown
+GRACE = 5  # seconds requests in flight (and, later, event streams) get to finish on shutdown
 # Clients that connect and send nothing (or a byte a minute) must not take the process's file
 # descriptors: the spool, the historian and the devices' sockets need them too.
 MAX_CONNECTIONS = 256  # open at once; beyond, a connection is closed as soon as accepted
@@ -50,8 +50,9 @@ class BoundedH11(H11Protocol):
     max_connections = MAX_CONNECTIONS
     refusals = RateLimit()  # a line per kind per minute, whatever the clients do
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
+    # override: uvicorn narrows asyncio.Protocol's BaseTransport to the Transport it is given
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             if (held := self.refusals.admit("limit")) is not None:
                 log.warning("event=api_connection_refused reason=limit connections=%d%s",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from timegrammar import HELP, MAX_NS, NS, relative
 from timegrammar.iso import iso
@@ -63,6 +64,10 @@ def _iso_ns(date: str, clock: str | None, fraction: str | None, offset: str | No
     return seconds * NS + int((fraction or "0").ljust(9, "0"))
 
 
+@overload
+def iso_seconds(t: float) -> str: ...
+@overload
+def iso_seconds(t: float | None) -> str | None: ...
 def iso_seconds(t: float | None) -> str | None:
     """A Unix-seconds time (as in the gateway status) in UTC ISO 8601, to the millisecond."""
     return None if t is None else iso(round(t * 1000) * 1_000_000, "ms")

@@ -146,7 +146,7 @@ class TokenStore:
             elif name in names and not replace:
                 raise TokenError(f"a token named {name!r} exists: revoke it first or choose "
                                  "another name")
-            token = Token(name=name, role=role, sha256=digest(secret), last4=secret[-4:],  # type: ignore[arg-type]
+            token = Token(name=name, role=role, sha256=digest(secret), last4=secret[-4:],
                           created=iso(int(created * NS), "s"),
                           expires=None if expires_days is None
                           else iso(int((created + expires_days * 86400) * NS), "s"))

@@ -25,7 +25,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
@@ -53,10 +54,21 @@ def engine_settings(section: AnomalySection, interval: float | None = None) -> E
     return EngineSettings(
         interval=interval or section.interval, lateness=section.lateness,
         disable=frozenset(section.disable),
-        on_delay={**defaults.on_delay, **section.on_delay},
-        off_delay={**defaults.off_delay, **section.off_delay},
-        priority={**defaults.priority, **section.priority}, zone_model=section.zone_model,
+        on_delay=_overridden(defaults.on_delay, section.on_delay),
+        off_delay=_overridden(defaults.off_delay, section.off_delay),
+        priority=_overridden(defaults.priority, section.priority), zone_model=section.zone_model,
         chattering=tuple((int(n), seconds) for n, seconds in section.chattering))
+
+
+_K = TypeVar("_K", bound=str)
+_V = TypeVar("_V")
+
+
+def _overridden(defaults: Mapping[str, _V], overrides: Mapping[_K, _V]) -> dict[str, _V]:
+    """The engine's defaults, with the site file's values where it sets them."""
+    merged = dict(defaults)
+    merged.update(overrides.items())
+    return merged
 
 
 def stale_windows(site: Site) -> dict[str, float]:

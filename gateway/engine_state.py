@@ -21,7 +21,8 @@ def save_state(engine: Engine, path: Path,
                extra: Mapping[str, np.ndarray] | None = None) -> None:
     """Write `engine`'s state with the caller's `extra` arrays, atomically and durably."""
     arrays = {**{f"{EXTRA}{k}": v for k, v in (extra or {}).items()}, **engine.state()}
-    write_atomically(Path(path), lambda f: np.savez(f, **arrays), durable=True)
+    write_atomically(Path(path), lambda f: np.savez(f, **arrays),  # type: ignore[arg-type]
+                       durable=True)  # numpy's stub reads **arrays as allow_pickle: bool
 
 
 def load_state(engine: Engine, path: Path) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -67,7 +68,7 @@ class Gateway:
             self.influx = InfluxSink(site, self.spool, status)
         # Alarm events go to every listener (the alarm store, an in-process API's stream).
         self.alarms = AlarmStore(store_path(data_dir))
-        self.alarm_listeners: list[Callable[[list[AlarmEvent]], None]] = [self.alarms.apply]
+        self.alarm_listeners: list[Callable[[list[AlarmEvent]], object]] = [self.alarms.apply]
         self.alarm_writer: AlarmWriter | None = None  # the alarm journal into InfluxDB too
         if self.influx is not None:
             status = self.status.sinks[AlarmWriter.name] = SinkStatus(name=AlarmWriter.name)
@@ -126,7 +127,7 @@ class Gateway:
             sinks += [self._task("sink:anomaly", lambda: drain(
                           self.spool, detection, self.status.sinks[Detection.name], wake=flush)),
                       self._task("anomaly:clock", lambda: self._clock(detection))]
-        sinks += [self._task(f"sink:{edge.name}", lambda edge=edge: edge.run(flush))
+        sinks += [self._task(f"sink:{edge.name}", functools.partial(edge.run, flush))
                   for edge in self.northbound]
         alarm_tasks = [self._task("alarms:unshelve",
                                   lambda: run_unshelve_timer(self.alarms, stop), stop)]

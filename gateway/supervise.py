@@ -30,6 +30,7 @@ async def supervise(run: Callable[[], Awaitable[None]], status: TaskStatus,
     me = asyncio.current_task()
     assert me is not None
     failures = 0
+    trace: BaseException | None
     while True:
         started = loop.time()
         status.state = "running"

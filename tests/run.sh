@@ -30,6 +30,7 @@ if [ ! -d tests/node_opcua/node_modules ]; then
 fi
 
 python3 -m ruff check .
+python3 -m mypy  # the typed core: anomaly, gateway, api ([tool.mypy] in pyproject.toml)
 
 # CI runs the reliability suite (pytest -m reliability) at a fifth of the durations:
 # 2-minute soak, 1-minute InfluxDB outage ... Set SCADAWATCH_RELIABILITY_SCALE=1 for the full ones.

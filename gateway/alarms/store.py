@@ -32,16 +32,16 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
 import timegrammar
 from anomaly.alarms import PRIORITIES, AlarmEvent
-from gateway.alarms.encoding import ALARM_KEYS, AlarmView, State, encode
+from gateway.alarms.encoding import ALARM_KEYS, AlarmJson, AlarmView, State, encode
 from timegrammar.iso import iso
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def state_of(active: bool, acknowledged: bool) -> State:
     return "closed" if acknowledged else "cleared-unacknowledged"
 
 
-def condition_of(alarm: dict) -> str:
+def condition_of(alarm: Mapping[str, Any]) -> str:
     return f"{alarm['kind']}:{alarm.get('tag') or alarm.get('device') or alarm.get('zone') or ''}"
 
 
@@ -143,7 +143,8 @@ class Filter:
     suppressed: bool | None = False
 
     def sql(self, now_ns: int) -> tuple[str, list[Any]]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         states = {one for s in self.states for one in STATE_GROUPS.get(s, (s,))}
         if states:
             where.append("(" + " OR ".join(STATE_SQL[s] for s in sorted(states)) + ")")
@@ -189,7 +190,9 @@ def view(row: sqlite3.Row, now_ns: int) -> AlarmView:
     shelved = row["shelved_until_ns"] is not None and row["shelved_until_ns"] > now_ns
     acked = row["acked_ns"] is not None
     data = json.loads(row["data"])
-    return {**{key: data[key] for key in ALARM_KEYS},  # in the schema's order, however stored
+    # in the schema's order, however stored; encode() wrote it
+    stored = cast(AlarmJson, {key: data[key] for key in ALARM_KEYS})
+    return {**stored,
             "state": state_of(row["end_ns"] is None, acked),
             "active": row["end_ns"] is None, "acknowledged": acked,
             "acked_by": row["acked_by"],
@@ -250,7 +253,7 @@ class AlarmStore:
     # --- journal ------------------------------------------------------------------------
 
     def _journal(self, now_ns: int, alarm_id: str | None, transition: str, who: str,
-                 comment: str | None, data: dict | None = None) -> int:
+                 comment: str | None, data: Mapping[str, object] | None = None) -> int:
         """Append an entry; for an alarm, its state after the change (read back here)."""
         cur = self._db.execute(
             "INSERT INTO journal (ts_ns, alarm_id, transition, who, comment, data) "
@@ -316,7 +319,7 @@ class AlarmStore:
                     self._journal(now, alarm["id"], "clear", SYSTEM, None)
         return changed
 
-    def _insert(self, event: AlarmEvent, alarm: dict, rules: set[tuple[str, str]],
+    def _insert(self, event: AlarmEvent, alarm: AlarmJson, rules: set[tuple[str, str]],
                 now: int) -> None:
         condition = condition_of(alarm)
         shelf = self._db.execute(
@@ -658,7 +661,7 @@ def _rule(r: sqlite3.Row) -> dict:
             "since": iso(r["since_ns"], "ms")}
 
 
-def _suppressed_by(alarm: dict, rules: set[tuple[str, str]]) -> bool:
+def _suppressed_by(alarm: Mapping[str, Any], rules: set[tuple[str, str]]) -> bool:
     tags = {alarm.get("tag"), *alarm.get("tags", ())} - {None}
     return (any(("tag", t) in rules for t in tags)
             or (alarm.get("zone") is not None and ("zone", alarm["zone"]) in rules))

@@ -66,8 +66,8 @@ class ConfigError(Exception):
 _SECTIONS: dict[str, type[Strict]] = {"site": SiteSection, "historian": HistorianSection,
                                       "spool": SpoolSection, "api": ApiSection,
                                       "anomaly": AnomalySection, "alarms": AlarmsSection}
-_ARRAYS: dict[str, type[Strict]] = {"devices": Device, "points": Point, "webhooks": Webhook,
-                                    "northbound": Northbound}
+_ARRAYS: dict[str, type[BaseModel] | type[Point]] = {
+    "devices": Device, "points": Point, "webhooks": Webhook, "northbound": Northbound}
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
 
 
@@ -155,8 +155,8 @@ def _reason(err: Any, model: type[BaseModel] | type[Point], csv: bool) -> str:
     return str(err["msg"])
 
 
-def _validated(model: type[Strict] | type[Point], data: object, strict: bool) -> Any:
-    if model is not Point:
+def _validated(model: type[BaseModel] | type[Point], data: object, strict: bool) -> Any:
+    if issubclass(model, BaseModel):
         return model.model_validate(data, strict=strict)
     if not strict:
         return Point.__pydantic_validator__.validate_python(data)
@@ -167,7 +167,7 @@ def _validated(model: type[Strict] | type[Point], data: object, strict: bool) ->
         json.dumps(data, default=lambda v: v.isoformat()), strict=True)
 
 
-def _validate(model: type[Strict] | type[Point], data: object, origin: _Origin,
+def _validate(model: type[BaseModel] | type[Point], data: object, origin: _Origin,
               problems: _Problems) -> Any:
     """`model` validated from `data`; if invalid, its problems are added, and the return is the
     entry without its faulty keys when the cross-field rules can still judge it, else None."""
@@ -344,6 +344,8 @@ def load_site(path: str | Path, *, read_points_csv: bool = True) -> Site:
     problems.raise_any()
 
     return Site(site=sections["site"], **{
-        k: v for k, v in sections.items() if k != "site"}, devices=devices, points=points,
+        k: v for k, v in sections.items() if k != "site"},
+        devices=[d for d in devices if d is not None],  # all are, past raise_any()
+        points=points,
         webhooks=[w for w, _ in located["webhooks"]],
         northbound=[n.resolved(base) for n, _ in located["northbound"]])

@@ -12,7 +12,7 @@ import sys
 import urllib.parse
 from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -26,7 +26,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.dataclasses import dataclass as pydantic_dataclass
-from pydantic_core import ArgsKwargs, PydanticCustomError
+from pydantic.fields import FieldInfo
+from pydantic_core import ArgsKwargs, PydanticCustomError, SchemaValidator
 
 from anomaly.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
 from gateway.site.northbound import Northbound
@@ -421,6 +422,10 @@ class Point:
     keys as a dict, `dataclasses.replace()` a changed copy (validated).
     """
 
+    if TYPE_CHECKING:  # what pydantic's dataclass decorator adds, for mypy
+        __pydantic_fields__: ClassVar[dict[str, FieldInfo]]
+        __pydantic_validator__: ClassVar[SchemaValidator]
+
     tag: str = Field(min_length=1, max_length=NAME_MAX)
     device: str | None = None
     kind: PointKind = "other"
@@ -495,7 +500,7 @@ class Site(Strict):
 
 def keys_of(model: type[BaseModel] | type[Point]) -> list[str]:
     """The keys a table of `model` accepts (the alias where one is set)."""
-    fields = model.__pydantic_fields__ if model is Point else model.model_fields
+    fields = model.model_fields if issubclass(model, BaseModel) else model.__pydantic_fields__
     return [f.alias or name for name, f in fields.items()]
 
 

@@ -72,7 +72,8 @@ CHECKPOINT_BYTES = 64 << 20  # of WAL; as much as journal_size_limit keeps
 # Blob layouts: 8-byte columns first, so every column is aligned within the blob.
 CHUNK_COLUMNS = ("source_ts", "value", "server_ts", "gateway_ts", "cause", "quality")
 FRESH_COLUMNS = ("source_ts", "value", "server_ts", "gateway_ts", "tag", "cause", "quality")
-DTYPES = {**{k: np.dtype(v) for k, v in Batch.DTYPES.items()}, "tag": np.dtype(np.int32)}
+DTYPES: dict[str, np.dtype] = {**{k: np.dtype(v) for k, v in Batch.DTYPES.items()},
+                               "tag": np.dtype(np.int32)}
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -90,7 +91,7 @@ CREATE TABLE IF NOT EXISTS latest(block INTEGER PRIMARY KEY, data BLOB NOT NULL)
 Columns = dict[str, np.ndarray]
 # Per blob layout: bytes per row before each column (times n: where the column starts), and
 # under "" the bytes of a whole row.
-_OFFSETS = {
+_OFFSETS: dict[Sequence[str], dict[str, int]] = {
     layout: {**{k: sum(DTYPES[c].itemsize for c in layout[:i]) for i, k in enumerate(layout)},
              "": sum(DTYPES[c].itemsize for c in layout)}
     for layout in (CHUNK_COLUMNS, FRESH_COLUMNS)}
@@ -137,7 +138,7 @@ class HistorianReader(Protocol):
 
 def _pack(cols: Columns, names: Sequence[str], a: int, b: int) -> bytes:
     """Rows [a, b) of columns `names` (already of their dtypes), one after the other."""
-    return b"".join([memoryview(cols[k][a:b]).cast("B") for k in names])
+    return b"".join([cols[k][a:b].data.cast("B") for k in names])
 
 
 def _unpack(blob: bytes, n: int, names: Sequence[str]) -> Columns:
@@ -264,9 +265,10 @@ class EmbeddedHistorian:
         self.tags = list(tags)
         self.readonly = readonly
         self._read_lock = threading.Lock()
-        self._read = _connect(self.path, readonly=True) if readonly else None
+        self._read: sqlite3.Connection | None = None
         self._top_id = -1
         if readonly:
+            self._read = _connect(self.path, readonly=True)
             self._load_ids(self._read)
             return
         self._write_lock = threading.Lock()
@@ -377,7 +379,7 @@ class EmbeddedHistorian:
         """The last spool sequence number stored (0 if none)."""
         if self.readonly:
             with self._read_lock:
-                row = self._read.execute("SELECT value FROM meta WHERE key='cursor'").fetchone()
+                row = self._reader().execute("SELECT value FROM meta WHERE key='cursor'").fetchone()
             return row[0] if row else 0
         return self._cursor
 

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import Literal
 
 import numpy as np
 
@@ -107,14 +107,14 @@ class RecordingReader:
         self.chunk_bytes = chunk_bytes
         self.stats = ReadStats()
         try:
-            self._raw: IO[bytes] = self.path.open("rb")
+            self._raw: io.BufferedIOBase = self.path.open("rb")
         except OSError as e:
             raise RecordingError(self.path, f"cannot read it ({e.strerror or e})") from None
         self.size = self.path.stat().st_size
         try:
             gzipped = self._raw.read(2) == _GZIP_MAGIC  # by content: a name may not say
             self._raw.seek(0)
-            stream: IO[bytes] = (gzip.GzipFile(fileobj=self._raw, mode="rb") if gzipped
+            stream: io.BufferedIOBase = (gzip.GzipFile(fileobj=self._raw, mode="rb") if gzipped
                                  else self._raw)
             self._text = io.TextIOWrapper(_RowLimit(stream, self.path), encoding="utf-8-sig",
                                           newline=None)
@@ -399,7 +399,7 @@ class RecordingReader:
                      cause=np.zeros(len(value), dtype=np.uint32))
 
 
-def _numpy_time(text: str, unit: str) -> int | None:
+def _numpy_time(text: str, unit: Literal["us", "ns"]) -> int | None:
     """numpy's reading of an ISO 8601 time without offset, in `unit` since 1970; None if it
     does not read it (an offset: numpy only warns)."""
     try:
@@ -415,11 +415,16 @@ class _RowLimit(io.BufferedIOBase):
     held whole: a reader reads line by line, and one line of a .csv.gz may inflate to
     hundreds of MB."""
 
-    def __init__(self, stream: IO[bytes], path: Path) -> None:
+    def __init__(self, stream: io.BufferedIOBase, path: Path) -> None:
         super().__init__()
         self._stream, self._path = stream, path
         self._run = 0  # bytes since the last line break
         self._breaks = 0  # line feeds so far: the row being read is one more
+
+    @property
+    def name(self) -> str:
+        """The recording's path, as a file's `name` (TextIOWrapper names itself by it)."""
+        return str(self._path)
 
     def readable(self) -> bool:
         return True
@@ -428,7 +433,7 @@ class _RowLimit(io.BufferedIOBase):
         return self._checked(self._stream.read(size))
 
     def read1(self, size: int = -1) -> bytes:
-        return self._checked(self._stream.read1(size))  # type: ignore[attr-defined]
+        return self._checked(self._stream.read1(size))
 
     def close(self) -> None:
         self._stream.close()
@@ -465,8 +470,10 @@ def read_recording(path: Path | str, tags: Sequence[str]) -> tuple[Batch, ReadSt
 
 def _stamp_texts(ts: np.ndarray) -> list[str]:
     """ISO 8601 `Z` strings, to the finest unit any of the times needs."""
-    unit = next((u for u, ns in (("s", 10**9), ("ms", 10**6), ("us", 10**3))
-                 if not np.any(ts % ns)), "ns")
+    finest: tuple[tuple[Literal["s", "ms", "us"], int], ...] = (
+        ("s", 10**9), ("ms", 10**6), ("us", 10**3))
+    unit: Literal["s", "ms", "us", "ns"] = next(
+        (u for u, ns in finest if not np.any(ts % ns)), "ns")
     return [f"{s}Z" for s in np.datetime_as_string(ts.view("datetime64[ns]"), unit=unit)]
 
 

@@ -340,7 +340,7 @@ class Spool:
         rest = HEADER.pack(MAGIC, 0, seq, rows, length, now)[8:]
         crc = zlib.crc32(rest)
         for col in columns:
-            crc = zlib.crc32(col, crc)
+            crc = zlib.crc32(col.data, crc)
         crc = zlib.crc32(pad, crc)
         header = MAGIC + struct.pack("<I", crc) + rest
         try:
@@ -479,7 +479,7 @@ class Spool:
                 fd = os.open(seg.path, os.O_RDONLY)
             try:
                 buf = np.empty(bounds[-1] - bounds[0], np.uint8)
-                if os.preadv(fd, [buf], bounds[0]) != len(buf):
+                if os.preadv(fd, [buf.data], bounds[0]) != len(buf):
                     raise SpoolError(f"{seg.path}: short read at {bounds[0]}")
             finally:
                 os.close(fd)
@@ -494,10 +494,10 @@ class Spool:
 
     def _parse(self, path: Path, record: np.ndarray, seq: int, rows: int) -> Batch | None:
         """The batch in one record, or None (counted and logged) if the record is damaged."""
-        magic, crc, rseq, hrows, length, _ = HEADER.unpack_from(record)
+        magic, crc, rseq, hrows, length, _ = HEADER.unpack_from(record.data)
         if (magic != MAGIC or rseq != seq or hrows != rows
                 or len(record) != HEADER.size + length
-                or zlib.crc32(memoryview(record)[8:]) != crc):
+                or zlib.crc32(record.data[8:]) != crc):
             # Damaged after it was written and indexed: skipping it is a loss, so say so.
             with self._lock:
                 self.status.readings_dropped_total += rows

@@ -40,6 +40,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -157,7 +158,8 @@ class Iec104Session:
     async def _transfer(self, link: Link) -> LinkError:
         loop = asyncio.get_running_loop()
         link.start()
-        await asyncio.wait({link.started, link.closed}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {link.started, link.closed}  # of unlike results
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if link.closed.done():
             return link.closed.result()
         if self.status.state != "unknown" or self._failures:

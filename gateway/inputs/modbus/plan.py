@@ -109,7 +109,7 @@ class DevicePlan:
                 out[g.rows] = raw & 1 if g.bit0 else raw
         if len(self.bit_rows):
             out[self.bit_rows] = bits[self.bit_index]
-        if self.scale is not None:
+        if self.scale is not None and self.offset is not None:  # both or neither
             out *= self.scale
             out += self.offset
         return out
@@ -167,8 +167,10 @@ def plan_device(device: Device, points: Sequence[tuple[int, Point]]) -> DevicePl
                  for row, (_, p) in enumerate(points) if p.register_kind == table]
         if not spans:
             continue
+        # arg-type: spans' addresses are ints, site rules require one of every Modbus point
         reqs, where = _coalesce(
-            spans, fc, device.max_bits if bits else device.max_registers, device.max_gap,
+            spans,  # type: ignore[arg-type]
+            fc, device.max_bits if bits else device.max_registers, device.max_gap,
             n_bits if bits else n_registers)
         for row, (number, off) in where.items():
             row_request[row] = len(requests) + number

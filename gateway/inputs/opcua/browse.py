@@ -38,14 +38,14 @@ DEFAULT_BATCH = 500  # nodes per request when the server states no limit
 # either way for 10,800 variables, 2 busy cores).
 IN_FLIGHT = 4
 MAX_REFERENCES = 1000  # references per node in one Browse answer, asked of the server
-_OBJECTS = ua.NodeId(ua.ObjectIds.ObjectsFolder)
-_SERVER = ua.NodeId(ua.ObjectIds.Server)
-_HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
-_ORGANIZES = ua.NodeId(ua.ObjectIds.Organizes)
-_OWNED = frozenset({ua.NodeId(ua.ObjectIds.HasComponent),
-                    ua.NodeId(ua.ObjectIds.HasOrderedComponent)})
-_HAS_SUBTYPE = ua.NodeId(ua.ObjectIds.HasSubtype)
-_HIERARCHICAL = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+_OBJECTS = ua.NodeId(ua.Int32(ua.ObjectIds.ObjectsFolder))
+_SERVER = ua.NodeId(ua.Int32(ua.ObjectIds.Server))
+_HAS_PROPERTY = ua.NodeId(ua.Int32(ua.ObjectIds.HasProperty))
+_ORGANIZES = ua.NodeId(ua.Int32(ua.ObjectIds.Organizes))
+_OWNED = frozenset({ua.NodeId(ua.Int32(ua.ObjectIds.HasComponent)),
+                    ua.NodeId(ua.Int32(ua.ObjectIds.HasOrderedComponent))})
+_HAS_SUBTYPE = ua.NodeId(ua.Int32(ua.ObjectIds.HasSubtype))
+_HIERARCHICAL = ua.NodeId(ua.Int32(ua.ObjectIds.HierarchicalReferences))
 _LIMITS = (ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse,
            ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
            ua.ObjectIds.Server_ServerCapabilities_MaxBrowseContinuationPoints)
@@ -116,7 +116,8 @@ Progress = Callable[[int, int, int], None]  # (nodes browsed, variables found, n
 
 async def read_limits(client: Client) -> Limits:
     values = await client.uaclient.read(ua.ReadParameters(NodesToRead=[
-        ua.ReadValueId(NodeId=ua.NodeId(i), AttributeId=ua.AttributeIds.Value) for i in _LIMITS]))
+        ua.ReadValueId(NodeId=ua.NodeId(ua.Int32(i)), AttributeId=ua.AttributeIds.Value)
+        for i in _LIMITS]))
     found = []
     for dv in values:
         value = dv.Value.Value if dv.Value is not None else None
@@ -169,7 +170,7 @@ class Walker:
                     if node == root:
                         raise BrowseRefused(f"the server refused to browse "
                                             f"{shown or node.to_string()}", code)
-                    refused[ua.StatusCode(code).name] += 1
+                    refused[ua.StatusCode(ua.UInt32(code)).name] += 1
                     continue
                 for ref in references:
                     self._follow(ref, path, variable, queue, seen, found)
@@ -278,12 +279,13 @@ class Walker:
 
     async def _base_types(self, types: set[ua.NodeId]) -> dict[ua.NodeId, str]:
         """The built-in type each data type derives from, by walking HasSubtype upwards."""
-        known = {ua.NodeId(i): name for i, name in (*_NUMERIC.items(), *_NOT_NUMERIC.items())}
+        known = {ua.NodeId(ua.Int32(i)): name
+                 for i, name in (*_NUMERIC.items(), *_NOT_NUMERIC.items())}
         numbers = {ua.ObjectIds.SByte, ua.ObjectIds.Byte, ua.ObjectIds.Int16, ua.ObjectIds.UInt16,
                    ua.ObjectIds.Int32, ua.ObjectIds.UInt32, ua.ObjectIds.Int64,
                    ua.ObjectIds.UInt64, ua.ObjectIds.Float, ua.ObjectIds.Double,
                    ua.ObjectIds.Integer, ua.ObjectIds.UInteger, ua.ObjectIds.Decimal}
-        known.update({ua.NodeId(i): "Number" for i in numbers})
+        known.update({ua.NodeId(ua.Int32(i)): "Number" for i in numbers})
         parent: dict[ua.NodeId, ua.NodeId | None] = {}
         todo = [t for t in types if t not in known]
         for _ in range(16):  # type hierarchies are shallow; a loop in one must not hang us

@@ -19,12 +19,12 @@ import hashlib
 import os
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
@@ -34,6 +34,7 @@ from asyncua.crypto.cert_gen import (
     generate_self_signed_app_certificate,
 )
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -116,6 +117,8 @@ def client_certificate(data_dir: Path, site_name: str) -> tuple[Path, Path]:
         folder.mkdir(parents=True, exist_ok=True)
     if pki.key.is_file():  # a lost certificate is re-issued for the same key
         key = load_pem_private_key(pki.key.read_bytes(), password=None)
+        if not isinstance(key, RSAPrivateKey):  # OPC UA's security policies sign with RSA
+            raise ValueError(f"{pki.key}: not an RSA private key, which OPC UA needs")
     else:
         key = generate_private_key()
         _write_atomic(pki.key, dump_private_key_as_pem(key), mode=0o600)
@@ -248,7 +251,9 @@ async def apply_security(client: Client, device: Device, data_dir: Path,
         raise OpcUaSecurityError(device.name, (
             f"server offers no endpoint with policy {device.security_policy} and mode "
             f"{device.security_mode}")) from exc
-    check_server_certificate(device.name, client.security_policy.peer_certificate, data_dir)
+    if (peer := client.security_policy.peer_certificate) is None:
+        raise OpcUaSecurityError(device.name, "the server sent no certificate")
+    check_server_certificate(device.name, peer, data_dir)
 
     async def validate(cert: x509.Certificate, _server: ua.ApplicationDescription) -> None:
         check_server_certificate(device.name, cert.public_bytes(Encoding.DER), data_dir)
@@ -286,10 +291,15 @@ def _login_refused(exc: BaseException) -> str | None:
     return None
 
 
-def _reraise(step: Callable[..., Awaitable[Any]], device: str,
-             explain: Callable[[BaseException], str | None]) -> Callable[..., Awaitable[Any]]:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reraise(step: Callable[_P, Awaitable[_R]], device: str,
+             explain: Callable[[BaseException], str | None]
+             ) -> Callable[_P, Coroutine[Any, Any, _R]]:
     @wraps(step)
-    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+    async def wrapped(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return await step(*args, **kwargs)
         except Exception as exc:

@@ -305,7 +305,7 @@ class OpcUaSession:
 
     async def _limits(self, client: Client) -> Limits:
         params = ua.ReadParameters(NodesToRead=[
-            ua.ReadValueId(NodeId=ua.NodeId(i), AttributeId=ua.AttributeIds.Value)
+            ua.ReadValueId(NodeId=ua.NodeId(ua.Int32(i)), AttributeId=ua.AttributeIds.Value)
             for i in _LIMIT_NODES])
         found = []
         for dv in await client.uaclient.read(params):
@@ -409,7 +409,7 @@ class OpcUaSession:
 
     async def _poll(self, client: Client, polled: list[int], nodes: list[ua.NodeId | None],
                     limits: Limits) -> None:
-        targets = [nodes[k] for k in polled]
+        targets = [n for k in polled if (n := nodes[k]) is not None]  # polled: resolved only
         registered: list[ua.NodeId] = []
         for part in Limits.chunks(len(targets), limits.register):
             registered += await self._timed(client.uaclient.register_nodes(targets[part]))
@@ -485,7 +485,8 @@ class OpcUaSession:
     def _log_point(self, k: int, code: int, reason: str, level: int = logging.WARNING) -> None:
         p = self.points[k]
         log.log(level, "event=opcua_point_unavailable device=%s tag=%s node=%s cause=%s "
-                "reason=%r", self.device.name, p.tag, p.node, ua.StatusCode(code).name, reason)
+                "reason=%r", self.device.name, p.tag, p.node, ua.StatusCode(ua.UInt32(code)).name,
+                reason)
 
 
 def build_sessions(site: Site, status: GatewayStatus, emit: Emit, *,

@@ -110,7 +110,8 @@ class EdgeNode:
             historical = seq <= self._live_after
             order = np.argsort(device[batch.point], kind="stable")
             devs = device[batch.point][order]
-            starts = np.flatnonzero(np.r_[True, devs[1:] != devs[:-1]]) if len(devs) else []
+            starts = (np.flatnonzero(np.r_[True, devs[1:] != devs[:-1]]) if len(devs)
+                      else np.empty(0, np.intp))
             for a, b in zip(starts, [*list(starts[1:]), len(devs)], strict=True):
                 d = int(devs[a])
                 if d < 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -53,6 +54,10 @@ def state_payload(online: bool, timestamp_ms: int) -> bytes:
     return json.dumps({"online": online, "timestamp": timestamp_ms}).encode()
 
 
+@overload
+def ms(ns: int) -> int: ...
+@overload
+def ms(ns: np.ndarray) -> np.ndarray: ...
 def ms(ns: int | np.ndarray) -> int | np.ndarray:
     return ns // 1_000_000
 

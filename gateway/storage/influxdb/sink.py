@@ -107,7 +107,7 @@ class SeriesKeys:
         head, tag, tail = [], [], []
         for p in site.points if points is None else points:
             labels = {"zone": p.zone, "device": p.device}
-            parts = [f",{k}={escape_tag(labels[k])}" if labels.get(k) else "" for k in TAG_KEYS]
+            parts = [f",{k}={escape_tag(v)}" if (v := labels.get(k)) else "" for k in TAG_KEYS]
             cut = TAG_KEYS.index("tag")
             text = p.kind + "".join(parts[:cut]) + ",tag="
             head.append(shared.setdefault(text, text))
