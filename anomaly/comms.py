@@ -135,12 +135,9 @@ class Comms:
         failed = self.failed
         # A device whose failures the readings judge is down here only by silence, and not
         # judged here at all while the readings have it down (as of this tick's end: the
-        # readings may be ahead of the ticks live), nor when they turned it at that end: a
-        # good reading stamped at the end belongs to the next tick, so this one would find
-        # the outage the readings just cleared silent, and raise it a second time.
+        # readings may be ahead of the ticks live).
         down = known & ((late >= COMMS_LATE) | (failed & ~self.owned))
-        row_down = (np.where(self.down_at <= tick.end_ns, self.down, self.down_prev)
-                    | (self.down_at == tick.end_ns))
+        row_down = np.where(self.down_at <= tick.end_ns, self.down, self.down_prev)
         # Points that report on change (OPC UA subscriptions) have irregular gaps: their
         # silence means nothing, only a bad reading does (`steady`: new or regular).
         regular = steady[1]
