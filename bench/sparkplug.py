@@ -82,7 +82,8 @@ async def _edge(port: int, node: str, tags: int, interval: float, seconds: float
             batch = Batch.of(source_ts=np.full(tags, ts), point=np.arange(tags),
                              value=rng.normal(50, 5, tags), quality=0)
             record += sp.MAX_DEVICES
-            body = sp.device_data(record, batch, aliases, boolean, ts // 1_000_000, False)
+            body = sp.device_data(record, batch, aliases, boolean, ts // 1_000_000, False,
+                                  after=record - sp.MAX_DEVICES)
             await client.publish(sp.topic(GROUP, "DDATA", node, "plc"), sp.with_seq(seq, body),
                                  qos=1)
             seq = (seq + 1) % 256

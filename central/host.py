@@ -3,10 +3,14 @@ historians, alarm transitions into one multi-site alarm list, a `comms` alarm pe
 
 Sites are edge nodes of the `[central] group`; the site dimension is a prefix: a site's tag
 `t` is `<node>/t` at the centre (and so are zones and devices), its alarm ids `<node>:<id>`.
-A DDATA is stored once by its `scadawatch/record` number (kept, per site, as the historian's
-cursor in the same transaction as the readings), so the re-sends a gateway makes after a
-broker outage or a crash are dropped. The host's own MQTT session is persistent (clean
-session off): what the sites publish while the host reconnects waits at the broker for it.
+A DDATA is stored once by its `scadawatch/record` number: the numbers a site's historian holds
+are kept as ranges (each DDATA's `scadawatch/after` says none lies between it and the one
+before it in its lane), committed in the same transaction as the readings, so the re-sends a
+gateway makes after a broker outage or a crash are dropped though its backlog arrives after
+the live data that followed it. The historian files readings whatever their order (a query
+answers in source-time order; `latest` is not moved back by a late one). The host's own MQTT
+session is persistent (clean session off): what the sites publish while the host reconnects
+waits at the broker for it.
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ from gateway.northbound.sparkplug import payloads as sp
 from gateway.northbound.sparkplug.reconnect import keep_connected
 from gateway.status import SinkStatus
 from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.influxdb.catchup import Progress
 from gateway.storage.spool import PointList
 
 log = logging.getLogger(__name__)
 
+# A DDATA as the host keeps it until stored: record number, the one before it, readings, and
+# the point list its indices refer to.
+Received = tuple[int | None, int | None, Batch, PointList]
 FLUSH_INTERVAL = 0.2  # seconds between stores of what came (one transaction per site)
 REBIRTH_EVERY = 5.0  # seconds between two rebirth requests to one node
 OPENERS = 4  # threads creating site historians
@@ -81,7 +89,8 @@ class Central:
         self.status = SinkStatus(name="sparkplug")
         self.connected = False
         self.on_points: list[Callable[[], None]] = []  # told when a site's point list changes
-        self._pending: dict[str, list[tuple[int | None, Batch, PointList]]] = defaultdict(list)
+        self._pending: dict[str, list[Received]] = defaultdict(list)
+        self.stored: dict[str, Progress] = {}  # per site: the record numbers stored
         self._events: list[AlarmEvent] = []
         self._points_changed = False
         self.served: set[str] = set()  # sites whose historian has been stored to: the API's
@@ -115,7 +124,9 @@ class Central:
         path = historian_file(self.data_dir, node)
         path.parent.mkdir(parents=True, exist_ok=True)
         h = self.historians[node] = EmbeddedHistorian(path, [])
-        self._link(node).last_record = h.cursor()
+        sender = h.sender()
+        # A historian filed before the ranges holds every record up to its cursor.
+        self.stored[node] = Progress.of_text(path, sender, 0 if sender else h.cursor())
         return h
 
     def _link(self, node: str) -> SiteLink:
@@ -283,7 +294,7 @@ class Central:
             self.status.last_error = f"{type(e).__name__}: {e}"
             log.exception("event=central_store_error")
 
-    async def _run_store(self, pending: dict[str, list[tuple[int | None, Batch, PointList]]],
+    async def _run_store(self, pending: dict[str, list[Received]],
                          events: list[AlarmEvent]) -> None:
         # One storing thread: stores stay in order even when a cancelled flush leaves one
         # running (a later one must not store its records first: the earlier would look
@@ -291,35 +302,23 @@ class Central:
         await asyncio.get_running_loop().run_in_executor(self._storer, self._store, pending,
                                                          events)
 
-    def _store(self, pending: dict[str, list[tuple[int | None, Batch, PointList]]],
-               events: list[AlarmEvent]) -> None:
+    def _store(self, pending: dict[str, list[Received]], events: list[AlarmEvent]) -> None:
         """Each site's readings in one transaction per point list, then the alarm
         transitions."""
         for node, received in pending.items():
             historian = self._historian(node)
             link = self.links[node]
-            # Records at or below what is stored were sent again (after a crash or an outage);
-            # a DDATA without a record number (another make of edge node) is stored as next.
-            entries, high, dropped = [], link.last_record, 0
-            for record, batch, points in received:
-                if record is None:
-                    record = high + 1
-                if record <= high:
-                    dropped += 1
-                    continue
-                high = record
-                entries.append((record, batch, points))
-            start = 0
-            for i in range(1, len(entries) + 1):
-                if i == len(entries) or entries[i][2] is not entries[start][2]:
-                    historian.store([(r, b) for r, b, _ in entries[start:i]], entries[start][2])
-                    start = i
-            link.last_record = high
+            groups, dropped = _new_records(self.stored[node], received)
+            for entries, points, stored in groups:
+                # The historian's own cursor counts stores: the ranges say what is held.
+                historian.store([(historian.cursor() + 1, Batch.concat(entries))], points,
+                                sender=stored.text())
+                self.stored[node] = stored
             link.duplicates_total += dropped
             if node not in self.served:
                 self.served.add(node)
                 self._points_changed = True
-            rows = sum(len(b) for _, b, _ in entries)
+            rows = sum(len(b) for entries, _, _ in groups for b in entries)
             link.readings_total += rows
             self.status.readings_total += rows
         if events:
@@ -338,3 +337,26 @@ class Central:
         for h in self.historians.values():
             h.close()
         self.alarms.close()
+
+
+def _new_records(stored: Progress, received: list[Received]
+                 ) -> tuple[list[tuple[list[Batch], PointList, Progress]], int]:
+    """What of `received` is not stored yet, in runs of one point list, each with the ranges
+    stored once it is; and how many DDATA were dropped as stored already (re-sent)."""
+    seen = stored.copy()
+    groups: list[tuple[list[Batch], PointList, Progress]] = []
+    dropped = 0
+    for record, after, batch, points in received:
+        high = seen.ranges[-1][1] if seen.ranges else seen.low
+        if record is None:  # another make of edge node: its DDATA in order, stored as next
+            record = high + 1
+        if seen.has(record):
+            dropped += 1
+            continue
+        if after is not None and after < record:
+            seen.add(after + 1, record)
+        else:  # no lane (another make): in order, or on its own
+            seen.add(high + 1 if record > high else record, record)
+        batches = groups.pop()[0] if groups and groups[-1][1] is points else []
+        groups.append(([*batches, batch], points, seen.copy()))
+    return groups, dropped

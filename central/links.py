@@ -40,7 +40,6 @@ class SiteLink:
     points: list[Point] = field(default_factory=list)
     devices: dict[str, DeviceMetrics] = field(default_factory=dict)
     point_list: PointList = field(default_factory=lambda: PointList(0, ()))
-    last_record: int = 0  # the highest `scadawatch/record` stored
     readings_total: int = 0
     duplicates_total: int = 0  # DDATA dropped as already stored (re-sent after a crash)
 
@@ -96,9 +95,9 @@ class SiteLink:
             self.point_list = PointList(next(_generations), tuple(self.points))
 
     def device_data(self, device: str, payload: sp.Payload, now_ns: int
-                    ) -> tuple[int | None, Batch]:
-        """(record number or None, readings) of a DDATA; the host drops a record it has
-        stored already."""
+                    ) -> tuple[int | None, int | None, Batch]:
+        """(record number or None, the record before it in its lane or None, readings) of a
+        DDATA; the host drops a record it has stored already."""
         metrics = self.devices[device]
         r = sp.readings(payload)
         k = np.minimum(np.searchsorted(metrics.aliases, r.alias), max(len(metrics.aliases) - 1, 0))
@@ -108,4 +107,4 @@ class SiteLink:
         batch = Batch.of(source_ts=ts, gateway_ts=np.full(len(ts), now_ns),
                          point=metrics.positions[k[known]], value=r.value[known],
                          quality=r.quality[known], cause=r.cause[known])
-        return r.record, batch
+        return r.record, r.after, batch

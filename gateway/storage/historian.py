@@ -283,6 +283,8 @@ class EmbeddedHistorian:
         self._generation_ids: dict[int, np.ndarray] = {}  # PointList.first_seq -> tag ids
         row = db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
         self._cursor = row[0] if row else 0
+        row = db.execute("SELECT value FROM meta WHERE key = 'sender'").fetchone()
+        self._sender: str | None = row[0] if row else None
         self._fresh: dict[int, list[int]] = {  # group -> [rows, readings]
             g: [r, n] for g, r, n in db.execute(
                 "SELECT grp, count(*), sum(n) FROM fresh GROUP BY grp")}
@@ -383,11 +385,18 @@ class EmbeddedHistorian:
             return row[0] if row else 0
         return self._cursor
 
-    def store(self, entries: list[tuple[int, Batch]], points: PointList | None = None) -> None:
+    def sender(self) -> str | None:
+        """What the last store's `sender` said (None if none did)."""
+        return self._sender
+
+    def store(self, entries: list[tuple[int, Batch]], points: PointList | None = None, *,
+              sender: str | None = None) -> None:
         """Store spooled batches and the cursor (their last seq) in one transaction.
 
         `points`: the list the batches' point indices refer to (None: this historian's
-        tags). Entries at or below the cursor are already stored and are skipped.
+        tags). Entries at or below the cursor are already stored and are skipped. `sender`:
+        the writer's own record of what it has stored (the central's per-site progress, where
+        readings arrive out of order), committed with them so a crash cannot part the two.
         """
         if self.readonly:
             raise HistorianError(f"{self.path}: opened read-only")
@@ -396,7 +405,7 @@ class EmbeddedHistorian:
             if not entries:
                 return
             self._store(Batch.concat([b for _, b in entries]), max(s for s, _ in entries),
-                        self._ids_of(points))
+                        self._ids_of(points), sender)
             budget = 4 * sum(len(b) for _, b in entries) + FLUSH_READINGS
             try:
                 while budget > 0:
@@ -408,7 +417,8 @@ class EmbeddedHistorian:
                 # The readings are committed; compaction retries after the next store.
                 log.exception("event=historian_compaction_error path=%s", self.path)
 
-    def _store(self, batch: Batch, cursor: int, point_ids: np.ndarray) -> None:
+    def _store(self, batch: Batch, cursor: int, point_ids: np.ndarray,
+               sender: str | None = None) -> None:
         known = (batch.point >= 0) & (batch.point < len(point_ids))
         if not known.all():
             log.error("event=historian_unknown_point readings=%d points=%s",
@@ -441,6 +451,9 @@ class EmbeddedHistorian:
             # An update in place: a REPLACE would rewrite the key's index page as well.
             db.execute("INSERT INTO meta(key, value) VALUES ('cursor', ?) "
                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (cursor,))
+            if sender is not None:  # text in the INTEGER column: SQLite keeps it as given
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('sender', ?)",
+                           (sender,))
             db.execute("COMMIT")
         except BaseException as e:
             for k, v in undo.items():
@@ -451,6 +464,8 @@ class EmbeddedHistorian:
                                      f"{e}") from e
             raise
         self._cursor = cursor
+        if sender is not None:
+            self._sender = sender
         for g, _, _, n, _ in fresh_rows:
             stats = self._fresh.setdefault(g, [0, 0])
             stats[0] += 1

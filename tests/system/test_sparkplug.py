@@ -183,11 +183,17 @@ def test_two_sites_reach_the_centre_once_across_outage_and_kill_9(
 
     # The broker stops; the gateways keep polling into their spools meanwhile.
     outage_start = time.time()
+    before_outage = len(observer.messages)
     broker.stop()
     time.sleep(OUTAGE)
     broker.start()
     outage_end = time.time()
     until("both sites back after the outage", all_online)
+    # Back, each site sends its current readings live first, then the backlog as historical.
+    for name in SITES:
+        flags = until(f"{name}'s backlog after the outage", lambda name=name: (
+            (f := historical_flags(observer.messages[before_outage:], name)) and any(f) and f))
+        assert isinstance(flags, list) and not flags[0], f"{name}: the first DDATA is historical"
 
     # Gateway A dies without a word: the broker sends its will (NDEATH) at once.
     gateways["site-a"].send_signal(signal.SIGKILL)
@@ -310,6 +316,23 @@ def test_two_sites_reach_the_centre_once_across_outage_and_kill_9(
             wrapped += seq == 0
         previous = seq
     assert wrapped
+
+
+def historical_flags(messages: list[Captured], node: str) -> list[bool]:
+    """Per DDATA of `node`'s first session born in `messages`: any reading historical?"""
+    flags: list[bool] = []
+    births = 0
+    for m in messages:
+        _, _, kind, of, *_ = m.topic.split("/")
+        if of != node:
+            continue
+        births += kind == "NBIRTH"
+        if births > 1:
+            break
+        if births and kind == "DDATA":
+            metrics = [x for x in wire.payload(m.payload)["metrics"] if x["alias"] is not None]
+            flags.append(any(x["is_historical"] for x in metrics))
+    return flags
 
 
 def _rebirth_metric() -> bytes:

@@ -1,16 +1,20 @@
 """A site as a Sparkplug B edge node: one MQTT session at a time, births, data from the spool.
 
-The edge node is a spool sink (`name`, `cursor`, `store`) drained by `gateway.sinks.drain`
-from its own cursor: a DDATA is acknowledged to the spool only once the broker has taken it
-(MQTT QoS 1 PUBACK), so a broker outage or a kill -9 of the gateway loses nothing; what was
-taken but not yet acknowledged is sent again, and the host stores it once by the
-`scadawatch/record` number every DDATA carries (payloads.RECORD).
+The edge node drains the spool in two lanes from its own progress (the spool records the
+broker has taken, MQTT QoS 1 PUBACK: all up to a low-water mark, ranges above it, in
+`<spool>/<name>.progress`; the spool is acknowledged up to the mark): when a session is born,
+the newest record of each device (the current readings) and everything polled since go live,
+and the backlog (what was not sent before the birth) follows oldest first, flagged
+`is_historical`, a chunk between two turns of the live lane. A broker outage or a kill -9 of
+the gateway loses nothing; what the broker took but the progress does not yet say is sent
+again, and the host stores it once by the `scadawatch/record` number every DDATA carries
+(payloads.RECORD), with `scadawatch/after`, the record before it in its lane, so a host can
+keep the records it holds as ranges (payloads.AFTER).
 
 Session: bdSeq (0-255) rises with every connection and is kept in `<data_dir>/<name>.bdseq`,
 so a host never mistakes a restarted gateway's death for the new session's; NDEATH with that
 bdSeq is the connection's MQTT will; NBIRTH (seq 0) and a DBIRTH per device follow every
-connect and every Rebirth command; `seq` counts every message of the session modulo 256. A
-backlog (what the spool held when the session was born) goes out as historical. With
+connect and every Rebirth command; `seq` counts every message of the session modulo 256. With
 `primary_host` set, nothing is published while that host's STATE is not online.
 """
 
@@ -34,7 +38,8 @@ from gateway.northbound.sparkplug.reconnect import keep_connected
 from gateway.site.model import Site
 from gateway.site.northbound import Northbound
 from gateway.status import SinkStatus
-from gateway.storage.drain import drain
+from gateway.storage.drain import BACKOFF_MIN, keep_stepping
+from gateway.storage.influxdb.catchup import Progress
 from gateway.storage.spool import PointList, Spool
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,9 @@ ONLINE_WAIT = 5.0  # seconds a store waits for a born session before it fails (a
 PUBLISH_TIMEOUT = 30.0  # seconds for the broker's PUBACK
 ALARM_INTERVAL = 0.5  # seconds between looks at the alarm journal
 ALARM_BATCH = 200  # journal entries per NDATA
+LIVE_ROWS = 100_000  # readings per turn of the live lane
+# Readings of backlog per turn: what live readings wait behind after an outage (~0.1 s).
+BACKLOG_ROWS = 5_000
 # Alarm journal transitions that travel: the condition's; acknowledging and shelving belong
 # to whoever watches the alarm list (the central one, for a site that reports to it).
 TRAVELLING = ("raise", "clear")
@@ -88,40 +96,158 @@ class EdgeNode:
         self._client: aiomqtt.Client | None = None
         self._online = threading.Event()  # a born session (and its host online) to publish in
         self._lock: asyncio.Lock | None = None  # one message at a time gets its seq
+        self._sending: asyncio.Future | None = None  # the DDATA the broker has yet to take
         self._seq = 0
-        self._live_after = 0  # spool records up to this one are the backlog: historical
         self._born_ms = 0
+        self._births = 0  # sessions born so far: a new one restarts the live lane
+        self._backlog_end = 0  # spool records up to this one, unsent at the birth: historical
+        self._lanes_of = -1  # the birth the lanes below follow
+        self._live = 0  # the live lane's position: the last spool record it sent
+        self._progress: Progress | None = None
+        self._reported = 0.0  # when the backlog was last reported (time.monotonic())
+        self._progress_path = spool.directory / f"{self.name}.progress"
         self._host_online = settings.primary_host is None
 
     # --- spool sink ----------------------------------------------------------------------
 
     def cursor(self) -> int:
+        """Every spool record up to this one has been taken by the broker."""
         return self.spool.acked(self.name)
 
-    def store(self, entries: list[tuple[int, Batch]], points: PointList | None) -> None:
-        """Publish `entries` as DDATA (one per device and record) and wait for the broker to
-        take them all; raise (the drain retries from the cursor) if it does not."""
+    def _step(self) -> bool:
+        """A turn of the live lane, then a chunk of the backlog; True if more is waiting."""
         if not self._online.wait(ONLINE_WAIT) or self._loop is None:
             raise NotOnline(f"no Sparkplug session on {self.settings.url}")
+        if self._progress is None:
+            self._progress = Progress.load(self._progress_path, self.spool.acked(self.name))
+            # Known to the spool from now on, so it keeps what this lane still needs.
+            self.spool.ack(self.name, self._progress.low)
+        progress = self._progress
+        births, backlog_end = self._births, self._backlog_end
+        if self._lanes_of != births:
+            self._lanes_of = births
+            self._live = self._current(backlog_end) - 1
+        live = self._live_turn()
+        rows = live + self._backlog_turn(backlog_end)
+        if rows:
+            progress.save()
+            self.spool.ack(self.name, progress.low)
+            self.status.readings_total += rows
+        self._report()
+        return live >= LIVE_ROWS or progress.low < backlog_end
+
+    def _due(self) -> bool:
+        """A step when a session is born; meanwhile the backlog's figures, once a second."""
+        if self._online.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._reported >= 1.0:
+            self._reported = now
+            self._report()
+        return False
+
+    def _failed(self) -> None:
+        self._progress = None  # resume from what is saved
+        self._lanes_of = -1
+        self._report()
+
+    def _report(self) -> None:
+        """Backlog for health and metrics: readings not yet taken by the broker."""
+        progress = self._progress
+        low = self.spool.acked(self.name) if progress is None else progress.low
+        readings, age = self.spool.backlog(low)
+        for a, b in progress.ranges if progress is not None else []:
+            readings -= self.spool.backlog(a - 1)[0] - self.spool.backlog(b)[0]
+        self.status.backlog_readings, self.status.backlog_age_seconds = max(readings, 0), age
+
+    def _current(self, backlog_end: int) -> int:
+        """The first of the newest spool records (up to `backlog_end`) that together hold
+        every device's last poll: the current readings, sent live at a birth."""
+        assert self._progress is not None
+        tail = [(seq, b) for seq, b in self.spool.read_after(
+            max(backlog_end - 4 * len(self.devices) - 4, self._progress.low), LIVE_ROWS)
+                if seq <= backlog_end]
+        if not tail or tail[-1][0] != backlog_end:
+            return backlog_end + 1  # none held (or not of one point list): live from now on
+        device = self._map(self.spool.points_for(tail[0][0]))[0]
+        every = set(np.unique(np.concatenate([device[b.point] for _, b in tail])).tolist())
+        seen: set[int] = set()
+        first = backlog_end + 1
+        for seq, batch in reversed(tail):
+            if seen >= every:
+                break
+            seen.update(np.unique(device[batch.point]).tolist())
+            first = seq
+        return first
+
+    def _live_turn(self) -> int:
+        """What came after the live lane's position (re-sent records of it left out)."""
+        progress = self._progress
+        assert progress is not None
+        after = self._live
+        entries = self.spool.read_after(after, LIVE_ROWS)
+        if not entries:
+            return 0
+        self._publish_entries(after, [(q, b) for q, b in entries if not progress.has(q)],
+                              self.spool.points_for(entries[0][0]), historical=False)
+        progress.add(after + 1, entries[-1][0])
+        self._live = entries[-1][0]
+        return sum(len(b) for _, b in entries)
+
+    def _backlog_turn(self, backlog_end: int) -> int:
+        """The oldest unsent records up to `backlog_end`, as historical."""
+        progress = self._progress
+        assert progress is not None
+        after = progress.low
+        if after >= backlog_end:
+            return 0
+        limit = min(backlog_end, progress.ranges[0][0] - 1 if progress.ranges else backlog_end)
+        entries = [(q, b) for q, b in self.spool.read_after(after, BACKLOG_ROWS) if q <= limit]
+        if entries:
+            self._publish_entries(after, entries, self.spool.points_for(entries[0][0]),
+                                  historical=True)
+        # Up to `limit` when the read ended there or below it: records the spool dropped
+        # (its bounds) are past sending.
+        progress.add(after + 1, entries[-1][0] if entries else limit)
+        return sum(len(b) for _, b in entries)
+
+    def _publish_entries(self, after: int, entries: list[tuple[int, Batch]],
+                         points: PointList | None, historical: bool) -> None:
+        """Publish `entries` (spool records after `after`) as DDATA, one per device and
+        record, and wait for the broker to take them all; raise if it does not (the lane
+        starts again from what is saved).
+
+        A record's DDATA are numbered record x MAX_DEVICES + device index, its last one
+        MAX_DEVICES - 1 (a record with no readings of a device: one empty DDATA), so that
+        each DDATA's (after, record] holds no record but its own, and a host can keep the
+        numbers it has stored as ranges."""
         device, alias, boolean = self._map(points)
         now = _now_ms()
         messages = []
+        previous = after * sp.MAX_DEVICES + sp.MAX_DEVICES - 1
         for seq, batch in entries:
-            historical = seq <= self._live_after
             order = np.argsort(device[batch.point], kind="stable")
             devs = device[batch.point][order]
             starts = (np.flatnonzero(np.r_[True, devs[1:] != devs[:-1]]) if len(devs)
                       else np.empty(0, np.intp))
-            for a, b in zip(starts, [*list(starts[1:]), len(devs)], strict=True):
-                d = int(devs[a])
-                if d < 0:
-                    continue  # points no device polls (or gone from the site file)
-                rows = batch.take(order[a:b])
-                body = sp.device_data(seq * sp.MAX_DEVICES + d, rows, alias[rows.point],
-                                      boolean[rows.point], now, historical)
+            parts = [(int(devs[a]), order[a:b])
+                     for a, b in zip(starts, [*list(starts[1:]), len(devs)], strict=True)
+                     if devs[a] >= 0]  # points no device polls (or gone from the site file)
+            if not parts and self.devices:
+                parts = [(0, np.empty(0, np.intp))]
+            for i, (d, rows_of) in enumerate(parts):
+                rows = batch.take(rows_of)
+                slot = sp.MAX_DEVICES - 1 if i == len(parts) - 1 else d
+                record = seq * sp.MAX_DEVICES + slot
+                body = sp.device_data(record, rows, alias[rows.point], boolean[rows.point], now,
+                                      historical, after=previous)
+                previous = record
                 messages.append((sp.topic(self.group, "DDATA", self.node, self.devices[d]),
                                  body))
-        asyncio.run_coroutine_threadsafe(self._publish(messages), self._loop).result()
+        loop = self._loop
+        assert loop is not None  # _step saw a session
+        if messages:
+            asyncio.run_coroutine_threadsafe(self._publish(messages), loop).result()
 
     def _map(self, points: PointList | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per spool point index: device index (-1: none), alias, is-bool."""
@@ -141,10 +267,18 @@ class EdgeNode:
             client = self._client
             if client is None or not self._online.is_set():
                 raise NotOnline("the Sparkplug session ended")
-            await asyncio.gather(*[
+            sending = self._sending = asyncio.gather(*[
                 client.publish(topic, sp.with_seq(self._next_seq(), body), qos=1,
                                timeout=PUBLISH_TIMEOUT)
                 for topic, body in messages])
+            try:
+                await sending
+            except asyncio.CancelledError:
+                if self._client is not client:  # cancelled by the session's end
+                    raise NotOnline("the Sparkplug session ended") from None
+                raise
+            finally:
+                self._sending = None
 
     def _next_seq(self) -> int:
         seq = self._seq
@@ -162,7 +296,9 @@ class EdgeNode:
                                   "sparkplug_disconnected", node=self.node,
                                   url=self.settings.url)
         await asyncio.gather(sessions, self._alarm_feed(),
-                             drain(self.spool, self, self.status, wake=flush))
+                             keep_stepping(self.name, self._step, self._failed, self.status,
+                                           idle=0.05, backoff=BACKOFF_MIN, wake=flush,
+                                           due=self._due))
 
     def _next_bd_seq(self) -> int:
         """This connection's bdSeq; the next one is on disk before the will names this one."""
@@ -176,6 +312,10 @@ class EdgeNode:
     def _ended(self) -> None:
         self._online.clear()
         self._client = None
+        if self._sending is not None:
+            # What a dead connection was sending will not be taken: the next session's birth
+            # (it waits for the lock) must not wait PUBLISH_TIMEOUT for it to fail.
+            self._sending.cancel()
 
     async def _session(self) -> None:
         ep = self.settings.endpoint()
@@ -186,6 +326,8 @@ class EdgeNode:
                                 identifier=f"scadawatch:{self.group}:{self.node}",
                                 keepalive=ep.keepalive, tls_context=ep.tls, will=will,
                                 clean_session=True, timeout=10)
+        # A turn's DDATA go out at once (LIVE_ROWS readings at most): no warning for them.
+        client.pending_calls_threshold = LIVE_ROWS
         async with client:
             self._client = client
             await client.subscribe(sp.topic(self.group, "NCMD", self.node), qos=1)
@@ -215,7 +357,8 @@ class EdgeNode:
             self._online.clear()
             self._seq = 0
             now = _now_ms()
-            self._live_after = self.spool.last_seq
+            self._backlog_end = self.spool.last_seq
+            self._births += 1
             self._born_ms = now
             client = self._client
             await client.publish(sp.topic(self.group, "NBIRTH", self.node),

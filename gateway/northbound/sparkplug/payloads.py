@@ -32,6 +32,10 @@ ALARM = "scadawatch/alarm"  # String: a JSON alarm transition (see README.md)
 # stores a re-sent DDATA once.
 RECORD = "scadawatch/record"
 MAX_DEVICES = 1024
+# Device metric in every DDATA: the record number before it in the lane it was sent in; the
+# edge node has no DDATA numbered between the two, so a host keeps what it has stored as ranges
+# of numbers though a backlog arrives after the live data that followed it.
+AFTER = "scadawatch/after"
 # Quality as OPC UA's classic codes, under the property key Ignition and others read; left out
 # for a good reading (what they take as the default).
 QUALITY_KEY = "Quality"
@@ -100,6 +104,7 @@ def device_birth(points: Sequence[tuple[int, Point]], now_ms: int) -> bytes:
     host files it under (engUnit, engLow, engHigh as Ignition names them; kind, zone)."""
     p = Payload(timestamp=now_ms)
     p.metrics.add(name=RECORD, timestamp=now_ms, datatype=UINT64, is_null=True)
+    p.metrics.add(name=AFTER, timestamp=now_ms, datatype=UINT64, is_null=True)
     for alias, point in points:
         m = p.metrics.add(name=point.tag, alias=alias, timestamp=now_ms,
                           datatype=datatype_of(point), is_null=True)
@@ -118,10 +123,12 @@ def device_birth(points: Sequence[tuple[int, Point]], now_ms: int) -> bytes:
 
 
 def device_data(record: int, batch: Batch, aliases: np.ndarray, is_bool: np.ndarray,
-                now_ms: int, historical: bool) -> bytes:
+                now_ms: int, historical: bool, after: int | None = None) -> bytes:
     """A DDATA of `batch`'s readings (one device's), `aliases[i]` the alias of reading i."""
     p = Payload(timestamp=now_ms)
     p.metrics.add(name=RECORD, timestamp=now_ms, datatype=UINT64, long_value=record)
+    if after is not None:
+        p.metrics.add(name=AFTER, timestamp=now_ms, datatype=UINT64, long_value=after)
     stamps = ms(batch.source_ts).tolist()
     values = batch.value.tolist()
     qualities = batch.quality.tolist()
@@ -178,7 +185,7 @@ class BornMetric:
 def born_metrics(p: Payload) -> list[BornMetric]:
     out = []
     for m in p.metrics:
-        if m.name == RECORD:
+        if m.name in (RECORD, AFTER):
             continue
         props = {k: v for k, v in zip(m.properties.keys, m.properties.values, strict=False)}
 
@@ -197,9 +204,11 @@ def born_metrics(p: Payload) -> list[BornMetric]:
 
 @dataclass(frozen=True)
 class Readings:
-    """A DDATA's readings as columns (aliases, not tags), and its record number."""
+    """A DDATA's readings as columns (aliases, not tags), its record number and the one
+    before it in its lane."""
 
     record: int | None
+    after: int | None
     alias: np.ndarray
     ts_ms: np.ndarray
     value: np.ndarray
@@ -209,12 +218,15 @@ class Readings:
 
 
 def readings(p: Payload) -> Readings:
-    record = None
+    record = after = None
     alias, ts, value, quality, cause = [], [], [], [], []
     historical = False
     for m in p.metrics:
         if m.name == RECORD:
             record = m.long_value
+            continue
+        if m.name == AFTER:
+            after = m.long_value
             continue
         alias.append(m.alias)
         ts.append(m.timestamp)
@@ -236,7 +248,7 @@ def readings(p: Payload) -> Readings:
             value.append(float(getattr(m, kind)))
         quality.append(q)
         cause.append(c)
-    return Readings(record=record, alias=np.array(alias, np.int64),
+    return Readings(record=record, after=after, alias=np.array(alias, np.int64),
                     ts_ms=np.array(ts, np.int64), value=np.array(value, np.float64),
                     quality=np.array(quality, np.uint8), cause=np.array(cause, np.uint32),
                     historical=historical)

@@ -54,12 +54,21 @@ class Progress:
     @classmethod
     def load(cls, path: Path, acked: int) -> Progress:
         """The persisted progress, never below `acked` (the spool's record of the mark)."""
-        progress = cls(path, acked)
         try:
-            raw = json.loads(path.read_text())
-            low, ranges = int(raw["low"]), [(int(a), int(b)) for a, b in raw["ranges"]]
+            text = path.read_text()
         except FileNotFoundError:
+            return cls(path, acked)
+        return cls.of_text(path, text, acked)
+
+    @classmethod
+    def of_text(cls, path: Path, text: str | None, acked: int) -> Progress:
+        """The progress `text()` wrote, never below `acked`."""
+        progress = cls(path, acked)
+        if text is None:
             return progress
+        try:
+            raw = json.loads(text)
+            low, ranges = int(raw["low"]), [(int(a), int(b)) for a, b in raw["ranges"]]
         except (ValueError, KeyError, TypeError) as e:
             # Only a disk fault can do this (the file is replaced atomically); forgetting the
             # ranges costs a re-send, never a loss.
@@ -69,6 +78,14 @@ class Progress:
         for a, b in ranges:
             progress.add(a, b)
         return progress
+
+    def copy(self) -> Progress:
+        progress = Progress(self.path, self.low)
+        progress.ranges = [list(r) for r in self.ranges]
+        return progress
+
+    def has(self, seq: int) -> bool:
+        return seq <= self.low or any(a <= seq <= b for a, b in self.ranges)
 
     def add(self, first: int, last: int) -> None:
         """Record `first`..`last` as stored."""
@@ -84,9 +101,11 @@ class Progress:
             self.low = max(self.low, merged.pop(0)[1])
         self.ranges = merged
 
+    def text(self) -> str:
+        return json.dumps({"low": self.low, "ranges": self.ranges})
+
     def save(self) -> None:
-        write_atomically(self.path, json.dumps({"low": self.low, "ranges": self.ranges}).encode(),
-                         durable=False)
+        write_atomically(self.path, self.text().encode(), durable=False)
 
 
 class LiveFirst:
