@@ -16,6 +16,7 @@ waits at the broker for it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import json
@@ -35,7 +36,7 @@ from anomaly.batch import Batch
 from central.config import CentralFile
 from central.links import SiteLink
 from gateway.alarms.store import AlarmStore, Filter
-from gateway.data_dir import store_path
+from gateway.data_dir import store_path, write_atomically
 from gateway.northbound.sparkplug import payloads as sp
 from gateway.northbound.sparkplug.reconnect import keep_connected
 from gateway.status import SinkStatus
@@ -55,6 +56,12 @@ OPENERS = 4  # threads creating site historians
 
 def historian_file(data_dir: Path, node: str) -> Path:
     return data_dir / "sites" / node / "historian.sqlite"
+
+
+def births_file(data_dir: Path, node: str) -> Path:
+    """A site's last NBIRTH and DBIRTHs as received, and whether it was online: what the centre
+    decodes its data with after a restart, until the site is born again."""
+    return data_dir / "sites" / node / "births.json"
 
 
 def _ns(iso: str | None) -> int | None:
@@ -95,6 +102,8 @@ class Central:
         self._points_changed = False
         self.served: set[str] = set()  # sites whose historian has been stored to: the API's
         self._rebirth_asked: dict[str, float] = {}
+        self._births: dict[str, dict[str, str]] = {}  # per site: "" NBIRTH, devices' DBIRTH
+        self._unheard: set[str] = set()  # sites known from disk, not yet born to this run
         self._comms: dict[str, Alarm] = {}  # open comms alarm per site
         self._client: aiomqtt.Client | None = None
         self._opener = ThreadPoolExecutor(OPENERS, thread_name_prefix="historian-open")
@@ -103,6 +112,8 @@ class Central:
         self._opened: dict[str, Future[EmbeddedHistorian]] = {}
         for path in sorted((self.data_dir / "sites").glob("*/historian.sqlite")):
             self._historian(path.parent.name)  # its cursor: what is stored already
+        for path in sorted((self.data_dir / "sites").glob("*/births.json")):
+            self._restore(path.parent.name, path)
         # Comms alarms open when the centre last stopped: cleared by their site's next birth.
         for a in self.alarms.alarms(Filter(states=("active",), kind="comms",
                                            shelved=None, suppressed=None), limit=100_000)[0]:
@@ -128,6 +139,43 @@ class Central:
         # A historian filed before the ranges holds every record up to its cursor.
         self.stored[node] = Progress.of_text(path, sender, 0 if sender else h.cursor())
         return h
+
+    def _restore(self, node: str, path: Path) -> None:
+        """The births the site last sent, so that its data queued at the broker while the
+        centre was down decode; the site is asked for a rebirth as soon as the centre is
+        connected."""
+        try:
+            saved = json.loads(path.read_text())
+            births = {k: base64.b64decode(v) for k, v in saved["births"].items()}
+            link = self._link(node)
+            link.node_birth(sp.parse(births.pop("")), int(saved["born_ns"]))
+            for device, raw in births.items():
+                link.device_birth(device, sp.parse(raw))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("event=central_births_unreadable site=%s path=%s error=%r", node, path,
+                        str(e))
+            self.links.pop(node, None)
+            return
+        link.online = bool(saved["online"])
+        link.next_seq = None  # not this run's session: its first message asks for a rebirth
+        self._births[node] = saved["births"]
+        self._unheard.add(node)
+        if node in self.stored:  # stored to before
+            self.served.add(node)
+
+    def _save_births(self, node: str, kind: str, raw: bytes, device: str = "") -> None:
+        link = self.links[node]
+        if kind == "NBIRTH":
+            self._births[node] = {}
+        if kind != "NDEATH":
+            self._births[node][device] = base64.b64encode(raw).decode()
+        if "" not in self._births.get(node, {}):
+            return  # births of a session whose NBIRTH this run has not seen
+        path = births_file(self.data_dir, node)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps({"online": link.online, "born_ns": link.born_ns,
+                                           "births": self._births[node]}).encode(),
+                         durable=False)
 
     def _link(self, node: str) -> SiteLink:
         if node not in self.links:
@@ -167,6 +215,8 @@ class Central:
             self.status.cause = None
             log.info("event=central_connected url=%s group=%s host_id=%s", s.url, s.group,
                      s.host_id)
+            for node in sorted(self._unheard):  # known from before a restart: births again
+                await self._ask_rebirth(node)
             try:
                 async for message in client.messages:
                     raw = message.payload if isinstance(message.payload, bytes) else b""
@@ -211,22 +261,28 @@ class Central:
         if kind == "NBIRTH":
             self._opening(node)
             link.node_birth(payload, now)
+            self._unheard.discard(node)
+            self._save_births(node, kind, raw)
             self._clear_comms(node, now)
             log.info("event=site_born site=%s bdseq=%s", node, link.bd_seq)
             return
         if kind == "NDEATH":
             if link.node_death(payload, now):
                 log.warning("event=site_died site=%s bdseq=%s", node, link.bd_seq)
+                self._save_births(node, kind, raw)
                 self._raise_comms(link, now)
             return
         if not link.online:  # no births to decode it with
             await self._ask_rebirth(node)
             return
-        if not link.in_sequence(payload):
+        if node in self._unheard:  # births from before the centre's restart: ask again
+            await self._ask_rebirth(node)
+        elif not link.in_sequence(payload):
             log.warning("event=site_seq_gap site=%s seq=%d", node, payload.seq)
             await self._ask_rebirth(node)
         if kind == "DBIRTH" and device is not None:
             link.device_birth(device, payload)
+            self._save_births(node, kind, raw, device)
             self._points_changed = True
         elif kind == "DDATA" and device is not None:
             if device not in link.devices:
