@@ -13,10 +13,11 @@ from api.auth import VIEWER, GuardedRoute
 from api.context import ApiContext
 from central.host import Central, historian_file, prefixed
 from central.links import SiteLink
-from central.reader import CentralReader
+from central.reader import CentralReader, SiteReader
 from gateway.alarms.store import Filter, rank
 from gateway.site.model import Point, Site
 from gateway.status import DeviceStatus, GatewayStatus
+from gateway.storage.historian import EmbeddedHistorian
 from timegrammar.iso import iso
 
 
@@ -35,9 +36,18 @@ def central_site(central: Central) -> Site:
 
 
 def reader_of(central: Central) -> CentralReader:
-    links = _served(central)
-    return CentralReader({n: historian_file(central.data_dir, n) for n, _ in links},
-                         {n: [p.tag for p in link.points] for n, link in links})
+    readers: dict[str, SiteReader] = {}
+    for node, link in _served(central):
+        tags = [p.tag for p in link.points]
+        if not tags:
+            continue
+        if central.influx is not None:
+            from gateway.storage.influxdb.reader import InfluxReader
+
+            readers[node] = InfluxReader(central.influx.site(node, link.points), site_tag=node)
+        elif (path := historian_file(central.data_dir, node)).exists():
+            readers[node] = EmbeddedHistorian(path, tags, readonly=True)
+    return CentralReader(readers)
 
 
 def status_of(central: Central) -> dict:

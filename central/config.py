@@ -1,18 +1,21 @@
 """The central file (`scadawatch central --config central.toml`): `[site]` (name, data_dir),
-`[central]` (the broker as in a site's `[[northbound]]`, and `host_id`), `[historian]`,
-`[api]`. Errors name file, key path and reason, as a site file's do."""
+`[central]` (the broker as in a site's `[[northbound]]`, and `host_id`), `[historian]` (a
+site file's keys: `kind = "embedded"`, a file per site, or `"influxdb"`, every site in one
+database or bucket with the site as a tag), `[api]`. Errors name file, key path and reason,
+as a site file's do."""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anomaly.alarms import Priority
 from gateway.site.loader import ConfigError, ConfigProblem, key_path
 from gateway.site.model import ApiSection, HistorianSection, SiteSection
 from gateway.site.northbound import BrokerSettings, SparkplugId
+from gateway.site.rules import check_site
 
 
 class CentralSection(BrokerSettings):
@@ -34,14 +37,6 @@ class CentralFile(BaseModel):
     historian: HistorianSection = HistorianSection()
     api: ApiSection = ApiSection()
 
-    @field_validator("historian")
-    @classmethod
-    def _embedded(cls, value: HistorianSection) -> HistorianSection:
-        if value.kind != "embedded":
-            raise ValueError("the central keeps its history in the embedded historian for "
-                             "now: kind = \"embedded\"")
-        return value
-
 
 def load_central(path: str | Path) -> CentralFile:
     """Read and validate a central file; `ConfigError` lists every problem. Relative
@@ -58,6 +53,11 @@ def load_central(path: str | Path) -> CentralFile:
             file=str(path), key=key_path(tuple(err["loc"])),
             reason="unknown key" if err["type"] == "extra_forbidden" else err["msg"])
             for err in e.errors()]) from None
+    problems = [ConfigProblem(file=str(path), key=f"{section}.{key}", reason=reason)
+                for section, _, key, reason in check_site(parsed.historian, [], [],
+                                                          lambda s, i: "")]
+    if problems:
+        raise ConfigError(problems)
     base = path.absolute().parent
     site = parsed.site.model_copy(update={"data_dir": base / parsed.site.data_dir})
     return parsed.model_copy(update={"site": site, "central": parsed.central.resolved(base)})

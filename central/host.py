@@ -34,9 +34,10 @@ import aiomqtt
 from anomaly.alarms import Alarm, AlarmEvent
 from anomaly.batch import Batch
 from central.config import CentralFile
+from central.influx import CentralInflux
 from central.links import SiteLink
 from gateway.alarms.store import AlarmStore, Filter
-from gateway.data_dir import store_path, write_atomically
+from gateway.data_dir import INFLUX_QUARANTINE, store_path, write_atomically
 from gateway.northbound.sparkplug import payloads as sp
 from gateway.northbound.sparkplug.reconnect import keep_connected
 from gateway.status import SinkStatus
@@ -56,6 +57,11 @@ OPENERS = 4  # threads creating site historians
 
 def historian_file(data_dir: Path, node: str) -> Path:
     return data_dir / "sites" / node / "historian.sqlite"
+
+
+def progress_file(data_dir: Path, node: str) -> Path:
+    """The record ranges stored of a site whose readings go to InfluxDB (central/influx.py)."""
+    return data_dir / "sites" / node / "progress.json"
 
 
 def births_file(data_dir: Path, node: str) -> Path:
@@ -94,6 +100,9 @@ class Central:
         self.links: dict[str, SiteLink] = {}
         self.historians: dict[str, EmbeddedHistorian] = {}
         self.status = SinkStatus(name="sparkplug")
+        self.influx = (CentralInflux(config.historian, self.status,
+                                     self.data_dir / INFLUX_QUARANTINE)
+                       if config.historian.kind == "influxdb" else None)
         self.connected = False
         self.on_points: list[Callable[[], None]] = []  # told when a site's point list changes
         self._pending: dict[str, list[Received]] = defaultdict(list)
@@ -109,9 +118,10 @@ class Central:
         self._opener = ThreadPoolExecutor(OPENERS, thread_name_prefix="historian-open")
         self._storer = ThreadPoolExecutor(1, thread_name_prefix="central-store")
         self._open_lock = threading.Lock()
-        self._opened: dict[str, Future[EmbeddedHistorian]] = {}
-        for path in sorted((self.data_dir / "sites").glob("*/historian.sqlite")):
-            self._historian(path.parent.name)  # its cursor: what is stored already
+        self._opened: dict[str, Future[EmbeddedHistorian | None]] = {}
+        for path in sorted((self.data_dir / "sites").glob("*/*")):
+            if path.name in ("historian.sqlite", "progress.json"):
+                self._historian(path.parent.name)  # what is stored already
         for path in sorted((self.data_dir / "sites").glob("*/births.json")):
             self._restore(path.parent.name, path)
         # Comms alarms open when the centre last stopped: cleared by their site's next birth.
@@ -119,7 +129,7 @@ class Central:
                                            shelved=None, suppressed=None), limit=100_000)[0]:
             self._comms[a["device"]] = _alarm(a)
 
-    def _opening(self, node: str) -> Future[EmbeddedHistorian]:
+    def _opening(self, node: str) -> Future[EmbeddedHistorian | None]:
         """The site's historian, opened (created) in the opener's threads: creating a
         database file takes ~40 ms (its syncs), which neither the message loop nor the
         storing thread should wait for a thousand sites in turn."""
@@ -128,12 +138,16 @@ class Central:
                 self._opened[node] = self._opener.submit(self._open, node)
             return self._opened[node]
 
-    def _historian(self, node: str) -> EmbeddedHistorian:
+    def _historian(self, node: str) -> EmbeddedHistorian | None:
+        """The site's embedded historian (None: its readings go to InfluxDB)."""
         return self._opening(node).result()
 
-    def _open(self, node: str) -> EmbeddedHistorian:
+    def _open(self, node: str) -> EmbeddedHistorian | None:
         path = historian_file(self.data_dir, node)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self.influx is not None:
+            self.stored[node] = Progress.load(progress_file(self.data_dir, node), 0)
+            return None
         h = self.historians[node] = EmbeddedHistorian(path, [])
         sender = h.sender()
         # A historian filed before the ranges holds every record up to its cursor.
@@ -359,16 +373,26 @@ class Central:
                                                          events)
 
     def _store(self, pending: dict[str, list[Received]], events: list[AlarmEvent]) -> None:
-        """Each site's readings in one transaction per point list, then the alarm
-        transitions."""
+        """The alarm transitions, then each site's readings in one transaction (or InfluxDB
+        write) per point list."""
+        if events:
+            # First, and taken from the list once applied: an historian failing (InfluxDB
+            # down) neither holds the alarm list back nor has them applied twice.
+            self.alarms.apply(events)
+            events.clear()
         for node, received in pending.items():
             historian = self._historian(node)
             link = self.links[node]
             groups, dropped = _new_records(self.stored[node], received)
             for entries, points, stored in groups:
-                # The historian's own cursor counts stores: the ranges say what is held.
-                historian.store([(historian.cursor() + 1, Batch.concat(entries))], points,
-                                sender=stored.text())
+                if historian is not None:
+                    # The historian's own cursor counts stores: the ranges say what is held.
+                    historian.store([(historian.cursor() + 1, Batch.concat(entries))], points,
+                                    sender=stored.text())
+                else:
+                    assert self.influx is not None
+                    self.influx.store(node, Batch.concat(entries), points)
+                    stored.save()
                 self.stored[node] = stored
             link.duplicates_total += dropped
             if node not in self.served:
@@ -377,8 +401,6 @@ class Central:
             rows = sum(len(b) for entries, _, _ in groups for b in entries)
             link.readings_total += rows
             self.status.readings_total += rows
-        if events:
-            self.alarms.apply(events)
         if self._points_changed:
             self._points_changed = False
             for listener in self.on_points:
@@ -392,6 +414,8 @@ class Central:
         self._opener.shutdown(wait=True)
         for h in self.historians.values():
             h.close()
+        if self.influx is not None:
+            self.influx.close()
         self.alarms.close()
 
 

@@ -1,33 +1,39 @@
 """The historian reader (`gateway.historian.HistorianReader`) the central API reads: every
-site's embedded historian, its tags seen as `<site>/<tag>`."""
+site's (its embedded historian, or its series in the central's InfluxDB), its tags seen as
+`<site>/<tag>`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from anomaly.batch import Batch
-from gateway.storage.historian import Buckets, EmbeddedHistorian
+from gateway.storage.historian import Buckets, HistorianReader
+
+
+class SiteReader(HistorianReader, Protocol):
+    """A site's reader, opened with its tags as they are now."""
+
+    tags: list[str]
+
+    def close(self) -> None: ...
 
 
 class CentralReader:
-    """Opened with the sites' tags as they are now (`sites`: node -> its tags, in order);
-    `tags` lists them prefixed, and batches' `point` index that list."""
+    """Over every site's reader (`readers`: node -> reader, in order); `tags` lists their tags
+    prefixed, and batches' `point` index that list."""
 
-    def __init__(self, files: dict[str, Path], sites: dict[str, Sequence[str]]) -> None:
+    def __init__(self, readers: dict[str, SiteReader]) -> None:
         self.tags: list[str] = []
-        self._readers: dict[str, EmbeddedHistorian] = {}
+        self._readers = readers
         self._offset: dict[str, int] = {}
-        for node, tags in sites.items():
-            if not tags or not files[node].exists():
-                continue
-            self._readers[node] = EmbeddedHistorian(files[node], tags, readonly=True)
+        for node, reader in readers.items():
             self._offset[node] = len(self.tags)
-            self.tags += [f"{node}/{t}" for t in tags]
+            self.tags += [f"{node}/{t}" for t in reader.tags]
 
-    def _split(self, tag: str) -> tuple[EmbeddedHistorian, str, int]:
+    def _split(self, tag: str) -> tuple[SiteReader, str, int]:
         node, _, local = tag.partition("/")
         if node not in self._readers:
             raise KeyError(f"unknown tag {tag!r}")

@@ -55,9 +55,14 @@ def central_summary(path: str) -> list[str]:
     from central.config import load_central
 
     c = load_central(path)
+    h = c.historian
+    where = (f"embedded, a file per site in {c.site.data_dir / 'sites'}" if h.kind == "embedded"
+             else f"influxdb {h.url} ({h.api}: "
+             + (f"bucket {h.bucket}" if h.api == "v2" else f"database {h.database}")
+             + ", site as a tag)")
     return [f"central: {c.site.name}", f"sparkplug: group {c.central.group}, host_id "
             f"{c.central.host_id} -> {c.central.url}", f"data_dir: {c.site.data_dir}",
-            f"api: {c.api.host}:{c.api.port}"]
+            f"historian: {where}", f"api: {c.api.host}:{c.api.port}"]
 
 
 def main(args: argparse.Namespace) -> int:

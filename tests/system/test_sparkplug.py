@@ -28,8 +28,10 @@ import tomli_w
 from conftest import CliRun
 from support import sparkplug_wire as wire
 from support.harness import RUN_LIMIT, auth_headers, gateway_site, start_simulator
+from support.influx_servers import Influxd, influxd
 
 from bench.mosquitto import Mosquitto
+from central.host import Central
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.storage.historian import EmbeddedHistorian
@@ -380,8 +382,8 @@ SITE_HEAD = '[site]\nname = "w1"\n'
     ('[[northbound]]\nkind = "sparkplug"\npasword_env = "X"\n', "northbound[0].pasword_env",
      "unknown key"),
     ('[central]\ngroup = "utility"\nhost = "x"\n', "central.host", "unknown key"),
-    ('[central]\nurl = "mqtt://b"\n[historian]\nkind = "influxdb"\n', "historian",
-     "embedded"),
+    ('[central]\nurl = "mqtt://b"\n[historian]\nkind = "influxdb"\n', "historian.bucket",
+     "required with api = 'v2'"),
 ])
 def test_bad_northbound_and_central_keys_are_named(cli: CliRun, tmp_path: Path, text: str,
                                                    key: str, reason: str) -> None:
@@ -390,6 +392,16 @@ def test_bad_northbound_and_central_keys_are_named(cli: CliRun, tmp_path: Path, 
     code, _, err = cli("check-config", "--config", path)
     assert code == 2
     assert f"{path}: {key}: " in err and reason in err, err
+
+
+def test_check_config_says_where_the_central_keeps_its_readings(cli: CliRun,
+                                                                tmp_path: Path) -> None:
+    path = tmp_path / "central.toml"
+    path.write_text(SITE_HEAD + '[central]\nurl = "mqtt://b"\n[historian]\nkind = "influxdb"\n'
+                    'api = "v1"\nurl = "http://influx:8086"\ndatabase = "plants"\n')
+    code, out, err = cli("check-config", "--config", path)
+    assert code == 0, err
+    assert "historian: influxdb http://influx:8086 (v1: database plants, site as a tag)" in out
 
 
 def test_compose_files_of_the_sparkplug_deployment_check(cli: CliRun) -> None:
@@ -457,6 +469,44 @@ def test_the_centre_files_once_ignores_bad_messages_and_tracks_deaths(tmp_path: 
         central.close()
 
 
+T0 = 1_700_000_000_000_000_000
+
+
+def ddata(spool_seq: int, after_seq: int, historical: bool, value: float | None = None) -> bytes:
+    """A gateway's DDATA of spool record `spool_seq` (one reading of alias 1, at second
+    `spool_seq`, worth `value` or `spool_seq`) sent after record `after_seq` in its lane."""
+    import numpy as np
+
+    from anomaly.batch import Batch
+    from gateway.northbound.sparkplug import payloads as sp
+
+    b = Batch.of(source_ts=[T0 + spool_seq * 10**9], point=[0], quality=0,
+                 value=[float(spool_seq) if value is None else value])
+    last = sp.MAX_DEVICES - 1
+    return sp.device_data(spool_seq * sp.MAX_DEVICES + last, b, np.array([1]),
+                          np.zeros(1, bool), 0, historical,
+                          after=after_seq * sp.MAX_DEVICES + last)
+
+
+# Live data first (the current reading, the next), then the backlog.
+LANES = [(5, 4, False), (6, 5, False), (2, 1, True), (3, 2, True), (4, 3, True)]
+
+
+async def feed(central: Central, node: str, messages: list[bytes]) -> None:
+    """`node`'s births (a point `p` in bar on device `plc`), then `messages` as its DDATA,
+    each flushed on its own."""
+    from gateway.northbound.sparkplug import payloads as sp
+    from gateway.site.model import Point
+
+    point = Point(tag="p", device="plc", unit="bar")
+    await central.handle(f"spBv1.0/g/NBIRTH/{node}", sp.with_seq(0, sp.node_birth(1, 0)))
+    await central.handle(f"spBv1.0/g/DBIRTH/{node}/plc",
+                         sp.with_seq(1, sp.device_birth([(1, point)], 0)))
+    for i, body in enumerate(messages):
+        await central.handle(f"spBv1.0/g/DDATA/{node}/plc", sp.with_seq(2 + i, body))
+        await central._flush()
+
+
 def test_the_centre_stores_a_backlog_after_the_live_data_once_and_in_time_order(
         tmp_path: Path) -> None:
     """Live data first, then the backlog (historical), then both sent again (a gateway killed
@@ -464,50 +514,93 @@ def test_the_centre_stores_a_backlog_after_the_live_data_once_and_in_time_order(
     the history reads in source-time order."""
     import asyncio
 
-    import numpy as np
-
-    from anomaly.batch import Batch
     from central.config import CentralFile, CentralSection
     from central.host import Central
-    from gateway.northbound.sparkplug import payloads as sp
-    from gateway.site.model import Point, SiteSection
+    from gateway.site.model import SiteSection
 
     config = CentralFile(site=SiteSection(name="c", data_dir=tmp_path),
                          central=CentralSection(group="g"))
-    point = Point(tag="p", device="plc", unit="bar")
-    t0 = 1_700_000_000_000_000_000
-
-    def ddata(spool_seq: int, after_seq: int, historical: bool) -> bytes:
-        """The DDATA of spool record `spool_seq` (one reading, at second `spool_seq`) sent
-        after record `after_seq` in its lane."""
-        b = Batch.of(source_ts=[t0 + spool_seq * 10**9], point=[0], value=[float(spool_seq)],
-                     quality=0)
-        last = sp.MAX_DEVICES - 1
-        return sp.device_data(spool_seq * sp.MAX_DEVICES + last, b, np.array([1]),
-                              np.zeros(1, bool), 0, historical,
-                              after=after_seq * sp.MAX_DEVICES + last)
-
-    lanes = [ddata(5, 4, False), ddata(6, 5, False),  # live: the current reading, the next
-             ddata(2, 1, True), ddata(3, 2, True), ddata(4, 3, True)]  # the backlog
-
-    async def feed(central: Central, messages: list[bytes]) -> None:
-        await central.handle("spBv1.0/g/NBIRTH/s1", sp.with_seq(0, sp.node_birth(1, 0)))
-        await central.handle("spBv1.0/g/DBIRTH/s1/plc",
-                             sp.with_seq(1, sp.device_birth([(1, point)], 0)))
-        for i, body in enumerate(messages):
-            await central.handle("spBv1.0/g/DDATA/s1/plc", sp.with_seq(2 + i, body))
-            await central._flush()
-
+    lanes = [ddata(*lane) for lane in LANES]
     central = Central(config)
     try:
-        asyncio.run(feed(central, [*lanes, lanes[1], lanes[3]]))
+        asyncio.run(feed(central, "s1", [*lanes, lanes[1], lanes[3]]))
     finally:
         central.close()
     central = Central(config)  # what it stored is known after a restart too
     try:
-        asyncio.run(feed(central, lanes))
+        asyncio.run(feed(central, "s1", lanes))
         stored = central.historians["s1"].history("p", 0, 2**62)
         assert stored.value.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
         assert central.links["s1"].duplicates_total == len(lanes)
+    finally:
+        central.close()
+
+
+async def ask_api(central: Central, data_dir: Path, tags: tuple[str, ...]
+                  ) -> dict[str, httpx.Response]:
+    """The central API's answers (over loopback) to a history of each of `tags`."""
+    import asyncio
+
+    from api.server import serve
+    from central.app import create_central_app
+
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(serve(create_central_app(central), "127.0.0.1", 0, ready))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{await ready}", timeout=10,
+                                     headers=auth_headers(data_dir, "viewer")) as http:
+            return {tag: await http.get("/api/v1/history", params={
+                "tag": tag, "start": "2023-11-14T22:00:00Z", "end": "2023-11-14T23:00:00Z"})
+                for tag in tags}
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+
+
+@pytest.fixture(scope="module")
+def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    server = influxd(tmp_path_factory.mktemp("influxd"))
+    yield server
+    server.stop()
+
+
+def test_the_centre_keeps_every_sites_readings_in_influxdb_and_answers_from_it(
+        tmp_path: Path, influx: Influxd, database: str) -> None:
+    """`[historian] kind = "influxdb"` in the central file: two sites with a tag of the same
+    name, one sending a backlog after live data and again after the centre's restart; one
+    series per site (site as a tag), every reading once, and the central's history API
+    answers each site's from InfluxDB in time order."""
+    import asyncio
+
+    from central.config import CentralFile, CentralSection
+    from central.host import Central
+    from gateway.site.model import HistorianSection, SiteSection
+
+    config = CentralFile(site=SiteSection(name="c", data_dir=tmp_path),
+                         central=CentralSection(group="g"),
+                         historian=HistorianSection(kind="influxdb", api="v1", url=influx.url,
+                                                    database=database))
+    lanes = [ddata(*lane) for lane in LANES]
+    central = Central(config)
+    try:
+        asyncio.run(feed(central, "s1", lanes))
+    finally:
+        central.close()
+    central = Central(config)
+    try:
+        asyncio.run(feed(central, "s1", [*lanes, ddata(7, 6, False)]))
+        asyncio.run(feed(central, "s2", [ddata(5, 4, False, value=-5.0)]))
+        series = influx.query('SELECT value, site FROM "other" GROUP BY "site", "tag"',
+                              db=database)
+        assert {(s["tags"]["site"], s["tags"]["tag"]): [v[1] for v in s["values"]]
+                for s in series} == {("s1", "p"): [2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+                                     ("s2", "p"): [-5.0]}
+        answers = asyncio.run(ask_api(central, tmp_path, ("s1/p", "s2/p")))
+        assert all(a.status_code == 200 for a in answers.values()), answers
+        got = {tag: a.json() for tag, a in answers.items()}
+        assert got["s1/p"]["unit"] == "bar"
+        assert got["s1/p"]["value"] == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+        assert got["s1/p"]["ts"] == sorted(got["s1/p"]["ts"])
+        assert got["s2/p"]["value"] == [-5.0]
     finally:
         central.close()

@@ -36,10 +36,12 @@ def quote_string(text: str) -> str:
 
 class InfluxReader:
     """Latest, raw history and buckets of the site's points, as the embedded historian gives
-    them: `point` in the returned batches is the tag's position in `tags`."""
+    them: `point` in the returned batches is the tag's position in `tags`. `site_tag`: only
+    the readings written with that `site` tag (the central's database holds many sites)."""
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, site_tag: str | None = None) -> None:
         h = site.historian
+        self._site = "" if site_tag is None else f'"site" = {quote_string(site_tag)}'
         self.tags = [p.tag for p in site.points]
         self._position = {t: i for i, t in enumerate(self.tags)}
         self._kinds = [p.kind for p in site.points]
@@ -83,9 +85,8 @@ class InfluxReader:
         i = self._position.get(tag)
         return READINGS if i is None else f'"{self._kinds[i]}"'
 
-    @staticmethod
-    def _where(tag: str) -> str:
-        return f'"tag" = {quote_string(tag)}'
+    def _where(self, tag: str) -> str:
+        return f'"tag" = {quote_string(tag)}' + (f" AND {self._site}" if self._site else "")
 
     def _rows(self, series: list[dict], columns: Sequence[str]) -> dict[str, list]:
         """Columns of the rows of every series in `series`, by name, None where null."""
@@ -119,9 +120,9 @@ class InfluxReader:
                 raise KeyError(f"unknown tag {unknown[0]!r}")
             if not tags:
                 return Batch.empty()
-        where = ""
+        where = f"WHERE {self._site}" if self._site else ""
         if tags is not None and len(tags) < len(self.tags):
-            where = "WHERE " + " OR ".join(self._where(t) for t in tags)
+            where = "WHERE " + " OR ".join(f"({self._where(t)})" for t in tags)
         series = self._query(
             f'SELECT {", ".join(FIELDS)} FROM {self._from()} {where} '
             'GROUP BY "tag" ORDER BY time DESC LIMIT 1')

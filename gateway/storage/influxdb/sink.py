@@ -62,7 +62,9 @@ log = logging.getLogger(__name__)
 KINDS: tuple[str, ...] = get_args(PointKind)  # a measurement each
 READINGS = "/^(" + "|".join(KINDS) + ")$/"  # InfluxQL: every measurement of readings
 IN_FLIGHT = 2  # write requests at once: InfluxDB works on one while it syncs the other
-TAG_KEYS = ("device", "tag", "zone")  # sorted, as InfluxDB keys them
+# Sorted, as InfluxDB keys them; `site` only where one database holds many sites (the
+# central's), left out of a gateway's lines.
+TAG_KEYS = ("device", "site", "tag", "zone")
 # A backslash before anything else is taken as is: it needs no escape.
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 
@@ -101,12 +103,13 @@ class SeriesKeys:
     tail: np.ndarray
 
     @classmethod
-    def of(cls, site: Site, points: Sequence[Point] | None = None) -> SeriesKeys:
-        """The keys of `points` (default: the site's)."""
+    def of(cls, site: Site, points: Sequence[Point] | None = None,
+           site_tag: str | None = None) -> SeriesKeys:
+        """The keys of `points` (default: the site's), with `site=<site_tag>` if given."""
         shared: dict[str, str] = {}
         head, tag, tail = [], [], []
         for p in site.points if points is None else points:
-            labels = {"zone": p.zone, "device": p.device}
+            labels = {"zone": p.zone, "device": p.device, "site": site_tag}
             parts = [f",{k}={escape_tag(v)}" if (v := labels.get(k)) else "" for k in TAG_KEYS]
             cut = TAG_KEYS.index("tag")
             text = p.kind + "".join(parts[:cut]) + ",tag="
