@@ -218,6 +218,7 @@ class Central:
         state = sp.state_topic(s.host_id)
         now = time.time_ns() // 1_000_000
         will = aiomqtt.Will(state, sp.state_payload(False, now), qos=1, retain=True)
+        stopping = False
         async with aiomqtt.Client(ep.host, ep.port, username=ep.username, password=ep.password,
                                   identifier=f"scadawatch-central:{s.host_id}",
                                   keepalive=ep.keepalive, tls_context=ep.tls, will=will,
@@ -233,17 +234,26 @@ class Central:
                 await self._ask_rebirth(node)
             try:
                 async for message in client.messages:
-                    raw = message.payload if isinstance(message.payload, bytes) else b""
-                    try:
-                        await self.handle(str(message.topic), raw)
-                    except Exception:  # one site's odd message must not stop the others'
-                        log.exception("event=central_message_error topic=%s bytes=%d",
-                                      message.topic, len(raw))
+                    await self._take(message)
             except asyncio.CancelledError:
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                     await client.publish(state, sp.state_payload(False, now), qos=1,
                                          retain=True, timeout=2)
-                raise
+                stopping = True
+        if stopping:
+            # What the client took from the broker before the disconnect (and acknowledged:
+            # the broker will not send it again) is filed now, or it would be lost.
+            while len(client.messages):
+                await self._take(await anext(client.messages))
+            raise asyncio.CancelledError
+
+    async def _take(self, message: aiomqtt.Message) -> None:
+        raw = message.payload if isinstance(message.payload, bytes) else b""
+        try:
+            await self.handle(str(message.topic), raw)
+        except Exception:  # one site's odd message must not stop the others'
+            log.exception("event=central_message_error topic=%s bytes=%d", message.topic,
+                          len(raw))
 
     async def _ask_rebirth(self, node: str) -> None:
         now = time.monotonic()

@@ -127,12 +127,13 @@ class EdgeNode:
         if self._lanes_of != births:
             self._lanes_of = births
             self._live = self._current(backlog_end) - 1
+        before = progress.text()
         live = self._live_turn()
         rows = live + self._backlog_turn(backlog_end)
-        if rows:
+        if progress.text() != before:
             progress.save()
             self.spool.ack(self.name, progress.low)
-            self.status.readings_total += rows
+        self.status.readings_total += rows
         self._report()
         return live >= LIVE_ROWS or progress.low < backlog_end
 
@@ -188,11 +189,12 @@ class EdgeNode:
         entries = self.spool.read_after(after, LIVE_ROWS)
         if not entries:
             return 0
-        self._publish_entries(after, [(q, b) for q, b in entries if not progress.has(q)],
-                              self.spool.points_for(entries[0][0]), historical=False)
+        unsent = [(q, b) for q, b in entries if not progress.has(q)]
+        self._publish_entries(after, unsent, self.spool.points_for(entries[0][0]),
+                              historical=False)
         progress.add(after + 1, entries[-1][0])
         self._live = entries[-1][0]
-        return sum(len(b) for _, b in entries)
+        return sum(len(b) for _, b in unsent)
 
     def _backlog_turn(self, backlog_end: int) -> int:
         """The oldest unsent records up to `backlog_end`, as historical."""
