@@ -94,7 +94,7 @@ class Gateway:
         # In groups that a change of the site file starts and stops one by one (gateway.reload).
         self.inputs = Inputs(site, functools.partial(build_inputs, status=self.status,
                                                      data_dir=data_dir), self._emit)
-        self.config_path = config_path
+        self.reloader = None if config_path is None else Reloader(self, config_path)
         self.site_listeners: list[Callable[[Site], object]] = []  # an in-process API
 
     def _alarm_events(self, events: list[AlarmEvent]) -> None:
@@ -112,7 +112,6 @@ class Gateway:
                  self.site.site.name, len(self.site.devices), len(self.site.points),
                  len(self.inputs))
         self.inputs.start(self._task)
-        self.reloader = None if self.config_path is None else Reloader(self, self.config_path)
         if self.reloader is not None:
             install_reload_signal(self.reloader)
         flush = asyncio.Event()  # set at stop: the sinks store what is spooled at once
