@@ -35,10 +35,10 @@ import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -123,22 +123,32 @@ def _shown(value: object) -> str:
 
 
 class _GroupEmit:
-    """A group's way into the spool: its inputs' batches index the group's own points;
-    `where` maps those to positions in the site's current point list. Closed (the group
-    stopped), it drops what its inputs still emit."""
+    """A group's way into the spool: its inputs' batches index the group's own points (`tags`,
+    None where a point was removed or redefined: a poll in flight under its old definition is
+    dropped); `where` maps them to positions in the site's current point list. Closed (the
+    group stopped), it drops whatever its inputs still emit."""
 
     def __init__(self, emit: Emit, tags: list[str], current: dict[str, int]) -> None:
         self._emit = emit
-        self.tags = tags
+        self.tags: list[str | None] = list(tags)
         self.closed = False
+        self._gone = False
         self.retarget(current)
 
     def retarget(self, current: dict[str, int]) -> None:
-        self.where = np.array([current[t] for t in self.tags], dtype=np.int32)
+        self.where = np.array([-1 if t is None else current.get(t, -1) for t in self.tags],
+                              dtype=np.int32)
+        self._gone = bool((self.where < 0).any())
 
     async def __call__(self, batch: Batch) -> None:
-        if not self.closed:
-            await self._emit(dataclasses.replace(batch, point=self.where[batch.point]))
+        if self.closed:
+            return
+        point = self.where[batch.point]
+        if self._gone:
+            keep = point >= 0
+            if not keep.all():
+                batch, point = batch.take(keep), point[keep]
+        await self._emit(dataclasses.replace(batch, point=point))
 
 
 @dataclass(eq=False)
@@ -148,6 +158,10 @@ class _Group:
     emit: _GroupEmit
     inputs: Sequence[Input]
     tasks: list[asyncio.Task] = field(default_factory=list)
+
+
+async def _discard(batch: Batch) -> None:
+    """Where the inputs built only for their devices would emit: they never run."""
 
 
 def _signatures(site: Site) -> dict[str, list[tuple[Device, list[dict[str, Any]]]]]:
@@ -188,6 +202,10 @@ class Inputs:
                                  emit)
             out[key] = _Group(key, signatures[key], emit, inputs)
         return out
+
+    def build_over(self, site: Site) -> Sequence[Input]:
+        """Inputs for `site` whose batches go nowhere (their devices join running ones)."""
+        return self._build(site, _discard)
 
     def __iter__(self) -> Iterator[Input]:
         return (i for g in self.groups.values() for i in g.inputs)
@@ -232,6 +250,24 @@ class Running(Protocol):
         """Let the rest (the anomaly engine, listeners such as the API) follow `site`."""
 
 
+class Regrouping(Protocol):
+    """An input of several devices that can take some away and add others while it runs
+    (a Modbus bus: every unit id behind one endpoint)."""
+
+    def replace_devices(self, keep: Collection[str], add: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Update:
+    """A running group that keeps its connection: `keep` polled on, `add` (built for the
+    same link, indexing the group's points from `first`) joins it."""
+
+    keep: list[str]
+    add: Input | None
+    first: int
+    tags: list[str]
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A change ready to apply: the new site, what changed, the groups built for it."""
@@ -240,6 +276,7 @@ class Prepared:
     change: dict[str, list[str]]
     stale: list[str]  # groups to stop
     built: dict[str, _Group]  # groups to start
+    updates: dict[str, _Update]  # groups changed in place
 
 
 def prepare(gw: Running, new: Site) -> Prepared:
@@ -247,9 +284,39 @@ def prepare(gw: Running, new: Site) -> Prepared:
     cannot be built: nothing has changed then."""
     running = gw.inputs.groups
     wanted = _signatures(new)
-    stale = [k for k, g in running.items() if wanted.get(k) != g.signature]
+    changed = [k for k, g in running.items() if wanted.get(k) != g.signature]
+    updates = {}
+    for key in changed:
+        if (update := _update(gw.inputs, running[key], wanted.get(key, []), new)) is not None:
+            updates[key] = update
+    stale = [k for k in changed if k not in updates]
     fresh = [k for k in wanted if k not in running or k in stale]
-    return Prepared(new, diff(gw.site, new), stale, gw.inputs.build(new, fresh))
+    return Prepared(new, diff(gw.site, new), stale, gw.inputs.build(new, fresh), updates)
+
+
+def _update(inputs: Inputs, group: _Group,
+            wanted: list[tuple[Device, list[dict[str, Any]]]], new: Site) -> _Update | None:
+    """How `group` takes `wanted` without reconnecting; None if it cannot (not one input
+    that regroups, no device kept, or the link's own settings changed)."""
+    if len(group.inputs) != 1 or not hasattr(group.inputs[0], "replace_devices"):
+        return None
+    before = {d.name: (d, points) for d, points in group.signature}
+    keep = [d.name for d, points in wanted if before.get(d.name) == (d, points)]
+    if not keep or (max(d.connections for d, _ in wanted)
+                    != max(d.connections for d, _ in group.signature)):
+        return None
+    added = [d for d, _ in wanted if d.name not in keep]
+    names = {d.name for d in added}
+    own = [p for p in new.points if p.device in names]
+    first = len(group.emit.tags)
+    # Built over as many placeholders (points no device polls) as the group has points, then
+    # the added ones: the new devices' indices follow the group's own.
+    padding = [dataclasses.replace(own[0], device=None)] * first if own and first else []
+    built = inputs.build_over(new.model_copy(update={"devices": added,
+                                                     "points": padding + own}))
+    if len(built) != (1 if own else 0):
+        return None
+    return _Update(keep, built[0] if built else None, first, [p.tag for p in own])
 
 
 async def apply(gw: Running, plan: Prepared) -> None:
@@ -261,6 +328,13 @@ async def apply(gw: Running, plan: Prepared) -> None:
     current = {p.tag: i for i, p in enumerate(new.points)}
     for g in old_groups:
         g.emit.closed = True
+    wanted = _signatures(new)
+    for key, update in plan.updates.items():
+        g = inputs.groups[key]
+        kept = {p.tag for p in gw.site.points if p.device in update.keep}
+        g.emit.tags = [t if t in kept else None for t in g.emit.tags] + list(update.tags)
+        cast(Regrouping, g.inputs[0]).replace_devices(update.keep, update.add)
+        g.signature = wanted[key]
     for g in inputs.groups.values():
         g.emit.retarget(current)
     gw.switch_points(new)
@@ -269,8 +343,7 @@ async def apply(gw: Running, plan: Prepared) -> None:
     await inputs.stop(old_groups)  # before the new start: a serial port has one owner
     names = {d.name for d in new.devices}
     running = {i.name for i in inputs}
-    gw.forget([d.name for d in old_site.devices if d.name not in names
-               or d.name in plan.change.get("devices_changed", [])],
+    gw.forget([d.name for d in old_site.devices if d.name not in names],
               [f"poller:{i.name}" for g in old_groups for i in g.inputs
                if i.name not in running])
     inputs.start()

@@ -1,0 +1,229 @@
+"""A site file changed while `scadawatch run` polls the water simulator (its own process, every
+device a unit id behind one Modbus TCP port) every second: a device added, one removed, a point
+edited, applied by SIGHUP; then files posted to the API, one invalid. Checked in the embedded
+historian the gateway filled, and in the audit journal over the API."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tomli_w
+from conftest import CliRun
+from support.harness import RUN_LIMIT, auth_headers, start_simulator
+
+from anomaly.batch import Batch
+from gateway.data_dir import historian_path
+from gateway.site.loader import load_site
+from gateway.storage.historian import EmbeddedHistorian
+from scadawatch.ports import free_port
+
+POLL = 1.0  # seconds between polls of every device
+KEPT, REMOVED, ADDED, EDITED = "water-plant", "water-dma2", "water-dma3", "water-dma1"
+OFFSET = 1000.0  # added to the edited point: no reading of the simulator comes near it
+
+
+@dataclass
+class Run:
+    config: Path
+    before: dict  # the site files as TOML tables
+    after: dict
+    edited: str  # the edited point's tag
+    api: str
+    headers: dict[str, dict[str, str]]  # role -> Authorization header
+    sighup_at: float = 0.0  # time.time() of the SIGHUP
+    proc: subprocess.Popen | None = None
+
+    def tags(self, site: dict, device: str) -> list[str]:
+        return [p["tag"] for p in site["points"] if p["device"] == device]
+
+
+def _files(sim_site: Path, folder: Path, api_port: int) -> tuple[dict, dict, str]:
+    """The simulator's site without REMOVED's successor ADDED, and the change: ADDED's points
+    first (so every later index moves), REMOVED gone, one point of EDITED offset."""
+    sim = tomllib.loads(sim_site.read_text())
+    devices = {d["name"]: d | {"poll_interval": POLL} for d in sim["devices"]}
+    points = sim["points"]
+    base = {"site": {"name": "reload", "data_dir": "data"}, "api": {"port": api_port},
+            "historian": {"flush_interval": 0.2}}
+    before = base | {"devices": [devices[n] for n in (KEPT, EDITED, REMOVED)],
+                     "points": [p for p in points if p["device"] in (KEPT, EDITED, REMOVED)]}
+    edited = next(p for p in points if p["device"] == EDITED and p["register"] != "coil")
+    after = base | {"devices": [devices[n] for n in (ADDED, KEPT, EDITED)],
+                    "points": [p for p in points if p["device"] == ADDED]
+                    + [p | {"offset": OFFSET} if p is edited else p
+                       for p in points if p["device"] in (KEPT, EDITED)]}
+    folder.mkdir()
+    return before, after, edited["tag"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """`scadawatch run` on the simulator, until the tests of this module are done."""
+    tmp = tmp_path_factory.mktemp("reload")
+    sim, sim_site = start_simulator(tmp)
+    api_port = free_port()
+    before, after, edited = _files(sim_site, tmp / "site", api_port)
+    config = tmp / "site" / "site.toml"
+    config.write_text(tomli_w.dumps(before))
+    data_dir = load_site(config).site.data_dir
+    data_dir.mkdir()
+    r = Run(config, before, after, edited, f"http://127.0.0.1:{api_port}/api/v1",
+            {role: auth_headers(data_dir, role) for role in ("viewer", "engineer")})
+    with open(tmp / "gateway.log", "wb") as log:
+        r.proc = subprocess.Popen([sys.executable, "-m", "scadawatch", "run", "--config",
+                                   str(config)], stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        yield r
+    finally:
+        r.proc.send_signal(signal.SIGTERM)
+        r.proc.wait(timeout=RUN_LIMIT)
+        sim.terminate()
+        sim.wait(timeout=RUN_LIMIT)
+
+
+def latest_of(r: Run, tags: list[str]) -> dict[str, float | None]:
+    """Each tag's latest reading time (s), as the API has it; {} while it is starting."""
+    try:
+        rows = httpx.get(f"{r.api}/latest", headers=r.headers["viewer"], timeout=5).json()
+    except httpx.TransportError:
+        return {}
+    times = {row["tag"]: row["source_ts"] for row in rows.get("readings", [])}
+    return {t: datetime.fromisoformat(times[t]).timestamp() if times.get(t) else None
+            for t in tags if t in times}
+
+
+def wait_for(what: str, ready: callable) -> None:  # type: ignore[valid-type]
+    deadline = time.monotonic() + RUN_LIMIT
+    while not ready():
+        assert time.monotonic() < deadline, f"not within {RUN_LIMIT} s: {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def sighup(run: Run) -> Run:
+    """Polling for a few seconds, the change by SIGHUP, polling a few seconds more."""
+    first = run.tags(run.before, KEPT) + run.tags(run.before, REMOVED)
+    wait_for("every point polled", lambda: all(latest_of(run, first).get(t) for t in first)
+             and len(latest_of(run, first)) == len(first))
+    time.sleep(3 * POLL)
+    run.config.write_text(tomli_w.dumps(run.after))
+    run.sighup_at = time.time()
+    assert run.proc is not None
+    run.proc.send_signal(signal.SIGHUP)
+    added = run.tags(run.after, ADDED)
+    wait_for("the added device's points", lambda: all(
+        (latest_of(run, added).get(t) or 0) > run.sighup_at for t in added))
+    time.sleep(3 * POLL)
+    return run
+
+
+def history(run: Run, tags: list[str]) -> dict[str, Batch]:
+    site = load_site(run.config)
+    h = EmbeddedHistorian(historian_path(site), tags, readonly=True)
+    try:
+        return {t: h.history(t, 0, 2**62) for t in tags}
+    finally:
+        h.close()
+
+
+def audit(run: Run) -> list[dict]:
+    r = httpx.get(f"{run.api}/config/audit", headers=run.headers["viewer"], timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()["entries"]
+
+
+def test_sighup_applies_the_change_device_by_device(sighup: Run) -> None:
+    r = sighup
+    [entry] = [e for e in audit(r) if e["via"] == "sighup"]
+    applied = datetime.fromisoformat(entry["at"]).timestamp()
+    removed, added = r.tags(r.before, REMOVED), r.tags(r.after, ADDED)
+    kept = r.tags(r.before, KEPT)
+    data = history(r, kept + removed + added + [r.edited])
+    # The unchanged device never missed a poll: no gap beyond one poll, the change included.
+    for tag in kept:
+        ts = data[tag].source_ts / 1e9
+        ts = ts[ts > applied - 3 * POLL]  # polled since well before it (not the start-up)
+        assert ts[0] < applied - 2 * POLL and ts[-1] > applied + 2 * POLL, tag
+        assert np.diff(ts).max() < 1.5 * POLL, (tag, np.diff(ts).max())
+    # The added device's points live within two polls; none filed before it was added.
+    for tag in added:
+        ts = data[tag].source_ts / 1e9
+        assert applied - 0.1 < ts[0] < applied + 2 * POLL, (tag, ts[0] - applied)
+    # The removed device stopped; its readings up to then are all stored.
+    for tag in removed:
+        ts = data[tag].source_ts / 1e9
+        assert ts[0] < applied - 2 * POLL and applied - 1.5 * POLL < ts[-1] < applied + POLL
+        assert np.diff(ts[ts > applied - 3 * POLL]).max() < 1.5 * POLL, tag
+    # The edited point: its old definition up to the change, its new one after, never mixed.
+    values, ts = data[r.edited].value, data[r.edited].source_ts / 1e9
+    new = values >= OFFSET / 2
+    switch = int(np.argmax(new))
+    assert new.any() and not new[:switch].any() and new[switch:].all(), values
+    assert abs(ts[switch] - applied) < 2 * POLL and np.diff(ts).max() < 2.5 * POLL
+    assert (entry["who"], entry["role"], entry["outcome"], entry["errors"]) == (
+        "SIGHUP", None, "applied", [])
+    assert entry["changes"] == {"devices_added": [ADDED], "devices_removed": [REMOVED],
+                                "points_added": added, "points_removed": removed,
+                                "points_changed": [r.edited]}
+
+
+def test_a_posted_file_check_config_refuses_changes_nothing(sighup: Run, cli: CliRun,
+                                                          tmp_path: Path) -> None:
+    r = sighup
+    engineer = r.headers["engineer"]
+    bad = r.after | {
+        "devices": [d | {"port": "502"} if d["name"] == KEPT else d for d in r.after["devices"]],
+        "points": [p | {"word_order": "ABDC"} if p["tag"] == r.edited else p
+                   for p in r.after["points"]],
+        "alarms": {"flood_start": 5, "flood_end": 10}}
+    text = tomli_w.dumps(bad)
+    running = httpx.get(f"{r.api}/config", headers=engineer, timeout=5)
+    points = httpx.get(f"{r.api}/points", headers=engineer, timeout=5).json()
+    answer = httpx.post(f"{r.api}/config", content=text, timeout=RUN_LIMIT,
+                        headers=engineer | {"Content-Type": "application/toml"})
+    assert answer.status_code == 422, answer.text
+    problems = answer.json()["problems"]
+    # check-config on the same file says the same, problem by problem.
+    (tmp_path / "site.toml").write_text(text)
+    code, _, err = cli("check-config", "--config", tmp_path / "site.toml")
+    prefix = f"{tmp_path / 'site.toml'}: "
+    said = [line.removeprefix(prefix) for line in err.splitlines() if line.startswith(prefix)]
+    assert code != 0 and said == [f"{p['key']}: {p['reason']}" for p in problems] + [
+        f"{len(problems)} problems"], (err, problems)
+    assert all(p["file"] == str(r.config) for p in problems)
+    edited = next(i for i, p in enumerate(bad["points"]) if p["tag"] == r.edited)
+    assert [p["key"] for p in problems] == ["alarms", "devices[1].port",
+                                            f"points[{edited}].word_order"]
+    # Nothing changed: the file, the points served, the journal says why.
+    assert r.config.read_bytes() == running.content == tomli_w.dumps(r.after).encode()
+    assert httpx.get(f"{r.api}/points", headers=engineer, timeout=5).json() == points
+    last = audit(r)[-1]
+    assert (last["via"], last["role"], last["outcome"]) == ("api", "engineer", "refused")
+    assert last["errors"] == [f"{r.config}: {p['key']}: {p['reason']}" for p in problems]
+
+
+def test_only_an_engineer_may_post_a_site_file(sighup: Run) -> None:
+    r = sighup
+    entries = len(audit(r))
+    changed = r.after | {"alarms": {"max_shelve": "2h"}}
+    viewer = httpx.post(f"{r.api}/config", content=tomli_w.dumps(changed), timeout=5,
+                        headers=r.headers["viewer"])
+    assert viewer.status_code == 403 and len(audit(r)) == entries
+    engineer = httpx.post(f"{r.api}/config", content=tomli_w.dumps(changed),
+                          timeout=RUN_LIMIT, headers=r.headers["engineer"])
+    assert engineer.json() == {"outcome": "applied", "changes": {"settings_changed": ["alarms"]}}
+    assert tomllib.loads(r.config.read_text()) == changed  # the file is what runs
+    name = httpx.get(f"{r.api}/auth/me", headers=r.headers["engineer"], timeout=5).json()["name"]
+    last = audit(r)[-1]
+    assert (last["who"], last["role"], last["outcome"]) == (name, "engineer", "applied")
