@@ -106,7 +106,7 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
 
     if api:
         tasks.append(asyncio.create_task(_serve_api(site, status, port or site.api.port, stop,
-                                                    alarms, gw)))
+                                                    alarms, gw, None if gw else config)))
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -127,13 +127,35 @@ def _reader(site: Site) -> EmbeddedHistorian | InfluxReader:
     return EmbeddedHistorian(historian_path(site), [p.tag for p in site.points], readonly=True)
 
 
+def _follow_on_sighup(config: Path, follow: Callable[[Site], None]) -> None:
+    """SIGHUP re-reads `config` and hands a valid site to `follow` (a separate API process:
+    the gateway's, signalled too, applies it); an invalid one is logged and changes nothing."""
+    import signal
+    import threading
+
+    def reread() -> None:
+        try:
+            site = load_site(config)
+        except ConfigError as e:
+            log.error("event=config_refused who=SIGHUP problems=%d first=%r", len(e.problems),
+                      str(e.problems[0]))
+            return
+        follow(site)
+        log.info("event=config_followed path=%s points=%d", config, len(site.points))
+
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reread)
+
+
 async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
                      stop: asyncio.Event, alarms: AlarmStore | None,
-                     gw: Gateway | None = None) -> None:
+                     gw: Gateway | None = None, config: Path | None = None) -> None:
     """The API over the site's historian; `status` gives the gateway's live snapshot (its
     own in one process, `status.json` in another); `alarms` the gateway's alarm store in one
     process (None: the API opens the site's); `gw` the gateway in this process, whose site
-    changes the API follows."""
+    changes the API follows; else `config`, the site file it re-reads on SIGHUP (as the
+    gateway's process does)."""
     from api.app import create_app, follow_site
     from api.server import serve as serve_http
     from gateway.data_dir import historian_path
@@ -149,15 +171,18 @@ async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
     reader = _reader(site)
     app = create_app(site, reader, status, alarm_store=alarms,
                      site_control=None if gw is None else gw.reloader)
-    if gw is not None:
-        def follow(new: Site) -> None:
-            nonlocal reader
-            old, reader = reader, _reader(new)
-            follow_site(app, new, reader)
-            # Requests in flight may still read the old one.
-            asyncio.get_running_loop().call_later(READER_GRACE, old.close)
 
+    def follow(new: Site) -> None:
+        nonlocal reader
+        old, reader = reader, _reader(new)
+        follow_site(app, new, reader)
+        # Requests in flight may still read the old one.
+        asyncio.get_running_loop().call_later(READER_GRACE, old.close)
+
+    if gw is not None:
         gw.site_listeners.append(follow)
+    elif config is not None:
+        _follow_on_sighup(config, follow)
     tls = (site.api.tls_cert, site.api.tls_key) if site.api.tls_cert and site.api.tls_key else None
     server = asyncio.create_task(serve_http(app, site.api.host, port, tls=tls))
     stopping = asyncio.create_task(stop.wait())
