@@ -136,19 +136,25 @@ class _GroupEmit:
         self.retarget(current)
 
     def retarget(self, current: dict[str, int]) -> None:
-        self.where = np.array([-1 if t is None else current.get(t, -1) for t in self.tags],
-                              dtype=np.int32)
-        self._gone = bool((self.where < 0).any())
+        where = np.array([-1 if t is None else current.get(t, -1) for t in self.tags],
+                         dtype=np.int32)
+        self._gone = bool((where < 0).any())
+        # The same positions (a site of one group): batches pass as they are.
+        self.where = None if np.array_equal(where, np.arange(len(current))) else where
 
     async def __call__(self, batch: Batch) -> None:
         if self.closed:
             return
-        point = self.where[batch.point]
-        if self._gone:
-            keep = point >= 0
-            if not keep.all():
-                batch, point = batch.take(keep), point[keep]
-        await self._emit(dataclasses.replace(batch, point=point))
+        if self.where is not None:
+            point = self.where[batch.point]
+            if self._gone:
+                keep = point >= 0
+                if not keep.all():
+                    batch, point = batch.take(keep), point[keep]
+            b = batch
+            batch = Batch(b.source_ts, b.server_ts, b.gateway_ts, point, b.value, b.quality,
+                          b.cause)
+        await self._emit(batch)
 
 
 @dataclass(eq=False)
@@ -367,6 +373,13 @@ class Reloader:
         self.gw = gw
         self.path = Path(path)
         self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def close(self) -> None:
+        """Refuse changes from now on (the gateway is stopping), once the one in progress is
+        applied."""
+        async with self._lock:
+            self._closed = True
 
     def current_text(self) -> bytes:
         return self.path.read_bytes()
@@ -401,6 +414,9 @@ class Reloader:
 
     async def _change(self, who: Who, text: bytes, file: Path, *, replace: bool) -> Result:
         shown = str(self.path)
+        if self._closed:
+            return self._refused(who, text, [ConfigProblem(
+                file=shown, key="", reason="the gateway is stopping: apply it once it runs")])
         try:
             new = await asyncio.to_thread(load_site, file)
         except ConfigError as e:
@@ -415,6 +431,8 @@ class Reloader:
         try:
             plan = prepare(self.gw, new)
         except (ValueError, OSError) as e:
+            running = {d.name for d in self.gw.site.devices}
+            self.gw.forget([d.name for d in new.devices if d.name not in running], [])
             return self._refused(who, text, [ConfigProblem(file=shown, key="", reason=str(e))])
         if replace:
             os.replace(file, self.path)  # the file stays what runs

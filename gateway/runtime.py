@@ -142,6 +142,8 @@ class Gateway:
         try:
             await stop.wait()
         finally:
+            if self.reloader is not None:
+                await self.reloader.close()
             await self.inputs.stop()
             flush.set()
             await self._flush()
