@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from api.auth import Caller, GuardedRoute
 from api.context import Ctx
 from api.encode import json_response
+from api.models import Problem
 from gateway import config_audit
 from gateway.config_audit import Who
 from gateway.reload import Result
@@ -29,6 +30,7 @@ from gateway.site.loader import ConfigProblem
 router = APIRouter(route_class=GuardedRoute)
 
 TOML = "application/toml"
+NO_GATEWAY = "no gateway in this process (a separate `scadawatch api`)"
 
 
 class SiteControl(Protocol):
@@ -80,17 +82,19 @@ def _control(request: Request) -> SiteControl:
 
 
 @router.get("/config", response_class=Response, summary="The site file the gateway runs",
-            responses={200: {"content": {TOML: {}}, "description": "the site file (TOML)"}})
+            responses={200: {"content": {TOML: {}}, "description": "the site file (TOML)"},
+                       409: {"model": Problem, "description": NO_GATEWAY}})
 def current(request: Request) -> Response:
     """The site file as it is on disk (its `points_csv`, if any, is not included)."""
     return Response(_control(request).current_text(), media_type=TOML)
 
 
 @router.post("/config", response_model=Applied, summary="Apply a new site file live",
-             responses={409: {"description": "no gateway in this process to apply it"},
+             responses={409: {"model": Problem, "description": NO_GATEWAY},
                         422: {"model": Refused, "description": "the file is refused: "
                               "check-config's problems, or a change only a restart can make"}},
-             openapi_extra={"requestBody": {"required": True, "content": {TOML: {}}}})
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 media: {"schema": {"type": "string"}} for media in (TOML, "text/plain")}}})
 async def apply(request: Request, caller: Caller) -> Response:
     """The body is the whole new site file (TOML). Validated as `check-config` validates it,
     then applied device by device: unchanged devices keep polling without a gap, added ones
