@@ -1,7 +1,8 @@
 """A site file changed while `scadawatch run` polls the water simulator (its own process, every
 device a unit id behind one Modbus TCP port) every second: a device added, one removed, a point
 edited, applied by SIGHUP; then files posted to the API, one invalid. Checked in the embedded
-historian the gateway filled, and in the audit journal over the API."""
+historian and the InfluxDB (a real influxd) the gateway filled, and in the audit journal over
+the API."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 import tomli_w
 from conftest import CliRun
 from support.harness import RUN_LIMIT, auth_headers, start_simulator
+from support.influx_servers import Influxd, influxd
 
 from anomaly.batch import Batch
 from anomaly.engine import Engine, EngineSettings
@@ -35,6 +37,7 @@ from scadawatch.ports import free_port
 POLL = 1.0  # seconds between polls of every device
 KEPT, REMOVED, ADDED, EDITED = "water-plant", "water-dma2", "water-dma3", "water-dma1"
 OFFSET = 1000.0  # added to the edited point: no reading of the simulator comes near it
+DATABASE = "reload"
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Run:
     edited: str  # the edited point's tag
     api: str
     headers: dict[str, dict[str, str]]  # role -> Authorization header
+    influx: Influxd
     sighup_at: float = 0.0  # time.time() of the SIGHUP
     proc: subprocess.Popen | None = None
 
@@ -52,14 +56,16 @@ class Run:
         return [p["tag"] for p in site["points"] if p["device"] == device]
 
 
-def _files(sim_site: Path, folder: Path, api_port: int) -> tuple[dict, dict, str]:
+def _files(sim_site: Path, folder: Path, api_port: int,
+           influx: Influxd) -> tuple[dict, dict, str]:
     """The simulator's site without REMOVED's successor ADDED, and the change: ADDED's points
     first (so every later index moves), REMOVED gone, one point of EDITED offset."""
     sim = tomllib.loads(sim_site.read_text())
     devices = {d["name"]: d | {"poll_interval": POLL} for d in sim["devices"]}
     points = sim["points"]
     base = {"site": {"name": "reload", "data_dir": "data"}, "api": {"port": api_port},
-            "historian": {"flush_interval": 0.2}}
+            "historian": {"flush_interval": 0.2, "kind": "influxdb", "api": "v1",
+                          "url": influx.url, "database": DATABASE}}
     before = base | {"devices": [devices[n] for n in (KEPT, EDITED, REMOVED)],
                      "points": [p for p in points if p["device"] in (KEPT, EDITED, REMOVED)]}
     edited = next(p for p in points if p["device"] == EDITED and p["register"] != "coil")
@@ -76,14 +82,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """`scadawatch run` on the simulator, until the tests of this module are done."""
     tmp = tmp_path_factory.mktemp("reload")
     sim, sim_site = start_simulator(tmp)
+    influx = influxd(tmp / "influxd")
+    influx.create_database(DATABASE)
     api_port = free_port()
-    before, after, edited = _files(sim_site, tmp / "site", api_port)
+    before, after, edited = _files(sim_site, tmp / "site", api_port, influx)
     config = tmp / "site" / "site.toml"
     config.write_text(tomli_w.dumps(before))
     data_dir = load_site(config).site.data_dir
     data_dir.mkdir()
     r = Run(config, before, after, edited, f"http://127.0.0.1:{api_port}/api/v1",
-            {role: auth_headers(data_dir, role) for role in ("viewer", "engineer")})
+            {role: auth_headers(data_dir, role) for role in ("viewer", "engineer")}, influx)
     with open(tmp / "gateway.log", "wb") as log:
         r.proc = subprocess.Popen([sys.executable, "-m", "scadawatch", "run", "--config",
                                    str(config)], stdout=subprocess.DEVNULL, stderr=log)
@@ -94,6 +102,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         r.proc.wait(timeout=RUN_LIMIT)
         sim.terminate()
         sim.wait(timeout=RUN_LIMIT)
+        influx.stop()
 
 
 def latest_of(r: Run, tags: list[str]) -> dict[str, float | None]:
@@ -132,13 +141,24 @@ def sighup(run: Run) -> Run:
     return run
 
 
-def history(run: Run, tags: list[str]) -> dict[str, Batch]:
-    site = load_site(run.config)
-    h = EmbeddedHistorian(historian_path(site), tags, readonly=True)
+def historian(run: Run, tags: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per tag: its readings' source times (s) and values in the embedded historian."""
+    h = EmbeddedHistorian(historian_path(load_site(run.config)), tags, readonly=True)
     try:
-        return {t: h.history(t, 0, 2**62) for t in tags}
+        batches = {t: h.history(t, 0, 2**62) for t in tags}
+        return {t: (b.source_ts / 1e9, b.value) for t, b in batches.items()}
     finally:
         h.close()
+
+
+def influxdb(run: Run, tags: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The same from InfluxDB."""
+    out = {}
+    for t in tags:
+        rows = sorted(v for s in run.influx.query(
+            f"SELECT value FROM /.*/ WHERE \"tag\" = '{t}'", db=DATABASE) for v in s["values"])
+        out[t] = (np.array([r[0] for r in rows]) / 1e9, np.array([r[1] for r in rows], float))
+    return out
 
 
 def audit(run: Run) -> list[dict]:
@@ -147,30 +167,31 @@ def audit(run: Run) -> list[dict]:
     return r.json()["entries"]
 
 
-def test_sighup_applies_the_change_device_by_device(sighup: Run) -> None:
+@pytest.mark.parametrize("store", [historian, influxdb], ids=["historian", "influxdb"])
+def test_sighup_applies_the_change_device_by_device(sighup: Run, store: Callable) -> None:
     r = sighup
     [entry] = [e for e in audit(r) if e["via"] == "sighup"]
     applied = datetime.fromisoformat(entry["at"]).timestamp()
     removed, added = r.tags(r.before, REMOVED), r.tags(r.after, ADDED)
     kept = r.tags(r.before, KEPT)
-    data = history(r, kept + removed + added + [r.edited])
+    data = store(r, kept + removed + added + [r.edited])
     # The unchanged device never missed a poll: no gap beyond one poll, the change included.
     for tag in kept:
-        ts = data[tag].source_ts / 1e9
+        ts = data[tag][0]
         ts = ts[ts > applied - 3 * POLL]  # polled since well before it (not the start-up)
         assert ts[0] < applied - 2 * POLL and ts[-1] > applied + 2 * POLL, tag
         assert np.diff(ts).max() < 1.5 * POLL, (tag, np.diff(ts).max())
     # The added device's points live within two polls; none filed before it was added.
     for tag in added:
-        ts = data[tag].source_ts / 1e9
+        ts = data[tag][0]
         assert applied - 0.1 < ts[0] < applied + 2 * POLL, (tag, ts[0] - applied)
     # The removed device stopped; its readings up to then are all stored.
     for tag in removed:
-        ts = data[tag].source_ts / 1e9
+        ts = data[tag][0]
         assert ts[0] < applied - 2 * POLL and applied - 1.5 * POLL < ts[-1] < applied + POLL
         assert np.diff(ts[ts > applied - 3 * POLL]).max() < 1.5 * POLL, tag
     # The edited point: its old definition up to the change, its new one after, never mixed.
-    values, ts = data[r.edited].value, data[r.edited].source_ts / 1e9
+    ts, values = data[r.edited]
     new = values >= OFFSET / 2
     switch = int(np.argmax(new))
     assert new.any() and not new[:switch].any() and new[switch:].all(), values
