@@ -116,7 +116,7 @@ def latest_of(r: Run, tags: list[str]) -> dict[str, float | None]:
             for t in tags if t in times}
 
 
-def wait_for(what: str, ready: callable) -> None:  # type: ignore[valid-type]
+def wait_for(what: str, ready: Callable[[], bool]) -> None:
     deadline = time.monotonic() + RUN_LIMIT
     while not ready():
         assert time.monotonic() < deadline, f"not within {RUN_LIMIT} s: {what}"
