@@ -9,8 +9,10 @@ changes nothing. An accepted one is applied device by device:
 - The inputs run in groups, one per connection (`input_key`: a Modbus TCP endpoint or serial
   port with every unit id behind it, else one device). A group whose devices and points are
   all unchanged keeps running, its polls on the same grid: nothing is rebuilt or reconnected.
-  A group with an added, removed or changed device or point is stopped, and a new one built
-  from the new file started; a group of only removed devices just stops.
+  A Modbus bus that keeps some of its devices as they were takes the others away and adds the
+  new or changed ones while it runs (`ModbusBus.replace_devices`): the kept ones keep their
+  schedule and connection. Any other group with a change is stopped, and one built from the
+  new file started; a group of only removed devices just stops.
 - Every group is built over its own points, so its batches index a list of its own; its way
   into the spool (`_GroupEmit`) maps them to the site's current point list. The switch to a new
   list is one synchronous step on the event loop, with no poll in between: the spool starts a
