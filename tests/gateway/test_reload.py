@@ -1,11 +1,12 @@
 """A site file changed while `scadawatch run` polls the water simulator (its own process, every
-device a unit id behind one Modbus TCP port) every second: a device added, one removed, a point
-edited, applied by SIGHUP; then files posted to the API, one invalid. Checked in the embedded
-historian and the InfluxDB (a real influxd) the gateway filled, and in the audit journal over
-the API."""
+device a unit id behind one Modbus TCP port) and a pyModbusTCP server every second: a device
+added, one removed, a point of each edited, applied by SIGHUP; then files posted to the API,
+one invalid. Checked in the embedded historian and the InfluxDB (a real influxd) the gateway
+filled, and in the audit journal over the API."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import tomli_w
 from conftest import CliRun
 from support.harness import RUN_LIMIT, auth_headers, start_simulator
 from support.influx_servers import Influxd, influxd
+from support.modbus_servers import Image, pymodbustcp
 
 from anomaly.batch import Batch
 from anomaly.engine import Engine, EngineSettings
@@ -31,13 +33,17 @@ from anomaly.points import PointInfo
 from gateway.data_dir import historian_path
 from gateway.engine_carry import carry_over
 from gateway.site.loader import load_site
+from gateway.site.model import Point
 from gateway.storage.historian import EmbeddedHistorian
 from scadawatch.ports import free_port
 
 POLL = 1.0  # seconds between polls of every device
 KEPT, REMOVED, ADDED, EDITED = "water-plant", "water-dma2", "water-dma3", "water-dma1"
+ALONE = "meter"  # the only device behind its port: a change restarts its connection
 OFFSET = 1000.0  # added to the edited point: no reading of the simulator comes near it
 DATABASE = "reload"
+METER = [{"tag": f"meter.r{a}", "register": "holding", "address": a, "kind": "other",
+          "unit": ""} for a in range(2)]
 
 
 @dataclass
@@ -45,7 +51,7 @@ class Run:
     config: Path
     before: dict  # the site files as TOML tables
     after: dict
-    edited: str  # the edited point's tag
+    edited: list[str]  # the edited points' tags (of EDITED, of ALONE)
     api: str
     headers: dict[str, dict[str, str]]  # role -> Authorization header
     influx: Influxd
@@ -56,53 +62,61 @@ class Run:
         return [p["tag"] for p in site["points"] if p["device"] == device]
 
 
-def _files(sim_site: Path, folder: Path, api_port: int,
-           influx: Influxd) -> tuple[dict, dict, str]:
+def _files(sim_site: Path, folder: Path, api_port: int, influx: Influxd,
+           meter_port: int) -> tuple[dict, dict, list[str]]:
     """The simulator's site without REMOVED's successor ADDED, and the change: ADDED's points
-    first (so every later index moves), REMOVED gone, one point of EDITED offset."""
+    first (so every later index moves), REMOVED gone, one point of EDITED and of ALONE
+    offset."""
     sim = tomllib.loads(sim_site.read_text())
     devices = {d["name"]: d | {"poll_interval": POLL} for d in sim["devices"]}
-    points = sim["points"]
+    devices[ALONE] = {"name": ALONE, "protocol": "modbus-tcp", "host": "127.0.0.1",
+                      "port": meter_port, "poll_interval": POLL}
+    points = sim["points"] + [p | {"device": ALONE, "type": "uint16"} for p in METER]
     base = {"site": {"name": "reload", "data_dir": "data"}, "api": {"port": api_port},
             "historian": {"flush_interval": 0.2, "kind": "influxdb", "api": "v1",
                           "url": influx.url, "database": DATABASE}}
-    before = base | {"devices": [devices[n] for n in (KEPT, EDITED, REMOVED)],
-                     "points": [p for p in points if p["device"] in (KEPT, EDITED, REMOVED)]}
-    edited = next(p for p in points if p["device"] == EDITED and p["register"] != "coil")
-    after = base | {"devices": [devices[n] for n in (ADDED, KEPT, EDITED)],
+    before = base | {"devices": [devices[n] for n in (KEPT, EDITED, REMOVED, ALONE)],
+                     "points": [p for p in points
+                                if p["device"] in (KEPT, EDITED, REMOVED, ALONE)]}
+    edited = [next(p for p in points if p["device"] == d and p["register"] != "coil")
+              for d in (EDITED, ALONE)]
+    after = base | {"devices": [devices[n] for n in (ADDED, KEPT, EDITED, ALONE)],
                     "points": [p for p in points if p["device"] == ADDED]
-                    + [p | {"offset": OFFSET} if p is edited else p
-                       for p in points if p["device"] in (KEPT, EDITED)]}
+                    + [p | {"offset": OFFSET} if p in edited else p
+                       for p in points if p["device"] in (KEPT, EDITED, ALONE)]}
     folder.mkdir()
-    return before, after, edited["tag"]
+    return before, after, [p["tag"] for p in edited]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """`scadawatch run` on the simulator, until the tests of this module are done."""
     tmp = tmp_path_factory.mktemp("reload")
-    sim, sim_site = start_simulator(tmp)
-    influx = influxd(tmp / "influxd")
-    influx.create_database(DATABASE)
-    api_port = free_port()
-    before, after, edited = _files(sim_site, tmp / "site", api_port, influx)
-    config = tmp / "site" / "site.toml"
-    config.write_text(tomli_w.dumps(before))
-    data_dir = load_site(config).site.data_dir
-    data_dir.mkdir()
-    r = Run(config, before, after, edited, f"http://127.0.0.1:{api_port}/api/v1",
-            {role: auth_headers(data_dir, role) for role in ("viewer", "engineer")}, influx)
-    with open(tmp / "gateway.log", "wb") as log:
-        r.proc = subprocess.Popen([sys.executable, "-m", "scadawatch", "run", "--config",
-                                   str(config)], stdout=subprocess.DEVNULL, stderr=log)
-    try:
+    with contextlib.ExitStack() as stack:
+        sim, sim_site = start_simulator(tmp)
+        stack.callback(sim.wait, timeout=RUN_LIMIT)
+        stack.callback(sim.terminate)
+        influx = influxd(tmp / "influxd")
+        stack.callback(influx.stop)
+        influx.create_database(DATABASE)
+        image = Image()
+        for p in METER:
+            image.put(Point(tag=p["tag"], address=p["address"], type="uint16"), p["address"] + 7)
+        api_port = free_port()
+        before, after, edited = _files(sim_site, tmp / "site", api_port, influx,
+                                       stack.enter_context(pymodbustcp(image)))
+        config = tmp / "site" / "site.toml"
+        config.write_text(tomli_w.dumps(before))
+        data_dir = load_site(config).site.data_dir
+        data_dir.mkdir()
+        r = Run(config, before, after, edited, f"http://127.0.0.1:{api_port}/api/v1",
+                {role: auth_headers(data_dir, role) for role in ("viewer", "engineer")}, influx)
+        with open(tmp / "gateway.log", "wb") as log:
+            r.proc = subprocess.Popen([sys.executable, "-m", "scadawatch", "run", "--config",
+                                       str(config)], stdout=subprocess.DEVNULL, stderr=log)
+        stack.callback(r.proc.wait, timeout=RUN_LIMIT)
+        stack.callback(r.proc.send_signal, signal.SIGTERM)
         yield r
-    finally:
-        r.proc.send_signal(signal.SIGTERM)
-        r.proc.wait(timeout=RUN_LIMIT)
-        sim.terminate()
-        sim.wait(timeout=RUN_LIMIT)
-        influx.stop()
 
 
 def latest_of(r: Run, tags: list[str]) -> dict[str, float | None]:
@@ -174,11 +188,12 @@ def test_sighup_applies_the_change_device_by_device(sighup: Run, store: Callable
     applied = datetime.fromisoformat(entry["at"]).timestamp()
     removed, added = r.tags(r.before, REMOVED), r.tags(r.after, ADDED)
     kept = r.tags(r.before, KEPT)
-    data = store(r, kept + removed + added + [r.edited])
+    restarted = r.tags(r.before, ALONE)
+    data = store(r, kept + removed + added + restarted + r.edited)
+    recent = {t: ts > applied - 3 * POLL for t, (ts, _) in data.items()}  # not the start-up
     # The unchanged device never missed a poll: no gap beyond one poll, the change included.
     for tag in kept:
-        ts = data[tag][0]
-        ts = ts[ts > applied - 3 * POLL]  # polled since well before it (not the start-up)
+        ts = data[tag][0][recent[tag]]
         assert ts[0] < applied - 2 * POLL and ts[-1] > applied + 2 * POLL, tag
         assert np.diff(ts).max() < 1.5 * POLL, (tag, np.diff(ts).max())
     # The added device's points live within two polls; none filed before it was added.
@@ -189,18 +204,24 @@ def test_sighup_applies_the_change_device_by_device(sighup: Run, store: Callable
     for tag in removed:
         ts = data[tag][0]
         assert ts[0] < applied - 2 * POLL and applied - 1.5 * POLL < ts[-1] < applied + POLL
-        assert np.diff(ts[ts > applied - 3 * POLL]).max() < 1.5 * POLL, tag
-    # The edited point: its old definition up to the change, its new one after, never mixed.
-    ts, values = data[r.edited]
-    new = values >= OFFSET / 2
-    switch = int(np.argmax(new))
-    assert new.any() and not new[:switch].any() and new[switch:].all(), values
-    assert abs(ts[switch] - applied) < 2 * POLL and np.diff(ts).max() < 2.5 * POLL
+        assert np.diff(ts[recent[tag]]).max() < 1.5 * POLL, tag
+    # A device alone on its connection, changed: it reconnects, missing at most a poll.
+    for tag in restarted:
+        ts = data[tag][0][recent[tag]]
+        assert ts[-1] > applied + 2 * POLL and np.diff(ts).max() < 2.5 * POLL, tag
+    # The edited points: the old definition up to the change, the new one after, never mixed.
+    for tag in r.edited:
+        ts, values = data[tag]
+        new = values >= OFFSET / 2
+        switch = int(np.argmax(new))
+        assert new.any() and not new[:switch].any() and new[switch:].all(), (tag, values)
+        assert abs(ts[switch] - applied) < 2 * POLL, tag
+        assert np.diff(ts[recent[tag]]).max() < 2.5 * POLL, tag
     assert (entry["who"], entry["role"], entry["outcome"], entry["errors"]) == (
         "SIGHUP", None, "applied", [])
     assert entry["changes"] == {"devices_added": [ADDED], "devices_removed": [REMOVED],
                                 "points_added": added, "points_removed": removed,
-                                "points_changed": [r.edited]}
+                                "points_changed": r.edited}
 
 
 def test_a_posted_file_check_config_refuses_changes_nothing(sighup: Run, cli: CliRun,
@@ -209,7 +230,7 @@ def test_a_posted_file_check_config_refuses_changes_nothing(sighup: Run, cli: Cl
     engineer = r.headers["engineer"]
     bad = r.after | {
         "devices": [d | {"port": "502"} if d["name"] == KEPT else d for d in r.after["devices"]],
-        "points": [p | {"word_order": "ABDC"} if p["tag"] == r.edited else p
+        "points": [p | {"word_order": "ABDC"} if p["tag"] == r.edited[0] else p
                    for p in r.after["points"]],
         "alarms": {"flood_start": 5, "flood_end": 10}}
     text = tomli_w.dumps(bad)
@@ -227,7 +248,7 @@ def test_a_posted_file_check_config_refuses_changes_nothing(sighup: Run, cli: Cl
     assert code != 0 and said == [f"{p['key']}: {p['reason']}" for p in problems] + [
         f"{len(problems)} problems"], (err, problems)
     assert all(p["file"] == str(r.config) for p in problems)
-    edited = next(i for i, p in enumerate(bad["points"]) if p["tag"] == r.edited)
+    edited = next(i for i, p in enumerate(bad["points"]) if p["tag"] == r.edited[0])
     assert [p["key"] for p in problems] == ["alarms", "devices[1].port",
                                             f"points[{edited}].word_order"]
     # Nothing changed: the file, the points served, the journal says why.
