@@ -32,8 +32,17 @@ from anomaly.engine import Engine, EngineSettings
 from anomaly.points import PointInfo
 from gateway.data_dir import historian_path
 from gateway.engine_carry import carry_over
+from gateway.reload import diff, restart_only
 from gateway.site.loader import load_site
-from gateway.site.model import Point
+from gateway.site.model import (
+    AlarmsSection,
+    ApiSection,
+    Device,
+    Point,
+    Site,
+    SiteSection,
+    SpoolSection,
+)
 from gateway.storage.historian import EmbeddedHistorian
 from scadawatch.ports import free_port
 
@@ -312,3 +321,42 @@ def test_the_engine_keeps_what_it_learned_of_the_points_that_did_not_change() ->
     # And it runs on: the moved point's readings land on its learned figures.
     new.process(Batch.of(source_ts=np.full(4, t0 + 600 * 10**9), point=np.arange(4),
                          value=np.array([2.0, 1.0, 5.0, 50.0]), quality=0))
+
+
+def _site(**changes: object) -> Site:
+    """A small site, with `changes` to its sections, devices or points."""
+    base = {"site": SiteSection(name="s", data_dir=Path("/tmp/s")),
+            "devices": [Device(name="a", protocol="modbus-tcp", port=5020),
+                        Device(name="b", protocol="modbus-tcp", port=5021)],
+            "points": [Point(tag="a.p", device="a", address=0),
+                       Point(tag="b.p", device="b", address=0)]}
+    return Site(**base | changes)
+
+
+WHAT_CHANGED = {
+    "nothing": ({}, {}, []),
+    "a point's scale": ({"points": [Point(tag="a.p", device="a", address=0, scale=2.0),
+                                    Point(tag="b.p", device="b", address=0)]},
+                        {"points_changed": ["a.p"]}, []),
+    "a device's poll and a point gone": (
+        {"devices": [Device(name="a", protocol="modbus-tcp", port=5020, poll_interval=5),
+                     Device(name="b", protocol="modbus-tcp", port=5021)],
+         "points": [Point(tag="a.p", device="a", address=0)]},
+        {"devices_changed": ["a"], "points_removed": ["b.p"]}, []),
+    "alarm limits": ({"alarms": AlarmsSection(max_shelve=7200)}, {"settings_changed": ["alarms"]},
+                     []),
+    "the API's port and the spool": (
+        {"api": ApiSection(port=8001), "spool": SpoolSection(max_bytes=1 << 21)}, {},
+        ["spool", "api"]),
+}
+
+
+@pytest.mark.parametrize(("edit", "changes", "restart"), WHAT_CHANGED.values(),
+                         ids=WHAT_CHANGED.keys())
+def test_what_a_change_changes_and_what_needs_a_restart(edit: dict, changes: dict,
+                                                        restart: list[str]) -> None:
+    old, new = _site(), _site(**edit)
+    assert diff(old, new) == changes
+    problems = restart_only(old, new, "site.toml")
+    assert [p.key for p in problems] == restart
+    assert all("takes effect on a restart only" in p.reason for p in problems)
