@@ -254,7 +254,7 @@ class Running(Protocol):
     def forget(self, devices: Iterable[str], tasks: Iterable[str]) -> None:
         """Drop the status entries of devices and tasks that no longer run."""
 
-    async def follow(self, site: Site, change: dict[str, list[str]]) -> None:
+    async def follow(self, site: Site) -> None:
         """Let the rest (the anomaly engine, listeners such as the API) follow `site`."""
 
 
@@ -355,7 +355,7 @@ async def apply(gw: Running, plan: Prepared) -> None:
               [f"poller:{i.name}" for g in old_groups for i in g.inputs
                if i.name not in running])
     inputs.start()
-    await gw.follow(new, plan.change)
+    await gw.follow(new)
 
 
 @dataclass(frozen=True)

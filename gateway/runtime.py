@@ -174,7 +174,7 @@ class Gateway:
         for name in tasks:
             self.status.tasks.pop(name, None)
 
-    async def follow(self, site: Site, change: dict[str, list[str]]) -> None:
+    async def follow(self, site: Site) -> None:
         if self.detection is not None:
             await asyncio.to_thread(self.detection.use_site, site)
         for listener in self.site_listeners:
