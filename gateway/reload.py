@@ -48,7 +48,7 @@ from anomaly.batch import Batch
 from gateway import config_audit
 from gateway.config_audit import SIGHUP, AuditEntry, Outcome, Who
 from gateway.site.loader import ConfigError, ConfigProblem, load_site
-from gateway.site.model import Device, Site, describe, fields_of
+from gateway.site.model import Device, Point, Site, describe
 from timegrammar import now_ns
 from timegrammar.iso import iso
 
@@ -81,6 +81,7 @@ class Input(Protocol):
 
 
 BuildInputs = Callable[[Site, Emit], Sequence[Input]]
+Signature = list[tuple[Device, list[Point]]]  # a group's devices and their points
 
 
 def input_key(device: Device) -> str:
@@ -95,7 +96,7 @@ def diff(old: Site, new: Site) -> dict[str, list[str]]:
     """What changed from `old` to `new`, by name: devices and points (by tag) added, removed
     or changed, and the other sections that changed. Empty when nothing did."""
     devices = ({d.name: d for d in old.devices}, {d.name: d for d in new.devices})
-    points = ({p.tag: fields_of(p) for p in old.points}, {p.tag: fields_of(p) for p in new.points})
+    points = ({p.tag: p for p in old.points}, {p.tag: p for p in new.points})
     out: dict[str, list[str]] = {}
     for what, (before, after) in (("devices", devices), ("points", points)):
         out[f"{what}_added"] = [n for n in after if n not in before]
@@ -162,7 +163,7 @@ class _GroupEmit:
 @dataclass(eq=False)
 class _Group:
     key: str
-    signature: list[tuple[Device, list[dict[str, Any]]]]
+    signature: Signature
     emit: _GroupEmit
     inputs: Sequence[Input]
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -172,13 +173,14 @@ async def _discard(batch: Batch) -> None:
     """Where the inputs built only for their devices would emit: they never run."""
 
 
-def _signatures(site: Site) -> dict[str, list[tuple[Device, list[dict[str, Any]]]]]:
-    """Per group: its devices with their points' definitions, in file order."""
-    points: dict[str, list[dict[str, Any]]] = {}
+def _signatures(site: Site) -> dict[str, Signature]:
+    """Per group: its devices with their points, in file order (the site's own objects: a
+    group holds references, and `==` compares every field)."""
+    points: dict[str, list[Point]] = {}
     for p in site.points:
         if p.device is not None:
-            points.setdefault(p.device, []).append(fields_of(p))
-    out: dict[str, list[tuple[Device, list[dict[str, Any]]]]] = {}
+            points.setdefault(p.device, []).append(p)
+    out: dict[str, Signature] = {}
     for d in site.devices:
         out.setdefault(input_key(d), []).append((d, points.get(d.name, [])))
     return out
@@ -196,15 +198,11 @@ class Inputs:
         """Groups of `site` (those of `keys`; default all), not started. Each is built over
         a copy of the site holding its devices and their points only."""
         signatures = _signatures(site)
-        points: dict[str, list] = {}
-        for p in site.points:
-            if p.device is not None:
-                points.setdefault(p.device, []).append(p)
         current = {p.tag: i for i, p in enumerate(site.points)}
         out = {}
         for key in signatures if keys is None else keys:
             devices = [d for d, _ in signatures[key]]
-            own = [p for d in devices for p in points.get(d.name, [])]
+            own = [p for _, points in signatures[key] for p in points]
             emit = _GroupEmit(self._emit, [p.tag for p in own], current)
             inputs = self._build(site.model_copy(update={"devices": devices, "points": own}),
                                  emit)
@@ -302,8 +300,7 @@ def prepare(gw: Running, new: Site) -> Prepared:
     return Prepared(new, diff(gw.site, new), stale, gw.inputs.build(new, fresh), updates)
 
 
-def _update(inputs: Inputs, group: _Group,
-            wanted: list[tuple[Device, list[dict[str, Any]]]], new: Site) -> _Update | None:
+def _update(inputs: Inputs, group: _Group, wanted: Signature, new: Site) -> _Update | None:
     """How `group` takes `wanted` without reconnecting; None if it cannot (not one input
     that regroups, no device kept, or the link's own settings changed)."""
     if len(group.inputs) != 1 or not hasattr(group.inputs[0], "replace_devices"):
