@@ -35,6 +35,7 @@ PROBE = "\x00probe"
 SCOPES = ("tag", "device", "zone")  # as the alarm gate names them
 _TEXT = ("engine/meta", "gate/open", "gate/chattering")
 _CLOCK = ("ticks/", "gate/now")  # the engine's time: the same whatever the points
+_CONDITIONS = ("gate/since/", "gate/absent/")  # per kind and scope: gate/since/limit/tag
 
 
 def carry_over(old: Engine, old_points: Sequence[PointInfo], new: Engine,
@@ -59,6 +60,14 @@ def carry_over(old: Engine, old_points: Sequence[PointInfo], new: Engine,
             arrays[name] = saved.copy()
         else:
             arrays[name] = _copied(saved, arr, axes[name], maps, zones_same)
+    # The gate's per-condition times exist once a condition of that kind and scope arose
+    # (a fresh engine has none): over that scope's subjects, -1 where none.
+    sizes = {"tag": len(new.table), "zone": len(new.table.zones),
+             "device": len(new.table.devices)}
+    for name, saved in before.items():
+        if name.startswith(_CONDITIONS) and (scope := name.rsplit("/", 1)[1]) in sizes:
+            arrays[name] = _copied(saved, np.full(sizes[scope], -1, saved.dtype), [scope], maps,
+                                   zones_same)
     arrays["gate/open"], arrays["gate/chattering"] = _gate(before, maps)
     new.load_state(arrays, source="the engine before the change")
     return len(maps["tag"][0])

@@ -285,22 +285,25 @@ def test_only_an_engineer_may_post_a_site_file(sighup: Run) -> None:
 
 
 def test_the_engine_keeps_what_it_learned_of_the_points_that_did_not_change() -> None:
-    """An engine that learned three points for ten minutes, rebuilt over a list where one
-    moved, one changed its limits, one is gone and two are new: every per-point array holds
-    the old engine's figures for the moved point and a fresh engine's for the others."""
+    """An engine that learned three points for fifteen minutes, the last five with a flow
+    above its limit, rebuilt over a list where that flow moved, a pressure changed its limits,
+    one point is gone and two are new: every per-point array holds the old engine's figures
+    for the moved point and a fresh engine's for the others; the flow's alarm stays open, and
+    clears under its own id once the flow is back."""
     settings = EngineSettings(interval=1.0, comms_window={"a": 3.0, "b": 3.0})
-    before = [PointInfo("a.p", "pressure", "bar", device="a", lo=0, hi=10),
-              PointInfo("a.f", "flow", "m3/h", device="a"),
+    flow = PointInfo("a.f", "flow", "m3/h", device="a", lo=0, hi=60)
+    before = [PointInfo("a.p", "pressure", "bar", device="a", lo=0, hi=10), flow,
               PointInfo("b.p", "pressure", "bar", device="b")]
     after = [PointInfo("c.l", "level", "m", device="c"), PointInfo("c.q", "flow", device="c"),
-             PointInfo("a.p", "pressure", "bar", device="a", lo=0, hi=12),
-             PointInfo("a.f", "flow", "m3/h", device="a")]
+             PointInfo("a.p", "pressure", "bar", device="a", lo=0, hi=12), flow]
     old = Engine(before, settings)
     rng = np.random.default_rng(7)
     t0 = 1_700_000_000 * 10**9
-    for k in range(600):
+    for k in range(900):
         old.process(Batch.of(source_ts=np.full(3, t0 + k * 10**9), point=np.arange(3),
-                             value=rng.normal([5, 50, 3], [0.1, 2, 0.1]), quality=0))
+                             value=rng.normal([5, 50 if k < 600 else 75, 3], [0.1, 2, 0.1]),
+                             quality=0))
+    [alarm] = old.active
     new = Engine(after, dataclasses.replace(settings, comms_window={"a": 3.0, "c": 3.0}))
     fresh = Engine(after, new.settings).state()
     assert carry_over(old, before, new, after) == 1
@@ -313,14 +316,20 @@ def test_the_engine_keeps_what_it_learned_of_the_points_that_did_not_change() ->
             continue
         was, now = np.moveaxis(learned[name], axes[0], 0), np.moveaxis(arr, axes[0], 0)
         assert np.array_equal(now[3], was[1], equal_nan=True), name  # a.f: kept
-        for i in (0, 1, 2):  # new, new, changed: as a fresh engine has them
-            assert np.array_equal(now[i], np.moveaxis(fresh[name], axes[0], 0)[i],
-                                  equal_nan=True), (name, i)
+        # new, new, changed: as a fresh engine has them (the gate's times of a condition
+        # kind: only once one arose, -1 for the subjects where none did)
+        blank = np.moveaxis(fresh.get(name, np.full_like(arr, -1)), axes[0], 0)
+        for i in (0, 1, 2):
+            assert np.array_equal(now[i], blank[i], equal_nan=True), (name, i)
         checked += 1
     assert checked > 20  # the detectors' per-point arrays were found
-    # And it runs on: the moved point's readings land on its learned figures.
-    new.process(Batch.of(source_ts=np.full(4, t0 + 600 * 10**9), point=np.arange(4),
-                         value=np.array([2.0, 1.0, 5.0, 50.0]), quality=0))
+    assert [(a.id, a.tag) for a in new.active] == [(alarm.id, "a.f")]
+    events = []
+    for k in range(900, 1500):
+        events += new.process(Batch.of(source_ts=np.full(4, t0 + k * 10**9), point=np.arange(4),
+                                       value=np.array([2.0, 1.0, 5.0, 50.0]), quality=0))
+    assert [(e.action, e.alarm.id) for e in events if e.alarm.tag == "a.f"] == [
+        ("clear", alarm.id)]
 
 
 def _site(**changes: object) -> Site:
