@@ -13,8 +13,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import alarms, auth, health, history, metrics, points
-from api.auth import AUTH_PROBLEMS, OPERATOR, PUBLIC, VIEWER, Access, Guard
+from api import alarms, auth, config, health, history, metrics, points
+from api.auth import AUTH_PROBLEMS, ENGINEER, OPERATOR, PUBLIC, VIEWER, Access, Guard
 from api.context import ApiContext, StatusSource
 from api.middleware import BODY_LIMIT, BODY_LIMITS, BodyLimit, SecurityHeaders
 from api.models import Problem
@@ -75,6 +75,9 @@ ACCESS: dict[str, Access] = {
     "POST /alarms/{alarm_id}/comment": OPERATOR,
     "PUT /alarms/suppressions/{scope}/{name}": OPERATOR,
     "DELETE /alarms/suppressions/{scope}/{name}": OPERATOR,
+    "GET /config": ENGINEER,  # device addresses and settings: the engineer's file
+    "POST /config": ENGINEER,
+    "GET /config/audit": VIEWER,  # who changed what and when: anyone watching the site
 }
 
 PROBLEMS: dict[int | str, dict] = {
@@ -88,13 +91,15 @@ PROBLEMS: dict[int | str, dict] = {
 
 def create_app(site: Site, historian: HistorianReader, status: StatusSource, *,
                status_stale_after: float = STATUS_STALE_AFTER,
-               alarm_store: AlarmStore | None = None) -> FastAPI:
+               alarm_store: AlarmStore | None = None,
+               site_control: config.SiteControl | None = None) -> FastAPI:
     """The API over a site's historian and its gateway's status.
 
     `status()` returns the gateway's current snapshot (`GatewayStatus.snapshot` in the
     all-in-one process, a read of `status.json` in a separate API process), or None.
     `alarm_store`: the gateway's alarm store in the all-in-one process; by default the API opens
-    the site's own (`<data_dir>/alarms.sqlite`) on first use.
+    the site's own (`<data_dir>/alarms.sqlite`) on first use. `site_control`: the gateway's
+    reloader in the all-in-one process (None: `POST /config` answers 409).
     """
     try:
         app_version = version("scadawatch")
@@ -106,6 +111,7 @@ def create_app(site: Site, historian: HistorianReader, status: StatusSource, *,
     app.add_api_route("/docs", _docs, include_in_schema=False)
     app.state.context = ApiContext(site, historian, status, status_stale_after)
     app.state.alarms = alarm_store
+    app.state.config = site_control
     app.state.stopping = asyncio.Event()  # set by api.server.serve on shutdown: streams end
     app.add_exception_handler(RequestValidationError, _validation_problem)
     # The last added is the outermost: every answer, a 413 or a CORS preflight too, carries
@@ -127,10 +133,18 @@ def create_app(site: Site, historian: HistorianReader, status: StatusSource, *,
     app.include_router(alarms.router, prefix=PREFIX, responses=problems, dependencies=guarded)
     app.include_router(metrics.router, prefix=PREFIX, responses=AUTH_PROBLEMS,
                        dependencies=guarded)
+    app.include_router(config.router, prefix=PREFIX, responses=problems, dependencies=guarded)
     guard.verify(app)
     # The control-room page: plain static files, mounted last so the API's routes match first.
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app
+
+
+def follow_site(app: FastAPI, site: Site, historian: HistorianReader) -> None:
+    """Serve `site` from now on, over `historian` opened with its tags (a change of the site
+    file applied live): its points, limits and alarm settings."""
+    old: ApiContext = app.state.context
+    app.state.context = ApiContext(site, historian, old.status, old.status_stale_after)
 
 
 def _docs() -> FileResponse:

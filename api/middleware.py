@@ -16,8 +16,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BODY_LIMIT = 64 << 10  # bytes: every JSON body the API takes fits many times over
 # Routes that take more ("METHOD /path", the path as requested): a bulk acknowledgement of
-# up to 10,000 alarm ids (api.models.BulkAckRequest) of ~40 characters each.
-BODY_LIMITS: Mapping[str, int] = {"POST /api/v1/alarms/ack": 1 << 20}
+# up to 10,000 alarm ids (api.models.BulkAckRequest) of ~40 characters each; a whole site file,
+# whose inline [[points]] take ~150 bytes each (~25,000 of them; a larger list belongs in its
+# points_csv, which stays on disk).
+BODY_LIMITS: Mapping[str, int] = {"POST /api/v1/alarms/ack": 1 << 20,
+                                  "POST /api/v1/config": 4 << 20}
 
 # The page and /docs are static files of the package (uPlot and Swagger UI vendored): nothing
 # from elsewhere, no inline script or style, no frames.

@@ -11,6 +11,7 @@
 | `anomaly-state.npz` | the engine's learned state and spool position | `engine_state` |
 | `alarms.sqlite` | the alarm store and its journal | `alarms.store` |
 | `tokens.json` | API tokens (hashes only) | `api.tokens` |
+| `config-audit.jsonl` | site file changes applied or refused while running | `config_audit` |
 | `pki/` | the OPC UA client certificate and trust lists | `inputs.opcua.security` |
 """
 
@@ -33,6 +34,7 @@ ALARMS_QUARANTINE = "influxdb-alarms-quarantine.lp"
 ANOMALY_STATE = "anomaly-state.npz"
 ALARMS = "alarms.sqlite"
 TOKENS = "tokens.json"
+CONFIG_AUDIT = "config-audit.jsonl"
 PKI = "pki"
 
 
@@ -60,6 +62,11 @@ def state_path(site: Site) -> Path:
 def store_path(data_dir: Path) -> Path:
     """The alarm store of a data dir (the API opens it without a site)."""
     return Path(data_dir) / ALARMS
+
+
+def config_audit_path(data_dir: Path) -> Path:
+    """The configuration audit journal of a data dir (the API reads it without a site)."""
+    return Path(data_dir) / CONFIG_AUDIT
 
 
 def write_atomically(path: Path, content: bytes | Callable[[BinaryIO], None], *,

@@ -35,6 +35,7 @@ from anomaly.batch import Batch
 from anomaly.engine import Engine, EngineSettings, StateError
 from anomaly.points import PointInfo
 from gateway.data_dir import state_path
+from gateway.engine_carry import carry_over
 from gateway.engine_state import load_state, save_state
 from gateway.memory import release_free_memory
 from gateway.site.model import AnomalySection, Site
@@ -128,6 +129,29 @@ class Detection:
                 self.engine = build_engine(site)
                 log.warning("event=anomaly_state_discarded path=%s reason=%r", self.path, str(e))
         return self.engine
+
+    def use_site(self, site: Site) -> None:
+        """Follow a change of the site file (gateway.reload): an engine over its points that
+        keeps what this one learned of every point, device and zone that did not change
+        (gateway.engine_carry), saved at once."""
+        with self._lock:
+            before, old = self.site, self.engine
+            self.site, self.tags = site, [p.tag for p in site.points]
+            self._site_list = None
+            self._device_of = [p.device for p in site.points]
+            self.save_interval = site.anomaly.save_interval
+            self._tolerance_ns = int(site.anomaly.lateness * 1e9)
+            if old is None:
+                return  # not built yet: the first cursor() builds it over `site`
+            self.engine = build_engine(site)
+            try:
+                kept = carry_over(old, [PointInfo.of(p) for p in before.points], self.engine,
+                                  [PointInfo.of(p) for p in site.points])
+            except StateError as e:
+                self.engine, kept = build_engine(site), 0
+                log.warning("event=anomaly_state_not_carried reason=%r", str(e))
+            log.info("event=anomaly_site_changed points=%d carried=%d", len(site.points), kept)
+            self._save()
 
     def cursor(self) -> int:
         with self._lock:

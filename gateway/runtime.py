@@ -9,7 +9,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anomaly.alarms import AlarmEvent
@@ -20,7 +21,8 @@ from gateway.alarms.webhooks import run_webhooks
 from gateway.data_dir import historian_path, progress_path, spool_dir, status_path, store_path
 from gateway.detection import Detection
 from gateway.failures import cause_of
-from gateway.inputs.modbus.bus import ModbusBus, build_buses
+from gateway.inputs.modbus.bus import Emit, ModbusBus, build_buses
+from gateway.reload import Inputs, Reloader, install_reload_signal
 from gateway.site.model import Site
 from gateway.status import GatewayStatus, SinkStatus, TaskStatus
 from gateway.storage.drain import drain
@@ -49,7 +51,10 @@ CLOCK_INTERVAL = 0.25  # seconds between the anomaly engine's looks at the clock
 class Gateway:
     """Polls every device of a site, spools each batch, and drains the spool into the historian."""
 
-    def __init__(self, site: Site, *, status_interval: float = STATUS_INTERVAL) -> None:
+    def __init__(self, site: Site, *, status_interval: float = STATUS_INTERVAL,
+                 config_path: Path | None = None) -> None:
+        """`config_path`: the site file `site` was read from, which SIGHUP re-reads (None:
+        no live changes)."""
         self.site = site
         self.status_interval = status_interval
         self._status_failing = False
@@ -86,17 +91,11 @@ class Gateway:
             for i, nb in enumerate(site.northbound):
                 status = self.status.sinks[sink_name(i)] = SinkStatus(name=sink_name(i))
                 self.northbound.append(EdgeNode(site, nb, i, self.spool, self.alarms, status))
-        self.buses: list[ModbusBus | OpcUaSession | Iec104Session] = [
-            *build_buses(site, self.status, self._emit)]
-        if any(d.protocol == "opcua" for d in site.devices):
-            # asyncua and cryptography cost a second of start-up: only for sites that use them
-            from gateway.inputs.opcua.session import build_sessions
-
-            self.buses += build_sessions(site, self.status, self._emit, data_dir=data_dir)
-        if any(d.protocol == "iec104" for d in site.devices):
-            from gateway.inputs.iec104.client import build_sessions as build_iec104
-
-            self.buses += build_iec104(site, self.status, self._emit)
+        # In groups that a change of the site file starts and stops one by one (gateway.reload).
+        self.inputs = Inputs(site, functools.partial(build_inputs, status=self.status,
+                                                     data_dir=data_dir), self._emit)
+        self.reloader = None if config_path is None else Reloader(self, config_path)
+        self.site_listeners: list[Callable[[Site], object]] = []  # an in-process API
 
     def _alarm_events(self, events: list[AlarmEvent]) -> None:
         for listener in self.alarm_listeners:
@@ -111,8 +110,10 @@ class Gateway:
         then stop polling, let the sinks store what is spooled, and close."""
         log.info("event=gateway_started site=%s devices=%d points=%d buses=%d",
                  self.site.site.name, len(self.site.devices), len(self.site.points),
-                 len(self.buses))
-        pollers = [self._task(f"poller:{bus.name}", bus.run) for bus in self.buses]
+                 len(self.inputs))
+        self.inputs.start(self._task)
+        if self.reloader is not None:
+            install_reload_signal(self.reloader)
         flush = asyncio.Event()  # set at stop: the sinks store what is spooled at once
         # Caught up, the historian gathers readings for `flush_interval` before it commits:
         # each commit rewrites a few pages whatever it holds (SD cards wear by the page).
@@ -141,11 +142,9 @@ class Gateway:
         try:
             await stop.wait()
         finally:
-            for task in pollers:
-                task.cancel()
-            await asyncio.gather(*pollers, return_exceptions=True)
-            for bus in self.buses:
-                await bus.close()
+            if self.reloader is not None:
+                await self.reloader.close()
+            await self.inputs.stop()
             flush.set()
             await self._flush()
             for task in (*sinks, publisher):
@@ -163,6 +162,23 @@ class Gateway:
             if self.influx is not None:
                 self.influx.close()
             log.info("event=gateway_stopped site=%s", self.site.site.name)
+
+    # --- hooks of a live change of the site file (gateway.reload) ---------------------------
+
+    def switch_points(self, site: Site) -> None:
+        self.spool.use_points(site.points)
+
+    def forget(self, devices: Iterable[str], tasks: Iterable[str]) -> None:
+        for name in devices:
+            self.status.devices.pop(name, None)
+        for name in tasks:
+            self.status.tasks.pop(name, None)
+
+    async def follow(self, site: Site) -> None:
+        if self.detection is not None:
+            await asyncio.to_thread(self.detection.use_site, site)
+        for listener in self.site_listeners:
+            listener(site)
 
     def _task(self, name: str, run: Callable[[], Awaitable[None]],
               stop: asyncio.Event | None = None) -> asyncio.Task:
@@ -230,6 +246,23 @@ class Gateway:
             if self._status_failing:
                 log.warning("event=status_write_resumed path=%s", status_path(self.site))
             self._status_failing = False
+
+
+def build_inputs(site: Site, emit: Emit, *, status: GatewayStatus,
+                 data_dir: Path) -> list[ModbusBus | OpcUaSession | Iec104Session]:
+    """The inputs that poll `site`'s devices: a Modbus bus per endpoint or serial port, an OPC
+    UA or IEC 104 session per device."""
+    inputs: list[ModbusBus | OpcUaSession | Iec104Session] = [*build_buses(site, status, emit)]
+    if any(d.protocol == "opcua" for d in site.devices):
+        # asyncua and cryptography cost a second of start-up: only for sites that use them
+        from gateway.inputs.opcua.session import build_sessions
+
+        inputs += build_sessions(site, status, emit, data_dir=data_dir)
+    if any(d.protocol == "iec104" for d in site.devices):
+        from gateway.inputs.iec104.client import build_sessions as build_iec104
+
+        inputs += build_iec104(site, status, emit)
+    return inputs
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

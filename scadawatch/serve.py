@@ -21,8 +21,13 @@ from scadawatch.cli import EXIT_FAILURE, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from gateway.alarms.store import AlarmStore
+    from gateway.runtime import Gateway
+    from gateway.storage.historian import EmbeddedHistorian
+    from gateway.storage.influxdb.reader import InfluxReader
 
 log = logging.getLogger("scadawatch")
+
+READER_GRACE = 30.0  # seconds a replaced historian reader stays open for requests in flight
 
 
 def load(config: str) -> Site:
@@ -52,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.config}: site.data_dir: {why}")
     try:
         asyncio.run(serve(site, gateway=args.command in ("run", "gateway"),
-                          api=args.command in ("run", "api")))
+                          api=args.command in ("run", "api"), config=Path(args.config)))
     except ListenError as e:
         # Without its API the process is no use: exit 1, so that systemd restarts it.
         log.error("event=api_unavailable error=%r", str(e))
@@ -62,9 +67,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, config: Path | None = None) -> None:
     """Run the gateway and/or the API until `stop` is set (or Ctrl-C / SIGTERM); if one
-    of them fails, the other stops too (the gateway flushing), and the failure is raised."""
+    of them fails, the other stops too (the gateway flushing), and the failure is raised.
+    `config`: the site file `site` came from, which the gateway re-reads on SIGHUP and
+    `POST /api/v1/config` replaces (None: the site does not change while running)."""
     from gateway.runtime import (
         STATUS_INTERVAL,
         STATUS_INTERVAL_API_IN_PROCESS,
@@ -84,9 +91,10 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
     install_stop_signals(stop)
     tasks = []
     alarms = None
+    gw: Gateway | None = None
     if gateway:
         gw = Gateway(site, status_interval=STATUS_INTERVAL_API_IN_PROCESS if api
-                     else STATUS_INTERVAL)
+                     else STATUS_INTERVAL, config_path=config)
         alarms = gw.alarms
         tasks.append(asyncio.create_task(gw.run(stop)))
         status: Callable[[], dict | None] = gw.status.snapshot
@@ -98,7 +106,7 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
 
     if api:
         tasks.append(asyncio.create_task(_serve_api(site, status, port or site.api.port, stop,
-                                                    alarms)))
+                                                    alarms, gw, None if gw else config)))
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -107,21 +115,52 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
         raise
 
 
-async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
-                     stop: asyncio.Event, alarms: AlarmStore | None) -> None:
-    """The API over the site's historian; `status` gives the gateway's live snapshot (its
-    own in one process, `status.json` in another); `alarms` the gateway's alarm store in one
-    process (None: the API opens the site's)."""
-    from api.app import create_app
-    from api.server import serve as serve_http
-    from gateway.data_dir import historian_path
-    from gateway.storage.historian import EmbeddedHistorian
-
+def _reader(site: Site) -> EmbeddedHistorian | InfluxReader:
+    """The API's reader of the site's historian, with the site's tags in point order."""
     if site.historian.kind == "influxdb":
         from gateway.storage.influxdb.reader import InfluxReader
 
-        reader: EmbeddedHistorian | InfluxReader = InfluxReader(site)
-    else:
+        return InfluxReader(site)
+    from gateway.data_dir import historian_path
+    from gateway.storage.historian import EmbeddedHistorian
+
+    return EmbeddedHistorian(historian_path(site), [p.tag for p in site.points], readonly=True)
+
+
+def _follow_on_sighup(config: Path, follow: Callable[[Site], None]) -> None:
+    """SIGHUP re-reads `config` and hands a valid site to `follow` (a separate API process:
+    the gateway's, signalled too, applies it); an invalid one is logged and changes nothing."""
+    import signal
+    import threading
+
+    def reread() -> None:
+        try:
+            site = load_site(config)
+        except ConfigError as e:
+            log.error("event=config_refused who=SIGHUP problems=%d first=%r", len(e.problems),
+                      str(e.problems[0]))
+            return
+        follow(site)
+        log.info("event=config_followed path=%s points=%d", config, len(site.points))
+
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reread)
+
+
+async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
+                     stop: asyncio.Event, alarms: AlarmStore | None,
+                     gw: Gateway | None = None, config: Path | None = None) -> None:
+    """The API over the site's historian; `status` gives the gateway's live snapshot (its
+    own in one process, `status.json` in another); `alarms` the gateway's alarm store in one
+    process (None: the API opens the site's); `gw` the gateway in this process, whose site
+    changes the API follows; else `config`, the site file it re-reads on SIGHUP (as the
+    gateway's process does)."""
+    from api.app import create_app, follow_site
+    from api.server import serve as serve_http
+    from gateway.data_dir import historian_path
+
+    if site.historian.kind != "influxdb":
         path = historian_path(site)
         while not path.exists():  # a separate API may start before its gateway's first write
             log.info("event=waiting_for_historian path=%s", path)
@@ -129,8 +168,21 @@ async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
                 await asyncio.wait_for(stop.wait(), 2.0)
             if stop.is_set():
                 return
-        reader = EmbeddedHistorian(path, [p.tag for p in site.points], readonly=True)
-    app = create_app(site, reader, status, alarm_store=alarms)
+    reader = _reader(site)
+    app = create_app(site, reader, status, alarm_store=alarms,
+                     site_control=None if gw is None else gw.reloader)
+
+    def follow(new: Site) -> None:
+        nonlocal reader
+        old, reader = reader, _reader(new)
+        follow_site(app, new, reader)
+        # Requests in flight may still read the old one.
+        asyncio.get_running_loop().call_later(READER_GRACE, old.close)
+
+    if gw is not None:
+        gw.site_listeners.append(follow)
+    elif config is not None:
+        _follow_on_sighup(config, follow)
     tls = (site.api.tls_cert, site.api.tls_key) if site.api.tls_cert and site.api.tls_key else None
     server = asyncio.create_task(serve_http(app, site.api.host, port, tls=tls))
     stopping = asyncio.create_task(stop.wait())

@@ -76,6 +76,9 @@ SAMPLES: dict[str, dict] = {
                                                 "json": {"reason": "r"}},
     "DELETE /alarms/suppressions/{scope}/{name}": {"path": "/alarms/suppressions/zone/none",
                                                    "status": 404},
+    # this app has no gateway to change (tests/gateway/test_reload.py has one)
+    "GET /config": {"status": 409},
+    "POST /config": {"status": 409},
 }
 CALLERS = [*ROLES, "no token", "bad token", "expired", "revoked", "not bearer",
            "admin in query"]

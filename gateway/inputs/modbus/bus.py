@@ -38,7 +38,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -136,6 +136,22 @@ class ModbusBus:
             await asyncio.gather(*workers, return_exceptions=True)
             await self.close()
 
+    def replace_devices(self, keep: Collection[str], add: ModbusBus | None) -> None:
+        """Poll from now on the devices named in `keep` as before (same schedule, circuit
+        breaker and connection) and those of `add` (a bus built for the same link, never run)
+        at once; any other device is polled no more (a poll in flight finishes)."""
+        added = [] if add is None else add.devices
+        self.devices = [d for d in self.devices if d.cfg.name in keep] + added
+        live = set(map(id, self.devices))
+        self._heap = [e for e in self._heap if id(e[2]) in live]
+        heapq.heapify(self._heap)
+        if self._wake is not None:  # running
+            now = asyncio.get_running_loop().time()
+            for d in added:
+                d.deadline = now
+                heapq.heappush(self._heap, (now, next(self._seq), d))
+            self._wake.set()
+
     async def close(self) -> None:
         for link in self.links:
             if link.client is not None:
@@ -176,6 +192,8 @@ class ModbusBus:
                 await asyncio.wait_for(self._wake.wait(), delay)
 
     def _reschedule(self, dev: _Device) -> None:
+        if not any(d is dev for d in self.devices):
+            return  # replaced while its poll was in flight
         interval = dev.cfg.poll_interval
         dev.deadline += interval
         behind = asyncio.get_running_loop().time() - dev.deadline
