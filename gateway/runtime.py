@@ -31,6 +31,7 @@ from gateway.storage.spool import Spool
 from gateway.supervise import supervise
 
 if TYPE_CHECKING:
+    from gateway.inputs.dnp3.master import Dnp3Session
     from gateway.inputs.iec104.client import Iec104Session
     from gateway.inputs.opcua.session import OpcUaSession
     from gateway.northbound.sparkplug.edge import EdgeNode
@@ -86,7 +87,7 @@ class Gateway:
             for i, nb in enumerate(site.northbound):
                 status = self.status.sinks[sink_name(i)] = SinkStatus(name=sink_name(i))
                 self.northbound.append(EdgeNode(site, nb, i, self.spool, self.alarms, status))
-        self.buses: list[ModbusBus | OpcUaSession | Iec104Session] = [
+        self.buses: list[ModbusBus | OpcUaSession | Iec104Session | Dnp3Session] = [
             *build_buses(site, self.status, self._emit)]
         if any(d.protocol == "opcua" for d in site.devices):
             # asyncua and cryptography cost a second of start-up: only for sites that use them
@@ -97,6 +98,10 @@ class Gateway:
             from gateway.inputs.iec104.client import build_sessions as build_iec104
 
             self.buses += build_iec104(site, self.status, self._emit)
+        if any(d.protocol == "dnp3" for d in site.devices):
+            from gateway.inputs.dnp3.master import build_sessions as build_dnp3
+
+            self.buses += build_dnp3(site, self.status, self._emit)
 
     def _alarm_events(self, events: list[AlarmEvent]) -> None:
         for listener in self.alarm_listeners:
