@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import opendnp3 as o
+from dnp3.core.crc import append_crc
 from dnp3.datalink.builder import build_unconfirmed_user_data
 from dnp3.datalink.parser import FrameParser
 from dnp3.transport.segmenter import segment_fragment
@@ -150,6 +151,17 @@ def responds(*objects: bytes, iin: int = 0, crc_ok: bool = True) -> Behaviour:
     """One final response fragment carrying `objects` after the header."""
     return lambda seq: [response(bytes([0xC0 | seq, 0x81]) + iin.to_bytes(2, "little")
                                  + b"".join(objects), crc_ok=crc_ok)]
+
+
+def short_length(seq: int) -> list[bytes]:
+    """A link header whose CRC holds but whose LENGTH (3) is below the header's own 5."""
+    return [append_crc(bytes([0x05, 0x64, 3, 0x44]) + MASTER.to_bytes(2, "little")
+                       + OUTSTATION.to_bytes(2, "little"))]
+
+
+def wrong_sequence(seq: int) -> list[bytes]:
+    """A well-formed response to some other request."""
+    return responds()((seq + 5) % 16)
 
 
 def nothing(seq: int) -> list[bytes]:

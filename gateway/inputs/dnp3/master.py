@@ -48,11 +48,13 @@ from dnp3.master.handler import AnalogValue, BinaryValue, CounterValue, Response
 from dnp3.master.master import Master
 from dnp3.master.tcp_runner import (
     LinkError,
+    LinkResetPolicy,
     MasterRunnerError,
     MasterTcpRunner,
     ResponseTimeoutError,
 )
-from dnp3.transport_io.channel import ChannelError
+from dnp3.transport_io.channel import ChannelError, TcpConfig
+from dnp3.transport_io.tcp_client import TcpClientChannel
 
 from anomaly.batch import Batch, Quality
 from gateway.inputs import quality
@@ -174,6 +176,8 @@ class Dnp3Session:
         self.events = [(DNP3_GROUPS[g][0], p.event_variation)
                        for g, p in sorted(groups.items()) if p.event_variation is not None]
         self.iin = IIN(0)  # indications of the responses since they were last answered
+        self._channel: TcpClientChannel | None = None  # the link's, while it is up
+        self._heard = 0  # octets received from it when the last request went out
         self._failures = 0
         self._down_reported = False
 
@@ -191,22 +195,36 @@ class Dnp3Session:
         master = Master(config=MasterConfig(
             address=self.cfg.master_address, outstation_address=self.cfg.outstation_address,
             response_timeout=self.cfg.timeout), handler=self.collector)
+        channel = TcpClientChannel(config=TcpConfig(host=self.cfg.host, port=self.cfg.port))
+        # No link reset: the master sends unconfirmed user data only, which needs none
+        # (IEEE 1815-2012 9.2.5), and its ACK would be the one reply not to a request.
         runner = MasterTcpRunner(master=master, host=self.cfg.host, port=self.cfg.port,
-                                 response_timeout=self.cfg.timeout)
+                                 response_timeout=self.cfg.timeout, channel=channel,
+                                 link_reset=LinkResetPolicy.NEVER)
+        self._channel = channel
         where = f"{self.cfg.host}:{self.cfg.port}"
         try:
             await asyncio.wait_for(runner.open(), self.cfg.timeout)
         except TimeoutError:
+            await channel.close()
             return Fault(quality.TIMEOUT, f"no connection to {where} within "
                          f"{self.cfg.timeout:g} s")
         except (ChannelError, MasterRunnerError, OSError) as e:
+            await channel.close()
             return Fault(quality.CONNECTION, f"cannot connect to {where}: {e}")
         try:
             await self._transfer(runner, master)
         except Fault as e:
             return e
         except ResponseTimeoutError as e:
-            return Fault(quality.TIMEOUT, f"{where}: {e} (timeout {self.cfg.timeout:g} s)")
+            # dnp3py drops a frame with a bad CRC or length without a word: octets that came
+            # and formed no response say the outstation answered, wrongly.
+            if heard := channel.statistics.bytes_received - self._heard:
+                return Fault(quality.INVALID_RESPONSE, f"{where}: {heard} octets received "
+                             "formed no valid response to this master within "
+                             f"{self.cfg.timeout:g} s (bad CRC or length, or other addresses)")
+            return Fault(quality.TIMEOUT, f"{where}: no response within "
+                         f"{self.cfg.timeout:g} s ({e})")
         except LinkError as e:
             cause = quality.INVALID_RESPONSE if "reassembly" in str(e) else quality.CONNECTION
             return Fault(cause, f"{where}: {e}")
@@ -219,13 +237,14 @@ class Dnp3Session:
             return Fault(quality.INVALID_RESPONSE, f"{where}: undecodable response: {e!r}")
         finally:
             await runner.close()
+            await channel.close()
         raise AssertionError("unreachable: the transfer ends by an exception")
 
     async def _transfer(self, runner: MasterTcpRunner, master: Master) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         if cfg.unsolicited:
-            await runner.disable_unsolicited()
+            await self._exchange(runner, master.build_disable_unsolicited())
         await self._integrity(runner, master)
         if self.status.state != "unknown" or self._failures:
             self.status.reconnects_total += 1
@@ -235,7 +254,8 @@ class Dnp3Session:
         self.status.state = "ok"
         await self._indications(runner, master)  # the poll just made is the one owed
         if cfg.unsolicited:
-            await self._received(await runner.enable_unsolicited())
+            await self._received(await self._exchange(
+                runner, master.build_enable_unsolicited()))
         now = loop.time()
         integrity_due = now + cfg.integrity_interval if cfg.integrity_interval else float("inf")
         event_due = now + cfg.poll_interval
@@ -270,18 +290,19 @@ class Dnp3Session:
         iin, self.iin = self.iin, IIN(0)
         if iin & IIN.DEVICE_RESTART:
             log.info("event=dnp3_outstation_restarted device=%s", self.cfg.name)
-            await runner.request(requests.clear_restart(master.next_request_sequence()))
+            await self._exchange(runner, requests.clear_restart(master.next_request_sequence()))
         if iin & IIN.NEED_TIME and self.cfg.time_sync:
             sent = time.time_ns() // 1_000_000
-            await runner.request(requests.record_current_time(master.next_request_sequence()))
-            await runner.request(requests.write_last_recorded_time(
+            await self._exchange(runner, requests.record_current_time(
+                master.next_request_sequence()))
+            await self._exchange(runner, requests.write_last_recorded_time(
                 master.next_request_sequence(), sent))
             log.info("event=dnp3_time_set device=%s", self.cfg.name)
         return bool(iin & (IIN.DEVICE_RESTART | IIN.EVENT_BUFFER_OVERFLOW))
 
     async def _request(self, runner: MasterTcpRunner, request: RequestFragment) -> None:
         """Send a READ, store what it brought; a refusal is counted, the link kept."""
-        infos = await runner.request(request)
+        infos = await self._exchange(runner, request)
         self.status.polls_total += 1
         refused = IIN(0)
         for info in infos:
@@ -306,6 +327,12 @@ class Dnp3Session:
                             "on not delivered")
         await self._flush()
 
+    async def _exchange(self, runner: MasterTcpRunner,
+                        request: RequestFragment) -> list[ResponseInfo]:
+        if self._channel is not None:
+            self._heard = self._channel.statistics.bytes_received
+        return await runner.request(request)
+
     def _error(self, name: str, why: str) -> None:
         self.status.count_error(name)
         self.status.last_error = why
@@ -318,7 +345,7 @@ class Dnp3Session:
         point, kind, value, flags, when, stamps = self.collector.take()
         if len(point) == 0:
             return
-        timed = when >= 0
+        timed = when > 0  # an outstation whose clock was never set sends time 0
         source = np.where(timed, when * 1_000_000, stamps)
         keep = np.ones(len(point), bool)
         # Last event time per point, in arrival order: a repeat (same time) is dropped.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,13 +19,14 @@ from support.dnp3_peers import (
     nothing,
     opendnp3_outstation,
     responds,
+    short_length,
+    wrong_sequence,
 )
 from support.modbus_servers import Sink, free_port
 
 from anomaly.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.dnp3.master import build_sessions
-from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
 
@@ -128,3 +130,143 @@ def test_values_qualities_and_outstation_times_arrive_exactly(tmp_path: Path) ->
     assert (integrity.point[:n] == early.point).all(), "the events come before the static data"
     assert (events.server_ts == events.source_ts).all()
     assert ((events.gateway_ts >= before // 10**6 * 10**6) & (events.gateway_ts <= after)).all()
+
+
+def test_unsolicited_responses_time_sync_and_the_restart_indication(tmp_path: Path) -> None:
+    """The outstation asks for time (IIN1.4) and says it restarted (IIN1.7): its clock is set
+    once, its restart acknowledged once (no integrity poll after the first); a change comes
+    unsolicited, long before an event poll would ask."""
+    port = free_port()
+    keys = [{**COUNTER, "index": 0}, {**BINARY, "index": 0}]
+
+    async def scenario() -> tuple[Batch, Any, GatewayStatus, int, int]:
+        with opendnp3_outstation(port, need_time=True) as outstation:
+            sink = Sink()
+            found, status = sessions(site_of(port, keys, tmp_path, poll_interval=600), sink)
+            async with sink.running(found):
+                await sink.wait(lambda s: len(rows(s)) >= 2, LIMIT)  # the integrity poll
+                before = time.time_ns()
+                outstation.update((o.Counter(9, flags(o.CounterQuality.ONLINE)), 0))
+                await sink.wait(lambda s: 9.0 in rows(s).value, LIMIT)
+                after = time.time_ns()
+                await asyncio.sleep(0.5)  # time for a wrong second integrity poll
+            return rows(sink), outstation.application, status, before, after
+
+    batch, application, status, before, after = asyncio.run(scenario())
+    assert batch.point.tolist() == [1, 0, 0]  # integrity (g1, g20), then the unsolicited event
+    assert batch.quality[:2].tolist() == [Quality.BAD] * 2  # never set since the restart
+    assert batch.cause[:2].tolist() == [quality.dnp3(quality.DNP3_BINARY, 0x02),
+                                        quality.dnp3(quality.DNP3_COUNTER, 0x02)]
+    assert before <= batch.source_ts[2] <= after  # g22v1 has no time: the receipt time
+    assert len(application.written) == 1 and not application.need_time
+    assert 0 <= application.written_at[0] - application.written[0] < 1000
+    assert status.devices["rtu"].polls_total == 1
+
+
+def test_outstation_restart_is_one_outage_no_duplicate_and_a_fresh_integrity_poll(
+        tmp_path: Path) -> None:
+    port = free_port()
+    keys = [{**ANALOG, "index": 0}, {**ANALOG, "index": 1}]
+    tagged = T0 + 30_000
+
+    def serve(outstation: Any) -> None:  # an event as a station holding it across a restart
+        outstation.update((o.Analog(1.5, flags(ON), when(tagged)), 0),
+                          (o.Analog(2.25, flags(ON), when(tagged)), 1))
+
+    async def scenario() -> tuple[Batch, GatewayStatus]:
+        sink = Sink()
+        found, status = sessions(site_of(port, keys, tmp_path, unsolicited=False), sink)
+        async with sink.running(found):
+            with opendnp3_outstation(port) as outstation:
+                serve(outstation)
+                await sink.wait(lambda s: (rows(s).value == 1.5).sum() >= 2, LIMIT)
+            await sink.wait(lambda s: (rows(s).quality == Quality.BAD).sum() == 2, LIMIT)
+            assert status.devices["rtu"].state == "down"
+            with opendnp3_outstation(port) as outstation:
+                serve(outstation)
+                await sink.wait(lambda s: status.devices["rtu"].reconnects_total == 1
+                                and (rows(s).value == 2.25).sum() >= 2, LIMIT)
+                outstation.update((o.Analog(3.75, flags(ON), when(tagged + 1000)), 0))
+                await sink.wait(lambda s: 3.75 in rows(s).value, LIMIT)
+        return rows(sink), status
+
+    batch, status = asyncio.run(scenario())
+    bad = batch.quality == Quality.BAD
+    assert batch.cause[bad].tolist() == [quality.CONNECTION] * 2
+    events = batch.source_ts[(batch.point == 0) & ~bad & (batch.source_ts != batch.gateway_ts)]
+    assert events.tolist() == [tagged * 10**6, (tagged + 1000) * 10**6], "an event stored twice"
+    statics = batch.value[(batch.point == 1) & ~bad & (batch.source_ts == batch.gateway_ts)]
+    assert statics.tolist() == [2.25, 2.25]  # an integrity poll before and after the restart
+    assert status.devices["rtu"].state == "ok" and status.devices["rtu"].reconnects_total == 1
+
+
+def test_an_unreachable_outstation_is_marked_once_and_retried(tmp_path: Path) -> None:
+    async def scenario() -> tuple[Sink, GatewayStatus]:
+        sink = Sink()
+        found, status = sessions(site_of(free_port(), [{**ANALOG, "index": 0}], tmp_path),
+                                 sink)
+        async with sink.running(found):
+            while status.devices["rtu"].poll_errors_total < 3:
+                await asyncio.sleep(0.05)
+        return sink, status
+
+    sink, status = asyncio.run(asyncio.wait_for(scenario(), LIMIT))
+    assert rows(sink).cause.tolist() == [quality.CONNECTION]
+    assert status.devices["rtu"].state == "down"
+    assert "cannot connect to 127.0.0.1" in (status.devices["rtu"].last_error or "")
+
+
+# --- hostile outstations ---------------------------------------------------------------------
+
+FLOAT_0 = bytes([30, 5, 0x00, 0, 0]) + b"\x01" + struct.pack("<f", 4.5)  # g30v5 index 0
+# behaviour, cause of the outage, words of the device's last error
+HOSTILE = [
+    (responds(FLOAT_0, crc_ok=False), quality.INVALID_RESPONSE, "formed no valid response"),
+    (short_length, quality.INVALID_RESPONSE, "formed no valid response"),
+    (wrong_sequence, quality.INVALID_RESPONSE, "formed no valid response"),
+    (nothing, quality.TIMEOUT, "no response within 0.5 s"),
+]
+
+
+@pytest.mark.parametrize(("behaviour", "cause", "words"), HOSTILE,
+                         ids=["crc", "length", "sequence", "silent"])
+def test_a_hostile_outstation_ends_as_a_clear_cause(behaviour: Any, cause: int, words: str,
+                                                    tmp_path: Path) -> None:
+    async def scenario() -> tuple[Batch, str, str | None]:
+        peer = HostileOutstation(behaviour)
+        async with peer.running():
+            sink = Sink()
+            site = site_of(peer.port, [{**ANALOG, "index": 0}], tmp_path, unsolicited=False)
+            found, status = sessions(site, sink)
+            device = status.devices["rtu"]
+            async with sink.running(found):
+                await sink.wait(lambda s: len(s.batches) > 0, LIMIT)
+                state, error = device.state, device.last_error
+                while peer.connections < 2:  # the session lives on and reconnects
+                    await asyncio.sleep(0.05)
+        return rows(sink), state, error
+
+    batch, state, error = asyncio.run(scenario())
+    assert batch.cause.tolist() == [cause] and np.isnan(batch.value[0])
+    assert state == "down" and words in (error or "")
+
+
+def test_an_unknown_object_ends_the_fragment_and_keeps_the_link(tmp_path: Path) -> None:
+    """dnp3py cannot size an object it has no layout for (g50v4 from opendnp3's class 0 was
+    one): the values before it are stored, the gap named, the link kept."""
+    unknown = bytes([99, 1, 0x00, 0, 0, 0xAA, 0xBB])
+
+    async def scenario() -> tuple[Batch, GatewayStatus, int]:
+        peer = HostileOutstation(responds(FLOAT_0, unknown))
+        async with peer.running():
+            sink = Sink()
+            site = site_of(peer.port, [{**ANALOG, "index": 0}], tmp_path, unsolicited=False)
+            found, status = sessions(site, sink)
+            await sink.run(found, lambda s: len(rows(s)) >= 2, LIMIT)  # two polls' values
+            return rows(sink), status, peer.connections
+
+    batch, status, connections = asyncio.run(scenario())
+    assert batch.value.tolist() == [4.5, 4.5] and connections == 1
+    device = status.devices["rtu"]
+    assert device.state == "ok" and device.request_errors_total["unknown_object"] >= 2
+    assert "cut short at group 99 variation 1" in (device.last_error or "")
