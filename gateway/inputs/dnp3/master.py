@@ -190,6 +190,10 @@ class Dnp3Session:
             self._failures += 1
             await asyncio.sleep(backoff(self._failures, self.cfg.poll_interval))
 
+    async def close(self) -> None:
+        """Nothing left to do: a cancelled `run` has closed its link (DNP3 has no
+        stop-transfer handshake)."""
+
     async def _connection(self) -> Fault:
         """Connect, start up and poll until the link fails: why it did."""
         master = Master(config=MasterConfig(

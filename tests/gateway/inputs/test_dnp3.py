@@ -27,6 +27,7 @@ from support.modbus_servers import Sink, free_port
 from anomaly.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.dnp3.master import build_sessions
+from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
 
@@ -270,3 +271,101 @@ def test_an_unknown_object_ends_the_fragment_and_keeps_the_link(tmp_path: Path) 
     device = status.devices["rtu"]
     assert device.state == "ok" and device.request_errors_total["unknown_object"] >= 2
     assert "cut short at group 99 variation 1" in (device.last_error or "")
+
+
+# --- site file ---------------------------------------------------------------------------------
+
+DEVICE = 'name = "rtu"\nprotocol = "dnp3"\nhost = "10.0.0.9"'
+A = 'tag = "a"\ndevice = "rtu"\ngroup = 30\nvariation = 5\nindex = 5'
+
+
+@pytest.mark.parametrize(("device", "points", "reason"), [
+    ("", 'tag = "a"\ndevice = "rtu"\nindex = 1',
+     "points[0].group: required for a point on DNP3 device 'rtu'"),
+    ("", 'tag = "a"\ndevice = "rtu"\ngroup = 30', "points[0].index: required for a point on "
+     "DNP3 device 'rtu'"),
+    ("", 'tag = "a"\ndevice = "rtu"\ngroup = 31\nindex = 0',
+     "points[0].group: 31 is not a group the master reads: 1 (binary input)"),
+    ("", 'tag = "a"\ndevice = "rtu"\ngroup = 30\nvariation = 7\nindex = 0',
+     "points[0].variation: g30v7 is not a static analog input variation the master reads: "
+     "give one of 0, 1, 2, 3, 4, 5, 6"),
+    ("", 'tag = "a"\ndevice = "rtu"\ngroup = 1\nevent_variation = 4\nindex = 0',
+     "points[0].event_variation: g2v4 is not a binary input event variation: give one of "
+     "1, 2, 3"),
+    ("", 'tag = "a"\ndevice = "rtu"\ngroup = 30\nindex = 65536',
+     "points[0].index: must be at most 65535"),
+    ("", f'{A}\n[[points]]\ntag = "b"\ndevice = "rtu"\ngroup = 30\nvariation = 5\nindex = 5',
+     "points[1].index: group 30 index 5 of device 'rtu' is also 'a' (points[0])"),
+    ("", f'{A}\n[[points]]\ntag = "b"\ndevice = "rtu"\ngroup = 30\nvariation = 1\nindex = 6',
+     "points[1].variation: 1 differs from 5 of 'a' (points[0]): the master reads all of "
+     "group 30 of device 'rtu' in one variation"),
+    ("master_address = 4\noutstation_address = 4", A,
+     "devices[0].outstation_address: 4 is also the master_address"),
+    ("outstation_address = 65520", A, "devices[0].outstation_address: must be at most 65519"),
+], ids=["no-group", "no-index", "group", "variation", "event-variation", "index-range",
+        "same-index", "two-variations", "same-address", "address-range"])
+def test_dnp3_settings_are_checked(device: str, points: str, reason: str,
+                                   tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(f'[site]\nname = "t"\n[[devices]]\n{DEVICE}\n{device}\n[[points]]\n'
+                    f'{points}\n')
+    with pytest.raises(ConfigError) as e:
+        load_site(path)
+    assert reason in str(e.value)
+
+
+def test_a_dnp3_device_defaults_to_port_20000_and_the_usual_addresses(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(f'[site]\nname = "t"\n[[devices]]\n{DEVICE}\n[[points]]\n{A}\n')
+    d = load_site(path).devices[0]
+    assert (d.port, d.master_address, d.outstation_address, d.integrity_interval) == (
+        20000, 1, 10, 3600)
+    assert d.bus == "dnp3:10.0.0.9:20000"
+
+
+def test_the_plugin_sample_site_file_passes_the_checks() -> None:
+    site = load_site(Path(__file__).parents[3] / "gateway/inputs/dnp3/sample.toml")
+    assert {p.group for p in site.points} == {1, 3, 20, 30}
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+def test_an_outstation_down_raises_a_comms_alarm_that_clears_when_it_is_back(
+        tmp_path: Path) -> None:
+    """Through the whole gateway: outage rows -> the anomaly engine's `comms` alarm."""
+    from gateway.alarms.store import Filter
+    from gateway.runtime import Gateway
+
+    port = free_port()
+
+    async def scenario() -> tuple[list[dict], list[dict]]:
+        gw = Gateway(site_of(port, [{**ANALOG, "index": 0}, {**BINARY, "index": 1}], tmp_path))
+        device = gw.status.devices["rtu"]
+        comms = Filter(kind="comms", states=("active",), shelved=None, suppressed=None)
+
+        async def until(condition: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + LIMIT
+            while not condition():
+                assert time.monotonic() < deadline, "not within the limit"
+                await asyncio.sleep(0.05)
+
+        stop = asyncio.Event()
+        run = asyncio.create_task(gw.run(stop))
+        try:
+            with opendnp3_outstation(port):
+                await until(lambda: device.state == "ok" and device.readings_total >= 2)
+            await until(lambda: bool(gw.alarms.alarms(comms)[0]))
+            raised = gw.alarms.alarms(comms)[0]
+            with opendnp3_outstation(port) as outstation:
+                outstation.update((o.Analog(5.5, flags(ON)), 0),
+                                  (o.Binary(True, flags(o.BinaryQuality.ONLINE)), 1))
+                await until(lambda: not gw.alarms.alarms(comms)[0])
+            return raised, gw.alarms.alarms(Filter(kind="comms", shelved=None,
+                                                    suppressed=None))[0]
+        finally:
+            stop.set()
+            await run
+
+    raised, after = asyncio.run(scenario())
+    assert [(a["device"], a["tags"]) for a in raised] == [("rtu", ["p0", "p1"])]
+    assert [(a["id"], a["active"]) for a in after] == [(raised[0]["id"], False)]
