@@ -79,6 +79,16 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
+def honour_cancel() -> None:
+    """Raise CancelledError if the running task was cancelled meanwhile. dnp3py awaits
+    through `asyncio.wait_for`, which on Python 3.11 returns the result of an inner await
+    that completed as the task was cancelled (cpython gh-86296): the cancel is lost but stays
+    counted, and a poll loop would never stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Fault(Exception):
     """Why the link to the outstation ended: a `quality` cause and the detail."""
 
@@ -209,6 +219,7 @@ class Dnp3Session:
         where = f"{self.cfg.host}:{self.cfg.port}"
         try:
             await asyncio.wait_for(runner.open(), self.cfg.timeout)
+            honour_cancel()
         except TimeoutError:
             await channel.close()
             return Fault(quality.TIMEOUT, f"no connection to {where} within "
@@ -278,6 +289,7 @@ class Dnp3Session:
             if wait > 0:
                 if cfg.unsolicited:
                     info = await runner.listen_unsolicited(timeout=wait)
+                    honour_cancel()
                     if info is not None:
                         await self._received([info])
                 else:
@@ -335,7 +347,9 @@ class Dnp3Session:
                         request: RequestFragment) -> list[ResponseInfo]:
         if self._channel is not None:
             self._heard = self._channel.statistics.bytes_received
-        return await runner.request(request)
+        infos = await runner.request(request)
+        honour_cancel()
+        return infos
 
     def _error(self, name: str, why: str) -> None:
         self.status.count_error(name)

@@ -369,3 +369,4 @@ def test_an_outstation_down_raises_a_comms_alarm_that_clears_when_it_is_back(
     raised, after = asyncio.run(scenario())
     assert [(a["device"], a["tags"]) for a in raised] == [("rtu", ["p0", "p1"])]
     assert [(a["id"], a["active"]) for a in after] == [(raised[0]["id"], False)]
+
