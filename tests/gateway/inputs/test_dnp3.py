@@ -136,14 +136,17 @@ def test_values_qualities_and_outstation_times_arrive_exactly(tmp_path: Path) ->
 def test_unsolicited_responses_time_sync_and_the_restart_indication(tmp_path: Path) -> None:
     """The outstation asks for time (IIN1.4) and says it restarted (IIN1.7): its clock is set
     once, its restart acknowledged once (no integrity poll after the first); a change comes
-    unsolicited, long before an event poll would ask."""
+    unsolicited, long before an event poll would ask. Link addresses other than the
+    defaults, on both ends."""
     port = free_port()
     keys = [{**COUNTER, "index": 0}, {**BINARY, "index": 0}]
 
     async def scenario() -> tuple[Batch, Any, GatewayStatus, int, int]:
-        with opendnp3_outstation(port, need_time=True) as outstation:
+        with opendnp3_outstation(port, need_time=True, address=1024, master=3) as outstation:
             sink = Sink()
-            found, status = sessions(site_of(port, keys, tmp_path, poll_interval=600), sink)
+            site = site_of(port, keys, tmp_path, poll_interval=600, master_address=3,
+                           outstation_address=1024)
+            found, status = sessions(site, sink)
             async with sink.running(found):
                 await sink.wait(lambda s: len(rows(s)) >= 2, LIMIT)  # the integrity poll
                 before = time.time_ns()
