@@ -38,6 +38,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bench.opcua import Counter
+from bench.station import Result, print_phases, station
 from bench.table import Row
 from gateway.inputs.dnp3 import requests
 from gateway.inputs.dnp3.master import build_sessions, honour_cancel
@@ -48,7 +49,6 @@ from gateway.status import GatewayStatus
 POLL = 0.02  # seconds between event polls, every phase
 MASTER, OUTSTATION = 1, 10
 EVENTS = ((32, 7),)  # analog events read as float with time
-Result = tuple[float, int, float]  # readings/s, counted, CPU seconds per million readings
 
 
 def _serve(conn: Connection, points: int) -> None:
@@ -237,16 +237,7 @@ async def gateway(conn: Connection, port: int, points: int, cycles: int, timeout
 
 def measure(points: int, cycles: int, timeout: float) -> dict[str, Result]:
     """Each phase against one outstation of `points` points."""
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve, args=(child, points), daemon=True)
-    proc.start()
-    if not parent.poll(timeout):
-        proc.kill()
-        raise RuntimeError(f"the DNP3 outstation of {points} points did not start in "
-                           f"{timeout} s")
-    port = parent.recv()
-    try:
+    with station(_serve, points, timeout, "DNP3 outstation") as (parent, port):
         results = {"dnp3py": asyncio.run(bare(parent, port, points, cycles, timeout))}
         with tempfile.TemporaryDirectory() as tmp:
             results["driver"] = asyncio.run(driver(parent, port, points, cycles, timeout,
@@ -254,11 +245,6 @@ def measure(points: int, cycles: int, timeout: float) -> dict[str, Result]:
         with tempfile.TemporaryDirectory() as tmp:
             results["gateway"] = asyncio.run(gateway(parent, port, points, cycles, timeout,
                                                      Path(tmp)))
-    finally:
-        parent.send(None)
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
     return results
 
 
@@ -287,11 +273,8 @@ def main() -> None:
     for points in args.points:
         expected = points * args.cycles
         results = measure(points, args.cycles, args.timeout)
-        ceiling = results["dnp3py"][0]
         print(f"{points} points, {args.cycles} cycles ({expected} events):")
-        for name, (rate, count, cpu) in results.items():
-            print(f"  {name:8s} {rate:10,.0f} readings/s  ratio {rate / ceiling:5.2f}  "
-                  f"lost {expected - count:6d}  CPU {cpu:6.2f} s per million readings")
+        print_phases(results, "dnp3py", expected)
 
 
 if __name__ == "__main__":

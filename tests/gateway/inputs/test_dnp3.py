@@ -4,10 +4,11 @@ and a hostile outstation of our own on loopback; its site-file keys through chec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from support.dnp3_peers import (
     short_length,
     wrong_sequence,
 )
+from support.harness import comms_alarm_round_trip
 from support.modbus_servers import Sink, free_port
 
 from anomaly.batch import Batch, Quality
@@ -336,40 +338,17 @@ def test_the_plugin_sample_site_file_passes_the_checks() -> None:
 def test_an_outstation_down_raises_a_comms_alarm_that_clears_when_it_is_back(
         tmp_path: Path) -> None:
     """Through the whole gateway: outage rows -> the anomaly engine's `comms` alarm."""
-    from gateway.alarms.store import Filter
-    from gateway.runtime import Gateway
-
     port = free_port()
 
-    async def scenario() -> tuple[list[dict], list[dict]]:
-        gw = Gateway(site_of(port, [{**ANALOG, "index": 0}, {**BINARY, "index": 1}], tmp_path))
-        device = gw.status.devices["rtu"]
-        comms = Filter(kind="comms", states=("active",), shelved=None, suppressed=None)
+    @contextlib.contextmanager
+    def serving() -> Iterator[None]:  # with good values: opendnp3's own start as RESTART
+        with opendnp3_outstation(port) as outstation:
+            outstation.update((o.Analog(5.5, flags(ON)), 0),
+                              (o.Binary(True, flags(o.BinaryQuality.ONLINE)), 1))
+            yield
 
-        async def until(condition: Callable[[], bool]) -> None:
-            deadline = time.monotonic() + LIMIT
-            while not condition():
-                assert time.monotonic() < deadline, "not within the limit"
-                await asyncio.sleep(0.05)
-
-        stop = asyncio.Event()
-        run = asyncio.create_task(gw.run(stop))
-        try:
-            with opendnp3_outstation(port):
-                await until(lambda: device.state == "ok" and device.readings_total >= 2)
-            await until(lambda: bool(gw.alarms.alarms(comms)[0]))
-            raised = gw.alarms.alarms(comms)[0]
-            with opendnp3_outstation(port) as outstation:
-                outstation.update((o.Analog(5.5, flags(ON)), 0),
-                                  (o.Binary(True, flags(o.BinaryQuality.ONLINE)), 1))
-                await until(lambda: not gw.alarms.alarms(comms)[0])
-            return raised, gw.alarms.alarms(Filter(kind="comms", shelved=None,
-                                                    suppressed=None))[0]
-        finally:
-            stop.set()
-            await run
-
-    raised, after = asyncio.run(scenario())
+    site = site_of(port, [{**ANALOG, "index": 0}, {**BINARY, "index": 1}], tmp_path)
+    raised, after = asyncio.run(comms_alarm_round_trip(site, "rtu", serving, LIMIT))
     assert [(a["device"], a["tags"]) for a in raised] == [("rtu", ["p0", "p1"])]
     assert [(a["id"], a["active"]) for a in after] == [(raised[0]["id"], False)]
 
