@@ -31,14 +31,13 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bench.opcua import Counter
-from bench.station import Result, print_phases, station
+from bench.station import Result, phases, print_phases
 from bench.table import Row
 from gateway.inputs.dnp3 import requests
 from gateway.inputs.dnp3.master import build_sessions, honour_cancel
@@ -237,15 +236,8 @@ async def gateway(conn: Connection, port: int, points: int, cycles: int, timeout
 
 def measure(points: int, cycles: int, timeout: float) -> dict[str, Result]:
     """Each phase against one outstation of `points` points."""
-    with station(_serve, points, timeout, "DNP3 outstation") as (parent, port):
-        results = {"dnp3py": asyncio.run(bare(parent, port, points, cycles, timeout))}
-        with tempfile.TemporaryDirectory() as tmp:
-            results["driver"] = asyncio.run(driver(parent, port, points, cycles, timeout,
-                                                   Path(tmp)))
-        with tempfile.TemporaryDirectory() as tmp:
-            results["gateway"] = asyncio.run(gateway(parent, port, points, cycles, timeout,
-                                                     Path(tmp)))
-    return results
+    return phases(_serve, "DNP3 outstation", points, cycles, timeout, ("dnp3py", bare),
+                  {"driver": driver, "gateway": gateway})
 
 
 def run(quick: bool) -> list[Row]:

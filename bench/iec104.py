@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -37,7 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bench.opcua import Counter
-from bench.station import Result, print_phases, station
+from bench.station import Result, phases, print_phases
 from bench.table import Row
 from gateway.inputs.iec104.client import build_sessions
 from gateway.runtime import Gateway
@@ -235,15 +234,8 @@ async def gateway(conn: Connection, port: int, points: int, cycles: int, timeout
 
 def measure(points: int, cycles: int, timeout: float) -> dict[str, Result]:
     """Each phase against one station of `points` points."""
-    with station(_serve, points, timeout, "IEC 104 station") as (parent, port):
-        results = {"c104": asyncio.run(bare(parent, port, points, cycles, timeout))}
-        with tempfile.TemporaryDirectory() as tmp:
-            results["driver"] = asyncio.run(driver(parent, port, points, cycles, timeout,
-                                                   Path(tmp)))
-        with tempfile.TemporaryDirectory() as tmp:
-            results["gateway"] = asyncio.run(gateway(parent, port, points, cycles, timeout,
-                                                     Path(tmp)))
-    return results
+    return phases(_serve, "IEC 104 station", points, cycles, timeout, ("c104", bare),
+                  {"driver": driver, "gateway": gateway})
 
 
 def run(quick: bool) -> list[Row]:

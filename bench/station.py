@@ -6,12 +6,19 @@ until it receives None."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing as mp
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
 
 Result = tuple[float, int, float]  # readings/s, counted, CPU seconds per million readings
+Bare = Callable[[Connection, int, int, int, float], Coroutine[Any, Any, Result]]
+# (pipe, port, points, cycles, timeout, data dir) -> its result
+Ours = Callable[[Connection, int, int, int, float, Path], Coroutine[Any, Any, Result]]
 
 
 @contextlib.contextmanager
@@ -33,6 +40,19 @@ def station(serve: Callable[[Connection, int], None], points: int, timeout: floa
         proc.join(30)
         if proc.is_alive():
             proc.kill()
+
+
+def phases(serve: Callable[[Connection, int], None], what: str, points: int, cycles: int,
+           timeout: float, bare: tuple[str, Bare], ours: dict[str, Ours]) -> dict[str, Result]:
+    """The bare peer library's phase, then each of ours (a data dir each), against one
+    peer process of `points` points."""
+    with station(serve, points, timeout, what) as (parent, port):
+        results = {bare[0]: asyncio.run(bare[1](parent, port, points, cycles, timeout))}
+        for name, phase in ours.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                results[name] = asyncio.run(phase(parent, port, points, cycles, timeout,
+                                                  Path(tmp)))
+    return results
 
 
 def print_phases(results: dict[str, Result], ceiling: str, expected: int) -> None:
