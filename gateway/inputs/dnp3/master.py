@@ -59,7 +59,7 @@ from dnp3.transport_io.tcp_client import TcpClientChannel
 from anomaly.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.backoff import backoff
-from gateway.inputs.devices import device_status, points_by_device
+from gateway.inputs.devices import device_status, points_by_device, unreachable
 from gateway.inputs.dnp3 import requests
 from gateway.site.model import DNP3_GROUPS, Device, Point, Site
 from gateway.status import DeviceStatus, GatewayStatus
@@ -401,13 +401,8 @@ class Dnp3Session:
                     self.cfg.bus, name, str(fault))
         self._down_reported = True
         self.status.state = "down"
-        n = len(self.indices)
-        stamps = np.full(n, now_ns(), np.int64)
-        await self.emit(Batch(source_ts=stamps, server_ts=stamps, gateway_ts=stamps,
-                              point=self.indices, value=np.full(n, np.nan),
-                              quality=np.full(n, Quality.BAD, np.uint8),
-                              cause=np.full(n, fault.cause, np.uint32)))
-        self.status.readings_total += n
+        await self.emit(unreachable(self.indices, fault.cause))
+        self.status.readings_total += len(self.indices)
 
 
 def build_sessions(site: Site, status: GatewayStatus, emit: Emit) -> list[Dnp3Session]:
