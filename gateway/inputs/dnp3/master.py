@@ -74,7 +74,9 @@ _KIND = {1: quality.DNP3_BINARY, 3: quality.DNP3_DOUBLE_BIT, 20: quality.DNP3_CO
 ONLINE, RESTART, COMM_LOST = 0x01, 0x02, 0x04
 _BAD = RESTART | COMM_LOST
 _UNCERTAIN = 0x08 | 0x10 | 0x20 | 0x40  # forced (remote, local), 0x20/0x40 by kind
-_REFUSED = IIN.NO_FUNC_CODE_SUPPORT | IIN.OBJECT_UNKNOWN | IIN.PARAMETER_ERROR
+_REFUSED = {IIN.NO_FUNC_CODE_SUPPORT: "function code not supported (IIN2.0)",
+            IIN.OBJECT_UNKNOWN: "object unknown (IIN2.1)",
+            IIN.PARAMETER_ERROR: "parameter error (IIN2.2)"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -320,14 +322,13 @@ class Dnp3Session:
         """Send a READ, store what it brought; a refusal is counted, the link kept."""
         infos = await self._exchange(runner, request)
         self.status.polls_total += 1
-        refused = IIN(0)
-        for info in infos:
-            refused |= info.iin & _REFUSED
-        if refused:
+        why = {text for info in infos for bit, text in _REFUSED.items() if info.iin & bit}
+        if why:
             asked = ", ".join(f"g{b.header.group}v{b.header.variation}"
                               for b in request.objects)
             self._error("request_refused", f"the outstation refused READ {asked}: "
-                        f"{refused!r} (a variation it does not support? name another)")
+                        f"{', '.join(sorted(why))} (a variation it does not support? name "
+                        "another)")
         await self._received(infos)
 
     async def _received(self, infos: list[ResponseInfo]) -> None:

@@ -257,13 +257,18 @@ def test_a_hostile_outstation_ends_as_a_clear_cause(behaviour: Any, cause: int, 
     assert state == "down" and words in (error or "")
 
 
-def test_an_unknown_object_ends_the_fragment_and_keeps_the_link(tmp_path: Path) -> None:
-    """dnp3py cannot size an object it has no layout for (g50v4 from opendnp3's class 0 was
-    one): the values before it are stored, the gap named, the link kept."""
-    unknown = bytes([99, 1, 0x00, 0, 0, 0xAA, 0xBB])
-
+@pytest.mark.parametrize(("answer", "error", "words"), [
+    # dnp3py cannot size an object it has no layout for (g50v4 in opendnp3's class 0 was one)
+    (responds(FLOAT_0, bytes([99, 1, 0x00, 0, 0, 0xAA, 0xBB])), "unknown_object",
+     "cut short at group 99 variation 1"),
+    (responds(FLOAT_0, iin=0x0200), "request_refused",  # IIN2.1 object unknown
+     "the outstation refused READ g32v7, g60v2, g60v3, g60v4: object unknown (IIN2.1)"),
+], ids=["unknown-object", "refused"])
+def test_what_dnp3py_cannot_read_is_named_and_the_link_kept(answer: Any, error: str,
+                                                            words: str, tmp_path: Path) -> None:
+    """The values before the gap are stored; the gap is counted and named; no reconnect."""
     async def scenario() -> tuple[Batch, GatewayStatus, int]:
-        peer = HostileOutstation(responds(FLOAT_0, unknown))
+        peer = HostileOutstation(answer)
         async with peer.running():
             sink = Sink()
             site = site_of(peer.port, [{**ANALOG, "index": 0}], tmp_path, unsolicited=False)
@@ -274,8 +279,8 @@ def test_an_unknown_object_ends_the_fragment_and_keeps_the_link(tmp_path: Path) 
     batch, status, connections = asyncio.run(scenario())
     assert batch.value.tolist() == [4.5, 4.5] and connections == 1
     device = status.devices["rtu"]
-    assert device.state == "ok" and device.request_errors_total["unknown_object"] >= 2
-    assert "cut short at group 99 variation 1" in (device.last_error or "")
+    assert device.state == "ok" and device.request_errors_total[error] >= 2
+    assert words in (device.last_error or "")
 
 
 # --- site file ---------------------------------------------------------------------------------
