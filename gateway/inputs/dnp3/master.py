@@ -25,7 +25,8 @@ confirm lost with the link) is not stored twice.
 
 Outage: a link that fails (refused, closed, no response within `timeout`, a response that
 breaks the protocol) gives every point one bad reading with its cause (timeout, connection,
-invalid_response) at the start of the outage; status `down`, the detail in last_error.
+invalid_response) at the start of the outage, after what the failed exchange delivered;
+status `down`, the detail in last_error.
 Reconnects back off exponentially (base `poll_interval`, cap 60 s), each followed by a fresh
 integrity poll. Objects dnp3py cannot decode end the fragment's values there (counted as
 `unknown_object`, the link kept); a READ the outstation refuses (IIN2.0-2.2) is counted as
@@ -38,7 +39,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import numpy as np
 from dnp3.application.fragment import RequestFragment
@@ -91,12 +94,12 @@ def honour_cancel() -> None:
         raise asyncio.CancelledError
 
 
-class Fault(Exception):
+@dataclass(frozen=True)
+class Fault:
     """Why the link to the outstation ended: a `quality` cause and the detail."""
 
-    def __init__(self, cause: int, detail: str) -> None:
-        super().__init__(detail)
-        self.cause = cause
+    cause: int
+    detail: str
 
 
 class _Collector:
@@ -217,7 +220,7 @@ class Dnp3Session:
         runner = MasterTcpRunner(master=master, host=self.cfg.host, port=self.cfg.port,
                                  response_timeout=self.cfg.timeout, channel=channel,
                                  link_reset=LinkResetPolicy.NEVER)
-        self._channel = channel
+        self._channel, self.iin = channel, IIN(0)
         where = f"{self.cfg.host}:{self.cfg.port}"
         try:
             await asyncio.wait_for(runner.open(), self.cfg.timeout)
@@ -231,8 +234,6 @@ class Dnp3Session:
             return Fault(quality.CONNECTION, f"cannot connect to {where}: {e}")
         try:
             await self._transfer(runner, master)
-        except Fault as e:
-            return e
         except ResponseTimeoutError as e:
             # dnp3py drops a frame with a bad CRC or length without a word: octets that came
             # and formed no response say the outstation answered, wrongly.
@@ -255,9 +256,8 @@ class Dnp3Session:
         finally:
             await runner.close()
             await channel.close()
-        raise AssertionError("unreachable: the transfer ends by an exception")
 
-    async def _transfer(self, runner: MasterTcpRunner, master: Master) -> None:
+    async def _transfer(self, runner: MasterTcpRunner, master: Master) -> NoReturn:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         if cfg.unsolicited:
@@ -389,17 +389,20 @@ class Dnp3Session:
 
     async def _fault(self, fault: Fault) -> None:
         """One bad reading per point at the start of an outage; the status says why."""
-        self.collector.take()  # what a failed exchange half delivered is not current
+        # What a failed exchange delivered is stored: unsolicited values among it were
+        # confirmed (the outstation dropped them); unconfirmed events come again, and a
+        # repeat with the same time is dropped.
+        await self._flush()
         name = quality.cause_name(fault.cause)
-        self.status.last_error = f"{name}: {fault}"
+        self.status.last_error = f"{name}: {fault.detail}"
         self.status.count_error(name)
         self.status.poll_errors_total += 1
         if self._down_reported:
             log.debug("event=dnp3_retry_failed device=%s cause=%s reason=%r", self.cfg.name,
-                      name, str(fault))
+                      name, fault.detail)
             return
         log.warning("event=device_down device=%s bus=%s cause=%s reason=%r", self.cfg.name,
-                    self.cfg.bus, name, str(fault))
+                    self.cfg.bus, name, fault.detail)
         self._down_reported = True
         self.status.state = "down"
         await self.emit(unreachable(self.indices, fault.cause))
