@@ -1,13 +1,14 @@
 """DNP3 master for one outstation over TCP (dnp3py, MIT): its binary, double-bit, analog and
 counter inputs into columnar batches.
 
-Connection: TCP with a link reset, then the startup of IEEE 1815-2012 5.1.7: unsolicited
+Connection: TCP (no link reset), then the startup of IEEE 1815-2012 5.1.7: unsolicited
 responses disabled, an integrity poll, the outstation's restart indication cleared (IIN1.7)
 and its clock set when it asks (IIN1.4, LAN procedure: RECORD_CURRENT_TIME then g50v3),
 unsolicited responses enabled (`unsolicited`). Then an event poll (classes 1-3) every
 `poll_interval`, an integrity poll every `integrity_interval` (0: on connect only) and again
 when the outstation says it restarted or lost events (IIN2.3), unsolicited responses taken in
-between. Link addresses: `master_address`, `outstation_address`.
+between; an event poll at once when a response says events are left (IIN1.1-1.3).
+Link addresses: `master_address`, `outstation_address`.
 
 Integrity poll: the events of classes 1-3, then each configured group's static data in the
 variation its points name (class 0 by group: `requests`). The event poll reads each group's
@@ -80,6 +81,7 @@ _UNCERTAIN = 0x08 | 0x10 | 0x20 | 0x40  # forced (remote, local), 0x20/0x40 by k
 _REFUSED = {IIN.NO_FUNC_CODE_SUPPORT: "function code not supported (IIN2.0)",
             IIN.OBJECT_UNKNOWN: "object unknown (IIN2.1)",
             IIN.PARAMETER_ERROR: "parameter error (IIN2.2)"}
+_EVENTS_PENDING = IIN.CLASS_1_EVENTS | IIN.CLASS_2_EVENTS | IIN.CLASS_3_EVENTS
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -277,11 +279,14 @@ class Dnp3Session:
         integrity_due = now + cfg.integrity_interval if cfg.integrity_interval else float("inf")
         event_due = now + cfg.poll_interval
         while True:
+            if self.iin & _EVENTS_PENDING:  # more than the last response held
+                event_due = now
             if await self._indications(runner, master):
                 integrity_due = now
             if now >= integrity_due:
                 integrity_due = now + cfg.integrity_interval if (
                     cfg.integrity_interval) else float("inf")
+                event_due = now + cfg.poll_interval
                 await self._integrity(runner, master)
             elif now >= event_due:
                 event_due = now + cfg.poll_interval
