@@ -1,7 +1,7 @@
 """`python -m bench [--quick]`: every headline figure beside its ceiling or peer, one table.
 
 Runs, in order: end to end over Modbus (bench.modbus), OPC UA (bench.opcua), IEC 104
-(bench.iec104), the InfluxDB
+(bench.iec104), DNP3 (bench.dnp3), the InfluxDB
 sink and the history query against InfluxDB (bench.influx, bench.history; one influxd started
 here), the anomaly engine's replay with the zone model on and off against river
 HalfSpaceTrees (bench.anomaly), the zone model against river HalfSpaceTrees on hourly water data
@@ -32,6 +32,7 @@ from bench import (
     alarm_latency,
     anomaly,
     disk_writes,
+    dnp3,
     footprint,
     history,
     iec104,
@@ -68,6 +69,7 @@ def main() -> int:
     part("modbus", lambda: modbus.run(quick))
     part("opcua", lambda: opcua.run(quick))
     part("iec104", lambda: iec104.run(quick))
+    part("dnp3", lambda: dnp3.run(quick))
     with influx.server(None) as url:
         part("influx", lambda: influx.run(quick, url))
         part("history", lambda: history.run(quick, url))

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bench.opcua import Counter
+from bench.station import Result, phases, print_phases
 from bench.table import Row
 from gateway.inputs.iec104.client import build_sessions
 from gateway.runtime import Gateway
@@ -49,7 +49,6 @@ PER_ASDU = 16  # M_ME_TF_1 objects (15 octets) one APDU holds
 # beyond ~100 unsent (found here: 189 queued at once lost 63), so a burst stays below that.
 BURST = 64
 GI_WAIT = 10.0  # seconds
-Result = tuple[float, int, float]  # readings/s, counted, CPU seconds per million readings
 
 
 def _serve(conn: Connection, points: int) -> None:
@@ -235,29 +234,8 @@ async def gateway(conn: Connection, port: int, points: int, cycles: int, timeout
 
 def measure(points: int, cycles: int, timeout: float) -> dict[str, Result]:
     """Each phase against one station of `points` points."""
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve, args=(child, points), daemon=True)
-    proc.start()
-    if not parent.poll(timeout):
-        proc.kill()
-        raise RuntimeError(f"the IEC 104 station of {points} points did not start in "
-                           f"{timeout} s")
-    port = parent.recv()
-    try:
-        results = {"c104": asyncio.run(bare(parent, port, points, cycles, timeout))}
-        with tempfile.TemporaryDirectory() as tmp:
-            results["driver"] = asyncio.run(driver(parent, port, points, cycles, timeout,
-                                                   Path(tmp)))
-        with tempfile.TemporaryDirectory() as tmp:
-            results["gateway"] = asyncio.run(gateway(parent, port, points, cycles, timeout,
-                                                     Path(tmp)))
-    finally:
-        parent.send(None)
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-    return results
+    return phases(_serve, "IEC 104 station", points, cycles, timeout, ("c104", bare),
+                  {"driver": driver, "gateway": gateway})
 
 
 def run(quick: bool) -> list[Row]:
@@ -286,11 +264,8 @@ def main() -> None:
     for points in args.points:
         expected = points * args.cycles
         results = measure(points, args.cycles, args.timeout)
-        ceiling = results["c104"][0]
         print(f"{points} points, {args.cycles} cycles ({expected} spontaneous readings):")
-        for name, (rate, count, cpu) in results.items():
-            print(f"  {name:8s} {rate:10,.0f} readings/s  ratio {rate / ceiling:5.2f}  "
-                  f"lost {expected - count:6d}  CPU {cpu:6.2f} s per million readings")
+        print_phases(results, "c104", expected)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ RESTART_ONLY: tuple[tuple[str, Callable[[Site], Any]], ...] = (
 
 
 class Input(Protocol):
-    """A running input: a Modbus bus, an OPC UA or IEC 104 session."""
+    """A running input: a Modbus bus, an OPC UA, IEC 104 or DNP3 session."""
 
     name: str
 

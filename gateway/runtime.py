@@ -11,7 +11,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from anomaly.alarms import AlarmEvent
 from anomaly.batch import Batch
@@ -33,9 +33,12 @@ from gateway.storage.spool import Spool
 from gateway.supervise import supervise
 
 if TYPE_CHECKING:
+    from gateway.inputs.dnp3.master import Dnp3Session
     from gateway.inputs.iec104.client import Iec104Session
     from gateway.inputs.opcua.session import OpcUaSession
     from gateway.northbound.sparkplug.edge import EdgeNode
+
+    AnyInput: TypeAlias = ModbusBus | OpcUaSession | Iec104Session | Dnp3Session
 
 log = logging.getLogger(__name__)
 
@@ -249,10 +252,10 @@ class Gateway:
 
 
 def build_inputs(site: Site, emit: Emit, *, status: GatewayStatus,
-                 data_dir: Path) -> list[ModbusBus | OpcUaSession | Iec104Session]:
+                 data_dir: Path) -> list[AnyInput]:
     """The inputs that poll `site`'s devices: a Modbus bus per endpoint or serial port, an OPC
-    UA or IEC 104 session per device."""
-    inputs: list[ModbusBus | OpcUaSession | Iec104Session] = [*build_buses(site, status, emit)]
+    UA, IEC 104 or DNP3 session per device."""
+    inputs: list[AnyInput] = [*build_buses(site, status, emit)]
     if any(d.protocol == "opcua" for d in site.devices):
         # asyncua and cryptography cost a second of start-up: only for sites that use them
         from gateway.inputs.opcua.session import build_sessions
@@ -262,6 +265,10 @@ def build_inputs(site: Site, emit: Emit, *, status: GatewayStatus,
         from gateway.inputs.iec104.client import build_sessions as build_iec104
 
         inputs += build_iec104(site, status, emit)
+    if any(d.protocol == "dnp3" for d in site.devices):
+        from gateway.inputs.dnp3.master import build_sessions as build_dnp3
+
+        inputs += build_dnp3(site, status, emit)
     return inputs
 
 

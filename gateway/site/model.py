@@ -33,7 +33,7 @@ from anomaly.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
 from gateway.site.northbound import Northbound
 from timegrammar import DurationError, seconds
 
-DeviceProtocol = Literal["modbus-tcp", "modbus-rtu", "opcua", "iec104"]
+DeviceProtocol = Literal["modbus-tcp", "modbus-rtu", "opcua", "iec104", "dnp3"]
 PointKind = Literal[
     "pressure", "flow", "level", "status", "voltage", "current", "frequency", "power",
     "temperature", "other",
@@ -51,6 +51,14 @@ IEC_FAMILY: dict[str, str] = {
     "M_SP_TB_1": "M_SP_NA_1", "M_DP_TB_1": "M_DP_NA_1", "M_ST_TB_1": "M_ST_NA_1",
     "M_BO_TB_1": "M_BO_NA_1", "M_ME_TD_1": "M_ME_NA_1", "M_ME_TE_1": "M_ME_NB_1",
     "M_ME_TF_1": "M_ME_NC_1", "M_IT_TB_1": "M_IT_NA_1"}
+# DNP3 static group of a point -> its event group and the variations of each the master reads
+# (IEEE 1815-2012 A.2-A.32; 0 in a read: the outstation's default variation)
+DNP3_GROUPS: dict[int, tuple[int, frozenset[int], frozenset[int]]] = {
+    1: (2, frozenset({0, 1, 2}), frozenset({1, 2, 3})),  # binary input
+    3: (4, frozenset({0, 1, 2}), frozenset({1, 2, 3})),  # double-bit binary input
+    20: (22, frozenset({0, 1, 2, 5, 6}), frozenset({1, 2, 5, 6})),  # counter
+    30: (32, frozenset({0, 1, 2, 3, 4, 5, 6}), frozenset(range(1, 9))),  # analog input
+}
 
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
 
@@ -355,11 +363,21 @@ class Device(Strict):
     tls_cert: FilePath | None = None
     tls_key: FilePath | None = None
 
+    # DNP3 (gateway/inputs/dnp3/README.md): link addresses; poll_interval is the event (class
+    # 1-3) poll's, timeout the response timeout; port defaults to 20000
+    master_address: int = Field(default=1, ge=0, le=65519)
+    outstation_address: int = Field(default=10, ge=0, le=65519)
+    integrity_interval: Seconds = Field(default=HOUR, ge=0, le=DAY)  # 0: on connect only
+    unsolicited: bool = True  # enable the outstation's unsolicited responses on connect
+    time_sync: bool = True  # set the outstation's clock when it asks (IIN1.4 NEED_TIME)
+
     @model_validator(mode="before")
     @classmethod
-    def _iec104_port(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("protocol") == "iec104" and "port" not in data:
-            return {**data, "port": 2404}
+    def _default_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "port" not in data:
+            port = {"iec104": 2404, "dnp3": 20000}.get(str(data.get("protocol")))
+            if port is not None:
+                return {**data, "port": port}
         return data
 
     @property
@@ -369,8 +387,8 @@ class Device(Strict):
             return f"tcp:{self.host}:{self.port}"
         if self.protocol == "modbus-rtu":
             return f"rtu:{self.serial_port}"
-        if self.protocol == "iec104":
-            return f"iec104:{self.host}:{self.port}"
+        if self.protocol in ("iec104", "dnp3"):
+            return f"{self.protocol}:{self.host}:{self.port}"
         return self.endpoint or ""
 
 
@@ -459,6 +477,12 @@ class Point:
     ioa: int | None = Field(default=None, ge=0, le=0xFFFFFF)
     typeid: IecType | None = None
     common_address: int | None = Field(default=None, ge=1, le=65534)
+    # DNP3: static group (1, 3, 20, 30: its events arrive as 2, 4, 22, 32), index, the
+    # variations the master reads (None: the outstation's default; DNP3_GROUPS)
+    group: int | None = None
+    index: int | None = Field(default=None, ge=0, le=65535)
+    variation: int | None = Field(default=None, ge=0, le=255)
+    event_variation: int | None = Field(default=None, ge=1, le=255)
 
     @model_validator(mode="before")
     @classmethod

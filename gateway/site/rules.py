@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from anomaly.storage import length_factor
+from gateway.site.dnp3_rules import dnp3_device_problems, dnp3_point_problems
 from gateway.site.iec104_rules import iec104_device_problems, iec104_point_problems
 from gateway.site.model import (
     BIT_TABLES,
@@ -34,6 +35,8 @@ RULE_KEYS = frozenset({"tag", "name", "device", "protocol", "register", "registe
                        "address", "type", "node", "endpoint", "serial_port", "kind", "api",
                        "url", "bucket", "database", "deadband_type", "ioa", "typeid",
                        "common_address", "t1", "t2", "k", "w", "time_zone",
+                       "group", "index", "variation", "event_variation", "master_address",
+                       "outstation_address",
                        *_SERIAL_SETTINGS})
 _MAX_LISTED = 20
 MODBUS = ("modbus-tcp", "modbus-rtu")
@@ -78,7 +81,8 @@ def check_site(historian: HistorianSection, devices: Sequence[Device | None],
     """Every cross-field problem; `None` entries (already reported invalid) are skipped."""
     return [*_historian(historian), *_devices(devices, label),
             *_points(devices, points, label), *_overlaps(devices, points, label),
-            *iec104_point_problems(devices, points, label)]
+            *iec104_point_problems(devices, points, label),
+            *dnp3_point_problems(devices, points, label)]
 
 
 def _historian(h: HistorianSection) -> list[Finding]:
@@ -131,6 +135,8 @@ def _devices(devices: Sequence[Device | None], label: Label) -> list[Finding]:
                         "has no effect without a username"))
         if d.protocol == "iec104":
             out += iec104_device_problems(i, d)
+        if d.protocol == "dnp3":
+            out += dnp3_device_problems(i, d)
         if d.protocol == "modbus-rtu":
             if d.serial_port is None:
                 out.append(("devices", i, "serial_port", "required for protocol 'modbus-rtu' "

@@ -221,3 +221,39 @@ def start_and_stop(site: Site) -> None:
         await Gateway(site).run(stop)
 
     asyncio.run(main())
+
+
+async def comms_alarm_round_trip(site: Site, device: str,
+                                 peer: Callable[[], contextlib.AbstractContextManager[object]],
+                                 limit: float) -> tuple[list[dict], list[dict]]:
+    """A whole gateway on `site` whose `device` is served by `peer()`: up until every point
+    of the device has a reading, down until a `comms` alarm is active, up again until it
+    clears. The active comms alarms when raised, and every comms alarm at the end."""
+    from gateway.alarms.store import Filter
+    from gateway.runtime import Gateway
+
+    gw = Gateway(site)
+    status = gw.status.devices[device]
+    points = sum(p.device == device for p in site.points)
+    active = Filter(kind="comms", states=("active",), shelved=None, suppressed=None)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + limit
+        while not condition():
+            assert time.monotonic() < deadline, "not within the limit"
+            await asyncio.sleep(0.05)
+
+    stop = asyncio.Event()
+    run = asyncio.create_task(gw.run(stop))
+    try:
+        with peer():
+            await until(lambda: status.state == "ok" and status.readings_total >= points)
+        await until(lambda: bool(gw.alarms.alarms(active)[0]))
+        raised = gw.alarms.alarms(active)[0]
+        with peer():
+            await until(lambda: not gw.alarms.alarms(active)[0])
+        return raised, gw.alarms.alarms(Filter(kind="comms", shelved=None,
+                                                suppressed=None))[0]
+    finally:
+        stop.set()
+        await run

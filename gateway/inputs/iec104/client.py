@@ -48,7 +48,7 @@ import numpy as np
 from anomaly.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.backoff import backoff
-from gateway.inputs.devices import device_status, points_by_device
+from gateway.inputs.devices import device_status, points_by_device, unreachable
 from gateway.inputs.iec104 import asdu as codec
 from gateway.inputs.iec104.link import Link, LinkError, Timers
 from gateway.inputs.iec104.points import PointMap
@@ -316,13 +316,8 @@ class Iec104Session:
                     self.cfg.bus, name, str(error))
         self._down_reported = True
         self.status.state = "down"
-        n = len(self.map.indices)
-        stamps = np.full(n, now_ns(), np.int64)
-        await self.emit(Batch(source_ts=stamps, server_ts=stamps, gateway_ts=stamps,
-                              point=self.map.indices, value=np.full(n, np.nan),
-                              quality=np.full(n, Quality.BAD, np.uint8),
-                              cause=np.full(n, error.cause, np.uint32)))
-        self.status.readings_total += n
+        await self.emit(unreachable(self.map.indices, error.cause))
+        self.status.readings_total += len(self.map.indices)
 
 
 def build_sessions(site: Site, status: GatewayStatus, emit: Emit) -> list[Iec104Session]:

@@ -15,7 +15,7 @@ import c104
 import httpx
 import numpy as np
 import pytest
-from support.harness import api_until
+from support.harness import api_until, comms_alarm_round_trip
 from support.iec104_peers import (
     HostileStation,
     asdu_frame,
@@ -433,38 +433,9 @@ def test_tls_with_certificates_checked_both_ways(tmp_path: Path) -> None:
 def test_a_station_down_raises_a_comms_alarm_that_clears_when_it_is_back(
         tmp_path: Path) -> None:
     """Through the whole gateway: outage rows -> the anomaly engine's `comms` alarm."""
-    from gateway.alarms.store import Filter
-    from gateway.runtime import Gateway
-
     port = free_port()
     types = {1: c104.Type.M_ME_NC_1, 2: c104.Type.M_SP_NA_1}
-
-    async def scenario() -> tuple[list[dict], list[dict]]:
-        gw = Gateway(site_of(port, [1, 2], tmp_path))
-        device = gw.status.devices["rtu"]
-        comms = Filter(kind="comms", states=("active",), shelved=None, suppressed=None)
-
-        async def until(condition: Callable[[], bool]) -> None:
-            deadline = time.monotonic() + LIMIT
-            while not condition():
-                assert time.monotonic() < deadline, "not within the limit"
-                await asyncio.sleep(0.05)
-
-        stop = asyncio.Event()
-        run = asyncio.create_task(gw.run(stop))
-        try:
-            with c104_station(port, CA, types):
-                await until(lambda: device.state == "ok" and device.readings_total >= 2)
-            await until(lambda: bool(gw.alarms.alarms(comms)[0]))
-            raised = gw.alarms.alarms(comms)[0]
-            with c104_station(port, CA, types):
-                await until(lambda: not gw.alarms.alarms(comms)[0])
-            return raised, gw.alarms.alarms(Filter(kind="comms", shelved=None,
-                                                    suppressed=None))[0]
-        finally:
-            stop.set()
-            await run
-
-    raised, after = asyncio.run(scenario())
+    raised, after = asyncio.run(comms_alarm_round_trip(
+        site_of(port, [1, 2], tmp_path), "rtu", lambda: c104_station(port, CA, types), LIMIT))
     assert [(a["device"], a["tags"]) for a in raised] == [("rtu", ["p1", "p2"])]
     assert [(a["id"], a["active"]) for a in after] == [(raised[0]["id"], False)]
