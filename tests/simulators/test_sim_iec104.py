@@ -1,10 +1,9 @@
 """The simulators' IEC 60870-5-104 face (simulators/iec104_server.py) read by the gateway's own
 IEC 104 client over loopback: interrogated values, spontaneous reports with their CP56Time2a
 time tags, quality bits of a unit in comms fault and of a dropped-out sensor; and the demo's
-site file with feeder 2's RTU over IEC 104 (check-config, gateway and API end to end).
-
-Both ends are ours; the client is also tested against c104 (tests/gateway/inputs/test_iec104.py),
-a station we did not write.
+site file with feeder 2's RTU over IEC 104 (check-config, gateway and API end to end); and
+c104's client (lib60870-C, a stack we did not write; GPLv3, a test dependency only) reading the
+same station, so the two ends of our own code do not merely agree with each other.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import c104
 import httpx
 import numpy as np
 import pytest
@@ -31,6 +31,7 @@ from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.status import GatewayStatus
 from scadawatch.demo import IEC104_DEVICES, merge_sites, over_iec104
+from simulators.iec104_server import addresses
 from simulators.sitefile import write_site_file
 
 if TYPE_CHECKING:
@@ -181,3 +182,55 @@ def test_the_demo_gateway_stores_iec104_readings_and_serves_them_not_stale(
     assert not any(r["stale"] for r in rows), [r["tag"] for r in rows if r["stale"]]
     breakers = [r["value"] for r in rows if r["tag"].endswith(".status")]
     assert breakers and set(breakers) <= {0.0, 1.0}
+
+
+def test_c104s_client_reads_the_simulator_as_a_station(grid: tuple[ServedSite, Path]) -> None:
+    """c104's client (lib60870-C: not ours) interrogates and takes spontaneous reports:
+    feeder 2's short floats and their time tags, its breakers as double points, the faulty
+    plant RTU's frequency invalid and not topical. Last in the file: it moves the clock on."""
+    served, _ = grid
+    later = LATER + 60.0
+    client = c104.Client(tick_rate_ms=50)
+    connection = client.add_connection(ip="127.0.0.1", port=served.iec104_port,
+                                       init=c104.Init.INTERROGATION)
+    stations = {}
+    points: dict[str, tuple[Any, int]] = {}
+    for i, (s, a) in enumerate(zip(served.site.signals,
+                                   addresses("grid", served.site.signals), strict=True)):
+        if a.common_address not in stations:
+            stations[a.common_address] = connection.add_station(common_address=a.common_address)
+        # c104 keeps a point of one type: timed measurands, as reported on change; untimed
+        # breakers and the faulty RTU's points, as interrogated (neither changes here).
+        kind = (c104.Type.M_DP_NA_1 if a.typeid == "M_DP_NA_1" else c104.Type.M_ME_NC_1
+                if s.device == FAULTY else c104.Type.M_ME_TF_1)
+        points[s.tag] = (stations[a.common_address].add_point(io_address=a.ioa, type=kind), i)
+    client.start()
+    try:
+        deadline = time.monotonic() + LIMIT
+        while not connection.is_connected or connection.state != c104.ConnectionState.OPEN:
+            assert time.monotonic() < deadline, connection.state
+            time.sleep(0.1)
+        served.call(served.server.publish(later))
+        values = sample(served, later)
+        feeder2 = [t for t in points if t.startswith("feeder2.")]
+        measurands = [t for t in feeder2 if not t.endswith(".status")]
+        at = (served.site.start + timedelta(seconds=later)).replace(tzinfo=None)
+        def reported() -> list[str]:  # what changed (an open line's current stays 0)
+            return [t for t in measurands if points[t][0].recorded_at == at]
+
+        while len(reported()) < 10:
+            assert time.monotonic() < deadline, "no spontaneous reports"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the rest of the publish's reports
+        for t in reported():
+            point, i = points[t]
+            assert point.value == pytest.approx(float(np.float32(values[i])), abs=0), t
+            assert point.quality.is_good(), t
+        breakers = [t for t in feeder2 if t.endswith(".status")]
+        assert breakers and all(
+            points[t][0].value == (c104.Double.ON if values[points[t][1]] else c104.Double.OFF)
+            for t in breakers)
+        plant = points["substation.frequency"][0]
+        assert c104.Quality.Invalid in plant.quality and c104.Quality.NonTopical in plant.quality
+    finally:
+        client.stop()
