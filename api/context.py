@@ -34,11 +34,12 @@ class ApiContext:
         if reader_tags is not None and list(reader_tags) != list(self.index):
             raise ValueError("the historian reader must be opened with the site's tags, "
                              "in point order")
-        # An OPC UA subscription reports changes only: an unchanged value is not stale (a lost
-        # connection is recorded as bad readings instead).
+        # An OPC UA subscription and an IEC 104 station report changes only: an unchanged
+        # value is not stale (a lost connection is recorded as bad readings instead).
         # The historian stores readings up to `flush_interval` after they came.
         late = self.site.historian.flush_interval
-        windows = {d.name: np.inf if d.protocol == "opcua" and d.mode == "subscribe"
+        windows = {d.name: np.inf if (d.protocol == "opcua" and d.mode == "subscribe")
+                   or d.protocol == "iec104"
                    else (d.stale_after * d.poll_interval + late) * 1e9
                    for d in self.site.devices}
         # A point no device polls (replay only) is stale only while it has no reading.

@@ -50,8 +50,8 @@ def latest(
     `stale` true. `stale`: neither a reading nor an answer of its device for the device's
     `stale_after` × `poll_interval`, plus the historian's `flush_interval` (a polled OPC UA
     device answers with the same value and source time while nothing changes, which the
-    gateway does not store again); never for an OPC UA subscription, which reports changes
-    only."""
+    gateway does not store again); never for an OPC UA subscription or an IEC 104 station,
+    which report changes only."""
     chosen = np.asarray(ctx.select(tags=tag, zone=zone, kind=kind, device=device),
                         dtype=np.int64)
     now = now_ns()

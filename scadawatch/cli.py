@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="CENTRAL.toml", help="central file")
 
     p = command("simulate", "scadawatch.simulate:main",
-                "physical simulators served over Modbus TCP and OPC UA, or exported to CSV")
+                "physical simulators served over Modbus TCP, OPC UA and IEC 104, or exported "
+                "to CSV")
     p.add_argument("site", choices=["water", "grid"])
     p.add_argument("--scenario", default="normal", help="shipped scenario name or a .toml path")
     p.add_argument("--seed", type=int, default=1)
@@ -98,14 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--modbus-port", type=int, default=5020)
     p.add_argument("--opcua-port", type=int, default=4840)
+    p.add_argument("--iec104-port", type=int, default=2404)
     p.add_argument("--opcua-pki", default=None, metavar="DIR",
                    help="also offer Basic256Sha256 Sign/SignAndEncrypt: server certificate in "
                    "DIR/own/, trusted client certificates in DIR/trusted/")
     p.add_argument("--opcua-trust-all-clients", action="store_true",
                    help="with --opcua-pki: accept any client certificate (demos only)")
     p.add_argument("--opcua-source-time", choices=["simulated", "wall"], default="simulated",
-                   help="OPC UA source timestamps: the sample's simulated time (default) or "
-                   "the wall-clock time it is served, as a field device's clock")
+                   help="OPC UA source timestamps and IEC 104 time tags: the sample's "
+                   "simulated time (default) or the wall-clock time it is served, as a field "
+                   "device's clock")
     p.add_argument("--write-site", default=None, metavar="SITE.toml",
                    help="write the site file that lets the gateway read this simulator")
     p.add_argument("--duration", type=duration, default=None, metavar="D",

@@ -1,5 +1,5 @@
-"""`scadawatch simulate water|grid`: serve a simulated site over Modbus TCP and OPC UA, or
-export a recording of it (readings.csv, labels.csv, site.toml) with `--export DIR`."""
+"""`scadawatch simulate water|grid`: serve a simulated site over Modbus TCP, OPC UA and
+IEC 104, or export a recording of it (readings.csv, labels.csv, site.toml) with `--export DIR`."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--speed {args.speed:g}: must be 0 or more")
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be 0 or more")
-    for flag, port in (("--modbus-port", args.modbus_port), ("--opcua-port", args.opcua_port)):
+    for flag, port in (("--modbus-port", args.modbus_port), ("--opcua-port", args.opcua_port),
+                       ("--iec104-port", args.iec104_port)):
         if not 0 < port < 65536:
             raise UsageError(f"{flag} {port}: not a TCP port (1-65535)")
 
@@ -66,7 +67,8 @@ def main(args: argparse.Namespace) -> int:
 
         out = Path(args.export)
         export(site, out, days=args.days, step=step, host=args.host,
-               modbus_port=args.modbus_port, opcua_port=args.opcua_port)
+               modbus_port=args.modbus_port, opcua_port=args.opcua_port,
+               iec104_port=args.iec104_port)
         print(f"{site.name}: {args.days:g} days every {step_text} from {start:%Y-%m-%dT%H:%M:%SZ}"
               f" (scenario {site.scenario.name}, seed {args.seed}) in {out}/:\n"
               f"  readings.csv  {len(site.tags)} tags\n"
@@ -83,12 +85,13 @@ def main(args: argparse.Namespace) -> int:
         # never reads half of it.
         target = Path(args.write_site)
         partial = target.with_name(target.name + ".partial")
-        write_site_file(site, partial, host=args.host,
-                        modbus_port=args.modbus_port, opcua_port=args.opcua_port)
+        write_site_file(site, partial, host=args.host, modbus_port=args.modbus_port,
+                        opcua_port=args.opcua_port, iec104_port=args.iec104_port)
         partial.replace(target)
         print(f"site file: {args.write_site}", flush=True)
     asyncio.run(serve(site, host=args.host, modbus_port=args.modbus_port,
-                      opcua_port=args.opcua_port, speed=args.speed, duration=args.duration,
+                      opcua_port=args.opcua_port, iec104_port=args.iec104_port,
+                      speed=args.speed, duration=args.duration,
                       opcua_pki=Path(args.opcua_pki) if args.opcua_pki else None,
                       opcua_trust_all_clients=args.opcua_trust_all_clients,
                       wall_timestamps=args.opcua_source_time == "wall"))

@@ -46,7 +46,8 @@ def write_labels(site: SimulatedSite, path: Path, until: float) -> None:
 
 
 def export(site: SimulatedSite, out: Path, *, days: float, step: float,
-           host: str = "127.0.0.1", modbus_port: int = 5020, opcua_port: int = 4840) -> None:
+           host: str = "127.0.0.1", modbus_port: int = 5020, opcua_port: int = 4840,
+           iec104_port: int = 2404) -> None:
     """Export `days` of simulated time sampled every `step` seconds, from the site's clock start.
 
     The site must not have been advanced yet; the ports go into site.toml.
@@ -67,4 +68,4 @@ def export(site: SimulatedSite, out: Path, *, days: float, step: float,
     (out / "readings.csv").write_text(readings_csv(site, times, values), encoding="utf-8")
     write_labels(site, out / "labels.csv", until=days * 86400.0)
     write_site_file(site, out / "site.toml", host=host, modbus_port=modbus_port,
-                    opcua_port=opcua_port)
+                    opcua_port=opcua_port, iec104_port=iec104_port)

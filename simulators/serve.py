@@ -1,11 +1,11 @@
-"""Serving a simulated site live: its clock, its physics steps and both protocol servers.
+"""Serving a simulated site live: its clock, its physics steps and its protocol servers.
 
 Simulated time runs at `speed` times wall-clock time from the site's current time (speed 0
 freezes it). The physics steps ahead of the clock in whole `site.step`s, in a worker thread so
-the servers keep answering; a sample is published to Modbus and OPC UA every `update_interval`
-wall seconds and after every physics step, both from the same sample array. When the physics
-cannot keep up with `speed`, simulated time lags behind rather than skipping steps, and a log
-line says so once.
+the servers keep answering; a sample is published to Modbus, OPC UA and IEC 104 every
+`update_interval` wall seconds and after every physics step, all from the same sample array.
+When the physics cannot keep up with `speed`, simulated time lags behind rather than skipping
+steps, and a log line says so once.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from types import TracebackType
 
 import numpy as np
 
+from simulators.iec104_server import Iec104SiteServer
 from simulators.modbus_server import ModbusSiteServer
 from simulators.opcua_server import OpcUaSiteServer, namespace_uri
 from simulators.site import SimulatedSite, iso_us
@@ -27,14 +28,14 @@ log = logging.getLogger("scadawatch.simulate")
 
 
 class SiteServer:
-    """A site served over Modbus TCP and OPC UA while `run` drives its clock.
+    """A site served over Modbus TCP, OPC UA and IEC 104 while `run` drives its clock.
 
-    Use as an async context manager: entering opens both servers and publishes the sample at
+    Use as an async context manager: entering opens the servers and publishes the sample at
     the site's current time; leaving closes them.
     """
 
     def __init__(self, site: SimulatedSite, *, host: str = "127.0.0.1", modbus_port: int = 5020,
-                 opcua_port: int = 4840, speed: float = 1.0,
+                 opcua_port: int = 4840, iec104_port: int = 2404, speed: float = 1.0,
                  update_interval: float = 1.0, opcua_pki: Path | None = None,
                  opcua_trust_all_clients: bool = False, wall_timestamps: bool = False) -> None:
         if not (speed >= 0 and math.isfinite(speed)):
@@ -44,13 +45,15 @@ class SiteServer:
         self.site = site
         self.speed = speed
         self.update_interval = update_interval
-        # OPC UA source timestamps: the sample's simulated time, or (a field device's clock)
-        # the wall-clock time it was served, for a gateway beside Modbus devices at any speed
+        # OPC UA source timestamps and IEC 104 time tags: the sample's simulated time, or (a
+        # field device's clock) the wall-clock time it was served, for a gateway beside Modbus
+        # devices at any speed
         self.wall_timestamps = wall_timestamps
         self.modbus = ModbusSiteServer(site.signals, host=host, port=modbus_port)
         self.opcua = OpcUaSiteServer(site.name, site.signals, host=host, port=opcua_port,
                                      pki_dir=opcua_pki,
                                      trust_all_clients=opcua_trust_all_clients)
+        self.iec104 = Iec104SiteServer(site.name, site.signals, host=host, port=iec104_port)
         self.time: float | None = None  # simulated time of the sample being served
         self._unit_of = np.array([s.unit_id for s in site.signals])
         self._comms: dict[str, str] = dict.fromkeys(site.devices, "ok")
@@ -60,14 +63,16 @@ class SiteServer:
         await self.modbus.start()
         try:
             await self.opcua.start()
+            await self.iec104.start()
             await self.publish(self.site.time)
         except BaseException:
             await self.close()
             raise
         log.info("event=serving_started site=%s modbus=%s:%d units=%d opcua=%s namespace=%s "
-                 "signals=%d speed=%g sim_start=%s", self.site.name, self.modbus.host,
+                 "iec104=%s:%d signals=%d speed=%g sim_start=%s", self.site.name, self.modbus.host,
                  self.modbus.port, len(self.site.devices), self.opcua.endpoint,
-                 namespace_uri(self.site.name), len(self.site.signals), self.speed,
+                 namespace_uri(self.site.name), self.iec104.host, self.iec104.port,
+                 len(self.site.signals), self.speed,
                  iso_us(self.site.start + timedelta(seconds=self.site.time)))
         return self
 
@@ -78,11 +83,12 @@ class SiteServer:
                  self.site.name, self._iso(self.time or 0.0), self.modbus.requests.total())
 
     async def close(self) -> None:
+        await self.iec104.stop()
         await self.opcua.stop()
         await self.modbus.stop()
 
     async def publish(self, t: float) -> None:
-        """Serve the site's sample at simulated time t on both servers.
+        """Serve the site's sample at simulated time t on every server.
 
         Served time never goes back: a t at or before the one being served is ignored (a
         frozen or lagging clock, or a caller that published ahead of the clock).
@@ -102,9 +108,10 @@ class SiteServer:
                 faulty.append(unit)
         self.time = t
         self.modbus.publish(values, {site.devices[d]: s for d, s in self._comms.items()})
-        await self.opcua.publish(values, np.isin(self._unit_of, faulty),
-                                 datetime.now(UTC) if self.wall_timestamps
-                                 else site.start + timedelta(seconds=t))
+        fault = np.isin(self._unit_of, faulty)
+        moment = datetime.now(UTC) if self.wall_timestamps else site.start + timedelta(seconds=t)
+        self.iec104.publish(values, fault, moment)
+        await self.opcua.publish(values, fault, moment)
 
     async def run(self, duration: float | None = None) -> None:
         """Drive the clock for `duration` wall seconds (None: until cancelled)."""
@@ -148,18 +155,21 @@ class SiteServer:
 
 
 async def serve(site: SimulatedSite, *, host: str = "127.0.0.1", modbus_port: int = 5020,
-                opcua_port: int = 4840, speed: float = 1.0, duration: float | None = None,
+                opcua_port: int = 4840, iec104_port: int = 2404, speed: float = 1.0,
+                duration: float | None = None,
                 update_interval: float = 1.0, ready: asyncio.Event | None = None,
                 opcua_pki: Path | None = None, opcua_trust_all_clients: bool = False,
                 wall_timestamps: bool = False) -> None:
-    """Serve `site` over Modbus TCP and OPC UA until `duration` wall seconds or cancellation.
+    """Serve `site` over Modbus TCP, OPC UA and IEC 104 until `duration` wall seconds or
+    cancellation.
 
     With `opcua_pki`, the OPC UA server also offers Basic256Sha256 (Sign, SignAndEncrypt) with
     its certificate in `<opcua_pki>/own/`, trusting the client certificates in
     `<opcua_pki>/trusted/` (or any, with `opcua_trust_all_clients`).
     """
     async with SiteServer(site, host=host, modbus_port=modbus_port, opcua_port=opcua_port,
-                          speed=speed, update_interval=update_interval, opcua_pki=opcua_pki,
+                          iec104_port=iec104_port, speed=speed,
+                          update_interval=update_interval, opcua_pki=opcua_pki,
                           opcua_trust_all_clients=opcua_trust_all_clients,
                           wall_timestamps=wall_timestamps) as server:
         if ready is not None:

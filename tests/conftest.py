@@ -59,7 +59,7 @@ def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
         yield fs
 
 
-# --- Simulated sites served over Modbus TCP and OPC UA (simulators.serve) -------------------
+# --- Simulated sites served over Modbus TCP, OPC UA and IEC 104 (simulators.serve) ----------
 
 SIM_START = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)  # not the CLI's default: start is settable
 
@@ -82,6 +82,10 @@ class ServedSite:
     @property
     def opcua_endpoint(self) -> str:
         return self.server.opcua.endpoint
+
+    @property
+    def iec104_port(self) -> int:
+        return self.server.iec104.port
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the server's loop, e.g. `server.publish(t)`; only while the clock is
@@ -139,7 +143,7 @@ def serve_site() -> Iterator[Callable[..., ServedSite]]:
         def start(name: str, scenario: str | Path = "normal", *, speed: float = 0.0,
                   seed: int = 1, update_interval: float = 0.2) -> ServedSite:
             site = build_site(name, scenario, seed=seed, start=SIM_START, step=60.0)  # type: ignore[arg-type]
-            server = SiteServer(site, modbus_port=0, opcua_port=0, speed=speed,
+            server = SiteServer(site, modbus_port=0, opcua_port=0, iec104_port=0, speed=speed,
                                 update_interval=update_interval)
             return stack.enter_context(_serving(server))
 

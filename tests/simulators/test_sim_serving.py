@@ -207,9 +207,9 @@ def test_dropout_is_nan_in_float_registers_and_last_value_in_int16(
         assert dv.SourceTimestamp == site.start + timedelta(seconds=180)
 
 
-def test_serve_runs_the_clock_at_speed_then_closes_both_ports() -> None:
+def test_serve_runs_the_clock_at_speed_then_closes_its_ports() -> None:
     site = build_site("water", "normal", seed=1, start=datetime.now(UTC), step=60.0)
-    modbus_port, opcua_port = free_port(), free_port()
+    modbus_port, opcua_port, iec104_port = free_port(), free_port(), free_port()
     endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/scadawatch/water"
     sig = next(s for s in site.signals if s.register == "holding")
     later = site.start + timedelta(seconds=150)  # past two 60 s physics steps
@@ -230,8 +230,8 @@ def test_serve_runs_the_clock_at_speed_then_closes_both_ports() -> None:
     async def main() -> subprocess.CompletedProcess[str]:
         ready = asyncio.Event()
         serving = asyncio.create_task(serve(
-            site, modbus_port=modbus_port, opcua_port=opcua_port, speed=600.0, duration=3.0,
-            update_interval=0.05, ready=ready))
+            site, modbus_port=modbus_port, opcua_port=opcua_port, iec104_port=iec104_port,
+            speed=600.0, duration=3.0, update_interval=0.05, ready=ready))
         await asyncio.wait_for(ready.wait(), 60)
         answer = await watch()
         await asyncio.wait_for(serving, 60)  # returns by itself after `duration`
@@ -241,7 +241,7 @@ def test_serve_runs_the_clock_at_speed_then_closes_both_ports() -> None:
     assert seen == sorted(seen) and seen[-1] > later
     assert site.time >= 180.0  # the physics stepped along
     assert answer.returncode == 0, answer.stdout[-300:]
-    for port in (modbus_port, opcua_port):
+    for port in (modbus_port, opcua_port, iec104_port):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
 
@@ -322,8 +322,8 @@ def test_a_wall_clock_scenario_keeps_its_outage_at_any_speed(
 
         ready = asyncio.Event()
         serving = asyncio.create_task(serve(site, modbus_port=port, opcua_port=free_port(),
-                                            speed=120.0, duration=4.0, update_interval=0.05,
-                                            ready=ready))
+                                            iec104_port=free_port(), speed=120.0,
+                                            duration=4.0, update_interval=0.05, ready=ready))
         await asyncio.wait_for(ready.wait(), 60)
         began = asyncio.get_running_loop().time()
         answers = []

@@ -276,15 +276,17 @@ def test_export_command_records_a_window_of_the_scenario(
 
 def test_serve_command_writes_the_site_file_first(cli: Callable[..., tuple[int, str, str]],
                                                   tmp_path: Path) -> None:
-    ports = free_port(), free_port()
+    ports = free_port(), free_port(), free_port()
     path = tmp_path / "etc" / "water.toml"
     code, out, err = cli("simulate", "water", "--write-site", path, "--duration", "0.5",
-                         "--modbus-port", ports[0], "--opcua-port", ports[1])
+                         "--modbus-port", ports[0], "--opcua-port", ports[1],
+                         "--iec104-port", ports[2])
     assert code == 0, err
     assert str(path) in out
     site = load_site(path)
     assert {(d.host, d.port) for d in site.devices} == {("127.0.0.1", ports[0])}
     assert f"opc.tcp://127.0.0.1:{ports[1]}/scadawatch/water" in path.read_text()
+    assert f"IEC 104 on 127.0.0.1:{ports[2]}" in path.read_text()
 
 
 def _event(**fields: object) -> dict:

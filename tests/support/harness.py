@@ -116,7 +116,8 @@ def start_simulator(tmp_path: Path, *, scenario: str | Path = "normal",
         proc = subprocess.Popen(
             [sys.executable, "-m", "scadawatch", "simulate", "water", "--speed", str(speed),
              "--scenario", str(scenario), "--modbus-port", str(free_port()),
-             "--opcua-port", str(free_port()), "--write-site", str(site_file)],
+             "--opcua-port", str(free_port()), "--iec104-port", str(free_port()),
+             "--write-site", str(site_file)],
             stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + RUN_LIMIT
     while not site_file.exists():

@@ -123,10 +123,11 @@ class Raises:
 
 
 @pytest.mark.slow
-def test_demo_serves_live_values_over_both_protocols_and_raises_alarms_at_once(
+def test_demo_serves_live_values_over_three_protocols_and_raises_alarms_at_once(
         tmp_path: Path) -> None:
     """The default demo (scenario `demo`): the first alarm on the stream within 90 s of the
-    command, water read over Modbus TCP and the grid over OPC UA, values moving."""
+    command, water read over Modbus TCP, the grid over OPC UA but feeder 2's RTU over IEC 104,
+    values moving."""
     port = free_port()
     headers = auth_headers(tmp_path, "viewer")  # the demo adds its own token beside it
     began = time.monotonic()
@@ -135,7 +136,7 @@ def test_demo_serves_live_values_over_both_protocols_and_raises_alarms_at_once(
          "--data-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     raises = Raises(f"http://127.0.0.1:{port}/api/v1/alarms/stream", headers, began + 90)
-    seen: dict[str, set[str]] = {"water": set(), "grid": set()}
+    seen: dict[str, set[str]] = {"water": set(), "grid": set(), "feeder2": set()}
     values: dict[str, list[float]] = {}
     try:
         deadline = time.monotonic() + 120
@@ -151,6 +152,8 @@ def test_demo_serves_live_values_over_both_protocols_and_raises_alarms_at_once(
                     values.setdefault(r["tag"], []).append(r["value"])
                     site = "grid" if r["tag"].startswith(("feeder", "substation")) else "water"
                     seen[site].add(r["tag"])
+                    if r["tag"].startswith("feeder2."):
+                        seen["feeder2"].add(r["tag"])
             if raises.first is not None and len(moving_tags(values)) >= 20:
                 demo.send_signal(signal.SIGINT)  # seen enough: Ctrl-C, as a user stops it
                 break
@@ -166,9 +169,12 @@ def test_demo_serves_live_values_over_both_protocols_and_raises_alarms_at_once(
     checked = TokenStore(tmp_path).check(token)
     assert checked is not None and checked.role == "operator"
     protocols = {d.name: d.protocol for d in load_site(tmp_path / "demo-site.toml").devices}
-    assert {protocols[d] for d in ("grid-feeder1", "grid-feeder2", "grid-plant")} == {"opcua"}
+    assert {protocols[d] for d in ("grid-feeder1", "grid-plant")} == {"opcua"}
+    assert protocols["grid-feeder2"] == "iec104"
     assert protocols["water-dma1"] == "modbus-tcp"
     assert len(seen["water"]) >= 20 and len(seen["grid"]) >= 50, seen
+    assert len(seen["feeder2"]) >= 15, seen  # its 18 points, read over IEC 104
+    assert "over iec104" in out
     # Live: values move while the demo runs (flows and voltages are never frozen).
     assert len(moving_tags(values)) >= 20, values
     # The scenario's first outage, raised on the stream within 90 s of the command.
