@@ -264,7 +264,8 @@ async def _events(store: AlarmStore, cursor: int, stopping: asyncio.Event
             quiet_since = time.monotonic()
         # The server sets `stopping` on shutdown: streams end, clients reconnect elsewhere.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), POLL)
+            async with asyncio.timeout(POLL):
+                await stopping.wait()
 
 
 @router.get("/alarms/{alarm_id}", response_model=AlarmHistory, responses=CONFLICT,

@@ -237,7 +237,8 @@ async def _browse(args: argparse.Namespace, device: Device, data_dir: Path, site
         return walk, namespaces, limits
     finally:
         try:
-            await asyncio.wait_for(client.disconnect(), args.timeout)
+            async with asyncio.timeout(args.timeout):
+                await client.disconnect()
         except Exception:  # the answer is in hand; a failed goodbye is no news
             client.uaclient.disconnect_socket()
 

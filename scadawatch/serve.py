@@ -165,7 +165,8 @@ async def _serve_api(site: Site, status: Callable[[], dict | None], port: int,
         while not path.exists():  # a separate API may start before its gateway's first write
             log.info("event=waiting_for_historian path=%s", path)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await stop.wait()
             if stop.is_set():
                 return
     reader = _reader(site)

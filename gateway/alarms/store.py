@@ -677,4 +677,5 @@ async def run_unshelve_timer(store: AlarmStore, stop: asyncio.Event,
         except sqlite3.Error as e:
             log.error("event=alarm_store_error action=unshelve reason=%r", str(e))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+            async with asyncio.timeout(interval):
+                await stop.wait()

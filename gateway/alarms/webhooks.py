@@ -133,7 +133,8 @@ class WebhookSender:
 
     async def _pause(self, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), self._backoff)
+            async with asyncio.timeout(self._backoff):
+                await stop.wait()
         self._backoff = min(self._backoff * 2, self.hook.retry_max)
 
     async def _follow(self, stop: asyncio.Event, name: str) -> None:
@@ -177,7 +178,8 @@ class WebhookSender:
                 saved = cursor
             if not retry and len(entries) < BATCH:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), POLL_INTERVAL)
+                    async with asyncio.timeout(POLL_INTERVAL):
+                        await stop.wait()
 
     async def _deliver(self, entry: JournalEntry) -> None:
         await asyncio.to_thread(post, self.hook, body_of(self.site.site.name, entry), entry.seq)

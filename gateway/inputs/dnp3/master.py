@@ -225,7 +225,8 @@ class Dnp3Session:
         self._channel, self.iin = channel, IIN(0)
         where = f"{self.cfg.host}:{self.cfg.port}"
         try:
-            await asyncio.wait_for(runner.open(), self.cfg.timeout)
+            async with asyncio.timeout(self.cfg.timeout):
+                await runner.open()
             honour_cancel()
         except TimeoutError:
             await channel.close()

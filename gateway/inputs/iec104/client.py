@@ -122,7 +122,8 @@ class Iec104Session:
         with contextlib.suppress(LinkError, TimeoutError):
             await self._flush(link)
             link.stop()
-            await asyncio.wait_for(asyncio.shield(link.stopped), self.timers.t1)
+            async with asyncio.timeout(self.timers.t1):
+                await asyncio.shield(link.stopped)
         link.transport.close()
 
     async def _connection(self) -> LinkError:
@@ -130,9 +131,12 @@ class Iec104Session:
         loop = asyncio.get_running_loop()
         self._groups, self._pending = {}, 0
         try:
-            _, link = await asyncio.wait_for(loop.create_connection(
-                lambda: Link(self.timers, self._on_asdu, self._on_frame, self._due.set),
-                self.cfg.host, self.cfg.port, ssl=self._tls()), self.timers.t0)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that comes as
+            # the connection completes (cpython gh-86296), and the session then never stops.
+            async with asyncio.timeout(self.timers.t0):
+                _, link = await loop.create_connection(
+                    lambda: Link(self.timers, self._on_asdu, self._on_frame, self._due.set),
+                    self.cfg.host, self.cfg.port, ssl=self._tls())
         except TimeoutError:
             return LinkError(quality.TIMEOUT, f"t0 ({self.timers.t0:g} s) expired connecting "
                              f"to {self.cfg.host}:{self.cfg.port}")
@@ -181,8 +185,9 @@ class Iec104Session:
                 ci_due = now + self.cfg.counter_interval if (
                     self.cfg.counter_interval) else float("inf")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._due.wait(), min(
-                    self.cfg.poll_interval, gi_due - now, ci_due - now))
+                async with asyncio.timeout(min(
+                        self.cfg.poll_interval, gi_due - now, ci_due - now)):
+                    await self._due.wait()
             self._due.clear()
             await self._flush(link)
             now = loop.time()

@@ -189,7 +189,8 @@ class ModbusBus:
             # Another link may put back a device due sooner than the one we wait for.
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     def _reschedule(self, dev: _Device) -> None:
         if not any(d is dev for d in self.devices):

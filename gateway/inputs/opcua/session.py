@@ -257,7 +257,8 @@ class OpcUaSession:
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), self.device.timeout)
+                async with asyncio.timeout(self.device.timeout):
+                    await client.disconnect()
             client.uaclient.disconnect_socket()
 
     # --- setup after each connect ----------------------------------------------------------
