@@ -6,11 +6,15 @@ file with `--devices` x `--points` float32 polled every `--interval` s, runs
 resident memory (VmRSS, and the peak VmHWM) and CPU share over `--seconds` (a whole number of
 the engine's 60 s ticks by default, so the share counts them), and the time from start to the
 first stored reading. `--engine-share` runs it again with `[anomaly] enabled = false` and
-prints the anomaly engine's share of RSS and CPU. `run(quick)` gives `python -m bench` its rows
+prints the anomaly engine's share of RSS and CPU. `--restart` then starts it again on the
+same data and prints its RSS once the engine's saved state is loaded: the engine's tables are
+allocated zeroed, and a fresh process holds in memory only the pages it has written so far
+(the hour, the slot of the day it has learned), while a loaded state is in memory whole, as
+a gateway's is after a day of learning. `run(quick)` gives `python -m bench` its rows
 in EMQX Neuron's format (tags x poll interval -> RSS, CPU %) beside Neuron's published figures.
 
     python -m bench.footprint [--devices 4] [--points 100] [--interval 1] [--seconds 60]
-                              [--engine-share]
+                              [--engine-share] [--restart]
 """
 
 from __future__ import annotations
@@ -77,12 +81,15 @@ def start(config: Path, api_port: int, token: str, limit: float = 120.0
 
 
 def measure(devices: int, points: int, interval: float, warmup: float, seconds: float,
-            engine: bool = True) -> dict[str, float | None]:
+            engine: bool = True, restart: bool = False) -> dict[str, float | None]:
     """RSS (MB, and peak), CPU share and cold start (s) of `scadawatch run` polling
-    `devices` x `points` float32 every `interval` s (`engine`: the anomaly engine on)."""
+    `devices` x `points` float32 every `interval` s (`engine`: the anomaly engine on).
+    `restart`: then stop it and start it again on the same data, and add `restarted`, its
+    RSS `warmup` s after it stored again (see `main`)."""
     servers = Servers(devices, points)
     api_port = free_port()
     extra = {} if engine else {"anomaly": {"enabled": False}}
+    out: dict[str, float | None] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
             config = site_file(Path(tmp), servers.ports, points, interval, api_port, **extra)
@@ -97,9 +104,18 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
+            out = {"rss": rss, "peak": peak, "cpu": cpu, "first": first}
+            if restart:
+                proc, _ = start(config, api_port, token)
+                try:
+                    time.sleep(warmup)
+                    out["restarted"] = rss_mb(proc.pid)[0]
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=60)
     finally:
         servers.stop()
-    return {"rss": rss, "peak": peak, "cpu": cpu, "first": first}
+    return out
 
 
 # EMQX Neuron's published footprint (4-core Xeon), in its format: tags @ 1 s -> RSS MB, CPU %.
@@ -143,8 +159,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--engine-share", action="store_true",
                     help="run again without the anomaly engine and print its share")
+    ap.add_argument("--restart", action="store_true",
+                    help="then restart it on the same data and print its RSS with the "
+                         "engine's learned state loaded")
     args = ap.parse_args()
-    m = measure(args.devices, args.points, args.interval, args.warmup, args.seconds)
+    m = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
+                restart=args.restart)
     n = args.devices * args.points
     first_text = "n/a" if m["first"] is None else f"{m['first']:.1f} s"
     print(f"scadawatch run: {n:,} points ({args.devices} devices) every {args.interval:g} s"
@@ -152,6 +172,10 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f}")
     print(f"  RSS {m['rss']:.0f} MB (peak {m['peak']:.0f} MB)   CPU {m['cpu']:.1%} of a core   "
           f"cold start to first stored reading {first_text}")
+    if args.restart:
+        print(f"  restarted on its data (the engine's saved state loaded): RSS "
+              f"{m['restarted']:.0f} MB after {args.warmup:g} s (load average "
+              f"{os.getloadavg()[0]:.1f})")
     if args.engine_share:
         e = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
                     engine=False)

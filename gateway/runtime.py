@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from anomaly.alarms import AlarmEvent
 from anomaly.batch import Batch
-from gateway.alarms.annotations import AlarmWriter
 from gateway.alarms.store import AlarmStore, run_unshelve_timer
-from gateway.alarms.webhooks import run_webhooks
 from gateway.data_dir import historian_path, progress_path, spool_dir, status_path, store_path
 from gateway.detection import Detection
 from gateway.failures import cause_of
@@ -27,16 +25,16 @@ from gateway.site.model import Site
 from gateway.status import GatewayStatus, SinkStatus, TaskStatus
 from gateway.storage.drain import drain
 from gateway.storage.historian import EmbeddedHistorian
-from gateway.storage.influxdb.catchup import drain_live_first
-from gateway.storage.influxdb.sink import InfluxError, InfluxSink
 from gateway.storage.spool import Spool
 from gateway.supervise import supervise
 
 if TYPE_CHECKING:
+    from gateway.alarms.annotations import AlarmWriter
     from gateway.inputs.dnp3.master import Dnp3Session
     from gateway.inputs.iec104.client import Iec104Session
     from gateway.inputs.opcua.session import OpcUaSession
     from gateway.northbound.sparkplug.edge import EdgeNode
+    from gateway.storage.influxdb.sink import InfluxSink
 
     AnyInput: TypeAlias = ModbusBus | OpcUaSession | Iec104Session | Dnp3Session
 
@@ -71,7 +69,9 @@ class Gateway:
         # InfluxDB drains the same spool beside the embedded historian, which stays the
         # local store (and what an outage of InfluxDB leaves the control room).
         self.influx: InfluxSink | None = None
-        if site.historian.kind == "influxdb":
+        if site.historian.kind == "influxdb":  # urllib3 and the line writers: only for it
+            from gateway.storage.influxdb.sink import InfluxSink
+
             status = self.status.sinks[InfluxSink.name] = SinkStatus(name=InfluxSink.name)
             self.influx = InfluxSink(site, self.spool, status)
         # Alarm events go to every listener (the alarm store, an in-process API's stream).
@@ -79,6 +79,8 @@ class Gateway:
         self.alarm_listeners: list[Callable[[list[AlarmEvent]], object]] = [self.alarms.apply]
         self.alarm_writer: AlarmWriter | None = None  # the alarm journal into InfluxDB too
         if self.influx is not None:
+            from gateway.alarms.annotations import AlarmWriter
+
             status = self.status.sinks[AlarmWriter.name] = SinkStatus(name=AlarmWriter.name)
             self.alarm_writer = AlarmWriter(site, self.alarms, status)
         self.detection: Detection | None = None
@@ -136,6 +138,8 @@ class Gateway:
         alarm_tasks = [self._task("alarms:unshelve",
                                   lambda: run_unshelve_timer(self.alarms, stop), stop)]
         if self.site.webhooks:
+            from gateway.alarms.webhooks import run_webhooks
+
             alarm_tasks.append(self._task(
                 "alarms:webhooks", lambda: run_webhooks(self.site, self.alarms, stop), stop))
         if self.alarm_writer is not None:
@@ -197,6 +201,9 @@ class Gateway:
         unreachable); health shows it as the sink's last error. The drain keeps retrying
         meanwhile, and the spool keeps the readings. `wake` is set when the gateway stops: what
         is spooled goes now, not after `flush_interval`."""
+        from gateway.storage.influxdb.catchup import drain_live_first
+        from gateway.storage.influxdb.sink import InfluxError
+
         status = self.status.sinks[sink.name]
         try:
             await asyncio.to_thread(sink.probe)

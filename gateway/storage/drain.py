@@ -25,6 +25,9 @@ from gateway.storage.spool import PointList, Spool
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0  # seconds between retries of a failing sink
+# Seconds between looks at the spool until a drain's first readings are stored: a gateway just
+# started shows its first poll at once, not after the historian's `flush_interval` (10 s).
+FIRST_IDLE = 0.05
 
 
 class Sink(Protocol):
@@ -40,16 +43,18 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
                 wake: asyncio.Event | None = None) -> None:
     """Store what the spool holds beyond the sink's cursor, forever, in up to `max_rows`
     readings per store; wait `idle` seconds whenever it has caught up (less once `wake` is
-    set: a gateway stopping wants what is spooled stored now).
+    set: a gateway stopping wants what is spooled stored now), and at most FIRST_IDLE until
+    the first readings since start are stored.
 
     A failing sink is retried from its own cursor after `backoff` seconds, doubling up to
     BACKOFF_MAX; nothing is skipped. When cancelled, the store in progress finishes and is
     acknowledged first.
     """
     position: int | None = None
+    stored = False
 
     def step() -> bool:
-        nonlocal position
+        nonlocal position, stored
         if position is None:
             position = sink.cursor()
             # Known to the spool from now on, so it keeps what this sink still needs.
@@ -61,6 +66,7 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
             position = entries[-1][0]
             spool.ack(sink.name, position)
             status.readings_total += rows
+            stored = True
         status.backlog_readings, status.backlog_age_seconds = spool.backlog(position)
         return rows >= max_rows
 
@@ -73,25 +79,29 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
     def due() -> bool:
         return position is None or spool.last_seq > position
 
-    await keep_stepping(sink.name, step, failed, status, idle=idle, backoff=backoff, wake=wake,
+    def pause() -> float:
+        return idle if stored else min(idle, FIRST_IDLE)
+
+    await keep_stepping(sink.name, step, failed, status, idle=pause, backoff=backoff, wake=wake,
                         due=due)
 
 
 async def keep_stepping(name: str, step: Callable[[], bool], failed: Callable[[], None],
-                        status: SinkStatus, *, idle: float, backoff: float,
+                        status: SinkStatus, *, idle: float | Callable[[], float], backoff: float,
                         wake: asyncio.Event | None = None,
                         due: Callable[[], bool] | None = None) -> None:
     """Run `step()` in a thread, forever; it returns True while more work is waiting, else
-    the next step comes after `idle` seconds. A step that raises is counted, logged and
-    retried after `backoff` seconds, doubling up to BACKOFF_MAX, `failed()` called first (the
-    backlog grows while the sink fails: health and metrics must show it). A cancellation
-    waits for the step in progress, so what it stored gets acknowledged. `due()`, when
-    given, says whether a step has anything to do: if not, the thread hop is saved (a sink
-    of a site polled every second would otherwise step 20 times a second for nothing)."""
+    the next step comes after `idle` seconds (a callable: as many as it says then). A step
+    that raises is counted, logged and retried after `backoff` seconds, doubling up to
+    BACKOFF_MAX, `failed()` called first (the backlog grows while the sink fails: health and
+    metrics must show it). A cancellation waits for the step in progress, so what it stored
+    gets acknowledged. `due()`, when given, says whether a step has anything to do: if not,
+    the thread hop is saved (a sink of a site polled every second would otherwise step 20
+    times a second for nothing)."""
     first_backoff = backoff
     while True:
         if due is not None and not due():
-            await _pause(idle, wake)
+            await _pause(idle() if callable(idle) else idle, wake)
             continue
         task = asyncio.ensure_future(asyncio.to_thread(step))
         try:
@@ -118,7 +128,7 @@ async def keep_stepping(name: str, step: Callable[[], bool], failed: Callable[[]
             status.cause = None
         backoff = first_backoff
         if not more:
-            await _pause(idle, wake)
+            await _pause(idle() if callable(idle) else idle, wake)
 
 
 async def _pause(idle: float, wake: asyncio.Event | None) -> None:

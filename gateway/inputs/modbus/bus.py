@@ -51,6 +51,7 @@ from anomaly.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.backoff import backoff
 from gateway.inputs.devices import device_status, points_by_device
+from gateway.inputs.modbus import responses
 from gateway.inputs.modbus.plan import DevicePlan, Request, plan_device
 from gateway.site.model import Device, Site
 from gateway.status import DeviceState, DeviceStatus, GatewayStatus
@@ -310,6 +311,7 @@ class ModbusBus:
             link.client = self._client(dev.cfg, functools.partial(self._heard, link))
             link.timeout = dev.cfg.timeout
             c = link.client
+            responses.register(c)
             link.read = {1: c.read_coils, 2: c.read_discrete_inputs,
                          3: c.read_holding_registers, 4: c.read_input_registers}
         link.client.ctx.comm_params.timeout_connect = link.timeout = dev.cfg.timeout

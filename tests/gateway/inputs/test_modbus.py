@@ -15,6 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+)
 from support.hostile_modbus import liar_server
 from support.modbus_servers import (
     Image,
@@ -31,6 +36,7 @@ from support.modbus_servers import (
 
 from anomaly.batch import Batch, Quality
 from gateway.inputs import quality
+from gateway.inputs.modbus import responses
 from gateway.inputs.modbus.bus import build_buses
 from gateway.site.model import Device, Point
 from gateway.status import GatewayStatus
@@ -95,6 +101,31 @@ def test_round_trip_every_type_word_order_and_table(kind: str, tmp_path: Path) -
     assert sorted(got) == list(range(len(points)))
     if served is not None:  # the gateway is read-only: read function codes only
         assert served.function_codes() == READ_CODES
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [
+    (responses.HoldingRegisters, ReadHoldingRegistersResponse),
+    (responses.InputRegisters, ReadInputRegistersResponse)])
+@pytest.mark.parametrize("data", [
+    bytes([250]) + bytes(range(250)),  # 125 registers, a full read
+    bytes([2, 0xFF, 0xFE]),
+    bytes([4, 0, 1, 0x80, 0]) + b"\x00",  # bytes beyond the count are not registers
+    bytes([0]) + b"\x00",
+])
+def test_register_responses_decode_as_pymodbus_does(ours: type, theirs: type,
+                                                     data: bytes) -> None:
+    # The driver's one-call decode of read responses gives pymodbus' registers.
+    mine, reference = ours(), theirs()
+    mine.decode(data)
+    reference.decode(data)
+    assert mine.registers == reference.registers
+
+
+@pytest.mark.parametrize("data", [bytes([4, 0, 1, 2]), bytes([3, 0, 1, 2, 3])],
+                         ids=["count beyond the frame", "half a register"])
+def test_malformed_register_responses_are_refused(data: bytes) -> None:
+    with pytest.raises(ModbusIOException):
+        responses.HoldingRegisters().decode(data)
 
 
 @pytest.mark.parametrize(("type_", "order", "flags"), [

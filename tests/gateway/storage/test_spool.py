@@ -554,6 +554,26 @@ def test_drain_waits_on_an_empty_spool_then_stores(open_spool) -> None:
     assert status.errors_total == 0 and status.readings_total == 50
 
 
+def test_drain_stores_its_first_readings_at_once_then_gathers_for_idle(open_spool) -> None:
+    # A gateway just started shows its first poll within a poll, not after the historian's
+    # flush_interval; after that, a caught-up drain gathers for `idle` (one commit each).
+    spool = open_spool()
+    sink, status = ListSink(), SinkStatus("historian")
+
+    async def main() -> None:
+        task = asyncio.create_task(drain(spool, sink, status, idle=60.0))
+        await asyncio.sleep(0.1)  # the drain has looked at an empty spool
+        first = spool.append(seq_batch(0))
+        await until(lambda: sink.cursor() == first, timeout=10.0)
+        spool.append(seq_batch(1))
+        await asyncio.sleep(0.5)
+        assert sink.cursor() == first  # gathering now
+        task.cancel()
+
+    asyncio.run(main())
+    assert status.readings_total == 50
+
+
 def test_cancelled_drain_finishes_and_acks_the_store_in_progress(open_spool) -> None:
     spool = open_spool()
     seqs = [spool.append(seq_batch(i)) for i in range(3)]
