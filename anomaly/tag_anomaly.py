@@ -44,12 +44,12 @@ says nothing: a value where the tag has spent `REGIME_HOURS` of the last `REGIME
 sharp (`SHARP`: a morning peak that does not come is judged at its hour). A temperature's
 level change must pass a field sensor's accuracy (`TEMPERATURE_ACCURACY`). The swings' usual
 rate is learned over ticks where the tag moved (PV at night would dilute it).
-The condition starts when a statistic passes its threshold on two judged ticks in a row (one
-reading out and back is a spike: `spike` judges it, one event raising one alarm) and ends
-once all have stayed below `LEAVE` of theirs for `HOLD` ticks. While it lasts the level and
-profile go on learning at `ACTIVE_RATE` of their pace, so a lasting change becomes the new
-normal (and the alarm clears), and the scales not at all (an anomaly must not widen its own
-tolerance).
+The condition starts when a statistic passes its threshold on a tick after one already in an
+excursion (above `LEAVE` of a threshold): one reading out of the blue and back is a spike,
+`spike` judges it, one event raising one alarm. It ends once all have stayed below `LEAVE` of
+theirs for `HOLD` ticks. While it lasts the level and profile go on learning at `ACTIVE_RATE`
+of their pace, so a lasting change becomes the new normal (and the alarm clears), and the
+scales not at all (an anomaly must not widen its own tolerance).
 
 Warm-up counts readings and time: a tag is judged once it has `WARM_READINGS` readings in
 `WARM_TICKS` ticks, and either `WARM_MANY` readings or `WARM_DAYS` days: 200 s on 1-second
@@ -366,10 +366,10 @@ class TagAnomaly:
         if len(self.status):
             self.switched = self._switched(tick) | (self.switched & self.away)
             over &= ~self.switched
-        # One reading beyond is a spike's (judged by `spike` when the next one comes back):
-        # the condition starts on the second judged tick in a row beyond, so one event
-        # raises one alarm.
-        confirmed = self.quiet == 0
+        # One reading beyond out of the blue is a spike's (judged by `spike` when the next one
+        # comes back): the condition starts on a tick beyond that follows one already near
+        # (in an excursion that lasts or builds up), so one event raises one alarm.
+        confirmed = self.away
         self.quiet = np.where(over, 0.0, self.quiet + good)
         before = self.active
         near = (stats >= LEAVE * limits).any(axis=0)  # an excursion (see _learn_extremes)
@@ -386,9 +386,11 @@ class TagAnomaly:
         # --- learn
         first = good & np.isnan(self.level)
         later = good & ~first
-        pace = np.where(self.active, ACTIVE_RATE, 1.0)
+        # a tick beyond, even one that has not started the condition yet, teaches as one in it
+        held = self.active | over
+        pace = np.where(held, ACTIVE_RATE, 1.0)
         alpha = np.maximum(1.0 / (self.ticks + 1.0), 1.0 / MEMORY)
-        normal = alpha * (later & ~self.active)
+        normal = alpha * (later & ~held)
         self.level = np.where(first, x, self.level + alpha * pace * good * np.nan_to_num(r_level))
         a_slot = np.maximum(1.0 / (shape_n + 1.0),
                             1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
@@ -403,7 +405,7 @@ class TagAnomaly:
         self.dev_m = _learn(self.dev_m, np.abs(recent), normal, first)
         self.recent = np.where(first, 0.0, recent)
         self.swings = swings
-        calm = alpha * (has_rough & ~self.active)
+        calm = alpha * (has_rough & ~held)
         # the usual size of what moves (a step taken back, a tick's range): a tag's steady
         # stretches (rough 0) say nothing of it
         sized = has_rough & (rough > 0)
