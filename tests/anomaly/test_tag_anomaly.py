@@ -189,6 +189,28 @@ def test_a_generation_point_between_0_and_its_rating_is_no_anomaly(point: PointI
     assert len(alarms) == expected, [a.message for a in alarms]
 
 
+@pytest.mark.parametrize(("point", "expected"), [
+    (PointInfo("feeder1.pv.p", "power", "MW", lo=0.0, hi=0.25), set()),  # the weather's
+    (PointInfo("feeder1.pv.p", "other", "MW", lo=0.0, hi=0.25), {"anomaly"}),  # not a feed-in
+])
+def test_a_pv_feed_in_under_broken_cloud_is_no_anomaly(point: PointInfo,
+                                                      expected: set[str]) -> None:
+    """Issue 15 on the simulator's grid: a PV unit's feed-in every 15 minutes, five clear days,
+    then a day of broken cloud (passing clouds take 20-80 % off for a reading or two): its
+    variability follows the sky, so neither `anomaly` nor `spike` is told from it that day;
+    the same readings on a point that is not a feed-in swing as never before."""
+    rng = np.random.default_rng(7)
+    t = np.arange(0, 7 * 86400, 900)
+    hour = t % 86400 / 3600
+    clear = 0.2 * np.clip(np.sin(np.pi * (hour - 8) / 8), 0, None) ** 1.2
+    sky = np.where(t >= 5 * 86400, 1 - rng.uniform(0.2, 0.8, t.size) * (rng.random(t.size) < 0.4),
+                   0.95 + rng.normal(0, 0.01, t.size))
+    pv = np.round(clear * sky, 4)
+    alarms = raised([point], START + t * S, pv[:, None], interval=900.0, tag_only=False)
+    cloudy = {a.kind for a in alarms if a.start_ns - START >= 5 * DAY}
+    assert cloudy == expected, [a.message for a in alarms]
+
+
 def test_a_pressure_between_two_regimes_at_any_hour_is_no_anomaly() -> None:
     """Issue 14 on Anytown: a pressure 4 m higher while a second pump runs, which level control
     starts at a different hour each day; a drop to a level never held still alarms."""
