@@ -45,11 +45,13 @@ sharp (`SHARP`: a morning peak that does not come is judged at its hour). A temp
 level change must pass a field sensor's accuracy (`TEMPERATURE_ACCURACY`). The swings' usual
 rate is learned over ticks where the tag moved (PV at night would dilute it).
 The condition starts when a statistic passes its threshold on a tick after one already in an
-excursion (above `LEAVE` of a threshold): one reading out of the blue and back is a spike,
-`spike` judges it, one event raising one alarm. It ends once all have stayed below `LEAVE` of
-theirs for `HOLD` ticks. While it lasts the level and profile go on learning at `ACTIVE_RATE`
-of their pace, so a lasting change becomes the new normal (and the alarm clears), and the
-scales not at all (an anomaly must not widen its own tolerance).
+excursion (above `LEAVE` of a threshold), else one tick later, as its first tick told it: one
+reading out of the blue and back is a spike, which `spike` tells on the reading after it, and
+the engine holds the tag's `anomaly` back while it does: one event, one alarm. It ends once
+all have stayed below `LEAVE` of theirs for `HOLD` ticks. While it lasts the level and
+profile go on learning at `ACTIVE_RATE` of their pace, so a lasting change becomes the new
+normal (and the alarm clears), and the scales not at all (an anomaly must not widen its own
+tolerance).
 
 Warm-up counts readings and time: a tag is judged once it has `WARM_READINGS` readings in
 `WARM_TICKS` ticks, and either `WARM_MANY` readings or `WARM_DAYS` days: 200 s on 1-second
@@ -366,21 +368,23 @@ class TagAnomaly:
         if len(self.status):
             self.switched = self._switched(tick) | (self.switched & self.away)
             over &= ~self.switched
-        # One reading beyond out of the blue is a spike's (judged by `spike` when the next one
-        # comes back): the condition starts on a tick beyond that follows one already near
-        # (in an excursion that lasts or builds up), so one event raises one alarm.
-        confirmed = self.away
+        # A reading beyond out of the blue may be a spike, which `spike` tells on the reading
+        # after it: the condition starts at once only on a tick beyond that follows one
+        # already near (an excursion that lasts or builds up), else one tick late, as told on
+        # its first tick, so that a spike's `anomaly` starts with the `spike` that explains it
+        # (the engine then holds it back): one event, one alarm.
+        late = self.quiet == 0  # the last judged tick was beyond
+        start = (over & self.away) | late
         self.quiet = np.where(over, 0.0, self.quiet + good)
         before = self.active
         near = (stats >= LEAVE * limits).any(axis=0)  # an excursion (see _learn_extremes)
         leave = ~near & (self.quiet >= HOLD)
-        self.active = np.where(judged, np.where(before, ~leave, over & confirmed),
-                               before & warm)
-        fresh = self.active & ~before
-        if fresh.any():
+        self.active = np.where(judged, np.where(before, ~leave, start), before & warm)
+        told = over & ~before & ~late  # starting now, or told if it starts on the next tick
+        if told.any():
             # told by the statistic over its threshold by the most, among those that count
             share = np.where(counted, np.nan_to_num(stats / limits), 0.0)
-            self._describe(fresh, np.argmax(share, axis=0), share[JUMP] > 1.0, x, usual,
+            self._describe(told, np.argmax(share, axis=0), share[JUMP] > 1.0, x, usual,
                            recent, scale, often, swing_size, profiled)
 
         # --- learn
@@ -485,9 +489,9 @@ class TagAnomaly:
                   x: np.ndarray,
                   usual: np.ndarray, recent: np.ndarray, scale: np.ndarray, often: np.ndarray,
                   swing_size: np.ndarray, profiled: np.ndarray) -> None:
-        """What the conditions starting now say: the statistic over its threshold by the
-        most, as a level against the usual one (in % where that is a base: the tick's value
-        if it jumped, else the recent level), or swings."""
+        """What the conditions starting now (or on the next tick) say: the statistic over its
+        threshold by the most, as a level against the usual one (in % where that is a base:
+        the tick's value if it jumped, else the recent level), or swings."""
         now = np.where(jumped, x, usual + recent)
         change = np.abs(now - usual)
         relative = 100.0 * change / np.abs(usual)
