@@ -137,6 +137,26 @@ def test_a_move_all_peers_share_is_not_one_tags_anomaly() -> None:
                                                                          7 * 24 + 9)]
 
 
+@pytest.mark.parametrize(("back", "expected"), [
+    (1.0, "spike"),  # the next reading is back: a spike, told by `spike` alone
+    (0.4, "anomaly"),  # it comes back only part of the way: no spike, the tag's anomaly
+])
+def test_one_reading_out_raises_one_alarm(back: float, expected: str) -> None:
+    """Two days of a bearing's temperature every 5 minutes, then one reading 6 degC up: one
+    alarm for the one event, on the reading after it, told from the reading that jumped."""
+    rng = np.random.default_rng(9)
+    t = np.arange(0, 3 * 86400, 300)
+    values = 41.2 + rng.normal(0, 0.2, t.size)
+    jump = np.searchsorted(t, 2 * 86400 + 10 * 3600)
+    values[jump] += 6.0
+    values[jump + 1] += 6.0 * (1.0 - back)
+    alarms = raised([PointInfo("pump1.bearing", "temperature", "degC")], START + t * S,
+                    values[:, None], interval=300.0, tag_only=False)
+    assert [(a.kind, a.start_ns) for a in alarms] == [(expected, START + t[jump + 2] * S)]
+    assert expected == "spike" or alarms[0].message == (
+        "pump1.bearing: level up 5.88 degC from its usual 41.2 degC")
+
+
 def test_a_more_specific_alarm_explains_the_change() -> None:
     """A tank level beyond its hi limit raises `limit`, not also `anomaly`; the same jump on a
     point without limits raises `anomaly`."""
