@@ -81,6 +81,13 @@ class PointTable:
         """Boolean mask of the points of any of `kinds`."""
         return np.isin(self.kind, kinds)
 
+    def driven(self) -> np.ndarray:
+        """Boolean mask of the power points from 0 to a rating (a wind or PV unit's feed-in,
+        a load's draw): the weather or the process sets their level and how much it moves
+        (a PV feed-in under broken cloud against a clear sky), so their own history cannot
+        tell a fault from the weather."""
+        return self.of_kind("power") & (self.lo == 0.0) & (self.hi > 0.0)
+
     def zone_name(self, point: int) -> str | None:
         z = int(self.zone_of[point])
         return self.zones[z] if z >= 0 else None

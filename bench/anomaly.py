@@ -22,7 +22,10 @@ the simulator sites and on a wide site (the water recording tiled over --wide co
 as a recording and replayed). `run(quick)` gives the wide site's rows of `python -m bench`.
 
     python -m bench.anomaly [--quick] [--seeds 101,102,103] [--days 7] [--wide 80]
-                            [--cache DIR]
+                            [--cache DIR] [--no-baselines]
+
+`--no-baselines`: the engine's quality columns only (no river, no wide site): minutes, not an
+hour, on a shared machine.
 
 Exports are cached under --cache (default: the temp dir), keyed by scenario, seed and days.
 """
@@ -354,8 +357,9 @@ def engine_run(site: Site, directory: Path, zone_model: bool) -> tuple[list[Alar
     return alarms, sum(len(b) for b in batches), seconds
 
 
-def scenario_runs(name: str, dirs: list[Path], speed: Speed) -> dict[str, Tally]:
-    tallies = {m: Tally() for m in ("engine", "gauss/tag", "hst/zone")}
+def scenario_runs(name: str, dirs: list[Path], speed: Speed,
+                  baselines: bool = True) -> dict[str, Tally]:
+    tallies = {m: Tally() for m in ("engine", "gauss/tag", "hst/zone")[:3 if baselines else 1]}
     for directory in dirs:
         site = load_site(directory / "site.toml")
         points = [PointInfo.of(p) for p in site.points]
@@ -369,7 +373,8 @@ def scenario_runs(name: str, dirs: list[Path], speed: Speed) -> dict[str, Tally]
         times, values = table_of(batch, len(points))
         step = int(np.median(np.diff(times)))
         tallies["engine"].add(alarms, labels, zone_of, span, agnostic=False)
-        for method, fn in (("gauss/tag", gauss_per_tag), ("hst/zone", hst_per_zone)):
+        for method, fn in (("gauss/tag", gauss_per_tag), ("hst/zone", hst_per_zone))[
+                :2 if baselines else 0]:
             flags = fn(points, times, values)
             speed.add(f"{method}, {name.split()[0]}", flags.samples, flags.seconds)
             tallies[method].add(flags.alarms(step), labels, zone_of, span, agnostic=True)
@@ -472,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--wide", type=int, default=80, help="copies of the water site (~26 tags)")
     p.add_argument("--cache", default=str(CACHE),
                    help="where exports are kept between runs")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="the engine's quality only: no river baselines, no wide site")
     args = p.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -498,7 +505,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if site_name == "water" and (water is None or scenario == "normal"):
             water = dirs[0]
         name = f"{site_name} {scenario}"
-        print_scenario(name, len(dirs), scenario_runs(name, dirs, speed))
+        print_scenario(name, len(dirs), scenario_runs(name, dirs, speed,
+                                                      baselines=not args.no_baselines))
+    if args.no_baselines:
+        return
     wide(water or exported(cache, "water", "normal", seeds[0], days), copies, speed)
     print_speed(speed)
 

@@ -31,6 +31,8 @@ is), and MinMaxScaler | HalfSpaceTrees over the 8 sensors in QuantileFilter(q=0.
 Tuning and evaluation: the engine's per-tag detectors were tuned on the experiments in
 TUNING (valve1 0-3); every other experiment evaluates, and the report gives the held-out part
 on its own (anomaly/tag_anomaly.py says where held-out totals were seen while tuning).
+Later changes made for the project's own simulator (issue #15's third round) were checked
+here, not tuned here: SKAB only evaluated them.
 
 The interface others use (keep it stable): `load()`, `Experiment`, `score()`, `SkabScore`,
 `engine_prediction()`, `site_points()`.

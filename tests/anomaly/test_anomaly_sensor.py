@@ -161,6 +161,23 @@ def test_many_readings_per_tick(fault: str, expected: set[tuple[str, str]]) -> N
     assert {(a.kind, a.tag) for a in alarms if a.kind in SENSOR_KINDS} == expected
 
 
+@pytest.mark.parametrize(("point", "expected"), [
+    (PointInfo("feeder1.pv.p", "power", "MW", lo=0.0, hi=0.25), 0),  # a feed-in: the sky's
+    (PointInfo("feeder1.pv.p", "other", "MW", lo=0.0, hi=0.25), 2),  # not one: out and back
+])
+def test_a_pv_feed_in_under_broken_cloud_has_no_spikes(point: PointInfo, expected: int) -> None:
+    """Issue 15 on the simulator's grid: a PV unit's first day every 15 minutes under broken
+    cloud (a passing cloud takes 20-80 % off for a reading), its inverter reading 0-0.8 kW at
+    night: a reading out and back is the weather, not a loose terminal."""
+    rng = np.random.default_rng(1)
+    t = np.arange(0, 86400, 900)
+    clear = 0.2 * np.clip(np.sin(np.pi * (t / 3600 - 8) / 8), 0, None) ** 1.2
+    sky = 1 - rng.uniform(0.2, 0.8, t.size) * (rng.random(t.size) < 0.4)
+    pv = np.round(clear * sky + rng.uniform(0, 0.0008, t.size), 4)
+    alarms = alarms_of([point], (t * S).astype(np.int64), pv[:, None], interval=900.0)
+    assert [a.kind for a in alarms] == ["spike"] * expected
+
+
 def test_state_resumes_where_it_left_off(tmp_path: Path) -> None:
     times, values = dma(hours=60, step_s=300)
     inject("drift", times, values)

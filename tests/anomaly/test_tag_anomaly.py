@@ -137,6 +137,26 @@ def test_a_move_all_peers_share_is_not_one_tags_anomaly() -> None:
                                                                          7 * 24 + 9)]
 
 
+@pytest.mark.parametrize(("back", "expected"), [
+    (1.0, "spike"),  # the next reading is back: a spike, told by `spike` alone
+    (0.4, "anomaly"),  # it comes back only part of the way: no spike, the tag's anomaly
+])
+def test_one_reading_out_raises_one_alarm(back: float, expected: str) -> None:
+    """Two days of a bearing's temperature every 5 minutes, then one reading 6 degC up: one
+    alarm for the one event, on the reading after it, told from the reading that jumped."""
+    rng = np.random.default_rng(9)
+    t = np.arange(0, 3 * 86400, 300)
+    values = 41.2 + rng.normal(0, 0.2, t.size)
+    jump = np.searchsorted(t, 2 * 86400 + 10 * 3600)
+    values[jump] += 6.0
+    values[jump + 1] += 6.0 * (1.0 - back)
+    alarms = raised([PointInfo("pump1.bearing", "temperature", "degC")], START + t * S,
+                    values[:, None], interval=300.0, tag_only=False)
+    assert [(a.kind, a.start_ns) for a in alarms] == [(expected, START + t[jump + 2] * S)]
+    assert expected == "spike" or alarms[0].message == (
+        "pump1.bearing: level up 5.88 degC from its usual 41.2 degC")
+
+
 def test_a_more_specific_alarm_explains_the_change() -> None:
     """A tank level beyond its hi limit raises `limit`, not also `anomaly`; the same jump on a
     point without limits raises `anomaly`."""
@@ -187,6 +207,28 @@ def test_a_generation_point_between_0_and_its_rating_is_no_anomaly(point: PointI
     wind[t >= 5 * 86400 + 6 * 3600] += 1.05
     alarms = raised([point], START + t * S, wind[:, None], interval=900.0)
     assert len(alarms) == expected, [a.message for a in alarms]
+
+
+@pytest.mark.parametrize(("point", "expected"), [
+    (PointInfo("feeder1.pv.p", "power", "MW", lo=0.0, hi=0.25), set()),  # the weather's
+    (PointInfo("feeder1.pv.p", "other", "MW", lo=0.0, hi=0.25), {"anomaly"}),  # not a feed-in
+])
+def test_a_pv_feed_in_under_broken_cloud_is_no_anomaly(point: PointInfo,
+                                                      expected: set[str]) -> None:
+    """Issue 15 on the simulator's grid: a PV unit's feed-in every 15 minutes, five clear days,
+    then a day of broken cloud (passing clouds take 20-80 % off for a reading or two): its
+    variability follows the sky, so neither `anomaly` nor `spike` is told from it that day;
+    the same readings on a point that is not a feed-in swing as never before."""
+    rng = np.random.default_rng(7)
+    t = np.arange(0, 7 * 86400, 900)
+    hour = t % 86400 / 3600
+    clear = 0.2 * np.clip(np.sin(np.pi * (hour - 8) / 8), 0, None) ** 1.2
+    sky = np.where(t >= 5 * 86400, 1 - rng.uniform(0.2, 0.8, t.size) * (rng.random(t.size) < 0.4),
+                   0.95 + rng.normal(0, 0.01, t.size))
+    pv = np.round(clear * sky, 4)
+    alarms = raised([point], START + t * S, pv[:, None], interval=900.0, tag_only=False)
+    cloudy = {a.kind for a in alarms if a.start_ns - START >= 5 * DAY}
+    assert cloudy == expected, [a.message for a in alarms]
 
 
 def test_a_pressure_between_two_regimes_at_any_hour_is_no_anomaly() -> None:
