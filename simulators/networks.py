@@ -12,7 +12,8 @@ learn them.
 
 Hydraulics: EPANET 2.2 through wntr's toolkit binding, pressure-driven (full demand above 15 m,
 none at 0 m), stepped one recording step at a time so that a leak's orifice (an emitter,
-q = C sqrt(p)) opens, widens and closes mid-run. EPANET steps to the exact moment a tank
+q = C sqrt(p)) opens, widens and closes mid-run. A recording starts where `SPIN_UP_DAYS` of
+clean running leave the tanks. EPANET steps to the exact moment a tank
 reaches a control level, so level controls switch pumps as they would. An export takes ~0.01 s a
 simulated day for Net1, 2-5 s for ky10 and Net6.
 
@@ -465,6 +466,9 @@ def _close(en: ENepanet, directory: tempfile.TemporaryDirectory) -> None:
 # --- recordings ----------------------------------------------------------------------------
 
 KINDS = ("clean", "leak", "faults")  # what a recording holds besides normal operation
+# Bumped whenever a seed's recording changes (2: the spin-up), so caches of the old ones are
+# not taken for them.
+RECORDING_VERSION = 2
 LEAK_PERCENT = (2.0, 15.0)  # of the zone's mean consumption, drawn log-uniform
 LEAK_AFTER = 3 * 86400.0  # a leak starts after three clean days ...
 LEAK_BEFORE = 3 * 86400.0  # ... and at least three days before the recording ends
