@@ -37,8 +37,9 @@ from anomaly.ticks import Tick, TickAccumulator
 
 # 2: leak profiles are (day type, bin, zone); 3: the zone model is T-squared (no river trees),
 # the gate holds chattering alarms; 4: leak storage (tank areas); 5: per-tag anomaly, stuck
-# run lengths; 6: sensor extremes (a tank's floor and overflow rest), tag-anomaly warm-up
-STATE_VERSION = 6
+# run lengths; 6: sensor extremes (a tank's floor and overflow rest), tag-anomaly warm-up;
+# 7: drift's excursion onset
+STATE_VERSION = 7
 GOOD = int(Quality.GOOD)
 
 

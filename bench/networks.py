@@ -29,8 +29,9 @@ finds it, any alarm on a faulty tag finds the fault.
     python -m bench.networks [--quick] [--networks net1,ky4,ky10,anytown,net6] [--leaks 12]
                              [--runs 2] [--cache DIR]
 
-Recordings are cached under --cache (the temp dir by default): the first full run exports
-~90 recordings (net6's take ~1 min each), later runs only replay.
+Recordings are cached under --cache (in the temp dir by default, named with
+`simulators.networks.RECORDING_VERSION`: a cache of older recordings is not reused): the first
+full run exports ~90 recordings (net6's take 1-5 min each, by load), later runs only replay.
 """
 
 from __future__ import annotations
@@ -63,7 +64,13 @@ from scadawatch.evaluate import read_labels
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 FIRST_SEED = 101  # seeds below it tuned the detectors (on the tuning networks only)
-CACHE = Path(tempfile.gettempdir()) / "scadawatch-networks"
+
+
+def default_cache() -> Path:
+    """The temp dir's cache of this version's recordings (wntr is imported only when used)."""
+    from simulators.networks import RECORDING_VERSION
+
+    return Path(tempfile.gettempdir()) / f"scadawatch-networks-v{RECORDING_VERSION}"
 NS = 10**9
 HOUR = 3600 * NS
 GRACE = HOUR  # an alarm up to an hour after a label's end still counts (evaluation's default)
@@ -305,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--first-seed", type=int, default=FIRST_SEED,
                    help="seeds below 101 tuned the detectors on the tuning networks")
     p.add_argument("--no-baselines", action="store_true", help="the engine only")
-    p.add_argument("--cache", default=str(CACHE))
+    p.add_argument("--cache", default=None, help="default: the temp dir's, per generator version")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.networks.split(",") if n.strip()]
     if unknown := [n for n in names if n not in NETWORKS]:
@@ -313,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     leaks, runs = args.leaks, args.runs
     if args.quick:
         names, leaks, runs = ["net1"], 3, 1
-    cache = Path(args.cache)
+    cache = Path(args.cache) if args.cache else default_cache()
     cache.mkdir(parents=True, exist_ok=True)
     first = args.first_seed
     seeds = {"leak": list(range(first, first + leaks)),
@@ -338,13 +345,14 @@ def run(quick: bool) -> list[Row]:
     them), tank areas given, beside river HalfSpaceTrees per zone; quick: Net1 (tuning)."""
     from simulators.networks import NETWORKS
 
-    CACHE.mkdir(parents=True, exist_ok=True)
+    cache = default_cache()
+    cache.mkdir(parents=True, exist_ok=True)
     names = ["net1"] if quick else ["anytown", "ky10"]
     n = 2 if quick else 4
     seeds = {"leak": list(range(FIRST_SEED, FIRST_SEED + n)), "clean": [FIRST_SEED + 50]}
     rows = []
     for name in names:
-        tallies = run_network(name, CACHE, seeds, baselines=True)
+        tallies = run_network(name, cache, seeds, baselines=True)
         ours, river = tallies["area given"], tallies["hst/zone"]
         rows.append(Row(f"leaks >= 3 % found on {name} ({NETWORKS[name].role}; {n} leaks)",
                         f"{ours.leaks.recall(3.0)}, false alarms "

@@ -12,7 +12,8 @@ learn them.
 
 Hydraulics: EPANET 2.2 through wntr's toolkit binding, pressure-driven (full demand above 15 m,
 none at 0 m), stepped one recording step at a time so that a leak's orifice (an emitter,
-q = C sqrt(p)) opens, widens and closes mid-run. EPANET steps to the exact moment a tank
+q = C sqrt(p)) opens, widens and closes mid-run. A recording starts where `SPIN_UP_DAYS` of
+clean running leave the tanks. EPANET steps to the exact moment a tank
 reaches a control level, so level controls switch pumps as they would. An export takes ~0.01 s a
 simulated day for Net1, 2-5 s for ky10 and Net6.
 
@@ -65,6 +66,11 @@ WEEKEND_SHIFT, WEEKEND_NIGHT_SHIFT, WEEKEND_MORE = 90, 30, 1.04
 PRESSURES = 5  # pressure loggers per network, at junctions served above SERVED m
 SERVED = 10.0
 SURVEY_DAYS = 2.0  # a first run of the clean network, to size meters and place loggers
+# ... after a spin-up: the .inp files' initial tank levels are not the network's daily cycle
+# (ky10's tanks drain to their floors over its first four days, and one of its junctions then
+# loses all pressure every day), so a recording starts where SPIN_UP_DAYS of clean running
+# leave the tanks, and loggers go where pressure holds once they have settled.
+SPIN_UP_DAYS = 7
 # Sensors: (noise standard deviation, resolution) in the signal's unit. Flow meters: noise and
 # cut-off as fractions of their range (a magnetic meter's low-flow cut-off is 0.5-2 %).
 LEVEL_SENSOR = (0.005, 0.01)
@@ -146,7 +152,10 @@ class NetworkModel:
         self._dir = tempfile.TemporaryDirectory(prefix=f"scadawatch-{name}-")
         inp = Path(self._dir.name) / f"{name}.inp"
         wntr.network.io.write_inpfile(wn, str(inp), units="LPS")
-        self._survey = _survey(wn, inp, min(days, SURVEY_DAYS))
+        self._survey = _survey(wn, inp, SPIN_UP_DAYS, min(days, SURVEY_DAYS))
+        for tank, level in self._survey.levels.items():
+            wn.get_node(tank).init_level = level
+        wntr.network.io.write_inpfile(wn, str(inp), units="LPS")
         self._en = en = ENepanet(version=2.2)
         en.ENopen(str(inp), str(inp.with_suffix(".rpt")), "")
         en.ENopenH()
@@ -217,7 +226,8 @@ class NetworkModel:
         old_step, old_start = opts.time.pattern_timestep, opts.time.pattern_start
         old_clock = opts.time.start_clocktime
         t = opts.time
-        t.duration = (n_steps - 1) * step
+        # long enough for the survey's run too (patterns repeat past their end)
+        t.duration = max(n_steps - 1, math.ceil((SPIN_UP_DAYS + SURVEY_DAYS) * 86400 / step)) * step
         t.hydraulic_timestep = t.pattern_timestep = t.report_timestep = step
         t.quality_timestep = step
         t.rule_timestep = step
@@ -389,11 +399,13 @@ class NetworkModel:
 class _Survey:
     flows: dict[str, np.ndarray]  # L/s per link leaving a reservoir, every hour
     pressures: dict[str, np.ndarray]  # m per demand junction, every hour
+    levels: dict[str, float]  # m per tank at the end of the spin-up
 
 
-def _survey(wn: WaterNetworkModel, inp: Path, days: float) -> _Survey:
-    """Hourly flows out of the reservoirs and pressures at the demand junctions over the
-    first `days` of the clean network: what an engineer knows before fitting meters."""
+def _survey(wn: WaterNetworkModel, inp: Path, spin_up: int, days: float) -> _Survey:
+    """The clean network's tank levels after `spin_up` whole days (the clock where they
+    began), and its hourly flows out of the reservoirs and pressures at the demand junctions
+    over the next `days`: what an engineer knows before fitting meters."""
     links = sorted({name for r in wn.reservoir_name_list for name in wn.get_links_for_node(r)})
     junctions = sorted(n for n, j in wn.junctions()
                        if any(ts.base_value > 0 for ts in j.demand_timeseries_list))
@@ -404,12 +416,18 @@ def _survey(wn: WaterNetworkModel, inp: Path, days: float) -> _Survey:
         en.ENinitH(0)
         li = [en.ENgetlinkindex(n) for n in links]
         ji = [en.ENgetnodeindex(n) for n in junctions]
+        tanks = {n: (en.ENgetnodeindex(n), wn.get_node(n)) for n in wn.tank_name_list}
         flows: list[list[float]] = []
         pressures: list[list[float]] = []
+        levels: dict[str, float] = {}
         t = 0
-        while t <= days * 86400:
+        while t <= (spin_up + days) * 86400:
             t = en.ENrunH()
-            if t % 3600 == 0:
+            if t == spin_up * 86400:
+                levels = {n: float(np.clip(en.ENgetnodevalue(i, EN.HEAD) - tank.elevation,
+                                           tank.min_level, tank.max_level))
+                          for n, (i, tank) in tanks.items()}
+            if t >= spin_up * 86400 and t % 3600 == 0:
                 flows.append([en.ENgetlinkvalue(i, EN.FLOW) for i in li])
                 pressures.append([en.ENgetnodevalue(i, EN.PRESSURE) for i in ji])
             if en.ENnextH() <= 0:
@@ -419,7 +437,7 @@ def _survey(wn: WaterNetworkModel, inp: Path, days: float) -> _Survey:
         en.ENclose()
     f, p = np.array(flows).reshape(-1, len(links)), np.array(pressures).reshape(-1, len(ji))
     return _Survey({n: f[:, k] for k, n in enumerate(links)},
-                   {n: p[:, k] for k, n in enumerate(junctions)})
+                   {n: p[:, k] for k, n in enumerate(junctions)}, levels)
 
 
 def _later(day: np.ndarray) -> np.ndarray:
@@ -448,6 +466,9 @@ def _close(en: ENepanet, directory: tempfile.TemporaryDirectory) -> None:
 # --- recordings ----------------------------------------------------------------------------
 
 KINDS = ("clean", "leak", "faults")  # what a recording holds besides normal operation
+# Bumped whenever a seed's recording changes (2: the spin-up), so caches of the old ones are
+# not taken for them.
+RECORDING_VERSION = 2
 LEAK_PERCENT = (2.0, 15.0)  # of the zone's mean consumption, drawn log-uniform
 LEAK_AFTER = 3 * 86400.0  # a leak starts after three clean days ...
 LEAK_BEFORE = 3 * 86400.0  # ... and at least three days before the recording ends

@@ -67,3 +67,22 @@ def test_a_walk_of_one_and_a_half_metres_a_day_is_found_within_a_day(seed: int,
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_pump_switching_and_demand_are_no_drift(seed: int) -> None:
     assert alarms(loggers(8, None, 1.0, seed)) == []
+
+
+def step_at_day_3(t: np.ndarray) -> np.ndarray:
+    """The logger stands 3 m higher against the others from day 3 on: a valve opened near it
+    (a change of the process), not a sensor walking."""
+    return np.where(t >= 3 * 86400, 3.0, 0.0)
+
+
+def creep_within_accuracy(t: np.ndarray) -> np.ndarray:
+    """The logger creeps 0.3 m over half a day and holds: 0.3 % of its 0-100 m span, within
+    a transmitter's accuracy (0.5 % of span), though 6 times its noise."""
+    return 0.3 * np.clip((t - 3 * 86400) / 43200, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("offset", [step_at_day_3, creep_within_accuracy])
+def test_a_jump_or_a_deviation_within_the_instruments_accuracy_is_no_drift(offset) -> None:
+    values = loggers(6, None, 1.0, seed=1)
+    values[:, 2] += offset(np.arange(0, 6 * 86400, STEP))
+    assert alarms(values) == []

@@ -72,6 +72,18 @@ def test_a_recording_is_what_a_utility_measures(tmp_path: Path) -> None:
     assert 30 < level.min() < level.max() < 45.72  # Net1's controls: on below 33.5, off 42.7
 
 
+def test_a_recording_starts_in_the_networks_daily_cycle(tmp_path: Path) -> None:
+    """ky10 as its .inp starts drains its tanks to their floors over four days, and a
+    junction then loses all pressure for hours every day: a recording starts after that, and
+    its loggers stand where the pressure holds."""
+    out, _ = exported(tmp_path, "ky10", [], days=6.0)
+    with (out / "readings.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    pressures = np.array([[float(v) for k, v in r.items() if k.endswith(".pressure")]
+                          for r in rows])
+    assert pressures.shape[1] == 5 and pressures.min() > 0
+
+
 def test_the_same_seed_gives_the_same_recording(tmp_path: Path) -> None:
     first = recording("net1", "faults", 3, START)
     again = recording("net1", "faults", 3, START)
