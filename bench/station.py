@@ -10,10 +10,14 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import tempfile
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.opcua import Counter
 
 Result = tuple[float, int, float]  # readings/s, counted, CPU seconds per million readings
 Bare = Callable[[Connection, int, int, int, float], Coroutine[Any, Any, Result]]
@@ -53,6 +57,20 @@ def phases(serve: Callable[[Connection, int], None], what: str, points: int, cyc
                 results[name] = asyncio.run(phase(parent, port, points, cycles, timeout,
                                                   Path(tmp)))
     return results
+
+
+async def until(counter: Counter, expected: int, deadline: float) -> bool:
+    """Wait until `counter` has `expected` readings or the `time.perf_counter()` deadline has
+    passed; whether it has them. asyncio.timeout, not wait_for: 3.11's wait_for can swallow
+    the cancel of a phase stopping (cpython gh-86296)."""
+    counter.expected = expected
+    counter.done.clear()
+    if counter.count >= expected:
+        counter.done.set()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(deadline - time.perf_counter(), 0)):
+            await counter.done.wait()
+    return counter.count >= expected
 
 
 def print_phases(results: dict[str, Result], ceiling: str, expected: int) -> None:
