@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import multiprocessing as mp
 import time
@@ -37,7 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bench.opcua import Counter
-from bench.station import Result, phases, print_phases
+from bench.station import Result, phases, print_phases, until
 from bench.table import Row
 from gateway.inputs.dnp3 import requests
 from gateway.inputs.dnp3.master import build_sessions, honour_cancel
@@ -110,21 +109,12 @@ async def _measure(conn: Connection, counter: Counter, points: int, cycles: int,
     for cycle in range(1, cycles + 1):
         conn.send(True)
         conn.recv()
-        await _until(pace, points * cycle, deadline)
+        await until(pace, points * cycle, deadline)
     if pace is not counter:
-        await _until(counter, points * cycles, deadline)
+        await until(counter, points * cycles, deadline)
     used = time.process_time() - cpu
     return (counter.count / max(counter.last - start, 1e-9), counter.count,
             used / max(counter.count, 1) * 1e6)
-
-
-async def _until(counter: Counter, expected: int, deadline: float) -> None:
-    counter.expected = expected
-    counter.done.clear()
-    if counter.count >= expected:
-        counter.done.set()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(counter.done.wait(), max(deadline - time.perf_counter(), 0))
 
 
 async def bare(conn: Connection, port: int, points: int, cycles: int, timeout: float
