@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from gateway.inputs.iec104.client import build_sessions
 from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
+from simulators.iec104_frames import cp56
 
 LIMIT = 10.0  # seconds any wait in this file may take before it fails
 CA = 7
@@ -127,6 +129,37 @@ def test_values_qualities_and_device_times_arrive_exactly(tmp_path: Path) -> Non
             assert batch.source_ts[i] == ns(times[k]), kind
         assert batch.server_ts[i] == batch.source_ts[i]
         assert before // 10**6 * 10**6 <= batch.gateway_ts[i] <= after
+
+
+# the bit set in a CP56Time2a tag's minute octet, the cause kept, whether the tag is the time
+MARKED_TAGS = [(0x80, quality.IEC104_BASE | 0x400, False),
+               (0x40, quality.IEC104_BASE | 0x800, True)]
+
+
+@pytest.mark.parametrize(("bit", "cause", "tag_is_time"), MARKED_TAGS, ids=["iv", "sb"])
+def test_a_time_tag_marked_invalid_or_substituted(bit: int, cause: int, tag_is_time: bool,
+                                                  tmp_path: Path) -> None:
+    """The value is kept, uncertain; a tag marked invalid is not the time (the receipt time
+    is), a substituted one is."""
+    tag = bytearray(cp56(T0))
+    tag[2] |= bit
+    short_float = (1).to_bytes(3, "little") + struct.pack("<fB", 4.5, 0) + bytes(tag)
+
+    async def scenario() -> tuple[Batch, int, int]:
+        station = HostileStation(sends(asdu_frame(0, 36, short_float, 1, common_address=CA)))
+        async with station.running():
+            sink = Sink()
+            found, _ = sessions(site_of(station.port, [1], tmp_path), sink)
+            before = time.time_ns()
+            await sink.run(found, lambda s: len(rows(s)) > 0, LIMIT)
+            return rows(sink), before, time.time_ns()
+
+    batch, before, after = asyncio.run(scenario())
+    assert (batch.value[0], batch.quality[0], batch.cause[0]) == (4.5, Quality.UNCERTAIN, cause)
+    if tag_is_time:
+        assert batch.source_ts[0] == ns(T0)
+    else:
+        assert before // 10**6 * 10**6 <= batch.source_ts[0] <= after
 
 
 def test_general_interrogation_counter_interrogation_and_scale(tmp_path: Path) -> None:
