@@ -11,11 +11,14 @@ the oldest of a longer queue). The same station serves each phase of a run:
    that only counts: what a Python application on c104 gets.
 2. driver: `Iec104Session` alone, its batches counted (decode, point look-up, quality).
 3. gateway: `gateway.runtime.Gateway` with the IEC 104 driver: ASDUs -> batches -> on-disk
-   spool -> embedded historian and anomaly engine (both spool sinks, as `scadawatch run`
-   has them); counted as readings the slower of the two has taken.
+   spool -> embedded historian (committing when caught up: `flush_interval` 0.05 s) and
+   anomaly engine (both spool sinks, as `scadawatch run` has them); bursts paced by what the
+   driver has, counted as readings the slower of the two sinks has taken.
 
-Each phase connects (general interrogation first), waits for every point's value, starts
-the reports and counts until points x cycles readings arrived or `--timeout` passed;
+Each phase connects (general interrogation first), waits for every point's value (or, as
+lib60870's station drops part of a 10,000-point interrogation, until none came for QUIET s;
+the gateway: until its sinks have taken them all), starts the reports and counts until
+points x cycles readings arrived or `--timeout` passed;
 rate = readings / (last arrival - start of the reports); lost = expected - counted.
 CPU = process time of this (client) process per reading (c104's own threads included).
 
