@@ -249,6 +249,12 @@ GOOD = asdu_frame(0, 13, float_object(1, 4.5), 1, common_address=CA)
 # behaviour, confirms STARTDT, cause of the outage, words of the device's last error
 HOSTILE = [
     (sends(b"\x68\x02\x00\x00"), True, quality.INVALID_RESPONSE, "APDU length 2"),
+    (sends(b"\x68\xfe\x00\x00\x00\x00"), True, quality.INVALID_RESPONSE,
+     "APDU length 254, outside 4..253"),
+    (sends(b"\x68\x05\x01\x00\x00\x00\x00"), True, quality.INVALID_RESPONSE,
+     "S frame of length 5, not 4"),
+    (sends(b"\x68\x04\x00\x00\x00\x00"), True, quality.INVALID_RESPONSE,
+     "I frame without an ASDU"),
     (sends(b"\x15" + GOOD[1:]), True, quality.INVALID_RESPONSE, "starts with 0x15"),
     (sends(asdu_frame(5, 13, float_object(1, 4.5), 1, common_address=CA)), True,
      quality.INVALID_RESPONSE, "sequence error: I frame N(S)=5, expected 0"),
@@ -262,7 +268,8 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize(("behaviour", "confirm", "cause", "words"), HOSTILE,
-                         ids=["length", "start", "ns", "nr", "startdt", "no-ack", "no-startdt"])
+                         ids=["length", "too-long", "s-length", "empty-i", "start", "ns", "nr",
+                              "startdt", "no-ack", "no-startdt"])
 def test_a_hostile_station_ends_as_a_clear_cause(behaviour: Any, confirm: bool, cause: int,
                                                  words: str, tmp_path: Path) -> None:
     async def scenario() -> tuple[Batch, str, str | None]:
