@@ -172,7 +172,11 @@ async def bare(conn: Connection, port: int, points: int, cycles: int, timeout: f
     client.start()
     # c104's own start-up (init=INTERROGATION) stays muted with 1,000 points here: unmute
     # and interrogate by hand once connected.
+    deadline = time.perf_counter() + timeout
     while not connection.is_connected:
+        if time.perf_counter() > deadline:
+            client.stop()
+            raise SystemExit(f"c104's client did not connect within {timeout} s")
         await asyncio.sleep(0.01)
     await asyncio.to_thread(connection.unmute)
     await asyncio.to_thread(connection.interrogation, common_address=CA,
