@@ -117,7 +117,8 @@ async def _measure(conn: Connection, counter: Counter, cycles: int, timeout: flo
                    ) -> tuple[float, int]:
     """Start the writes once the initial values are in; (notifications/s, counted)."""
     try:
-        await asyncio.wait_for(counter.done.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await counter.done.wait()
     except TimeoutError:
         raise SystemExit(f"only {counter.count} of {counter.expected} initial values arrived "
                          f"within {timeout} s") from None
@@ -126,7 +127,8 @@ async def _measure(conn: Connection, counter: Counter, cycles: int, timeout: flo
     start = time.perf_counter()
     conn.send(cycles)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(counter.done.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await counter.done.wait()
     if await asyncio.get_running_loop().run_in_executor(None, conn.poll, timeout):
         conn.recv()  # "written"
     return counter.count / max(counter.last - start, 1e-9), counter.count

@@ -248,8 +248,9 @@ def test_a_hostile_outstation_ends_as_a_clear_cause(behaviour: Any, cause: int, 
             async with sink.running(found):
                 await sink.wait(lambda s: len(s.batches) > 0, LIMIT)
                 state, error = device.state, device.last_error
-                while peer.connections < 2:  # the session lives on and reconnects
-                    await asyncio.sleep(0.05)
+                async with asyncio.timeout(LIMIT):
+                    while peer.connections < 2:  # the session lives on and reconnects
+                        await asyncio.sleep(0.05)
         return rows(sink), state, error
 
     batch, state, error = asyncio.run(scenario())
