@@ -15,6 +15,8 @@ from anomaly.storage import length_factor
 from gateway.site.iec104_rules import iec104_device_problems, iec104_point_problems
 from gateway.site.model import (
     BIT_TABLES,
+    RENAMED_ALARMS_KEYS,
+    AlarmsSection,
     Device,
     HistorianSection,
     Point,
@@ -69,6 +71,12 @@ def clear_text_logins(devices: Sequence[Device]) -> list[tuple[int, Device]]:
     return [(i, d) for i, d in enumerate(devices) if d.protocol == "opcua"
             and d.username is not None and d.security_policy == "None"
             and d.allow_plaintext_password]
+
+
+def old_key_names(alarms: AlarmsSection) -> list[tuple[str, str]]:
+    """(old key path, new key path) of the renamed keys the site file still uses: said at
+    every start and by check-config."""
+    return [(f"alarms.{old}", f"alarms.{RENAMED_ALARMS_KEYS[old]}") for old in alarms.old_keys]
 
 
 def check_site(historian: HistorianSection, devices: Sequence[Device | None],
