@@ -227,8 +227,8 @@ class AlarmsSection(Strict):
     flood_end: int = Field(default=5, ge=1)  # ... per window, and ends below this many
     chatter_count: int = Field(default=3, ge=2, le=1000)  # raises of one condition within
     chatter_window: Seconds = Field(default=60.0, ge=1, le=DAY)  # this long: chattering
-    # active this long: a stale alarm; `stale_after`, its name until then, still reads (a
-    # device's stale_after counts polls: one name meant two things in two units)
+    # active this long: a stale alarm; its old name `stale_after` still reads (renamed: a
+    # device's stale_after counts polls, one name for two things in two units)
     stale_alarm_after: Seconds = Field(
         default=DAY, ge=MINUTE, le=365 * DAY,
         validation_alias=AliasChoices("stale_alarm_after", *RENAMED_ALARMS_KEYS))
