@@ -134,10 +134,15 @@ class Comms:
         late = age / spacing
         failed = self.failed
         # A device whose failures the readings judge is down here only by silence, and not
-        # judged here at all while the readings have it down (as of this tick's end: the
-        # readings may be ahead of the ticks live).
+        # judged here while the readings have it down as of this tick's end, nor when they
+        # turned it at or after that end: rows are judged up to `lateness` before the ticks
+        # they fall in close (and a reading stamped at the end belongs to the next tick), so
+        # this tick is older than what the readings last said. Judged here, its device
+        # answering before a failure would clear the alarm the failure raised at a time
+        # before that alarm began; silent before an answer, it would raise a second one.
+        ahead = self.down_at >= tick.end_ns
         down = known & ((late >= COMMS_LATE) | (failed & ~self.owned))
-        row_down = np.where(self.down_at <= tick.end_ns, self.down, self.down_prev)
+        row_down = np.where(ahead, self.down_prev, self.down)
         # Points that report on change (OPC UA subscriptions) have irregular gaps: their
         # silence means nothing, only a bad reading does (`steady`: new or regular).
         regular = steady[1]
@@ -158,7 +163,7 @@ class Comms:
             lost &= ~in_comms
             dev_minutes = np.minimum.reduceat(minutes[self._by_device], self._device_starts)
         return [
-            Finding("comms", "device", comms, known=(judged == members) & ~row_down,
+            Finding("comms", "device", comms, known=(judged == members) & ~row_down & ~ahead,
                     details={"minutes": dev_minutes},
                     message="{subject}: no good reading from any of its points for "
                             "{minutes} min"),

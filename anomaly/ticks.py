@@ -61,7 +61,7 @@ class TickAccumulator:
         self.lateness = int(lateness_ns)
         self.current: int | None = None  # index (start // interval) of the oldest open tick
         self.late_total = 0  # good readings that came after their tick had closed
-        self._open: dict[int, _Sums | _Folded] = {}
+        self._open: dict[int, _Sums] = {}
 
     def add(self, batch: Batch) -> list[Tick]:
         """Fold in a batch; the ticks it closes, oldest first."""
@@ -91,25 +91,32 @@ class TickAccumulator:
         else:
             edges = [0, len(index)]
         runs = [(int(index[a]), a, b) for a, b in itertools.pairwise(edges)]
-        # Ticks this batch fills alone (not its first if already open, not its last, which
-        # the next batch may go on filling) are folded together, all at once.
-        first = 1 if runs[0][0] in self._open else 0
-        whole = runs[first:-1]
-        if len(whole) > 1:
-            a, b = whole[0][1], whole[-1][2]
-            k0 = whole[0][0]
-            for j, tick in enumerate(_fold(self.n, index[a:b] - k0, whole[-1][0] - k0 + 1,
-                                           ts[a:b], point[a:b], value[a:b], quality[a:b],
-                                           k0 * self.interval, self.interval)):
-                self._open[k0 + j] = _Folded(tick)
-            runs = runs[:first] + runs[-1:]
+        # Ticks this batch opens (a recording's chunk, a device's backlog) are folded
+        # together, all at once; ticks already open (a batch of another device came first,
+        # within the lateness) take their readings after the ones they hold, as one batch
+        # after another would, so a tick's sums do not depend on how its readings came.
+        fresh: list[tuple[int, int, int]] = []
+        held: list[tuple[int, int, int]] = []
+        for run in runs:
+            (held if run[0] in self._open else fresh).append(run)
+        if len(fresh) > 1:
+            if len(fresh) == len(runs):
+                take: slice | np.ndarray = slice(0, len(index))
+            else:
+                take = np.concatenate([np.arange(a, b) for _, a, b in fresh])
+            k0 = fresh[0][0]
+            for j, folded in enumerate(_fold(self.n, index[take] - k0, fresh[-1][0] - k0 + 1,
+                                           ts[take], point[take], value[take],
+                                           quality[take], k0 * self.interval,
+                                           self.interval)):
+                # a tick between two fresh ones may be open: this batch has no reading there
+                self._open.setdefault(k0 + j, folded)
+            runs = held
         for k, a, b in runs:
             sums = self._open.get(k)
             if sums is None:
-                sums = self._open[k] = _Sums(self.n)
-            # union-attr: folding leaves out a batch's first and last run, which stay _Sums;
-            # a tick folded by an earlier batch and reached again here would fail (unchecked)
-            sums.add(ts[a:b], point[a:b], value[a:b], quality[a:b])  # type: ignore[union-attr]
+                sums = self._open[k] = _Sums.empty(self.n)
+            sums.add(ts[a:b], point[a:b], value[a:b], quality[a:b])
         return self._close_until(int(ts.max()) - self.lateness)
 
     def advance(self, now_ns: int) -> list[Tick]:
@@ -138,12 +145,12 @@ class TickAccumulator:
                 resume = min((k for k in self._open if k > self.current), default=end)
                 if min(resume, end) - self.current > MAX_SILENT_TICKS:
                     for _ in range(MAX_SILENT_TICKS):
-                        closed.append(_Sums(self.n).tick(self.current * self.interval,
+                        closed.append(_Sums.empty(self.n).tick(self.current * self.interval,
                                                          self.interval))
                         self.current += 1
                     self.current = min(resume, end)
                     continue
-                sums = _Sums(self.n)
+                sums = _Sums.empty(self.n)
             closed.append(sums.tick(self.current * self.interval, self.interval))
             self.current += 1
         return closed
@@ -165,9 +172,10 @@ GOOD = int(Quality.GOOD)  # a plain int: an enum member costs an attribute looku
 
 
 def _fold(n: int, rel: np.ndarray, n_ticks: int, ts: np.ndarray, point: np.ndarray,
-          value: np.ndarray, quality: np.ndarray, start_ns: int, interval_ns: int) -> list[Tick]:
-    """The ticks of readings that span `n_ticks` whole ticks (`rel`: tick of each reading,
-    counted from the first), computed for all of them in one go."""
+          value: np.ndarray, quality: np.ndarray, start_ns: int,
+          interval_ns: int) -> list[_Sums]:
+    """The sums of readings that span `n_ticks` ticks (`rel`: tick of each reading, counted
+    from the first), computed for all of them in one go."""
     good = (quality == GOOD) & np.isfinite(value)
     key = rel * n + point
     size = n_ticks * n
@@ -175,7 +183,8 @@ def _fold(n: int, rel: np.ndarray, n_ticks: int, ts: np.ndarray, point: np.ndarr
     key, ts, value = key[good], ts[good], value[good]
     count = np.bincount(key, minlength=size).reshape(n_ticks, n)
     total = np.bincount(key, weights=value, minlength=size).reshape(n_ticks, n)
-    low, high = np.full(size, np.inf), np.full(size, -np.inf)
+    low: np.ndarray = np.full(size, np.inf)
+    high: np.ndarray = np.full(size, -np.inf)
     np.minimum.at(low, key, value)
     np.maximum.at(high, key, value)
     if len(ts) > 1 and np.any(np.diff(ts) < 0):
@@ -184,41 +193,45 @@ def _fold(n: int, rel: np.ndarray, n_ticks: int, ts: np.ndarray, point: np.ndarr
     last: np.ndarray = np.full(size, np.nan)
     last_ts: np.ndarray = np.full(size, -1, dtype=np.int64)
     last[key], last_ts[key] = value, ts  # repeated keys: the last assignment, the latest, stays
+    low, high = low.reshape(n_ticks, n), high.reshape(n_ticks, n)
+    last, last_ts = last.reshape(n_ticks, n), last_ts.reshape(n_ticks, n)
     has = count > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(has, total / count, np.nan)
-    low = np.where(has, low.reshape(n_ticks, n), np.nan)
-    high = np.where(has, high.reshape(n_ticks, n), np.nan)
-    last, last_ts = last.reshape(n_ticks, n), last_ts.reshape(n_ticks, n)
-    return [Tick(start_ns=start_ns + j * interval_ns, end_ns=start_ns + (j + 1) * interval_ns,
-                 count=count[j], mean=mean[j], min=low[j], max=high[j], last=last[j],
-                 last_ts=last_ts[j], bad=bad[j]) for j in range(n_ticks)]
-
-
-@dataclass(frozen=True, slots=True)
-class _Folded:
-    """A tick `_fold` computed whole."""
-
-    done: Tick
-
-    def tick(self, start_ns: int, interval_ns: int) -> Tick:
-        return self.done
+    shown_low, shown_high = np.where(has, low, np.nan), np.where(has, high, np.nan)
+    # Rows of the arrays, each with its tick computed here for all at once (a chunk of a
+    # long recording holds thousands of ticks); a batch that reaches one of these ticks later
+    # adds to its row, and the tick is computed again.
+    out = []
+    for j in range(n_ticks):
+        sums = _Sums(count[j], total[j], low[j], high[j], last[j], last_ts[j], bad[j])
+        start = start_ns + j * interval_ns
+        sums.done = Tick(start_ns=start, end_ns=start + interval_ns, count=count[j], mean=mean[j],
+                         min=shown_low[j], max=shown_high[j], last=last[j],
+                         last_ts=last_ts[j], bad=bad[j])
+        out.append(sums)
+    return out
 
 
 class _Sums:
     """Running sums of one open tick."""
 
-    def __init__(self, n: int) -> None:
-        self.count = np.zeros(n, dtype=np.int64)
-        self.total = np.zeros(n)
-        self.min = np.full(n, np.inf)
-        self.max = np.full(n, -np.inf)
-        self.last = np.full(n, np.nan)
-        self.last_ts = np.full(n, -1, dtype=np.int64)
-        self.bad = np.zeros(n, dtype=np.int64)
+    def __init__(self, count: np.ndarray, total: np.ndarray, low: np.ndarray,
+                 high: np.ndarray, last: np.ndarray, last_ts: np.ndarray,
+                 bad: np.ndarray) -> None:
+        self.count, self.total, self.min, self.max = count, total, low, high
+        self.last, self.last_ts, self.bad = last, last_ts, bad
+        self.done: Tick | None = None  # the tick as of these sums, if computed
+
+    @classmethod
+    def empty(cls, n: int) -> _Sums:
+        return cls(np.zeros(n, dtype=np.int64), np.zeros(n), np.full(n, np.inf),
+                   np.full(n, -np.inf), np.full(n, np.nan), np.full(n, -1, dtype=np.int64),
+                   np.zeros(n, dtype=np.int64))
 
     def add(self, ts: np.ndarray, point: np.ndarray, value: np.ndarray,
             quality: np.ndarray) -> None:
+        self.done = None
         good = (quality == GOOD) & np.isfinite(value)
         if not good.all():
             self.bad += np.bincount(point[~good], minlength=len(self.bad))
@@ -242,6 +255,8 @@ class _Sums:
         self.last_ts[point[newer]] = ts[newer]
 
     def tick(self, start_ns: int, interval_ns: int) -> Tick:
+        if self.done is not None:
+            return self.done
         has = self.count > 0
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(has, self.total / self.count, np.nan)

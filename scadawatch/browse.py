@@ -26,7 +26,14 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
-from gateway.inputs.opcua.browse import BrowseRefused, Limits, Variable, Walk, Walker, node_text
+from gateway.inputs.opcua.browse import (
+    BrowseLimits,
+    BrowseRefused,
+    Variable,
+    Walk,
+    Walker,
+    node_text,
+)
 from gateway.inputs.opcua.session import NodeRef
 from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import NAME_MAX, Device
@@ -216,7 +223,7 @@ def target(args: argparse.Namespace) -> tuple[Device, Path, str, bool]:
 
 
 async def _browse(args: argparse.Namespace, device: Device, data_dir: Path, site_name: str,
-                  progress: Progress) -> tuple[Walk, list[str], Limits]:
+                  progress: Progress) -> tuple[Walk, list[str], BrowseLimits]:
     from asyncua import Client, ua
 
     from gateway.inputs.opcua.browse import read_limits
@@ -293,7 +300,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def summary(args: argparse.Namespace, device: Device, in_site: bool, walk: Walk,
-            limits: Limits, n: int) -> list[str]:
+            limits: BrowseLimits, n: int) -> list[str]:
     where = args.out or "stdout"
     lines = [f"{n} point{'' if n == 1 else 's'} to {where} from {walk.nodes} nodes browsed in "
              f"{walk.seconds:.1f} s (server limits: {limits.browse} nodes per Browse, "

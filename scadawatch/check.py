@@ -8,7 +8,7 @@ from collections import Counter
 
 from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import Site
-from gateway.site.rules import clear_text_logins
+from gateway.site.rules import clear_text_logins, old_key_names
 from scadawatch.central import is_central_file
 from scadawatch.cli import EXIT_OK, EXIT_USAGE
 
@@ -47,6 +47,9 @@ def summary(site: Site) -> list[str]:
     lines += [f"warning: devices[{i}] ({d.name}): the password of user {d.username!r} crosses "
               "the network in clear text (security_policy 'None', allow_plaintext_password = "
               "true)" for i, d in clear_text_logins(site.devices)]
+    lines += [f"warning: {old} is the old name of {new} (seconds an alarm stays active "
+              f"before it counts as stale; a device's stale_after counts polls): rename it"
+              for old, new in old_key_names(site.alarms)]
     return lines
 
 

@@ -16,7 +16,7 @@ from gateway.logs import setup_logging
 from gateway.memory import tune_allocator
 from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import Site
-from gateway.site.rules import clear_text_logins
+from gateway.site.rules import clear_text_logins, old_key_names
 from scadawatch.cli import EXIT_FAILURE, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ async def serve(site: Site, *, gateway: bool, api: bool, port: int | None = None
             log.warning("event=opcua_password_in_clear device=%s user=%s endpoint=%s "
                         "reason=security_policy_none_allowed_by_allow_plaintext_password",
                         d.name, d.username, d.endpoint)
+    for old, new in old_key_names(site.alarms):
+        log.warning("event=site_key_deprecated key=%s use=%s", old, new)
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     tasks = []

@@ -86,7 +86,7 @@ def kpis(store: AlarmStore, settings: AlarmsSection, start_ns: int, end_ns: int)
     held, holding = store.held_back(start_ns, end_ns)
     mix = {r["priority"]: r["count"] for r in store.raise_counts(start_ns, end_ns, "priority")}
     raised = len(period_times)
-    stale_n, stale_ids = store.stale(end_ns - int(settings.stale_after * NS), STALE_IDS)
+    stale_n, stale_ids = store.stale(end_ns - int(settings.stale_alarm_after * NS), STALE_IDS)
     period = max(end_ns - start_ns, 1)
     return {
         "time": iso(end_ns, "ms"),
@@ -120,7 +120,7 @@ def kpis(store: AlarmStore, settings: AlarmsSection, start_ns: int, end_ns: int)
                       "active": [{"id": r["id"], "kind": r["id"].split(":")[1], "tag": r["tag"],
                                   "zone": r["zone"], "device": r["device"],
                                   "since": iso(r["start_ns"], "ms")} for r in holding]},
-        "stale": {"after_seconds": settings.stale_after, "count": stale_n, "ids": stale_ids},
+        "stale": {"after_seconds": settings.stale_alarm_after, "count": stale_n, "ids": stale_ids},
         "priority_mix": {p: {"count": mix.get(p, 0),
                              "percent": round(100.0 * mix.get(p, 0) / raised, 1) if raised
                              else 0.0} for p in PRIORITIES},

@@ -1,20 +1,18 @@
 """Site-file rules for DNP3 devices and points that span fields (gateway.site.rules calls
-them; each yields a `Finding`). Beside the other rules, not in the plugin folder: the site
+them; each yields a `SiteProblem`). Beside the other rules, not in the plugin folder: the site
 file knows no driver (docs/architecture.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gateway.site.model import DNP3_GROUPS
+from gateway.site.problems import RowName, SiteProblem
 
 if TYPE_CHECKING:
     from gateway.site.model import Device, Point
 
-
-Finding = tuple[str, int, str, str]
-Label = Callable[[str, int], str]
 
 _KINDS = {1: "binary input", 3: "double-bit binary input", 20: "counter", 30: "analog input"}
 
@@ -23,7 +21,7 @@ def _listed(variations: frozenset[int]) -> str:
     return ", ".join(str(v) for v in sorted(variations))
 
 
-def dnp3_device_problems(i: int, d: Device) -> list[Finding]:
+def dnp3_device_problems(i: int, d: Device) -> list[SiteProblem]:
     if d.master_address == d.outstation_address:
         return [("devices", i, "outstation_address", f"{d.outstation_address} is also the "
                  "master_address: the two ends of a DNP3 link need different addresses")]
@@ -31,11 +29,11 @@ def dnp3_device_problems(i: int, d: Device) -> list[Finding]:
 
 
 def dnp3_point_problems(devices: Sequence[Device | None], points: Sequence[Point | None],
-                        label: Label) -> list[Finding]:
+                        label: RowName) -> list[SiteProblem]:
     """Group, index and variations of each point on a DNP3 device; two points at one group
     and index; points of one group read in different variations (one read covers them all)."""
     by_name = {d.name: d for d in reversed(devices) if d is not None}
-    out: list[Finding] = []
+    out: list[SiteProblem] = []
     seen: dict[tuple[str, int, int], int] = {}
     read_as: dict[tuple[str, int], int] = {}  # (device, group) -> the first point naming it
     for i, p in enumerate(points):

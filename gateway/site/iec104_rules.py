@@ -1,24 +1,22 @@
 """Site-file rules for IEC 104 devices and points that span fields (gateway.site.rules
-calls them; each yields a `Finding`). Beside the other rules, not in the plugin folder: the
-site file knows no driver (docs/architecture.md)."""
+calls them; each yields a `SiteProblem`). Beside the other rules, not in the plugin folder:
+the site file knows no driver (docs/architecture.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.site.model import IEC_FAMILY
+from gateway.site.problems import RowName, SiteProblem
 
 if TYPE_CHECKING:
     from gateway.site.model import Device, Point
 
 
-Finding = tuple[str, int, str, str]
-Label = Callable[[str, int], str]
-
-def iec104_device_problems(i: int, d: Device) -> list[Finding]:
-    out: list[Finding] = []
+def iec104_device_problems(i: int, d: Device) -> list[SiteProblem]:
+    out: list[SiteProblem] = []
     if d.t2 >= d.t1:
         out.append(("devices", i, "t2", f"{d.t2:g} s must be below t1 ({d.t1:g} s): the "
                     "station waits t1 for our acknowledgement, which we send within t2"))
@@ -47,10 +45,10 @@ def iec104_device_problems(i: int, d: Device) -> list[Finding]:
 
 
 def iec104_point_problems(devices: Sequence[Device | None], points: Sequence[Point | None],
-                          label: Label) -> list[Finding]:
+                          label: RowName) -> list[SiteProblem]:
     """Two points of one device at the same common address, type and IOA."""
     by_name = {d.name: d for d in reversed(devices) if d is not None}
-    out: list[Finding] = []
+    out: list[SiteProblem] = []
     seen: dict[tuple[str, int, str | None, int], int] = {}
     for i, p in enumerate(points):
         device = by_name.get(p.device) if p is not None and p.device is not None else None

@@ -21,6 +21,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -221,6 +223,10 @@ class AnomalySection(Strict):
     save_interval: Seconds = Field(default=300.0, ge=1, le=DAY)  # between state saves
 
 
+# [alarms] keys renamed: old name -> new (the old one still reads, and is warned about)
+RENAMED_ALARMS_KEYS = {"stale_after": "stale_alarm_after"}
+
+
 class AlarmsSection(Strict):
     """Alarm-system KPIs (EEMUA 191) and operator limits."""
 
@@ -229,8 +235,32 @@ class AlarmsSection(Strict):
     flood_end: int = Field(default=5, ge=1)  # ... per window, and ends below this many
     chatter_count: int = Field(default=3, ge=2, le=1000)  # raises of one condition within
     chatter_window: Seconds = Field(default=60.0, ge=1, le=DAY)  # this long: chattering
-    stale_after: Seconds = Field(default=DAY, ge=MINUTE, le=365 * DAY)  # active: stale alarm
+    # active this long: a stale alarm; its old name `stale_after` still reads (renamed: a
+    # device's stale_after counts polls, one name for two things in two units)
+    stale_alarm_after: Seconds = Field(
+        default=DAY, ge=MINUTE, le=365 * DAY,
+        validation_alias=AliasChoices("stale_alarm_after", *RENAMED_ALARMS_KEYS))
     max_shelve: Seconds = Field(default=DAY, ge=MINUTE, le=30 * DAY)  # an operator may shelve
+    _old_keys: tuple[str, ...] = PrivateAttr(default=())  # old names the section was given
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _renamed(cls, data: Any,
+                 handler: ModelWrapValidatorHandler[AlarmsSection]) -> AlarmsSection:
+        if not isinstance(data, dict):  # a section validated before, as part of a Site
+            return handler(data)
+        old = tuple(k for k in RENAMED_ALARMS_KEYS if k in data)
+        for key in old:
+            if RENAMED_ALARMS_KEYS[key] in data:
+                raise PydanticCustomError("renamed", f"{key} is the old name of "
+                                          f"{RENAMED_ALARMS_KEYS[key]}: give only one")
+        section = handler(data)
+        section._old_keys = old
+        return section
+
+    @property
+    def old_keys(self) -> tuple[str, ...]:
+        return self._old_keys
 
     @model_validator(mode="after")
     def _flood_hysteresis(self) -> AlarmsSection:

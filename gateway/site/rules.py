@@ -1,6 +1,6 @@
 """Rules of a site file that span fields, points or devices (pydantic checks each value alone).
 
-Each rule yields a `Finding` (section, index, field, reason); the loader turns it into a
+Each rule yields a `SiteProblem` (section, index, field, reason); the loader turns it into a
 `ConfigProblem` naming the file and key path, so a point from a CSV is named by its row.
 """
 
@@ -9,21 +9,21 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from anomaly.storage import length_factor
 from gateway.site.dnp3_rules import dnp3_device_problems, dnp3_point_problems
 from gateway.site.iec104_rules import iec104_device_problems, iec104_point_problems
 from gateway.site.model import (
     BIT_TABLES,
+    RENAMED_ALARMS_KEYS,
+    AlarmsSection,
     Device,
     HistorianSection,
     Point,
     opcua_security_problem,
 )
-
-Finding = tuple[str, int, str, str]  # ("points", 12, "word_order", reason); index -1: a table
-Label = Callable[[str, int], str]  # ("points", 12) -> "points[12]" or "points.csv row 5"
+from gateway.site.problems import RowName, SiteProblem
 
 READ_ONLY_TABLES = ("input", "discrete")
 _TABLE_NAMES = {"holding": "holding registers", "input": "input registers", "coil": "coils",
@@ -76,8 +76,14 @@ def clear_text_logins(devices: Sequence[Device]) -> list[tuple[int, Device]]:
             and d.allow_plaintext_password]
 
 
+def old_key_names(alarms: AlarmsSection) -> list[tuple[str, str]]:
+    """(old key path, new key path) of the renamed keys the site file still uses: said at
+    every start and by check-config."""
+    return [(f"alarms.{old}", f"alarms.{RENAMED_ALARMS_KEYS[old]}") for old in alarms.old_keys]
+
+
 def check_site(historian: HistorianSection, devices: Sequence[Device | None],
-               points: Sequence[Point | None], label: Label) -> list[Finding]:
+               points: Sequence[Point | None], label: RowName) -> list[SiteProblem]:
     """Every cross-field problem; `None` entries (already reported invalid) are skipped."""
     return [*_historian(historian), *_devices(devices, label),
             *_points(devices, points, label), *_overlaps(devices, points, label),
@@ -85,10 +91,10 @@ def check_site(historian: HistorianSection, devices: Sequence[Device | None],
             *dnp3_point_problems(devices, points, label)]
 
 
-def _historian(h: HistorianSection) -> list[Finding]:
+def _historian(h: HistorianSection) -> list[SiteProblem]:
     if h.kind != "influxdb":
         return []
-    out: list[Finding] = []
+    out: list[SiteProblem] = []
     if not h.url.startswith(("http://", "https://")):
         out.append(("historian", -1, "url", f"{h.url!r} is not an http:// or https:// URL"))
     if h.api == "v1" and not h.database:
@@ -100,8 +106,8 @@ def _historian(h: HistorianSection) -> list[Finding]:
     return out
 
 
-def _devices(devices: Sequence[Device | None], label: Label) -> list[Finding]:
-    out: list[Finding] = []
+def _devices(devices: Sequence[Device | None], label: RowName) -> list[SiteProblem]:
+    out: list[SiteProblem] = []
     first: dict[str, int] = {}
     serial_line: dict[str, tuple[int, Device]] = {}  # serial port -> first device on it
     for i, d in enumerate(devices):
@@ -153,10 +159,10 @@ def _devices(devices: Sequence[Device | None], label: Label) -> list[Finding]:
 
 
 def _points(devices: Sequence[Device | None], points: Sequence[Point | None],
-            label: Label) -> list[Finding]:
+            label: RowName) -> list[SiteProblem]:
     by_name = {d.name: d for d in reversed(devices) if d is not None}  # first of duplicates
     known = list(dict.fromkeys(d.name for d in devices if d is not None))
-    out: list[Finding] = []
+    out: list[SiteProblem] = []
     first: dict[str, int] = {}
     for i, p in enumerate(points):
         if p is None:
@@ -188,7 +194,7 @@ def _points(devices: Sequence[Device | None], points: Sequence[Point | None],
     return out
 
 
-def _deadband(i: int, p: Point) -> list[Finding]:
+def _deadband(i: int, p: Point) -> list[SiteProblem]:
     if p.deadband_type == "none" and p.deadband > 0:
         return [("points", i, "deadband", f"{p.deadband:g} has no effect with deadband_type "
                  "'none': set deadband_type = 'absolute' or 'percent'")]
@@ -198,7 +204,7 @@ def _deadband(i: int, p: Point) -> list[Finding]:
     return []
 
 
-def _tank(i: int, p: Point) -> list[Finding]:
+def _tank(i: int, p: Point) -> list[SiteProblem]:
     """A tank's geometry belongs on its level point, in a unit the balance can use."""
     key = "area" if p.area is not None else "volume_curve" if p.volume_curve else None
     if key is None:
@@ -222,8 +228,8 @@ def _known(names: list[str]) -> str:
     return f"known devices: {shown}{more}"
 
 
-def _modbus_point(i: int, p: Point) -> list[Finding]:
-    out: list[Finding] = []
+def _modbus_point(i: int, p: Point) -> list[SiteProblem]:
+    out: list[SiteProblem] = []
     table = p.register_kind
     if table in BIT_TABLES and p.type != "bool":
         out.append(("points", i, "type", f"a {_TABLE_NAMES[table][:-1]} holds one bit: type "
@@ -247,7 +253,7 @@ def _span(first: int, last: int, table: str = "") -> str:
 
 
 def _overlaps(devices: Sequence[Device | None], points: Sequence[Point | None],
-              label: Label) -> list[Finding]:
+              label: RowName) -> list[SiteProblem]:
     """Points of one device and table whose addresses overlap: one O(n log n) sweep."""
     modbus = {d.name for d in devices if d is not None and d.protocol in MODBUS}
     spans: defaultdict[tuple[str, str], list[tuple[int, int, int, str]]] = defaultdict(list)
@@ -255,7 +261,7 @@ def _overlaps(devices: Sequence[Device | None], points: Sequence[Point | None],
         if p is not None and p.device in modbus and p.address is not None:
             spans[(p.device, p.register_kind)].append(
                 (p.address, p.address + p.width - 1, i, p.tag))
-    out: list[Finding] = []
+    out: list[SiteProblem] = []
     for (device, table), items in spans.items():
         items.sort()
         reach = (-1, -1, -1, "")  # the span reaching furthest so far

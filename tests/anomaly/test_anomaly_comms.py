@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from support.export_helpers import matched, replayed_export
 
-from anomaly.alarms import Alarm
+from anomaly.alarms import OFF_DELAY, Alarm
 from anomaly.batch import Batch, Quality
 from anomaly.comms import Comms
 from anomaly.engine import Engine, EngineSettings
@@ -157,13 +157,15 @@ WINDOW = 3.0  # seconds: the site's stale_after (3) x poll_interval (1 s)
 DEVICE_POINTS = np.array([0, 1, 2])  # rtu1's
 
 
-def polls(plan: Callable[[int], str | None], seconds: int) -> list[Batch]:
-    """A poll of rtu1 (and rtu2) each second; `plan(second)` says how rtu1 answers:
-    "good", "bad" (every point: an exception, a refused connection, a timeout recorded), or
-    None (nothing: the gateway's breaker holds it back). rtu2 always answers."""
+def polls(plan: Callable[[int], str | None], seconds: int,
+          offset: int = 123_456) -> list[Batch]:
+    """A poll of rtu1 (and rtu2) each second, answered `offset` ns after it (by default
+    between whole seconds); `plan(second)` says how rtu1 answers: "good", "bad" (every point:
+    an exception, a refused connection, a timeout recorded), or None (nothing: the gateway's
+    breaker holds it back). rtu2 always answers."""
     out = []
     for k in range(seconds):
-        t = k * S + 123_456  # a poll's answer lands between whole seconds
+        t = k * S + offset
         answer = plan(k)
         points = np.array([3, 4]) if answer is None else np.array([0, 1, 2, 3, 4])
         bad = np.isin(points, DEVICE_POINTS) & (answer == "bad")
@@ -172,11 +174,14 @@ def polls(plan: Callable[[int], str | None], seconds: int) -> list[Batch]:
     return out
 
 
-def live(batches: list[Batch], interval: float = 60.0) -> list[Alarm]:
+def live(batches: list[Batch], interval: float = 60.0, *, lateness: float = 2.0,
+         window: float = WINDOW, off_delay: float = 0.0) -> list[Alarm]:
     """Alarms of the engine as the gateway runs it: each batch, then the clock every 0.25 s
     until the next one."""
-    engine = Engine(POINTS, EngineSettings(interval=interval, lateness=2.0, zone_model=False,
-                                           comms_window={"rtu1": WINDOW, "rtu2": WINDOW}))
+    engine = Engine(POINTS, EngineSettings(interval=interval, lateness=lateness,
+                                           zone_model=False,
+                                           off_delay={**OFF_DELAY, "comms": off_delay},
+                                           comms_window={"rtu1": window, "rtu2": window}))
     alarms: dict[str, Alarm] = {}
     for b in batches:
         t = int(b.source_ts.max())
@@ -224,6 +229,40 @@ def test_a_long_outage_is_one_comms_alarm_and_no_dropouts(interval: float) -> No
     (alarm,) = got
     assert alarm.tags == RTU1 and alarm.priority == "medium"
     assert alarm.message == "rtu1: every read failing, no good reading for 3 s"
+
+
+OUTAGE = (58, 121)  # seconds rtu1's reads fail: across the ends of 1 s and 60 s ticks
+
+
+@pytest.mark.parametrize(("window", "lateness", "interval", "off_delay", "offset", "span"), [
+    # the stale window longer than the lateness: ticks close before the window ends
+    (3.0, 2.0, 1.0, 0.0, 123_456, (60, 121)),
+    (3.0, 2.0, 60.0, 0.0, 123_456, (60, 121)),
+    # the window shorter than the lateness (the parity site: 0.2 s polls x 3, lateness 5 s):
+    # the alarm raises before the ticks of the last answers close
+    (0.6, 5.0, 1.0, 2.0, 123_456, (58, 123)),
+    (0.6, 0.5, 1.0, 2.0, 123_456, (58, 123)),
+    (1.0, 10.0, 1.0, 0.0, 123_456, (58, 121)),
+    (0.6, 5.0, 60.0, 2.0, 123_456, (58, 123)),
+    # answers stamped on the tick ends (a recording's whole seconds)
+    (0.6, 5.0, 1.0, 2.0, 0, (58, 123)),
+    (3.0, 0.0, 1.0, 0.0, 0, (60, 121)),
+    (3.0, 2.0, 60.0, 0.0, 0, (60, 121)),
+], ids=["window>lateness", "window>lateness-60s-ticks", "parity-site", "lateness<off-delay",
+        "long-lateness", "parity-site-60s-ticks", "on-tick-ends", "on-tick-ends-no-lateness",
+        "on-tick-ends-60s-ticks"])
+def test_one_comms_alarm_spans_the_failed_reads_and_never_ends_before_it_starts(
+        window: float, lateness: float, interval: float, off_delay: float, offset: int,
+        span: tuple[int, int]) -> None:
+    """Whatever the order in which rows and ticks are judged (the ticks lag the rows by up to
+    the lateness): one alarm from the window after the last answer (or the first failed read,
+    if later) to the next answer plus the off-delay; the ticks, older than what the rows last
+    said of the device, neither clear it early (once at a time before it began) nor raise a
+    second one."""
+    got = live(polls(lambda k: "bad" if OUTAGE[0] <= k < OUTAGE[1] else "good", 200, offset),
+               interval, lateness=lateness, window=window, off_delay=off_delay)
+    assert all(a.end_ns is None or a.end_ns >= a.start_ns for a in got), spans(got)
+    assert spans(got) == [("comms", "rtu1", span[0] + offset / S, span[1] + offset / S)]
 
 
 def test_a_device_whose_failed_reads_were_judged_raises_the_same_in_a_replay() -> None:

@@ -93,6 +93,39 @@ def test_a_long_silence_is_skipped_after_enough_empty_ticks(feed: str) -> None:
     assert all(t.count.sum() == 0 for t in ticks[1:1 + MAX_SILENT_TICKS])
 
 
+def polled(seconds: list[int], point: int = 0) -> Batch:
+    """Good readings of `point` at `seconds`, valued by their time."""
+    return Batch.of(source_ts=np.array(seconds) * S, point=np.full(len(seconds), point),
+                    value=np.array(seconds, dtype=float) / 7, quality=Quality.GOOD)
+
+
+@pytest.mark.parametrize("batches", [
+    # a device's poll reaching a tick another device's backlog opened and filled in one go
+    [polled(list(range(0, 300, 20))), polled([130], 1)],
+    # a backlog reaching ticks another backlog filled, through and beyond them
+    [polled(list(range(0, 300, 20))), polled(list(range(70, 400, 30)), 1)],
+    # a backlog with a gap over a tick another device's poll opened
+    [polled([0, 190], 1), polled([30, 70, 100, 150, 330, 370])],
+    # the backlog reaches through a tick a poll opened first
+    [polled([0, 130], 1), polled(list(range(0, 300, 20)))],
+], ids=["poll-into-backlog", "backlog-into-backlog", "backlog-over-poll", "backlog-after-poll"])
+def test_ticks_still_open_take_every_batch_that_reaches_them(batches: list[Batch]) -> None:
+    """Batches from several devices come in any order within the lateness: each reading
+    lands in its tick, whether that tick was opened reading by reading or filled in one go
+    from a batch spanning many ticks (a recording's chunk, a device's backlog)."""
+    acc = TickAccumulator(2, interval_ns=MIN, lateness_ns=10 * MIN)
+    got = [t for b in batches for t in acc.add(b)] + acc.finish()
+    whole = Batch.concat(batches)
+    expected = ticks_of([whole.take(np.argsort(whole.source_ts, kind="stable"))], 2)
+    assert [t.start_ns for t in got] == [t.start_ns for t in expected]
+    assert acc.late_total == 0
+    for a, b in zip(got, expected, strict=True):
+        for name in ("count", "min", "max", "last", "last_ts", "bad"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name),
+                                          err_msg=f"{name} of tick {a.start_ns // MIN}")
+        np.testing.assert_allclose(a.mean, b.mean, rtol=1e-12)
+
+
 def test_readings_for_a_closed_tick_are_counted_late_not_mixed_in() -> None:
     acc = TickAccumulator(1, interval_ns=MIN, lateness_ns=0)
     acc.add(Batch.of(source_ts=[0, 2 * MIN], point=[0, 0], value=[1.0, 1.0], quality=0))

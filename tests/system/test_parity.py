@@ -173,12 +173,17 @@ def test_replay_of_the_recording_gives_the_live_alarms(recorded: tuple[list[Batc
     live = compared((encode(a) for a in alarms), horizon)
     assert {(a["kind"], a["tag"] or a["device"]) for a in live} == {
         ("comms", "rtu1"), ("comms", "rtu2"), ("limit", "a.level")}
+    # the same is not enough: rtu1's alarm spans its failed reads (40-60 s) and the off-delay
+    (rtu1,) = (a for a in alarms if a.kind == "comms" and a.device == "rtu1")
+    assert rtu1.end_ns is not None
+    assert (40 * S <= rtu1.start_ns - T0 <= 41 * S and rtu1.end_ns - T0 >= 62 * S), rtu1
     assert compared((encode(a) for a in replayed), horizon) == live
 
 
 # --- the gateway on the live simulator, and a replay of what it stored ----------------------
 
-FAULTS = [  # device, mode, start (simulated; the simulator runs 60 times faster)
+SPEED = 60.0  # simulated seconds per second
+FAULTS = [  # device, mode, start (simulated)
     ("water-dma1", "silent", "8min"),
     ("water-dma3", "exception", "16min"),
 ]
@@ -243,7 +248,7 @@ def test_gateway_live_and_replay_of_its_recording_give_the_same_alarms(
         "water": {"events": [{"kind": "comms", "target": device, "mode": mode, "start": start,
                               "duration": f"{FAULT_MINUTES}min"}
                              for device, mode, start in FAULTS]}})
-    sim, sim_site = start_simulator(tmp_path, scenario=scenario, speed=60.0)
+    sim, sim_site = start_simulator(tmp_path, scenario=scenario, speed=SPEED)
     try:
         config = parity_site(sim_site, tmp_path)
         site = load_site(config)
@@ -282,5 +287,13 @@ def test_gateway_live_and_replay_of_its_recording_give_the_same_alarms(
     expected = compared(live, horizon)
     cleared = {a["device"] for a in expected if a["kind"] == "comms" and a["end"] is not None}
     assert cleared >= {device for device, _, _ in FAULTS}
+    # a fault's comms alarm lasts about the fault (5 s here; longer on a loaded machine),
+    # never ending before it starts (as when the ticks of the device's last answers, closed
+    # after the alarm had raised, cleared it)
+    for device, _, _ in FAULTS:
+        last = max((a for a in live if a["device"] == device and a["kind"] == "comms"),
+                   key=lambda a: parse_time(a["start"], 0))
+        seconds = (parse_time(last["end"], 0) - parse_time(last["start"], 0)) / S
+        assert seconds >= FAULT_MINUTES * 60 / SPEED / 2, last
     assert compared(replayed, horizon) == expected, (
         f"{late} readings came after their tick had closed live" if late else "")

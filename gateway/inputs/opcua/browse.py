@@ -74,13 +74,15 @@ class BrowseRefused(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class BrowseLimits:
+    """The server's limits a walk splits its Browse and Read calls by."""
+
     browse: int
     read: int
     continuation: int  # 0: the server states no limit
 
     @classmethod
-    def of(cls, values: Sequence[int]) -> Limits:
+    def of(cls, values: Sequence[int]) -> BrowseLimits:
         browse, read, continuation = values
         return cls(browse or DEFAULT_BATCH, read or DEFAULT_BATCH, continuation)
 
@@ -114,7 +116,7 @@ class Walk:
 Progress = Callable[[int, int, int], None]  # (nodes browsed, variables found, nodes queued)
 
 
-async def read_limits(client: Client) -> Limits:
+async def read_limits(client: Client) -> BrowseLimits:
     values = await client.uaclient.read(ua.ReadParameters(NodesToRead=[
         ua.ReadValueId(NodeId=ua.NodeId(ua.Int32(i)), AttributeId=ua.AttributeIds.Value)
         for i in _LIMITS]))
@@ -123,7 +125,7 @@ async def read_limits(client: Client) -> Limits:
         value = dv.Value.Value if dv.Value is not None else None
         good = dv.StatusCode is None or dv.StatusCode.is_good()
         found.append(int(value) if good and isinstance(value, int) and value > 0 else 0)
-    return Limits.of(found)
+    return BrowseLimits.of(found)
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -133,7 +135,8 @@ def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
 class Walker:
     """One walk over one connected client."""
 
-    def __init__(self, client: Client, limits: Limits, progress: Progress | None = None) -> None:
+    def __init__(self, client: Client, limits: BrowseLimits,
+                 progress: Progress | None = None) -> None:
         self.client = client
         self.limits = limits
         self.progress = progress or (lambda nodes, variables, queued: None)

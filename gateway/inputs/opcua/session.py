@@ -121,7 +121,7 @@ class NodeRef:
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class OperationLimits:
     """The server's OperationLimits the driver splits its calls by (0: no limit)."""
 
     read: int = 0
@@ -304,7 +304,7 @@ class OpcUaSession:
         outcome = next(iter(done)).result()  # a poll error raises here
         raise outcome if isinstance(outcome, Lost) else Lost(COMMS, "poll ended")
 
-    async def _limits(self, client: Client) -> Limits:
+    async def _limits(self, client: Client) -> OperationLimits:
         params = ua.ReadParameters(NodesToRead=[
             ua.ReadValueId(NodeId=ua.NodeId(ua.Int32(i)), AttributeId=ua.AttributeIds.Value)
             for i in _LIMIT_NODES])
@@ -313,10 +313,10 @@ class OpcUaSession:
             value = dv.Value.Value if dv.Value is not None else None
             ok = dv.StatusCode is None or dv.StatusCode.is_good()
             found.append(int(value) if ok and isinstance(value, int) and value > 0 else 0)
-        return Limits(*found)
+        return OperationLimits(*found)
 
     async def _subscribe(self, client: Client, nodes: list[ua.NodeId | None], live: list[int],
-                         limits: Limits, bad: dict[int, int]) -> list[int]:
+                         limits: OperationLimits, bad: dict[int, int]) -> list[int]:
         """Create the subscription and its items; return the positions to poll instead."""
         keepalive = KEEPALIVE_COUNT
         # The server drops a subscription after `lifetime` publishing intervals without a
@@ -343,7 +343,7 @@ class OpcUaSession:
         self.status.stale_after_seconds = self._quiet
         requests = [self._item_request(k, nodes[k]) for k in live]
         polled = []
-        for part in Limits.chunks(len(requests), limits.monitored):
+        for part in OperationLimits.chunks(len(requests), limits.monitored):
             chunk = requests[part]
             if not chunk:
                 continue
@@ -409,10 +409,10 @@ class OpcUaSession:
                     f"{quiet:g} s: the server no longer publishes the subscription")
 
     async def _poll(self, client: Client, polled: list[int], nodes: list[ua.NodeId | None],
-                    limits: Limits) -> None:
+                    limits: OperationLimits) -> None:
         targets = [n for k in polled if (n := nodes[k]) is not None]  # polled: resolved only
         registered: list[ua.NodeId] = []
-        for part in Limits.chunks(len(targets), limits.register):
+        for part in OperationLimits.chunks(len(targets), limits.register):
             registered += await self._timed(client.uaclient.register_nodes(targets[part]))
         reads = [ua.ReadValueId(NodeId=n, AttributeId=ua.AttributeIds.Value) for n in registered]
         points = self.index[polled].astype(np.int64)
@@ -422,7 +422,7 @@ class OpcUaSession:
         first = True
         while True:
             values: list[ua.DataValue] = []
-            for part in Limits.chunks(len(reads), limits.read):
+            for part in OperationLimits.chunks(len(reads), limits.read):
                 values += await self._timed(client.uaclient.read(ua.ReadParameters(
                     MaxAge=0, TimestampsToReturn=ua.TimestampsToReturn.Both,
                     NodesToRead=reads[part])))

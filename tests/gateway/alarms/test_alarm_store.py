@@ -225,11 +225,22 @@ def test_flood_ends_once_fewer_than_5_remain_in_the_window(
                                            "peak": FLOOD}]
 
 
-def test_stale_and_quiet_conditions(store: AlarmStore) -> None:
-    old = alarm("comms", "plc1", T0, scope="device")
-    store.apply([raised(old)], now_ns=T0)
-    store.apply([raised(alarm("leak", "dma1", T0 + 25 * 3600 * NS))], now_ns=T0 + 25 * 3600 * NS)
-    k = kpis(store, SETTINGS, T0, T0 + 26 * 3600 * NS)
-    assert k["stale"]["ids"] == [old.id]
+@pytest.mark.parametrize(("section", "stale"), [
+    ({}, [0]),  # a day by default
+    ({"stale_alarm_after": "20h"}, [0, 1]),
+    ({"stale_after": 72000.0}, [0, 1]),  # its old name reads the same
+    ({"stale_alarm_after": "2d"}, []),
+], ids=["default", "set", "old-name", "longer"])
+def test_stale_and_quiet_conditions(store: AlarmStore, section: dict, stale: list[int]) -> None:
+    raised_at = [T0, T0 + 3 * 3600 * NS, T0 + 25 * 3600 * NS]
+    alarms = [alarm("comms", "plc1", raised_at[0], scope="device"),
+              alarm("limit", "dma1.pressure", raised_at[1], scope="tag"),
+              alarm("leak", "dma1", raised_at[2])]
+    for a, t in zip(alarms, raised_at, strict=True):
+        store.apply([raised(a)], now_ns=t)
+    settings = AlarmsSection.model_validate(section, strict=True)
+    k = kpis(store, settings, T0, T0 + 26 * 3600 * NS)
+    assert k["stale"]["after_seconds"] == settings.stale_alarm_after
+    assert k["stale"]["ids"] == [alarms[i].id for i in stale]
     assert not k["flood"]["active"] and k["flood"]["episodes"] == []
     assert k["chattering"] == []
