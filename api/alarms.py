@@ -31,7 +31,7 @@ from api.models import (
     BulkAckRequest,
     BulkAckResult,
     CommentRequest,
-    JournalEntry,
+    JournalEvent,
     PriorityName,
     Problem,
     ShelveRequest,
@@ -274,7 +274,7 @@ def alarm_history(store: Store, alarm_id: AlarmId) -> AlarmHistory:
     def read() -> AlarmHistory:
         journal = store.history(alarm_id)
         return AlarmHistory(alarm=store.get(alarm_id),
-                            journal=[JournalEntry(**e.to_json()) for e in journal])
+                            journal=[JournalEvent(**e.to_json()) for e in journal])
     return _call(read)
 
 

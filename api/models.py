@@ -116,7 +116,7 @@ class Health(BaseModel):
     tasks: list[TaskHealth] = []
 
 
-class PointInfo(BaseModel):
+class PointListing(BaseModel):
     tag: str
     device: str | None
     kind: PointKind
@@ -130,7 +130,7 @@ class PointInfo(BaseModel):
 
 class Points(BaseModel):
     count: int
-    points: list[PointInfo]
+    points: list[PointListing]
 
 
 class LatestReading(BaseModel):
@@ -192,7 +192,7 @@ class Alarms(BaseModel):
     alarms: list[AlarmView]
 
 
-class JournalEntry(BaseModel):
+class JournalEvent(BaseModel):
     event_id: int
     time: str
     alarm_id: str | None
@@ -204,7 +204,7 @@ class JournalEntry(BaseModel):
 
 class AlarmHistory(BaseModel):
     alarm: AlarmView
-    journal: list[JournalEntry]
+    journal: list[JournalEvent]
 
 
 # Bounds of what a request may carry (with the body limit, api.middleware): text an operator

@@ -11,13 +11,13 @@ from anomaly.batch import Batch, Quality
 from api.auth import GuardedRoute
 from api.context import Ctx
 from api.encode import json_response
-from api.models import QUALITY_NAMES, Latest, PointInfo, Points
+from api.models import QUALITY_NAMES, Latest, PointListing, Points
 from gateway.inputs.quality import cause_name
 from gateway.site.model import PointKind, fields_of
 from timegrammar import now_ns
 from timegrammar.iso import iso, iso_column
 
-_POINT_FIELDS = set(PointInfo.model_fields)
+_POINT_FIELDS = set(PointListing.model_fields)
 
 router = APIRouter(route_class=GuardedRoute)
 

@@ -46,7 +46,7 @@ from timegrammar.iso import iso
 
 log = logging.getLogger(__name__)
 
-Scope = Literal["tag", "zone"]
+SuppressionScope = Literal["tag", "zone"]
 SYSTEM = "system"  # who, for transitions nobody asked for (engine events, shelf expiry)
 SCHEMA_VERSION = 1
 
@@ -469,7 +469,7 @@ class AlarmStore:
             rows = self._db.execute("SELECT * FROM suppressions ORDER BY scope, name").fetchall()
         return [_rule(r) for r in rows]
 
-    def suppress(self, scope: Scope, name: str, who: str, reason: str,
+    def suppress(self, scope: SuppressionScope, name: str, who: str, reason: str,
                  now_ns: int | None = None) -> dict:
         """Take a tag or zone out of service: its open alarms and any raised from now on are
         recorded but suppressed. One already out of service stays as it is (idempotent)."""
@@ -486,7 +486,7 @@ class AlarmStore:
             self._resuppress({(scope, name)} | self._rules(), who, reason, now)
             return rule
 
-    def unsuppress(self, scope: Scope, name: str, who: str, comment: str | None = None,
+    def unsuppress(self, scope: SuppressionScope, name: str, who: str, comment: str | None = None,
                    now_ns: int | None = None) -> dict:
         now = timegrammar.now_ns() if now_ns is None else now_ns
         with self._write():
