@@ -18,8 +18,11 @@ has `WARM_DAYS` days:
   absolute residuals, residuals clipped at 3 spreads so a holiday or an odd day bends it
   little), pooled and split weekday / weekend once a day type has `TYPE_DAYS` days (until
   then that day's residual is taken outside the pooled profile's range within 2.5 hours by
-  day and 15 minutes by night, a weekend's late morning being no leak, and its hours weigh
-  1.5^2 less);
+  day, a weekend's late morning being no leak, and its hours weigh 1.5^2 less; by night the
+  first night of a day type is no leak evidence, only against one, as its level against the
+  other type's is unknown and the same at every hour of the night as a leak's, and from its
+  second night on the type's own nights are its night profile, their mean of n nights
+  weighing 1 + 1/n times less than a learned one);
 - the day's demand level: a busy (hot) day lifts demand in proportion to the activity above the
   night's floor, its evening included, while a leak adds the same at every hour; the slope of
   the residuals on the activity (with an intercept, where a leak goes) over about a day is
@@ -65,7 +68,9 @@ Tuned on simulator exports with seeds 1, 2 and 3 only (scenarios normal, leak, a
 with 3-10 % leaks, abrupt and ramped, at several times and days, plus pump trips), and on
 wntr's Net1 and ky4 (simulators/networks.py, seeds below 101: tanks without meters, pumps
 under level control, 5- and 15-minute readings); ky10, Anytown and Net6 are held out, only
-evaluated (bench/networks.py).
+evaluated (bench/networks.py). The first-night rule and the (1 + 1/n) of a day type's first
+nights follow from the statistics, not from those data; they were checked, not tuned, on the
+simulator's seeds 101-103 (bench/anomaly.py) and Anytown.
 
 >>> import numpy as np
 >>> from anomaly.points import PointInfo, PointTable
@@ -211,14 +216,16 @@ class _Profile:
         hours apart (a weekend's late morning): demand early or late is no leak; at night
         within UNSEEN_NIGHT_SHIFT bins (a weekend's night may start a little later, and a
         wider band would hide a small leak). Else the profile's own bin: a learned profile is
-        sharp. `night`: `night(b)`, which the caller has at hand."""
-        typed = self.typed(b, weekend)
+        sharp; at night from the day type's first night on (a night's demand is steady, not
+        hours apart: `Leak._hour_bin` says how that night weighs). `night`: `night(b)`, which
+        the caller has at hand."""
+        t = 2 if weekend else 1
+        typed = self.typed(b, weekend) | (night & (self.days[t, b] >= 1))
         shifts = np.arange(-UNSEEN_SHIFT, UNSEEN_SHIFT + 1)
         far = self.mu[0].take((b + shifts) % DAY_BINS, axis=0)
         near = far[np.abs(shifts) <= UNSEEN_NIGHT_SHIFT]
         lo = np.where(night, near.min(axis=0), far.min(axis=0))
         hi = np.where(night, near.max(axis=0), far.max(axis=0))
-        t = 2 if weekend else 1
         mu = np.where(typed, self.mu[t, b], self.mu[0, b])
         return np.where(typed, mu, lo), np.where(typed, mu, hi)
 
@@ -545,6 +552,8 @@ class Leak:
         # its spread learned per hour of day and day type (one not learned yet, the first
         # weekend, weighs less: it may run later)
         var = self._hour_var(of_day, weekend, leak0, night_h)
+        # no night of this hour's day type yet (taken before this hour teaches one)
+        unseen = night_h & (self.hour_n[2 if weekend else 1, of_day] < 1)
         judged &= np.isfinite(var)
         var = np.where(judged, var, np.inf)
         # learn it from quiet hours (clipped, so that an odd hour teaches little)
@@ -561,10 +570,12 @@ class Leak:
         # Slow CUSUM: a leak of L0 against none, on the hour's mean residual.
         llr = np.minimum(leak0 / var * (rh - leak0 / 2), LLR_CAP)
         llr = np.where(judged, _nan_to_num(llr, nan=0.0, neginf=-LLR_CAP), 0.0)
-        # The first weekend's nights tell of no leak, only against one: the pooled profile is
-        # mostly weekdays', a weekend's evening runs on past midnight (5-10 % above a weekday's
-        # small hours), and the night is where the CUSUM finds small leaks.
-        unseen = night_h & weekend & (self.hour_n[2, of_day] < HOUR_DAYS)
+        # The first night of a day type (the first weekend's) tells of no leak, only against
+        # one: its level against the other type's is unknown (a weekend's evening runs on past
+        # midnight, its nights may take more), the same at every hour of that night as a leak
+        # is, so its hours are not independent evidence. From its second night on, the type's
+        # nights so far are its night profile (`_Profile.band`), widened by their
+        # uncertainty (`_hour_var`): a leak that began since shows.
         llr = np.where(unseen, np.minimum(llr, 0.0), llr)
         restart = judged & (self.cusum == 0.0) & (llr > 0)
         self.wsum[:, restart] = 0.0
@@ -594,8 +605,11 @@ class Leak:
         t = 2 if weekend else 1
         hours = [(h - 1) % 24, h, (h + 1) % 24]
         own = self.hour_n[t, h] >= HOUR_DAYS
+        # At night, until it has its own: the residual against a mean of the type's n nights
+        # varies (1 + 1/n) times a night's own variance (the pooled hour's).
+        few = 1.0 + 1.0 / np.maximum(self.hour_n[t, h], 1.0)
         v = np.where(own, self.hour_var[t].take(hours, axis=0),
-                     self.hour_var[0].take(hours, axis=0) * np.where(night, 1.0,
+                     self.hour_var[0].take(hours, axis=0) * np.where(night, few,
                                                                      UNSEEN_TYPE ** 2))
         ok = np.isfinite(v)
         var = np.sum(np.where(ok, v, 0.0), axis=0) / np.maximum(ok.sum(axis=0), 1)
