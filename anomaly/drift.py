@@ -152,7 +152,10 @@ class Drift:
         self.fitted = np.zeros(rows, dtype=bool)
         self.held = np.full(n, np.nan)
         self.held_ns = np.zeros(n, dtype=np.int64)
-        self.profile = np.full((n, 24), np.nan)
+        # the residual's usual level per hour of day, of the judged points only (a row each,
+        # in point order): at most sites the most of the points are flows, currents, states
+        self.levelled = np.flatnonzero(self.judged)
+        self.profile = np.full((len(self.levelled), 24), np.nan)
         self.sigma = np.full(n, np.nan)
         self.up = np.zeros(n)  # CUSUMs in z-hours
         self.down = np.zeros(n)
@@ -290,8 +293,9 @@ class Drift:
         e = self.residual(tick)
         judge = ~np.isnan(e)
         hour = int(tick.start_ns // 3_600_000_000_000 % 24)
-        base = self.profile[:, hour]
-        base = np.where(np.isnan(base), e, base)
+        usual = np.full(self.n, np.nan)
+        usual[self.levelled] = self.profile[:, hour]
+        base = np.where(np.isnan(usual), e, usual)
         r = e - base
         dt = np.where(self.last_ns >= 0, (tick.end_ns - self.last_ns) / 3.6e12, 0.0)
         dt = np.where(judge, np.minimum(dt, DT_MAX), 0.0)
@@ -344,7 +348,7 @@ class Drift:
         step = np.where(np.isnan(bound), 0.0, np.minimum(np.maximum(r, -bound), bound))
         a_p = np.minimum(1.0, dt / PROFILE_TAU)
         self.profile[:, hour] = np.where(calm, base + a_p * step,
-                                         np.where(judge, base, self.profile[:, hour]))
+                                         np.where(judge, base, usual))[self.levelled]
         dev = np.abs(r)
         a_s = np.minimum(1.0, dt / np.where(dev > self.sigma, SIGMA_UP_TAU, SIGMA_TAU))
         grown = np.where(np.isnan(self.sigma), np.where(dev > 0, dev, np.nan),
@@ -395,7 +399,7 @@ class Drift:
         self.onset_h[:, members] = 0.0
         self.jitter[members] = np.nan
         self.last_r[members] = np.nan
-        self.profile[members] = np.nan
+        self.profile[np.searchsorted(self.levelled, members)] = np.nan
         self.sigma[members] = np.nan
         self.learned[members] = 0.0
         self.fit_w[rows] = 0.0

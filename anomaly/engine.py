@@ -38,8 +38,9 @@ from anomaly.ticks import Tick, TickAccumulator
 # 2: leak profiles are (day type, bin, zone); 3: the zone model is T-squared (no river trees),
 # the gate holds chattering alarms; 4: leak storage (tank areas); 5: per-tag anomaly, stuck
 # run lengths; 6: sensor extremes (a tank's floor and overflow rest), tag-anomaly warm-up;
-# 7: drift's excursion onset
-STATE_VERSION = 7
+# 7: drift's excursion onset; 8: counts in small integers (tag-anomaly slots, sensor hours),
+# drift's hourly profile of its judged points only
+STATE_VERSION = 8
 GOOD = int(Quality.GOOD)
 
 

@@ -80,6 +80,7 @@ SCALE_ALPHA = 0.01  # per step
 WARM_STEPS = 12  # steps learned before spikes are judged
 HOUR_ALPHA = 0.05  # per step within an hour bin
 HOUR_STEPS = 3  # steps an hour bin has learned before it counts
+HOUR_CAP = max(HOUR_STEPS, int(np.ceil(1.0 / HOUR_ALPHA)))  # steps an hour bin counts up to
 COMMON = 2  # tags of one kind spiking in the same tick: a process event
 SPIKE_SPREAD = 5.0  # times the learned within-tick spread
 SPREAD_MIN_COUNT = 5  # readings in a tick for its spread to mean anything
@@ -127,10 +128,11 @@ class SensorFaults:
         self.scale = np.full(n, np.nan)  # EWMA of |step|
         self.scale_n = np.zeros(n)  # steps the scale has learned
         # The same per hour of day, hour-major so that a tick's hour is one contiguous row
-        # (`state()` gives it tag-major, as `hourly`). Per-tag tables in float32 (half the
-        # memory at 50k tags): statistics of float32 readings, and counts far below 2^24.
+        # (`state()` gives it tag-major, as `hourly`). Per-tag tables: the statistics in
+        # float32 (of float32 readings); the steps learned in uint8, held at `HOUR_CAP`:
+        # past it an hour bin is in use and learns at HOUR_ALPHA, so more counts change nothing.
         self.by_hour = np.full((24, n), np.nan, dtype=np.float32)
-        self.by_hour_n = np.zeros((24, n), dtype=np.float32)
+        self.by_hour_n = np.zeros((24, n), dtype=np.uint8)
         self.spread = np.full(n, np.nan)  # EWMA of max(max - mean, mean - min) in a tick
         self.spikes_seen = np.zeros((2, n))  # the largest and second largest spike, fading
         self._res_changed()
@@ -346,11 +348,12 @@ class SensorFaults:
         np.maximum(SCALE_ALPHA, alpha, out=alpha)
         self.scale = np.where(learn, _ewma(self.scale, clipped, alpha, d), self.scale)
         self.scale_n += learn
-        a_h = n_h + 1
+        a_h = n_h.astype(np.float32)
+        a_h += 1
         np.divide(1.0, a_h, out=a_h)
         np.maximum(HOUR_ALPHA, a_h, out=a_h)
         by_hour[:] = np.where(learn, _ewma(by_hour, clipped, a_h, d), by_hour)
-        n_h += learn
+        n_h += learn & (n_h < HOUR_CAP)
         if wide is not self._none:  # a tick of many readings each
             score = np.where(wide & ~jump, self._stray_score, score)
         spikes = jump | wide
@@ -398,7 +401,7 @@ class SensorFaults:
         for name in _STATE:  # in this version's dtypes, whichever an older state saved
             setattr(self, name, state[name].astype(getattr(self, name).dtype))
         self.by_hour = np.array(state["hourly"].T, dtype=np.float32, order="C")
-        self.by_hour_n = np.array(state["hourly_n"].T, dtype=np.float32, order="C")
+        self.by_hour_n = np.array(state["hourly_n"].T, dtype=np.uint8, order="C")
         self._res_changed()
 
 

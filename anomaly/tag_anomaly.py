@@ -248,10 +248,14 @@ class TagAnomaly:
         self.dev = np.full(n, np.nan)  # mean |x - level|
         # per day type (weekday, weekend, and both pooled) and slot of the day: mean
         # x - level, and the ticks it learned; a row per (type, slot), so a tick's is one
-        # contiguous row; float32, the largest tables per tag: means of float32 readings, and
-        # counts far below 2^24
+        # contiguous row. The largest tables per tag: the means in float32 (of float32
+        # readings); the counts in the smallest unsigned integer that holds `count_cap`, where
+        # they stop: past it a slot learns at its floor rate and is long since in use, so a
+        # count held there changes nothing (uint8 on 1-minute ticks: a quarter of float32)
+        self.count_cap = int(np.ceil(max(PROFILE_DAYS, PROFILE_DAYS_MEMORY)
+                                     * self.ticks_per_slot))
         self.shape = np.zeros((3 * self.slots, n), dtype=np.float32)
-        self.shape_n = np.zeros((3 * self.slots, n), dtype=np.float32)
+        self.shape_n = np.zeros((3 * self.slots, n), dtype=np.min_scalar_type(self.count_cap))
         self.dev_p = np.full(n, np.nan)  # mean |x - level - shape|
         self.recent = np.zeros(n)  # EWMA of the residual over SHORT ticks
         self.dev_m = np.full(n, np.nan)  # its mean absolute value
@@ -398,14 +402,14 @@ class TagAnomaly:
         alpha = np.maximum(1.0 / (self.ticks + 1.0), 1.0 / MEMORY)
         normal = alpha * (later & ~held)
         self.level = np.where(first, x, self.level + alpha * pace * good * np.nan_to_num(r_level))
-        a_slot = np.maximum(1.0 / (shape_n + 1.0),
+        a_slot = np.maximum(1.0 / (shape_n.astype(np.float32) + 1.0),
                             1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
         shape += a_slot * np.nan_to_num(r_level - shape)
-        shape_n += later
-        a_pooled = np.maximum(1.0 / (pooled_n + 1.0),
+        shape_n += later & (shape_n < self.count_cap)
+        a_pooled = np.maximum(1.0 / (pooled_n.astype(np.float32) + 1.0),
                               1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
         pooled += a_pooled * np.nan_to_num(r_level - pooled)
-        pooled_n += later
+        pooled_n += later & (pooled_n < self.count_cap)
         self.dev = _learn(self.dev, np.abs(r_level), normal, first)
         self.dev_p = _learn(self.dev_p, np.abs(r_prof), normal, first)
         self.dev_m = _learn(self.dev_m, np.abs(recent), normal, first)
