@@ -26,17 +26,14 @@ arrival - start of the first cycle); lost = expected - counted. CPU = process ti
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
-import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from bench import station
 from bench.opcua import Counter
-from bench.station import Result, phases, print_phases, until
+from bench.station import Result, phases, until
 from bench.table import Row
 from gateway.inputs.dnp3 import requests
 from gateway.inputs.dnp3.master import build_sessions, honour_cancel
@@ -232,32 +229,10 @@ def measure(points: int, cycles: int, timeout: float) -> dict[str, Result]:
 
 def run(quick: bool) -> list[Row]:
     """The gateway's readings/s beside a bare dnp3py master, per point count."""
-    sizes, cycles = ([1000], 3) if quick else ([1000, 10000], 5)
-    rows = []
-    for points in sizes:
-        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-            r = pool.submit(measure, points, cycles, 120.0).result()
-        (ours, got, _), (peer, _, _) = r["gateway"], r["dnp3py"]
-        rows.append(Row(f"DNP3 events (g32v7) into the historian and the anomaly engine, "
-                        f"{points:,} points", f"{ours:,.0f}/s, {points * cycles - got:,} lost",
-                        f"bare dnp3py master: {peer:,.0f}/s", ours / peer,
-                        f"python -m bench.dnp3 --points {points} --cycles {cycles}"))
-    return rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--points", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--cycles", type=int, default=5)
-    parser.add_argument("--timeout", type=float, default=120.0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    for points in args.points:
-        expected = points * args.cycles
-        results = measure(points, args.cycles, args.timeout)
-        print(f"{points} points, {args.cycles} cycles ({expected} events):")
-        print_phases(results, "dnp3py", expected)
+    return station.rows(measure, "dnp3py", quick,
+                        "DNP3 events (g32v7) into the historian and the anomaly engine",
+                        "bare dnp3py master", "bench.dnp3")
 
 
 if __name__ == "__main__":
-    main()
+    station.main(__doc__ or "", measure, "dnp3py", "events")

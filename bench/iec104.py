@@ -27,18 +27,15 @@ CPU = process time of this (client) process per reading (c104's own threads incl
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
-import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from bench import station
 from bench.opcua import Counter
-from bench.station import Result, phases, print_phases, until
+from bench.station import Result, phases, until
 from bench.table import Row
 from gateway.inputs.iec104.client import build_sessions
 from gateway.runtime import Gateway
@@ -254,33 +251,10 @@ def measure(points: int, cycles: int, timeout: float) -> dict[str, Result]:
 
 def run(quick: bool) -> list[Row]:
     """The gateway's readings/s beside c104's client, per point count."""
-    sizes, cycles = ([1000], 3) if quick else ([1000, 10000], 5)
-    rows = []
-    for points in sizes:
-        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-            r = pool.submit(measure, points, cycles, 120.0).result()
-        (ours, got, _), (peer, _, _) = r["gateway"], r["c104"]
-        rows.append(Row(f"IEC 104 spontaneous reports into the historian and the anomaly "
-                        f"engine, {points:,} points",
-                        f"{ours:,.0f}/s, {points * cycles - got:,} lost",
-                        f"c104's client (lib60870-C): {peer:,.0f}/s", ours / peer,
-                        f"python -m bench.iec104 --points {points} --cycles {cycles}"))
-    return rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--points", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--cycles", type=int, default=5)
-    parser.add_argument("--timeout", type=float, default=120.0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    for points in args.points:
-        expected = points * args.cycles
-        results = measure(points, args.cycles, args.timeout)
-        print(f"{points} points, {args.cycles} cycles ({expected} spontaneous readings):")
-        print_phases(results, "c104", expected)
+    return station.rows(measure, "c104", quick,
+                        "IEC 104 spontaneous reports into the historian and the anomaly engine",
+                        "c104's client (lib60870-C)", "bench.iec104")
 
 
 if __name__ == "__main__":
-    main()
+    station.main(__doc__ or "", measure, "c104", "spontaneous readings")

@@ -6,15 +6,20 @@ until it receives None."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import logging
 import multiprocessing as mp
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from bench.table import Row
 
 if TYPE_CHECKING:
     from bench.opcua import Counter
@@ -23,6 +28,7 @@ Result = tuple[float, int, float]  # readings/s, counted, CPU seconds per millio
 Bare = Callable[[Connection, int, int, int, float], Coroutine[Any, Any, Result]]
 # (pipe, port, points, cycles, timeout, data dir) -> its result
 Ours = Callable[[Connection, int, int, int, float, Path], Coroutine[Any, Any, Result]]
+Measure = Callable[[int, int, float], dict[str, Result]]  # (points, cycles, timeout) -> phases
 
 
 @contextlib.contextmanager
@@ -79,3 +85,35 @@ def print_phases(results: dict[str, Result], ceiling: str, expected: int) -> Non
     for name, (rate, count, cpu) in results.items():
         print(f"  {name:8s} {rate:10,.0f} readings/s  ratio {rate / peak:5.2f}  "
               f"lost {expected - count:6d}  CPU {cpu:6.2f} s per million readings")
+
+
+def rows(measure: Measure, peer: str, quick: bool, what: str, peer_says: str,
+         module: str) -> list[Row]:
+    """The gateway's readings/s beside the bare `peer` client, per point count, each in a
+    fresh process (`measure` is a module-level function, so a spawned pool can run it)."""
+    sizes, cycles = ([1000], 3) if quick else ([1000, 10000], 5)
+    out = []
+    for points in sizes:
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            r = pool.submit(measure, points, cycles, 120.0).result()
+        (ours, got, _), (theirs, _, _) = r["gateway"], r[peer]
+        out.append(Row(f"{what}, {points:,} points",
+                       f"{ours:,.0f}/s, {points * cycles - got:,} lost",
+                       f"{peer_says}: {theirs:,.0f}/s", ours / theirs,
+                       f"python -m {module} --points {points} --cycles {cycles}"))
+    return out
+
+
+def main(doc: str, measure: Measure, peer: str, readings: str) -> None:
+    """A bench module's command line: `--points`, `--cycles`, `--timeout`, a table per size."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--points", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    for points in args.points:
+        expected = points * args.cycles
+        results = measure(points, args.cycles, args.timeout)
+        print(f"{points} points, {args.cycles} cycles ({expected} {readings}):")
+        print_phases(results, peer, expected)
