@@ -318,7 +318,7 @@ def test_the_engine_keeps_what_it_learned_of_the_points_that_did_not_change() ->
         assert np.array_equal(now[3], was[1], equal_nan=True), name  # a.f: kept
         # new, new, changed: as a fresh engine has them (the gate's times of a condition
         # kind: only once one arose, -1 for the subjects where none did)
-        blank = np.moveaxis(fresh.get(name, np.full_like(arr, -1)), axes[0], 0)
+        blank = np.moveaxis(fresh[name] if name in fresh else np.full_like(arr, -1), axes[0], 0)
         for i in (0, 1, 2):
             assert np.array_equal(now[i], blank[i], equal_nan=True), (name, i)
         checked += 1

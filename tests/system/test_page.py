@@ -378,6 +378,14 @@ def test_a_point_shows_its_raw_readings_and_its_devices_comms_alarms(
     comms = dataclasses.replace(alarm("comms", "water-dma2", scope="device"),
                                 device="water-dma2", zone="dma2", tags=dma2)
     store.apply([raised(comms), raised(alarm("stuck", tag, scope="tag"))])
+    # The historian commits its first readings at once, then each second: wait for a second
+    # commit, so the trend has readings (plural) to draw.
+    headers = auth_headers(site.site.data_dir, "viewer")
+    deadline = time.monotonic() + RUN_LIMIT
+    while len(httpx.get(f"{url}/api/v1/history", params={"tag": tag}, headers=headers
+                        ).json()["ts"]) < 2:
+        assert time.monotonic() < deadline, f"{tag}: fewer than 2 readings stored"
+        time.sleep(0.2)
     page = open_page(browser, url, site)
     page.locator(".zone[data-zone=dma2]").click()
     page.locator(f"#zone-points tr[data-tag='{tag}']").click()
