@@ -32,6 +32,7 @@ from pyModbusTCP.server import ModbusServer
 
 from anomaly.batch import Batch
 from gateway.site.model import Device, Point, Site, SiteSection
+from gateway.status import DeviceStatus
 from scadawatch.ports import free_port
 
 _STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "int64": "q",
@@ -271,6 +272,20 @@ class Sink:
                   timeout: float = 10.0) -> None:
         async with self.running(buses):
             await self.wait(until, timeout)
+
+    async def fault_then_reconnect(self, inputs: list, device: DeviceStatus,
+                                   connections: Callable[[], int], limit: float
+                                   ) -> tuple[str, str | None]:
+        """Run `inputs` against a hostile peer until the first batch (the fault it causes), then
+        until the session lives on and reconnects (`connections()` reaches 2): the device's
+        state and last error at the fault."""
+        async with self.running(inputs):
+            await self.wait(lambda s: len(s.batches) > 0, limit)
+            state, error = device.state, device.last_error
+            async with asyncio.timeout(limit):
+                while connections() < 2:
+                    await asyncio.sleep(0.05)
+        return state, error
 
     async def _wait(self, until: Callable[[Sink], bool]) -> None:
         while not until(self):

@@ -244,13 +244,8 @@ def test_a_hostile_outstation_ends_as_a_clear_cause(behaviour: Any, cause: int, 
             sink = Sink()
             site = site_of(peer.port, [{**ANALOG, "index": 0}], tmp_path, unsolicited=False)
             found, status = sessions(site, sink)
-            device = status.devices["rtu"]
-            async with sink.running(found):
-                await sink.wait(lambda s: len(s.batches) > 0, LIMIT)
-                state, error = device.state, device.last_error
-                async with asyncio.timeout(LIMIT):
-                    while peer.connections < 2:  # the session lives on and reconnects
-                        await asyncio.sleep(0.05)
+            state, error = await sink.fault_then_reconnect(
+                found, status.devices["rtu"], lambda: peer.connections, LIMIT)
         return rows(sink), state, error
 
     batch, state, error = asyncio.run(scenario())

@@ -277,13 +277,8 @@ def test_a_hostile_station_ends_as_a_clear_cause(behaviour: Any, confirm: bool, 
         async with station.running():
             sink = Sink()
             found, status = sessions(site_of(station.port, [1], tmp_path), sink)
-            device = status.devices["rtu"]
-            async with sink.running(found):
-                await sink.wait(lambda s: len(s.batches) > 0, LIMIT)
-                state, error = device.state, device.last_error
-                async with asyncio.timeout(LIMIT):
-                    while station.connections < 2:  # the session lives on and reconnects
-                        await asyncio.sleep(0.05)
+            state, error = await sink.fault_then_reconnect(
+                found, status.devices["rtu"], lambda: station.connections, LIMIT)
         return rows(sink), state, error
 
     batch, state, error = asyncio.run(scenario())
