@@ -10,11 +10,13 @@ prints the anomaly engine's share of RSS and CPU. `--restart` then starts it aga
 same data and prints its RSS once the engine's saved state is loaded: the engine's tables are
 allocated zeroed, and a fresh process holds in memory only the pages it has written so far
 (the hour, the slot of the day it has learned), while a loaded state is in memory whole, as
-a gateway's is after a day of learning. `run(quick)` gives `python -m bench` its rows
-in EMQX Neuron's format (tags x poll interval -> RSS, CPU %) beside Neuron's published figures.
+a gateway's is after a day of learning; `--state-size` prints only the bytes of that saved
+state per detector and dtype, a figure no load on the machine moves. `run(quick)` gives
+`python -m bench` its rows in EMQX Neuron's format (tags x poll interval -> RSS, CPU %)
+beside Neuron's published figures.
 
     python -m bench.footprint [--devices 4] [--points 100] [--interval 1] [--seconds 60]
-                              [--engine-share] [--restart]
+                              [--engine-share] [--restart] [--state-size]
 """
 
 from __future__ import annotations
@@ -151,6 +153,22 @@ def neuron(n: int, interval: float) -> tuple[str, float | None]:
     return f"EMQX Neuron (none at this load; 4-core Xeon): {published}", None
 
 
+def state_sizes(devices: int, points: int) -> dict[str, dict[str, int]]:
+    """Bytes of the anomaly engine's saved state per detector and dtype for this site
+    (`Engine.state()`'s arrays, numpy's nbytes): what a restarted gateway holds whole,
+    whatever the machine's load."""
+    from anomaly.engine import Engine
+    from anomaly.points import PointInfo
+
+    engine = Engine([PointInfo(f"plc{i}.f{k}", "flow", "L/s", device=f"plc{i}")
+                     for i in range(devices) for k in range(points)])
+    out: dict[str, dict[str, int]] = {}
+    for name, arr in engine.state().items():
+        part = out.setdefault(name.split("/")[0], {})
+        part[str(arr.dtype)] = part.get(str(arr.dtype), 0) + arr.nbytes
+    return out
+
+
 def run(quick: bool) -> list[Row]:
     """Neuron's format: tags x poll interval -> RSS and CPU, and cold start; the ratio is
     RSS over Neuron's where it published the same load."""
@@ -179,10 +197,22 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--engine-share", action="store_true",
                     help="run again without the anomaly engine and print its share")
+    ap.add_argument("--state-size", action="store_true",
+                    help="only print the anomaly engine's saved state per detector (bytes)")
     ap.add_argument("--restart", action="store_true",
                     help="then restart it on the same data and print its RSS with the "
                          "engine's learned state loaded")
     args = ap.parse_args()
+    if args.state_size:
+        sizes = state_sizes(args.devices, args.points)
+        total = sum(sum(p.values()) for p in sizes.values())
+        print(f"anomaly engine state, {args.devices * args.points:,} flow points: "
+              f"{total / 1e6:.1f} MB")
+        for name, part in sorted(sizes.items(), key=lambda kv: -sum(kv[1].values())):
+            print(f"  {name:12s} {sum(part.values()) / 1e6:6.1f} MB  " + ", ".join(
+                f"{dtype} {b / 1e6:.1f}" for dtype, b in sorted(part.items(),
+                                                                key=lambda kv: -kv[1])))
+        return
     m = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
                 restart=args.restart)
     n = args.devices * args.points
