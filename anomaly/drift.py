@@ -70,6 +70,7 @@ import numpy as np
 
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
+from anomaly.precision import Float32Fields
 from anomaly.ticks import Tick
 
 LEVEL_KINDS = ("pressure", "voltage", "frequency", "temperature")
@@ -101,10 +102,16 @@ JITTER_CLIP = 4.0  # times their mean: the largest change taken in (a spike coun
 MEAN_ABS_STEP = 2 / np.sqrt(np.pi)  # mean |difference| of two independent normal draws, sd 1
 
 
-class Drift:
+class Drift(Float32Fields):
     """`drift` on every point of a level kind at once."""
 
     name = "drift"
+    # Per-tag scales, CUSUMs and excursion means in float32 (anomaly/precision.py). In
+    # float64: `held` and `profile`, on the readings' scale where a point has no
+    # neighbours to be predicted from, and the regression's sums (fit_*), which add up
+    # squares over months.
+    FLOAT32 = frozenset({"sigma", "up", "down", "learned", "step_scale", "steps", "onset",
+                         "onset_h", "jitter", "last_r"})
 
     def __init__(self, table: PointTable) -> None:
         n = len(table)

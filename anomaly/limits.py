@@ -34,6 +34,7 @@ import numpy as np
 from anomaly.alarms import Finding
 from anomaly.batch import Batch
 from anomaly.points import PointTable
+from anomaly.precision import Float32Fields
 from anomaly.ticks import Tick
 
 DEADBAND = 0.02  # of the lo-hi span: how far back inside a value must come to leave
@@ -52,11 +53,14 @@ MESSAGE = "{subject} at {value} {unit}, outside its limit {limit}"
 NO_TICK = np.iinfo(np.int64).min  # an unused row of the saved history
 
 
-class Limits:
+class Limits(Float32Fields):
     """Readings against each point's limits; points without limits never trip, nor do those
     `skip` marks (another detector judges them against the same limits)."""
 
     name = "limits"
+    # The usual step and its weight in float32 (anomaly/precision.py); `previous`, a
+    # reading, in float64.
+    FLOAT32 = frozenset({"step", "weight"})
 
     def __init__(self, table: PointTable, skip: np.ndarray | None = None, *,
                  interval: float = 60.0, lateness: float = 0.0) -> None:
@@ -171,7 +175,7 @@ class Limits:
         # engine's, anomaly.engine.Engine.load): unused rows carry the end NO_TICK.
         size = self.history.maxlen or 0
         ends = np.full(size, NO_TICK, dtype=np.int64)
-        steps = np.zeros((size + 1, len(self.step)))
+        steps = np.zeros((size + 1, len(self.step)), dtype=self.step.dtype)
         weights = np.zeros_like(steps)
         steps[0], weights[0] = self._before
         for k, (end, st, w) in enumerate(self.history):
@@ -187,7 +191,8 @@ class Limits:
         self.weight = state["weight"].copy()
         self.history.clear()
         steps, weights = state["history_step"], state["history_weight"]
-        self._before = (steps[0].copy(), weights[0].copy())
+        held = self.step.dtype  # float32, whichever an older state saved
+        self._before = (steps[0].astype(held), weights[0].astype(held))
         for k, end in enumerate(state["history_end"].tolist(), start=1):
             if end != NO_TICK:
-                self.history.append((end, steps[k].copy(), weights[k].copy()))
+                self.history.append((end, steps[k].astype(held), weights[k].astype(held)))

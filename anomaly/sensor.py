@@ -57,6 +57,7 @@ import numpy as np
 
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
+from anomaly.precision import Float32Fields
 from anomaly.ticks import Tick
 
 # stuck
@@ -88,10 +89,14 @@ SPIKE_DAYS = 30.0  # a learned spike fades with this time constant
 SPIKE_MARGIN = 1.3  # times the second largest spike seen: a spike the tag has not shown
 
 
-class SensorFaults:
+class SensorFaults(Float32Fields):
     """`stuck` and `spike` on every tag at once."""
 
     name = "sensor"
+    # Scales, spreads and fading weights in float32 (anomaly/precision.py). In float64:
+    # values on the readings' scale (prev, prev2, rest, low, high) and `res`, compared with
+    # their differences; `run`, a count of readings that may pass 2**24.
+    FLOAT32 = frozenset({"runs_total", "moves", "scale", "scale_n", "spread", "spikes_seen"})
 
     def __init__(self, table: PointTable) -> None:
         n = len(table)

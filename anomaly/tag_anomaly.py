@@ -117,6 +117,7 @@ import numpy as np
 
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
+from anomaly.precision import Float32Fields
 from anomaly.ticks import Tick
 
 MEMORY = 288.0  # ticks: the level's and the scales' memory (a day at 5 minutes)
@@ -168,10 +169,16 @@ MESSAGES = (*(_LEVEL.format(way=way, unit=unit, when=when)
             "{subject}: {value} times its usual rate of swings beyond {limit} {unit}")
 
 
-class TagAnomaly:
+class TagAnomaly(Float32Fields):
     """Every tag's level, daily profile and swings against what it has shown before."""
 
     name = "tag_anomaly"
+    # Scales, residual averages and fading weights in float32 (anomaly/precision.py). In
+    # float64: values on the readings' scale (prev, level, value, usual, regime) and `res`,
+    # compared with their differences; counts past 2**24 (ticks, quiet); `peak`, which
+    # grows as 1/fade up to 1e100 before it is rescaled.
+    FLOAT32 = frozenset({"prev_r", "prev_step", "dev", "dev_p", "recent", "dev_m", "rough",
+                         "swing_rate", "swings", "episode", "outings", "regime_n"})
 
     def __init__(self, table: PointTable, settings: object | None = None, *,
                  interval: float | None = None, skip: np.ndarray | None = None) -> None:

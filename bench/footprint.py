@@ -10,11 +10,13 @@ prints the anomaly engine's share of RSS and CPU. `--restart` then starts it aga
 same data and prints its RSS once the engine's saved state is loaded: the engine's tables are
 allocated zeroed, and a fresh process holds in memory only the pages it has written so far
 (the hour, the slot of the day it has learned), while a loaded state is in memory whole, as
-a gateway's is after a day of learning. `run(quick)` gives `python -m bench` its rows
-in EMQX Neuron's format (tags x poll interval -> RSS, CPU %) beside Neuron's published figures.
+a gateway's is after a day of learning; `--state-size` prints only the bytes of that saved
+state per detector and dtype, a figure no load on the machine moves. `run(quick)` gives
+`python -m bench` its rows in EMQX Neuron's format (tags x poll interval -> RSS, CPU %)
+beside Neuron's published figures.
 
     python -m bench.footprint [--devices 4] [--points 100] [--interval 1] [--seconds 60]
-                              [--engine-share] [--restart]
+                              [--engine-share] [--restart] [--state-size]
 """
 
 from __future__ import annotations
@@ -80,12 +82,28 @@ def start(config: Path, api_port: int, token: str, limit: float = 120.0
     return proc, None
 
 
+def engine_drained(api_port: int, token: str, limit: float = 120.0) -> bool:
+    """Wait until the anomaly engine has taken readings from the spool (its saved state is
+    loaded by then); False: not within `limit` seconds."""
+    t0 = time.perf_counter()
+    while time.perf_counter() < t0 + limit:
+        try:
+            sinks = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/health", timeout=1,
+                              headers={"Authorization": f"Bearer {token}"}).json()["sinks"]
+            if any(s["name"] == "anomaly" and s["readings_total"] > 0 for s in sinks):
+                return True
+        except (httpx.TransportError, KeyError, TypeError, ValueError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def measure(devices: int, points: int, interval: float, warmup: float, seconds: float,
             engine: bool = True, restart: bool = False) -> dict[str, float | None]:
     """RSS (MB, and peak), CPU share and cold start (s) of `scadawatch run` polling
     `devices` x `points` float32 every `interval` s (`engine`: the anomaly engine on).
     `restart`: then stop it and start it again on the same data, and add `restarted`, its
-    RSS `warmup` s after it stored again (see `main`)."""
+    RSS (and `restarted_peak`) `warmup` s after its engine took readings again (see `main`)."""
     servers = Servers(devices, points)
     api_port = free_port()
     extra = {} if engine else {"anomaly": {"enabled": False}}
@@ -108,8 +126,12 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
             if restart:
                 proc, _ = start(config, api_port, token)
                 try:
+                    # The engine loads its state in the drain, after the first poll: a busy
+                    # machine takes seconds more than a quiet one, so its first drained
+                    # readings start the clock, not the historian's.
+                    engine_drained(api_port, token)
                     time.sleep(warmup)
-                    out["restarted"] = rss_mb(proc.pid)[0]
+                    out["restarted"], out["restarted_peak"] = rss_mb(proc.pid)
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=60)
@@ -129,6 +151,22 @@ def neuron(n: int, interval: float) -> tuple[str, float | None]:
     if interval == 1.0 and n in NEURON:
         return f"EMQX Neuron {n:,} @ 1 s: {NEURON[n][0]} MB, {NEURON[n][1]} %", NEURON[n][0]
     return f"EMQX Neuron (none at this load; 4-core Xeon): {published}", None
+
+
+def state_sizes(devices: int, points: int) -> dict[str, dict[str, int]]:
+    """Bytes of the anomaly engine's saved state per detector and dtype for this site
+    (`Engine.state()`'s arrays, numpy's nbytes): what a restarted gateway holds whole,
+    whatever the machine's load."""
+    from anomaly.engine import Engine
+    from anomaly.points import PointInfo
+
+    engine = Engine([PointInfo(f"plc{i}.f{k}", "flow", "L/s", device=f"plc{i}")
+                     for i in range(devices) for k in range(points)])
+    out: dict[str, dict[str, int]] = {}
+    for name, arr in engine.state().items():
+        part = out.setdefault(name.split("/")[0], {})
+        part[str(arr.dtype)] = part.get(str(arr.dtype), 0) + arr.nbytes
+    return out
 
 
 def run(quick: bool) -> list[Row]:
@@ -159,10 +197,22 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--engine-share", action="store_true",
                     help="run again without the anomaly engine and print its share")
+    ap.add_argument("--state-size", action="store_true",
+                    help="only print the anomaly engine's saved state per detector (bytes)")
     ap.add_argument("--restart", action="store_true",
                     help="then restart it on the same data and print its RSS with the "
                          "engine's learned state loaded")
     args = ap.parse_args()
+    if args.state_size:
+        sizes = state_sizes(args.devices, args.points)
+        total = sum(sum(p.values()) for p in sizes.values())
+        print(f"anomaly engine state, {args.devices * args.points:,} flow points: "
+              f"{total / 1e6:.1f} MB")
+        for name, part in sorted(sizes.items(), key=lambda kv: -sum(kv[1].values())):
+            print(f"  {name:12s} {sum(part.values()) / 1e6:6.1f} MB  " + ", ".join(
+                f"{dtype} {b / 1e6:.1f}" for dtype, b in sorted(part.items(),
+                                                                key=lambda kv: -kv[1])))
+        return
     m = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
                 restart=args.restart)
     n = args.devices * args.points
@@ -174,8 +224,8 @@ def main() -> None:
           f"cold start to first stored reading {first_text}")
     if args.restart:
         print(f"  restarted on its data (the engine's saved state loaded): RSS "
-              f"{m['restarted']:.0f} MB after {args.warmup:g} s (load average "
-              f"{os.getloadavg()[0]:.1f})")
+              f"{m['restarted']:.0f} MB (peak {m['restarted_peak']:.0f} MB) {args.warmup:g} s "
+              f"after the engine's first readings (load average {os.getloadavg()[0]:.1f})")
     if args.engine_share:
         e = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
                     engine=False)

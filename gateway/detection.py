@@ -128,6 +128,7 @@ class Detection:
                 # Points or settings changed: learning restarts, and says so.
                 self.engine = build_engine(site)
                 log.warning("event=anomaly_state_discarded path=%s reason=%r", self.path, str(e))
+            release_free_memory()  # the file's arrays, read part by part, go back at once
         return self.engine
 
     def use_site(self, site: Site) -> None:
