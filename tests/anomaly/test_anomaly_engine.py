@@ -19,6 +19,7 @@ from anomaly.alarms import AlarmEvent, Finding
 from anomaly.batch import Batch, Quality
 from anomaly.engine import Engine, EngineSettings, StateError
 from anomaly.points import PointInfo
+from anomaly.precision import Float32Fields
 from anomaly.ticks import MAX_SILENT_TICKS, Tick, TickAccumulator
 from gateway.engine_state import load_state, save_state
 
@@ -477,3 +478,15 @@ def test_a_crafted_state_file_runs_no_code_and_is_refused(
     with pytest.raises(StateError, match=named):
         load_state(Engine(ZONED), tmp_path / "crafted.npz")
     assert not marker.exists()
+
+
+def test_every_statistic_a_detector_names_float32_is_held_as_float32() -> None:
+    # Float32Fields silently keeps float64 for a name it never sees set: a renamed field
+    # would cost memory unnoticed, so every listed name must exist after a run.
+    engine = Engine(POINTS)
+    engine.process(faulty())
+    held = [d for d in engine.detectors if isinstance(d, Float32Fields)]
+    assert {type(d).__name__ for d in held} >= {"TagAnomaly", "SensorFaults", "Drift", "Limits"}
+    for d in held:
+        for name in sorted(d.FLOAT32):
+            assert getattr(d, name).dtype == np.float32, f"{type(d).__name__}.{name}"
