@@ -533,11 +533,12 @@ class Leak:
         # less the leak's estimated size, day and night, so that a day type not seen before
         # the leak (a weekend, its nights) is learned too, a repair shows as the residual
         # falling back to zero, and a second leak shows above the first. The size taken out
-        # is settled while the reverse CUSUM stands at 0 (the leak was there); when the alarm
-        # ends, what was taken out since (the CUSUM's change point: the repair) was no leak,
-        # and the profile gets it back.
+        # is settled at each hour the reverse CUSUM ends at 0 (the leak was there); when the
+        # alarm ends, what was taken out since (the CUSUM's change point: the repair) was no
+        # leak, and the profile gets it back.
         self.flow.give_back(alarmed & ~self.alarm)
-        self.flow.settle(self.alarm & (self.back == 0.0))
+        if hour is not None:
+            self.flow.settle(self.alarm & (self.back == 0.0))
         suspected = ~self.alarm & ((self.cusum >= H_SLOW / 2) | (self.fast > 0))
         self.flow.update(b, weekend, x, has & self.judged & ~suspected,
                          np.where(self.alarm, _nan_to_num(self.size), 0.0))
