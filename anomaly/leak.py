@@ -368,7 +368,6 @@ class Leak:
         self.hour_weight = np.zeros(z)  # 1 / the last judged hour's variance
         self.mnf_margin = np.ones(z)  # more while the night's day type has no nights of its own
         self.day_sums = np.zeros((5, z))  # 1, a, a^2, r, r a (_learn_day_level)
-        self.night_base = np.zeros((3, z))  # hours, residual, variance sums (_first_night)
         self.day_level = np.zeros(z)
         self.smeared = np.zeros(z, dtype=bool)  # the bin holds an inflow step (_inflow_step)
         self.tick_net = np.full(z, np.nan)  # the last tick's net inflow
@@ -607,9 +606,8 @@ class Leak:
         # midnight, its nights may take more), the same at every hour of that night as a leak
         # is, so its hours are not independent evidence. From its second night on, the type's
         # nights so far are its night profile (`_Profile.band`), widened by their
-        # uncertainty (`_hour_var`): a leak that began since shows. On the first night, a
-        # rise above its own hours so far does (`_first_night`).
-        llr = np.where(unseen, self._first_night(judged & unseen, rh, var, leak0, llr), llr)
+        # uncertainty (`_hour_var`): a leak that began since shows.
+        llr = np.where(unseen, np.minimum(llr, 0.0), llr)
         restart = judged & (self.cusum == 0.0) & (llr > 0)
         self.wsum[:, restart] = 0.0
         self.pz[:, restart] = 0.0
@@ -719,29 +717,6 @@ class Leak:
         conf = np.fmax(stat * nights, fast) * support
         self.confidence = np.where(self.alarm, _clip(conf, 0.01, 0.99), np.nan)
 
-    def _first_night(self, unseen: np.ndarray, rh: np.ndarray, var: np.ndarray,
-                     leak0: np.ndarray, llr: np.ndarray) -> np.ndarray:
-        """The evidence of an hour of a day type's first night (`unseen`; `llr` against the
-        profile): a leak against none on its rise above the night's own hours so far (those
-        that showed none), and never more than against the profile. The night's level
-        against the other day type's is unknown, but the same from hour to hour, or falling
-        as a weekend's evening running on past midnight ends and its morning comes later
-        (simulators/water.py and networks.py, the tests' sites, and as utilities see
-        weekends): a leak that begins during the night rises above it; one that began before
-        it does not, as it cannot be told from the level (the weekday hours before it are
-        its evidence). Not tuned: the statistics of a mean of n hours, each as the profile
-        weighs it."""
-        n, total, var_sum = self.night_base
-        base = total / np.maximum(n, 1)
-        rise = leak0 / (var + var_sum / np.maximum(n * n, 1)) * (rh - base - leak0 / 2)
-        out = np.where(n > 0, np.minimum(np.minimum(rise, LLR_CAP), llr), np.minimum(llr, 0.0))
-        out = np.where(unseen, _nan_to_num(out, nan=0.0, neginf=-LLR_CAP), llr)
-        # the night's level from its hours that showed no rise; a night's hours in a row
-        quiet = unseen & (out <= 0.0) & np.isfinite(var)
-        self.night_base = np.where(unseen, self.night_base + np.where(
-            quiet, np.array([np.ones_like(rh), rh, var]), 0.0), 0.0)
-        return out
-
     def _learn_day_level(self, r: np.ndarray, activity: np.ndarray, learn: np.ndarray,
                          mean: np.ndarray) -> None:
         """The day's demand level (a fraction of the activity above the night's floor): the
@@ -776,7 +751,6 @@ class Leak:
         self.pz[:, zones] = 0.0
         self.night[:, zones] = 0.0
         self.day_sums[:, zones] = 0.0
-        self.night_base[:, zones] = 0.0
         self.day_level[zones] = 0.0
         self.hour_var[:, :, zones] = np.nan
         self.hour_n[:, :, zones] = 0.0
@@ -887,5 +861,4 @@ class Leak:
 _STATE = ("bin", "acc", "pacc", "cusum", "wsum", "fast", "back", "alarm", "size", "confidence",
           "pz", "night", "nights", "mnf", "alarm_mnf", "usual", "night_mad", "limit", "size_se",
           "evidence_nights", "smeared", "mnf_margin", "hour_no", "hacc", "hour_var",
-          "hour_n", "hour_weight", "day_sums", "night_base", "day_level", "tick_net",
-          "tick_scale", "tick_n")
+          "hour_n", "hour_weight", "day_sums", "day_level", "tick_net", "tick_scale", "tick_n")
