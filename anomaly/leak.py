@@ -45,9 +45,12 @@ has `WARM_DAYS` days:
 - pressure residuals (learned the same way per pressure point) as supporting evidence in the
   confidence only: a leak lowers pressures, but so does a pump trip.
 
-While a leak is suspected the zone's profile is frozen; in alarm its night bins stay frozen and
-its day bins learn the consumption less the estimated leak (so a weekend first seen during a
-leak is learned), so the leak is not learned as demand. The alarm's `size_lps` is the excess of
+While a leak is suspected the zone's profile is frozen; in alarm it learns the consumption
+less the estimated leak, day and night, so the leak is not learned as demand, a weekend first
+seen during a leak is learned (its nights too: the next weekend's are judged against them),
+and a second leak shows above the first. What was taken out is settled at each hour the
+reverse CUSUM ends at 0 (the leak was there); when the alarm ends, what was taken out since
+(the reverse CUSUM's change point, the repair) is given back to the profile. The alarm's `size_lps` is the excess of
 consumption over the profile: a burst's bin, else the variance-weighted (so night-weighted)
 mean hourly residual since the CUSUM left 0 over its last 8 hours (a ramp's size then), else
 the night's excess; in alarm it follows over about a day. The message rounds it to three
