@@ -51,12 +51,12 @@ during a leak is learned (its nights too: the next weekend's are judged against 
 second leak shows above the first. What was taken out is settled at each hour the reverse CUSUM
 ends at 0 (the leak was there); when the alarm ends, what was taken out since (the reverse
 CUSUM's change point, the repair) is given back to the profile. The alarm's `size_lps` is the
-excess of consumption over the profile: a burst's bin, else the variance-weighted (so night-
-weighted) mean hourly residual since the CUSUM left 0 over its last 8 hours (a ramp's size
+excess of consumption over the profile: a burst's bin, else the variance-weighted (so
+night-weighted) mean hourly residual since the CUSUM left 0 over its last 8 hours (a ramp's size
 then), else the night's excess; in alarm it follows over about a day. The message rounds it to
 three significant figures where its standard error is under 5 % of it, else two, and the night
-figures to the same place. `confidence` in 0-1 grows with how far above the noise the size is (1
-- exp(-size / 4 standard errors)) and with the nights it stood out on (1 - 0.5^(1 + nights)),
+figures to the same place. `confidence` in 0-1 grows with how far above the noise the size is
+(1 - exp(-size / 4 standard errors)) and with the nights it stood out on (1 - 0.5^(1 + nights)),
 0.95 for a burst, less without a pressure drop. The condition ends when a reverse CUSUM (again
 needing night hours) finds the residual back at zero (repair); the gate's off-delay follows.
 
