@@ -250,13 +250,14 @@ class _Profile:
         return np.where(n > 0, np.sqrt(total / np.maximum(n, 1)), np.nan)
 
     def update(self, b: int, weekend: bool, x: np.ndarray, learn: np.ndarray,
-               lent: np.ndarray | float = 0.0) -> None:
-        """Fold bin means x - lent into bin b of the pooled and the day type's profile: `lent`
-        is what is taken out as an estimated leak, and is kept account of (`settle`,
-        `give_back`)."""
+               lent: np.ndarray | float = 0.0, typed_only: np.ndarray | bool = False) -> None:
+        """Fold bin means x - lent into bin b of the pooled and the day type's profile (of the
+        day type's only where `typed_only`): `lent` is what is taken out as an estimated
+        leak, and is kept account of (`settle`, `give_back`)."""
         for t in (0, 2 if weekend else 1):
             n = self.days[t, b]
             mu, s = self.mu[t, b], self.spread[t, b]
+            learn = learn & ~typed_only if t == 0 else learn
             first = learn & (n == 0)
             a = np.maximum(1.0 / (n + 1), ALPHA)
             if self.lent.shape[-1]:
@@ -532,18 +533,24 @@ class Leak:
         alarmed = self.alarm.copy()
         self._judge(judge, r, s, leak0, night_done, hour)
         # Learn demand, not the leak: nothing while a leak is suspected, and in alarm the flow
-        # less the leak's estimated size, day and night, so that a day type not seen before
-        # the leak (a weekend, its nights) is learned too, a repair shows as the residual
-        # falling back to zero, and a second leak shows above the first. The size taken out
-        # is settled at each hour the reverse CUSUM ends at 0 (the leak was there); when the
-        # alarm ends, what was taken out since (the CUSUM's change point: the repair) was no
-        # leak, and the profile gets it back.
+        # less the leak's estimated size, so that a day type not seen before the leak (a
+        # weekend) is learned too, a repair shows as the residual falling back to zero, and a
+        # second leak shows above the first. At night, where the leak is measured, a profile
+        # learned before the leak stays as it was (learning it less an estimated leak would
+        # confirm that estimate after a repair): only a day type not learned there yet
+        # learns its own (a weekend's first nights, so that the next weekend's are judged
+        # against them), not the pooled one. The size taken out is settled at each hour the
+        # reverse CUSUM ends at 0 (the leak was there); when the alarm ends, what was taken
+        # out since (the CUSUM's change point: the repair) was no leak, and the profile gets
+        # it back.
         self.flow.give_back(alarmed & ~self.alarm)
         if hour is not None:
             self.flow.settle(self.alarm & (self.back == 0.0))
         suspected = ~self.alarm & ((self.cusum >= H_SLOW / 2) | (self.fast > 0))
-        self.flow.update(b, weekend, x, has & self.judged & ~suspected,
-                         np.where(self.alarm, _nan_to_num(self.size), 0.0))
+        held = self.alarm & night
+        self.flow.update(b, weekend, x, has & self.judged & ~suspected
+                         & ~(held & self.flow.typed(b, weekend)),
+                         np.where(self.alarm, _nan_to_num(self.size), 0.0), typed_only=held)
         if self.storage.any:
             self.storage.learn(net, self.fast == 0)
             if self.storage.entered.any():
