@@ -257,23 +257,23 @@ class _Profile:
         for t in (0, 2 if weekend else 1):
             n = self.days[t, b]
             mu, s = self.mu[t, b], self.spread[t, b]
-            learn = learn & ~typed_only if t == 0 else learn
-            first = learn & (n == 0)
+            learns = learn & ~typed_only if t == 0 else learn
+            first = learns & (n == 0)
             a = np.maximum(1.0 / (n + 1), ALPHA)
             if self.lent.shape[-1]:
                 # what of the mean was learned from what was taken out, as the EWMA weighs it
                 # (a residual clipped below counts as whole: an estimate, not a ledger)
-                self.lent[t, b] = np.where(learn, self.lent[t, b] * (1.0 - a) + a * lent,
+                self.lent[t, b] = np.where(learns, self.lent[t, b] * (1.0 - a) + a * lent,
                                            self.lent[t, b])
             r = x - lent - mu
             bound = np.where(np.isnan(s), np.inf, CLIP * s)
             rc = _clip(r, -bound, bound)
-            rest = learn & ~first
-            self.mu[t, b] = np.where(first, x, np.where(rest, mu + a * rc, mu))
+            rest = learns & ~first
+            self.mu[t, b] = np.where(first, x - lent, np.where(rest, mu + a * rc, mu))
             fresh = 1.2533 * np.abs(rc)  # mean absolute deviation -> standard deviation
             new_s = np.where(np.isnan(s), fresh, s + a * (fresh - s))
             self.spread[t, b] = np.where(rest, new_s, s)
-            self.days[t, b] = n + learn
+            self.days[t, b] = n + learns
 
     def settle(self, series: np.ndarray) -> None:
         """What was taken out of these series so far was a leak that is still there: it stays
