@@ -46,19 +46,21 @@ has `WARM_DAYS` days:
   confidence only: a leak lowers pressures, but so does a pump trip.
 
 While a leak is suspected the zone's profile is frozen; in alarm it learns the consumption less
-the estimated leak, day and night, so the leak is not learned as demand, a weekend first seen
-during a leak is learned (its nights too: the next weekend's are judged against them), and a
-second leak shows above the first. What was taken out is settled at each hour the reverse CUSUM
-ends at 0 (the leak was there); when the alarm ends, what was taken out since (the reverse
-CUSUM's change point, the repair) is given back to the profile. The alarm's `size_lps` is the
-excess of consumption over the profile: a burst's bin, else the variance-weighted (so
-night-weighted) mean hourly residual since the CUSUM left 0 over its last 8 hours (a ramp's size
-then), else the night's excess; in alarm it follows over about a day. The message rounds it to
-three significant figures where its standard error is under 5 % of it, else two, and the night
-figures to the same place. `confidence` in 0-1 grows with how far above the noise the size is
-(1 - exp(-size / 4 standard errors)) and with the nights it stood out on (1 - 0.5^(1 + nights)),
-0.95 for a burst, less without a pressure drop. The condition ends when a reverse CUSUM (again
-needing night hours) finds the residual back at zero (repair); the gate's off-delay follows.
+the estimated leak, so the leak is not learned as demand, a weekend first seen during a leak is
+learned, and a second leak shows above the first; at night (where the leak is measured) only a
+day type that has no profile of its own there yet learns (a weekend's first nights: the next
+weekend's are judged against them), its own, not the pooled one. What was taken out is settled
+at each hour the reverse CUSUM ends at 0 (the leak was there); when the alarm ends, what was
+taken out since (the reverse CUSUM's change point, the repair) is given back to the profile. The
+alarm's `size_lps` is the excess of consumption over the profile: a burst's bin, else the
+variance-weighted (so night-weighted) mean hourly residual since the CUSUM left 0 over its last
+8 hours (a ramp's size then), else the night's excess; in alarm it follows over about a day. The
+message rounds it to three significant figures where its standard error is under 5 % of it, else
+two, and the night figures to the same place. `confidence` in 0-1 grows with how far above the
+noise the size is (1 - exp(-size / 4 standard errors)) and with the nights it stood out on (1 -
+0.5^(1 + nights)), 0.95 for a burst, less without a pressure drop. The condition ends when a
+reverse CUSUM (again needing night hours) finds the residual back at zero (repair); the gate's
+off-delay follows.
 
 Units of flow: L/s (l/s, lps), L/min (l/min, lpm), m3/s, m3/h, m3/d, ML/d (Ml/d, MLD), gpm
 (US), MGD (US), cfs (ft3/s); an empty unit is taken as L/s; a zone with a meter in another unit
