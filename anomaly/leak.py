@@ -57,8 +57,8 @@ variance-weighted (so night-weighted) mean hourly residual since the CUSUM left 
 8 hours (a ramp's size then), else the night's excess; in alarm it follows over about a day. The
 message rounds it to three significant figures where its standard error is under 5 % of it, else
 two, and the night figures to the same place. `confidence` in 0-1 grows with how far above the
-noise the size is (1 - exp(-size / 4 standard errors)) and with the nights it stood out on (1 -
-0.5^(1 + nights)), 0.95 for a burst, less without a pressure drop. The condition ends when a
+noise the size is (1 - exp(-size / 4 standard errors)) and with the nights it stood out on
+(1 - 0.5^(1 + nights)), 0.95 for a burst, less without a pressure drop. The condition ends when a
 reverse CUSUM (again needing night hours) finds the residual back at zero (repair); the gate's
 off-delay follows.
 
