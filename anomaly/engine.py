@@ -40,7 +40,7 @@ from anomaly.ticks import Tick, TickAccumulator
 # run lengths; 6: sensor extremes (a tank's floor and overflow rest), tag-anomaly warm-up;
 # 7: drift's excursion onset; 8: counts in small integers (tag-anomaly slots, sensor hours),
 # drift's hourly profile of its judged points only
-STATE_VERSION = 8
+STATE_VERSION = 9
 GOOD = int(Quality.GOOD)
 
 

@@ -45,18 +45,22 @@ has `WARM_DAYS` days:
 - pressure residuals (learned the same way per pressure point) as supporting evidence in the
   confidence only: a leak lowers pressures, but so does a pump trip.
 
-While a leak is suspected the zone's profile is frozen; in alarm its night bins stay frozen and
-its day bins learn the consumption less the estimated leak (so a weekend first seen during a
-leak is learned), so the leak is not learned as demand. The alarm's `size_lps` is the excess of
-consumption over the profile: a burst's bin, else the variance-weighted (so night-weighted)
-mean hourly residual since the CUSUM left 0 over its last 8 hours (a ramp's size then), else
-the night's excess; in alarm it follows over about a day. The message rounds it to three
-significant figures where its standard error is under 5 % of it, else two, and the night
-figures to the same place. `confidence` in 0-1 grows with how far above the noise the size is
-(1 - exp(-size / 4 standard errors)) and with the nights it stood out on
-(1 - 0.5^(1 + nights)), 0.95 for a burst, less without a pressure drop. The condition ends
-when a reverse CUSUM (again needing night hours) finds the residual back at zero (repair); the
-gate's off-delay follows.
+While a leak is suspected the zone's profile is frozen; in alarm it learns the consumption less
+the estimated leak, so the leak is not learned as demand, a weekend first seen during a leak is
+learned, and a second leak shows above the first; at night (where the leak is measured) only a
+day type that has no profile of its own there yet learns (a weekend's first nights: the next
+weekend's are judged against them), its own, not the pooled one. What was taken out is settled
+at each hour the reverse CUSUM ends at 0 (the leak was there); when the alarm ends, what was
+taken out since (the reverse CUSUM's change point, the repair) is given back to the profile. The
+alarm's `size_lps` is the excess of consumption over the profile: a burst's bin, else the
+variance-weighted (so night-weighted) mean hourly residual since the CUSUM left 0 over its last
+8 hours (a ramp's size then), else the night's excess; in alarm it follows over about a day. The
+message rounds it to three significant figures where its standard error is under 5 % of it, else
+two, and the night figures to the same place. `confidence` in 0-1 grows with how far above the
+noise the size is (1 - exp(-size / 4 standard errors)) and with the nights it stood out on
+(1 - 0.5^(1 + nights)), 0.95 for a burst, less without a pressure drop. The condition ends when a
+reverse CUSUM (again needing night hours) finds the residual back at zero (repair); the gate's
+off-delay follows.
 
 Units of flow: L/s (l/s, lps), L/min (l/min, lpm), m3/s, m3/h, m3/d, ML/d (Ml/d, MLD), gpm
 (US), MGD (US), cfs (ft3/s); an empty unit is taken as L/s; a zone with a meter in another unit
@@ -184,10 +188,12 @@ class _Profile:
     over the day is one vectorised pass over all series, not a short loop per series.
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, lends: bool = False) -> None:
         self.mu = np.zeros((3, DAY_BINS, n))
         self.spread = np.full((3, DAY_BINS, n), np.nan)
         self.days = np.zeros((3, DAY_BINS, n), dtype=np.int64)
+        # of `mu`: what was learned from an estimated leak taken out (`update`), where kept
+        self.lent = np.zeros((3, DAY_BINS, n if lends else 0))
 
     def expected(self, b: int, weekend: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, spread, warm) per series at bin b, from the day type when it is learned."""
@@ -245,37 +251,59 @@ class _Profile:
         total = np.sum(np.where(finite, s * s, 0.0), axis=0)
         return np.where(n > 0, np.sqrt(total / np.maximum(n, 1)), np.nan)
 
-    def update(self, b: int, weekend: bool, x: np.ndarray, learn: np.ndarray) -> None:
-        """Fold bin means x into bin b of the pooled and the day type's profile."""
+    def update(self, b: int, weekend: bool, x: np.ndarray, learn: np.ndarray,
+               lent: np.ndarray | float = 0.0, typed_only: np.ndarray | bool = False) -> None:
+        """Fold bin means x - lent into bin b of the pooled and the day type's profile (of the
+        day type's only where `typed_only`): `lent` is what is taken out as an estimated
+        leak, and is kept account of (`settle`, `give_back`)."""
         for t in (0, 2 if weekend else 1):
             n = self.days[t, b]
             mu, s = self.mu[t, b], self.spread[t, b]
-            first = learn & (n == 0)
+            learns = learn & ~typed_only if t == 0 else learn
+            first = learns & (n == 0)
             a = np.maximum(1.0 / (n + 1), ALPHA)
-            r = x - mu
+            if self.lent.shape[-1]:
+                # what of the mean was learned from what was taken out, as the EWMA weighs it
+                # (a residual clipped below counts as whole: an estimate, not a ledger)
+                self.lent[t, b] = np.where(learns, self.lent[t, b] * (1.0 - a) + a * lent,
+                                           self.lent[t, b])
+            r = x - lent - mu
             bound = np.where(np.isnan(s), np.inf, CLIP * s)
             rc = _clip(r, -bound, bound)
-            rest = learn & ~first
-            self.mu[t, b] = np.where(first, x, np.where(rest, mu + a * rc, mu))
+            rest = learns & ~first
+            self.mu[t, b] = np.where(first, x - lent, np.where(rest, mu + a * rc, mu))
             fresh = 1.2533 * np.abs(rc)  # mean absolute deviation -> standard deviation
             new_s = np.where(np.isnan(s), fresh, s + a * (fresh - s))
             self.spread[t, b] = np.where(rest, new_s, s)
-            self.days[t, b] = n + learn
+            self.days[t, b] = n + learns
+
+    def settle(self, series: np.ndarray) -> None:
+        """What was taken out of these series so far was a leak that is still there: it stays
+        out of their profiles."""
+        self.lent[..., series] = 0.0
+
+    def give_back(self, series: np.ndarray) -> None:
+        """What was taken out of these series since they were last settled was no leak (it had
+        been repaired by then): their profiles get it back."""
+        self.mu[..., series] += self.lent[..., series]
+        self.lent[..., series] = 0.0
 
     def forget(self, series: np.ndarray) -> None:
         """Start these series' profiles again."""
         self.mu[..., series] = 0.0
         self.spread[..., series] = np.nan
         self.days[..., series] = 0
+        self.lent[..., series] = 0.0
 
     def state(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}mu": self.mu, f"{prefix}spread": self.spread,
-                f"{prefix}days": self.days}
+                f"{prefix}days": self.days, f"{prefix}lent": self.lent}
 
     def load_state(self, prefix: str, state: Mapping[str, np.ndarray]) -> None:
         self.mu = state[f"{prefix}mu"].copy()
         self.spread = state[f"{prefix}spread"].copy()
         self.days = state[f"{prefix}days"].copy()
+        self.lent = state[f"{prefix}lent"].copy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +337,7 @@ class Leak:
         self.storage = Storage(table)
         self.pres = np.flatnonzero(table.of_kind("pressure") & (table.zone_of >= 0))
         self.pres_zone = table.zone_of[self.pres]
-        self.flow = _Profile(z)
+        self.flow = _Profile(z, lends=True)
         self._top = np.full((2, DAY_BINS, z), -np.inf)  # see _refresh_tops
         self.pressure = _Profile(len(self.pres))
         self.bin = np.array([-1], dtype=np.int64)  # bin number (since the epoch) accumulating
@@ -504,15 +532,27 @@ class Leak:
         r_learn = np.where(learnable, (x - mu) * np.sqrt(n_days / (n_days + 1)), 0.0)
         hour = self._hour_bin(bin_no, weekend, judge, r_band, np.where(night, r, r_band), night,
                               zp, leak0, learnable, r_learn)
+        alarmed = self.alarm.copy()
         self._judge(judge, r, s, leak0, night_done, hour)
         # Learn demand, not the leak: nothing while a leak is suspected, and in alarm the flow
-        # less the leak's estimated size by day, so that days not seen before the leak (a
-        # weekend) are learned too and a repair shows as the residual falling back to zero.
-        # Night bins, where the leak is measured, stay as they were before it.
-        quiet = (self.alarm & ~night) | (~self.alarm & (self.cusum < H_SLOW / 2)
-                                         & (self.fast == 0))
-        demand = x - np.where(self.alarm, _nan_to_num(self.size), 0.0)
-        self.flow.update(b, weekend, demand, has & self.judged & quiet)
+        # less the leak's estimated size, so that a day type not seen before the leak (a
+        # weekend) is learned too, a repair shows as the residual falling back to zero, and a
+        # second leak shows above the first. At night, where the leak is measured, a profile
+        # learned before the leak stays as it was (learning it less an estimated leak would
+        # confirm that estimate after a repair): only a day type not learned there yet
+        # learns its own (a weekend's first nights, so that the next weekend's are judged
+        # against them), not the pooled one. The size taken out is settled at each hour the
+        # reverse CUSUM ends at 0 (the leak was there); when the alarm ends, what was taken
+        # out since (the CUSUM's change point: the repair) was no leak, and the profile gets
+        # it back.
+        self.flow.give_back(alarmed & ~self.alarm)
+        if hour is not None:
+            self.flow.settle(self.alarm & (self.back == 0.0))
+        suspected = ~self.alarm & ((self.cusum >= H_SLOW / 2) | (self.fast > 0))
+        held = self.alarm & night
+        self.flow.update(b, weekend, x, has & self.judged & ~suspected
+                         & ~(held & self.flow.typed(b, weekend)),
+                         np.where(self.alarm, _nan_to_num(self.size), 0.0), typed_only=held)
         if self.storage.any:
             self.storage.learn(net, self.fast == 0)
             if self.storage.entered.any():
@@ -520,6 +560,7 @@ class Leak:
         self._refresh_tops(b)
         if len(self.pres):
             px = np.where(self.pacc[1] > 0, self.pacc[0] / np.maximum(self.pacc[1], 1), np.nan)
+            quiet = (self.alarm & ~night) | (~self.alarm & ~suspected)
             self.pressure.update(b, weekend, px, (self.pacc[1] > 0) & quiet[self.pres_zone])
             self.pacc[:] = 0.0
         self._finding = self._make_finding()
@@ -552,8 +593,9 @@ class Leak:
         # its spread learned per hour of day and day type (one not learned yet, the first
         # weekend, weighs less: it may run later)
         var = self._hour_var(of_day, weekend, leak0, night_h)
-        # no night of this hour's day type yet (taken before this hour teaches one)
-        unseen = night_h & (self.hour_n[2 if weekend else 1, of_day] < 1)
+        # no night of this hour's day type learned yet (its last bin, which the profile
+        # learns after this: in alarm too, less the leak, where the hour's spread does not)
+        unseen = night_h & (self.flow.days[2 if weekend else 1, bin_no % DAY_BINS] < 1)
         judged &= np.isfinite(var)
         var = np.where(judged, var, np.inf)
         # learn it from quiet hours (clipped, so that an odd hour teaches little)

@@ -50,10 +50,12 @@ def site(days: float, *, seed: int = 1, leak: float = 0.0, leak_at: float = 0.0,
          ramp: float = 0.0, repair_at: float = 1e9, pump_trip: float | None = None,
          tank_fill: bool = False, gap: tuple[float, float] | None = None,
          step: float = 300.0, weekend_later: float = 0.0,
-         weekend_more: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+         weekend_more: float = 1.0,
+         second: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(times ns, values time x point) of `days` from Monday 00:00; times in seconds.
     At weekends the day runs `weekend_later` hours later (Friday's evening past midnight) and
-    takes `weekend_more` times the water, day and night."""
+    takes `weekend_more` times the water, day and night. `second`: (L/s, from) of a second
+    leak, never repaired."""
     rng = np.random.default_rng(seed)
     t = np.arange(0, days * DAY, step)
     day = (t // DAY).astype(int)
@@ -71,6 +73,8 @@ def site(days: float, *, seed: int = 1, leak: float = 0.0, leak_at: float = 0.0,
     lost = leak * np.clip(np.asarray((t - leak_at) / ramp if ramp else t >= leak_at, float),
                           0.0, 1.0)
     lost = np.where((t >= leak_at) & (t < repair_at), lost, 0.0)
+    if second is not None:
+        lost = lost + np.where(t >= second[1], second[0], 0.0)
     tank = np.where(tank_fill & ((hour >= 1) & (hour < 5)), 15.0, 0.0)  # fills 01-05 daily
     outlet = 5.0 + 0.5 * np.sin(2 * np.pi * hour / 24)
     total_in = consumption + lost + outlet + tank
@@ -149,11 +153,39 @@ def test_normal_operation_raises_no_leak(what: str, kwargs: dict) -> None:
 
 
 # The first weekend (runs start on a Monday): its nights have no profile of their own yet.
-def test_a_weekend_running_later_and_taking_more_is_no_leak() -> None:
+@pytest.mark.parametrize(("what", "kwargs"), [
+    ("a clean week", {"days": 8}),
+    # its nights learned less the leak, what was taken out since the repair given back: the
+    # second weekend is judged against the first's demand
+    ("a second weekend after a leak in alarm over the first",
+     {"days": 14, "leak": 1.0, "leak_at": 4 * DAY + 20 * HOUR, "repair_at": 7 * DAY + 12 * HOUR}),
+])
+def test_a_weekend_running_later_and_taking_more_is_no_leak(what: str, kwargs: dict) -> None:
     """As bench.networks' generator makes weekends (peaks 1.5 h later, 4 % more water): the
-    first Saturday's small hours, Friday's evening running on, are no leak evidence."""
-    raised, _ = run(*site(8, weekend_later=1.5, weekend_more=1.04))
-    assert raised == []
+    first Saturday's small hours, Friday's evening running on, are no leak evidence; nothing
+    is raised but while a leak runs."""
+    raised, _ = run(*site(**kwargs, weekend_later=1.5, weekend_more=1.04))
+    leaking = (kwargs.get("leak_at", 0.0), kwargs.get("repair_at", 0.0))
+    assert [a for a in raised if not 0 <= hours_after(a.start_ns, leaking[0])
+            < (leaking[1] - leaking[0]) / HOUR] == [], what
+
+
+# A zone in alarm over its first weekend learns that weekend's nights less the leak: the next
+# weekend's first night is judged against them (before, it was a day type's first night, no
+# leak evidence, and a leak beginning then waited for Monday's night).
+@pytest.mark.parametrize(("what", "first", "repair_at"), [
+    ("the first from Thursday, repaired on the next Tuesday", 3 * DAY + HOUR, 8 * DAY + 12 * HOUR),
+    ("the first from Friday 20:00, repaired on Monday", 4 * DAY + 20 * HOUR, 7 * DAY + 12 * HOUR),
+])
+def test_a_leak_after_one_in_alarm_over_the_first_weekend_is_found(what: str, first: float,
+                                                                   repair_at: float) -> None:
+    second = (1.2, 12 * DAY + HOUR)  # 6 %, the second Saturday 01:00
+    raised, cleared = run(*site(14, leak=1.0, leak_at=first, repair_at=repair_at,
+                                second=second))
+    assert [a.zone for a in raised] == ["z", "z"], what
+    assert [a.zone for a in cleared] == ["z"], what
+    assert 0 <= hours_after(raised[1].start_ns, second[1]) <= 12, what
+    assert raised[1].details["size_lps"] == pytest.approx(second[0], rel=0.5), what
 
 
 @pytest.mark.parametrize(("what", "size", "leak_at", "repair_at"), [
