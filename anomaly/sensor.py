@@ -117,11 +117,13 @@ class SensorFaults:
         self.zero_rests = ~table.of_kind(*NOT_AT_ZERO)
         self.lo, self.hi = table.lo, table.hi
         # outside the range by more than a transducer's accuracy (noise about a stopped
-        # pump's 0 is not out)
-        with np.errstate(invalid="ignore"):
-            margin = TOLERANCE * (table.hi - table.lo)
-        self.out_lo = table.lo - np.nan_to_num(margin)
-        self.out_hi = table.hi + np.nan_to_num(margin)
+        # pump's 0 is not out; a one-sided limit's span is its own magnitude, as in limits)
+        span = np.where(np.isnan(table.hi - table.lo),
+                        np.abs(np.where(np.isnan(table.hi), table.lo, table.hi)),
+                        table.hi - table.lo)
+        margin = TOLERANCE * np.nan_to_num(span)
+        self.out_lo = np.where(np.isnan(table.lo), -np.inf, table.lo - margin)
+        self.out_hi = np.where(np.isnan(table.hi), np.inf, table.hi + margin)
         self.vessel = table.of_kind(*FLOOR_KINDS)
         self._none = np.zeros(n, dtype=bool)
         self._none_score = np.full(n, np.nan)
