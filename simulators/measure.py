@@ -1,6 +1,7 @@
 """The sensor layer: what an instrument reports for a true physical value.
 
-Each reading is the true value plus Gaussian noise (`Signal.noise`), quantised to
+Each reading is the true value plus Gaussian noise (`Signal.noise`), held at the instrument's
+`Signal.floor` (a motor current's RMS never reads below 0 A), quantised to
 `Signal.resolution`, then altered by the scenario's sensor faults on that tag:
 
 | kind    | effect during the event                         | parameters (defaults)              |
@@ -66,6 +67,8 @@ class Sensors:
         self._quantised = np.flatnonzero(self.resolution > 0)
         self.cutoff = np.array([s.cutoff for s in signals], dtype=np.float64)
         self._cut = np.flatnonzero(self.cutoff > 0)
+        self.floor = np.array([-np.inf if s.floor is None else s.floor for s in signals])
+        self._floored = np.flatnonzero(np.isfinite(self.floor))
         column = {s.tag: i for i, s in enumerate(signals)}
         self._faults = [
             self._fault(i, e, column[e.target], signals[column[e.target]], step)
@@ -105,7 +108,16 @@ class Sensors:
         return out
 
     def _clean(self, true: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return self._quantise(true + z * self.noise)
+        return self._quantise(self._noisy(true, z))
+
+    def _noisy(self, true: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The true values with each sensor's noise, held at its floor (before any fault: a
+        fault may make an instrument read what it never would)."""
+        values = true + z * self.noise
+        f = self._floored
+        if f.size:
+            values[:, f] = np.maximum(values[:, f], self.floor[f])
+        return values
 
     def _quantise(self, values: np.ndarray) -> np.ndarray:
         """Rounded to each sensor's resolution, and 0 below a meter's cut-off."""
@@ -132,7 +144,7 @@ class Sensors:
         Every stuck fault active at `times` must have been frozen with `freeze_between`.
         """
         z = self.standard_normals(times)
-        values = true + z * self.noise
+        values = self._noisy(true, z)
         late: list[tuple[_Fault, int, np.ndarray]] = []  # faults that override a reading
         for i, f in enumerate(self._faults):
             active = (times >= f.start) & (times < f.end)

@@ -12,6 +12,9 @@ class Signal:
     `noise` is the standard deviation of the sensor's measurement noise and `resolution` its
     quantisation step, both in engineering units; a meter with a `cutoff` reads exactly 0
     below it, as flow meters do (so that they read 0, not noise, while their pump is off).
+    A `floor` is the lowest reading the instrument can give whatever its noise: a motor
+    current is an RMS magnitude, so its transducer reads 0 A, never -1.5 A, at a stopped
+    motor.
     The Modbus fields say where the value is served; `address` is None until
     `simulators.registers.assign_addresses` places it.
     """
@@ -27,6 +30,7 @@ class Signal:
     noise: float = 0.0
     resolution: float = 0.0
     cutoff: float = 0.0  # a flow meter's low-flow cut-off: readings below it in size read 0
+    floor: float | None = None  # the lowest reading (an RMS magnitude: 0)
     area: float | None = None  # a tank level's water surface in m2, for the site file
     description: str = ""
     # Modbus mapping

@@ -134,6 +134,7 @@ PUMP1_HOURS = (1.0, 15.0)  # Net3's daily schedule of pump 10, clock time
 SENSOR = {"flow": (0.1, 0.01), "pressure": (0.05, 0.01), "level": (0.01, 0.01),
           "current": (0.5, 0.1), "status": (0.0, 0.0)}
 PUMP_FLOW_SENSOR = (1.0, 0.1)
+CURRENT_CUTOFF = 0.02  # of a motor current transducer's range: read as 0 below it
 
 
 class Demand:
@@ -488,7 +489,13 @@ class WaterNetwork:
         self._add(Signal(f"plant.{name}.flow", "flow", "L/s", lo=0.0, hi=pump.hi_flow,
                          noise=noise, resolution=resolution, description=f"{what} flow"),
                   lambda: max(link.flow, 0.0) * LPS)
+        # A motor current is an RMS magnitude: its transducer reads 0 A at a stopped motor,
+        # never the -1.5 A its noise would give (that tripped `limit` at lo 0), and suppresses
+        # what is below CURRENT_CUTOFF of its range (a relay's zero suppression).
+        noise, resolution = SENSOR["current"]
         self._add(Signal(f"plant.{name}.current", "current", "A", lo=0.0, hi=pump.hi_current,
+                         noise=noise, resolution=resolution,
+                         cutoff=CURRENT_CUTOFF * pump.hi_current, floor=0.0,
                          description=f"{what} motor current ({pump.volts:g} V)"), current)
 
 

@@ -97,6 +97,42 @@ def test_each_fault_alarms_on_its_tag_only(fault: str, expected: set[tuple[str, 
     assert {(a.kind, a.tag) for a in alarms if a.kind in SENSOR_KINDS} == expected
 
 
+def _readings_at(times: np.ndarray, hour: float, n: int) -> np.ndarray:
+    first = int(np.argmax(times >= hour * HOUR))
+    return np.arange(first, first + n)
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    # A pump starting as another stops lifts a zone's loggers for a reading, each by its own
+    # share: one past the spike limit, its neighbours out and back by 4-6 usual steps.
+    ("zone transient", set()),
+    ("one logger alone", {("spike", "z.j1.pressure")}),
+    # A stopped pump's meter showing -90 L/s (outside its 0-1000 range: a loop fault) for two
+    # or three readings, then 0 again; longer out is the limit detector's alone.
+    ("2 readings out of range", {("spike", "plant.pump.flow")}),
+    ("3 readings out of range", {("spike", "plant.pump.flow")}),
+    ("5 readings out of range", set()),
+    # The pump running for two readings: out and back within the meter's range, operation.
+    ("a run of 2 readings", set()),
+])
+def test_spikes_are_the_sensor_not_the_process(case: str, expected: set[tuple[str, str]]
+                                              ) -> None:
+    times, values = dma(hours=48, step_s=300)
+    if case in ("zone transient", "one logger alone"):
+        (row,) = _readings_at(times, 30.5, 1)
+        values[row, 1] += 1.0
+        if case == "zone transient":
+            values[row, 2:4] += 0.6
+    elif case.endswith("out of range"):
+        values[_readings_at(times, 31.0, int(case[0])), 5] = -90.0  # pump off at hour 31
+    else:
+        rows = _readings_at(times, 31.0, 2)
+        values[rows, 4] = 1.0
+        values[rows, 5] = 800.0
+    alarms = alarms_of(POINTS, times, values, interval=300.0)
+    assert {(a.kind, a.tag) for a in alarms if a.kind in SENSOR_KINDS} == expected
+
+
 def test_a_stuck_alarm_says_what_and_for_how_long() -> None:
     times, values = dma(hours=48, step_s=300)
     inject("stuck", times, values)

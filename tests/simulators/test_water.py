@@ -103,6 +103,19 @@ def test_leak_lowers_pressures_in_its_zone_not_far_away(exports: dict[str, Expor
     assert all(abs(d) < 0.05 for d in far.values()), far
 
 
+@pytest.mark.parametrize("pump", ["pump1", "pump2"])
+def test_a_motor_current_reads_0_a_while_its_pump_stands_and_never_below(
+        exports: dict[str, Export], pump: str) -> None:
+    """A motor current is an RMS magnitude: its transducer's noise must not make a stopped
+    pump read -1.5 A (which is outside the point's lo 0, a `limit` alarm on a healthy site)."""
+    normal = exports["normal"]
+    running = normal.column(f"plant.{pump}.status") == 1.0
+    current = normal.column(f"plant.{pump}.current")
+    assert running.any() and (~running).any()  # both states within the export
+    assert np.all(current[~running] == 0.0), current[~running]
+    assert np.all(current[running] > 10.0)  # A: a running motor's current stays readable
+
+
 # --- events on the model, against the same network without them ----------------------------
 
 EVENTS = [
