@@ -67,7 +67,9 @@ Q = 0.995  # the baselines' quantile threshold
 HST_SEED = 42
 MERGE_GAP = 1800  # seconds: baseline flags closer than this are one alarm
 AIM = 1_000_000  # tag-samples/s of a replay (issue 6)
-CACHE = Path(tempfile.gettempdir()) / "scadawatch-bench"  # exports, kept between runs
+# Exports, kept between runs. The suffix names what the simulators record: bump it when they
+# change (v2: a stopped pump's motor current reads 0 A), so an older cache is not replayed.
+CACHE = Path(tempfile.gettempdir()) / "scadawatch-bench-v2"
 SMALL_LEAKS = """\
 description = "Leaks of 5-10 % of a zone's mean inflow, abrupt and ramped (bench/anomaly.py)."
 
