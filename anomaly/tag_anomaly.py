@@ -21,11 +21,12 @@ Per tag, on each tick's mean x:
 - the residual r = x - usual, and its scale: the mean absolute residual of normal ticks;
 - three statistics: |r| of the tick (a jump, an outlier), |m| with m the EWMA of r over
   `SHORT` ticks (a level shift; its own scale, learned the same way, holds the tag's
-  autocorrelation), and the swing surprise: swings are steps of the residual that the next
-  step takes back (noise, a spike; not a pump starting), or with many readings per tick the
-  tick's range, beyond `SWING` times the usual such step, counted over `SWING_WINDOW` ticks;
-  the surprise is -log of the Poisson tail of that count at the tag's usual rate of swings
-  (Chernoff's bound): variance changes and rising spike density;
+  autocorrelation), and the swing surprise: swings are steps of the reading that the next
+  step takes back (noise, a spike; not a pump starting; of the reading, not of the
+  residual, whose steps also hold a young profile's slot-to-slot differences), or with many
+  readings per tick the tick's range, beyond `SWING` times the usual such step, counted over
+  `SWING_WINDOW` ticks; the surprise is -log of the Poisson tail of that count at the tag's
+  usual rate of swings (Chernoff's bound): variance changes and rising spike density;
 - each statistic has a threshold: a floor (`R_MIN` and `M_MIN` scales, `SURPRISE_MIN`; and
   for a point with limits, `SPAN_MIN` of its lo-hi span, a transducer's accuracy) or
   `MARGIN` times the second largest value the tag has shown (fading over `PEAK_DAYS`),
@@ -241,9 +242,7 @@ class TagAnomaly:
         self.binary = np.ones(n, dtype=bool)  # every value so far was 0 or 1
         self.res = np.full(n, np.inf)  # smallest nonzero step: the resolution
         self.prev = np.full(n, np.nan)
-        self.prev_r = np.full(n, np.nan)  # the last residual
-        self.prev_model = np.full(n, -2)  # ... of this model: day type, 2 pooled, -1 level
-        self.prev_step = np.full(n, np.nan)  # the last step of the residual
+        self.prev_step = np.full(n, np.nan)  # the last step of the reading
         self.level = np.full(n, np.nan)
         self.dev = np.full(n, np.nan)  # mean |x - level|
         # per day type (weekday, weekend, and both pooled) and slot of the day: mean
@@ -330,15 +329,17 @@ class TagAnomaly:
         scale = SIGMA * np.maximum(np.where(own, self.dev_p, self.dev), floor)
         recent = np.where(good, self.recent + (2.0 / (SHORT + 1.0)) * (r - self.recent),
                           self.recent)
-        # how rough: a tick's range, or with one reading a step of the residual that the
-        # next one takes back (noise, a spike), under one model (not across a switch from the
-        # level to a profile or between day types); a step that stays (a pump starting, a
-        # valve moving) is no swing
-        model = np.where(own, slot // self.slots, np.where(lent, 2, -1))
-        step_r = np.where(model == self.prev_model, r - self.prev_r, np.nan)
-        back = np.where(np.sign(step_r) == -np.sign(self.prev_step),
-                        np.minimum(np.abs(step_r), np.abs(self.prev_step)), 0.0)
-        back = np.where(np.isnan(step_r) | np.isnan(self.prev_step), np.nan, back)
+        # how rough: a tick's range, or with one reading a step of the reading that the next
+        # one takes back (noise, a spike); a step that stays (a pump starting, a valve moving)
+        # is no swing. Steps of the reading, not of its residual: a daily profile learned
+        # from a few days differs from slot to slot by more than a smooth tag moves in a tick
+        # (a tank level's slot means on its fourth day, 0.05-0.1 m apart, where it moves
+        # 0.07 m a tick), and the residual's steps then reverse at every slot: swings that no
+        # sensor made (ky4's tank levels on the day their weekday profile came into use).
+        step_x = x - self.prev
+        back = np.where(np.sign(step_x) == -np.sign(self.prev_step),
+                        np.minimum(np.abs(step_x), np.abs(self.prev_step)), 0.0)
+        back = np.where(np.isnan(step_x) | np.isnan(self.prev_step), np.nan, back)
         rough = np.where(tick.count >= 3, tick.max - tick.min, back)
         has_rough = good & np.isfinite(rough)
         swing_size = SWING * np.maximum(self.rough, floor)
@@ -433,9 +434,7 @@ class TagAnomaly:
         self.ticks += good
         self.readings += tick.count
         self.prev = np.where(good, x, self.prev)
-        self.prev_r = np.where(good, r, self.prev_r)
-        self.prev_model = np.where(good, model, self.prev_model)
-        self.prev_step = np.where(good, step_r, self.prev_step)
+        self.prev_step = np.where(good, step_x, self.prev_step)
         return self._findings(good)
 
     def _in_regime(self, good: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -547,8 +546,8 @@ class TagAnomaly:
                         value=self.value, limit=self.usual, message=message)
                 for message, mine in self._codes]
 
-    _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "prev_r", "prev_model",
-              "prev_step", "level", "dev", "shape", "shape_n", "dev_p", "recent", "dev_m",
+    _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "prev_step", "level",
+              "dev", "shape", "shape_n", "dev_p", "recent", "dev_m",
               "rough", "swing_rate", "swings", "peak", "fade", "episode", "outings", "regime",
               "regime_n", "away", "active", "quiet", "code", "value", "usual", "status_prev",
               "status_quiet", "switched")
