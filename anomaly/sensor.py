@@ -5,11 +5,12 @@
   shown) last: a histogram of run durations in doubling bins, halved whenever it holds twice
   `RUN_MEMORY` runs.
   A run is judged stuck once it has held `FACTOR` times the duration that `QUANTILE` of the
-  tag's runs stay within (the upper edge of that bin), and at least `MIN_RUN` readings over
-  `MIN_STUCK` seconds. A signal that rests on plateaus (a level held between pump cycles, a
-  valve position, a setpoint) learns long runs and never floods; a noisy one is judged within
-  minutes. With many readings per tick a tick is a repeat when all its readings equal the
-  previous value, and `MIN_RUN` counts its readings.
+  tag's runs stay within (the upper edge of that bin; `VESSEL_FACTOR` times for a tank's
+  level, whose runs end where its net flow crosses zero: a heavier tail), and at least
+  `MIN_RUN` readings over `MIN_STUCK` seconds. A signal that rests on plateaus (a level held
+  between pump cycles, a valve position, a setpoint) learns long runs and never floods; a
+  noisy one is judged within minutes. With many readings per tick a tick is a repeat when all
+  its readings equal the previous value, and `MIN_RUN` counts its readings.
   Rest states are never stuck: exactly 0 (a meter's low-flow cut-off, a stopped pump's
   current, no pressure; not a temperature), the point's `lo` or `hi` (a tank at its floor or
   overflow, a valve fully open), and values the tag has rested at before for a long run and
@@ -62,6 +63,13 @@ from anomaly.ticks import Tick
 # stuck
 QUANTILE = 0.99  # of a tag's runs: their usual longest
 FACTOR = 3.0  # times the usual longest: stuck
+# ... a vessel's level: it holds where the net flow through the vessel crosses zero (a tank
+# turning from filling to draining, a pump starting just as demand matches it), at any value
+# and for as long as the flows stay balanced, so its runs have a power-law tail where a noisy
+# signal's fall off geometrically: ky4's tank levels (tuning seeds 51, 52, 5-minute steps)
+# held up to 45 min where the usual longest learned was 7.8-10 min; ky10's and Anytown's
+# (held out, seen after) up to 5.6 times theirs. Ten times keeps a 3-6 h freeze found
+VESSEL_FACTOR = 10.0
 MIN_RUN = 6  # readings, however short its runs usually are
 MIN_STUCK = 600.0  # seconds: a value held for a few minutes is no fault yet
 MIN_MOVES = 1  # a tag never seen to change may be a constant (a setpoint, a spare channel)
@@ -102,6 +110,7 @@ class SensorFaults:
         self.zero_rests = ~table.of_kind(*NOT_AT_ZERO)
         self.lo, self.hi = table.lo, table.hi
         self.vessel = table.of_kind(*FLOOR_KINDS)
+        self.factor = np.where(self.vessel, VESSEL_FACTOR, FACTOR)
         self._none = np.zeros(n, dtype=bool)
         self._none_score = np.full(n, np.nan)
         self._stray_score = self._none_score
@@ -233,7 +242,8 @@ class SensorFaults:
         rows = np.flatnonzero(candidate)
         usual = self._usual_longest(rows)
         held = (tick.last_ts[rows] - self.since[rows]) / 1e9
-        hit = (held >= np.maximum(MIN_STUCK, FACTOR * usual)) & ~self._at_rest(rows, v[rows])
+        hit = ((held >= np.maximum(MIN_STUCK, self.factor[rows] * usual))
+               & ~self._at_rest(rows, v[rows]))
         stuck = self._none.copy()
         stuck[rows[hit]] = True
         minutes = self._none_score.copy()
@@ -255,7 +265,7 @@ class SensorFaults:
             if long_run.any():
                 idx = held[long_run]
                 long_run[long_run] = seconds[idx] >= np.maximum(
-                    MIN_STUCK, FACTOR * self._usual_longest(idx))
+                    MIN_STUCK, self.factor[idx] * self._usual_longest(idx))
             teach[held[at_rest | long_run]] = False
             rest = held[long_run & ~at_rest]
             if len(rest):

@@ -42,7 +42,10 @@ weather drives its level and its variability (a day of broken cloud against a cl
 its own history cannot tell a cloud from a fault. Level (not swings) is not judged where it
 says nothing: a value where the tag has spent `REGIME_HOURS` of the last `REGIME_DAYS` days
 (a pressure with one pump or two, a district whose tank ran low), unless its daily profile is
-sharp (`SHARP`: a morning peak that does not come is judged at its hour). A temperature's
+sharp (`SHARP`: a morning peak that does not come is judged at its hour) and no pump or valve
+of its zone or equipment is under control (its status points have switched: level control
+moves a tag between its regimes at whatever hour the tanks reach their set levels, and a
+sharp profile then only says at which hour that happened most days). A temperature's
 level change must pass a field sensor's accuracy (`TEMPERATURE_ACCURACY`). The swings' usual
 rate is learned over ticks where the tag moved (PV at night would dilute it).
 The condition starts when a statistic passes its threshold on a tick after one already in an
@@ -368,6 +371,13 @@ class TagAnomaly:
         # NaN (no reading) compares False: neither over nor holding the condition
         beyond = stats > limits
         counted = np.ones_like(beyond)
+        # A pump or valve under control (its zone's, or its equipment's, status points have
+        # switched) sets which regime the tag is in, and level control switches at whatever
+        # hour the tanks reach their set levels: a regime the tag knows is its behaviour then,
+        # however sharp its daily profile (ky10's pressures at 35 or 81 m as a tank runs out,
+        # Anytown's 81 or 86 m with one pump or two, each an hour or more off the profile's)
+        if len(self.status):
+            sharp &= ~self._controlled()
         counted[:SWINGS] = ~(self._in_regime(good, x, scale) & ~sharp)
         beyond &= counted
         over = beyond.any(axis=0) & judged
@@ -458,6 +468,14 @@ class TagAnomaly:
         regime[at] = np.where(fit, regime[at] + rate * (xs - regime[at]), xs)
         regime_n[at] = n_k + 1.0
         return known
+
+    def _controlled(self) -> np.ndarray:
+        """Per point: its equipment's or its zone's status points have switched."""
+        switched = np.isfinite(self.status_quiet)  # the last (no status point): inf
+        zone = np.zeros(self.zones + 1, dtype=bool)  # the last: no zone
+        in_zone = self.status_zone >= 0
+        np.logical_or.at(zone, self.status_zone[in_zone], switched[:-1][in_zone])
+        return switched[self.status_of] | zone[self.zone_of]
 
     def _switched(self, tick: Tick) -> np.ndarray:
         """Per point: its equipment's or its zone's status points changed in the last HOLD
