@@ -308,9 +308,9 @@ def test_a_tank_level_holding_while_its_flows_balance_is_not_stuck(frozen_h: flo
                                                                   expected: int) -> None:
     """Issue 14 on ky4, ky10 and Anytown: a tank's level every 5 minutes (0.01 m steps) under
     level control; its runs last up to 15 min, and four times in ten days the flows balance
-    and it holds for 45 min (the net flow crossing zero: a tank's runs have a heavy tail).
+    and it holds for 40 min (the net flow crossing zero: a tank's runs have a heavy tail).
     Not stuck; frozen for 4 h while the level moves, it is."""
-    times, level = _tank(10, 300, seed=11, balanced=(3.1, 5.3, 7.6, 8.8), hold_min=45)
+    times, level = _tank(10, 300, seed=11, balanced=(3.1, 5.3, 7.6, 8.8), hold_min=40)
     days = times / (86400 * S)
     frozen = (days >= 6.5) & (days < 6.5 + frozen_h / 24)
     level[frozen] = level[np.argmax(frozen)]
