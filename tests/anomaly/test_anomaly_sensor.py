@@ -312,3 +312,45 @@ def test_a_signal_resting_on_plateaus_never_floods() -> None:
     assert 14 * 86400 * S < alarms[0].start_ns <= 16 * 86400 * S
     assert re.search(r"stuck at 50 for \d+ min \(its values usually hold at most \d+ min\)",
                      alarms[0].message), alarms[0].message
+
+
+def _tank(days: int, step_s: int, seed: int, balanced: tuple[float, ...],
+          hold_min: float) -> tuple[np.ndarray, np.ndarray]:
+    """(times, level m in 0.01 m steps): a tank under level control (its pump starts at 18 m,
+    stops at 22 m) feeding a daily demand cycle with noise, so its level turns slowly at low
+    demand; at each of `balanced` (days) a pump starts just as demand matches it and the
+    level holds for `hold_min`."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, days * 86400, step_s)
+    demand = (0.012 + 0.008 * np.sin(2 * np.pi * t / 86400)) * step_s / 300
+    demand += rng.normal(0, 0.001, t.size)
+    pump = 0.03 * step_s / 300
+    level, on = np.empty(t.size), False
+    x = 20.0
+    for i in range(t.size):
+        on = x < 18.0 or (on and x < 22.0)
+        x += pump * on - demand[i]
+        level[i] = x
+    for day in balanced:  # the flows balance: the level holds, then goes on from there
+        hold = (t >= day * 86400) & (t < day * 86400 + hold_min * 60)
+        level[t >= day * 86400 + hold_min * 60] -= level[np.argmax(hold) + hold.sum()] - level[
+            np.argmax(hold)]
+        level[hold] = level[np.argmax(hold)]
+    return (t * S).astype(np.int64), np.round(level, 2)
+
+
+@pytest.mark.parametrize(("frozen_h", "expected"), [(0.0, 0), (4.0, 1)])
+def test_a_tank_level_holding_while_its_flows_balance_is_not_stuck(frozen_h: float,
+                                                                  expected: int) -> None:
+    """Issue 14 on ky4, ky10 and Anytown: a tank's level every 5 minutes (0.01 m steps) under
+    level control; its runs last up to 15 min, and four times in ten days the flows balance
+    and it holds for 40 min (the net flow crossing zero: a tank's runs have a heavy tail).
+    Not stuck; frozen for 4 h while the level moves, it is."""
+    times, level = _tank(10, 300, seed=11, balanced=(3.1, 5.3, 7.6, 8.8), hold_min=40)
+    days = times / (86400 * S)
+    frozen = (days >= 6.5) & (days < 6.5 + frozen_h / 24)
+    level[frozen] = level[np.argmax(frozen)]
+    alarms = [a for a in alarms_of([PointInfo("LT-4", "level", "m")], times, level[:, None],
+                                   interval=300.0) if a.kind == "stuck"]
+    assert len(alarms) == expected, [a.message for a in alarms]
+    assert all(6.5 * 86400 * S <= a.start_ns <= 7 * 86400 * S for a in alarms)
