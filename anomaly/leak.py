@@ -847,7 +847,7 @@ class Leak:
         self._finding = self._make_finding()
 
 
-_STATE = ("bin", "acc", "pacc", "cusum", "cusum_large", "wsum", "fast", "back", "alarm", "size", "confidence",
-          "pz", "night", "nights", "mnf", "alarm_mnf", "usual", "night_mad", "limit", "size_se",
-          "evidence_nights", "smeared", "mnf_margin", "hour_no", "hacc", "hour_var",
+_STATE = ("bin", "acc", "pacc", "cusum", "cusum_large", "wsum", "fast", "back", "alarm", "size",
+          "confidence", "pz", "night", "nights", "mnf", "alarm_mnf", "usual", "night_mad", "limit",
+          "size_se", "evidence_nights", "smeared", "mnf_margin", "hour_no", "hacc", "hour_var",
           "hour_n", "hour_weight", "day_sums", "day_level", "tick_net", "tick_scale", "tick_n")
