@@ -129,8 +129,8 @@ H_BACK = H_SLOW  # reverse CUSUM threshold: the condition ends (a repair)
 # hour, day and night: its own CUSUM runs on every hour without the slow test's day cap, each
 # hour weighed by its own learned spread, so it is found within hours whenever it starts.
 LARGE_FRACTION = 0.06
-H_LARGE = H_SLOW
-LLR_CAP_LARGE = H_LARGE / 4  # four hours at least
+H_LARGE = 2 * H_SLOW  # twice the slow test's: daytime evidence is correlated (a busy day)
+LLR_CAP_LARGE = H_SLOW / 4
 # Daytime demand varies with the weather for hours at a time, so its residuals are correlated:
 # an hour's variance counts (spread / quietest hour's spread) ** DAY_DEFLATE times its own.
 DAY_DEFLATE = 0.75
