@@ -39,12 +39,6 @@ has `WARM_DAYS` days:
   as a leak runs day and night, daytime hours alone take the CUSUM only half way: so a small
   leak is found at night (hours within a quarter of the day's range above its floor), as in a
   utility's MNF analysis;
-- a second CUSUM, of a leak of `LARGE_FRACTION` (6 %), on the same hours without the day cap:
-  a leak that large is an excess at every hour, day and night, so it is found within hours
-  whenever it starts (each hour adds at most a quarter of `H_LARGE`: four hours at least; a
-  day type's first night only lowers it, as above). Written after the held-out networks
-  showed 6-10 % leaks waiting 24-58 h for a night (ky10, Anytown); its fraction is the issue's
-  "6 % within 12 h", its threshold the slow test's, neither tuned on those networks;
 - a fast test for bursts: bin means above the profile's envelope (the highest profile + 3
   spreads, at least 25 % above it, within 2 hours either side, of either day type; twice the
   margin for a day type not yet learned), for `FAST_BINS` bins in a row;
@@ -125,12 +119,6 @@ LLR_CAP = H_SLOW / 2  # no single hour decides
 HOUR_BINS = 4  # bins in an hour of the slow test
 HOUR_DAYS = 2  # days an hour's spread has learned before it is judged
 H_BACK = H_SLOW  # reverse CUSUM threshold: the condition ends (a repair)
-# A larger leak (LARGE_FRACTION of the zone's mean consumption and more) is an excess at every
-# hour, day and night: its own CUSUM runs on every hour without the slow test's day cap, each
-# hour weighed by its own learned spread, so it is found within hours whenever it starts.
-LARGE_FRACTION = 0.06
-H_LARGE = 2 * H_SLOW  # twice the slow test's: daytime evidence is correlated (a busy day)
-LLR_CAP_LARGE = H_SLOW / 4
 # Daytime demand varies with the weather for hours at a time, so its residuals are correlated:
 # an hour's variance counts (spread / quietest hour's spread) ** DAY_DEFLATE times its own.
 DAY_DEFLATE = 0.75
@@ -330,7 +318,6 @@ class Leak:
         # Per zone: CUSUM, its weight and weighted residual sums since it left 0, fast bins in a
         # row, reverse CUSUM in alarm, alarm, size, confidence, MNF sums, nights, last MNF.
         self.cusum = np.zeros(z)
-        self.cusum_large = np.zeros(z)  # the large-leak CUSUM (LARGE_FRACTION), day and night
         self.wsum = np.zeros((2, z))
         self.fast = np.zeros(z, dtype=np.int64)
         self.back = np.zeros(z)
@@ -590,17 +577,6 @@ class Leak:
         # nights so far are its night profile (`_Profile.band`), widened by their
         # uncertainty (`_hour_var`): a leak that began since shows.
         llr = np.where(unseen, np.minimum(llr, 0.0), llr)
-        # Large leaks: the same test for LARGE_FRACTION, on every hour (an odd day's demand
-        # is taken out by its level, `_learn_day_level`; what is left at every hour for hours,
-        # at least LARGE_FRACTION / 2 above the profile, is a leak), the first night of a day
-        # type as above.
-        large = leak0 * (LARGE_FRACTION / LEAK_FRACTION)
-        llr_large = np.minimum(large / var * (rh - large / 2), LLR_CAP_LARGE)
-        llr_large = np.where(judged, _nan_to_num(llr_large, nan=0.0, neginf=-LLR_CAP_LARGE),
-                             0.0)
-        llr_large = np.where(unseen, np.minimum(llr_large, 0.0), llr_large)
-        self.cusum_large = np.where(judged, np.maximum(self.cusum_large + llr_large, 0.0),
-                                    self.cusum_large)
         restart = judged & (self.cusum == 0.0) & (llr > 0)
         self.wsum[:, restart] = 0.0
         self.pz[:, restart] = 0.0
@@ -653,8 +629,7 @@ class Leak:
         mnf_excess = self.mnf - self.usual
         mnf_hit = night_done & (_nan_to_num(mnf_excess) > self.mnf_margin * np.fmax(
             2 * leak0, MNF_Z * self.night_mad))
-        slow = (hour.judged if hour is not None else False) & (
-            (self.cusum > H_SLOW) | (self.cusum_large > H_LARGE))
+        slow = (hour.judged if hour is not None else False) & (self.cusum > H_SLOW)
         burst = self.fast >= FAST_BINS
         start = (judge | slow) & ~self.alarm & (slow | burst | mnf_hit)
         # The size at the start: a burst's last bin, else the weighted excess since the CUSUM
@@ -691,7 +666,6 @@ class Leak:
             end = on & (self.back > H_BACK)
             self.alarm &= ~end
             self.cusum[end] = 0.0
-            self.cusum_large[end] = 0.0
             self.fast[end] = 0
             self.wsum[:, end] = 0.0
         # Evidence: how far above the noise (the size in standard errors) and on how many
@@ -740,7 +714,7 @@ class Leak:
         for name in ("mnf", "usual", "size", "confidence", "limit", "alarm_mnf"):
             getattr(self, name)[zones] = np.nan
         self.night_mad[zones] = np.inf
-        for name in ("cusum", "cusum_large", "fast", "back", "alarm"):
+        for name in ("cusum", "fast", "back", "alarm"):
             getattr(self, name)[zones] = 0
         self.wsum[:, zones] = 0.0
         self.pz[:, zones] = 0.0
@@ -853,7 +827,7 @@ class Leak:
         self._finding = self._make_finding()
 
 
-_STATE = ("bin", "acc", "pacc", "cusum", "cusum_large", "wsum", "fast", "back", "alarm", "size",
-          "confidence", "pz", "night", "nights", "mnf", "alarm_mnf", "usual", "night_mad", "limit",
-          "size_se", "evidence_nights", "smeared", "mnf_margin", "hour_no", "hacc", "hour_var",
+_STATE = ("bin", "acc", "pacc", "cusum", "wsum", "fast", "back", "alarm", "size", "confidence",
+          "pz", "night", "nights", "mnf", "alarm_mnf", "usual", "night_mad", "limit", "size_se",
+          "evidence_nights", "smeared", "mnf_margin", "hour_no", "hacc", "hour_var",
           "hour_n", "hour_weight", "day_sums", "day_level", "tick_net", "tick_scale", "tick_n")
