@@ -91,3 +91,31 @@ def test_a_learned_area_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert record.startswith("event=tank_area_learned tag=z.tank.level in_balance=true area_m2=")
     # the cone's area between the pump's levels: 150-187 m2
     assert 140 < storage.area[0] < 200
+
+
+
+@pytest.mark.parametrize(("noise", "pump", "seed"), [
+    (0.05, 60.0, 1), (0.05, 60.0, 3), (0.08, 100.0, 2),
+], ids=["swings 5 %, pump 60 L/s", "another seed", "swings 8 %, pump 100 L/s"])
+def test_a_learned_area_is_the_tanks_under_demand_noise(noise: float, pump: float,
+                                                       seed: int) -> None:
+    """A 200 m2 tank in a 200 L/s zone whose inflow steps by `pump` L/s on the tank's level
+    (a pump of several switching),
+    demand with a daily cycle and swings for hours (AR noise, `noise` of the demand), levels
+    to the cm: demand changing across a pump step moves the level too, which must not bias
+    the learned area (least squares takes it towards 0)."""
+    table = PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"),
+                        PointInfo("z.tank.level", "level", "m", zone="z")])
+    storage = Storage(table)
+    rng = np.random.default_rng(seed)
+    level, on, swing = 3.0, False, 0.0
+    for b in range(10 * 96):
+        on = True if level < 2.5 else False if level > 3.5 else on
+        inflow = 240.0 if on else 240.0 - pump
+        swing = 0.8 * swing + 0.6 * noise * rng.standard_normal()
+        demand = 200.0 * (1 + 0.2 * np.sin(b / 96 * 2 * np.pi)) * (1 + swing)
+        level = min(max(level + (inflow - demand) / 1000 / 200.0 * BIN_S, 0.5), 5.5)
+        storage.edge(np.array([round(level + rng.normal(0, 0.003), 2)]))
+        storage.learn(np.array([inflow + rng.normal(0, 0.5)]), np.array([True]))
+    assert storage.used[0]
+    assert storage.area[0] == pytest.approx(200.0, rel=0.1)
