@@ -231,6 +231,33 @@ def test_a_pv_feed_in_under_broken_cloud_is_no_anomaly(point: PointInfo,
     assert cloudy == expected, [a.message for a in alarms]
 
 
+PV = PointInfo("feeder1.pv.p", "power", "MW", zone="feeder1", lo=0.0, hi=0.25)
+HEAD = PointInfo("feeder1.p", "power", "MW", zone="feeder1")
+
+
+@pytest.mark.parametrize(("points", "expected"), [
+    ([HEAD, PV], []),  # the feed-in of its zone swung with it: the weather's
+    ([HEAD], ["feeder1.p"]),  # nothing of the zone explains it: swings as never before
+])
+def test_a_feeders_power_swinging_with_its_pv_under_broken_cloud_is_no_anomaly(
+        points: list[PointInfo], expected: list[str]) -> None:
+    """Issue 15 on the simulator's grid (seed 102): a feeder's net power at its head, its
+    load less its PV unit's feed-in, every 15 minutes; five clear days, then broken cloud
+    takes 20-80 % off the PV for a reading or two, and the head's power swings by as much."""
+    rng = np.random.default_rng(7)
+    t = np.arange(0, 7 * 86400, 900)
+    hour = t % 86400 / 3600
+    clear = 0.2 * np.clip(np.sin(np.pi * (hour - 8) / 8), 0, None) ** 1.2
+    sky = np.where(t >= 5 * 86400, 1 - rng.uniform(0.2, 0.8, t.size) * (rng.random(t.size) < 0.4),
+                   0.95 + rng.normal(0, 0.01, t.size))
+    pv = np.round(clear * sky, 4)
+    load = 2.0 + 0.6 * np.sin(np.pi * (hour - 6) / 12) ** 2 + rng.normal(0, 0.003, t.size)
+    values = np.stack([np.round(load - pv, 4), pv], axis=1)[:, :len(points)]
+    alarms = raised(points, START + t * S, values, interval=900.0, tag_only=False)
+    assert sorted({a.tags[0] for a in alarms if a.kind == "anomaly"}) == expected, \
+        [a.message for a in alarms]
+
+
 def test_a_pressure_between_two_regimes_at_any_hour_is_no_anomaly() -> None:
     """Issue 14 on Anytown: a pressure 4 m higher while a second pump runs, which level control
     starts at a different hour each day; a drop to a level never held still alarms."""
