@@ -209,6 +209,17 @@ def test_a_generation_point_between_0_and_its_rating_is_no_anomaly(point: PointI
     assert len(alarms) == expected, [a.message for a in alarms]
 
 
+def broken_cloud(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A week at 15-minute steps (seconds) and a 0.2 MW PV unit's feed-in: five clear days,
+    then broken cloud taking 20-80 % off for a reading or two."""
+    t = np.arange(0, 7 * 86400, 900)
+    hour = t % 86400 / 3600
+    clear = 0.2 * np.clip(np.sin(np.pi * (hour - 8) / 8), 0, None) ** 1.2
+    sky = np.where(t >= 5 * 86400, 1 - rng.uniform(0.2, 0.8, t.size) * (rng.random(t.size) < 0.4),
+                   0.95 + rng.normal(0, 0.01, t.size))
+    return t, np.round(clear * sky, 4)
+
+
 @pytest.mark.parametrize(("point", "expected"), [
     (PointInfo("feeder1.pv.p", "power", "MW", lo=0.0, hi=0.25), set()),  # the weather's
     (PointInfo("feeder1.pv.p", "other", "MW", lo=0.0, hi=0.25), {"anomaly"}),  # not a feed-in
@@ -219,13 +230,7 @@ def test_a_pv_feed_in_under_broken_cloud_is_no_anomaly(point: PointInfo,
     then a day of broken cloud (passing clouds take 20-80 % off for a reading or two): its
     variability follows the sky, so neither `anomaly` nor `spike` is told from it that day;
     the same readings on a point that is not a feed-in swing as never before."""
-    rng = np.random.default_rng(7)
-    t = np.arange(0, 7 * 86400, 900)
-    hour = t % 86400 / 3600
-    clear = 0.2 * np.clip(np.sin(np.pi * (hour - 8) / 8), 0, None) ** 1.2
-    sky = np.where(t >= 5 * 86400, 1 - rng.uniform(0.2, 0.8, t.size) * (rng.random(t.size) < 0.4),
-                   0.95 + rng.normal(0, 0.01, t.size))
-    pv = np.round(clear * sky, 4)
+    t, pv = broken_cloud(np.random.default_rng(7))
     alarms = raised([point], START + t * S, pv[:, None], interval=900.0, tag_only=False)
     cloudy = {a.kind for a in alarms if a.start_ns - START >= 5 * DAY}
     assert cloudy == expected, [a.message for a in alarms]
@@ -245,12 +250,8 @@ def test_a_feeders_power_swinging_with_its_pv_under_broken_cloud_is_no_anomaly(
     load less its PV unit's feed-in, every 15 minutes; five clear days, then broken cloud
     takes 20-80 % off the PV for a reading or two, and the head's power swings by as much."""
     rng = np.random.default_rng(7)
-    t = np.arange(0, 7 * 86400, 900)
+    t, pv = broken_cloud(rng)
     hour = t % 86400 / 3600
-    clear = 0.2 * np.clip(np.sin(np.pi * (hour - 8) / 8), 0, None) ** 1.2
-    sky = np.where(t >= 5 * 86400, 1 - rng.uniform(0.2, 0.8, t.size) * (rng.random(t.size) < 0.4),
-                   0.95 + rng.normal(0, 0.01, t.size))
-    pv = np.round(clear * sky, 4)
     load = 2.0 + 0.6 * np.sin(np.pi * (hour - 6) / 12) ** 2 + rng.normal(0, 0.003, t.size)
     values = np.stack([np.round(load - pv, 4), pv], axis=1)[:, :len(points)]
     alarms = raised(points, START + t * S, values, interval=900.0, tag_only=False)
