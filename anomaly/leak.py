@@ -41,7 +41,9 @@ has `WARM_DAYS` days:
   utility's MNF analysis;
 - a fast test for bursts: bin means above the profile's envelope (the highest profile + 3
   spreads, at least 25 % above it, within 2 hours either side, of either day type; twice the
-  margin for a day type not yet learned), for `FAST_BINS` bins in a row;
+  margin for a day type not yet learned, and within 2 hours more than its demand may come
+  early or late, as the band allows: a weekend's later morning peak is no burst), for
+  `FAST_BINS` bins in a row;
 - pressure residuals (learned the same way per pressure point) as supporting evidence in the
   confidence only: a leak lowers pressures, but so does a pump trip.
 
@@ -521,7 +523,7 @@ class Leak:
         leak0 = np.fmax(LEAK_FRACTION * np.abs(mean), 1e-9)
         self.limit = leak0
         # Fast test: above the envelope of the profile for FAST_BINS bins in a row.
-        env = self._envelope(b, weekend)
+        env = self._envelope(b, weekend, night)
         above = judge & (x > env) & (r > leak0)
         self.fast = np.where(judge, np.where(above, self.fast + 1, 0), self.fast)
         # In alarm, night bins are taken against the profile itself: a band widened for a day
@@ -780,13 +782,24 @@ class Leak:
         tot = np.bincount(self.pres_zone, weights=np.where(ok, zs, 0.0), minlength=self.n_zones)
         return np.where(n > 0, tot / np.maximum(n, 1), z)
 
-    def _envelope(self, b: int, weekend: bool) -> np.ndarray:
+    def _envelope(self, b: int, weekend: bool, night: np.ndarray) -> np.ndarray:
         """Highest profile + ENVELOPE_Z spreads (at least ENVELOPE_REL above) within
-        ENVELOPE_SHIFT bins, of any day type; twice the margin before this day type is learned,
-        as its peaks may come at other times and be higher."""
-        window = (b + np.arange(-ENVELOPE_SHIFT, ENVELOPE_SHIFT + 1)) % DAY_BINS
+        ENVELOPE_SHIFT bins, of any day type. Before this day type is learned, twice the
+        margin, as its peaks may be higher, and within ENVELOPE_SHIFT more bins as far as
+        `_Profile.band` lets its demand come early or late (UNSEEN_SHIFT by day,
+        UNSEEN_NIGHT_SHIFT at night: `night`, per series), as its peaks may come then: a
+        weekend's morning peak running hours after the weekdays' is no burst (it was, 15-26
+        L/s, on the test site's weekend running 1.5 h later)."""
         unseen = self.flow.days[2 if weekend else 1, b] < TYPE_DAYS
-        top = self._top.take(window, axis=1).max(axis=1)
+        if not unseen.any():
+            window = (b + np.arange(-ENVELOPE_SHIFT, ENVELOPE_SHIFT + 1)) % DAY_BINS
+            return self._top[0].take(window, axis=0).max(axis=0)
+        reach = ENVELOPE_SHIFT + np.where(night, UNSEEN_NIGHT_SHIFT, UNSEEN_SHIFT)
+        widest = ENVELOPE_SHIFT + UNSEEN_SHIFT
+        shifts = np.arange(-widest, widest + 1)
+        tops = self._top.take((b + shifts) % DAY_BINS, axis=1)
+        near = np.abs(shifts)[:, None] <= np.where(unseen, reach, ENVELOPE_SHIFT)
+        top = np.max(np.where(near, tops, -np.inf), axis=1)
         return np.where(unseen, top[1], top[0])
 
     def _refresh_tops(self, bins: int | slice = slice(None)) -> None:
