@@ -4,14 +4,15 @@ pymodbus decodes a register response one register at a time (a slice, `struct.un
 list append each: 125 of them per full read) and formats every decoded response for a debug
 line even when debug logging is off. At 10,000 points polled every second that was a fifth of
 the gateway's CPU. These classes, registered on each client (`register(client)`), decode the
-same frame into the same `registers` list with one `struct.unpack`, check it as strictly, and
-print without the values.
+same frame into the same register values, check it as strictly, and print without the values.
+`registers` is a read-only big-endian uint16 array over the frame's bytes, not a list: the
+driver copies it into its poll buffer as one block (a list of 125 ints cost ~10 us more per
+request to make and to convert back).
 """
 
 from __future__ import annotations
 
-import struct
-
+import numpy as np
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu.register_message import (
@@ -25,7 +26,7 @@ def _decode(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
     if size >= len(data) or size % 2:
         raise ModbusIOException(f"byte_count {size} does not fit a packet of {len(data)} bytes "
                                 "in whole registers", function_code=pdu.function_code)
-    pdu.registers = list(struct.unpack(f">{size // 2}H", data[1:1 + size]))
+    pdu.registers = np.frombuffer(data, ">u2", size // 2, 1)  # type: ignore[assignment]
 
 
 def _text(pdu: ReadHoldingRegistersResponse) -> str:
