@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
@@ -42,6 +42,27 @@ from anomaly.ticks import Tick, TickAccumulator
 # drift's hourly profile of its judged points only
 STATE_VERSION = 9
 GOOD = int(Quality.GOOD)
+
+
+class _Part(Mapping[str, np.ndarray]):
+    """The arrays of a saved state whose names start with `prefix`, without it, each taken
+    from `arrays` only when asked for: a state read from its file part by part (the
+    gateway's engine_state) is never held whole, nor read once per part."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], prefix: str) -> None:
+        self._arrays, self._prefix = arrays, prefix
+        self._names = [k.removeprefix(prefix) for k in arrays if k.startswith(prefix)]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._arrays[self._prefix + name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class StateError(Exception):
@@ -426,9 +447,11 @@ class Engine:
             if arr.dtype.kind not in ("U" if name in text else "biuf"):
                 raise StateError(f"{source}: {name} holds {arr.dtype}, not numbers")
 
-        def part(prefix: str) -> dict[str, np.ndarray]:
-            return {k.removeprefix(prefix): v for k, v in arrays.items()
-                    if k.startswith(prefix)}
+        def part(prefix: str) -> _Part:
+            return _Part(arrays, prefix)
+
+        def differ(saved: np.ndarray, fresh: np.ndarray) -> bool:
+            return saved.shape != fresh.shape or saved.dtype.kind != fresh.dtype.kind
 
         expected = {"engine/": {"meta": arrays["engine/meta"], "explained": self._explained,
                                 "tag_explained": self._tag_explained},
@@ -437,14 +460,12 @@ class Engine:
         for prefix, fresh in expected.items():
             saved = part(prefix)
             wrong = sorted(k for k in saved.keys() | fresh.keys()
-                           if k not in saved or k not in fresh
-                           or saved[k].shape != fresh[k].shape
-                           or saved[k].dtype.kind != fresh[k].dtype.kind)
+                           if k not in saved or k not in fresh or differ(saved[k], fresh[k]))
             if wrong:
                 raise StateError(f"{source}: {prefix}{wrong[0]} is not what this engine saves "
                                  f"({len(wrong)} array(s) differ)")
         try:
-            self.ticks.load_state(part("ticks/"))
+            self.ticks.load_state(dict(part("ticks/")))
             self.gate.load_state(part("gate/"))
             self._explained = arrays["engine/explained"].copy()
             self._tag_explained = arrays["engine/tag_explained"].copy()
