@@ -87,7 +87,9 @@ def test_a_metered_tank_stays_out_of_the_balance(caplog: pytest.LogCaptureFixtur
 def test_a_learned_area_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="anomaly.storage"):
         storage, _ = run(PointInfo("z.tank.level", "level", "m", zone="z"))
-    (record, *_) = [r.getMessage() for r in caplog.records if "in_balance=true" in r.getMessage()]
+    (zone, record, *_) = [r.getMessage() for r in caplog.records
+                          if "in_balance=true" in r.getMessage()]
+    assert zone.startswith("event=zone_storage_learned zone=z in_balance=true tanks=1 ")
     assert record.startswith("event=tank_area_learned tag=z.tank.level in_balance=true area_m2=")
     # the cone's area between the pump's levels: 150-187 m2
     assert 140 < storage.area[0] < 200
