@@ -39,8 +39,9 @@ from anomaly.ticks import Tick, TickAccumulator
 # the gate holds chattering alarms; 4: leak storage (tank areas); 5: per-tag anomaly, stuck
 # run lengths; 6: sensor extremes (a tank's floor and overflow rest), tag-anomaly warm-up;
 # 7: drift's excursion onset; 8: counts in small integers (tag-anomaly slots, sensor hours),
-# drift's hourly profile of its judged points only
-STATE_VERSION = 9
+# drift's hourly profile of its judged points only; 10: leak storage's held-out fits (tank
+# areas enter a balance once identifiable)
+STATE_VERSION = 10
 GOOD = int(Quality.GOOD)
 
 

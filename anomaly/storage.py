@@ -155,6 +155,7 @@ class Storage:
         self.bins = np.zeros(rows)  # bins seen, to settle a zone whose tanks never step
         self.explained = np.zeros(rows)  # share of the inflow steps the fit explains
         self.predicted = np.zeros(rows)  # ... of the steps it had not seen, as it predicted
+        self.error = np.full(rows, np.inf)  # relative standard error of the fitted storage
         self.fits = np.zeros((rows, len(SHRINK), width))  # least-squares areas per weight
         self.miss = np.zeros((rows, len(SHRINK)))  # their faded squared misses of unseen steps
         self.held_sq = np.zeros(rows)  # the faded squares of the steps they predicted
@@ -247,6 +248,8 @@ class Storage:
         step = y_step[rows] | np.logical_or.reduce(inside & x_step[tanks], axis=1)
         ok = quiet[rows] & np.isfinite(y[rows])
         self.bins += np.isfinite(y[rows])
+        for r in np.flatnonzero((self.bins == SETTLE_BINS) & np.isfinite(y[rows])).tolist():
+            self._log_zone(r, tanks[r][inside[r]])  # judged from now on, or still not
         for name, new in (("hist_y", y[rows]), ("hist_step", step), ("hist_ok", ok)):
             h = getattr(self, name)
             h[:, :-1] = h[:, 1:]
@@ -371,6 +374,7 @@ class Storage:
         # They leave when one of them is twice as bad (or misses 1 - LEAVE_R2).
         explained = max(self.explained[r], 1e-9)
         error = math.sqrt(left * unknowns / max(m, 1e-9) / explained)
+        self.error[r] = error
         if self.zone_in[r]:
             self.zone_in[r] = (error <= 2 * PRECISION
                                and missed <= max(2 * OVERFIT * left, 1.0 - LEAVE_R2))
@@ -385,29 +389,31 @@ class Storage:
             if used[j] != self.used[tank] or (used[j] and moved):
                 self.logged[tank] = self.area[tank] if used[j] else 0.0
                 changed = True
-        if changed:
-            self._log_zone(r, k, used)
         self.entered[self.zone[k[used & ~self.used[k]]]] = True
         self.used[k] = used
+        if changed:
+            self._log_zone(r, k)
 
-    def _log_zone(self, r: int, k: np.ndarray, used: np.ndarray) -> None:
-        """What the zone's fit learned: the zone (its steps, the share of them the fit
-        explains and of the unseen ones it predicted), then each tank."""
-        steps = self.events[r]
+    def _log_zone(self, r: int, k: np.ndarray) -> None:
+        """What the zone's fit learned: the zone (whether its tanks are in its balance and
+        it is judged, its steps, the share of them the fit explains and of the unseen ones
+        it predicted, the relative standard error of the storage it fits), then each tank."""
         m = self.metres[k]
-        log.info("event=zone_storage_learned zone=%s in_balance=%s tanks=%d tanks_in=%d "
-                 "steps=%.0f explained=%.2f predicted=%.2f area_m2_total=%.4g",
-                 self.zone_names[int(self.zone[k[0]])], str(bool(self.zone_in[r])).lower(),
-                 len(k), int(np.count_nonzero(used)), steps, self.explained[r],
-                 self.predicted[r],
-                 float(np.sum(np.where(np.isfinite(m), self.area[k] / m, 0.0))))
-        for j, tank in enumerate(k.tolist()):
+        z = int(self.zone[k[0]])
+        log.info("event=zone_storage_learned zone=%s in_balance=%s judged=%s tanks=%d "
+                 "tanks_in=%d steps=%.0f explained=%.2f predicted=%.2f error=%.2g "
+                 "area_m2_total=%.4g", self.zone_names[z], str(bool(self.zone_in[r])).lower(),
+                 str(bool(self.settled()[z])).lower(), len(k),
+                 int(np.count_nonzero(self.used[k])), self.events[r], self.explained[r],
+                 self.predicted[r], self.error[r],
+                 float(np.sum(np.where(np.isfinite(m) & self.used[k], self.area[k] / m, 0.0))))
+        for tank in k.tolist():
             metres = self.metres[tank]
             unit = "m2" if np.isfinite(metres) else "m3_per_unit"
             scale = 1.0 / metres if np.isfinite(metres) else 1.0
             log.info("event=tank_area_learned tag=%s in_balance=%s area_%s=%.4g se=%.2g "
-                     "steps=%.0f", self.tags[tank], str(bool(used[j])).lower(), unit,
-                     self.area[tank] * scale, self.se[tank] * scale, steps)
+                     "steps=%.0f", self.tags[tank], str(bool(self.used[tank])).lower(), unit,
+                     self.area[tank] * scale, self.se[tank] * scale, self.events[r])
 
     # --- state ------------------------------------------------------------------------------
 
@@ -422,7 +428,7 @@ class Storage:
 _STATE = ("last", "last_ns", "edge_prev", "x", "volume_rate", "area", "se", "used", "logged",
           "x_prev", "x_scale", "x_n", "y_prev", "y_scale", "y_n", "hist_y", "hist_step",
           "hist_ok", "hist_edge", "gram", "cross", "sq", "events", "bins", "explained",
-          "predicted", "fits", "miss", "held_sq", "held", "zone_in")
+          "predicted", "error", "fits", "miss", "held_sq", "held", "zone_in")
 
 
 def _step(change: np.ndarray, scale: np.ndarray, n: np.ndarray) -> np.ndarray:
