@@ -33,7 +33,8 @@ predicted nearly as well as the learned ones are explained (`OVERFIT`); they lea
 balance when either is twice as bad. A tank whose main is metered (outside the balance)
 shows level steps with no inflow step: the fit explains nothing and it stays out. Until a
 zone's tanks are settled (in, or out after `SETTLE_BINS` because they explain less than
-`LEAVE_R2` of the inflow's steps or never stepped) the zone is not judged, and when they
+`LEAVE_R2` of the inflow's steps or never stepped while their levels rested) the zone is not
+judged (judged without tanks that move, their filling would be consumption), and when they
 enter its consumption is learned anew. Nothing is learned while the leak detector's burst
 test fires (a burst is a step too). What is learned is logged (`event=zone_storage_learned`
 for the zone, whether it is judged, `event=tank_area_learned` per tank) when a tank enters
@@ -42,11 +43,12 @@ in the engine's state.
 
 Tuned on wntr's Net1 and ky4 (simulators/networks.py) and the water simulator's Net3 zones
 (its tank 2 is metered: it must learn ~0); ky10, Anytown and Net6 only evaluated it. The
-identifiability rules (`PRECISION`, `OVERFIT`, the steps per tank) and the ridge (`SHRINK`)
-were set from the statistics, not fitted: Net1 and ky4 (one and four tanks, their steps
-explained to 99 %) pass them within a step or two of the old rule; the floating-tank zones
-of tests/anomaly/test_anomaly_storage.py exercised them. Net6's over-fit and Anytown's low
-share of steps explained (both held out) showed the failure modes they answer: see `_solve`.
+identifiability rules (`PRECISION`, `OVERFIT`, the steps per tank, `MOVING`) and the ridge
+(`SHRINK`) were set from the statistics, not fitted: Net1 and ky4 (one and four tanks, their
+steps explained to 99 %) pass them within a step or two of the old rule; the floating-tank
+zones of tests/anomaly/test_anomaly_storage.py exercised them. Net6's over-fit and its
+seldom-stepping tanks, and Anytown's low share of steps explained (all held out) showed the
+failure modes they answer: see `_solve` and `settled`.
 
 >>> import numpy as np
 >>> from anomaly.points import PointInfo, PointTable
@@ -213,9 +215,10 @@ class Storage:
         self.edge_prev = level
 
     def settled(self) -> np.ndarray:
-        """Per zone, whether its balance is known: no tank left whose area is still being
-        learned (MIN_EVENTS steps seen, or SETTLE_BINS bins without them: a tank that never
-        steps stays out of the balance)."""
+        """Per zone, whether its balance is known: its learned tanks in it, or after
+        SETTLE_BINS bins out of it because they explain less than LEAVE_R2 of the inflow's
+        steps (a metered main) or never stepped while their levels rested (a tank at its
+        floor)."""
         out = np.ones(self.n_zones, dtype=bool)
         rows = self.zones_learning
         # Not while the tanks explain the inflow's steps but their storage is not
