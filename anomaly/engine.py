@@ -40,8 +40,9 @@ from anomaly.ticks import Tick, TickAccumulator
 # run lengths; 6: sensor extremes (a tank's floor and overflow rest), tag-anomaly warm-up;
 # 7: drift's excursion onset; 8: counts in small integers (tag-anomaly slots, sensor hours),
 # drift's hourly profile of its judged points only; 10: tag anomaly's tank ends (a zone's
-# tanks at their floor or top, as states beside its status points)
-STATE_VERSION = 10
+# tanks at their floor or top, as states beside its status points); 11: leak storage's
+# held-out fits (tank areas enter a balance once identifiable)
+STATE_VERSION = 11
 GOOD = int(Quality.GOOD)
 
 
