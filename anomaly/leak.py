@@ -602,7 +602,14 @@ class Leak:
         quiet = (n_learn >= HOUR_BINS / 2) & ~self.alarm & (self.cusum < H_SLOW / 2) & (
             self.fast == 0)
         rl = learn_total / np.maximum(n_learn, 1)
+        # A day type's own variance learns only from hours taken against its own profile:
+        # before that (a first weekend's hours against the pooled profile) its residuals hold
+        # the types' difference, which would make its hours weigh too little for weeks
+        # (an EWMA of ALPHA forgets slowly); meanwhile the pooled variance stands in.
+        typed = self.flow.typed(bin_no % DAY_BINS, weekend)
         for t in (0, 2 if weekend else 1):
+            if t:
+                quiet = quiet & typed
             old = self.hour_var[t, of_day]
             sq = np.where(np.isfinite(old), np.minimum(rl * rl, CLIP * CLIP * old), rl * rl)
             a = np.maximum(1.0 / (self.hour_n[t, of_day] + 1), ALPHA)
