@@ -617,7 +617,13 @@ class Leak:
                                                                 old + a * (sq - old), sq), old)
             self.hour_n[t, of_day] += quiet
         # Slow CUSUM: a leak of L0 against none, on the hour's mean residual.
-        llr = np.minimum(leak0 / var * (rh - leak0 / 2), LLR_CAP)
+        # At night, against the larger of two leaks (LEAK_FRACTION and twice it): a CUSUM
+        # tuned for 3 % gains (r - L0/2) L0 / var an hour from a 10 % leak, a third of what the
+        # larger alternative gains; the larger one wins only where r > 1.5 L0, so evidence
+        # against a leak is as before. By day the cap below bounds what either could add.
+        small = leak0 / var * (rh - leak0 / 2)
+        large = np.where(night_h, 2 * leak0 / var * (rh - leak0), -np.inf)
+        llr = np.minimum(np.fmax(small, large), LLR_CAP)
         llr = np.where(judged, _nan_to_num(llr, nan=0.0, neginf=-LLR_CAP), 0.0)
         # The first night of a day type (the first weekend's) tells of no leak, only against
         # one: its level against the other type's is unknown (a weekend's evening runs on past
@@ -654,12 +660,15 @@ class Leak:
         t = 2 if weekend else 1
         hours = [(h - 1) % 24, h, (h + 1) % 24]
         own = self.hour_n[t, h] >= HOUR_DAYS
-        # At night, until it has its own: the residual against a mean of the type's n nights
-        # varies (1 + 1/n) times a night's own variance (the pooled hour's).
-        few = 1.0 + 1.0 / np.maximum(self.hour_n[t, h], 1.0)
+        # Until it has its own (learned only from hours against the type's own profile): the
+        # pooled one; at night the residual against a mean of the type's n nights varies
+        # (1 + 1/n) times a night's own variance; by day, against the pooled profile (the type
+        # not learned yet) UNSEEN_TYPE^2 times, against its own as the pooled hour's.
+        b = h * HOUR_BINS + HOUR_BINS - 1
+        few = 1.0 + 1.0 / np.maximum(self.flow.days[t, b], 1.0)
+        day = np.where(self.flow.typed(b, weekend), 1.0, UNSEEN_TYPE ** 2)
         v = np.where(own, self.hour_var[t].take(hours, axis=0),
-                     self.hour_var[0].take(hours, axis=0) * np.where(night, few,
-                                                                     UNSEEN_TYPE ** 2))
+                     self.hour_var[0].take(hours, axis=0) * np.where(night, few, day))
         ok = np.isfinite(v)
         var = np.sum(np.where(ok, v, 0.0), axis=0) / np.maximum(ok.sum(axis=0), 1)
         quietest = np.min(np.where(self.hour_n[0] >= HOUR_DAYS, self.hour_var[0], np.inf),
