@@ -32,10 +32,9 @@ has `WARM_DAYS` days:
   lowest, against the median and MAD of that day type's past nights (of all nights, with 1.5
   times the margin, until it has `WARM_DAYS`);
 - a CUSUM of the log-likelihood ratio "leak of `LEAK_FRACTION` of the zone's mean consumption"
-  (at night, the larger of it and twice it: a large leak's hours count more, evidence against
-  a leak is the same) vs "no leak", on each hour's mean residual (hours, not bins: a bin's
-  storage carries the noise of the levels at its two edges, which an hour's mean carries
-  once, not four times over). Each hour weighs by the learned variance of its hour of day (a
+  vs "no leak", on each hour's mean residual (hours, not bins: a bin's storage carries the
+  noise of the levels at its two edges, which an hour's mean carries once, not four times
+  over). Each hour weighs by the learned variance of its hour of day (a
   day type's own learned only from hours against its own profile, the pooled one standing in
   until then), inflated where it is above the quietest hour's (daytime demand varies with the
   weather for hours at a time); and as a leak runs day and night, daytime hours alone take
@@ -74,9 +73,9 @@ Tuned on simulator exports with seeds 1, 2 and 3 only (scenarios normal, leak, a
 with 3-10 % leaks, abrupt and ramped, at several times and days, plus pump trips), and on
 wntr's Net1 and ky4 (simulators/networks.py, seeds below 101: tanks without meters, pumps
 under level control, 5- and 15-minute readings); ky10, Anytown and Net6 are held out, only
-evaluated (bench/networks.py). The day type's own hour variance and the 6 % night
-alternative were checked on net1 leak seeds 1-20 and ky4 leak seeds 1-10 (clean 51-52 of
-both); held-out figures only evaluated them. The first-night rule and the (1 + 1/n) of a
+evaluated (bench/networks.py). The day type's own hour variance was checked on net1 leak
+seeds 1-20 and ky4 leak seeds 1-10 (clean 51-52 of both); held-out recordings only evaluated
+it. The first-night rule and the (1 + 1/n) of a
 day type's first nights follow from the statistics, not from those data; they were checked,
 not tuned, on the simulator's seeds 101-103 (bench/anomaly.py) and Anytown.
 
@@ -621,13 +620,7 @@ class Leak:
                                                                 old + a * (sq - old), sq), old)
             self.hour_n[t, of_day] += quiet
         # Slow CUSUM: a leak of L0 against none, on the hour's mean residual.
-        # At night, against the larger of two leaks (LEAK_FRACTION and twice it): a CUSUM
-        # tuned for 3 % gains (r - L0/2) L0 / var an hour from a 10 % leak, a third of what the
-        # larger alternative gains; the larger one wins only where r > 1.5 L0, so evidence
-        # against a leak is as before. By day the cap below bounds what either could add.
-        small = leak0 / var * (rh - leak0 / 2)
-        large = np.where(night_h, 2 * leak0 / var * (rh - leak0), -np.inf)
-        llr = np.minimum(np.fmax(small, large), LLR_CAP)
+        llr = np.minimum(leak0 / var * (rh - leak0 / 2), LLR_CAP)
         llr = np.where(judged, _nan_to_num(llr, nan=0.0, neginf=-LLR_CAP), 0.0)
         # The first night of a day type (the first weekend's) tells of no leak, only against
         # one: its level against the other type's is unknown (a weekend's evening runs on past
