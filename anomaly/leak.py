@@ -605,11 +605,14 @@ class Leak:
         quiet = (n_learn >= HOUR_BINS / 2) & ~self.alarm & (self.cusum < H_SLOW / 2) & (
             self.fast == 0)
         rl = learn_total / np.maximum(n_learn, 1)
-        # A day type's own variance learns only from hours taken against its own profile:
-        # before that (a first weekend's hours against the pooled profile) its residuals hold
-        # the types' difference, which would make its hours weigh too little for weeks
-        # (an EWMA of ALPHA forgets slowly); meanwhile the pooled variance stands in.
-        typed = self.flow.typed(bin_no % DAY_BINS, weekend)
+        # A day type's own variance learns only from hours taken against its own profile, or
+        # against a pooled one learned from its days alone (the first weekdays): a first
+        # weekend's hours against the weekday profile hold the types' difference, which would
+        # make its hours weigh too little for weeks (an EWMA of ALPHA forgets slowly);
+        # meanwhile the pooled variance stands in.
+        b = bin_no % DAY_BINS
+        t_own = 2 if weekend else 1
+        typed = self.flow.typed(b, weekend) | (self.flow.days[0, b] == self.flow.days[t_own, b])
         for t in (0, 2 if weekend else 1):
             if t:
                 quiet = quiet & typed
