@@ -34,9 +34,9 @@ has `WARM_DAYS` days:
 - a CUSUM of the log-likelihood ratio "leak of `LEAK_FRACTION` of the zone's mean consumption"
   vs "no leak", on each hour's mean residual (hours, not bins: a bin's storage carries the
   noise of the levels at its two edges, which an hour's mean carries once, not four times
-  over). Each hour weighs by the learned variance of its hour of day (a
-  day type's own learned only from hours against its own profile, the pooled one standing in
-  until then), inflated where it is above the quietest hour's (daytime demand varies with the
+  over). Each hour weighs by the learned variance of its hour of day (a day type's own
+  learned only from hours against its own profile, the pooled one standing in until then),
+  inflated where it is above the quietest hour's (daytime demand varies with the
   weather for hours at a time); and as a leak runs day and night, daytime hours alone take
   the CUSUM only half way: so a small leak is found at night (hours within a quarter of the
   day's range above its floor), as in a utility's MNF analysis;
@@ -75,9 +75,9 @@ wntr's Net1 and ky4 (simulators/networks.py, seeds below 101: tanks without mete
 under level control, 5- and 15-minute readings); ky10, Anytown and Net6 are held out, only
 evaluated (bench/networks.py). The day type's own hour variance was checked on net1 leak
 seeds 1-20 and ky4 leak seeds 1-10 (clean 51-52 of both); held-out recordings only evaluated
-it. The first-night rule and the (1 + 1/n) of a
-day type's first nights follow from the statistics, not from those data; they were checked,
-not tuned, on the simulator's seeds 101-103 (bench/anomaly.py) and Anytown.
+it. The first-night rule and the (1 + 1/n) of a day type's first nights follow from the
+statistics, not from those data; they were checked, not tuned, on the simulator's seeds
+101-103 (bench/anomaly.py) and Anytown.
 
 >>> import numpy as np
 >>> from anomaly.points import PointInfo, PointTable
