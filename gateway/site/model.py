@@ -158,6 +158,11 @@ class SiteSection(Strict):
     points_csv: FilePath | None = None
 
 
+# seconds: [historian] flush_interval's default for kind "influxdb" (Node-RED's batch node
+# flushes every 1 s too)
+INFLUXDB_FLUSH = 1.0
+
+
 class HistorianSection(Strict):
     kind: Literal["embedded", "influxdb"] = "embedded"
     url: str = "http://127.0.0.1:8086"
@@ -170,8 +175,10 @@ class HistorianSection(Strict):
     username: str = ""
     password_env: str = "INFLUX_PASSWORD"
     batch_size: int = Field(default=5000, ge=1, le=100_000)  # lines per write request
-    # seconds a caught-up sink gathers readings (Telegraf's default too): each commit of the
-    # embedded historian costs pages whatever it holds, and flash wears by the page
+    # seconds a caught-up sink gathers readings: each commit of the embedded historian costs
+    # pages whatever it holds, and flash wears by the page (10 s, Telegraf's default too); an
+    # InfluxDB is written over the network, which wears no card of the gateway's, and its
+    # latest value in Grafana should be a poll old, not ten (INFLUXDB_FLUSH)
     flush_interval: Seconds = Field(default=10.0, ge=0.01, le=MINUTE)
     max_rate: float = Field(default=200_000.0, ge=10)  # readings/s of backlog in a catch-up
     timeout: Seconds = Field(default=10.0, ge=0.1, le=10 * MINUTE)  # per request
@@ -180,6 +187,14 @@ class HistorianSection(Strict):
     # gateway_ts. The point's time is always the source time; the others cost the database
     # a field series per point each, so they are written only when asked for.
     timestamp_fields: list[Literal["server", "gateway"]] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_flush(cls, data: Any) -> Any:
+        if (isinstance(data, dict) and data.get("kind") == "influxdb"
+                and "flush_interval" not in data):
+            return {**data, "flush_interval": INFLUXDB_FLUSH}
+        return data
 
 
 class SpoolSection(Strict):

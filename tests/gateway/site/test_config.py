@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.site.loader import load_site
-from gateway.site.model import Point
+from gateway.site.model import HistorianSection, Point
 from scadawatch.cli import EXIT_OK, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -104,6 +104,17 @@ def test_a_point_in_a_bit_table_is_bool_unless_typed_made_in_code_or_read(
         keys: dict, type_: str) -> None:
     assert Point(tag="t", **keys).type == type_
     assert Point.__pydantic_validator__.validate_python({"tag": "t", **keys}).type == type_
+
+
+@pytest.mark.parametrize(("keys", "flush"), [
+    ({}, 10.0), ({"kind": "embedded"}, 10.0),
+    # InfluxDB over the network: its latest value a poll old, not ten (the peer harness
+    # judges keeping up on values stored 3 s after their window)
+    ({"kind": "influxdb", "database": "scada"}, 1.0),
+    ({"kind": "influxdb", "database": "scada", "flush_interval": "30s"}, 30.0)])
+def test_the_historian_gathers_readings_for_its_kinds_flush_interval(
+        keys: dict, flush: float) -> None:
+    assert HistorianSection.model_validate(keys).flush_interval == flush
 
 
 def test_a_point_is_frozen() -> None:
