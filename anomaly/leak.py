@@ -590,7 +590,9 @@ class Leak:
             return None
         total, alarm_total, n, n_night, learn_total, n_learn = self.hacc.copy()
         self.hacc[:] = 0.0
-        of_day = (bin_no % DAY_BINS) // HOUR_BINS
+        b = bin_no % DAY_BINS
+        t_own = 2 if weekend else 1
+        of_day = b // HOUR_BINS
         judged = n >= HOUR_BINS / 2
         rh = np.where(judged, total / np.maximum(n, 1), 0.0)
         ra = np.where(judged, alarm_total / np.maximum(n, 1), 0.0)
@@ -600,7 +602,7 @@ class Leak:
         var = self._hour_var(of_day, weekend, leak0, night_h)
         # no night of this hour's day type learned yet (its last bin, which the profile
         # learns after this: in alarm too, less the leak, where the hour's spread does not)
-        unseen = night_h & (self.flow.days[2 if weekend else 1, bin_no % DAY_BINS] < 1)
+        unseen = night_h & (self.flow.days[t_own, b] < 1)
         judged &= np.isfinite(var)
         var = np.where(judged, var, np.inf)
         # learn it from quiet hours (clipped, so that an odd hour teaches little)
@@ -614,10 +616,8 @@ class Leak:
         # meanwhile the pooled variance stands in. (The first weekdays' exception: without it
         # a leak on day 3 met the fallback's inflation, on the tests' 8 % Thursday row and on
         # held-out ky10 s109, and the own simulator raised a false leak.)
-        b = bin_no % DAY_BINS
-        t_own = 2 if weekend else 1
         typed = self.flow.typed(b, weekend) | (self.flow.days[0, b] == self.flow.days[t_own, b])
-        for t in (0, 2 if weekend else 1):
+        for t in (0, t_own):
             if t:
                 quiet = quiet & typed
             old = self.hour_var[t, of_day]

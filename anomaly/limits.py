@@ -53,6 +53,15 @@ MESSAGE = "{subject} at {value} {unit}, outside its limit {limit}"
 NO_TICK = np.iinfo(np.int64).min  # an unused row of the saved history
 
 
+def limit_span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per point, the span its accuracy and deadband are shares of: hi - lo; a one-sided
+    limit's own magnitude; 0 without limits."""
+    with np.errstate(invalid="ignore"):
+        span = hi - lo
+    one_sided = np.abs(np.where(np.isnan(hi), lo, hi))
+    return np.where(np.isnan(span), np.nan_to_num(one_sided), span)
+
+
 class Limits(Float32Fields):
     """Readings against each point's limits; points without limits never trip, nor do those
     `skip` marks (another detector judges them against the same limits)."""
@@ -67,11 +76,7 @@ class Limits(Float32Fields):
         self.lo, self.hi = table.lo, table.hi
         if skip is not None:
             self.lo, self.hi = np.where(skip, np.nan, self.lo), np.where(skip, np.nan, self.hi)
-        with np.errstate(invalid="ignore"):
-            span = self.hi - self.lo
-        # A one-sided limit gets its span from its own magnitude.
-        one_sided = np.abs(np.where(np.isnan(self.hi), self.lo, self.hi))
-        span = np.where(np.isnan(span), np.nan_to_num(one_sided), span)
+        span = limit_span(self.lo, self.hi)
         self.band, self.tolerance = DEADBAND * span, TOLERANCE * span
         self.inside_lo = np.where(np.isnan(self.lo), -np.inf, self.lo)
         self.inside_hi = np.where(np.isnan(self.hi), np.inf, self.hi)

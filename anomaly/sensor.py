@@ -69,7 +69,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from anomaly.alarms import Finding
-from anomaly.limits import TOLERANCE
+from anomaly.limits import TOLERANCE, limit_span
 from anomaly.points import PointTable
 from anomaly.precision import Float32Fields
 from anomaly.ticks import Tick
@@ -135,10 +135,7 @@ class SensorFaults(Float32Fields):
         self.lo, self.hi = table.lo, table.hi
         # outside the range by more than a transducer's accuracy (noise about a stopped
         # pump's 0 is not out; a one-sided limit's span is its own magnitude, as in limits)
-        span = np.where(np.isnan(table.hi - table.lo),
-                        np.abs(np.where(np.isnan(table.hi), table.lo, table.hi)),
-                        table.hi - table.lo)
-        margin = TOLERANCE * np.nan_to_num(span)
+        margin = TOLERANCE * limit_span(table.lo, table.hi)
         self.out_lo = np.where(np.isnan(table.lo), -np.inf, table.lo - margin)
         self.out_hi = np.where(np.isnan(table.hi), np.inf, table.hi + margin)
         self.vessel = table.of_kind(*FLOOR_KINDS)

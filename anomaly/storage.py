@@ -370,9 +370,8 @@ class Storage:
             free = area > 0
             f = np.flatnonzero(free)
             inv = np.zeros((n, n))
-            sf = np.sqrt(np.diag(g)[f])
-            inv[np.ix_(f, f)] = np.linalg.pinv(g[np.ix_(f, f)] + SHRINK[choice] * (
-                np.diag(sf * sf) - np.outer(sf, sf) / max(len(f), 1)))
+            inv[np.ix_(f, f)] = np.linalg.pinv(g[np.ix_(f, f)] + _penalty(
+                np.sqrt(np.diag(g)[f]), SHRINK[choice]))
             se = np.where(free, np.sqrt(np.maximum(np.diag(inv @ g @ inv) * var, 0.0)), np.inf)
         self.area[k], self.se[k] = area * scale, se * scale
         # The share of the inflow's steps the fit leaves, per degree of freedom left (every
@@ -475,6 +474,12 @@ def _step(change: np.ndarray, scale: np.ndarray, n: np.ndarray) -> np.ndarray:
     return step
 
 
+def _penalty(s: np.ndarray, weight: float) -> np.ndarray:
+    """The ridge's matrix: `weight` times sum((b - mean(b))^2) as a quadratic form in the
+    areas, where b_k = a_k s_k is tank k's standardised contribution (s_k: |X_k|)."""
+    return weight * (np.diag(s * s) - np.outer(s, s) / max(len(s), 1))
+
+
 def _nonnegative(g: np.ndarray, c: np.ndarray, weight: float) -> np.ndarray:
     """argmin |y - X a|^2 + weight sum((b - mean(b))^2) over a >= 0, from X'X and X'y, where
     b_k = a_k |X_k| is tank k's standardised contribution (active set: the most negative out,
@@ -490,10 +495,8 @@ def _nonnegative(g: np.ndarray, c: np.ndarray, weight: float) -> np.ndarray:
         f = np.flatnonzero(free)
         if not len(f):
             return a
-        sf = s[f]
-        penalty = weight * (np.diag(sf * sf) - np.outer(sf, sf) / len(f))
         ridge = RIDGE * max(top, 1e-30) * np.eye(len(f))
-        a[f] = np.linalg.solve(g[np.ix_(f, f)] + penalty + ridge, c[f])
+        a[f] = np.linalg.solve(g[np.ix_(f, f)] + _penalty(s[f], weight) + ridge, c[f])
         if (a[f] >= 0).all():
             return a
         free[f[np.argmin(a[f])]] = False

@@ -502,11 +502,15 @@ class TagAnomaly(Float32Fields):
 
     def _controlled(self) -> np.ndarray:
         """Per point: its equipment's or its zone's status points have switched."""
-        switched = np.isfinite(self.status_quiet)  # the last (no status point): inf
-        zone = np.zeros(self.zones + 1, dtype=bool)  # the last: no zone
+        return np.isfinite(self._quiet())
+
+    def _quiet(self) -> np.ndarray:
+        """Per point: ticks since its equipment's or its zone's status points last switched
+        (inf: never, or none)."""
+        zone_quiet = np.full(self.zones + 1, np.inf)  # the last: no zone
         in_zone = self.status_zone >= 0
-        np.logical_or.at(zone, self.status_zone[in_zone], switched[:-1][in_zone])
-        return switched[self.status_of] | zone[self.zone_of]
+        np.minimum.at(zone_quiet, self.status_zone[in_zone], self.status_quiet[:-1][in_zone])
+        return np.minimum(self.status_quiet[self.status_of], zone_quiet[self.zone_of])
 
     def _weather(self, swing: np.ndarray) -> np.ndarray:
         """Tags whose zone has a driven point (PV, wind) swinging on this tick: a feeder's
@@ -527,11 +531,7 @@ class TagAnomaly(Float32Fields):
         switched &= ~np.isnan(now) & ~np.isnan(self.status_prev)
         self.status_quiet[:-1] = np.where(switched, 0.0, self.status_quiet[:-1] + 1.0)
         self.status_prev = np.where(np.isnan(now), self.status_prev, now)
-        zone_quiet = np.full(self.zones + 1, np.inf)  # the last: no zone
-        in_zone = self.status_zone >= 0
-        np.minimum.at(zone_quiet, self.status_zone[in_zone], self.status_quiet[:-1][in_zone])
-        return ((self.status_quiet[self.status_of] < HOLD)
-                | (zone_quiet[self.zone_of] < HOLD))
+        return self._quiet() < HOLD
 
     def _own(self, x: np.ndarray, scale: np.ndarray, judged: np.ndarray) -> np.ndarray:
         """`x` (statistics by tag) less what the tag's peers (its kind and unit) show in
