@@ -1,5 +1,5 @@
 """The InfluxDB historian against real servers on loopback: InfluxDB 1.6 (`influxd`, api v1
-and InfluxQL reads) and VictoriaMetrics (api v2 through influxdb-client)."""
+and InfluxQL reads) and VictoriaMetrics (api v2)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from support.harness import (
     start_and_stop,
     start_simulator,
 )
-from support.influx_servers import Influxd, influxd, victoria
+from support.influx_servers import Influxd, Victoria, influxd, victoria
 from support.ingest_faults import PASSWORD, USER, influx_count, stored_counts, with_influx
 
 from anomaly.batch import Batch, Quality
@@ -245,23 +245,32 @@ def test_readmes_migration_copies_five_field_history_where_the_reader_finds_it(
     reader.close()
 
 
-def test_v2_writes_through_influxdb_client_reach_victoria_metrics(tmp_path: Path) -> None:
+@pytest.fixture
+def vm(tmp_path: Path) -> Iterator[Victoria]:
+    """A VictoriaMetrics of the test's own: its v2 write endpoint takes what InfluxDB 2.x does."""
     server = victoria(tmp_path / "vm")
-    try:
-        h = HistorianSection(kind="influxdb", api="v2", url=server.url, bucket="b", org="o")
-        site = make_site(tmp_path, h)
-        # An hour ago: VictoriaMetrics drops samples older than its retention, and hides the
-        # last 30 s from reads.
-        now = (time.time_ns() // 10**9 - 3600) * 10**9
-        batch = recording(50)
-        batch = Batch(**{k: getattr(batch, k) for k in Batch.DTYPES}
-                      | {"source_ts": batch.source_ts - T0 + now})
-        sink = InfluxSink(site, Acks(), SinkStatus("influxdb"))
-        sink.probe()
-        sink.store([(1, batch)])
-        exported = server.export('{__name__=~"(pressure|flow|level|other)_.*"}')
-    finally:
-        server.stop()
+    yield server
+    server.stop()
+
+
+def v2(vm: Victoria, **kw: object) -> HistorianSection:
+    return HistorianSection(**{"kind": "influxdb", "api": "v2", "url": vm.url, "bucket": "b",
+                               "org": "o", **kw})
+
+
+@pytest.mark.parametrize("gzip", [False, True])
+def test_v2_writes_reach_victoria_metrics(tmp_path: Path, vm: Victoria, gzip: bool) -> None:
+    site = make_site(tmp_path, v2(vm, gzip=gzip))
+    # An hour ago: VictoriaMetrics drops samples older than its retention, and hides the
+    # last 30 s from reads.
+    now = (time.time_ns() // 10**9 - 3600) * 10**9
+    batch = recording(50)
+    batch = Batch(**{k: getattr(batch, k) for k in Batch.DTYPES}
+                  | {"source_ts": batch.source_ts - T0 + now})
+    sink = InfluxSink(site, Acks(), SinkStatus("influxdb"))
+    sink.probe()
+    sink.store([(1, batch)])
+    exported = vm.export('{__name__=~"(pressure|flow|level|other)_.*"}')
     got = {(s["metric"]["__name__"], s["metric"]["tag"], t): v for s in exported
            for t, v in zip(s["timestamps"], s["values"], strict=True)}
     want = {}
@@ -274,6 +283,23 @@ def test_v2_writes_through_influxdb_client_reach_victoria_metrics(tmp_path: Path
         if batch.quality[i] != Quality.BAD:
             want[(f"{kind}_value", tag, t)] = float(batch.value[i])
     assert got == want
+
+
+def test_a_v2_historian_loads_no_influxdb_client_library(tmp_path: Path, vm: Victoria) -> None:
+    # influxdb-client's WriteService cost a v2 gateway ~15 MB of RSS and 530 modules for a
+    # POST that urllib3 (the v1 path's, the reader's) makes alike.
+    code = ("import sys; from pathlib import Path; "
+            "from gateway.site.model import HistorianSection, Site, SiteSection; "
+            "from gateway.status import SinkStatus; "
+            "from gateway.storage.influxdb.sink import InfluxSink; "
+            f"site = Site(site=SiteSection(name='s', data_dir=Path({str(tmp_path)!r})), "
+            f"historian=HistorianSection(kind='influxdb', api='v2', url={vm.url!r}, "
+            "bucket='b', org='o')); "
+            "InfluxSink(site, None, SinkStatus('influxdb')).probe(); "
+            "print(sorted(m for m in sys.modules if m.startswith('influxdb_client')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=RUN_LIMIT).stdout.strip()
+    assert out == "[]"
 
 
 @pytest.mark.parametrize(("change", "error", "message"), [
