@@ -290,23 +290,6 @@ def test_v2_writes_reach_victoria_metrics(tmp_path: Path, vm: Victoria, gzip: bo
     assert sum(len(s["timestamps"]) for s in exported) == len(want)
 
 
-def test_a_v2_historian_loads_no_influxdb_client_library(tmp_path: Path, vm: Victoria) -> None:
-    # influxdb-client's WriteService cost a v2 gateway ~15 MB of RSS and 530 modules for a
-    # POST that urllib3 (the v1 path's, the reader's) makes alike.
-    code = ("import sys; from pathlib import Path; "
-            "from gateway.site.model import HistorianSection, Site, SiteSection; "
-            "from gateway.status import SinkStatus; "
-            "from gateway.storage.influxdb.sink import InfluxSink; "
-            f"site = Site(site=SiteSection(name='s', data_dir=Path({str(tmp_path)!r})), "
-            f"historian=HistorianSection(kind='influxdb', api='v2', url={vm.url!r}, "
-            "bucket='b', org='o')); "
-            "InfluxSink(site, None, SinkStatus('influxdb')).probe(); "
-            "print(sorted(m for m in sys.modules if m.startswith('influxdb_client')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=RUN_LIMIT).stdout.strip()
-    assert out == "[]"
-
-
 @pytest.mark.parametrize(("change", "error", "message"), [
     ({"username": "intruder"}, InfluxRejected, "credentials refused: check user 'intruder'"),
     ({"database": "no_such_db"}, InfluxRejected, "database not found"),
