@@ -4,9 +4,9 @@ sink, to the same server. Both write APIs:
 
 - v1: the sink (`api = "v1"`, `/write`) and the bare loop into InfluxDB 1.6 (Debian's influxd,
   started here unless `--url`);
-- v2: the sink (`api = "v2"`, `/api/v2/write` through influxdb-client) and the bare loop into
-  VictoriaMetrics' v2 endpoint (Debian's victoria-metrics, started here): the v2 path must keep
-  the v1 path's throughput.
+- v2: the sink (`api = "v2"`, `/api/v2/write`) and the bare loop into VictoriaMetrics' v2
+  endpoint (Debian's victoria-metrics, started here): the v2 path must keep the v1 path's
+  throughput.
 
     python -m bench.influx                   # both
     python -m bench.influx --url http://127.0.0.1:8086 --readings 2000000
@@ -15,7 +15,9 @@ The sink's figure includes everything it does per reading: the lean schema's lin
 columns (`value` alone for a good reading), gzip when on (`--gzip`; off by default on
 loopback) and the POSTs. Readings are float32 values widened to float64 (17 digits, as a
 Modbus float32 gives), stamped to the ms, an hour ago (VictoriaMetrics keeps no older than its
-retention). Each run writes to a fresh database.
+retention). Each run writes to a fresh database. Beside each rate, this process's CPU per
+reading (all its threads; the server's not): on a machine others keep busy the rates fall with
+the CPU this process gets, its CPU per reading much less.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from gzip import compress
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import urllib3
@@ -100,31 +103,44 @@ def bodies(site: Site, batch: Batch) -> list[bytes]:
             for a in range(0, len(batch), BATCH_LINES)]
 
 
-def bare_loop(post: Callable[[bytes], None], data: list[bytes]) -> float:
-    """Seconds to POST `data`, IN_FLIGHT at a time."""
-    t = time.perf_counter()
-    with ThreadPoolExecutor(IN_FLIGHT) as pool:
+class Took(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # this process's CPU seconds, every thread (the server's are its own)
+
+
+@contextlib.contextmanager
+def timed(took: list[Took]) -> Iterator[None]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    took.append(Took(time.perf_counter() - wall, time.process_time() - cpu))
+
+
+def bare_loop(post: Callable[[bytes], None], data: list[bytes]) -> Took:
+    """The time to POST `data`, IN_FLIGHT at a time."""
+    took: list[Took] = []
+    with timed(took), ThreadPoolExecutor(IN_FLIGHT) as pool:
         for _ in pool.map(post, data):
             pass
-    return time.perf_counter() - t
+    return took[0]
 
 
-def through_sink(site: Site, batch: Batch) -> float:
-    """Seconds for the sink to store `batch`, handed over as the drain does."""
+def through_sink(site: Site, batch: Batch) -> Took:
+    """The time for the sink to store `batch`, handed over as the drain does."""
     sink = InfluxSink(site, None, SinkStatus("influxdb"))  # type: ignore[arg-type]
+    took: list[Took] = []
     try:
-        t = time.perf_counter()
-        for a in range(0, len(batch), STORE_ROWS):
-            sink.store([(1, batch.take(slice(a, a + STORE_ROWS)))])
-        return time.perf_counter() - t
+        with timed(took):
+            for a in range(0, len(batch), STORE_ROWS):
+                sink.store([(1, batch.take(slice(a, a + STORE_ROWS)))])
+        return took[0]
     finally:
         sink.close()
 
 
 def measure(api: str, url: str, n: int, tags: int, gzip: bool | None = None
-            ) -> tuple[float, float]:
-    """Readings/s of the bare POST loop and of the sink, `n` readings of `tags` tags, through
-    `api` ("v1": InfluxDB 1.x at `url`; "v2": VictoriaMetrics at `url`)."""
+            ) -> tuple[Took, Took]:
+    """The bare POST loop's time and the sink's, `n` readings of `tags` tags, through `api`
+    ("v1": InfluxDB 1.x at `url`; "v2": VictoriaMetrics at `url`)."""
     points = [Point(tag=f"T{i:05d}", device=f"dev{i // 2500:02d}", kind="flow", unit="m3/h",
                     zone=f"z{i % 7}") for i in range(tags)]
     batch = readings(tags, n)
@@ -155,9 +171,7 @@ def measure(api: str, url: str, n: int, tags: int, gzip: bool | None = None
         first = batch.take(np.arange(tags))
         bare_loop(post, [compress(b, 1) if gzip else b for b in bodies(site, first)])
         through_sink(site, first)
-        raw = bare_loop(post, data)
-        ours = through_sink(site, batch)
-    return n / raw, n / ours
+        return bare_loop(post, data), through_sink(site, batch)
 
 
 def run(quick: bool, url: str) -> list[Row]:
@@ -171,8 +185,9 @@ def run(quick: bool, url: str) -> list[Row]:
             raw, ours = measure(api, at, n, tags)
         rows.append(Row(f"InfluxDB sink, api {api} into {server_name} ({tags:,} series, "
                         f"{BATCH_LINES:,}-line requests, {IN_FLIGHT} in flight)",
-                        f"{ours:,.0f} readings/s", f"bare POST loop of pre-built lines: "
-                        f"{raw:,.0f}/s", ours / raw,
+                        f"{n / ours.wall:,.0f} readings/s, {ours.cpu / n * 1e6:.2f} us CPU a "
+                        f"reading", f"bare POST loop of pre-built lines: {n / raw.wall:,.0f}/s, "
+                        f"{raw.cpu / n * 1e6:.2f} us", raw.wall / ours.wall,
                         f"python -m bench.influx --readings {n} --tags {tags}"))
     return rows
 
@@ -193,9 +208,11 @@ def main() -> None:
             raw, ours = measure(api, url, args.readings, args.tags, gzip)
         name = "InfluxDB 1.6 /write" if api == "v1" else "VictoriaMetrics /api/v2/write"
         print(f"{api} into {name}:")
-        print(f"  raw ceiling (bare POST loop, pre-built lines): {raw:12,.0f} readings/s")
-        print(f"  through the sink (columns -> lines -> POST):   {ours:12,.0f} readings/s")
-        print(f"  ratio: {ours / raw:.2f}")
+        for what, took in (("raw ceiling (bare POST loop, pre-built lines)", raw),
+                           ("through the sink (columns -> lines -> POST)  ", ours)):
+            print(f"  {what}: {args.readings / took.wall:12,.0f} readings/s, "
+                  f"{took.cpu / args.readings * 1e6:.2f} us CPU a reading")
+        print(f"  ratio: {raw.wall / ours.wall:.2f}")
 
 
 if __name__ == "__main__":

@@ -144,8 +144,9 @@ def victoria(directory: Path) -> Victoria:
         raise RuntimeError("victoria-metrics is not installed: run tests/run.sh")
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    # dedup at 1 ms, as docs/gateway.md advises: a batch the sink re-sends overwrites itself
     server = Victoria(["victoria-metrics", f"-httpListenAddr=127.0.0.1:{port}",
-                       f"-storageDataPath={directory / 'data'}", "-loggerLevel=ERROR"],
-                      "/health", port, directory)
+                       f"-storageDataPath={directory / 'data'}", "-loggerLevel=ERROR",
+                       "-dedup.minScrapeInterval=1ms"], "/health", port, directory)
     server.start()
     return server

@@ -21,7 +21,7 @@ Each request is written at the coarsest precision (s, ms, us, ns) that holds eve
 it exactly: never finer than the source stamped (Modbus readings are stamped to the ms), never
 rounding one. A point's series key is fixed by the site file and its timestamp by the device, so
 a batch re-sent after a crash overwrites itself: at-least-once delivery from the spool is
-exactly-once in InfluxDB.
+exactly-once in InfluxDB (in VictoriaMetrics only with `-dedup.minScrapeInterval=1ms`).
 
 Two write APIs (`[historian] api`): `v2` posts to `/api/v2/write` through influxdb-client
 (token, org, bucket); `v1` posts to `/write` (database, retention policy, user/password).
