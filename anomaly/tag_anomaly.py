@@ -107,8 +107,8 @@ out, every other day at a different hour); the tuning networks' (net1, ky4 seeds
 1) alarms are unchanged by it. Sixth round (issue #14, no constant changed): the excursion a
 switch began lasts while the tag swings more than usual, after ky10's clean recordings (held
 out, seen: J-247 swinging 2-3 m for hours after T-11 closed at its floor) and Anytown's (J1
-after a pump switched); the tuning networks' clean recordings (net1, ky4 seeds 51-52) raised
-nothing before or after it.
+swinging after a switch of its zone); the tuning networks' clean recordings (net1, ky4
+seeds 51-52) raised nothing before or after it.
 
 >>> import numpy as np
 >>> from anomaly.points import PointInfo, PointTable
