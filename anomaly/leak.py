@@ -111,6 +111,7 @@ import numpy.typing as npt
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
 from anomaly.storage import Storage
+from anomaly.tank_mains import TankMains
 from anomaly.ticks import Tick
 
 NS = 10**9
@@ -340,6 +341,7 @@ class Leak:
         self.judged = (inflows > 0) & (unknown == 0)
         self.bal_gain = np.nan_to_num(self.bal_gain)
         self.storage = Storage(table)
+        self.mains = TankMains(table, self.bal, self.bal_gain)
         self.pres = np.flatnonzero(table.of_kind("pressure") & (table.zone_of >= 0))
         self.pres_zone = table.zone_of[self.pres]
         self.flow = _Profile(z, lends=True)
@@ -395,6 +397,8 @@ class Leak:
         if len(self.bal):
             v = tick.mean[self.bal]
             good = tick.count[self.bal] > 0
+            if self.storage.any:
+                self.mains.add(v, good)
             if good.all():
                 ok = self.judged
                 net = np.bincount(self.bal_zone, weights=self.bal_gain * v, minlength=self.n_zones)
@@ -491,6 +495,7 @@ class Leak:
         x = net
         if self.storage.any:  # consumption: the net inflow less what went into the tanks
             self.storage.edge(self.storage.edge_level(following))
+            self.mains.close(self.storage.x)
             into, known, tanks = self.storage.rates()
             x = net - into
             has &= known & ~(tanks & self.smeared)
@@ -504,7 +509,7 @@ class Leak:
         s = np.fmax(_nan_to_num(s, nan=0.0), SPREAD_FLOOR * np.abs(mean))
         self._known = self.judged & warm & (s > 0)
         if self.storage.any:
-            self._known &= self.storage.settled()
+            self._known &= self.storage.settled(self.mains.metered)
         judge = self._known & has
         # From the second day on residuals teach the hours' spreads and the day's level.
         learnable = has & self.judged & (self.flow.days[0, b] >= 1)
@@ -884,6 +889,7 @@ class Leak:
     def state(self) -> dict[str, np.ndarray]:
         return {**self.flow.state("flow/"), **self.pressure.state("pressure/"),
                 **{f"storage/{k}": v for k, v in self.storage.state().items()},
+                **{f"mains/{k}": v for k, v in self.mains.state().items()},
                 **{name: getattr(self, name) for name in _STATE},
                 "known": self._known, "profile_night": self._profile_night}
 
@@ -893,6 +899,8 @@ class Leak:
         self.pressure.load_state("pressure/", state)
         self.storage.load_state({k.removeprefix("storage/"): v for k, v in state.items()
                                  if k.startswith("storage/")})
+        self.mains.load_state({k.removeprefix("mains/"): v for k, v in state.items()
+                               if k.startswith("mains/")})
         for name in _STATE:
             setattr(self, name, state[name].copy())
         self._known = state["known"].copy()
