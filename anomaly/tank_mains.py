@@ -45,7 +45,7 @@ import numpy as np
 
 from anomaly.points import PointTable
 
-SHARE = 0.95  # of the meter's squared flow a line through the origin on the level rate explains
+SHARE = 0.9  # of the meter's squared flow a line through the origin on the level rate explains
 MIN_BINS = 96  # bins known (a day of 15-minute bins)
 
 
