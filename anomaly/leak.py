@@ -685,7 +685,7 @@ class Leak:
         floor = (SPREAD_FLOOR * leak0 / LEAK_FRACTION) ** 2
         var = np.fmax(var, floor)
         ratio = np.sqrt(var / np.fmax(quietest, floor))
-        var = var * np.fmax(1.0, _nan_to_num(ratio, nan=1.0)) ** DAY_DEFLATE
+        var = var * np.where(night, 1.0, np.fmax(1.0, _nan_to_num(ratio, nan=1.0)) ** DAY_DEFLATE)
         return np.where(self.hour_n[0, h] >= HOUR_DAYS, var, np.nan)
 
     def _judge(self, judge: np.ndarray, r: np.ndarray, s: np.ndarray, leak0: np.ndarray,
