@@ -724,7 +724,9 @@ class Leak:
             w0 = np.where(on, self.wsum[0] * keep + 1.0 / var, self.wsum[0])
             w1 = np.where(on, self.wsum[1] * keep + hour.r_alarm / var, self.wsum[1])
             self.wsum = np.array([w0, w1])
-            self.size = np.where(on, np.fmax(w1 / w0, leak0), self.size)
+            # while the reverse CUSUM holds evidence of a repair, the size it tests against is
+            # the one from before its change point, not one pulled down by the hours since
+            self.size = np.where(on & (self.back == 0.0), np.fmax(w1 / w0, leak0), self.size)
             llr_back = np.minimum(self.size / var * (self.size / 2 - hour.r_alarm), LLR_CAP)
             # As a leak, a repair shows at night: daytime alone takes it half way.
             back_cap = np.where(hour.night, np.inf, np.maximum(self.back, H_BACK / 2))
