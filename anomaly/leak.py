@@ -37,11 +37,10 @@ has `WARM_DAYS` days:
   noise of the levels at its two edges, which an hour's mean carries once, not four times
   over). Each hour weighs by the learned variance of its hour of day (a day type's own
   learned only from hours against its own profile, the pooled one standing in until then),
-  inflated by day where it is above the quietest hour's (daytime demand varies with the
-  weather for hours at a time; a night's flow is steady, and its hours count their own); and
-  as a leak runs day and night, daytime hours alone take the CUSUM only half way: so a small
-  leak is found at night (hours within a quarter of the day's range above its floor), as in
-  a utility's MNF analysis;
+  inflated where it is above the quietest hour's (daytime demand varies with the
+  weather for hours at a time); and as a leak runs day and night, daytime hours alone take
+  the CUSUM only half way: so a small leak is found at night (hours within a quarter of the
+  day's range above its floor), as in a utility's MNF analysis;
 - a fast test for bursts: bin means above the profile's envelope (the highest profile + 3
   spreads, at least 25 % above it, within 2 hours either side, of either day type; twice the
   margin for a day type not yet learned, and within 2 hours more than its demand may come
@@ -134,7 +133,7 @@ HOUR_BINS = 4  # bins in an hour of the slow test
 HOUR_DAYS = 2  # days an hour's spread has learned before it is judged
 H_BACK = H_SLOW  # reverse CUSUM threshold: the condition ends (a repair)
 # Daytime demand varies with the weather for hours at a time, so its residuals are correlated:
-# a day hour's variance counts (spread / quietest hour's spread) ** DAY_DEFLATE times its own.
+# an hour's variance counts (spread / quietest hour's spread) ** DAY_DEFLATE times its own.
 DAY_DEFLATE = 0.75
 NIGHT_SHARE = 0.25  # a night bin: its pooled mean within this share of the day's range above
 # the lowest bin's
@@ -667,13 +666,9 @@ class Leak:
         variance (of the day type once it has HOUR_DAYS, else the pooled one, UNSEEN_TYPE^2
         times by day: the first weekend may run later, which its night's band allows for)
         pooled with the neighbouring hours',
-        inflated by DAY_DEFLATE by day where it is above the quietest hour's (daytime demand
-        varies with the weather for hours at a time, so its residuals are correlated), and at
-        least the meters' resolution. A night hour's is its own: night flow is steady, and
-        the quietest hour's variance, the least of 24 estimates from a few nights each, lies
-        below the night's noise by chance, so against it every other night hour counted 2-3
-        times its variance (the own simulator's small leaks, evaluation seeds 101-103: a
-        repair not seen in a night, a weekend leak's night at 0.5-0.6 of the threshold)."""
+        inflated by DAY_DEFLATE where it is above the quietest hour's (daytime demand varies
+        with the weather for hours at a time, so its residuals are correlated), and at least
+        the meters' resolution."""
         t = 2 if weekend else 1
         hours = [(h - 1) % 24, h, (h + 1) % 24]
         own = self.hour_n[t, h] >= HOUR_DAYS
@@ -693,8 +688,7 @@ class Leak:
         floor = (SPREAD_FLOOR * leak0 / LEAK_FRACTION) ** 2
         var = np.fmax(var, floor)
         ratio = np.sqrt(var / np.fmax(quietest, floor))
-        by_day = np.fmax(1.0, _nan_to_num(ratio, nan=1.0)) ** DAY_DEFLATE
-        var = var * np.where(night, 1.0, by_day)
+        var = var * np.fmax(1.0, _nan_to_num(ratio, nan=1.0)) ** DAY_DEFLATE
         return np.where(self.hour_n[0, h] >= HOUR_DAYS, var, np.nan)
 
     def _judge(self, judge: np.ndarray, r: np.ndarray, s: np.ndarray, leak0: np.ndarray,
