@@ -6,7 +6,8 @@ their `area` or `volume_curve`, else an area learned online). Whatever pumps and
 do, that is what the zone's customers and leaks take: a pump filling a tank raises the inflow
 and the tank's level together, and a pump trip lowers pressures, not consumption. A zone whose
 tanks' areas are still being learned is not judged (a pump filling an unknown tank would look
-like a burst), and when a tank enters the balance the zone's consumption is learned anew.
+like a burst), and when a tank enters the balance the zone's consumption is learned anew; a
+tank whose own main is a balance meter is in the balance already (anomaly/tank_mains.py).
 Where tanks are in the balance, a bin whose net inflow stepped between two readings (a pump
 switching) is skipped: point readings put the switch anywhere between them, up to half a
 reading interval of the pump's flow off, while the levels say when it was.
@@ -57,7 +58,9 @@ at each hour the reverse CUSUM ends at 0 (the leak was there); when the alarm en
 taken out since (the reverse CUSUM's change point, the repair) is given back to the profile. The
 alarm's `size_lps` is the excess of consumption over the profile: a burst's bin, else the
 variance-weighted (so night-weighted) mean hourly residual since the CUSUM left 0 over its last
-8 hours (a ramp's size then), else the night's excess; in alarm it follows over about a day. The
+8 hours (a ramp's size then), else the night's excess; in alarm it follows over about a day,
+held while the reverse CUSUM holds evidence of a repair (the repair is tested against the
+leak's size, not one the hours since have pulled down). The
 message rounds it to three significant figures where its standard error is under 5 % of it, else
 two, and the night figures to the same place. `confidence` in 0-1 grows with how far above the
 noise the size is (1 - exp(-size / 4 standard errors)) and with the nights it stood out on
@@ -111,6 +114,7 @@ import numpy.typing as npt
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
 from anomaly.storage import Storage
+from anomaly.tank_mains import TankMains
 from anomaly.ticks import Tick
 
 NS = 10**9
@@ -340,6 +344,7 @@ class Leak:
         self.judged = (inflows > 0) & (unknown == 0)
         self.bal_gain = np.nan_to_num(self.bal_gain)
         self.storage = Storage(table)
+        self.mains = TankMains(table, self.bal, self.bal_gain)
         self.pres = np.flatnonzero(table.of_kind("pressure") & (table.zone_of >= 0))
         self.pres_zone = table.zone_of[self.pres]
         self.flow = _Profile(z, lends=True)
@@ -395,6 +400,8 @@ class Leak:
         if len(self.bal):
             v = tick.mean[self.bal]
             good = tick.count[self.bal] > 0
+            if self.storage.any:
+                self.mains.add(v, good)
             if good.all():
                 ok = self.judged
                 net = np.bincount(self.bal_zone, weights=self.bal_gain * v, minlength=self.n_zones)
@@ -491,6 +498,7 @@ class Leak:
         x = net
         if self.storage.any:  # consumption: the net inflow less what went into the tanks
             self.storage.edge(self.storage.edge_level(following))
+            self.mains.close(self.storage.x)
             into, known, tanks = self.storage.rates()
             x = net - into
             has &= known & ~(tanks & self.smeared)
@@ -504,7 +512,7 @@ class Leak:
         s = np.fmax(_nan_to_num(s, nan=0.0), SPREAD_FLOOR * np.abs(mean))
         self._known = self.judged & warm & (s > 0)
         if self.storage.any:
-            self._known &= self.storage.settled()
+            self._known &= self.storage.settled(self.mains.metered)
         judge = self._known & has
         # From the second day on residuals teach the hours' spreads and the day's level.
         learnable = has & self.judged & (self.flow.days[0, b] >= 1)
@@ -719,7 +727,9 @@ class Leak:
             w0 = np.where(on, self.wsum[0] * keep + 1.0 / var, self.wsum[0])
             w1 = np.where(on, self.wsum[1] * keep + hour.r_alarm / var, self.wsum[1])
             self.wsum = np.array([w0, w1])
-            self.size = np.where(on, np.fmax(w1 / w0, leak0), self.size)
+            # while the reverse CUSUM holds evidence of a repair, the size it tests against is
+            # the one from before its change point, not one pulled down by the hours since
+            self.size = np.where(on & (self.back == 0.0), np.fmax(w1 / w0, leak0), self.size)
             llr_back = np.minimum(self.size / var * (self.size / 2 - hour.r_alarm), LLR_CAP)
             # As a leak, a repair shows at night: daytime alone takes it half way.
             back_cap = np.where(hour.night, np.inf, np.maximum(self.back, H_BACK / 2))
@@ -884,6 +894,7 @@ class Leak:
     def state(self) -> dict[str, np.ndarray]:
         return {**self.flow.state("flow/"), **self.pressure.state("pressure/"),
                 **{f"storage/{k}": v for k, v in self.storage.state().items()},
+                **{f"mains/{k}": v for k, v in self.mains.state().items()},
                 **{name: getattr(self, name) for name in _STATE},
                 "known": self._known, "profile_night": self._profile_night}
 
@@ -893,6 +904,8 @@ class Leak:
         self.pressure.load_state("pressure/", state)
         self.storage.load_state({k.removeprefix("storage/"): v for k, v in state.items()
                                  if k.startswith("storage/")})
+        self.mains.load_state({k.removeprefix("mains/"): v for k, v in state.items()
+                               if k.startswith("mains/")})
         for name in _STATE:
             setattr(self, name, state[name].copy())
         self._known = state["known"].copy()

@@ -214,21 +214,25 @@ class Storage:
         self.volume_rate = known
         self.edge_prev = level
 
-    def settled(self) -> np.ndarray:
+    def settled(self, metered: np.ndarray | None = None) -> np.ndarray:
         """Per zone, whether its balance is known: its learned tanks in it, or after
         SETTLE_BINS bins out of it because they explain less than LEAVE_R2 of the inflow's
         steps (a metered main) or never stepped while their levels rested (a tank at its
-        floor)."""
+        floor); or every one of them `metered` (per tank: its own main is a balance meter,
+        anomaly/tank_mains.py), as the balance holds them already."""
         out = np.ones(self.n_zones, dtype=bool)
         rows = self.zones_learning
+        own = np.zeros(len(self.points), dtype=bool) if metered is None else metered
         # Not while the tanks explain the inflow's steps but their storage is not
         # identifiable yet: judged without them, their filling would be consumption, a pump
         # starting a leak.
         # Tanks that moved but seldom stepped (Net6, held out: 32 floating tanks, 1-7 steps
         # found in four days, judged without them: false leaks of 430-550 L/s) wait too.
-        moving = np.logical_or.reduce((self.members >= 0) & (
+        # (A tank on a metered main moves, and seldom steps the inflow: it is no such tank.)
+        member = (self.members >= 0) & ~own[self.members]
+        moving = np.logical_or.reduce(member & (
             self.x_abs[self.members] > MOVING * self.x_scale[self.members]), axis=1)
-        out[rows] = self.zone_in | ((self.bins >= SETTLE_BINS) & np.where(
+        out[rows] = self.zone_in | ~member.any(axis=1) | ((self.bins >= SETTLE_BINS) & np.where(
             self.events < MIN_EVENTS, ~moving, self.explained < LEAVE_R2))
         return out
 

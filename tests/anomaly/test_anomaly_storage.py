@@ -5,12 +5,14 @@ a tank whose main is metered stays out of the balance; what is learned is logged
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from anomaly.points import PointInfo, PointTable
 from anomaly.storage import BIN_S, Storage
+from anomaly.tank_mains import TankMains
 
 DEMAND = 20.0  # L/s
 PUMP = 45.0  # L/s, on below LOW and off above HIGH (m)
@@ -207,3 +209,39 @@ def test_a_zone_its_tanks_cannot_be_told_in_says_so(caplog: pytest.LogCaptureFix
     (line,) = [r.getMessage() for r in caplog.records if "zone_storage_learned" in r.getMessage()]
     assert line.startswith("event=zone_storage_learned zone=z in_balance=false judged=false "
                            "tanks=32 tanks_in=0 steps=")
+
+
+def gravity_zone(seed: int, *, main: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(areas m2, inflow L/s per bin, levels m per bin x tank) of a zone fed by gravity beside a
+    floating tank that gives half of the demand above the mean: inflow and the tank's level
+    rate move against each other, but the inflow carries the demand at any level rate.
+    `main`: the flow is the tank's own main's instead (into the zone)."""
+    rng = np.random.default_rng(seed)
+    demand = DEMAND * (1 + 0.3 * np.sin(np.arange(BINS) / 96 * 2 * np.pi))
+    into = -(demand - DEMAND) / 2  # L/s into the tank
+    levels = 3.0 + np.cumsum(into) * BIN_S / 1000 / 200.0 + rng.normal(0, 0.003, BINS)
+    flow = -into if main else demand + into
+    return np.array([200.0]), flow + rng.normal(0, 0.2, BINS), levels[:, None]
+
+
+@pytest.mark.parametrize(("zone", "tanks_metered"), [
+    (lambda: gravity_zone(1, main=True), [True]),
+    (lambda: gravity_zone(1), [False]),
+    (lambda: floating_zone(6, 1), [False] * 6),
+], ids=["its own main", "a gravity inflow beside a floating tank",
+        "a pumped inflow beside six floating tanks"])
+def test_a_tank_main_is_a_meter_that_carries_only_the_tanks_flow(
+        zone: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
+        tanks_metered: list[bool]) -> None:
+    """anomaly/tank_mains.py: a balance meter is a tank's main when it carries the tank's
+    flow and nothing else; one carrying the zone's demand beside the tank, or a pump's
+    filling it, is not."""
+    _, flow, levels = zone()
+    points = [PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"),
+              *[PointInfo(f"z.t{k}.level", "level", "m", zone="z")
+                for k in range(levels.shape[1])]]
+    mains = TankMains(PointTable(points), np.array([0]), np.array([1.0]))
+    for b in range(1, len(flow)):
+        mains.add(flow[b:b + 1], np.array([True]))
+        mains.close((levels[b] - levels[b - 1]) / BIN_S * 1000)
+    assert mains.metered.tolist() == tanks_metered
