@@ -186,14 +186,15 @@ def test_a_zone_of_floating_tanks_is_judged_on_the_storage_every_bin_shows(
         tanks: int, seed: int, together: bool) -> None:
     """Many floating tanks and few pump steps in five days (as Net6's 32, held out, whose
     inflow seldom steps): every bin tells how the tanks' storage moves the inflow about its
-    daily profile, so the zone is judged from its third day on (not before: a profile needs
-    two days), its storage the tanks' to 7.5 % of the zone's 200 L/s hour by hour, unbiased,
-    the sum of their areas the tanks' (one tank's own is not known where they move
+    daily profile, so the zone is judged from its third day on (not on its first: a slot's
+    profile needs a second day), its storage the tanks' to 7.5 % of the zone's 200 L/s hour
+    by hour, unbiased, the sum of their areas the tanks' (one tank's own is not known where
+    they move
     together: the fit splits the sum evenly, not on one of them)."""
     areas, inflow, levels = floating_zone(tanks, seed, together=together)
     storage, error = run_floating(areas, inflow, levels)
     judged = np.isfinite(error)
-    assert not judged[:2 * 96].any()  # before its storage is known the zone waits
+    assert not judged[:96].any()  # before its storage is known the zone waits
     assert judged[4 * 96:].all()
     hourly = np.convolve(error, np.ones(4) / 4, "valid")
     hourly = hourly[np.isfinite(hourly)]
