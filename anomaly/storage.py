@@ -357,13 +357,18 @@ class Storage:
         explained = max(self.explained[r], 1e-9)
         error = math.sqrt(left * unknowns / max(m, 1e-9) / explained)
         self.error[r] = error
-        if self.zone_in[r]:
+        was_in = bool(self.zone_in[r])
+        if was_in:
             self.zone_in[r] = (error <= 2 * PRECISION and missed < 1.0
                                and missed <= max(2 * OVERFIT * left, 1.0 - LEAVE_R2))
         else:
             self.zone_in[r] = (m >= MIN_DAYS * DAY_BINS and dof >= 1 and error <= PRECISION
                                and missed < 1.0
                                and missed <= max(OVERFIT * left, 1.0 - ENTER_R2))
+        # The zone's consumption is learned anew when its tanks enter, not when one tank's
+        # area leaves or comes back to 0 while the zone's storage is in (ky4, tuning: its 4
+        # tanks in and out one by one, each time the zone's profile and spreads restarting)
+        self.entered[self.zone[k[0]]] = self.zone_in[r] and not was_in
         used = self.zone_in[r] & free
         changed = False
         for j, tank in enumerate(k.tolist()):
@@ -372,7 +377,6 @@ class Storage:
             if used[j] != self.used[tank] or (used[j] and moved):
                 self.logged[tank] = self.area[tank] if used[j] else 0.0
                 changed = True
-        self.entered[self.zone[k[used & ~self.used[k]]]] = True
         self.used[k] = used
         if changed:
             self._log_zone(r, k)
