@@ -42,7 +42,7 @@ from anomaly.ticks import Tick, TickAccumulator
 # drift's hourly profile of its judged points only; 10: tag anomaly's tank ends (a zone's
 # tanks at their floor or top, as states beside its status points); 11: leak storage's
 # held-out fits (tank areas enter a balance once identifiable)
-STATE_VERSION = 12
+STATE_VERSION = 11
 GOOD = int(Quality.GOOD)
 
 

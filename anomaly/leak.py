@@ -559,7 +559,7 @@ class Leak:
                          & ~(held & self.flow.typed(b, weekend)),
                          np.where(self.alarm, _nan_to_num(self.size), 0.0), typed_only=held)
         if self.storage.any:
-            self.storage.learn(bin_no, net, self.fast == 0)
+            self.storage.learn(net, self.fast == 0)
             if self.storage.entered.any():
                 self._relearn(self.storage.entered)
         self._refresh_tops(b)

@@ -43,7 +43,7 @@ def run(point: PointInfo, metered: bool = False, seed: int = 1) -> tuple[Storage
         storage.edge(np.array([(level + rng.normal(0, 0.003)) / metres]))
         net = demand if metered else pump + rng.normal(0, 0.2)
         into, known, _ = storage.rates()
-        storage.learn(len(out), np.array([net]), np.array([True]))
+        storage.learn(np.array([net]), np.array([True]))
         out.append(net - into[0] if known[0] else np.nan)
     return storage, np.array(out)
 
@@ -102,11 +102,10 @@ def test_a_learned_area_is_logged(caplog: pytest.LogCaptureFixture) -> None:
 def test_a_learned_area_is_the_tanks_under_demand_noise(noise: float, pump: float,
                                                        seed: int) -> None:
     """A 200 m2 tank in a 200 L/s zone whose inflow steps by `pump` L/s on the tank's level
-    (a pump of several switching), demand with a daily cycle and swings for hours (AR noise,
-    `noise` of the demand), levels to the cm. A swing lasting hours moves the level as the
-    pump does, and the fit (consumption most like its profile) takes part of it for the
-    tank's: the area comes out low, by up to a quarter here, where the swings are a third of
-    the level rate's variation about its profile (Net1's tank, tuning: 187 m2 of 186)."""
+    (a pump of several switching),
+    demand with a daily cycle and swings for hours (AR noise, `noise` of the demand), levels
+    to the cm: demand changing across a pump step moves the level too, which must not bias
+    the learned area (least squares takes it towards 0)."""
     table = PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"),
                         PointInfo("z.tank.level", "level", "m", zone="z")])
     storage = Storage(table)
@@ -119,9 +118,9 @@ def test_a_learned_area_is_the_tanks_under_demand_noise(noise: float, pump: floa
         demand = 200.0 * (1 + 0.2 * np.sin(b / 96 * 2 * np.pi)) * (1 + swing)
         level = min(max(level + (inflow - demand) / 1000 / 200.0 * BIN_S, 0.5), 5.5)
         storage.edge(np.array([round(level + rng.normal(0, 0.003), 2)]))
-        storage.learn(b, np.array([inflow + rng.normal(0, 0.5)]), np.array([True]))
+        storage.learn(np.array([inflow + rng.normal(0, 0.5)]), np.array([True]))
     assert storage.used[0]
-    assert 140.0 < storage.area[0] < 210.0
+    assert storage.area[0] == pytest.approx(200.0, rel=0.1)
 
 
 def floating_zone(tanks: int, seed: int, *, together: bool = False,
@@ -171,7 +170,7 @@ def run_floating(areas: np.ndarray, inflow: np.ndarray,
         storage.edge(levels[b])
         into, _, tanks = storage.rates()
         judged = storage.settled()[0]  # as the leak detector asks: before the bin is learned
-        storage.learn(b, inflow[b:b + 1], np.array([True]))
+        storage.learn(inflow[b:b + 1], np.array([True]))
         if b and judged:
             true = (levels[b] - levels[b - 1]) / BIN_S * 1000 @ areas
             error[b] = (into[0] if tanks[0] else 0.0) - true
@@ -182,32 +181,29 @@ def run_floating(areas: np.ndarray, inflow: np.ndarray,
     (32, 1, False), (16, 4, False), (6, 1, True), (6, 2, True),
 ], ids=["32 tanks, 8 pump steps", "16 tanks, 10 pump steps", "6 tanks moving together",
         "another 6 moving together"])
-def test_a_zone_of_floating_tanks_is_judged_on_the_storage_every_bin_shows(
-        tanks: int, seed: int, together: bool) -> None:
-    """Many floating tanks and few pump steps in five days (as Net6's 32, held out, whose
-    inflow seldom steps): every bin tells how the tanks' storage moves the inflow about its
-    daily profile, so the zone is judged by its fifth day (not on its first: a slot's profile
-    needs a second day), its storage the tanks' to 7.5 % of the zone's 200 L/s hour by hour,
-    unbiased, the sum of their areas the tanks' (one tank's own is not known where they move
-    together: the fit splits the sum evenly, not on one of them)."""
+def test_a_zone_is_judged_only_on_the_storage_its_steps_identify(tanks: int, seed: int,
+                                                                 together: bool) -> None:
+    """Many floating tanks and few pump steps in five days: fitted one by one, 32 areas on
+    8 steps explain them all (a small tank learned at 10 times its area, the storage 40 L/s
+    off at the hour): the zone waits, unjudged, for steps enough. Tanks whose levels move
+    together are one unknown: they enter together, the sum of their areas the tanks' (one
+    tank's own is not known: the fit splits the sum evenly, not on one of them)."""
     areas, inflow, levels = floating_zone(tanks, seed, together=together)
     storage, error = run_floating(areas, inflow, levels)
-    judged = np.isfinite(error)
-    assert not judged[:96].any()  # before its storage is known the zone waits
-    assert judged[4 * 96:].all()
     hourly = np.convolve(error, np.ones(4) / 4, "valid")
-    hourly = hourly[np.isfinite(hourly)]
-    assert np.percentile(np.abs(hourly), 95) < 15.0
-    assert abs(np.mean(hourly)) < 1.0
-    assert storage.used.all()
-    assert storage.area.sum() == pytest.approx(areas.sum(), rel=0.1)
+    judged = hourly[np.isfinite(hourly)]
+    # where judged, the storage is the tanks' to 5 % of the zone's 200 L/s, hour by hour
+    assert not len(judged) or np.percentile(np.abs(judged), 95) < 10.0
+    if together:  # one tank's area is not known, their sum is
+        assert storage.used.all()
+        assert storage.area.sum() == pytest.approx(areas.sum(), rel=0.1)
+    else:
+        assert not len(judged) and not storage.used.any()
 
 
-def test_a_zone_its_tanks_entered_says_so(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_zone_its_tanks_cannot_be_told_in_says_so(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="anomaly.storage"):
         run_floating(*floating_zone(32, 1))
-    lines = [r.getMessage() for r in caplog.records if "zone_storage_learned" in r.getMessage()]
-    assert lines[0].startswith("event=zone_storage_learned zone=z in_balance=true judged=true "
-                               "tanks=32 tanks_in=")
-    total = float(lines[-1].rsplit("area_m2_total=", 1)[1])
-    assert total == pytest.approx(floating_zone(32, 1)[0].sum(), rel=0.1)
+    (line,) = [r.getMessage() for r in caplog.records if "zone_storage_learned" in r.getMessage()]
+    assert line.startswith("event=zone_storage_learned zone=z in_balance=false judged=false "
+                           "tanks=32 tanks_in=0 steps=")
