@@ -402,8 +402,7 @@ class Storage:
         explained = max(self.explained[r], 1e-9)
         error = math.sqrt(left * unknowns / max(m, 1e-9) / explained)
         self.error[r] = error
-        was_in = bool(self.zone_in[r])
-        if was_in:
+        if self.zone_in[r]:
             self.zone_in[r] = (error <= 2 * PRECISION
                                and missed <= max(2 * OVERFIT * left, 1.0 - LEAVE_R2))
         else:
@@ -417,10 +416,7 @@ class Storage:
             if used[j] != self.used[tank] or (used[j] and moved):
                 self.logged[tank] = self.area[tank] if used[j] else 0.0
                 changed = True
-        # The zone's consumption is learned anew when its tanks enter, not each time one
-        # tank's area leaves 0 or comes back while the zone's storage is in (every such
-        # tank restarted the zone's profile and spreads)
-        self.entered[self.zone[k[0]]] = self.zone_in[r] and not was_in
+        self.entered[self.zone[k[used & ~self.used[k]]]] = True
         self.used[k] = used
         if changed:
             self._log_zone(r, k)
