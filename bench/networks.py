@@ -27,7 +27,7 @@ min into `anomaly` alarms) are scored kind-agnostically: any alarm in the zone d
 finds it, any alarm on a faulty tag finds the fault.
 
     python -m bench.networks [--quick] [--networks net1,ky4,ky10,anytown,net6] [--leaks 12]
-                             [--runs 2] [--cache DIR]
+                             [--runs 2] [--areas both|given|learned] [--cache DIR]
 
 Recordings are cached under --cache (in the temp dir by default, named with
 `simulators.networks.RECORDING_VERSION`: a cache of older recordings is not reused): the first
@@ -225,9 +225,10 @@ def score_clean(tally: Tally, alarms: list[Alarm], zones: int, span: tuple[int, 
 
 
 def run_network(name: str, cache: Path, seeds: dict[str, list[int]],
-                baselines: bool) -> dict[str, Tally]:
-    """Every recording of a network through the engine (both variants) and the baselines."""
-    tallies = {m: Tally() for m in (*VARIANTS, *(("gauss/tag", "hst/zone") if baselines
+                baselines: bool, variants: Sequence[str] = VARIANTS) -> dict[str, Tally]:
+    """Every recording of a network through the engine (`variants`: tank areas given and/or
+    learned) and the baselines."""
+    tallies = {m: Tally() for m in (*variants, *(("gauss/tag", "hst/zone") if baselines
                                                  else ()))}
     for kind, kind_seeds in seeds.items():
         for seed in kind_seeds:
@@ -245,6 +246,8 @@ def run_network(name: str, cache: Path, seeds: dict[str, list[int]],
             runs: dict[str, list[Alarm]] = {}
             for variant, variant_site in zip(VARIANTS, (site, without_areas(site)),
                                              strict=True):
+                if variant not in variants:
+                    continue
                 alarms, _, seconds = engine_run(variant_site, directory, zone_model=True)
                 tallies[variant].seconds += seconds
                 runs[variant] = alarms
@@ -285,7 +288,7 @@ def print_network(name: str, role: str, tallies: dict[str, Tally]) -> None:
               f"{'-' if agnostic else t.leaks.size_error():>9}"
               f"{t.leaks.delay(0.0, 4.0):>10}{t.leaks.delay(4.0, math.inf):>9}{faults}"
               f"{per_day:>10.3f}{'-' if agnostic else t.operation_leaks:>9}")
-    for method in VARIANTS:
+    for method in (m for m in VARIANTS if m in tallies):
         t = tallies[method]
         if t.false_kinds:
             print(f"  {method}: clean-recording alarms by kind: "
@@ -312,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--first-seed", type=int, default=FIRST_SEED,
                    help="seeds below 101 tuned the detectors on the tuning networks")
     p.add_argument("--no-baselines", action="store_true", help="the engine only")
+    p.add_argument("--areas", choices=("both", "given", "learned"), default="both",
+                   help="replay with the tanks' areas given, withheld (learned), or both")
     p.add_argument("--cache", default=None, help="default: the temp dir's, per generator version")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.networks.split(",") if n.strip()]
@@ -333,10 +338,12 @@ def main(argv: Sequence[str] | None = None) -> None:
           "alarms on clean recordings or before the leak began. Baselines kind-agnostic.")
     for name in names:
         began = time.perf_counter()
-        tallies = run_network(name, cache, seeds, baselines=not args.no_baselines)
+        variants = [v for v in VARIANTS if args.areas in ("both", v.split()[-1])]
+        tallies = run_network(name, cache, seeds, baselines=not args.no_baselines,
+                              variants=variants)
         print_network(name, NETWORKS[name].role, tallies)
         print(f"  ({time.perf_counter() - began:.0f} s with exports; engine CPU "
-              + ", ".join(f"{m} {tallies[m].seconds:.0f} s" for m in VARIANTS) + ")")
+              + ", ".join(f"{m} {tallies[m].seconds:.0f} s" for m in variants) + ")")
 
 
 def run(quick: bool) -> list[Row]:
