@@ -29,14 +29,16 @@ has `WARM_DAYS` days:
   taken out of every bin of a learned day type, which leaves the night, where activity is
   nil, as it is;
 - the minimum night flow (MNF): the mean over the 2-hour window where the day type's profile is
-  lowest, against the median and MAD of that day type's past nights (of all nights, with 1.5
-  times the margin, until it has `WARM_DAYS`);
+  lowest, against the median and MAD of that day type's past nights (of all nights until it
+  has one, with 1.5 times the margin until it has `WARM_DAYS`); a day type's first night on
+  its window's second hour (the evening before may run later into the window);
 - a CUSUM of the log-likelihood ratio "leak of `LEAK_FRACTION` of the zone's mean consumption"
   vs "no leak", on each hour's mean residual (hours, not bins: a bin's storage carries the
   noise of the levels at its two edges, which an hour's mean carries once, not four times
   over). Each hour weighs by the learned variance of its hour of day (a day type's own
-  learned only from hours against its own profile, the pooled one standing in until then),
-  inflated where it is above the quietest hour's (daytime demand varies with the
+  learned only from hours against its own profile, the pooled one standing in until then;
+  pooled with its neighbouring hours, of its kind, night or day, once it has `POOL_DAYS`),
+  by day inflated where it is above the quietest hour's (daytime demand varies with the
   weather for hours at a time); and as a leak runs day and night, daytime hours alone take
   the CUSUM only half way: so a small leak is found at night (hours within a quarter of the
   day's range above its floor), as in a utility's MNF analysis;
@@ -212,8 +214,8 @@ class _Profile:
         return mu, spread, warm
 
     def night(self, b: int | npt.NDArray[np.intp]) -> np.ndarray:
-        """Per series, whether bin b (or each of bins b) is a night bin: its pooled mean below NIGHT_LEVEL times
-        the lowest bin's."""
+        """Per series, whether bin b (or each of bins b) is a night bin: its pooled mean below
+        NIGHT_LEVEL times the lowest bin's."""
         floor = self.floor()
         top = np.max(np.where(self.days[0] > 0, self.mu[0], -np.inf), axis=0)
         return self.mu[0, b] - floor <= NIGHT_SHARE * (top - floor)
