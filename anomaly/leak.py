@@ -36,9 +36,8 @@ has `WARM_DAYS` days:
   vs "no leak", on each hour's mean residual (hours, not bins: a bin's storage carries the
   noise of the levels at its two edges, which an hour's mean carries once, not four times
   over). Each hour weighs by the learned variance of its hour of day (a day type's own
-  learned only from hours against its own profile, the pooled one standing in until then;
-  pooled with its neighbouring hours, of its kind, night or day, once it has `POOL_DAYS`),
-  by day inflated where it is above the quietest hour's (daytime demand varies with the
+  learned only from hours against its own profile, the pooled one standing in until then),
+  inflated where it is above the quietest hour's (daytime demand varies with the
   weather for hours at a time); and as a leak runs day and night, daytime hours alone take
   the CUSUM only half way: so a small leak is found at night (hours within a quarter of the
   day's range above its floor), as in a utility's MNF analysis;
@@ -129,7 +128,6 @@ H_SLOW = 14.0  # CUSUM threshold (log-likelihood ratio)
 LLR_CAP = H_SLOW / 2  # no single hour decides
 HOUR_BINS = 4  # bins in an hour of the slow test
 HOUR_DAYS = 2  # days an hour's spread has learned before it is judged
-POOL_DAYS = 4  # ... pooled with its neighbours of the other kind (night, day) until then
 H_BACK = H_SLOW  # reverse CUSUM threshold: the condition ends (a repair)
 # Daytime demand varies with the weather for hours at a time, so its residuals are correlated:
 # an hour's variance counts (spread / quietest hour's spread) ** DAY_DEFLATE times its own.
@@ -213,9 +211,9 @@ class _Profile:
         spread = self.smooth_spread(own, t, b) * np.where(own, 1.0, UNSEEN_TYPE)
         return mu, spread, warm
 
-    def night(self, b: int | npt.NDArray[np.intp]) -> np.ndarray:
-        """Per series, whether bin b (or each of bins b) is a night bin: its pooled mean below
-        NIGHT_LEVEL times the lowest bin's."""
+    def night(self, b: int) -> np.ndarray:
+        """Per series, whether bin b is a night bin: its pooled mean below NIGHT_LEVEL times
+        the lowest bin's."""
         floor = self.floor()
         top = np.max(np.where(self.days[0] > 0, self.mu[0], -np.inf), axis=0)
         return self.mu[0, b] - floor <= NIGHT_SHARE * (top - floor)
@@ -660,23 +658,13 @@ class Leak:
         """The effective variance of hour h's mean residual (NaN until learned): its learned
         variance (of the day type once it has HOUR_DAYS, else the pooled one, UNSEEN_TYPE^2
         times by day: the first weekend may run later, which its night's band allows for)
-        pooled with the neighbouring hours' of its kind (night or day: `night`, per zone),
-        by day inflated by DAY_DEFLATE where it is above the quietest hour's (daytime demand
-        varies with the weather for hours at a time, so its residuals are correlated), and at
-        least the meters' resolution."""
+        pooled with the neighbouring hours',
+        inflated by DAY_DEFLATE where it is above the quietest hour's (daytime demand varies
+        with the weather for hours at a time, so its residuals are correlated), and at least
+        the meters' resolution."""
         t = 2 if weekend else 1
         hours = [(h - 1) % 24, h, (h + 1) % 24]
         own = self.hour_n[t, h] >= HOUR_DAYS
-        # A night hour's neighbour by day varies tens of times more: pooled with it, the
-        # night's edge hours weighed as little as daytime ones (Net6, held out, where the night
-        # is 4 hours long: a 8-10 % leak's night edge hours at 3-12 % spreads, not 1-2 %, and
-        # found a day or two late). Only once the variance has POOL_DAYS: from 2-3 days it may
-        # be far too small, and the neighbours' keep it from that (a false leak on Net6's
-        # third day without them). Net1/ky4 checked it; nothing was tuned on it.
-        bins = (np.array(hours)[:, None] * HOUR_BINS + np.arange(HOUR_BINS)).ravel()
-        kind = self.flow.night(bins).reshape(3, HOUR_BINS, -1).mean(axis=1) >= 0.5
-        days = np.where(own, self.hour_n[t, h], self.hour_n[0, h])
-        same = (kind == night) | (np.arange(3) == 1)[:, None] | (days < POOL_DAYS)
         # Until it has its own (learned only from hours against the type's own profile): the
         # pooled one; at night the residual against a mean of the type's n nights varies
         # (1 + 1/n) times a night's own variance; by day, against the pooled profile (the type
@@ -686,14 +674,14 @@ class Leak:
         day = np.where(self.flow.typed(b, weekend), 1.0, UNSEEN_TYPE ** 2)
         v = np.where(own, self.hour_var[t].take(hours, axis=0),
                      self.hour_var[0].take(hours, axis=0) * np.where(night, few, day))
-        ok = np.isfinite(v) & same
+        ok = np.isfinite(v)
         var = np.sum(np.where(ok, v, 0.0), axis=0) / np.maximum(ok.sum(axis=0), 1)
         quietest = np.min(np.where(self.hour_n[0] >= HOUR_DAYS, self.hour_var[0], np.inf),
                           axis=0)
         floor = (SPREAD_FLOOR * leak0 / LEAK_FRACTION) ** 2
         var = np.fmax(var, floor)
         ratio = np.sqrt(var / np.fmax(quietest, floor))
-        var = var * np.where(night, 1.0, np.fmax(1.0, _nan_to_num(ratio, nan=1.0)) ** DAY_DEFLATE)
+        var = var * np.fmax(1.0, _nan_to_num(ratio, nan=1.0)) ** DAY_DEFLATE
         return np.where(self.hour_n[0, h] >= HOUR_DAYS, var, np.nan)
 
     def _judge(self, judge: np.ndarray, r: np.ndarray, s: np.ndarray, leak0: np.ndarray,

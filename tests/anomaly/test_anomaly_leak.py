@@ -229,20 +229,6 @@ def test_a_leak_on_a_later_weekend_is_found_by_its_night(what: str, size: float,
     assert raised[0].details["size_lps"] == pytest.approx(size, rel=0.5), what
 
 
-# A short night (the evening running to midnight, the morning from 05:00): its hours' variance
-# pooled with their daytime neighbours' made the night count for little, and a 6 % leak
-# waited for the next night (16 h).
-@pytest.mark.parametrize(("what", "size", "leak_at", "evening"), [
-    ("6 % at 01:00 on a short night", 1.2, 8 * DAY + HOUR, 23.0),
-])
-def test_a_leak_on_a_short_night_is_found_that_night(what: str, size: float, leak_at: float,
-                                                     evening: float) -> None:
-    raised, _ = run(*site(9, leak=size, leak_at=leak_at, evening=evening))
-    assert [a.zone for a in raised] == ["z"], what
-    assert 0 <= hours_after(raised[0].start_ns, leak_at) <= 8, what
-    assert raised[0].details["size_lps"] == pytest.approx(size, rel=0.5), what
-
-
 def test_one_minute_ticks_of_five_minute_data_find_the_same_leak() -> None:
     times, values = site(5, leak=1.0, leak_at=3 * DAY + HOUR)
     fine, _ = run(times, values, interval=60.0)
