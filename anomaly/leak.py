@@ -30,8 +30,7 @@ has `WARM_DAYS` days:
   nil, as it is;
 - the minimum night flow (MNF): the mean over the 2-hour window where the day type's profile is
   lowest, against the median and MAD of that day type's past nights (of all nights, with 1.5
-  times the margin, and on the window's second hour, as the evening before may run later into
-  the window, until it has `WARM_DAYS`);
+  times the margin, until it has `WARM_DAYS`);
 - a CUSUM of the log-likelihood ratio "leak of `LEAK_FRACTION` of the zone's mean consumption"
   vs "no leak", on each hour's mean residual (hours, not bins: a bin's storage carries the
   noise of the levels at its two edges, which an hour's mean carries once, not four times
@@ -359,9 +358,8 @@ class Leak:
         self.size = np.full(z, np.nan)
         self.confidence = np.full(z, np.nan)
         self.pz = np.zeros((2, z))  # pressure z-score sum, count since the CUSUM left 0
-        self.night = np.zeros((4, z))  # sum, count of the current MNF window; of its 2nd half
+        self.night = np.zeros((2, z))  # sum, count of the current MNF window
         self.nights = np.full((z, 2, NIGHTS), np.nan)  # weekday, weekend
-        self.halves = np.full((z, 2, NIGHTS), np.nan)  # ... their windows' second hours
         self.mnf = np.full(z, np.nan)  # last night's MNF
         self.alarm_mnf = np.full(z, np.nan)  # a night's MNF measured while in alarm
         self.usual = np.full(z, np.nan)
@@ -775,7 +773,6 @@ class Leak:
         self.flow.forget(zones)
         self._refresh_tops()
         self.nights[zones] = np.nan
-        self.halves[zones] = np.nan
         for name in ("mnf", "usual", "size", "confidence", "limit", "alarm_mnf"):
             getattr(self, name)[zones] = np.nan
         self.night_mad[zones] = np.inf
@@ -852,40 +849,23 @@ class Leak:
                                        np.nan)
         inside = ((b - first) % DAY_BINS < NIGHT_BINS) & (days.min(axis=0) >= 1)
         last = (b - first) % DAY_BINS == NIGHT_BINS - 1
-        late = (b - first) % DAY_BINS >= NIGHT_BINS // 2
-        self.night += np.array([np.where(inside & has, _nan_to_num(x), 0.0), inside & has,
-                                np.where(inside & has & late, _nan_to_num(x), 0.0),
-                                inside & has & late])
+        self.night[0] += np.where(inside & has, _nan_to_num(x), 0.0)
+        self.night[1] += inside & has
         done = last & (self.night[1] >= NIGHT_BINS // 2)
         mnf = self.night[0] / self.night[1]
-        nights = self.nights[:, t - 1]
-        # A day type's night, until it has WARM_DAYS of its own, may begin with the evening
-        # before running later into the other type's night window: on Net6 (held out)
-        # Friday's evening, 1.5 h later, lifted the first Saturday's MNF 160 L/s (12 % of the
-        # inflow) above the weekdays' nights, a false leak on two of its recordings. Such a
-        # night is judged on its window's second hour, which that evening's tail has left,
-        # while a leak, the same at every hour of the night, is there too.
-        young = np.sum(np.isfinite(nights), axis=1) < WARM_DAYS
-        quiet_half = np.where(self.night[3] > 0, self.night[2] / np.maximum(self.night[3], 1),
-                              np.nan)
-        self.mnf = np.where(done, np.where(young, quiet_half, mnf),
-                            np.where(last, np.nan, self.mnf))
+        self.mnf = np.where(done, mnf, np.where(last, np.nan, self.mnf))
         self.alarm_mnf = np.where(done & self.alarm, mnf, self.alarm_mnf)
         keep = done & ~self.alarm & (self.cusum < H_SLOW / 2)
-        halves = self.halves[:, t - 1]
+        nights = self.nights[:, t - 1]
         if keep.any():
             nights[keep] = np.roll(nights[keep], 1, axis=1)
             nights[keep, 0] = mnf[keep]
-            halves[keep] = np.roll(halves[keep], 1, axis=1)
-            halves[keep, 0] = quiet_half[keep]
         if done.any():
             # Median and MAD of the day type's past nights (once a night: nanmedian is slow);
             # until it has WARM_DAYS of them, of all nights, with UNSEEN_TYPE times the margin
             # (its nights may run later or higher).
             own = np.sum(np.isfinite(nights), axis=1) >= WARM_DAYS
-            # (a young type's second hour against past nights' second hours)
-            both = np.where(young[:, None], self.halves.reshape(self.n_zones, -1),
-                            self.nights.reshape(self.n_zones, -1))
+            both = self.nights.reshape(self.n_zones, -1)
             past = np.where(own[:, None], np.concatenate([nights, np.full_like(nights, np.nan)],
                                                          axis=1), both)
             n = np.sum(np.isfinite(past), axis=1)
@@ -921,6 +901,6 @@ class Leak:
 
 
 _STATE = ("bin", "acc", "pacc", "cusum", "wsum", "fast", "back", "alarm", "size", "confidence",
-          "pz", "night", "nights", "halves", "mnf", "alarm_mnf", "usual", "night_mad", "limit",
-          "size_se", "evidence_nights", "smeared", "mnf_margin", "hour_no", "hacc", "hour_var",
+          "pz", "night", "nights", "mnf", "alarm_mnf", "usual", "night_mad", "limit", "size_se",
+          "evidence_nights", "smeared", "mnf_margin", "hour_no", "hacc", "hour_var",
           "hour_n", "hour_weight", "day_sums", "day_level", "tick_net", "tick_scale", "tick_n")
