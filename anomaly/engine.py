@@ -41,8 +41,9 @@ from anomaly.ticks import Tick, TickAccumulator
 # 7: drift's excursion onset; 8: counts in small integers (tag-anomaly slots, sensor hours),
 # drift's hourly profile of its judged points only; 10: tag anomaly's tank ends (a zone's
 # tanks at their floor or top, as states beside its status points); 11: leak storage's
-# held-out fits (tank areas enter a balance once identifiable)
-STATE_VERSION = 11
+# held-out fits (tank areas enter a balance once identifiable); 12: tag anomaly's daily
+# profile in 16 bits per tag (anomaly/quantised_rows.py), its pooled counts summed
+STATE_VERSION = 12
 GOOD = int(Quality.GOOD)
 
 
