@@ -404,7 +404,7 @@ class EmbeddedHistorian:
             entries = [(seq, b) for seq, b in entries if seq > self._cursor]
             if not entries:
                 return
-            self._store(Batch.concat([b for _, b in entries]), max(s for s, _ in entries),
+            self._store([b for _, b in entries], max(s for s, _ in entries),
                         self._ids_of(points), sender)
             budget = 4 * sum(len(b) for _, b in entries) + FLUSH_READINGS
             try:
@@ -417,8 +417,9 @@ class EmbeddedHistorian:
                 # The readings are committed; compaction retries after the next store.
                 log.exception("event=historian_compaction_error path=%s", self.path)
 
-    def _store(self, batch: Batch, cursor: int, point_ids: np.ndarray,
+    def _store(self, batches: list[Batch], cursor: int, point_ids: np.ndarray,
                sender: str | None = None) -> None:
+        batch = Batch.concat(batches)
         known = (batch.point >= 0) & (batch.point < len(point_ids))
         if not known.all():
             log.error("event=historian_unknown_point readings=%d points=%s",
@@ -428,6 +429,9 @@ class EmbeddedHistorian:
         order = np.lexsort((batch.source_ts, tag))
         cols = {k: getattr(batch, k)[order] for k in CHUNK_COLUMNS}
         cols["tag"] = tag[order]
+        # Only the sorted copy is written: the joined one goes before the transaction (10 s
+        # of 50,000 tags: ~17 MB a copy, and the sort's indices 8 MB)
+        del batch, tag, order
         ts = cols["source_ts"]
         rows: list[tuple[int, int]] = []  # (group, readings) of each fresh row
 
@@ -468,7 +472,7 @@ class EmbeddedHistorian:
                 latest[k][ids] = v
             _rollback(db)
             if isinstance(e, sqlite3.Error):
-                raise HistorianError(f"{self.path}: cannot store {len(batch)} readings: "
+                raise HistorianError(f"{self.path}: cannot store {len(ts)} readings: "
                                      f"{e}") from e
             raise
         self._cursor = cursor
