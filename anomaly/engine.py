@@ -42,8 +42,9 @@ from anomaly.ticks import Tick, TickAccumulator
 # drift's hourly profile of its judged points only; 10: tag anomaly's tank ends (a zone's
 # tanks at their floor or top, as states beside its status points); 11: leak storage's
 # held-out fits (tank areas enter a balance once identifiable); 12: leak's tank mains (a
-# balance meter carrying only a tank's flow)
-STATE_VERSION = 12
+# balance meter carrying only a tank's flow); 13: tag anomaly's daily profile in 16 bits per
+# tag (anomaly/quantised_rows.py), its pooled counts summed
+STATE_VERSION = 13
 GOOD = int(Quality.GOOD)
 
 

@@ -138,6 +138,7 @@ import numpy as np
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
 from anomaly.precision import Float32Fields
+from anomaly.quantised_rows import QuantisedRows
 from anomaly.tank_ends import TankEnds
 from anomaly.ticks import Tick
 
@@ -281,14 +282,16 @@ class TagAnomaly(Float32Fields):
         self.dev = np.full(n, np.nan)  # mean |x - level|
         # per day type (weekday, weekend, and both pooled) and slot of the day: mean
         # x - level, and the ticks it learned; a row per (type, slot), so a tick's is one
-        # contiguous row. The largest tables per tag: the means in float32 (of float32
-        # readings); the counts in the smallest unsigned integer that holds `count_cap`, where
-        # they stop: past it a slot learns at its floor rate and is long since in use, so a
-        # count held there changes nothing (uint8 on 1-minute ticks: a quarter of float32)
+        # contiguous row. The largest tables per tag: the means in 16 bits on each tag's own
+        # grid (anomaly/quantised_rows.py: 3e-5 of its largest); the counts of the two day
+        # types in the smallest unsigned integer that holds `count_cap`, where they stop: past
+        # it a slot learns at its floor rate and is long since in use, so a count held there
+        # changes nothing (uint8 on 1-minute ticks). The pooled count is theirs summed (both
+        # count every tick with a reading), up to the cap.
         self.count_cap = int(np.ceil(max(PROFILE_DAYS, PROFILE_DAYS_MEMORY)
                                      * self.ticks_per_slot))
-        self.shape = np.zeros((3 * self.slots, n), dtype=np.float32)
-        self.shape_n = np.zeros((3 * self.slots, n), dtype=np.min_scalar_type(self.count_cap))
+        self.profile = QuantisedRows(3 * self.slots, n)
+        self.shape_n = np.zeros((2 * self.slots, n), dtype=np.min_scalar_type(self.count_cap))
         self.dev_p = np.full(n, np.nan)  # mean |x - level - shape|
         self.recent = np.zeros(n)  # EWMA of the residual over SHORT ticks
         self.dev_m = np.full(n, np.nan)  # its mean absolute value
@@ -331,19 +334,18 @@ class TagAnomaly(Float32Fields):
         weekend = int(tick.start_ns // DAY_NS + THURSDAY) % 7 // 5
         of_day = int(tick.start_ns // self.slot_ns % self.slots)
         slot = weekend * self.slots + of_day  # the slot this tick teaches
-        shape, shape_n = self.shape[slot], self.shape_n[slot]
-        pooled, pooled_n = self.shape[2 * self.slots + of_day], self.shape_n[2 * self.slots
-                                                                              + of_day]
+        shape, pooled = self.profile.open([slot, 2 * self.slots + of_day])
+        shape_n, pooled_n = self.shape_n[slot], self._pooled_n(of_day)
         # A slot learns the mean of its ticks, the pattern at its middle: judged between the
         # middles of the two nearest slots, a ramp shows no saw-tooth when ticks are shorter.
         mid = (tick.start_ns + tick.end_ns) / 2 % DAY_NS / self.slot_ns - 0.5
         pair = int(np.floor(mid)) % self.slots, (int(np.floor(mid)) + 1) % self.slots
         w = mid - np.floor(mid)
         rows = [weekend * self.slots + k for k in pair], [2 * self.slots + k for k in pair]
-        day_shape = (1 - w) * self.shape[rows[0][0]] + w * self.shape[rows[0][1]]
-        all_shape = (1 - w) * self.shape[rows[1][0]] + w * self.shape[rows[1][1]]
+        day_shape = (1 - w) * self.profile.row(rows[0][0]) + w * self.profile.row(rows[0][1])
+        all_shape = (1 - w) * self.profile.row(rows[1][0]) + w * self.profile.row(rows[1][1])
         day_n = np.minimum(self.shape_n[rows[0][0]], self.shape_n[rows[0][1]])
-        all_n = np.minimum(self.shape_n[rows[1][0]], self.shape_n[rows[1][1]])
+        all_n = np.minimum(self._pooled_n(pair[0]), self._pooled_n(pair[1]))
         floor = np.where(np.isfinite(self.res), 0.5 * self.res, 0.0) + 1e-12 * np.abs(x)
 
         # --- judge this tick against what the tag learned before it
@@ -464,7 +466,6 @@ class TagAnomaly(Float32Fields):
         a_pooled = np.maximum(1.0 / (pooled_n.astype(np.float32) + 1.0),
                               1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
         pooled += a_pooled * np.nan_to_num(r_level - pooled)
-        pooled_n += later & (pooled_n < self.count_cap)
         self.dev = _learn(self.dev, np.abs(r_level), normal, first)
         self.dev_p = _learn(self.dev_p, np.abs(r_prof), normal, first)
         self.dev_m = _learn(self.dev_m, np.abs(recent), normal, first)
@@ -620,18 +621,25 @@ class TagAnomaly(Float32Fields):
                 for message, mine in self._codes]
 
     _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "prev_step", "level",
-              "dev", "shape", "shape_n", "dev_p", "recent", "dev_m",
+              "dev", "shape_n", "dev_p", "recent", "dev_m",
               "rough", "swing_rate", "swings", "peak", "fade", "episode", "outings", "regime",
               "regime_n", "away", "active", "quiet", "code", "value", "usual", "status_prev",
               "status_quiet", "switched")
 
+    def _pooled_n(self, of_day: int) -> np.ndarray:
+        """Ticks the pooled profile's slot `of_day` learned, up to `count_cap`."""
+        both = self.shape_n[of_day].astype(np.int64) + self.shape_n[self.slots + of_day]
+        return np.minimum(both, self.count_cap)
+
     def state(self) -> dict[str, np.ndarray]:
         return {**{name: getattr(self, name) for name in self._STATE},
+                **{f"profile_{name}": a for name, a in self.profile.state().items()},
                 **{f"ends_{name}": a for name, a in self.ends.state().items()}}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in self._STATE:  # in this version's dtypes, whichever an older state saved
             setattr(self, name, state[name].astype(getattr(self, name).dtype))
+        self.profile.load_state({k[8:]: a for k, a in state.items() if k.startswith("profile_")})
         self.ends.load_state({k[5:]: a for k, a in state.items() if k.startswith("ends_")})
         self._codes = None
 

@@ -9,7 +9,8 @@ tests/system/test_reliability.py). glibc also gives each thread that allocates a
 own (up to 8 per core), each keeping its own free memory: the gateway's drains and writers run in
 threads that take turns on the GIL, so they gain nothing from that, and what one thread frees
 another does not reuse. At 50,000 points the heap held 25-35 MB free with an arena per thread,
-10-15 MB with one (`python -m bench.footprint`, glibc's mallinfo2). Other C libraries (musl)
+10-15 MB with one (`python -m bench.footprint`, glibc's mallinfo2), 0-3 MB since the historian
+packs its blocks as SQLite writes them (gateway/storage/historian.py). Other C libraries (musl)
 have no such heuristics and no `malloc_trim`: there these calls do nothing.
 """
 

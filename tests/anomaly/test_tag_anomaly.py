@@ -6,6 +6,7 @@ messages say what changed with two or three significant figures."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from anomaly.batch import Batch, Quality
 from anomaly.engine import Engine, EngineSettings
 from anomaly.points import PointInfo, PointTable
 from anomaly.tag_anomaly import TagAnomaly
+from gateway.engine_state import load_state, save_state
 
 S = 10**9
 HOUR, DAY = 3600 * S, 86400 * S
@@ -389,3 +391,45 @@ def test_a_pressure_swinging_while_its_tank_is_closed_is_judged_by_the_tank(
     values = np.column_stack([p, level if with_level else np.full(t.size, 22.0)])
     alarms = raised(points, START + t * S, values, interval=900.0)
     assert (alarms == []) is with_level, [a.message for a in alarms]
+
+
+@pytest.mark.parametrize("stop_s", [
+    9 * 86400 + 7 * 3600 + 900,  # day 9 (a Wednesday), between the two ticks of a slot
+    9 * 86400 + 7 * 3600,  # at a slot's first tick
+    5 * 86400 + 10 * 3600 + 900,  # the first Saturday: judged by the pooled profile
+], ids=["mid-slot", "slot-start", "weekend"])
+def test_a_restarted_tag_anomaly_judges_as_one_never_stopped(tmp_path: Path, stop_s: int) -> None:
+    """Every 15 minutes for 11 days, a flow with a morning peak that fails on day 10 (only its
+    daily profile tells it); the gateway stopped and restarted from its saved state at
+    `stop_s` raises the same alarms at the same times."""
+    rng = np.random.default_rng(5)
+    t = np.arange(0, 11 * 86400, 900)
+    hour = t % 86400 / 3600
+    flow = 20 + 15 * np.exp(-((hour - 8) / 2.0) ** 2) + rng.normal(0, 0.4, t.size)
+    missing = (t >= 10 * 86400 + 5 * 3600) & (t < 10 * 86400 + 11 * 3600)
+    flow[missing] = 20 + rng.normal(0, 0.4, missing.sum())
+    points = [PointInfo("dma1.inlet.flow", "flow", "L/s")]
+    settings = EngineSettings(interval=900.0, lateness=0.0, zone_model=False)
+
+    def engine() -> Engine:
+        return Engine(points, settings, detectors=[TagAnomaly(PointTable(points),
+                                                              interval=900.0)])
+
+    def batch(keep: np.ndarray) -> Batch:
+        return Batch.of(source_ts=START + t[keep] * S, point=np.zeros(keep.sum(), np.int64),
+                        value=flow[keep], quality=Quality.GOOD)
+
+    def alarms(events: list) -> list[tuple]:
+        return [(e.alarm.start_ns, e.alarm.message) for e in events if e.action == "raise"]
+
+    whole = engine()
+    expected = alarms(whole.process(batch(t >= 0)) + whole.finish())
+    assert any(start - START >= 10 * DAY and "at this time of day" in message
+               for start, message in expected), expected
+    before = engine()
+    events = before.process(batch(t < stop_s))
+    save_state(before, tmp_path / "state.npz")
+    after = engine()
+    load_state(after, tmp_path / "state.npz")
+    events += after.process(batch(t >= stop_s)) + after.finish()
+    assert alarms(events) == expected
