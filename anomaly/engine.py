@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
@@ -33,6 +33,7 @@ from anomaly.alarms import (
 )
 from anomaly.batch import Batch, Quality
 from anomaly.points import PointInfo, PointTable
+from anomaly.state_part import StatePart
 from anomaly.ticks import Tick, TickAccumulator
 
 # 2: leak profiles are (day type, bin, zone); 3: the zone model is T-squared (no river trees),
@@ -46,27 +47,6 @@ from anomaly.ticks import Tick, TickAccumulator
 # tag (anomaly/quantised_rows.py), its pooled counts summed
 STATE_VERSION = 13
 GOOD = int(Quality.GOOD)
-
-
-class _Part(Mapping[str, np.ndarray]):
-    """The arrays of a saved state whose names start with `prefix`, without it, each taken
-    from `arrays` only when asked for: a state read from its file part by part (the
-    gateway's engine_state) is never held whole, nor read once per part."""
-
-    def __init__(self, arrays: Mapping[str, np.ndarray], prefix: str) -> None:
-        self._arrays, self._prefix = arrays, prefix
-        self._names = [k.removeprefix(prefix) for k in arrays if k.startswith(prefix)]
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._names:
-            raise KeyError(name)
-        return self._arrays[self._prefix + name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
 
 
 class StateError(Exception):
@@ -451,8 +431,8 @@ class Engine:
             if arr.dtype.kind not in ("U" if name in text else "biuf"):
                 raise StateError(f"{source}: {name} holds {arr.dtype}, not numbers")
 
-        def part(prefix: str) -> _Part:
-            return _Part(arrays, prefix)
+        def part(prefix: str) -> StatePart:
+            return StatePart(arrays, prefix)
 
         def differ(saved: np.ndarray, fresh: np.ndarray) -> bool:
             return saved.shape != fresh.shape or saved.dtype.kind != fresh.dtype.kind

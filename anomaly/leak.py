@@ -113,6 +113,7 @@ import numpy.typing as npt
 
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
+from anomaly.state_part import StatePart
 from anomaly.storage import Storage
 from anomaly.tank_mains import TankMains
 from anomaly.ticks import Tick
@@ -902,10 +903,8 @@ class Leak:
         self.flow.load_state("flow/", state)
         self._refresh_tops()
         self.pressure.load_state("pressure/", state)
-        self.storage.load_state({k.removeprefix("storage/"): v for k, v in state.items()
-                                 if k.startswith("storage/")})
-        self.mains.load_state({k.removeprefix("mains/"): v for k, v in state.items()
-                               if k.startswith("mains/")})
+        self.storage.load_state(StatePart(state, "storage/"))
+        self.mains.load_state(StatePart(state, "mains/"))
         for name in _STATE:
             setattr(self, name, state[name].copy())
         self._known = state["known"].copy()

@@ -50,7 +50,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +170,16 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def _started(what: str, proc: subprocess.Popen, log: Path, limit: float,
+             ready: Callable[[], bool]) -> None:
+    """Waits until `ready()`; raises with the end of `log` if `proc` exits or `limit` s pass."""
+    deadline = time.monotonic() + limit
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
 def run_victoria(peers: Path, interval: float, seconds: int) -> tuple[dict, dict]:
     """run_peer.sh's run of scadawatch, its historian in api v2 into a VictoriaMetrics started
     here: the harness's JSON line and the spooled-vs-stored count (`drained`'s)."""
@@ -199,11 +209,7 @@ def run_victoria(peers: Path, interval: float, seconds: int) -> tuple[dict, dict
                  "--ready-file", str(run_dir / "farm.ready"), "--stats",
                  str(run_dir / "farm.json")], stdout=log, stderr=subprocess.STDOUT)
         stack.callback(_stop, farm)
-        deadline = time.monotonic() + 30
-        while not (run_dir / "farm.ready").exists():
-            if farm.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"farm did not start: {(run_dir / 'farm.log').read_text()}")
-            time.sleep(0.2)
+        _started("farm", farm, run_dir / "farm.log", 30, (run_dir / "farm.ready").exists)
         site = run_dir / "site.toml"
         harness("make_site.py", "--devices", DEVICES, "--points", POINTS, "--base-port",
                 farm_base, "--interval", interval, "--influx-url", db.url, "--database", "v1",
@@ -220,12 +226,8 @@ def run_victoria(peers: Path, interval: float, seconds: int) -> tuple[dict, dict
         # The warm-up counts from the gateway's start-up done, not from its launch: loading
         # 50,000 points took 15-20 s with the machine's load at 8, and a window opening before
         # the first poll measures the start-up.
-        deadline = time.monotonic() + START_LIMIT
-        while "event=gateway_started" not in (run_dir / "gateway.log").read_text():
-            if gateway.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gateway did not start: "
-                                   + (run_dir / "gateway.log").read_text()[-2000:])
-            time.sleep(0.2)
+        _started("gateway", gateway, run_dir / "gateway.log", START_LIMIT,
+                 lambda: "event=gateway_started" in (run_dir / "gateway.log").read_text())
         time.sleep(WARMUP)
         if gateway.poll() is not None:
             raise RuntimeError("gateway exited during warm-up: "
