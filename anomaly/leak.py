@@ -31,7 +31,8 @@ has `WARM_DAYS` days:
   nil, as it is;
 - the minimum night flow (MNF): the mean over the 2-hour window where the day type's profile is
   lowest, against the median and MAD of that day type's past nights (of all nights, with 1.5
-  times the margin, until it has `WARM_DAYS`);
+  times the margin and the window's median bin instead of its mean, until it has `WARM_DAYS`:
+  its evening may run on into the window's first bins, where a leak raises every bin);
 - a CUSUM of the log-likelihood ratio "leak of `LEAK_FRACTION` of the zone's mean consumption"
   vs "no leak", on each hour's mean residual (hours, not bins: a bin's storage carries the
   noise of the levels at its two edges, which an hour's mean carries once, not four times
@@ -843,8 +844,8 @@ class Leak:
 
     def _night_window(self, b: int, weekend: bool, x: np.ndarray,
                       has: np.ndarray) -> np.ndarray:
-        """MNF: sum the bins of the lowest-demand window of the day type's profile (pooled
-        until it is learned); at its end keep the night (unless a leak is suspected) among the
+        """MNF: the bins of the lowest-demand window of the day type's profile (pooled until
+        it is learned); at its end keep the night's mean (unless a leak is suspected) among the
         day type's nights, since a weekend's night may come later or run higher. The zones
         whose night ended on this bin."""
         t = 2 if weekend else 1
