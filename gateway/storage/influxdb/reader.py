@@ -22,7 +22,7 @@ import urllib3
 
 from anomaly.batch import Batch, Quality
 from gateway.site.model import Site
-from gateway.site.tag_index import TagIndex
+from gateway.site.tag_index import PointTags, TagIndex
 from gateway.storage.historian import Buckets
 from gateway.storage.influxdb.sink import READINGS, InfluxError, InfluxUnavailable
 
@@ -43,9 +43,9 @@ class InfluxReader:
     def __init__(self, site: Site, site_tag: str | None = None) -> None:
         h = site.historian
         self._site = "" if site_tag is None else f'"site" = {quote_string(site_tag)}'
-        self.tags = [p.tag for p in site.points]
-        self._position = TagIndex(self.tags)
         self._points = site.points
+        self.tags = PointTags(site.points)
+        self._position = TagIndex(self.tags)
         self.url = h.url.rstrip("/") + "/query"
         self.params = {"db": h.database if h.api == "v1" else h.bucket, "epoch": "ns",
                        "chunked": "true", "chunk_size": str(CHUNK_ROWS)}
