@@ -51,7 +51,7 @@ class ApiContext:
         self._confirming = [d.name for d in self.site.devices if d.protocol == "opcua"]
         index = {name: i for i, name in enumerate(self._confirming)}
         self._device_of = np.array([index.get(p.device or "", -1) for p in self.site.points],
-                                   dtype=np.int64)
+                                   dtype=np.int32)
 
     def confirmed_ns(self, now: float) -> np.ndarray:
         """Per point, when its OPC UA device last answered (ns; -inf: not OPC UA, unknown, or
