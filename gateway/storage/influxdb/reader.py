@@ -22,7 +22,7 @@ import urllib3
 
 from anomaly.batch import Batch, Quality
 from gateway.site.model import Site
-from gateway.site.tag_index import PointTags, TagIndex
+from gateway.site.tag_index import TagIndex
 from gateway.storage.historian import Buckets
 from gateway.storage.influxdb.sink import READINGS, InfluxError, InfluxUnavailable
 
@@ -44,7 +44,7 @@ class InfluxReader:
         h = site.historian
         self._site = "" if site_tag is None else f'"site" = {quote_string(site_tag)}'
         self._points = site.points
-        self.tags = PointTags(site.points)
+        self.tags = [p.tag for p in site.points]
         self._position = TagIndex(self.tags)
         self.url = h.url.rstrip("/") + "/query"
         self.params = {"db": h.database if h.api == "v1" else h.bucket, "epoch": "ns",
