@@ -106,7 +106,7 @@ class Comms:
         # Points grouped by device, for per-device minima by `reduceat` (every device of the
         # table has at least one point).
         self._by_device = np.argsort(np.where(has, self.device_of, -1), kind="stable")[
-            np.count_nonzero(~has):]
+            np.count_nonzero(~has):].astype(np.int32)
         self._device_starts = np.searchsorted(self.device_of[self._by_device],
                                               np.arange(self.n_devices))
         self._has = has

@@ -60,10 +60,11 @@ class PointTable:
         self.devices = sorted({p.device for p in points if p.device})
         zone_index = {z: i for i, z in enumerate(self.zones)}
         device_index = {d: i for i, d in enumerate(self.devices)}
+        # Positions in `zones` and `devices` (-1: none), in 32 bits: 0.2 MB a vector at 50,000
         self.zone_of = np.array([zone_index.get(p.zone or "", -1) for p in points],
-                                dtype=np.int64)
+                                dtype=np.int32)
         self.device_of = np.array([device_index.get(p.device or "", -1) for p in points],
-                                  dtype=np.int64)
+                                  dtype=np.int32)
         self.sign = np.array([ROLE_SIGN.get(p.role or "", 0.0) for p in points])
         self.lo = np.array([np.nan if p.lo is None else p.lo for p in points], dtype=float)
         self.hi = np.array([np.nan if p.hi is None else p.hi for p in points], dtype=float)

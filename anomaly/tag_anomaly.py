@@ -222,7 +222,7 @@ class TagAnomaly(Float32Fields):
         self.status_zone = table.zone_of[status]
         self.zones = len(table.zones)
         self.status_of = np.array([owner.get(t.rpartition(".")[0], -1) if "." in t else -1
-                                   for t in table.tags], dtype=np.int64)
+                                   for t in table.tags], dtype=np.int32)
         # ... and its tanks at their floor or top (anomaly/tank_ends.py): a tank closed at its
         # floor drops the pressures it fed by tens of metres, at whatever hour it ran out
         # (ky10, held out: seen), as a pump stopping would; each follows the status points
@@ -264,11 +264,11 @@ class TagAnomaly(Float32Fields):
         for i, (kind, unit) in enumerate(zip(table.kind.tolist(), table.units, strict=True)):
             groups.setdefault((kind, unit), []).append(i)
         rows = [g for g in groups.values() if len(g) >= PEERS_MIN]
-        self.peer_of = np.full(n, len(rows), dtype=np.int64)
+        self.peer_of = np.full(n, len(rows), dtype=np.int32)
         self.peer_index = None
         if rows:
             width = max(map(len, rows))
-            self.peer_index = np.full((len(rows), width), n, dtype=np.int64)
+            self.peer_index = np.full((len(rows), width), n, dtype=np.int32)
             for k, g in enumerate(rows):
                 self.peer_index[k, :len(g)] = g
                 self.peer_of[g] = k

@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import Depends, HTTPException, Request
 
 from gateway.site.model import Point, Site
+from gateway.site.tag_index import PointTags, TagIndex
 
 if TYPE_CHECKING:
     from gateway.storage.historian import HistorianReader
@@ -23,15 +24,15 @@ class ApiContext:
     historian: HistorianReader
     status: StatusSource  # the gateway's status snapshot, None when there is none
     status_stale_after: float  # seconds; an older snapshot means the gateway is not running
-    index: dict[str, int] = field(init=False)  # tag -> position in site.points
+    index: TagIndex = field(init=False)  # tag -> position in site.points
     stale_ns: np.ndarray = field(init=False)  # per point: stale_after × poll_interval + flush
 
     def __post_init__(self) -> None:
-        self.index = {p.tag: i for i, p in enumerate(self.site.points)}
+        self.index = TagIndex(PointTags(self.site.points))
         # A reader's batches index its own tag list: it must be the site's, or `latest`
         # would show values under the wrong tags.
         reader_tags = getattr(self.historian, "tags", None)
-        if reader_tags is not None and list(reader_tags) != list(self.index):
+        if reader_tags is not None and list(reader_tags) != [p.tag for p in self.site.points]:
             raise ValueError("the historian reader must be opened with the site's tags, "
                              "in point order")
         # An OPC UA subscription and an IEC 104 station report changes only: an unchanged
@@ -50,7 +51,7 @@ class ApiContext:
         self._confirming = [d.name for d in self.site.devices if d.protocol == "opcua"]
         index = {name: i for i, name in enumerate(self._confirming)}
         self._device_of = np.array([index.get(p.device or "", -1) for p in self.site.points],
-                                   dtype=np.int64)
+                                   dtype=np.int32)
 
     def confirmed_ns(self, now: float) -> np.ndarray:
         """Per point, when its OPC UA device last answered (ns; -inf: not OPC UA, unknown, or
@@ -68,11 +69,15 @@ class ApiContext:
             pass  # a status that does not fit: health says so; nothing is confirmed
         return out[self._device_of]
 
-    def point(self, tag: str) -> Point:
-        if tag not in self.index:
+    def position(self, tag: str) -> int:
+        """The position of `tag` in site.points; 404 if the site has no such point."""
+        if (i := self.index.get(tag)) is None:
             raise HTTPException(404, f"tag: {tag!r} is not a point of site "
                                      f"{self.site.site.name!r}")
-        return self.site.points[self.index[tag]]
+        return i
+
+    def point(self, tag: str) -> Point:
+        return self.site.points[self.position(tag)]
 
     def select(self, *, tags: list[str] | None = None, zone: str | None = None,
                kind: str | None = None, device: str | None = None) -> list[int]:
@@ -81,7 +86,7 @@ class ApiContext:
         zone, device = zone or None, device or None  # empty: no filter, as a form sends it
         _known("zone", zone, {p.zone for p in points if p.zone})
         _known("device", device, {d.name for d in self.site.devices})
-        chosen = ([self.index[self.point(t).tag] for t in dict.fromkeys(tags)] if tags
+        chosen = ([self.position(t) for t in dict.fromkeys(tags)] if tags
                   else range(len(points)))
         return [i for i in chosen
                 if (zone is None or points[i].zone == zone)

@@ -39,6 +39,7 @@ from typing import Protocol
 import numpy as np
 
 from anomaly.batch import Batch, Quality
+from gateway.site.tag_index import TagIndex
 from gateway.storage.spool import PointList
 
 log = logging.getLogger(__name__)
@@ -317,9 +318,9 @@ class EmbeddedHistorian:
                 raise HistorianError(f"{self.path}: cannot convert latest: {e}") from None
 
     @functools.cached_property
-    def _position(self) -> dict[str, int]:
-        """Tag -> position in `tags`: for readers only (50,000 tags: ~7 MB)."""
-        return {tag: i for i, tag in enumerate(self.tags)}
+    def _position(self) -> TagIndex:
+        """Tag -> position in `tags`: for readers only."""
+        return TagIndex(self.tags)
 
     def _load_ids(self, db: sqlite3.Connection) -> None:
         """(Re)read our tags' ids if tags were added since: the writer may be another process.

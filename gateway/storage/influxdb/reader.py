@@ -22,6 +22,7 @@ import urllib3
 
 from anomaly.batch import Batch, Quality
 from gateway.site.model import Site
+from gateway.site.tag_index import TagIndex
 from gateway.storage.historian import Buckets
 from gateway.storage.influxdb.sink import READINGS, InfluxError, InfluxUnavailable
 
@@ -42,9 +43,9 @@ class InfluxReader:
     def __init__(self, site: Site, site_tag: str | None = None) -> None:
         h = site.historian
         self._site = "" if site_tag is None else f'"site" = {quote_string(site_tag)}'
+        self._points = site.points
         self.tags = [p.tag for p in site.points]
-        self._position = {t: i for i, t in enumerate(self.tags)}
-        self._kinds = [p.kind for p in site.points]
+        self._position = TagIndex(self.tags)
         self.url = h.url.rstrip("/") + "/query"
         self.params = {"db": h.database if h.api == "v1" else h.bucket, "epoch": "ns",
                        "chunked": "true", "chunk_size": str(CHUNK_ROWS)}
@@ -81,9 +82,9 @@ class InfluxReader:
     def _from(self, tag: str | None = None) -> str:
         """The measurements of `tag`'s readings (all the site's if None)."""
         if tag is None:
-            return ",".join(f'"{k}"' for k in sorted(set(self._kinds))) or READINGS
+            return ",".join(f'"{k}"' for k in sorted({p.kind for p in self._points})) or READINGS
         i = self._position.get(tag)
-        return READINGS if i is None else f'"{self._kinds[i]}"'
+        return READINGS if i is None else f'"{self._points[i].kind}"'
 
     def _where(self, tag: str) -> str:
         return f'"tag" = {quote_string(tag)}' + (f" AND {self._site}" if self._site else "")
@@ -129,7 +130,7 @@ class InfluxReader:
         # A tag's readings are those under its kind (a kind changed in the site file starts
         # a new series).
         series = [s for s in series if (i := self._position.get(s["tags"]["tag"])) is not None
-                  and s["name"] == self._kinds[i]]
+                  and s["name"] == self._points[i].kind]
         rows = self._rows(series, ("time", *FIELDS))
         point = np.array([self._position[s["tags"]["tag"]] for s in series
                           for _ in s.get("values", [])], np.int64)
