@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from anomaly.state_part import restored
+
 BITS = 15  # of each tag's largest value, the sign apart (int16)
 TOP = 2**BITS - 1
 
@@ -95,7 +97,7 @@ class QuantisedRows:
         q, exp = state["q"], state["exp"]
         if q.shape != self.q.shape or exp.shape != self.exp.shape:
             raise ValueError(f"quantised rows: {q.shape} and {exp.shape}, not {self.q.shape}")
-        self.q, self.exp = q.astype(np.int16), exp.astype(np.int16)
+        self.q, self.exp = restored(q, np.int16), restored(exp, np.int16)
         self.open_rows = np.full(0, -1, dtype=np.int64)
         self.open_values = np.zeros((0, self.q.shape[1]), dtype=np.float32)
 
