@@ -3,7 +3,7 @@ as 16-bit integers, each tag's column on a power-of-two grid of its own, with th
 learned open in float32.
 
 A tag's daily profile is the largest table a detector keeps per tag (3 day types x 48 slots:
-at 50,000 tags 29 MB in float32), and a restarted gateway holds it whole. Its values are a
+at 50,000 tags 29 MB in float32), and a learned gateway holds it whole. Its values are a
 tag's mean deviation from its level per slot; a slot is judged against the tag's spread, of
 which the profile is at most a few times, so 15 bits of the column's largest value (3e-5 of
 it) are far below anything judged. Rounding each tick's small update (1/210 of the residual
