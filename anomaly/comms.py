@@ -58,6 +58,7 @@ import numpy as np
 from anomaly.alarms import Finding
 from anomaly.batch import Batch, Quality
 from anomaly.points import PointTable
+from anomaly.state_part import restored
 from anomaly.ticks import Tick
 
 COMMS_LATE = 2.0  # spacings: a whole device late by one reading is an outage, not chance
@@ -295,10 +296,10 @@ class Comms:
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:
-            setattr(self, name, state[name].copy())
+            setattr(self, name, restored(state[name]))
         for name in _ROW_STATE:  # absent from states saved before readings were judged
             if name in state:
-                setattr(self, name, state[name].copy())
+                setattr(self, name, restored(state[name]))
         self._derived = None
 
 

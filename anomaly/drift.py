@@ -71,6 +71,7 @@ import numpy as np
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
 from anomaly.precision import Float32Fields
+from anomaly.state_part import restored
 from anomaly.ticks import Tick
 
 LEVEL_KINDS = ("pressure", "voltage", "frequency", "temperature")
@@ -422,7 +423,7 @@ class Drift(Float32Fields):
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:
-            setattr(self, name, state[name].copy())
+            setattr(self, name, restored(state[name]))
 
 
 _STATE = ("held", "held_ns", "profile", "sigma", "up", "down", "active", "reported", "last_ns",

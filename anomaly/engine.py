@@ -33,7 +33,7 @@ from anomaly.alarms import (
 )
 from anomaly.batch import Batch, Quality
 from anomaly.points import PointInfo, PointTable
-from anomaly.state_part import StatePart
+from anomaly.state_part import StatePart, restored
 from anomaly.ticks import Tick, TickAccumulator
 
 # 2: leak profiles are (day type, bin, zone); 3: the zone model is T-squared (no river trees),
@@ -452,8 +452,8 @@ class Engine:
         try:
             self.ticks.load_state(dict(part("ticks/")))
             self.gate.load_state(part("gate/"))
-            self._explained = arrays["engine/explained"].copy()
-            self._tag_explained = arrays["engine/tag_explained"].copy()
+            self._explained = restored(arrays["engine/explained"])
+            self._tag_explained = restored(arrays["engine/tag_explained"])
             for d in self.detectors:
                 d.load_state(part(f"{d.name}/"))
         except (KeyError, IndexError, TypeError, ValueError) as e:

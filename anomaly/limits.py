@@ -35,6 +35,7 @@ from anomaly.alarms import Finding
 from anomaly.batch import Batch
 from anomaly.points import PointTable
 from anomaly.precision import Float32Fields
+from anomaly.state_part import restored
 from anomaly.ticks import Tick
 
 DEADBAND = 0.02  # of the lo-hi span: how far back inside a value must come to leave
@@ -202,10 +203,10 @@ class Limits(Float32Fields):
                 "history_weight": weights}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
-        self.active = state["active"].copy()
-        self.previous = state["previous"].copy()
-        self.step = state["step"].copy()
-        self.weight = state["weight"].copy()
+        self.active = restored(state["active"])
+        self.previous = restored(state["previous"])
+        self.step = restored(state["step"])
+        self.weight = restored(state["weight"])
         self.history.clear()
         steps, weights = state["history_step"], state["history_weight"]
         held = self.step.dtype  # float32, whichever an older state saved

@@ -3,7 +3,7 @@ as 16-bit integers, each tag's column on a power-of-two grid of its own, with th
 learned open in float32.
 
 A tag's daily profile is the largest table a detector keeps per tag (3 day types x 48 slots:
-at 50,000 tags 29 MB in float32), and a restarted gateway holds it whole. Its values are a
+at 50,000 tags 29 MB in float32), and a learned gateway holds it whole. Its values are a
 tag's mean deviation from its level per slot; a slot is judged against the tag's spread, of
 which the profile is at most a few times, so 15 bits of the column's largest value (3e-5 of
 it) are far below anything judged. Rounding each tick's small update (1/210 of the residual
@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from anomaly.state_part import restored
 
 BITS = 15  # of each tag's largest value, the sign apart (int16)
 TOP = 2**BITS - 1
@@ -95,7 +97,7 @@ class QuantisedRows:
         q, exp = state["q"], state["exp"]
         if q.shape != self.q.shape or exp.shape != self.exp.shape:
             raise ValueError(f"quantised rows: {q.shape} and {exp.shape}, not {self.q.shape}")
-        self.q, self.exp = q.astype(np.int16), exp.astype(np.int16)
+        self.q, self.exp = restored(q, np.int16), restored(exp, np.int16)
         self.open_rows = np.full(0, -1, dtype=np.int64)
         self.open_values = np.zeros((0, self.q.shape[1]), dtype=np.float32)
 

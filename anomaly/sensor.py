@@ -72,6 +72,7 @@ from anomaly.alarms import Finding
 from anomaly.limits import TOLERANCE, limit_span
 from anomaly.points import PointTable
 from anomaly.precision import Float32Fields
+from anomaly.state_part import restored
 from anomaly.ticks import Tick
 
 # stuck
@@ -483,9 +484,9 @@ class SensorFaults(Float32Fields):
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:  # in this version's dtypes, whichever an older state saved
-            setattr(self, name, state[name].astype(getattr(self, name).dtype))
-        self.by_hour = np.array(state["hourly"].T, dtype=np.float32, order="C")
-        self.by_hour_n = np.array(state["hourly_n"].T, dtype=np.uint8, order="C")
+            setattr(self, name, restored(state[name], getattr(self, name).dtype))
+        self.by_hour = restored(state["hourly"].T, np.float32)
+        self.by_hour_n = restored(state["hourly_n"].T, np.uint8)
         self._res_changed()
 
 

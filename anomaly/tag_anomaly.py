@@ -139,7 +139,7 @@ from anomaly.alarms import Finding
 from anomaly.points import PointTable
 from anomaly.precision import Float32Fields
 from anomaly.quantised_rows import QuantisedRows
-from anomaly.state_part import StatePart
+from anomaly.state_part import StatePart, restored
 from anomaly.tank_ends import TankEnds
 from anomaly.ticks import Tick
 
@@ -639,7 +639,7 @@ class TagAnomaly(Float32Fields):
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in self._STATE:  # in this version's dtypes, whichever an older state saved
-            setattr(self, name, state[name].astype(getattr(self, name).dtype))
+            setattr(self, name, restored(state[name], getattr(self, name).dtype))
         self.profile.load_state(StatePart(state, "profile_"))
         self.ends.load_state(StatePart(state, "ends_"))
         self._codes = None

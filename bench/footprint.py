@@ -7,11 +7,13 @@ resident memory (VmRSS, and the peak VmHWM) and CPU share over `--seconds` (a wh
 the engine's 60 s ticks by default, so the share counts them), and the time from start to the
 first stored reading. `--engine-share` runs it again with `[anomaly] enabled = false` and
 prints the anomaly engine's share of RSS and CPU. `--restart` then starts it again on the
-same data and prints its RSS once the engine's saved state is loaded: the engine's tables are
-allocated zeroed, and a fresh process holds in memory only the pages it has written so far
-(the hour, the slot of the day it has learned), while a loaded state is in memory whole, as
-a gateway's is after a day of learning; `--state-size` prints only the bytes of that saved
-state per detector and dtype, a figure no load on the machine moves. `run(quick)` gives
+same data and prints its RSS over the same window once the engine's saved state is loaded:
+the engine's tables are allocated zeroed, a process holds in memory only the pages written so
+far (the hours, the slots of the day learned), and a restart writes only the pages of its saved
+tables that hold something (anomaly/state_part.restored), so it should hold what the gateway
+before the stop held. Neither shows a gateway whose tables are learned whole (a week of day
+types): up to `--state-size` more, the bytes of that saved state per detector and dtype, a
+figure no load on the machine moves. `run(quick)` gives
 `python -m bench` its rows in EMQX Neuron's format (tags x poll interval -> RSS, CPU %)
 beside Neuron's published figures.
 
@@ -103,8 +105,8 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
             engine: bool = True, restart: bool = False) -> dict[str, float | None]:
     """RSS (MB, and peak), CPU share and cold start (s) of `scadawatch run` polling
     `devices` x `points` float32 every `interval` s (`engine`: the anomaly engine on).
-    `restart`: then stop it and start it again on the same data, and add `restarted`, its
-    RSS (and `restarted_peak`) `warmup` s after its engine took readings again (see `main`)."""
+    `restart`: then stop it and start it again on the same data, and add the same figures of
+    its window, `warmup` s after its engine took readings again, as `restarted_*`."""
     servers = Servers(devices, points)
     api_port = free_port()
     extra = {} if engine else {"anomaly": {"enabled": False}}
@@ -116,20 +118,10 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
             proc, first = start(config, api_port, token)
             try:
                 time.sleep(warmup)
-                cpu0, w0 = cpu_seconds(proc.pid), time.perf_counter()
-                # RSS moves by tens of MB within seconds (the heap's freed pages between two
-                # hand-backs, a tick's arrays): once a second over the window, its median
-                samples = []
-                while (left := w0 + seconds - time.perf_counter()) > 0:
-                    time.sleep(min(1.0, left))
-                    samples.append(rss_mb(proc.pid)[0])
-                cpu = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - w0)
-                rss, peak = rss_mb(proc.pid)
+                out = {"first": first, **window(proc.pid, seconds)}
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
-            out = {"rss": rss, "peak": peak, "cpu": cpu, "first": first,
-                   "median": statistics.median(samples), "max": max(samples)}
             if restart:
                 proc, _ = start(config, api_port, token)
                 try:
@@ -138,13 +130,28 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
                     # readings start the clock, not the historian's.
                     engine_drained(api_port, token)
                     time.sleep(warmup)
-                    out["restarted"], out["restarted_peak"] = rss_mb(proc.pid)
+                    out |= {f"restarted_{k}": v for k, v in window(proc.pid, seconds).items()}
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=60)
     finally:
         servers.stop()
     return out
+
+
+def window(pid: int, seconds: float) -> dict[str, float]:
+    """RSS (MB) at the end of `seconds` and its peak, its median and max sampled once a second
+    over them (RSS moves by tens of MB within seconds: the heap's freed pages between two
+    hand-backs, a tick's arrays), and the CPU share."""
+    cpu0, w0 = cpu_seconds(pid), time.perf_counter()
+    samples = []
+    while (left := w0 + seconds - time.perf_counter()) > 0:
+        time.sleep(min(1.0, left))
+        samples.append(rss_mb(pid)[0])
+    cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - w0)
+    rss, peak = rss_mb(pid)
+    return {"rss": rss, "peak": peak, "cpu": cpu, "median": statistics.median(samples),
+            "max": max(samples)}
 
 
 # EMQX Neuron's published footprint (4-core Xeon), in its format: tags @ 1 s -> RSS MB, CPU %.
@@ -231,9 +238,11 @@ def main() -> None:
           f"{args.seconds:g} s: median {m['median']:.0f}, max {m['max']:.0f})   CPU "
           f"{m['cpu']:.1%} of a core   cold start to first stored reading {first_text}")
     if args.restart:
-        print(f"  restarted on its data (the engine's saved state loaded): RSS "
-              f"{m['restarted']:.0f} MB (peak {m['restarted_peak']:.0f} MB) {args.warmup:g} s "
-              f"after the engine's first readings (load average {os.getloadavg()[0]:.1f})")
+        print(f"  restarted on its data (the engine's saved state loaded), the same window "
+              f"{args.warmup:g} s after the engine's first readings: RSS "
+              f"{m['restarted_rss']:.0f} MB (peak {m['restarted_peak']:.0f} MB; median "
+              f"{m['restarted_median']:.0f}, max {m['restarted_max']:.0f})   CPU "
+              f"{m['restarted_cpu']:.1%} (load average {os.getloadavg()[0]:.1f})")
     if args.engine_share:
         e = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
                     engine=False)
