@@ -568,16 +568,22 @@ class Leak:
         suspected = ~self.alarm & ((self.cusum >= H_SLOW / 2) | (self.fast > 0))
         held = self.alarm & night
         learn = has & self.judged & ~suspected & ~(held & self.flow.typed(b, weekend))
-        if self.storage.any:
-            self.tank_profile.bin(bin_no, weekend, learn, learnable, held, typed,
+        lent = np.where(self.alarm, _nan_to_num(self.size), 0.0)
+        types = [0, 2 if weekend else 1]
+        before, days = self.flow.mu[types, b], self.flow.days[types, b]
+        self.flow.update(b, weekend, x, learn, lent, typed_only=held)
+        if self.storage.any:  # the weight each profile took the bin with (tank_profile)
+            moved = x - lent - before  # (a residual of exactly 0: its EWMA's weight)
+            step = np.where(moved != 0.0, (self.flow.mu[types, b] - before) / np.where(
+                moved != 0.0, moved, 1.0), np.where(self.flow.days[types, b] > days, np.maximum(
+                    1.0 / (days + 1), ALPHA), 0.0))
+            self.tank_profile.bin(bin_no, weekend, _nan_to_num(step), learnable, typed,
                                   np.sqrt(n_days / (n_days + 1)))
-        self.flow.update(b, weekend, x, learn, np.where(self.alarm, _nan_to_num(self.size), 0.0),
-                         typed_only=held)
         if self.storage.any:
             self.storage.learn(net, self.fast == 0)
             # the profile and hours' variance follow the areas in the balance (tank_profile)
             if len(self.tank_profile.follow(self.storage.area * self.storage.used,
-                                            self.flow.mu, self.hour_var)):
+                                            self.storage.se, self.flow.mu, self.hour_var)):
                 self._refresh_tops()
             if self.storage.entered.any():
                 self._relearn(self.storage.entered)
