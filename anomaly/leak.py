@@ -300,13 +300,6 @@ class _Profile:
         self.mu[..., series] += self.lent[..., series]
         self.lent[..., series] = 0.0
 
-    def forget(self, series: np.ndarray) -> None:
-        """Start these series' profiles again."""
-        self.mu[..., series] = 0.0
-        self.spread[..., series] = np.nan
-        self.days[..., series] = 0
-        self.lent[..., series] = 0.0
-
     def state(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}mu": self.mu, f"{prefix}spread": self.spread,
                 f"{prefix}days": self.days, f"{prefix}lent": self.lent}
