@@ -45,8 +45,9 @@ from anomaly.ticks import Tick, TickAccumulator
 # held-out fits (tank areas enter a balance once identifiable); 12: leak's tank mains (a
 # balance meter carrying only a tank's flow); 13: tag anomaly's daily profile in 16 bits per
 # tag (anomaly/quantised_rows.py), its pooled counts summed; 14: leak's MNF window by bin
-# (its median until a day type has nights of its own)
-STATE_VERSION = 14
+# (its median until a day type has nights of its own); 15: leak's tank profile (the
+# learned tanks' level-rate profile and hours' moments, anomaly/tank_profile.py)
+STATE_VERSION = 15
 GOOD = int(Quality.GOOD)
 
 

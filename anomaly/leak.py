@@ -6,7 +6,8 @@ their `area` or `volume_curve`, else an area learned online). Whatever pumps and
 do, that is what the zone's customers and leaks take: a pump filling a tank raises the inflow
 and the tank's level together, and a pump trip lowers pressures, not consumption. A zone whose
 tanks' areas are still being learned is not judged (a pump filling an unknown tank would look
-like a burst), and when a tank enters the balance the zone's consumption is learned anew; a
+like a burst); what its profile learned meanwhile is taken to the tanks' areas when they
+enter, and again whenever they move (anomaly/tank_profile.py), so it is judged from then on; a
 tank whose own main is a balance meter is in the balance already (anomaly/tank_mains.py).
 Where tanks are in the balance, a bin whose net inflow stepped between two readings (a pump
 switching) is skipped: point readings put the switch anywhere between them, up to half a
@@ -120,6 +121,7 @@ from anomaly.points import PointTable
 from anomaly.state_part import StatePart
 from anomaly.storage import Storage
 from anomaly.tank_mains import TankMains
+from anomaly.tank_profile import TankProfile
 from anomaly.ticks import Tick
 
 NS = 10**9
@@ -302,13 +304,6 @@ class _Profile:
         self.mu[..., series] += self.lent[..., series]
         self.lent[..., series] = 0.0
 
-    def forget(self, series: np.ndarray) -> None:
-        """Start these series' profiles again."""
-        self.mu[..., series] = 0.0
-        self.spread[..., series] = np.nan
-        self.days[..., series] = 0
-        self.lent[..., series] = 0.0
-
     def state(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}mu": self.mu, f"{prefix}spread": self.spread,
                 f"{prefix}days": self.days, f"{prefix}lent": self.lent}
@@ -350,6 +345,7 @@ class Leak:
         self.bal_gain = np.nan_to_num(self.bal_gain)
         self.storage = Storage(table)
         self.mains = TankMains(table, self.bal, self.bal_gain)
+        self.tank_profile = TankProfile(self.storage, DAY_BINS, HOUR_BINS, ALPHA)
         self.pres = np.flatnonzero(table.of_kind("pressure") & (table.zone_of >= 0))
         self.pres_zone = table.zone_of[self.pres]
         self.flow = _Profile(z, lends=True)
@@ -568,11 +564,24 @@ class Leak:
             self.flow.settle(self.alarm & (self.back == 0.0))
         suspected = ~self.alarm & ((self.cusum >= H_SLOW / 2) | (self.fast > 0))
         held = self.alarm & night
-        self.flow.update(b, weekend, x, has & self.judged & ~suspected
-                         & ~(held & self.flow.typed(b, weekend)),
-                         np.where(self.alarm, _nan_to_num(self.size), 0.0), typed_only=held)
+        learn = has & self.judged & ~suspected & ~(held & self.flow.typed(b, weekend))
+        lent = np.where(self.alarm, _nan_to_num(self.size), 0.0)
+        types = [0, 2 if weekend else 1]
+        before, days = self.flow.mu[types, b], self.flow.days[types, b]
+        self.flow.update(b, weekend, x, learn, lent, typed_only=held)
+        if self.storage.any:  # the weight each profile took the bin with (tank_profile)
+            moved = x - lent - before  # (a residual of exactly 0: its EWMA's weight)
+            step = np.where(moved != 0.0, (self.flow.mu[types, b] - before) / np.where(
+                moved != 0.0, moved, 1.0), np.where(self.flow.days[types, b] > days, np.maximum(
+                    1.0 / (days + 1), ALPHA), 0.0))
+            self.tank_profile.bin(bin_no, weekend, _nan_to_num(step), learnable, typed,
+                                  np.sqrt(n_days / (n_days + 1)))
         if self.storage.any:
             self.storage.learn(net, self.fast == 0)
+            # the profile and hours' variance follow the areas in the balance (tank_profile)
+            if len(self.tank_profile.follow(self.storage.area * self.storage.used,
+                                            self.storage.se, self.flow.mu, self.hour_var)):
+                self._refresh_tops()
             if self.storage.entered.any():
                 self._relearn(self.storage.entered)
         self._refresh_tops(b)
@@ -630,6 +639,8 @@ class Leak:
         # a leak on day 3 met the fallback's inflation, on the tests' 8 % Thursday row and on
         # held-out ky10 s109, and the own simulator raised a false leak.)
         typed = self.flow.typed(b, weekend) | (self.flow.days[0, b] == self.flow.days[t_own, b])
+        if self.storage.any:
+            self.tank_profile.hour(of_day, weekend, quiet, typed, rl)
         for t in (0, t_own):
             if t:
                 quiet = quiet & typed
@@ -783,10 +794,9 @@ class Leak:
                                                 DAY_LEVEL_MAX), 0.0)
 
     def _relearn(self, zones: np.ndarray) -> None:
-        """A tank entered these zones' balance: what was learned of their consumption
-        without it was the tank's filling too, so it starts again."""
-        self.flow.forget(zones)
-        self._refresh_tops()
+        """A tank entered these zones' balance: their tests, nights and day level were of
+        the consumption without it, the tank's filling in it, so they start again (the
+        profile and hours' variance follow the areas: anomaly/tank_profile.py)."""
         self.nights[zones] = np.nan
         for name in ("mnf", "usual", "size", "confidence", "limit", "alarm_mnf"):
             getattr(self, name)[zones] = np.nan
@@ -798,8 +808,6 @@ class Leak:
         self.night[:, zones] = np.nan
         self.day_sums[:, zones] = 0.0
         self.day_level[zones] = 0.0
-        self.hour_var[:, :, zones] = np.nan
-        self.hour_n[:, :, zones] = 0.0
         self.hacc[:, zones] = 0.0
 
     def _pressure_bin(self, b: int, weekend: bool) -> np.ndarray:
@@ -912,6 +920,7 @@ class Leak:
         return {**self.flow.state("flow/"), **self.pressure.state("pressure/"),
                 **{f"storage/{k}": v for k, v in self.storage.state().items()},
                 **{f"mains/{k}": v for k, v in self.mains.state().items()},
+                **{f"tank_profile/{k}": v for k, v in self.tank_profile.state().items()},
                 **{name: getattr(self, name) for name in _STATE},
                 "known": self._known, "profile_night": self._profile_night}
 
@@ -921,6 +930,7 @@ class Leak:
         self.pressure.load_state("pressure/", state)
         self.storage.load_state(StatePart(state, "storage/"))
         self.mains.load_state(StatePart(state, "mains/"))
+        self.tank_profile.load_state(StatePart(state, "tank_profile/"))
         for name in _STATE:
             setattr(self, name, state[name].copy())
         self._known = state["known"].copy()

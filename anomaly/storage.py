@@ -34,8 +34,9 @@ balance when either is twice as bad. A tank whose main is metered (outside the b
 shows level steps with no inflow step: the fit explains nothing and it stays out. Until a
 zone's tanks are settled (in, or out after `SETTLE_BINS` because they explain less than
 `LEAVE_R2` of the inflow's steps or never stepped while their levels rested) the zone is not
-judged (judged without tanks that move, their filling would be consumption), and when they
-enter its consumption is learned anew. Nothing is learned while the leak detector's burst
+judged (judged without tanks that move, their filling would be consumption); when they
+enter, the leak detector's profile, learned meanwhile with their filling in it, is taken to
+their areas (anomaly/tank_profile.py). Nothing is learned while the leak detector's burst
 test fires (a burst is a step too). What is learned is logged (`event=zone_storage_learned`
 for the zone, whether it is judged, `event=tank_area_learned` per tank) when a tank enters
 or leaves or an area moves by `RELOG`, and once when `SETTLE_BINS` have passed; it is kept
