@@ -306,8 +306,8 @@ def print_network(name: str, role: str, tallies: dict[str, Tally]) -> None:
             print(f"  {method}: clean-recording alarms by kind: "
                   + ", ".join(f"{k} {n}" for k, n in t.false_kinds.most_common()))
         if t.stuck_at_rest:
-            print(f"  {method}: stuck labels frozen at a rest value (0, lo, hi), not scored: "
-                  f"{t.stuck_at_rest}")
+            print(f"  {method}: stuck labels frozen at a rest value (0, lo, hi, the reading "
+                  f"the tag holds), not scored: {t.stuck_at_rest}")
         missed = sorted(t.leaks.missed)
         if missed:
             print(f"  {method}: leaks missed (% of mean consumption): "
