@@ -44,8 +44,9 @@ from anomaly.ticks import Tick, TickAccumulator
 # tanks at their floor or top, as states beside its status points); 11: leak storage's
 # held-out fits (tank areas enter a balance once identifiable); 12: leak's tank mains (a
 # balance meter carrying only a tank's flow); 13: tag anomaly's daily profile in 16 bits per
-# tag (anomaly/quantised_rows.py), its pooled counts summed
-STATE_VERSION = 13
+# tag (anomaly/quantised_rows.py), its pooled counts summed; 14: drift's fit takes the zone's
+# tanks at their floor or top as columns (its sums widen), and keeps its own tank ends
+STATE_VERSION = 14
 GOOD = int(Quality.GOOD)
 
 
