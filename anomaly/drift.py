@@ -9,10 +9,15 @@ least-squares fit on its neighbours' values (intercept and one coefficient each,
 so that neighbours moving as one share it), from fading sums over about a week (`FIT_TAU`),
 refitted every hour, used once `FIT_HOURS` are in. The fit also takes the zone's pump states and
 tank levels (a pump starting or a tank filling to its top changes how the loggers stand to
-one another). It learns nothing while any member of the group is suspected, so that a drift is
-not fitted away, nor on a tick where a member jumped (`JUMP` usual steps: a spike's square would
-outweigh days of readings); and when a reported drift clears (recalibrated, replaced) the
-group learns anew, as its first hours, before it was suspected, taught the fit to expect it.
+one another), and each of the zone's tanks at its floor or top as 0/1 columns (anomaly/
+tank_ends.py): a tank that ran out and was closed moves the loggers it fed by tens of metres
+for hours, a shift no line through its level explains (ky10's T-13 and J-581: the residual's
+spread 8.8 -> 4.5 m in an offline fit on one week judged on the next; the same on net1 and
+ky4, whose tanks seldom reach an end). It learns nothing while any member of the group is
+suspected, so that a drift is not fitted away, nor on a tick where a member jumped (`JUMP`
+usual steps: a spike's square would outweigh days of readings); and when a reported drift
+clears (recalibrated, replaced) the group learns anew, as its first hours, before it was
+suspected, taught the fit to expect it.
 A tick where a neighbour has no value (`HOLD`) judges none of the group. Points of kinds with
 a stable level (pressure, voltage, frequency, temperature) without such neighbours use their
 own value as residual.
@@ -40,10 +45,13 @@ min and grid at 15 min) and on wntr's Net1 and ky4 (simulators/networks.py, seed
 where level-controlled pumps move the loggers by different amounts; ky10, Anytown and Net6
 only evaluated it. A walk of 1.5 m a day on one logger of five is found after 12-20 h on
 Net1 and ky4 (10-19 h before the spread's floor and the walk's tests, which ended ky10's ten
-false drifts in 40 clean days), 13-24 h on Anytown and Net6. The spread's floor and the
-walk's tests were made after looking at ky10's clean recordings (held out until then): for
-`drift`, ky10 has tuned too; wntr ships no other network with tanks and pumps to hold out
-instead (Net2's only source is a fixed injection).
+false drifts in 40 clean days), 13-17 h on Anytown and Net6, 41 h on ky10's J-711. The
+spread's floor, the walk's tests and the tanks' ends as columns were made after looking at
+ky10's recordings (held out until then; the ends columns for its J-711, whose walk a
+neighbour falling 40 m as its tank runs out hid): for `drift`, ky10 has tuned too; wntr
+ships no other network with tanks and pumps to hold out instead (Net2's only source is a
+fixed injection). The ends columns changed no walk's delay on Net1 and ky4 by more than an
+hour and raised no drift on their clean recordings.
 
 >>> import numpy as np
 >>> from anomaly.points import PointInfo, PointTable
@@ -71,7 +79,10 @@ import numpy as np
 from anomaly.alarms import Finding
 from anomaly.points import PointTable
 from anomaly.precision import Float32Fields
-from anomaly.state_part import restored
+from anomaly.state_part import StatePart, restored
+from anomaly.tank_ends import FLOOR as AT_FLOOR
+from anomaly.tank_ends import TOP as AT_TOP
+from anomaly.tank_ends import TankEnds
 from anomaly.ticks import Tick
 
 LEVEL_KINDS = ("pressure", "voltage", "frequency", "temperature")
@@ -143,9 +154,21 @@ class Drift(Float32Fields):
         self.columns[:, :width] = self.groups
         for r, c in enumerate(context):
             self.columns[r, width:width + len(c)] = c
+        # ... and whether each of the zone's tanks is at its floor, at its top (0/1 columns, as
+        # anomaly/tank_ends.py learns them): a tank that ran out and was closed moves the
+        # loggers it fed by tens of metres against the rest, a shift no line through its level
+        # explains. Column r of `end_cols` is tank r // 2's floor (even) or top (odd) state.
+        self.ends = TankEnds(table)
+        tanks = [np.flatnonzero(self.ends.zone_of == table.zone_of[g[0]]) for g in groups]
+        n_ends = 2 * max((len(t) for t in tanks), default=0)
+        self.end_cols = np.full((len(groups), n_ends), -1, dtype=np.int64)
+        for r, t in enumerate(tanks):
+            self.end_cols[r, :2 * len(t)] = np.stack([2 * t, 2 * t + 1], axis=1).ravel()
+        self.n_points_cols = width + extra
+        self.columns = np.concatenate([self.columns, np.where(self.end_cols >= 0, 0, -1)], axis=1)
         self._col_inside = self.columns >= 0
         # The fit of each member on the rest: fading sums (hours of weight), coefficients.
-        rows, k = len(groups), width + extra
+        rows, k = len(groups), width + extra + n_ends
         self.fit_w = np.zeros(rows)
         self.fit_s1 = np.zeros((rows, k))
         self.fit_s2 = np.zeros((rows, k, k))
@@ -195,6 +218,12 @@ class Drift(Float32Fields):
             return e
         g, cols = self.groups, self.columns
         v = np.where(self._col_inside, np.where(fresh[cols], self.held[cols], np.nan), 0.0)
+        if self.end_cols.shape[1]:
+            state = self.ends.update(tick)  # per tank; NaN without a reading
+            at = np.stack([state == AT_FLOOR, state == AT_TOP], axis=1).astype(float)
+            at = np.where(np.isnan(state)[:, None], np.nan, at).ravel()
+            v[:, self.n_points_cols:] = np.where(self.end_cols >= 0,
+                                                 at[np.maximum(self.end_cols, 0)], 0.0)
         complete = np.asarray(~np.isnan(v).any(axis=1))  # an array: v is 2-D
         dt = np.where(self.fit_ns >= 0, (tick.end_ns - self.fit_ns) / 3.6e12, 0.0)
         dt = np.minimum(dt, DT_MAX)
@@ -419,11 +448,13 @@ class Drift(Float32Fields):
         self.fitted[rows] = False
 
     def state(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in _STATE}
+        return {**{name: getattr(self, name) for name in _STATE},
+                **{f"ends_{name}": a for name, a in self.ends.state().items()}}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:
             setattr(self, name, restored(state[name]))
+        self.ends.load_state(StatePart(state, "ends_"))
 
 
 _STATE = ("held", "held_ns", "profile", "sigma", "up", "down", "active", "reported", "last_ns",

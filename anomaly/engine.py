@@ -46,8 +46,10 @@ from anomaly.ticks import Tick, TickAccumulator
 # balance meter carrying only a tank's flow); 13: tag anomaly's daily profile in 16 bits per
 # tag (anomaly/quantised_rows.py), its pooled counts summed; 14: leak's MNF window by bin
 # (its median until a day type has nights of its own); 15: leak's tank profile (the
-# learned tanks' level-rate profile and hours' moments, anomaly/tank_profile.py)
-STATE_VERSION = 15
+# learned tanks' level-rate profile and hours' moments, anomaly/tank_profile.py); 16: drift's
+# fit takes the zone's tanks at their floor or top as columns (its sums widen), and keeps
+# its own tank ends
+STATE_VERSION = 16
 GOOD = int(Quality.GOOD)
 
 

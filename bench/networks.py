@@ -19,7 +19,8 @@ writes, and without it (the engine learns the areas). Per network:
     mean flow over the two hours before the alarm (its orifice's flow follows the pressure);
   - sensor faults: recall per kind (a `stuck` label needs a `stuck` alarm on its tag, ...);
     a `stuck` label that froze its tag at a rest value (0, its lo or hi: a pump's flow meter
-    while the pump stands) is counted apart: no detector can tell it from rest;
+    while the pump stands; or the one reading the tag holds at least half of the time: a tank
+    its controls keep shut) is counted apart: no detector can tell it from rest;
   - false alarms per zone-day on the clean recordings (every kind), and leak alarms from
     pump and tank operation: on clean recordings, or before the leak began.
 The baselines (river GaussianScorer per tag, HalfSpaceTrees per zone, flags merged within 30
@@ -148,8 +149,9 @@ class Tally:
     false_kinds: Counter[str] = field(default_factory=Counter)
     operation_leaks: int = 0  # leak alarms on clean recordings or before the leak began
     # stuck labels whose frozen value is a rest state (0, the point's lo or hi: a pump's flow
-    # meter frozen while the pump stands reads what the standing pump reads): no detector can
-    # tell them from rest, so they are counted apart, not in the recall
+    # meter frozen while the pump stands reads what the standing pump reads; the reading a
+    # tank kept shut holds): no detector can tell them from rest, so they are counted apart,
+    # not in the recall
     stuck_at_rest: int = 0
     seconds: float = 0.0
 
@@ -188,13 +190,23 @@ def score_leak(tally: Tally, alarms: list[Alarm], labels: list[Label], truth: di
 
 def at_rest(label: Label, points: Sequence[PointInfo], times: np.ndarray,
             values: np.ndarray) -> bool:
-    """Whether a stuck label froze its tag at a rest value: 0, or the point's lo or hi."""
+    """Whether a stuck label froze its tag at a rest value: 0, the point's lo or hi, or the
+    one reading the tag holds at least half of the time outside the fault (ky10's T-8, which
+    its controls keep at 37.11 m, +-0.01, for the whole recording: frozen there it reads what
+    it reads anyway)."""
     if label.kind != "stuck":
         return False
     j = next(i for i, p in enumerate(points) if p.tag == label.location)
-    inside = values[(times >= label.start_ns) & (times < label.end_ns), j]
+    during = (times >= label.start_ns) & (times < label.end_ns)
+    inside = values[during, j]
     inside = inside[np.isfinite(inside)]
+    outside = values[~during, j]
+    outside = outside[np.isfinite(outside)]
     rests = [0.0] + [v for v in (points[j].lo, points[j].hi) if v is not None]
+    if len(outside):
+        held, count = np.unique(outside, return_counts=True)
+        if 2 * count.max() >= len(outside):
+            rests.append(float(held[np.argmax(count)]))
     return bool(len(inside)) and any(np.all(inside == r) for r in rests)
 
 
@@ -294,8 +306,8 @@ def print_network(name: str, role: str, tallies: dict[str, Tally]) -> None:
             print(f"  {method}: clean-recording alarms by kind: "
                   + ", ".join(f"{k} {n}" for k, n in t.false_kinds.most_common()))
         if t.stuck_at_rest:
-            print(f"  {method}: stuck labels frozen at a rest value (0, lo, hi), not scored: "
-                  f"{t.stuck_at_rest}")
+            print(f"  {method}: stuck labels frozen at a rest value (0, lo, hi, the reading "
+                  f"the tag holds), not scored: {t.stuck_at_rest}")
         missed = sorted(t.leaks.missed)
         if missed:
             print(f"  {method}: leaks missed (% of mean consumption): "
