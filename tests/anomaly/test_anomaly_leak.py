@@ -231,8 +231,11 @@ def test_a_leak_on_a_later_weekend_is_found_by_its_night(what: str, size: float,
 # alarm of its own (before: the first alarm stayed open for good, the repair tested against a
 # size the hours since had pulled down to the floor, and the second leak was only its size
 # growing). As the own simulator's small leaks (bench/anomaly.py, evaluation seed 103).
+# The Saturday leak shows on Sunday's night, the weekend's second, against its first: their
+# hours weigh by the pooled clock hours' variance, not inflated as well for the weekdays'
+# morning and evening there (before: found by Monday's night, 43 h).
 @pytest.mark.parametrize(("what", "second", "within_h"), [
-    ("8 % from Saturday 06:00, found by Monday's night", (1.6, 5 * DAY + 6 * HOUR), 48),
+    ("8 % from Saturday 06:00, found on Sunday's night", (1.6, 5 * DAY + 6 * HOUR), 24),
     ("8 % from Sunday 01:00, found by Monday's night", (1.6, 6 * DAY + HOUR), 30),
 ])
 def test_a_repair_ends_the_alarm_and_a_later_leak_raises_its_own(
