@@ -38,7 +38,9 @@ has `WARM_DAYS` days:
   over). Each hour weighs by the learned variance of its hour of day (a day type's own
   learned only from hours against its own profile, the pooled one standing in until then),
   inflated where it is above the quietest hour's (daytime demand varies with the
-  weather for hours at a time); and as a leak runs day and night, daytime hours alone take
+  weather for hours at a time; not a young day type's night hours, whose variance is the
+  pooled clock hour's: its excess there is the weekdays' activity, not this night's); and as
+  a leak runs day and night, daytime hours alone take
   the CUSUM only half way: so a small leak is found at night (hours within a quarter of the
   day's range above its floor), as in a utility's MNF analysis;
 - a fast test for bursts: bin means above the profile's envelope (the highest profile + 3
