@@ -18,7 +18,7 @@ figure no load on the machine moves. `run(quick)` gives
 beside Neuron's published figures.
 
     python -m bench.footprint [--devices 4] [--points 100] [--interval 1] [--seconds 60]
-                              [--engine-share] [--restart] [--state-size]
+                              [--engine-share] [--restart] [--state-size] [--heap-log PATH]
 """
 
 from __future__ import annotations
@@ -65,13 +65,14 @@ def site_file(tmp: Path, ports: list[int], points: int, interval: float, api_por
     return path
 
 
-def start(config: Path, api_port: int, token: str, limit: float = 120.0
-          ) -> tuple[subprocess.Popen, float | None]:
-    """`scadawatch run --config` as a child; seconds until plc0.f0 is stored (None: not
-    within `limit`)."""
+def start(config: Path, api_port: int, token: str, limit: float = 120.0,
+          heap_log: Path | None = None) -> tuple[subprocess.Popen, float | None]:
+    """`scadawatch run --config` as a child (through bench.heap_probe, logging to `heap_log`,
+    if given); seconds until plc0.f0 is stored (None: not within `limit`)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "scadawatch", "run", "--config",
-                             str(config)], stderr=subprocess.DEVNULL)
+    probe = [] if heap_log is None else ["bench.heap_probe", str(heap_log)]
+    proc = subprocess.Popen([sys.executable, "-m", *(probe or ["scadawatch"]), "run",
+                             "--config", str(config)], stderr=subprocess.DEVNULL)
     while time.perf_counter() < t0 + limit and proc.poll() is None:
         try:
             latest = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/latest",
@@ -102,11 +103,16 @@ def engine_drained(api_port: int, token: str, limit: float = 120.0) -> bool:
 
 
 def measure(devices: int, points: int, interval: float, warmup: float, seconds: float,
-            engine: bool = True, restart: bool = False) -> dict[str, float | None]:
+            engine: bool = True, restart: bool = False, heap_log: Path | None = None
+            ) -> dict[str, float | None]:
     """RSS (MB, and peak), CPU share and cold start (s) of `scadawatch run` polling
     `devices` x `points` float32 every `interval` s (`engine`: the anomaly engine on).
     `restart`: then stop it and start it again on the same data, and add the same figures of
-    its window, `warmup` s after its engine took readings again, as `restarted_*`."""
+    its window, `warmup` s after its engine took readings again, as `restarted_*`.
+    `heap_log`: log where each run's memory is (bench.heap_probe) to `heap_log`.fresh and
+    `heap_log`.restarted."""
+    logs = (None, None) if heap_log is None else tuple(
+        heap_log.with_name(f"{heap_log.name}.{run}") for run in ("fresh", "restarted"))
     servers = Servers(devices, points)
     api_port = free_port()
     extra = {} if engine else {"anomaly": {"enabled": False}}
@@ -115,7 +121,7 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
         with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
             config = site_file(Path(tmp), servers.ports, points, interval, api_port, **extra)
             _, token = TokenStore(Path(tmp) / "data").create("viewer")
-            proc, first = start(config, api_port, token)
+            proc, first = start(config, api_port, token, heap_log=logs[0])
             try:
                 time.sleep(warmup)
                 out = {"first": first, **window(proc.pid, seconds)}
@@ -123,7 +129,7 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
             if restart:
-                proc, _ = start(config, api_port, token)
+                proc, _ = start(config, api_port, token, heap_log=logs[1])
                 try:
                     # The engine loads its state in the drain, after the first poll: a busy
                     # machine takes seconds more than a quiet one, so its first drained
@@ -216,6 +222,9 @@ def main() -> None:
     ap.add_argument("--restart", action="store_true",
                     help="then restart it on the same data and print its RSS with the "
                          "engine's learned state loaded")
+    ap.add_argument("--heap-log", type=Path, help="run the gateway through bench.heap_probe, "
+                    "logging its heap and SQLite memory every 5 s to HEAP_LOG.fresh (and "
+                    ".restarted)")
     args = ap.parse_args()
     if args.state_size:
         sizes = state_sizes(args.devices, args.points)
@@ -228,7 +237,7 @@ def main() -> None:
                                                                 key=lambda kv: -kv[1])))
         return
     m = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
-                restart=args.restart)
+                restart=args.restart, heap_log=args.heap_log)
     n = args.devices * args.points
     first_text = "n/a" if m["first"] is None else f"{m['first']:.1f} s"
     print(f"scadawatch run: {n:,} points ({args.devices} devices) every {args.interval:g} s"
