@@ -270,11 +270,16 @@ class _Profile:
         return np.where(n > 0, np.sqrt(total / np.maximum(n, 1)), np.nan)
 
     def update(self, b: int, weekend: bool, x: np.ndarray, learn: np.ndarray,
-               lent: np.ndarray | float = 0.0, typed_only: np.ndarray | bool = False) -> None:
+               lent: np.ndarray | float = 0.0,
+               typed_only: np.ndarray | bool = False) -> np.ndarray:
         """Fold bin means x - lent into bin b of the pooled and the day type's profile (of the
         day type's only where `typed_only`): `lent` is what is taken out as an estimated
-        leak, and is kept account of (`settle`, `give_back`)."""
-        for t in (0, 2 if weekend else 1):
+        leak, and is kept account of (`settle`, `give_back`). The weight each profile took
+        the bin with, per (pooled, day type) and series: what its mean moved, of the
+        residual (1 on its first day, its EWMA's weight, less where it clipped an odd
+        residual, 0 where it did not learn)."""
+        weights = np.zeros((2, self.mu.shape[-1]))
+        for i, t in enumerate((0, 2 if weekend else 1)):
             n = self.days[t, b]
             mu, s = self.mu[t, b], self.spread[t, b]
             learns = learn & ~typed_only if t == 0 else learn
@@ -294,6 +299,10 @@ class _Profile:
             new_s = np.where(np.isnan(s), fresh, s + a * (fresh - s))
             self.spread[t, b] = np.where(rest, new_s, s)
             self.days[t, b] = n + learns
+            with np.errstate(invalid="ignore", divide="ignore"):
+                kept = np.where(r != 0.0, rc / r, 1.0)
+            weights[i] = np.where(first, 1.0, np.where(rest, a * kept, 0.0))
+        return weights
 
     def settle(self, series: np.ndarray) -> None:
         """What was taken out of these series so far was a leak that is still there: it stays
@@ -568,15 +577,9 @@ class Leak:
         held = self.alarm & night
         learn = has & self.judged & ~suspected & ~(held & self.flow.typed(b, weekend))
         lent = np.where(self.alarm, _nan_to_num(self.size), 0.0)
-        types = [0, 2 if weekend else 1]
-        before, days = self.flow.mu[types, b], self.flow.days[types, b]
-        self.flow.update(b, weekend, x, learn, lent, typed_only=held)
-        if self.storage.any:  # the weight each profile took the bin with (tank_profile)
-            moved = x - lent - before  # (a residual of exactly 0: its EWMA's weight)
-            step = np.where(moved != 0.0, (self.flow.mu[types, b] - before) / np.where(
-                moved != 0.0, moved, 1.0), np.where(self.flow.days[types, b] > days, np.maximum(
-                    1.0 / (days + 1), ALPHA), 0.0))
-            self.tank_profile.bin(bin_no, weekend, _nan_to_num(step), learnable, typed,
+        step = self.flow.update(b, weekend, x, learn, lent, typed_only=held)
+        if self.storage.any:
+            self.tank_profile.bin(bin_no, weekend, step, learnable, typed,
                                   np.sqrt(n_days / (n_days + 1)))
         if self.storage.any:
             self.storage.learn(net, self.fast == 0)

@@ -49,6 +49,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from anomaly.state_part import restored
 from anomaly.storage import Storage
 
 
@@ -152,7 +153,7 @@ class TankProfile:
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:
-            setattr(self, name, state[name].copy())
+            setattr(self, name, restored(state[name]))
 
 
 _STATE = ("mu", "applied", "moments", "hours", "hacc", "hour_no")
