@@ -11,14 +11,18 @@ same data and prints its RSS over the same window once the engine's saved state 
 the engine's tables are allocated zeroed, a process holds in memory only the pages written so
 far (the hours, the slots of the day learned), and a restart writes only the pages of its saved
 tables that hold something (anomaly/state_part.restored), so it should hold what the gateway
-before the stop held. Neither shows a gateway whose tables are learned whole (a week of day
-types): up to `--state-size` more, the bytes of that saved state per detector and dtype, a
-figure no load on the machine moves. `run(quick)` gives
-`python -m bench` its rows in EMQX Neuron's format (tags x poll interval -> RSS, CPU %)
-beside Neuron's published figures.
+before the stop held. Neither shows a gateway whose tables are learned whole (every slot of
+every day type: a week). `--learned` does: once the gateway has stopped, the site's own engine
+(built as the gateway builds it) learns a week of synthetic readings of the site's tags through
+its public API (`learn_week`), its state is saved into the data dir as the gateway saves it,
+and the gateway is started on it and measured over the same window. `--state-size` prints the
+bytes of a saved state per detector and dtype, a figure no load on the machine moves.
+`run(quick)` gives `python -m bench` its rows in EMQX Neuron's format (tags x poll interval ->
+RSS, CPU %) beside Neuron's published figures.
 
     python -m bench.footprint [--devices 4] [--points 100] [--interval 1] [--seconds 60]
-                              [--engine-share] [--restart] [--state-size] [--heap-log PATH]
+                              [--engine-share] [--restart] [--learned] [--state-size]
+                              [--heap-log PATH]
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import tomli_w
 
+from anomaly.batch import Batch, Quality
 from api.tokens import TokenStore
 from bench.modbus import Servers, cpu_seconds
 from bench.table import Row
@@ -66,13 +72,15 @@ def site_file(tmp: Path, ports: list[int], points: int, interval: float, api_por
 
 
 def start(config: Path, api_port: int, token: str, limit: float = 120.0,
-          heap_log: Path | None = None) -> tuple[subprocess.Popen, float | None]:
+          heap_log: Path | None = None, log: Path | None = None
+          ) -> tuple[subprocess.Popen, float | None]:
     """`scadawatch run --config` as a child (through bench.heap_probe, logging to `heap_log`,
-    if given); seconds until plc0.f0 is stored (None: not within `limit`)."""
+    if given; its log to `log`); seconds until plc0.f0 is stored (None: not within `limit`)."""
     t0 = time.perf_counter()
     probe = [] if heap_log is None else ["bench.heap_probe", str(heap_log)]
-    proc = subprocess.Popen([sys.executable, "-m", *(probe or ["scadawatch"]), "run",
-                             "--config", str(config)], stderr=subprocess.DEVNULL)
+    with open(log or os.devnull, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", *(probe or ["scadawatch"]), "run",
+                                 "--config", str(config)], stderr=err)
     while time.perf_counter() < t0 + limit and proc.poll() is None:
         try:
             latest = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/latest",
@@ -102,17 +110,28 @@ def engine_drained(api_port: int, token: str, limit: float = 120.0) -> bool:
     return False
 
 
+def anomaly_events(api_port: int, token: str) -> float:
+    """Alarm events the gateway's engine has returned so far (its /metrics)."""
+    text = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/metrics", timeout=5,
+                     headers={"Authorization": f"Bearer {token}"}).text
+    return next(float(line.split()[1]) for line in text.splitlines()
+                if line.startswith("scadawatch_anomaly_events_total "))
+
+
 def measure(devices: int, points: int, interval: float, warmup: float, seconds: float,
-            engine: bool = True, restart: bool = False, heap_log: Path | None = None
-            ) -> dict[str, float | None]:
+            engine: bool = True, restart: bool = False, learned: bool = False,
+            heap_log: Path | None = None) -> dict[str, float | None]:
     """RSS (MB, and peak), CPU share and cold start (s) of `scadawatch run` polling
     `devices` x `points` float32 every `interval` s (`engine`: the anomaly engine on).
     `restart`: then stop it and start it again on the same data, and add the same figures of
     its window, `warmup` s after its engine took readings again, as `restarted_*`.
-    `heap_log`: log where each run's memory is (bench.heap_probe) to `heap_log`.fresh and
-    `heap_log`.restarted."""
-    logs = (None, None) if heap_log is None else tuple(
-        heap_log.with_name(f"{heap_log.name}.{run}") for run in ("fresh", "restarted"))
+    `learned`: then stop it, give its data dir the state of a week of learning
+    (`learn_week`: its figures as `learn_*`) and start it again on it, measured as a restart,
+    as `learned_*`. `heap_log`: log where each run's memory is (bench.heap_probe) to
+    `heap_log`.fresh, .restarted and .learned."""
+    runs = ("fresh", "restarted", "learned")
+    logs = dict.fromkeys(runs) if heap_log is None else {
+        run: heap_log.with_name(f"{heap_log.name}.{run}") for run in runs}
     servers = Servers(devices, points)
     api_port = free_port()
     extra = {} if engine else {"anomaly": {"enabled": False}}
@@ -121,28 +140,107 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
         with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
             config = site_file(Path(tmp), servers.ports, points, interval, api_port, **extra)
             _, token = TokenStore(Path(tmp) / "data").create("viewer")
-            proc, first = start(config, api_port, token, heap_log=logs[0])
+            proc, first = start(config, api_port, token, heap_log=logs["fresh"])
             try:
                 time.sleep(warmup)
                 out = {"first": first, **window(proc.pid, seconds)}
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
-            if restart:
-                proc, _ = start(config, api_port, token, heap_log=logs[1])
+            for run in ("restarted", "learned"):
+                if not {"restarted": restart, "learned": learned}[run]:
+                    continue
+                if run == "learned":
+                    out |= {f"learn_{k}": v for k, v in learn_week(config).items()}
+                log = Path(tmp) / f"{run}.log"
+                proc, _ = start(config, api_port, token, heap_log=logs[run], log=log)
                 try:
                     # The engine loads its state in the drain, after the first poll: a busy
                     # machine takes seconds more than a quiet one, so its first drained
                     # readings start the clock, not the historian's.
                     engine_drained(api_port, token)
+                    events = anomaly_events(api_port, token)
                     time.sleep(warmup)
-                    out |= {f"restarted_{k}": v for k, v in window(proc.pid, seconds).items()}
+                    out |= {f"{run}_{k}": v for k, v in window(proc.pid, seconds).items()}
+                    out[f"{run}_events"] = anomaly_events(api_port, token) - events
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=60)
+                if "event=anomaly_state_loaded" not in log.read_text():
+                    raise RuntimeError(f"the {run} gateway did not load its engine state: "
+                                       + log.read_text()[-2000:])
     finally:
         servers.stop()
     return out
+
+
+# The synthetic week `learn_week` teaches: a reading burst every LEARN_STEP s (LEARN_READS
+# readings a second apart, within one tick: its spread and range), a 10-minute step being
+# enough for every slot of the daily profile (30 min) and every hour to learn each day.
+LEARN_DAYS = 7.0
+LEARN_STEP = 600.0
+LEARN_READS = 5
+DAY_NS = 86400 * 10**9
+
+
+def week_values(served: np.ndarray, t_ns: int, ref_ns: int, rng: np.random.Generator,
+                phase: np.ndarray) -> np.ndarray:
+    """The tags' readings at `t_ns` (`LEARN_READS` rows): what the servers serve (`served`)
+    plus a daily shape, each tag's shifted by `phase` hours, flatter at weekends, taken as 0
+    at `ref_ns` (when the gateway resumes, so that it resumes on its usual value), 10 % of the
+    tag's size (1 + served) at full swing, and noise of 2 % of it; float32 as the registers
+    hold them."""
+    size = 1.0 + served
+
+    def shape(t: int) -> np.ndarray:
+        hour = (t % DAY_NS) / 3.6e12 - phase
+        weekend = (t // DAY_NS + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+        return ((0.6 * np.sin(2 * np.pi * (hour - 9) / 24)
+                 + 0.3 * np.sin(4 * np.pi * (hour - 7) / 24)) * (0.6 if weekend else 1.0))
+
+    mean = served + 0.1 * size * (shape(t_ns) - shape(ref_ns))
+    noise = rng.standard_normal((LEARN_READS, len(served)))
+    return (mean + 0.02 * size * noise).astype(np.float32)
+
+
+def learn_week(config: Path, seed: int = 0) -> dict[str, float]:
+    """Save into the site's data dir the engine state a week of learning leaves: the site's
+    engine, built as the gateway builds it (`gateway.detection.build_engine`), fed LEARN_DAYS
+    of `week_values` for its tags (plc<i>.f<k>, served at k by bench.modbus) through its
+    public API (`process`, `advance`), up to now; saved as the gateway saves it, with the
+    spool position of the state the stopped gateway left there (it resumes at its spool's
+    end). Every per-tag table is then written as the detectors write it. Left out beside a
+    week polled at 1 s: the ticks between two bursts are empty (what the engine learns of
+    readings' spacing is a 10-minute one), and most ticks' learning (rates that a count past
+    its cap no longer changes). Returns the seconds it took, readings and alarm events."""
+    from gateway.data_dir import state_path
+    from gateway.detection import build_engine
+    from gateway.engine_state import EXTRA, save_state
+    from gateway.site.loader import load_site
+
+    t0 = time.perf_counter()
+    site = load_site(config)
+    path = state_path(site)
+    with np.load(path) as saved:
+        extra = {k: saved[EXTRA + k] for k in ("cursor", "released")}
+    engine = build_engine(site)
+    n = len(site.points)
+    served = np.array([float(p.tag.rpartition(".f")[2]) for p in site.points])
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(-3.0, 3.0, n)
+    step = int(LEARN_STEP * 1e9)
+    end = time.time_ns() // step * step
+    point = np.tile(np.arange(n, dtype=np.int32), LEARN_READS)
+    offsets = np.repeat(np.arange(LEARN_READS, dtype=np.int64) * 10**9, n)
+    readings = events = 0
+    for t in range(end - int(LEARN_DAYS * DAY_NS), end, step):
+        value = week_values(served, t, end, rng, phase).reshape(-1)
+        events += len(engine.process(Batch.of(source_ts=t + offsets, point=point, value=value,
+                                              quality=Quality.GOOD)))
+        readings += len(value)
+    events += len(engine.advance(end))
+    save_state(engine, path, extra=extra)
+    return {"seconds": time.perf_counter() - t0, "readings": readings, "events": events}
 
 
 def window(pid: int, seconds: float) -> dict[str, float]:
@@ -222,9 +320,12 @@ def main() -> None:
     ap.add_argument("--restart", action="store_true",
                     help="then restart it on the same data and print its RSS with the "
                          "engine's learned state loaded")
+    ap.add_argument("--learned", action="store_true",
+                    help="then give it the engine state of a week of learning (synthetic "
+                         "readings of its tags) and print its RSS started on it")
     ap.add_argument("--heap-log", type=Path, help="run the gateway through bench.heap_probe, "
                     "logging its heap and SQLite memory every 5 s to HEAP_LOG.fresh (and "
-                    ".restarted)")
+                    ".restarted, .learned)")
     args = ap.parse_args()
     if args.state_size:
         sizes = state_sizes(args.devices, args.points)
@@ -237,7 +338,7 @@ def main() -> None:
                                                                 key=lambda kv: -kv[1])))
         return
     m = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
-                restart=args.restart, heap_log=args.heap_log)
+                restart=args.restart, learned=args.learned, heap_log=args.heap_log)
     n = args.devices * args.points
     first_text = "n/a" if m["first"] is None else f"{m['first']:.1f} s"
     print(f"scadawatch run: {n:,} points ({args.devices} devices) every {args.interval:g} s"
@@ -251,7 +352,17 @@ def main() -> None:
               f"{args.warmup:g} s after the engine's first readings: RSS "
               f"{m['restarted_rss']:.0f} MB (peak {m['restarted_peak']:.0f} MB; median "
               f"{m['restarted_median']:.0f}, max {m['restarted_max']:.0f})   CPU "
-              f"{m['restarted_cpu']:.1%} (load average {os.getloadavg()[0]:.1f})")
+              f"{m['restarted_cpu']:.1%}, {m['restarted_events']:.0f} alarm events (load "
+              f"average {os.getloadavg()[0]:.1f})")
+    if args.learned:
+        print(f"  learned: a week of readings ({m['learn_readings']:,.0f}, every "
+              f"{LEARN_STEP:g} s; {m['learn_events']:.0f} alarm events) through the site's "
+              f"engine in {m['learn_seconds']:.0f} s, saved into its data dir, started on it, "
+              f"the same window: RSS {m['learned_rss']:.0f} MB (peak "
+              f"{m['learned_peak']:.0f} MB; median {m['learned_median']:.0f}, max "
+              f"{m['learned_max']:.0f})   CPU {m['learned_cpu']:.1%}, "
+              f"{m['learned_events']:.0f} alarm events (load average "
+              f"{os.getloadavg()[0]:.1f})")
     if args.engine_share:
         e = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
                     engine=False)
