@@ -48,8 +48,9 @@ from anomaly.ticks import Tick, TickAccumulator
 # (its median until a day type has nights of its own); 15: leak's tank profile (the
 # learned tanks' level-rate profile and hours' moments, anomaly/tank_profile.py); 16: drift's
 # fit takes the zone's tanks at their floor or top as columns (its sums widen), and keeps
-# its own tank ends
-STATE_VERSION = 16
+# its own tank ends; 17: limits keeps the points with a limit only, and which points have read
+# (`seen`)
+STATE_VERSION = 17
 GOOD = int(Quality.GOOD)
 
 

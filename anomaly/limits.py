@@ -74,68 +74,78 @@ class Limits(Float32Fields):
 
     def __init__(self, table: PointTable, skip: np.ndarray | None = None, *,
                  interval: float = 60.0, lateness: float = 0.0) -> None:
-        self.lo, self.hi = table.lo, table.hi
+        lo, hi = table.lo, table.hi
         if skip is not None:
-            self.lo, self.hi = np.where(skip, np.nan, self.lo), np.where(skip, np.nan, self.hi)
+            lo, hi = np.where(skip, np.nan, lo), np.where(skip, np.nan, hi)
+        # Only the points with a limit are held (a column each, in point order): a reading of
+        # one without never trips, whatever its noise (at 50,000 points without limits nine
+        # vectors, 3.2 MB).
+        limited = ~(np.isnan(lo) & np.isnan(hi))
+        self.held = np.flatnonzero(limited)
+        self.column = np.where(limited, np.cumsum(limited) - 1, -1).astype(np.int32)
+        self.lo, self.hi = lo[self.held], hi[self.held]
         span = limit_span(self.lo, self.hi)
         self.band, self.tolerance = DEADBAND * span, TOLERANCE * span
         self.inside_lo = np.where(np.isnan(self.lo), -np.inf, self.lo)
         self.inside_hi = np.where(np.isnan(self.hi), np.inf, self.hi)
         self.lateness_ns = int(lateness * 1e9)
-        n = len(table)
-        self.active = np.zeros(n, dtype=bool)
-        self.previous = np.full(n, np.nan)  # the last tick's last good reading
-        self.step = np.zeros(n)  # EWMA of |step| between ticks' last readings
-        self.weight = np.zeros(n)  # the EWMA's total weight: 1 - (1 - alpha)^steps
-        # The history holds the points with a limit only: a reading of one without never
-        # trips whatever its tolerance (its bounds are infinite), and at a 1 s tick 34 rows of
-        # every point's step and weight cost ~14 MB at 50,000 points. `column`: a point's
-        # position in the rows, -1 without a limit.
-        limited = ~(np.isnan(self.lo) & np.isnan(self.hi))
-        self.held: slice | np.ndarray = slice(None) if limited.all() else np.flatnonzero(limited)
-        self.column = np.where(limited, np.cumsum(limited) - 1, -1).astype(np.int32)
-        # (tick end, step, weight) after each of the last ticks that taught something, oldest
-        # first; `_before`: step and weight before the oldest of them
+        m = len(self.held)
+        self.active = np.zeros(len(table), dtype=bool)
+        # Every point that has had a good reading: a tick's step counts (and the tolerances
+        # are kept for it) once any point has two, as when every point's noise was learned.
+        self.seen = np.zeros(len(table), dtype=bool)
+        self.previous = np.full(m, np.nan)  # the last tick's last good reading
+        self.step = np.zeros(m)  # EWMA of |step| between ticks' last readings
+        self.weight = np.zeros(m)  # the EWMA's total weight: 1 - (1 - alpha)^steps
         self.history: deque[tuple[int, np.ndarray, np.ndarray]] = deque(
             maxlen=2 + math.ceil((lateness + HISTORY_S) / interval))
-        self._before = (self.step[self.held], self.weight[self.held])
+        self._before = (self.step, self.weight)
 
     def update(self, tick: Tick) -> list[Finding]:
         """Learn the noise from a closed tick; the judging is `judge`'s, reading by reading."""
         known = tick.good
         if not known.any():
             return []
-        v = tick.last
+        finite = np.isfinite(tick.last)
+        stepped = bool((known & finite & self.seen).any())
+        self.seen = np.where(known, finite, self.seen)
+        if not stepped:
+            return []
+        known, v = known[self.held], tick.last[self.held]
         with np.errstate(invalid="ignore"):
-            # A step of over 5 of the usual (a spike, a switch) teaches it at most 5.
             step = np.minimum(np.abs(v - self.previous),
                               np.where(self.step > 0, 5 * self.step, np.inf))
         learn = known & np.isfinite(step)
         self.previous = np.where(known, v, self.previous)
-        if learn.any():
-            # New arrays, not updates in place: the history keeps each tick's as they were.
-            self.step = np.where(learn, self.step + NOISE_ALPHA * (step - self.step), self.step)
-            self.weight = np.where(learn, self.weight + NOISE_ALPHA * (1 - self.weight),
-                                   self.weight)
-            if len(self.history) == self.history.maxlen:
-                _, *oldest = self.history[0]
-                self._before = (oldest[0], oldest[1])
-            self.history.append((tick.end_ns, self.step[self.held], self.weight[self.held]))
+        self.step = np.where(learn, self.step + NOISE_ALPHA * (step - self.step), self.step)
+        self.weight = np.where(learn, self.weight + NOISE_ALPHA * (1 - self.weight),
+                               self.weight)
+        if len(self.history) == self.history.maxlen:
+            _, *oldest = self.history[0]
+            self._before = (oldest[0], oldest[1])
+        self.history.append((tick.end_ns, self.step, self.weight))
         return []
 
     def wants(self, point: np.ndarray, value: np.ndarray, good: np.ndarray) -> np.ndarray:
         """Readings that may change a point's condition: beyond a limit by the least
         tolerance, or back inside the band of a point that is (or may become) active."""
+        out = np.zeros(len(point), dtype=bool)
+        if not len(self.held):
+            return out
+        column = self.column[point]
+        at = np.flatnonzero(good & (column >= 0))
+        column, value = column[at], value[at]
         with np.errstate(invalid="ignore"):
-            beyond = good & ((value < self.inside_lo[point] - self.tolerance[point])
-                             | (value > self.inside_hi[point] + self.tolerance[point]))
+            beyond = ((value < self.inside_lo[column] - self.tolerance[column])
+                      | (value > self.inside_hi[column] + self.tolerance[column]))
+            out[at] = beyond
             if not beyond.any() and not self.active.any():
-                return beyond
+                return out
             maybe = self.active.copy()
-            maybe[point[beyond]] = True
-            back = (good & maybe[point] & (value >= self.inside_lo[point] + self.band[point])
-                    & (value <= self.inside_hi[point] - self.band[point]))
-        return beyond | back
+            maybe[point[at][beyond]] = True
+            out[at] |= (maybe[point[at]] & (value >= self.inside_lo[column] + self.band[column])
+                        & (value <= self.inside_hi[column] - self.band[column]))
+        return out
 
     def restamp(self, batch: Batch) -> Batch:
         return batch  # a value is judged at its own time
@@ -153,13 +163,15 @@ class Limits(Float32Fields):
               good: np.ndarray) -> list[Finding]:
         """The readings of one time `ts` (at most one per point; bad ones say nothing of the
         value): the points whose condition they change, as a finding on those points only."""
-        point, value = point[good], value[good]
-        tolerance = self._tolerance(ts, point)
+        column = self.column[point]
+        mine = good & (column >= 0)  # a point without limits never trips
+        point, value, column = point[mine], value[mine], column[mine]
+        tolerance = self._tolerance(ts, column)
         with np.errstate(invalid="ignore"):
-            out = ((value < self.inside_lo[point] - tolerance)
-                   | (value > self.inside_hi[point] + tolerance))
-            back = ((value >= self.inside_lo[point] + self.band[point])
-                    & (value <= self.inside_hi[point] - self.band[point]))
+            out = ((value < self.inside_lo[column] - tolerance)
+                   | (value > self.inside_hi[column] + tolerance))
+            back = ((value >= self.inside_lo[column] + self.band[column])
+                    & (value <= self.inside_hi[column] - self.band[column]))
         was = self.active[point]
         flip = (~was & out) | (was & back)
         if not flip.any():
@@ -170,46 +182,47 @@ class Limits(Float32Fields):
         known[changed] = True
         shown = np.full(len(self.active), np.nan)
         shown[changed] = value[flip]
-        limit = np.where(shown < self.inside_lo, self.lo, self.hi)
+        limit = np.full(len(self.active), np.nan)
+        limit[self.held] = np.where(shown[self.held] < self.inside_lo, self.lo, self.hi)
         return [Finding("limit", "tag", self.active.copy(), known=known, value=shown,
                         limit=limit, message=MESSAGE)]
 
-    def _tolerance(self, ts: int, point: np.ndarray) -> np.ndarray:
-        """The tolerance of `point` as of the last tick closed by `ts` less the lateness."""
+    def _tolerance(self, ts: int, column: np.ndarray) -> np.ndarray:
+        """The tolerance of the points of `column` as of the last tick closed by `ts` less
+        the lateness."""
         watermark = ts - self.lateness_ns
         step, weight = next(((st, w) for end, st, w in reversed(self.history)
                              if end <= watermark), self._before)
-        column = self.column[point]
-        has = column >= 0
-        # Divided by its weight, the EWMA is unbiased from its first steps on.
-        known = STEP_TO_SIGMA * step[column[has]] / np.maximum(weight[column[has]], NOISE_ALPHA)
-        noise = np.zeros(len(point), dtype=known.dtype)
-        noise[has] = known
-        return np.maximum(self.tolerance[point], NOISE_SIGMAS * noise)
+        noise = STEP_TO_SIGMA * step[column] / np.maximum(weight[column], NOISE_ALPHA)
+        return np.maximum(self.tolerance[column], NOISE_SIGMAS * noise)
 
     def state(self) -> dict[str, np.ndarray]:
-        # Fixed shapes whatever the history holds (a saved state is checked against a fresh
-        # engine's, anomaly.engine.Engine.load): unused rows carry the end NO_TICK.
-        size = self.history.maxlen or 0
+        """Per point (a point without limits: NaN, 0), so that a kept point's state follows it
+        when the site changes (gateway.engine_carry)."""
+        n, size = len(self.active), self.history.maxlen or 0
         ends = np.full(size, NO_TICK, dtype=np.int64)
-        steps = np.zeros((size + 1, len(self.step)), dtype=self.step.dtype)
+        steps = np.zeros((size + 1, n), dtype=self.step.dtype)
         weights = np.zeros_like(steps)
-        # the points without a limit hold 0 (never read)
         steps[0, self.held], weights[0, self.held] = self._before
         for k, (end, st, w) in enumerate(self.history):
             ends[k], steps[k + 1, self.held], weights[k + 1, self.held] = end, st, w
-        return {"active": self.active, "previous": self.previous, "step": self.step,
-                "weight": self.weight, "history_end": ends, "history_step": steps,
+        previous = np.full(n, np.nan)
+        step, weight = np.zeros(n, dtype=self.step.dtype), np.zeros(n, dtype=self.step.dtype)
+        previous[self.held], step[self.held], weight[self.held] = (self.previous, self.step,
+                                                                   self.weight)
+        return {"active": self.active, "seen": self.seen, "previous": previous, "step": step,
+                "weight": weight, "history_end": ends, "history_step": steps,
                 "history_weight": weights}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.active = restored(state["active"])
-        self.previous = restored(state["previous"])
-        self.step = restored(state["step"])
-        self.weight = restored(state["weight"])
+        self.seen = restored(state["seen"])
+        self.previous = state["previous"][self.held].astype(np.float64)
+        held = self.step.dtype  # float32, whichever an older state saved
+        self.step = state["step"][self.held].astype(held)
+        self.weight = state["weight"][self.held].astype(held)
         self.history.clear()
         steps, weights = state["history_step"], state["history_weight"]
-        held = self.step.dtype  # float32, whichever an older state saved
         steps, weights = steps[:, self.held].astype(held), weights[:, self.held].astype(held)
         self._before = (steps[0], weights[0])
         for k, end in enumerate(state["history_end"].tolist(), start=1):

@@ -136,6 +136,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from anomaly.alarms import Finding
+from anomaly.count_rows import CountRows
 from anomaly.points import PointTable
 from anomaly.precision import Float32Fields
 from anomaly.quantised_rows import QuantisedRows
@@ -257,7 +258,7 @@ class TagAnomaly(Float32Fields):
         # operator can act on, however calm the tag was: 0.09 K on a thermocouple is noise
         accuracy = np.array([TEMPERATURE_ACCURACY.get(u, 0.0) for u in table.units])
         level_floor = np.maximum(SPAN_MIN * span, np.where(self.absolute, accuracy, 0.0))
-        self.span_floor = np.stack([level_floor, level_floor, np.zeros(n)])
+        self.span_floor = level_floor  # of the jump and the shift (the swings have none)
         # Peer groups (kind and unit) of PEERS_MIN points or more: a row of point indices
         # each, padded with n (a NaN); peer_of: each point's row (the last, none, for others).
         groups: dict[tuple[str, str], list[int]] = {}
@@ -287,12 +288,13 @@ class TagAnomaly(Float32Fields):
         # grid (anomaly/quantised_rows.py: 3e-5 of its largest); the counts of the two day
         # types in the smallest unsigned integer that holds `count_cap`, where they stop: past
         # it a slot learns at its floor rate and is long since in use, so a count held there
-        # changes nothing (uint8 on 1-minute ticks). The pooled count is theirs summed (both
-        # count every tick with a reading), up to the cap.
+        # changes nothing (uint8 on 1-minute ticks), a row held as one count while every
+        # tag's is the same (anomaly/count_rows.py: every tag read on every tick). The pooled
+        # count is theirs summed (both count every tick with a reading), up to the cap.
         self.count_cap = int(np.ceil(max(PROFILE_DAYS, PROFILE_DAYS_MEMORY)
                                      * self.ticks_per_slot))
         self.profile = QuantisedRows(3 * self.slots, n)
-        self.shape_n = np.zeros((2 * self.slots, n), dtype=np.min_scalar_type(self.count_cap))
+        self.shape_n = CountRows(2 * self.slots, n, self.count_cap)
         self.dev_p = np.full(n, np.nan)  # mean |x - level - shape|
         self.recent = np.zeros(n)  # EWMA of the residual over SHORT ticks
         self.dev_m = np.full(n, np.nan)  # its mean absolute value
@@ -336,7 +338,7 @@ class TagAnomaly(Float32Fields):
         of_day = int(tick.start_ns // self.slot_ns % self.slots)
         slot = weekend * self.slots + of_day  # the slot this tick teaches
         shape, pooled = self.profile.open([slot, 2 * self.slots + of_day])
-        shape_n, pooled_n = self.shape_n[slot], self._pooled_n(of_day)
+        shape_n, pooled_n = self.shape_n.row(slot), self._pooled_n(of_day)
         # A slot learns the mean of its ticks, the pattern at its middle: judged between the
         # middles of the two nearest slots, a ramp shows no saw-tooth when ticks are shorter.
         mid = (tick.start_ns + tick.end_ns) / 2 % DAY_NS / self.slot_ns - 0.5
@@ -345,7 +347,7 @@ class TagAnomaly(Float32Fields):
         rows = [weekend * self.slots + k for k in pair], [2 * self.slots + k for k in pair]
         day_shape = (1 - w) * self.profile.row(rows[0][0]) + w * self.profile.row(rows[0][1])
         all_shape = (1 - w) * self.profile.row(rows[1][0]) + w * self.profile.row(rows[1][1])
-        day_n = np.minimum(self.shape_n[rows[0][0]], self.shape_n[rows[0][1]])
+        day_n = np.minimum(self.shape_n.row(rows[0][0]), self.shape_n.row(rows[0][1]))
         all_n = np.minimum(self._pooled_n(pair[0]), self._pooled_n(pair[1]))
         floor = np.where(np.isfinite(self.res), 0.5 * self.res, 0.0) + 1e-12 * np.abs(x)
 
@@ -401,8 +403,9 @@ class TagAnomaly(Float32Fields):
         # largest it has done (a tank draining each evening takes a pressure down by 40-65 %)
         routine = self.outings >= ROUTINE_OUTINGS
         shown = np.where(routine, self.peak[0], self.peak[1])
-        limits = np.maximum(np.maximum(self.floors * scales, self.span_floor),
-                            (MARGIN * self.fade[0]) * shown)
+        floors = self.floors * scales
+        floors[:SWINGS] = np.maximum(floors[:SWINGS], self.span_floor)
+        limits = np.maximum(floors, (MARGIN * self.fade[0]) * shown)
         # NaN (no reading) compares False: neither over nor holding the condition
         beyond = stats > limits
         counted = np.ones_like(beyond)
@@ -463,7 +466,7 @@ class TagAnomaly(Float32Fields):
         a_slot = np.maximum(1.0 / (shape_n.astype(np.float32) + 1.0),
                             1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
         shape += a_slot * np.nan_to_num(r_level - shape)
-        shape_n += later & (shape_n < self.count_cap)
+        self.shape_n.add(slot, later)
         a_pooled = np.maximum(1.0 / (pooled_n.astype(np.float32) + 1.0),
                               1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
         pooled += a_pooled * np.nan_to_num(r_level - pooled)
@@ -622,24 +625,27 @@ class TagAnomaly(Float32Fields):
                 for message, mine in self._codes]
 
     _STATE = ("first_ns", "ticks", "readings", "binary", "res", "prev", "prev_step", "level",
-              "dev", "shape_n", "dev_p", "recent", "dev_m",
+              "dev", "dev_p", "recent", "dev_m",
               "rough", "swing_rate", "swings", "peak", "fade", "episode", "outings", "regime",
               "regime_n", "away", "active", "quiet", "code", "value", "usual", "status_prev",
               "status_quiet", "switched")
 
     def _pooled_n(self, of_day: int) -> np.ndarray:
         """Ticks the pooled profile's slot `of_day` learned, up to `count_cap`."""
-        both = self.shape_n[of_day].astype(np.int64) + self.shape_n[self.slots + of_day]
+        both = (self.shape_n.row(of_day).astype(np.int64)
+                + self.shape_n.row(self.slots + of_day))
         return np.minimum(both, self.count_cap)
 
     def state(self) -> dict[str, np.ndarray]:
         return {**{name: getattr(self, name) for name in self._STATE},
+                "shape_n": self.shape_n.full(),
                 **{f"profile_{name}": a for name, a in self.profile.state().items()},
                 **{f"ends_{name}": a for name, a in self.ends.state().items()}}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in self._STATE:  # in this version's dtypes, whichever an older state saved
             setattr(self, name, restored(state[name], getattr(self, name).dtype))
+        self.shape_n.load(state["shape_n"])
         self.profile.load_state(StatePart(state, "profile_"))
         self.ends.load_state(StatePart(state, "ends_"))
         self._codes = None
