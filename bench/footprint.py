@@ -273,8 +273,9 @@ def neuron(n: int, interval: float) -> tuple[str, float | None]:
 
 def state_sizes(devices: int, points: int) -> dict[str, dict[str, int]]:
     """Bytes of the anomaly engine's saved state per detector and dtype for this site
-    (`Engine.state()`'s arrays, numpy's nbytes): what a restarted gateway holds whole,
-    whatever the machine's load."""
+    (`Engine.state()`'s arrays, numpy's nbytes), whatever the machine's load: about what a
+    learned gateway holds (less where a detector saves per point what it holds for fewer
+    points: limits' points with a limit, tag anomaly's counts held one a slot)."""
     from anomaly.engine import Engine
     from anomaly.points import PointInfo
 
