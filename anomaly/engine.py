@@ -48,8 +48,10 @@ from anomaly.ticks import Tick, TickAccumulator
 # (its median until a day type has nights of its own); 15: leak's tank profile (the
 # learned tanks' level-rate profile and hours' moments, anomaly/tank_profile.py); 16: drift's
 # fit takes the zone's tanks at their floor or top as columns (its sums widen), and keeps
-# its own tank ends
-STATE_VERSION = 16
+# its own tank ends; 17: narrower per-tag tables (drift's hourly profile float32, sensor's
+# hourly scales float16 on a per-tag grid and run histograms uint16, tag anomaly's extremes
+# float32 and its all-days profile derived from the day types', small counts in small ints)
+STATE_VERSION = 17
 GOOD = int(Quality.GOOD)
 
 
