@@ -146,11 +146,10 @@ class SensorFaults(Float32Fields):
         self.out_lo = np.where(np.isnan(table.lo), -np.inf, table.lo - margin)
         self.out_hi = np.where(np.isnan(table.hi), np.inf, table.hi + margin)
         self.vessel = table.of_kind(*FLOOR_KINDS)
-        self.factor = np.where(self.vessel, VESSEL_FACTOR, FACTOR).astype(np.float32)
         self._none = np.zeros(n, dtype=bool)
         self._none_score = np.full(n, np.nan)
         self._stray_score = self._none_score
-        # group indices in 32 bits (bincount's input, 4 bytes a tag each)
+        # group indices in the smallest integer that holds them (bincount's input)
         self.kind_id = _ids(table.kind.astype(str))
         self.peer_id = _ids([f"{k}/{u}" for k, u in zip(table.kind, table.units, strict=True)])
         self.kinds = int(self.kind_id.max(initial=0)) + 1
@@ -293,7 +292,7 @@ class SensorFaults(Float32Fields):
         rows = np.flatnonzero(candidate)
         usual = self._usual_longest(rows)
         held = (tick.last_ts[rows] - self.since[rows]) / 1e9
-        hit = ((held >= np.maximum(MIN_STUCK, self.factor[rows] * usual))
+        hit = ((held >= np.maximum(MIN_STUCK, self._factor(rows) * usual))
                & ~self._at_rest(rows, v[rows]))
         stuck = self._none.copy()
         stuck[rows[hit]] = True
@@ -316,7 +315,7 @@ class SensorFaults(Float32Fields):
             if long_run.any():
                 idx = held[long_run]
                 long_run[long_run] = seconds[idx] >= np.maximum(
-                    MIN_STUCK, self.factor[idx] * self._usual_longest(idx))
+                    MIN_STUCK, self._factor(idx) * self._usual_longest(idx))
             teach[held[at_rest | long_run]] = False
             rest = held[long_run & ~at_rest]
             if len(rest):
@@ -331,6 +330,10 @@ class SensorFaults(Float32Fields):
             self.runs[full] >>= 1
             self.runs_total[full] *= 0.5
         self.moves = np.minimum(self.moves + ended, MIN_MOVES)
+
+    def _factor(self, rows: np.ndarray) -> np.ndarray:
+        """Times its usual longest run that a tag of `rows` must hold to be stuck."""
+        return np.where(self.vessel[rows], VESSEL_FACTOR, FACTOR)
 
     def _usual_longest(self, rows: np.ndarray) -> np.ndarray:
         """Seconds that QUANTILE of the runs of `rows` stay within, interpolated in its
@@ -536,8 +539,9 @@ class SensorFaults(Float32Fields):
 
 
 def _ids(keys: object) -> np.ndarray:
-    """Each key's index among the distinct keys, in 32 bits."""
-    return np.unique(np.asarray(keys), return_inverse=True)[1].astype(np.int32)
+    """Each key's index among the distinct keys, in the smallest unsigned integer type."""
+    ids = np.unique(np.asarray(keys), return_inverse=True)[1]
+    return ids.astype(np.min_scalar_type(ids.max(initial=0)))
 
 
 def _ewma(mean: np.ndarray, x: np.ndarray, alpha: np.ndarray, first: np.ndarray) -> np.ndarray:
