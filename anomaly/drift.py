@@ -119,9 +119,9 @@ class Drift(Float32Fields):
 
     name = "drift"
     # Per-tag scales, CUSUMs and excursion means in float32 (anomaly/precision.py). In
-    # float64: `held` and `profile`, on the readings' scale where a point has no
-    # neighbours to be predicted from, and the regression's sums (fit_*), which add up
-    # squares over months.
+    # float64: `held`, on the readings' scale, and the regression's sums (fit_*), which add
+    # up squares over months. The hourly `profile` is float32 but for the hour being learned
+    # (see `_open`).
     FLOAT32 = frozenset({"sigma", "up", "down", "learned", "step_scale", "steps", "onset",
                          "onset_h", "jitter", "last_r"})
 
@@ -183,10 +183,17 @@ class Drift(Float32Fields):
         self.fitted = np.zeros(rows, dtype=bool)
         self.held = np.full(n, np.nan)
         self.held_ns = np.zeros(n, dtype=np.int64)
-        # the residual's usual level per hour of day, of the judged points only (a row each,
-        # in point order): at most sites the most of the points are flows, currents, states
+        # the residual's usual level per hour of day, of the judged points only (a column
+        # each, in point order): at most sites the most of the points are flows, currents,
+        # states. An hour's row is learned in float64 while its hour lasts (`_open`), rounded
+        # to float32 when it ends: of a point with no neighbours the residual is its value
+        # (40 m, 50 Hz), and an update on 1-second ticks (1/10,800 of a deviation of ~FLOOR
+        # of the value) is below float32's step there; an hour of them is ~1/3 of it, and
+        # float32's 6e-8 of the value is 1/1,600 of the smallest spread (FLOOR).
         self.levelled = np.flatnonzero(self.judged)
-        self.profile = np.full((len(self.levelled), 24), np.nan)
+        self.profile = np.full((24, len(self.levelled)), np.nan, dtype=np.float32)
+        self.open_hour = -1
+        self.open_row = np.zeros(0)
         self.sigma = np.full(n, np.nan)
         self.up = np.zeros(n)  # CUSUMs in z-hours
         self.down = np.zeros(n)
@@ -331,7 +338,8 @@ class Drift(Float32Fields):
         judge = ~np.isnan(e)
         hour = int(tick.start_ns // 3_600_000_000_000 % 24)
         usual = np.full(self.n, np.nan)
-        usual[self.levelled] = self.profile[:, hour]
+        row = self._open(hour)
+        usual[self.levelled] = row
         base = np.where(np.isnan(usual), e, usual)
         r = e - base
         dt = np.where(self.last_ns >= 0, (tick.end_ns - self.last_ns) / 3.6e12, 0.0)
@@ -384,8 +392,7 @@ class Drift(Float32Fields):
         bound = 3 * sigma
         step = np.where(np.isnan(bound), 0.0, np.minimum(np.maximum(r, -bound), bound))
         a_p = np.minimum(1.0, dt / PROFILE_TAU)
-        self.profile[:, hour] = np.where(calm, base + a_p * step,
-                                         np.where(judge, base, usual))[self.levelled]
+        row[:] = np.where(calm, base + a_p * step, np.where(judge, base, usual))[self.levelled]
         dev = np.abs(r)
         a_s = np.minimum(1.0, dt / np.where(dev > self.sigma, SIGMA_UP_TAU, SIGMA_TAU))
         grown = np.where(np.isnan(self.sigma), np.where(dev > 0, dev, np.nan),
@@ -399,6 +406,20 @@ class Drift(Float32Fields):
                         message="{subject} has drifted {value} {unit} from its usual level "
                                 "(against its neighbours where it has some); usual spread "
                                 "{limit} {unit}")]
+
+    def _open(self, hour: int) -> np.ndarray:
+        """The profile's row of `hour` in float64, open for learning in place until another
+        hour's is opened (or the state saved), when it is rounded into the table."""
+        if hour != self.open_hour:
+            self._close()
+            self.open_row = self.profile[hour].astype(np.float64)
+            self.open_hour = hour
+        return self.open_row
+
+    def _close(self) -> None:
+        if self.open_hour >= 0:
+            self.profile[self.open_hour] = self.open_row
+            self.open_hour = -1
 
     def _odd_one_out(self, size: np.ndarray) -> np.ndarray:
         """One drifting sensor moves its neighbours' residuals too: of a group's suspects,
@@ -436,7 +457,10 @@ class Drift(Float32Fields):
         self.onset_h[:, members] = 0.0
         self.jitter[members] = np.nan
         self.last_r[members] = np.nan
-        self.profile[np.searchsorted(self.levelled, members)] = np.nan
+        columns = np.searchsorted(self.levelled, members)
+        self.profile[:, columns] = np.nan
+        if self.open_hour >= 0:
+            self.open_row[columns] = np.nan
         self.sigma[members] = np.nan
         self.learned[members] = 0.0
         self.fit_w[rows] = 0.0
@@ -448,16 +472,21 @@ class Drift(Float32Fields):
         self.fitted[rows] = False
 
     def state(self) -> dict[str, np.ndarray]:
-        return {**{name: getattr(self, name) for name in _STATE},
+        """The arrays to save; the profile's open hour is rounded first (a save ends it
+        early), so that an engine restarted from them goes on exactly as the one saved."""
+        self._close()
+        return {**{name: getattr(self, name) for name in _STATE}, "profile": self.profile.T,
                 **{f"ends_{name}": a for name, a in self.ends.state().items()}}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:
             setattr(self, name, restored(state[name]))
+        self.profile = restored(state["profile"].T, np.float32)
+        self.open_hour = -1
         self.ends.load_state(StatePart(state, "ends_"))
 
 
-_STATE = ("held", "held_ns", "profile", "sigma", "up", "down", "active", "reported", "last_ns",
+_STATE = ("held", "held_ns", "sigma", "up", "down", "active", "reported", "last_ns",
           "learned", "step_scale", "steps", "jumped", "fit_w", "fit_s1", "fit_s2", "fit_ns",
           "fit_buf", "fit_buf_n", "fit_acc_w", "fit_acc_s1", "fit_hour", "coef", "intercept",
           "fitted", "onset", "onset_h", "jitter", "last_r")

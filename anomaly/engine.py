@@ -49,8 +49,10 @@ from anomaly.ticks import Tick, TickAccumulator
 # learned tanks' level-rate profile and hours' moments, anomaly/tank_profile.py); 16: drift's
 # fit takes the zone's tanks at their floor or top as columns (its sums widen), and keeps
 # its own tank ends; 17: limits keeps the points with a limit only, and which points have read
-# (`seen`)
-STATE_VERSION = 17
+# (`seen`); 18: narrower per-tag tables (drift's hourly profile float32, sensor's hourly scales
+# float16 on a per-tag grid and run histograms uint16, tag anomaly's extremes float32 and its
+# all-days profile derived from the day types', small counts in small ints)
+STATE_VERSION = 18
 GOOD = int(Quality.GOOD)
 
 

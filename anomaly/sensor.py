@@ -93,6 +93,10 @@ MIN_MOVES = 1  # a tag never seen to change may be a constant (a setpoint, a spa
 PEERS = 10.0  # pseudo-runs of the tag's kind and unit in its histogram: a new tag borrows theirs
 RUN_MEMORY = 500.0  # runs: the histogram halves beyond twice this (follows a change)
 RUN_BINS = 24  # doubling bins of run duration: < 2 s, < 4 s, ... up to ~100 days
+# A bin's weight in 1/RUN_UNIT runs, in 16 bits: a bin holds at most the 2 * RUN_MEMORY + 1
+# runs of its tag before they halve (64,064 units), and a run halved six times (its weight
+# after ~3,000 newer runs) still counts whole units; a bin's seventh halving rounds down.
+RUN_UNIT = 64
 RESTS = 4  # learned rest values per tag
 FLOOR_KINDS = ("level",)  # a tank rests at its floor and overflow, known or not ...
 FLOOR_STEPS = 2  # ... within this many resolution steps of the extremes it has shown
@@ -121,10 +125,12 @@ class SensorFaults(Float32Fields):
     """`stuck` and `spike` on every tag at once."""
 
     name = "sensor"
-    # Scales, spreads and fading weights in float32 (anomaly/precision.py). In float64:
-    # values on the readings' scale (prev, prev2, rest, low, high) and `res`, compared with
-    # their differences; `run`, a count of readings that may pass 2**24.
-    FLOAT32 = frozenset({"runs_total", "moves", "scale", "scale_n", "spread", "spikes_seen"})
+    # Scales, spreads and fading weights in float32 (anomaly/precision.py); so is `run`, a
+    # count of readings only compared with MIN_RUN (past 2**24 it stops counting, still
+    # past it). In float64: values on the readings' scale (prev, prev2, rest, low, high) and
+    # `res`, compared with their differences.
+    FLOAT32 = frozenset({"runs_total", "moves", "scale", "scale_n", "spread", "spikes_seen",
+                         "run"})
 
     def __init__(self, table: PointTable) -> None:
         n = len(table)
@@ -140,55 +146,60 @@ class SensorFaults(Float32Fields):
         self.out_lo = np.where(np.isnan(table.lo), -np.inf, table.lo - margin)
         self.out_hi = np.where(np.isnan(table.hi), np.inf, table.hi + margin)
         self.vessel = table.of_kind(*FLOOR_KINDS)
-        self.factor = np.where(self.vessel, VESSEL_FACTOR, FACTOR)
         self._none = np.zeros(n, dtype=bool)
         self._none_score = np.full(n, np.nan)
         self._stray_score = self._none_score
-        _, self.kind_id = np.unique(table.kind.astype(str), return_inverse=True)
-        _, self.peer_id = np.unique([f"{k}/{u}" for k, u in zip(table.kind, table.units,
-                                                                strict=True)],
-                                    return_inverse=True)
+        # group indices in the smallest integer that holds them (bincount's input)
+        self.kind_id = _ids(table.kind.astype(str))
+        self.peer_id = _ids([f"{k}/{u}" for k, u in zip(table.kind, table.units, strict=True)])
         self.kinds = int(self.kind_id.max(initial=0)) + 1
         # neighbours that one process transient moves together: a zone's points of a kind
         # (the zone-less ones of a kind together)
-        _, self.group_id = np.unique([f"{z}/{k}" for z, k in zip(table.zone_of, table.kind,
-                                                                 strict=True)],
-                                     return_inverse=True)
+        self.group_id = _ids([f"{z}/{k}" for z, k in zip(table.zone_of, table.kind,
+                                                         strict=True)])
         self.groups = int(self.group_id.max(initial=0)) + 1
         self.peers = int(self.peer_id.max(initial=0)) + 1
         self.prev = np.full(n, np.nan)  # last good value
         self.prev2 = np.full(n, np.nan)  # the one before it
         self.res = np.full(n, np.inf)  # smallest nonzero step seen: the resolution
         self.binary = np.ones(n, dtype=bool)  # every value so far was 0 or 1
-        self.runs = np.zeros((n, RUN_BINS), dtype=np.float32)  # fading histogram of run durations
+        # fading histogram of run durations, in 1/RUN_UNIT runs
+        self.runs = np.zeros((n, RUN_BINS), dtype=np.uint16)
         self.runs_total = np.zeros(n)  # its weight
         self.moves = np.zeros(n)  # runs ended, rest runs included (up to MIN_MOVES)
         self.run = np.zeros(n)  # repeated readings in the current run
         self.since = np.zeros(n, dtype=np.int64)  # ns the current value was first read
         self.last_ts = np.zeros(n, dtype=np.int64)  # ns of the last good reading
         self.rest = np.full((n, RESTS), np.nan)  # values of long runs the tag left by itself
-        self.rest_next = np.zeros(n, dtype=np.int64)  # the slot the next one takes
+        self.rest_next = np.zeros(n, dtype=np.uint8)  # the slot the next one takes
         self.low = np.full(n, np.nan)  # the lowest and highest values the tag has shown
         self.high = np.full(n, np.nan)
         self.scale = np.full(n, np.nan)  # EWMA of |step|
         self.scale_n = np.zeros(n)  # steps the scale has learned
         # The same per hour of day, hour-major so that a tick's hour is one contiguous row
-        # (`state()` gives it tag-major, as `hourly`). Per-tag tables: the statistics in
-        # float32 (of float32 readings); the steps learned in uint8, held at `HOUR_CAP`:
-        # past it an hour bin is in use and learns at HOUR_ALPHA, so more counts change nothing.
-        self.by_hour = np.full((24, n), np.nan, dtype=np.float32)
+        # (`state()` gives it tag-major, as `hourly`). Per-tag tables: the scales in float16
+        # on each tag's own power-of-two grid (`by_hour_exp`: its largest hour's scale held
+        # in [2**14, 2**15)), 11 bits: within 5e-4 of the scale (a spike's limit moved by as
+        # much) down to 29 octaves below the largest. An hour's row is learned in float32
+        # while the hour lasts (`_open`) and rounded when it ends: each step's update (1/20 of
+        # a difference) rounded at once would stall. The steps learned in uint8, held at
+        # `HOUR_CAP`: past it an hour bin is in use and learns at HOUR_ALPHA, so more counts
+        # change nothing.
+        self.by_hour = np.full((24, n), np.nan, dtype=np.float16)
+        self.by_hour_exp = np.zeros(n, dtype=np.int16)
         self.by_hour_n = np.zeros((24, n), dtype=np.uint8)
+        self.open_hour = -1
+        self.open_row = np.zeros(0, dtype=np.float32)
         self.spread = np.full(n, np.nan)  # EWMA of max(max - mean, mean - min) in a tick
         self.spikes_seen = np.zeros((2, n))  # the largest and second largest spike, fading
         self.away_from = np.full(n, np.nan)  # the value before a jump outside lo-hi, if out
-        self.away_n = np.zeros(n)  # readings out since
+        self.away_n = np.zeros(n, dtype=np.uint8)  # readings out since (AWAY_READINGS + 1 at most)
         self._res_changed()
 
     def _res_changed(self) -> None:
         """The resolution as the judgements use it (0 while unknown): it changes rarely, so
         it is kept rather than derived on every tick."""
         self._res0 = np.where(np.isfinite(self.res), self.res, 0.0)
-        self._half_res = 0.5 * self._res0
 
     def update(self, tick: Tick) -> list[Finding]:
         # NaN stands for "no value yet" throughout: its warnings are noise.
@@ -221,7 +232,8 @@ class SensorFaults(Float32Fields):
             finer |= self._finer(spread, tiny)
         if finer:
             self._res_changed()
-        tol = self._half_res + tiny
+        tol = self._res0 * 0.5
+        tol += tiny
         # diff < tol implies a good reading and a previous value (NaN compares False), and a
         # spread of 0 is below any tol above a diff.
         same = diff < tol
@@ -280,7 +292,7 @@ class SensorFaults(Float32Fields):
         rows = np.flatnonzero(candidate)
         usual = self._usual_longest(rows)
         held = (tick.last_ts[rows] - self.since[rows]) / 1e9
-        hit = ((held >= np.maximum(MIN_STUCK, self.factor[rows] * usual))
+        hit = ((held >= np.maximum(MIN_STUCK, self._factor(rows) * usual))
                & ~self._at_rest(rows, v[rows]))
         stuck = self._none.copy()
         stuck[rows[hit]] = True
@@ -303,7 +315,7 @@ class SensorFaults(Float32Fields):
             if long_run.any():
                 idx = held[long_run]
                 long_run[long_run] = seconds[idx] >= np.maximum(
-                    MIN_STUCK, self.factor[idx] * self._usual_longest(idx))
+                    MIN_STUCK, self._factor(idx) * self._usual_longest(idx))
             teach[held[at_rest | long_run]] = False
             rest = held[long_run & ~at_rest]
             if len(rest):
@@ -311,13 +323,17 @@ class SensorFaults(Float32Fields):
                 self.rest_next[rest] = (self.rest_next[rest] + 1) % RESTS
         rows = np.flatnonzero(teach)
         bins = np.minimum(np.log2(seconds[rows]).astype(np.int64), RUN_BINS - 1)
-        self.runs.ravel()[rows * RUN_BINS + bins] += 1.0  # rows are distinct
+        self.runs.ravel()[rows * RUN_BINS + bins] += RUN_UNIT  # rows are distinct
         self.runs_total[rows] += 1.0
         full = self.runs_total > 2 * RUN_MEMORY
         if full.any():  # fading: what a tag did long ago weighs half
-            self.runs[full] *= 0.5
+            self.runs[full] >>= 1
             self.runs_total[full] *= 0.5
         self.moves = np.minimum(self.moves + ended, MIN_MOVES)
+
+    def _factor(self, rows: np.ndarray) -> np.ndarray:
+        """Times its usual longest run that a tag of `rows` must hold to be stuck."""
+        return np.where(self.vessel[rows], VESSEL_FACTOR, FACTOR)
 
     def _usual_longest(self, rows: np.ndarray) -> np.ndarray:
         """Seconds that QUANTILE of the runs of `rows` stay within, interpolated in its
@@ -327,7 +343,7 @@ class SensorFaults(Float32Fields):
                            for b in range(RUN_BINS)], axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             pooled /= pooled.sum(axis=1, keepdims=True)
-        hist = self.runs[rows] + PEERS * np.nan_to_num(pooled[self.peer_id[rows]])
+        hist = self.runs[rows] / RUN_UNIT + PEERS * np.nan_to_num(pooled[self.peer_id[rows]])
         total = hist.sum(axis=1)
         cum = np.cumsum(hist, axis=1)
         want = QUANTILE * total
@@ -342,7 +358,7 @@ class SensorFaults(Float32Fields):
         the point's lo or hi, a tank level at the lowest or highest it has shown (its floor
         or overflow, which the site file may not give), or a learned rest value (within the
         resolution)."""
-        tol = self._half_res[rows] + 1e-9 * np.abs(value)
+        tol = 0.5 * self._res0[rows] + 1e-9 * np.abs(value)
         with np.errstate(invalid="ignore"):
             out = (np.abs(value) <= tol) & self.zero_rests[rows]
             out |= np.abs(value - self.lo[rows]) <= tol
@@ -360,7 +376,7 @@ class SensorFaults(Float32Fields):
         """Spikes, their scores and the score each tag must pass."""
         d1 = self.prev - self.prev2
         hour = int(tick.start_ns // 3_600_000_000_000 % 24)
-        by_hour, n_h = self.by_hour[hour], self.by_hour_n[hour]
+        by_hour, n_h = self._open(hour), self.by_hour_n[hour]
         # Steps are larger at some hours (PV under clouds at noon, the morning demand ramp):
         # a reading is judged against the larger of the tag's overall and this hour's scale.
         scale = np.fmax(self.scale, np.where(n_h >= HOUR_STEPS, by_hour, np.nan))
@@ -429,6 +445,34 @@ class SensorFaults(Float32Fields):
                                          np.maximum(self.spikes_seen[1], np.minimum(top, seen))])
         return spikes, score, limit
 
+    def _open(self, hour: int) -> np.ndarray:
+        """The hourly scales of `hour` in float32, open for learning in place until another
+        hour's are opened (or the state saved), when they are rounded into the table."""
+        if hour != self.open_hour:
+            self._close()
+            self.open_row = np.ldexp(self.by_hour[hour], self.by_hour_exp, dtype=np.float32)
+            self.open_hour = hour
+        return self.open_row
+
+    def _close(self) -> None:
+        """Round the open hour into the table, each tag's grid set afresh by its largest
+        hour (a row at a time: no table-sized temporary)."""
+        if self.open_hour < 0:
+            return
+        row, exp = self.open_row, self.by_hour_exp
+        largest = np.fmax(np.ldexp(np.fmax.reduce(self.by_hour, axis=0), exp,
+                                   dtype=np.float32), row)
+        fresh = np.where(largest > 0, np.frexp(largest)[1] - 15, exp).astype(np.int16)
+        moved = np.flatnonzero(fresh != exp)
+        if len(moved):
+            shift = (exp[moved] - fresh[moved]).astype(np.int64)
+            for k in range(24):
+                self.by_hour[k, moved] = np.ldexp(self.by_hour[k, moved].astype(np.float32),
+                                                  shift)
+            self.by_hour_exp = fresh
+        self.by_hour[self.open_hour] = np.ldexp(row, -self.by_hour_exp.astype(np.int64))
+        self.open_hour = -1
+
     def _away(self, good: np.ndarray, v: np.ndarray, d2: np.ndarray, scale: np.ndarray,
               limit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Excursions outside the instrument's range (lo-hi) that came back, within
@@ -449,10 +493,10 @@ class SensorFaults(Float32Fields):
         abrupt = (self.scale_n < WARM_STEPS) | (np.abs(d2) > limit * scale)
         start = (good & out & ~watching & abrupt
                  & (self.prev >= self.out_lo) & (self.prev <= self.out_hi))
-        self.away_n = np.where(watching & good, self.away_n + 1, self.away_n)
+        self.away_n += watching & good
         end = back | (watching & good & (~out | (self.away_n > AWAY_READINGS)))
         self.away_from = np.where(start, self.prev, np.where(end, np.nan, self.away_from))
-        self.away_n = np.where(start, 1.0, np.where(end, 0.0, self.away_n))
+        self.away_n = np.where(start, 1, np.where(end, 0, self.away_n)).astype(np.uint8)
         return found, np.abs(d2) / scale
 
     def _judged(self) -> np.ndarray:
@@ -479,15 +523,25 @@ class SensorFaults(Float32Fields):
         return wide
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"hourly": self.by_hour.T, "hourly_n": self.by_hour_n.T,
+        self._close()  # a save ends the hour early, for the engine saved as for the restored
+        return {"hourly": self.by_hour.T, "hourly_exp": self.by_hour_exp,
+                "hourly_n": self.by_hour_n.T,
                 **{name: getattr(self, name) for name in _STATE}}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:  # in this version's dtypes, whichever an older state saved
             setattr(self, name, restored(state[name], getattr(self, name).dtype))
-        self.by_hour = restored(state["hourly"].T, np.float32)
+        self.by_hour = restored(state["hourly"].T, np.float16)
+        self.by_hour_exp = restored(state["hourly_exp"], np.int16)
+        self.open_hour = -1
         self.by_hour_n = restored(state["hourly_n"].T, np.uint8)
         self._res_changed()
+
+
+def _ids(keys: object) -> np.ndarray:
+    """Each key's index among the distinct keys, in the smallest unsigned integer type."""
+    ids = np.unique(np.asarray(keys), return_inverse=True)[1]
+    return ids.astype(np.min_scalar_type(ids.max(initial=0)))
 
 
 def _ewma(mean: np.ndarray, x: np.ndarray, alpha: np.ndarray, first: np.ndarray) -> np.ndarray:

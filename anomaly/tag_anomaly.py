@@ -150,6 +150,7 @@ WARM_READINGS = 100  # readings before a tag is judged ...
 WARM_TICKS = 20  # ... in at least this many ticks ...
 WARM_MANY = 200  # ... and either this many readings ...
 WARM_DAYS = 2.0  # ... or this many days (a slow tag's daily cycle seen twice)
+READINGS_CAP = max(WARM_READINGS, WARM_MANY)  # a tag's readings are counted up to this
 SLOT_S = 1800.0  # seconds of a daily profile's slot (a tick at least)
 PROFILE_DAYS = 3.0  # days a slot learns before the profile is used ...
 PROFILE_GAIN = 0.8  # ... and then only where it explains the tag this much better
@@ -161,6 +162,9 @@ SWING_WINDOW = 12.0  # ticks over which swings are counted
 SURPRISE_MIN = 6.0  # -log P of so many swings at the usual rate (P ~ 0.0025)
 MARGIN = 1.15  # times the second largest value the tag has shown
 PEAK_DAYS = 30.0  # a learned extreme fades with this time constant
+# The extremes are held in units of a fade that shrinks to this before it is folded into them
+# (every ~3.8 years): in float32 they then hold values up to 3e18 of the tag's unit.
+FADE_FLOOR = 1e-20
 REGIMES = 4  # values per tag where it has spent time (a pump's on and off, a tank's low)
 REGIME_WIDTH = 3.0  # scales: a tick this close to one is in it
 REGIME_HOURS = 6.0  # hours spent in a regime (fading over REGIME_DAYS) make it known
@@ -197,12 +201,14 @@ class TagAnomaly(Float32Fields):
     """Every tag's level, daily profile and swings against what it has shown before."""
 
     name = "tag_anomaly"
-    # Scales, residual averages and fading weights in float32 (anomaly/precision.py). In
-    # float64: values on the readings' scale (prev, level, value, usual, regime) and `res`,
-    # compared with their differences; counts past 2**24 (ticks, quiet); `peak`, which
-    # grows as 1/fade up to 1e100 before it is rescaled.
+    # Scales, residual averages, fading weights and the extremes (`peak`, in units of `fade`,
+    # see FADE_FLOOR) in float32 (anomaly/precision.py); so are the counts `ticks` and
+    # `quiet`, only compared with a few ticks or taken as 1 / (ticks + 1) above 1 / MEMORY
+    # (past 2**24 they stop counting, still past them). In float64: values on the readings'
+    # scale (prev, level, value, usual, regime) and `res`, compared with their differences.
     FLOAT32 = frozenset({"prev_step", "dev", "dev_p", "recent", "dev_m", "rough",
-                         "swing_rate", "swings", "episode", "outings", "regime_n"})
+                         "swing_rate", "swings", "episode", "outings", "regime_n", "peak",
+                         "ticks", "quiet"})
 
     def __init__(self, table: PointTable, settings: object | None = None, *,
                  interval: float | None = None, skip: np.ndarray | None = None) -> None:
@@ -275,25 +281,27 @@ class TagAnomaly(Float32Fields):
                 self.peer_of[g] = k
         self.first_ns = np.full(n, -1, dtype=np.int64)  # start of the first tick with a reading
         self.ticks = np.zeros(n)  # ticks with a reading
-        self.readings = np.zeros(n, dtype=np.int64)
+        # readings, held at the most the warm-up asks for
+        self.readings = np.zeros(n, dtype=np.min_scalar_type(READINGS_CAP))
         self.binary = np.ones(n, dtype=bool)  # every value so far was 0 or 1
         self.res = np.full(n, np.inf)  # smallest nonzero step: the resolution
         self.prev = np.full(n, np.nan)
         self.prev_step = np.full(n, np.nan)  # the last step of the reading
         self.level = np.full(n, np.nan)
         self.dev = np.full(n, np.nan)  # mean |x - level|
-        # per day type (weekday, weekend, and both pooled) and slot of the day: mean
-        # x - level, and the ticks it learned; a row per (type, slot), so a tick's is one
-        # contiguous row. The largest tables per tag: the means in 16 bits on each tag's own
-        # grid (anomaly/quantised_rows.py: 3e-5 of its largest); the counts of the two day
-        # types in the smallest unsigned integer that holds `count_cap`, where they stop: past
-        # it a slot learns at its floor rate and is long since in use, so a count held there
-        # changes nothing (uint8 on 1-minute ticks), a row held as one count while every
-        # tag's is the same (anomaly/count_rows.py: every tag read on every tick). The pooled
-        # count is theirs summed (both count every tick with a reading), up to the cap.
+        # per day type (weekday, weekend) and slot of the day: mean x - level, and the ticks
+        # it learned; a row per (type, slot), so a tick's is one contiguous row. The largest
+        # tables per tag: the means in 16 bits on each tag's own grid (anomaly/
+        # quantised_rows.py: 3e-5 of its largest); the counts in the smallest unsigned integer
+        # that holds `count_cap`, where they stop: past it a slot learns at its floor rate and
+        # is long since in use, so a count held there changes nothing (uint8 on 1-minute
+        # ticks), a row held as one count while every tag's is the same (anomaly/
+        # count_rows.py: every tag read on every tick). The profile of all days, lent to a day
+        # type that has not learned its own, is theirs weighted by their counts (`_pooled`),
+        # not a table of its own.
         self.count_cap = int(np.ceil(max(PROFILE_DAYS, PROFILE_DAYS_MEMORY)
                                      * self.ticks_per_slot))
-        self.profile = QuantisedRows(3 * self.slots, n)
+        self.profile = QuantisedRows(2 * self.slots, n)
         self.shape_n = CountRows(2 * self.slots, n, self.count_cap)
         self.dev_p = np.full(n, np.nan)  # mean |x - level - shape|
         self.recent = np.zeros(n)  # EWMA of the residual over SHORT ticks
@@ -312,7 +320,7 @@ class TagAnomaly(Float32Fields):
         self.away = np.zeros(n, dtype=bool)  # in an excursion (see `_learn_extremes`)
         self.active = np.zeros(n, dtype=bool)
         self.quiet = np.zeros(n)  # ticks since a statistic was last above its threshold
-        self.code = np.zeros(n, dtype=np.int64)  # MESSAGES[code] tells the condition
+        self.code = np.zeros(n, dtype=np.uint8)  # MESSAGES[code] tells the condition
         self.value = np.full(n, np.nan)
         self.usual = np.full(n, np.nan)
         self._codes: list[tuple[str, np.ndarray]] | None = None  # messages and their tags
@@ -337,17 +345,16 @@ class TagAnomaly(Float32Fields):
         weekend = int(tick.start_ns // DAY_NS + THURSDAY) % 7 // 5
         of_day = int(tick.start_ns // self.slot_ns % self.slots)
         slot = weekend * self.slots + of_day  # the slot this tick teaches
-        shape, pooled = self.profile.open([slot, 2 * self.slots + of_day])
-        shape_n, pooled_n = self.shape_n.row(slot), self._pooled_n(of_day)
+        shape = self.profile.open([slot])[0]
+        shape_n = self.shape_n.row(slot)
         # A slot learns the mean of its ticks, the pattern at its middle: judged between the
         # middles of the two nearest slots, a ramp shows no saw-tooth when ticks are shorter.
         mid = (tick.start_ns + tick.end_ns) / 2 % DAY_NS / self.slot_ns - 0.5
         pair = int(np.floor(mid)) % self.slots, (int(np.floor(mid)) + 1) % self.slots
         w = mid - np.floor(mid)
-        rows = [weekend * self.slots + k for k in pair], [2 * self.slots + k for k in pair]
-        day_shape = (1 - w) * self.profile.row(rows[0][0]) + w * self.profile.row(rows[0][1])
-        all_shape = (1 - w) * self.profile.row(rows[1][0]) + w * self.profile.row(rows[1][1])
-        day_n = np.minimum(self.shape_n.row(rows[0][0]), self.shape_n.row(rows[0][1]))
+        rows = [weekend * self.slots + k for k in pair]
+        day_shape = (1 - w) * self.profile.row(rows[0]) + w * self.profile.row(rows[1])
+        day_n = np.minimum(self.shape_n.row(rows[0]), self.shape_n.row(rows[1]))
         all_n = np.minimum(self._pooled_n(pair[0]), self._pooled_n(pair[1]))
         floor = np.where(np.isfinite(self.res), 0.5 * self.res, 0.0) + 1e-12 * np.abs(x)
 
@@ -360,6 +367,8 @@ class TagAnomaly(Float32Fields):
         # a day type not learned yet (the first weekends): the pooled profile with the
         # level's wider spread
         lent = shaped & ~own & (all_n >= days)
+        all_shape = ((1 - w) * self._pooled(pair[0]) + w * self._pooled(pair[1])
+                     if lent.any() else 0.0)
         profiled = own | lent
         # a tag that keeps to its hours (a sharp daily profile) is judged at its hour
         sharp = own & (self.dev_p < SHARP * self.dev)
@@ -460,16 +469,13 @@ class TagAnomaly(Float32Fields):
         # a tick beyond, even one that has not started the condition yet, teaches as one in it
         held = self.active | over
         pace = np.where(held, ACTIVE_RATE, 1.0)
-        alpha = np.maximum(1.0 / (self.ticks + 1.0), 1.0 / MEMORY)
+        alpha = np.maximum(1.0 / np.add(self.ticks, 1.0, dtype=np.float64), 1.0 / MEMORY)
         normal = alpha * (later & ~held)
         self.level = np.where(first, x, self.level + alpha * pace * good * np.nan_to_num(r_level))
         a_slot = np.maximum(1.0 / (shape_n.astype(np.float32) + 1.0),
                             1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
         shape += a_slot * np.nan_to_num(r_level - shape)
         self.shape_n.add(slot, later)
-        a_pooled = np.maximum(1.0 / (pooled_n.astype(np.float32) + 1.0),
-                              1.0 / (PROFILE_DAYS_MEMORY * self.ticks_per_slot)) * pace * later
-        pooled += a_pooled * np.nan_to_num(r_level - pooled)
         self.dev = _learn(self.dev, np.abs(r_level), normal, first)
         self.dev_p = _learn(self.dev_p, np.abs(r_prof), normal, first)
         self.dev_m = _learn(self.dev_m, np.abs(recent), normal, first)
@@ -491,7 +497,8 @@ class TagAnomaly(Float32Fields):
         self._learn_extremes(stats, self.active | (near & good))
         self.outings *= self.outing_decay
         self.ticks += good
-        self.readings += tick.count
+        self.readings = np.minimum(self.readings + tick.count, READINGS_CAP).astype(
+            self.readings.dtype)
         self.prev = np.where(good, x, self.prev)
         self.prev_step = np.where(good, step_x, self.prev_step)
         return self._findings(good)
@@ -583,7 +590,8 @@ class TagAnomaly(Float32Fields):
         code = (np.where(now >= usual, 0, 1) + np.where(percent, 0, 2)
                 + np.where(profiled, 4, 0))
         swinging = which == SWINGS
-        self.code = np.where(fresh, np.where(swinging, len(MESSAGES) - 1, code), self.code)
+        self.code = np.where(fresh, np.where(swinging, len(MESSAGES) - 1, code),
+                             self.code).astype(np.uint8)
         self._codes = None
         self.value = np.where(fresh, np.where(swinging, often,
                                               np.where(percent, relative, change)), self.value)
@@ -595,7 +603,7 @@ class TagAnomaly(Float32Fields):
         statistic above LEAVE of its threshold) its largest once, when it ends. A statistic
         that creeps up must not raise its own threshold on the way."""
         self.fade *= self.peak_decay
-        if self.fade[0] < 1e-100:  # before it underflows: into the values
+        if self.fade[0] < FADE_FLOOR:  # before the values outgrow float32: into them
             self.peak *= self.fade[0]
             self.fade[0] = 1.0
         was = self.away
@@ -629,6 +637,17 @@ class TagAnomaly(Float32Fields):
               "rough", "swing_rate", "swings", "peak", "fade", "episode", "outings", "regime",
               "regime_n", "away", "active", "quiet", "code", "value", "usual", "status_prev",
               "status_quiet", "switched")
+
+    def _pooled(self, of_day: int) -> np.ndarray:
+        """The profile of all days at slot `of_day`: the two day types' weighted by the ticks
+        each learned. While the slot's count is below `count_cap`, where it is lent, that is
+        the mean of every tick it learned, as one profile of all days learns it (ticks in a
+        condition learn at ACTIVE_RATE apart)."""
+        weekday = self.shape_n.row(of_day).astype(np.float32)
+        weekend = self.shape_n.row(self.slots + of_day).astype(np.float32)
+        total = np.maximum(weekday + weekend, 1.0)
+        return (weekday * self.profile.row(of_day)
+                + weekend * self.profile.row(self.slots + of_day)) / total
 
     def _pooled_n(self, of_day: int) -> np.ndarray:
         """Ticks the pooled profile's slot `of_day` learned, up to `count_cap`."""

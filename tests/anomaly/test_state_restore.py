@@ -42,8 +42,12 @@ def _nan_payload() -> np.ndarray:
     (np.array([True, False] * 9000), None),
     (np.zeros((0, 7)), np.float32),
     (np.array(["a", ""]), None),  # no integer view of its bits: copied whole
+    (np.array([np.nan, 0, -0.0, 6e-8, 65504] * 3000, dtype=np.float16), None),  # sensor's
+    # hourly scales, NaN where not learned, a subnormal
+    (np.array([0, 1, 64064, 65535] * 3000, dtype=np.uint16).reshape(-1, 24), None),  # runs
+    (np.arange(3000, dtype=np.uint16).reshape(-1, 24).T, np.uint8),  # saved transposed
 ], ids=["float32-sparse", "nan-payload", "int64-to-int16", "fortran-order", "bool", "empty",
-        "text"])
+        "text", "float16", "uint16", "uint16-to-uint8"])
 def test_a_restored_array_is_the_saved_one_bit_for_bit(saved: np.ndarray,
                                                        dtype: np.dtype | None) -> None:
     expected = np.array(saved, dtype=dtype, order="C")
@@ -107,3 +111,34 @@ def test_a_restart_holds_no_more_of_its_tables_than_the_engine_saved(tmp_path: P
     over = {name: (_resident(arr), held[name]) for name, arr in _tables(after)
             if _resident(arr) > held[name] + 2 * page}
     assert held and not over, over
+
+
+def test_a_restored_engine_saves_the_state_it_was_restored_from(tmp_path: Path) -> None:
+    """Every table in its own dtype (float16 hourly scales on their grid, uint16 run
+    histograms, drift's float32 hours, small counts), the hour being learned rounded in at
+    the save: an engine restored from a state holds it bit for bit."""
+    rng = np.random.default_rng(3)
+    points = [*(PointInfo(f"z.j{k}.pressure", "pressure", "m", zone="z", lo=0.0, hi=100.0)
+                for k in range(4)),
+              PointInfo("lone.pressure", "pressure", "m", lo=0.0, hi=100.0),
+              PointInfo("dma.flow", "flow", "L/s"),
+              PointInfo("tank.level", "level", "m", lo=0.0, hi=5.0)]
+    ts = np.arange(0, 30 * 3600 * S, 300 * S)
+    t = ts / (3600 * S)
+    values = (np.stack([40 + 3 * np.sin(t * np.pi / 12) + k for k in range(5)]
+                       + [20 + 5 * np.sin(t * np.pi / 12), 2 + np.round(np.sin(t / 5), 1)])
+              + rng.normal(0, 0.05, (len(points), len(ts))))
+    before = Engine(points)
+    before.process(Batch.of(source_ts=np.repeat(ts, len(points)),
+                            point=np.tile(np.arange(len(points)), len(ts)),
+                            value=values.T.ravel(), quality=Quality.GOOD))
+    save_state(before, tmp_path / "state.npz")
+    saved = before.state()
+    after = Engine(points)
+    load_state(after, tmp_path / "state.npz")
+    back = after.state()
+    assert {k: (a.dtype, a.shape) for k, a in back.items()} == \
+        {k: (a.dtype, a.shape) for k, a in saved.items()}
+    assert {"float16", "uint16"} <= {str(a.dtype) for a in saved.values()}
+    differ = [k for k, a in saved.items() if np.asarray(back[k]).tobytes() != a.tobytes()]
+    assert not differ, differ

@@ -433,3 +433,23 @@ def test_a_restarted_tag_anomaly_judges_as_one_never_stopped(tmp_path: Path, sto
     load_state(after, tmp_path / "state.npz")
     events += after.process(batch(t >= stop_s)) + after.finish()
     assert alarms(events) == expected
+
+
+def test_extremes_of_large_values_outlast_their_fade() -> None:
+    """The extremes are kept in float32, in units of a fade that shrinks with every tick and
+    is folded into them before they outgrow float32 (FADE_FLOOR): years of ticks of an energy
+    total's residuals of 1e9 stay finite numbers, as large as they were."""
+    from anomaly.tag_anomaly import FADE_FLOOR
+    from anomaly.ticks import Tick
+
+    d = TagAnomaly(PointTable([PointInfo("site.energy", "energy", "Wh")]), interval=60.0)
+    d.peak_decay = 0.1  # ~3.8 years of 1-minute ticks' fade in 20 ticks
+    rng = np.random.default_rng(2)
+    for i in range(300):
+        a, s = np.array([1e12 + rng.normal(0, 1e9)]), 60 * S
+        d.update(Tick(i * s, (i + 1) * s, np.array([1]), a, a, a, a, np.array([i * s]),
+                      np.array([0])))
+    true = d.peak * d.fade[0]
+    assert d.peak.dtype == np.float32 and np.isfinite(d.peak).all()
+    assert d.fade[0] >= FADE_FLOOR * d.peak_decay
+    assert 1e8 < true[0, 0, 0] < 1e10  # the largest jump lately: about 1e9 Wh
