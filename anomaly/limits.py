@@ -113,10 +113,12 @@ class Limits(Float32Fields):
             return []
         known, v = known[self.held], tick.last[self.held]
         with np.errstate(invalid="ignore"):
+            # A step of over 5 of the usual (a spike, a switch) teaches it at most 5.
             step = np.minimum(np.abs(v - self.previous),
                               np.where(self.step > 0, 5 * self.step, np.inf))
         learn = known & np.isfinite(step)
         self.previous = np.where(known, v, self.previous)
+        # New arrays, not updates in place: the history keeps each tick's as they were.
         self.step = np.where(learn, self.step + NOISE_ALPHA * (step - self.step), self.step)
         self.weight = np.where(learn, self.weight + NOISE_ALPHA * (1 - self.weight),
                                self.weight)
