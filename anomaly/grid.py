@@ -491,13 +491,13 @@ class Grid:
         self.f_active = np.where(good, np.abs(f - self.f_mid) > half, self.f_active)
         active, known = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         active[ifr], known[ifr] = self.f_active, good
-        full = self.f_full if len(ifr) else {name: np.full(n, np.nan)
-                                             for name in ("lo", "hi", "nominal")}
+        message = "{subject} at {value} {unit}, beyond {limit} {unit} (nominal {nominal} {unit})"
+        if not len(ifr):  # no frequency point: no subject to describe (nor bands to hold)
+            return Finding("frequency", "tag", active, known=known, message=message)
+        full = self.f_full
         return Finding("frequency", "tag", active, known=known, value=tick.mean,
                        limit=np.where(tick.mean < full["nominal"], full["lo"], full["hi"]),
-                       details={"nominal": full["nominal"]},
-                       message="{subject} at {value} {unit}, beyond {limit} {unit} "
-                               "(nominal {nominal} {unit})")
+                       details={"nominal": full["nominal"]}, message=message)
 
     # ----- state -----
 
