@@ -1,7 +1,7 @@
 """The anomaly engine: batches in, alarm events out; the same object live and in replay.
 
->>> from anomaly.batch import Batch, Quality
->>> from anomaly.points import PointInfo
+>>> from anomaly.core.batch import Batch, Quality
+>>> from anomaly.core.points import PointInfo
 >>> engine = Engine([PointInfo("tank.level", "level", "m", lo=0.0, hi=5.0)])
 >>> s = 60 * 10**9
 >>> events = engine.process(Batch.of(source_ts=[0, s, 2 * s], point=[0, 0, 0],
@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from anomaly.alarms import (
+from anomaly.core.alarms import (
     CHATTERING,
     OFF_DELAY,
     ON_DELAY,
@@ -31,10 +31,10 @@ from anomaly.alarms import (
     AlarmGate,
     Finding,
 )
-from anomaly.batch import Batch, Quality
-from anomaly.points import PointInfo, PointTable
-from anomaly.state_part import StatePart, restored
-from anomaly.ticks import Tick, TickAccumulator
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo, PointTable
+from anomaly.core.ticks import Tick, TickAccumulator
+from anomaly.tables.state_part import StatePart, restored
 
 # 2: leak profiles are (day type, bin, zone); 3: the zone model is T-squared (no river trees),
 # the gate holds chattering alarms; 4: leak storage (tank areas); 5: per-tag anomaly, stuck
@@ -44,9 +44,9 @@ from anomaly.ticks import Tick, TickAccumulator
 # tanks at their floor or top, as states beside its status points); 11: leak storage's
 # held-out fits (tank areas enter a balance once identifiable); 12: leak's tank mains (a
 # balance meter carrying only a tank's flow); 13: tag anomaly's daily profile in 16 bits per
-# tag (anomaly/quantised_rows.py), its pooled counts summed; 14: leak's MNF window by bin
+# tag (anomaly/tables/quantised_rows.py), its pooled counts summed; 14: leak's MNF window by bin
 # (its median until a day type has nights of its own); 15: leak's tank profile (the
-# learned tanks' level-rate profile and hours' moments, anomaly/tank_profile.py); 16: drift's
+# learned tanks' level-rate profile and hours' moments, anomaly/water/tank_profile.py); 16: drift's
 # fit takes the zone's tanks at their floor or top as columns (its sums widen), and keeps
 # its own tank ends; 17: limits keeps the points with a limit only, and which points have read
 # (`seen`); 18: narrower per-tag tables (drift's hourly profile float32, sensor's hourly scales
@@ -133,13 +133,13 @@ class EngineSettings:
 
 def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detector]:
     """Every detector family; imported here so that `anomaly.engine` loads only what runs."""
-    from anomaly.comms import Comms
-    from anomaly.drift import Drift
     from anomaly.grid import Grid, claims
-    from anomaly.leak import Leak
-    from anomaly.limits import Limits
-    from anomaly.sensor import SensorFaults
-    from anomaly.tag_anomaly import TagAnomaly
+    from anomaly.tags.comms import Comms
+    from anomaly.tags.drift import Drift
+    from anomaly.tags.limits import Limits
+    from anomaly.tags.sensor import SensorFaults
+    from anomaly.tags.tag_anomaly import TagAnomaly
+    from anomaly.water.leak import Leak
 
     windows = np.array([settings.comms_window.get(d, np.nan) * 1e9 for d in table.devices])
     grid = claims(table)

@@ -21,7 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import median
 
-from anomaly.alarms import Alarm
+from anomaly.core.alarms import Alarm
 
 NS = 1_000_000_000
 DAY_NS = 86400 * NS

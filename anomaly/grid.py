@@ -43,8 +43,8 @@ points (kind `other`, unit `%`) and every frequency point.
 Thresholds come from the standards, not from data; the corroboration and persistence rules
 were tuned on simulator exports of seeds 1-3 only (TUNING SEEDS: 1, 2, 3).
 
->>> from anomaly.points import PointInfo, PointTable
->>> from anomaly.ticks import Tick
+>>> from anomaly.core.points import PointInfo, PointTable
+>>> from anomaly.core.ticks import Tick
 >>> table = PointTable([PointInfo(f"f1.bus{i}.voltage", "voltage", "kV", zone="f1",
 ...                               nominal=20.0) for i in range(3)])
 >>> grid = Grid(table)
@@ -70,9 +70,9 @@ from typing import Any
 
 import numpy as np
 
-from anomaly.alarms import Finding
-from anomaly.points import PointTable
-from anomaly.ticks import Tick
+from anomaly.core.alarms import Finding
+from anomaly.core.points import PointTable
+from anomaly.core.ticks import Tick
 
 PROCESS = ("pressure", "flow", "level")  # a zone with these is a process zone (a pump's
 # station, a DMA), never a feeder: its voltage points are motor supplies, judged as tags
@@ -133,7 +133,7 @@ def _groups(table: PointTable) -> dict[str, np.ndarray]:
 def claims(table: PointTable) -> np.ndarray:
     """Boolean mask of the points whose limits this detector judges (see the module doc).
 
-    >>> from anomaly.points import PointInfo, PointTable
+    >>> from anomaly.core.points import PointInfo, PointTable
     >>> claims(PointTable([PointInfo("f.v", "voltage", zone="f"), PointInfo("v", "voltage"),
     ...                    PointInfo("f.l", "other", "%", zone="f"), PointInfo("hz", "frequency"),
     ...                    PointInfo("f.s", "status", zone="f")])).tolist()

@@ -44,8 +44,8 @@ Tuned on SKAB (mostly its `other` group, but `valve1`'s figures were in sight: S
 held out for this detector) and the water simulator's tuning seeds 1-3 (5-minute and hourly
 exports of bench/zone_model.py's scenario); seeds >= 100 only evaluate.
 
->>> from anomaly.points import PointInfo, PointTable
->>> from anomaly.ticks import Tick
+>>> from anomaly.core.points import PointInfo, PointTable
+>>> from anomaly.core.ticks import Tick
 >>> d = ZoneScore(PointTable([PointInfo("pump.flow", "flow", "L/s", zone="pump"),
 ...                           PointInfo("pump.current", "current", "A", zone="pump")]))
 >>> def tick(k, q, i):  # one reading a second
@@ -74,9 +74,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from anomaly.alarms import Finding
-from anomaly.points import PointTable
-from anomaly.ticks import Tick
+from anomaly.core.alarms import Finding
+from anomaly.core.points import PointTable
+from anomaly.core.ticks import Tick
 
 SMOOTH_S = 10.0  # seconds of samples the MEWMA averages: readings this close are one state
 SMOOTH_MAX = 30  # samples, at most

@@ -17,7 +17,7 @@ from typing import Annotated, Literal, TypeVar
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from anomaly.alarms import AlarmKind
+from anomaly.core.alarms import AlarmKind
 from api.auth import QUERY_TOKEN, Caller, GuardedRoute
 from api.context import Ctx, bad_param
 from api.models import (

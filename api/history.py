@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import APIRouter, Query, Response
 
-from anomaly.batch import Quality
+from anomaly.core.batch import Quality
 from api.auth import GuardedRoute
 from api.context import ApiContext, Ctx, bad_param
 from api.encode import Column, columns_csv, columns_json

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from anomaly.alarms import PRIORITIES, Priority
-from anomaly.batch import Quality
+from anomaly.core.alarms import PRIORITIES, Priority
+from anomaly.core.batch import Quality
 from api.tokens import Role
 from gateway.alarms.encoding import AlarmView, State
 from gateway.site.model import NAME_MAX, PointKind

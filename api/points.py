@@ -7,7 +7,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Query, Response
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from api.auth import GuardedRoute
 from api.context import Ctx
 from api.encode import json_response

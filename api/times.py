@@ -1,6 +1,6 @@
 """Times in and out of the API: ISO 8601 or relative times in, UTC ISO 8601 with `Z` out.
 
-Inside, times are int64 nanoseconds since the Unix epoch, as in `anomaly.batch.Batch`.
+Inside, times are int64 nanoseconds since the Unix epoch, as in `anomaly.core.batch.Batch`.
 """
 
 from __future__ import annotations

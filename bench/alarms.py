@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from anomaly.alarms import PRIORITIES, Alarm, AlarmEvent
+from anomaly.core.alarms import PRIORITIES, Alarm, AlarmEvent
 from gateway.alarms.kpis import kpis
 from gateway.alarms.store import AlarmStore, Filter
 from gateway.site.model import AlarmsSection

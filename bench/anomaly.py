@@ -47,10 +47,10 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.alarms import Alarm
-from anomaly.batch import Batch
+from anomaly.core.alarms import Alarm
+from anomaly.core.batch import Batch
+from anomaly.core.points import PointInfo
 from anomaly.evaluation import UNSCORED, Label, evaluate
-from anomaly.points import PointInfo
 from bench.table import Row
 from gateway.site.loader import load_site
 from gateway.site.model import Point, Site

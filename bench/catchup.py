@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import urllib3
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from bench.influx import create, readings, server
 from gateway.site.model import HistorianSection, Point, Site, SiteSection
 from gateway.status import SinkStatus, SpoolStatus

@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
+from anomaly.core.points import PointInfo, PointTable
+from anomaly.core.ticks import Tick
 from anomaly.engine import EngineSettings, default_detectors
-from anomaly.points import PointInfo, PointTable
-from anomaly.ticks import Tick
 
 S = 10**9
 KINDS = ("flow", "pressure", "pressure", "pressure", "level", "status", "flow", "pressure",

@@ -42,7 +42,7 @@ import httpx
 import numpy as np
 
 import gateway.storage.spool
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from api.tokens import TokenStore
 from bench.footprint import site_file, start
 from bench.modbus import Servers

@@ -10,7 +10,7 @@ prints the anomaly engine's share of RSS and CPU. `--restart` then starts it aga
 same data and prints its RSS over the same window once the engine's saved state is loaded:
 the engine's tables are allocated zeroed, a process holds in memory only the pages written so
 far (the hours, the slots of the day learned), and a restart writes only the pages of its saved
-tables that hold something (anomaly/state_part.restored), so it should hold what the gateway
+tables that hold something (anomaly/tables/state_part.restored), so it should hold what the gateway
 before the stop held. Neither shows a gateway whose tables are learned whole (every slot of
 every day type: a week). `--learned` does: once the gateway has stopped, the site's own engine
 (built as the gateway builds it) learns a week of synthetic readings of the site's tags through
@@ -41,7 +41,7 @@ import httpx
 import numpy as np
 import tomli_w
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from api.tokens import TokenStore
 from bench.modbus import Servers, cpu_seconds
 from bench.table import Row
@@ -276,8 +276,8 @@ def state_sizes(devices: int, points: int) -> dict[str, dict[str, int]]:
     (`Engine.state()`'s arrays, numpy's nbytes), whatever the machine's load: about what a
     learned gateway holds (less where a detector saves per point what it holds for fewer
     points: limits' points with a limit, tag anomaly's counts held one a slot)."""
+    from anomaly.core.points import PointInfo
     from anomaly.engine import Engine
-    from anomaly.points import PointInfo
 
     engine = Engine([PointInfo(f"plc{i}.f{k}", "flow", "L/s", device=f"plc{i}")
                      for i in range(devices) for k in range(points)])

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import urllib3
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from bench.influx import server
 from bench.table import Row
 from gateway.site.model import HistorianSection, Point, Site, SiteSection

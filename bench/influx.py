@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import urllib3
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from bench.table import Row
 from gateway.site.model import HistorianSection, Point, Site, SiteSection
 from gateway.status import SinkStatus

@@ -43,7 +43,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from bench.table import Row
 from gateway.inputs.modbus.bus import build_buses
 from gateway.inputs.modbus.plan import plan_device

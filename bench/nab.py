@@ -195,7 +195,7 @@ def _row_time(f: NabFile, ns: int) -> str:
 
 
 def baseline_detections(f: NabFile, method: str) -> np.ndarray:
-    from anomaly.points import PointInfo
+    from anomaly.core.points import PointInfo
     from bench.anomaly import gauss_per_tag, hst_per_zone
 
     fn = gauss_per_tag if method == "gauss/tag" else hst_per_zone

@@ -53,9 +53,9 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.alarms import Alarm
+from anomaly.core.alarms import Alarm
+from anomaly.core.points import PointInfo
 from anomaly.evaluation import Label, evaluate, family
-from anomaly.points import PointInfo
 from bench.anomaly import engine_run, gauss_per_tag, hst_per_zone, table_of
 from bench.table import Row
 from gateway.site.loader import load_site

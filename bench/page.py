@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from anomaly.alarms import PRIORITIES, Alarm, AlarmEvent
+from anomaly.core.alarms import PRIORITIES, Alarm, AlarmEvent
 from api.app import create_app
 from api.server import serve
 from api.tokens import TokenStore

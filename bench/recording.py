@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway.storage.recording import RecordingReader, write_recording
 
 T0 = 1767571200 * 10**9

@@ -30,7 +30,7 @@ is), and MinMaxScaler | HalfSpaceTrees over the 8 sensors in QuantileFilter(q=0.
 
 Tuning and evaluation: the engine's per-tag detectors were tuned on the experiments in
 TUNING (valve1 0-3); every other experiment evaluates, and the report gives the held-out part
-on its own (anomaly/tag_anomaly.py says where held-out totals were seen while tuning).
+on its own (anomaly/tags/tag_anomaly.py says where held-out totals were seen while tuning).
 Later changes made for the project's own simulator (issue #15's third round) were checked
 here, not tuned here: SKAB only evaluated them.
 
@@ -268,7 +268,7 @@ def _clock(ns: int) -> str:
 
 
 def baseline_prediction(e: Experiment, method: str) -> np.ndarray:
-    from anomaly.points import PointInfo
+    from anomaly.core.points import PointInfo
     from bench.anomaly import gauss_per_tag, hst_per_zone
 
     points = [PointInfo(p.tag, p.kind, p.unit, zone="rig") for p in site_points()]

@@ -55,7 +55,7 @@ async def _edge(port: int, node: str, tags: int, interval: float, seconds: float
                 start: float) -> int:
     import aiomqtt
 
-    from anomaly.batch import Batch
+    from anomaly.core.batch import Batch
     from gateway.northbound.sparkplug import payloads as sp
     from gateway.site.model import Point
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway.site.model import SpoolSection
 from gateway.status import SinkStatus, SpoolStatus
 from gateway.storage.drain import drain

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.core.points import PointInfo, PointTable
 from anomaly.engine import Engine, EngineSettings
-from anomaly.points import PointInfo, PointTable
 from anomaly.zone_score import ZoneScore
 from bench.anomaly import (
     CACHE,

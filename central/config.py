@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from anomaly.alarms import Priority
+from anomaly.core.alarms import Priority
 from gateway.site.loader import ConfigError, ConfigProblem, key_path
 from gateway.site.model import ApiSection, HistorianSection, SiteSection
 from gateway.site.northbound import BrokerSettings, SparkplugId

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import aiomqtt
 
-from anomaly.alarms import Alarm, AlarmEvent
-from anomaly.batch import Batch
+from anomaly.core.alarms import Alarm, AlarmEvent
+from anomaly.core.batch import Batch
 from central.config import CentralFile
 from central.influx import CentralInflux
 from central.links import SiteLink

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway.site.model import HistorianSection, Point, Site, SiteSection
 from gateway.status import SinkStatus
 from gateway.storage.influxdb.sink import LineWriter, SeriesKeys, line_protocol, precision_of

@@ -12,7 +12,7 @@ from typing import get_args
 
 import numpy as np
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway.northbound.sparkplug import payloads as sp
 from gateway.site.model import Point, PointKind
 from gateway.storage.spool import PointList

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway.storage.historian import Buckets, HistorianReader
 
 

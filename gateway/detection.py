@@ -30,10 +30,10 @@ from typing import TypeVar
 
 import numpy as np
 
-from anomaly.alarms import AlarmEvent
-from anomaly.batch import Batch
+from anomaly.core.alarms import AlarmEvent
+from anomaly.core.batch import Batch
+from anomaly.core.points import PointInfo
 from anomaly.engine import Engine, EngineSettings, StateError
-from anomaly.points import PointInfo
 from gateway.data_dir import state_path
 from gateway.engine_carry import carry_over
 from gateway.engine_state import load_state, save_state

@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from anomaly.core.points import PointInfo
 from anomaly.engine import Engine, EngineSettings
-from anomaly.points import PointInfo
 
 PROBE = "\x00probe"
 SCOPES = ("tag", "device", "zone")  # as the alarm gate names them

@@ -44,7 +44,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway import config_audit
 from gateway.config_audit import SIGHUP, AuditEntry, Outcome, Who
 from gateway.site.loader import ConfigError, ConfigProblem, load_site

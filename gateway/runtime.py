@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from anomaly.alarms import AlarmEvent
-from anomaly.batch import Batch
+from anomaly.core.alarms import AlarmEvent
+from anomaly.core.batch import Batch
 from gateway.alarms.store import AlarmStore, run_unshelve_timer
 from gateway.data_dir import historian_path, progress_path, spool_dir, status_path, store_path
 from gateway.detection import Detection

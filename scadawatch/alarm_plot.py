@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.alarms import Alarm
-from anomaly.batch import Batch
+from anomaly.core.alarms import Alarm
+from anomaly.core.batch import Batch
 from anomaly.evaluation import Label
 from scadawatch.cli import UsageError
 

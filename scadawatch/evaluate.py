@@ -8,7 +8,7 @@ import csv
 import json
 from pathlib import Path
 
-from anomaly.alarms import Alarm
+from anomaly.core.alarms import Alarm
 from anomaly.evaluation import Evaluation, Label, Score, evaluate
 from api.times import parse_time
 from gateway.storage.recording import RecordingError, RecordingReader

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from anomaly.alarms import Alarm, AlarmEvent
-from anomaly.batch import Batch
+from anomaly.core.alarms import Alarm, AlarmEvent
+from anomaly.core.batch import Batch
 from anomaly.engine import Engine, StateError
 from gateway.alarms.encoding import encode
 from gateway.detection import build_engine

@@ -1,4 +1,4 @@
-"""The alarm's encoding: the engine's `anomaly.alarms.Alarm` as DESIGN.md's JSON (a line of
+"""The alarm's encoding: the engine's `anomaly.core.alarms.Alarm` as DESIGN.md's JSON (a line of
 `replay`'s alarms.jsonl, the store's `data` column), and as the store and the API show it, with
 its place in the ISA-18.2 lifecycle (`AlarmView`: the API's schema, the store's return type).
 
@@ -12,7 +12,7 @@ from typing import Annotated, Literal, cast
 from pydantic import Field
 from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from 3.12
 
-from anomaly.alarms import Alarm, Priority
+from anomaly.core.alarms import Alarm, Priority
 from timegrammar.iso import iso
 
 State = Literal["active-unacknowledged", "active-acknowledged", "cleared-unacknowledged",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from anomaly.alarms import PRIORITIES
+from anomaly.core.alarms import PRIORITIES
 from gateway.alarms.store import AlarmStore
 from gateway.site.model import AlarmsSection
 from timegrammar.iso import iso, iso_column

@@ -40,7 +40,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 import timegrammar
-from anomaly.alarms import PRIORITIES, AlarmEvent
+from anomaly.core.alarms import PRIORITIES, AlarmEvent
 from gateway.alarms.encoding import ALARM_KEYS, AlarmJson, AlarmView, State, encode
 from timegrammar.iso import iso
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.site.model import Device, Point, Site
 from gateway.status import DeviceStatus, GatewayStatus
 from timegrammar import now_ns

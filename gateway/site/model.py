@@ -31,7 +31,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import ArgsKwargs, PydanticCustomError, SchemaValidator
 
-from anomaly.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
+from anomaly.core.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
 from gateway.site.northbound import Northbound
 from timegrammar import DurationError, seconds
 
@@ -219,7 +219,7 @@ def _chatter_rule(rule: list[float]) -> list[float]:
 
 class AnomalySection(Strict):
     """The anomaly engine (`anomaly.engine.EngineSettings`): delays in seconds per alarm kind
-    override the defaults of `anomaly/alarms.py`."""
+    override the defaults of `anomaly/core/alarms.py`."""
 
     enabled: bool = True
     interval: Seconds = Field(default=60.0, ge=1, le=DAY)  # per detector tick
@@ -232,7 +232,7 @@ class AnomalySection(Strict):
     # river's HalfSpaceTrees, still reads.
     zone_model: bool = Field(default=True, validation_alias=AliasChoices("zone_model", "river"))
     # [raises, seconds]: an alarm (kind and subject) raised this often chatters and is held
-    # back until it behaves (anomaly/alarms.py); [] holds nothing back
+    # back until it behaves (anomaly/core/alarms.py); [] holds nothing back
     chattering: list[Annotated[list[float], AfterValidator(_chatter_rule)]] = Field(
         default_factory=lambda: [list(r) for r in CHATTERING])
     save_interval: Seconds = Field(default=300.0, ge=1, le=DAY)  # between state saves

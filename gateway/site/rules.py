@@ -11,7 +11,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
-from anomaly.storage import length_factor
+from anomaly.water.storage import length_factor
 from gateway.site.dnp3_rules import dnp3_device_problems, dnp3_point_problems
 from gateway.site.iec104_rules import iec104_device_problems, iec104_point_problems
 from gateway.site.model import (

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway.failures import cause_of
 from gateway.status import SinkStatus
 from gateway.storage.spool import PointList, Spool

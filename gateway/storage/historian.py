@@ -38,7 +38,7 @@ from typing import Protocol
 
 import numpy as np
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.site.tag_index import TagIndex
 from gateway.storage.spool import PointList
 

@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.site.suggest import did_you_mean
 from gateway.storage.historian import HistorianReader
 

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway.data_dir import write_atomically
 from gateway.failures import cause_of
 from gateway.site.model import Point, SpoolSection, fields_of

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from support.export_helpers import matched, replayed_export
 
-from anomaly.alarms import OFF_DELAY, Alarm
-from anomaly.batch import Batch, Quality
-from anomaly.comms import Comms
+from anomaly.core.alarms import OFF_DELAY, Alarm
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo, PointTable
 from anomaly.engine import Engine, EngineSettings
-from anomaly.points import PointInfo, PointTable
+from anomaly.tags.comms import Comms
 
 S = 10**9
 MIN = 60 * S

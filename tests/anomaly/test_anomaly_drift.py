@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anomaly.batch import Batch, Quality
-from anomaly.drift import Drift
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo, PointTable
 from anomaly.engine import Engine, EngineSettings
-from anomaly.points import PointInfo, PointTable
+from anomaly.tags.drift import Drift
 
 S = 10**9
 HOUR = 3600

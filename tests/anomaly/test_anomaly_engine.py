@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomaly.alarms import AlarmEvent, Finding
-from anomaly.batch import Batch, Quality
+from anomaly.core.alarms import AlarmEvent, Finding
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo
+from anomaly.core.ticks import MAX_SILENT_TICKS, Tick, TickAccumulator
 from anomaly.engine import Engine, EngineSettings, StateError
-from anomaly.points import PointInfo
-from anomaly.precision import Float32Fields
-from anomaly.ticks import MAX_SILENT_TICKS, Tick, TickAccumulator
+from anomaly.tables.precision import Float32Fields
 from gateway.engine_state import load_state, save_state
 
 S = 10**9

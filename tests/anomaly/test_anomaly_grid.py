@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomaly.alarms import Alarm
-from anomaly.batch import Batch, Quality
+from anomaly.core.alarms import Alarm
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo, PointTable
 from anomaly.engine import Engine, EngineSettings
 from anomaly.grid import Grid, claims
-from anomaly.points import PointInfo, PointTable
 
 S = 10**9
 MIN = 60 * S

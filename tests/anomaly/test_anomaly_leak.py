@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomaly.alarms import Alarm
-from anomaly.batch import Batch, Quality
+from anomaly.core.alarms import Alarm
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo, PointTable
 from anomaly.engine import Engine, EngineSettings
-from anomaly.leak import Leak
-from anomaly.points import PointInfo, PointTable
+from anomaly.water.leak import Leak
 
 S = 10**9
 HOUR = 3600
@@ -424,7 +424,7 @@ def learned_tank_engine() -> Engine:
     pytest.param(lambda: tank_site(7), tank_engine, None, None,
                  id="no leak: the pump filling the tank day and night"),
     # what the zone's profile learned before its tank's area was known is kept, taken to the
-    # area (anomaly/tank_profile.py): no days of learning anew that would take the leak in
+    # area (anomaly/water/tank_profile.py): no days of learning anew that would take the leak in
     pytest.param(lambda: tank_site(6, leak=1.6, leak_at=2 * DAY + 14 * HOUR),
                  learned_tank_engine, 2 * DAY + 14 * HOUR, 18,
                  id="8 % from 14:00 on day 2, the tank's area learned"),

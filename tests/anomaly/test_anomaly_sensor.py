@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from support.export_helpers import matched, replayed_export
 
-from anomaly.alarms import Alarm
-from anomaly.batch import Batch, Quality
-from anomaly.comms import Comms
-from anomaly.drift import Drift
+from anomaly.core.alarms import Alarm
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo, PointTable
 from anomaly.engine import Detector, Engine, EngineSettings
-from anomaly.points import PointInfo, PointTable
-from anomaly.sensor import SensorFaults
+from anomaly.tags.comms import Comms
+from anomaly.tags.drift import Drift
+from anomaly.tags.sensor import SensorFaults
 
 S = 10**9
 HOUR = 3600 * S

@@ -1,4 +1,4 @@
-"""Storage in a zone's balance (anomaly/storage.py): a tank's filling is not consumption, with
+"""Storage in a zone's balance (anomaly/water/storage.py): a tank's filling is not consumption, with
 its geometry given (area in the level's unit, volume curve) or learned from pump switching;
 a tank whose main is metered stays out of the balance; what is learned is logged."""
 
@@ -10,9 +10,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from anomaly.points import PointInfo, PointTable
-from anomaly.storage import BIN_S, Storage
-from anomaly.tank_mains import TankMains
+from anomaly.core.points import PointInfo, PointTable
+from anomaly.water.storage import BIN_S, Storage
+from anomaly.water.tank_mains import TankMains
 
 DEMAND = 20.0  # L/s
 PUMP = 45.0  # L/s, on below LOW and off above HIGH (m)
@@ -76,7 +76,7 @@ def test_an_area_in_centimetres_is_an_area() -> None:
 
 
 def test_a_metered_tank_stays_out_of_the_balance(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="anomaly.storage"):
+    with caplog.at_level(logging.INFO, logger="anomaly.water.storage"):
         storage, consumption = run(PointInfo("z.tank.level", "level", "m", zone="z"),
                                    metered=True)
     assert storage.settled()[0] and not storage.used[0]
@@ -87,7 +87,7 @@ def test_a_metered_tank_stays_out_of_the_balance(caplog: pytest.LogCaptureFixtur
 
 
 def test_a_learned_area_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="anomaly.storage"):
+    with caplog.at_level(logging.INFO, logger="anomaly.water.storage"):
         storage, _ = run(PointInfo("z.tank.level", "level", "m", zone="z"))
     (zone, record, *_) = [r.getMessage() for r in caplog.records
                           if "in_balance=true" in r.getMessage()]
@@ -204,7 +204,7 @@ def test_a_zone_is_judged_only_on_the_storage_its_steps_identify(tanks: int, see
 
 
 def test_a_zone_its_tanks_cannot_be_told_in_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="anomaly.storage"):
+    with caplog.at_level(logging.INFO, logger="anomaly.water.storage"):
         run_floating(*floating_zone(32, 1))
     (line,) = [r.getMessage() for r in caplog.records if "zone_storage_learned" in r.getMessage()]
     assert line.startswith("event=zone_storage_learned zone=z in_balance=false judged=false "
@@ -233,7 +233,7 @@ def gravity_zone(seed: int, *, main: bool = False) -> tuple[np.ndarray, np.ndarr
 def test_a_tank_main_is_a_meter_that_carries_only_the_tanks_flow(
         zone: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
         tanks_metered: list[bool]) -> None:
-    """anomaly/tank_mains.py: a balance meter is a tank's main when it carries the tank's
+    """anomaly/water/tank_mains.py: a balance meter is a tank's main when it carries the tank's
     flow and nothing else; one carrying the zone's demand beside the tank, or a pump's
     filling it, is not."""
     _, flow, levels = zone()

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomaly.alarms import Alarm
-from anomaly.batch import Batch
+from anomaly.core.alarms import Alarm
+from anomaly.core.batch import Batch
+from anomaly.core.points import PointInfo, PointTable
 from anomaly.engine import Detector, Engine, EngineSettings, default_detectors
-from anomaly.limits import Limits
-from anomaly.points import PointInfo, PointTable
+from anomaly.tags.limits import Limits
 from anomaly.zone_score import WARM_CYCLE_S, WARM_SAMPLES, ZoneScore
 from gateway.site.model import AnomalySection
 

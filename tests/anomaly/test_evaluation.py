@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import CliRun
 
-from anomaly.alarms import Alarm
+from anomaly.core.alarms import Alarm
 from anomaly.evaluation import Label, evaluate
 from gateway.alarms.encoding import encode
 from timegrammar.iso import iso

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomaly.alarms import AlarmEvent
-from anomaly.batch import Batch, Quality
+from anomaly.core.alarms import AlarmEvent
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo, PointTable
+from anomaly.core.ticks import Tick
 from anomaly.engine import Engine, EngineSettings
 from anomaly.grid import Grid
-from anomaly.limits import Limits
-from anomaly.points import PointInfo, PointTable
-from anomaly.tag_anomaly import TagAnomaly
-from anomaly.ticks import Tick
+from anomaly.tags.limits import Limits
+from anomaly.tags.tag_anomaly import TagAnomaly
 from gateway.engine_state import load_state, save_state
 
 S = 10**9

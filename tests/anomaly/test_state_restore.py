@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo
 from anomaly.engine import Engine
-from anomaly.points import PointInfo
-from anomaly.state_part import restored
+from anomaly.tables.state_part import restored
 from gateway.engine_state import load_state, save_state
 from gateway.memory import M_MMAP_THRESHOLD, MMAP_THRESHOLD
 

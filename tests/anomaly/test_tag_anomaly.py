@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomaly.alarms import Alarm
-from anomaly.batch import Batch, Quality
+from anomaly.core.alarms import Alarm
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo, PointTable
 from anomaly.engine import Engine, EngineSettings
-from anomaly.points import PointInfo, PointTable
-from anomaly.tag_anomaly import TagAnomaly
+from anomaly.tags.tag_anomaly import TagAnomaly
 from gateway.engine_state import load_state, save_state
 
 S = 10**9
@@ -439,8 +439,8 @@ def test_extremes_of_large_values_outlast_their_fade() -> None:
     """The extremes are kept in float32, in units of a fade that shrinks with every tick and
     is folded into them before they outgrow float32 (FADE_FLOOR): years of ticks of an energy
     total's residuals of 1e9 stay finite numbers, as large as they were."""
-    from anomaly.tag_anomaly import FADE_FLOOR
-    from anomaly.ticks import Tick
+    from anomaly.core.ticks import Tick
+    from anomaly.tags.tag_anomaly import FADE_FLOOR
 
     d = TagAnomaly(PointTable([PointInfo("site.energy", "energy", "Wh")]), interval=60.0)
     d.peak_decay = 0.1  # ~3.8 years of 1-minute ticks' fade in 20 ticks

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from support.alarm_helpers import NS, T0, alarm, cleared, raised
 from support.harness import RUN_LIMIT, running
 
-from anomaly.alarms import Alarm as EngineAlarm
+from anomaly.core.alarms import Alarm as EngineAlarm
 from api import alarms as alarms_api
 from api.app import create_app
 from api.models import AlarmHistory, AlarmKpis, Alarms, BulkAckResult

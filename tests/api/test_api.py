@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.harness import auth_headers, running
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from api.app import create_app
 from api.models import Health, History, Latest, Points
 from api.times import parse_time

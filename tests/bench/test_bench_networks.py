@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from anomaly.core.points import PointInfo
 from anomaly.evaluation import Label
-from anomaly.points import PointInfo
 from bench.networks import at_rest
 
 STEP = 900 * 10**9

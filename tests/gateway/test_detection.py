@@ -14,7 +14,7 @@ import pytest
 from support.harness import stored
 from support.opcua_servers import UaServer, eventually, ns, ns_of
 
-from anomaly.alarms import AlarmEvent
+from anomaly.core.alarms import AlarmEvent
 from gateway.runtime import Gateway
 from gateway.site.model import AnomalySection, Device, Point, Site, SiteSection
 

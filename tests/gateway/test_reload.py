@@ -27,9 +27,9 @@ from support.harness import RUN_LIMIT, auth_headers, start_simulator
 from support.influx_servers import Influxd, influxd
 from support.modbus_servers import Image, pymodbustcp
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
+from anomaly.core.points import PointInfo
 from anomaly.engine import Engine, EngineSettings
-from anomaly.points import PointInfo
 from gateway.data_dir import historian_path
 from gateway.engine_carry import carry_over
 from gateway.reload import diff, restart_only

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomaly.alarms import Alarm
+from anomaly.core.alarms import Alarm
 from gateway.site.loader import load_site
 from gateway.storage.recording import RecordingReader
 from scadawatch.replay import replay_engine

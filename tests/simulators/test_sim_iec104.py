@@ -24,7 +24,7 @@ import tomli_w
 from support.harness import api_until
 from support.modbus_servers import Sink
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.iec104.client import build_sessions
 from gateway.site.loader import load_site

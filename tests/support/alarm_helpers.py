@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from anomaly.alarms import PRIORITY, Alarm, AlarmEvent
+from anomaly.core.alarms import PRIORITY, Alarm, AlarmEvent
 
 NS = 1_000_000_000
 T0 = 1_767_600_000 * NS  # 2026-01-05T08:00:00Z

@@ -21,7 +21,7 @@ import httpx
 import tomli_w
 from fastapi import FastAPI
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from api.server import serve
 from api.tokens import Role, TokenStore
 from gateway.site.model import Site

@@ -30,7 +30,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pyModbusTCP.server import ModbusServer
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import DeviceStatus
 from scadawatch.ports import free_port

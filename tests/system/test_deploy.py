@@ -20,7 +20,7 @@ import pytest
 from support.alarm_helpers import alarm, cleared, raised
 from support.influx_servers import Influxd, influxd
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.alarms.annotations import AlarmWriter
 from gateway.alarms.store import AlarmStore
 from gateway.data_dir import store_path

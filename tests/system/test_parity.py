@@ -26,11 +26,11 @@ import tomli_w
 from conftest import CliRun
 from support.harness import gateway_site, start_simulator
 
-from anomaly.alarms import OFF_DELAY, Alarm
-from anomaly.batch import Batch, Quality
+from anomaly.core.alarms import OFF_DELAY, Alarm
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointInfo
+from anomaly.core.ticks import Tick, TickAccumulator
 from anomaly.engine import Engine, EngineSettings
-from anomaly.points import PointInfo
-from anomaly.ticks import Tick, TickAccumulator
 from api.times import parse_time
 from gateway.alarms.encoding import encode
 from gateway.alarms.store import AlarmStore, Filter

@@ -57,7 +57,7 @@ from support.ingest_faults import (
 from support.modbus_servers import Image, pymodbus_tcp, site
 from support.small_fs import SmallFs
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.alarms.store import AlarmStore, Filter
 from gateway.data_dir import historian_path, status_path, store_path
 from gateway.inputs.modbus.bus import ModbusBus, build_buses

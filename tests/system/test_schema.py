@@ -18,7 +18,7 @@ from schemathesis import checks
 from support.alarm_helpers import NS, alarm, cleared, raised
 from support.harness import auth_headers, running
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from api.app import create_app
 from gateway.alarms.store import AlarmStore
 from gateway.data_dir import store_path

@@ -424,7 +424,7 @@ def test_the_centre_files_once_ignores_bad_messages_and_tracks_deaths(tmp_path: 
 
     import numpy as np
 
-    from anomaly.batch import Batch
+    from anomaly.core.batch import Batch
     from central.config import CentralFile, CentralSection
     from central.host import Central
     from gateway.alarms.store import Filter
@@ -477,7 +477,7 @@ def ddata(spool_seq: int, after_seq: int, historical: bool, value: float | None 
     `spool_seq`, worth `value` or `spool_seq`) sent after record `after_seq` in its lane."""
     import numpy as np
 
-    from anomaly.batch import Batch
+    from anomaly.core.batch import Batch
     from gateway.northbound.sparkplug import payloads as sp
 
     b = Batch.of(source_ts=[T0 + spool_seq * 10**9], point=[0], quality=0,

@@ -60,7 +60,7 @@ from dnp3.master.tcp_runner import (
 from dnp3.transport_io.channel import ChannelError, TcpConfig
 from dnp3.transport_io.tcp_client import TcpClientChannel
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.backoff import backoff
 from gateway.inputs.devices import device_status, points_by_device, unreachable

@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.backoff import backoff
 from gateway.inputs.devices import device_status, points_by_device, unreachable

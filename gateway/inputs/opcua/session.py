@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 from asyncua import Client, ua
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.inputs.backoff import backoff
 from gateway.inputs.devices import device_status, points_by_device
 from gateway.inputs.opcua.security import OpcUaSecurityError, apply_security

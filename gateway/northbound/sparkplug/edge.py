@@ -30,7 +30,7 @@ import time
 import aiomqtt
 import numpy as np
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway.alarms.store import AlarmStore
 from gateway.data_dir import write_atomically
 from gateway.northbound.sparkplug import payloads as sp

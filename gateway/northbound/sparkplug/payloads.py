@@ -16,7 +16,7 @@ from typing import overload
 
 import numpy as np
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.northbound.sparkplug.sparkplug_b_pb2 import Payload
 from gateway.site.model import Point
 

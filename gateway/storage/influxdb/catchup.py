@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from gateway.data_dir import write_atomically
 from gateway.status import SinkStatus
 from gateway.storage.drain import BACKOFF_MIN, keep_stepping

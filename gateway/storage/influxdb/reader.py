@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import numpy as np
 import urllib3
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.site.model import Site
 from gateway.site.tag_index import TagIndex
 from gateway.storage.historian import Buckets

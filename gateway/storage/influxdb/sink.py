@@ -51,7 +51,7 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 import urllib3
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.data_dir import INFLUX_QUARANTINE
 from gateway.site.model import HistorianSection, Point, PointKind, Site
 from gateway.status import SinkStatus

@@ -26,7 +26,7 @@ from support.dnp3_peers import (
 from support.harness import comms_alarm_round_trip
 from support.modbus_servers import Sink, free_port
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.dnp3.master import build_sessions
 from gateway.site.loader import ConfigError, load_site

@@ -28,7 +28,7 @@ from support.iec104_peers import (
 )
 from support.modbus_servers import Sink, free_port
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.iec104 import apci
 from gateway.inputs.iec104.client import build_sessions

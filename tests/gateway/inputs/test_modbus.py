@@ -34,7 +34,7 @@ from support.modbus_servers import (
     source,
 )
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.inputs import quality
 from gateway.inputs.modbus import responses
 from gateway.inputs.modbus.bus import build_buses

@@ -21,7 +21,7 @@ from support.harness import api_until
 from support.modbus_servers import Sink
 from support.opcua_servers import LIMIT, T0, TAGS, URI, UaServer, eventually, ns, ns_of
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.inputs.opcua.session import (
     COMMS,
     NO_SUBSCRIPTION,

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from support.modbus_servers import Sink
 from support.node_peer import node_script
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.inputs.opcua.security import (
     OpcUaSecurityError,
     Pki,

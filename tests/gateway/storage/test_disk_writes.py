@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomaly.batch import Batch
+from anomaly.core.batch import Batch
 from bench.disk_writes import filesystem, lifetime
 from gateway.storage.historian import PAGE_SIZE, EmbeddedHistorian
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from support.small_fs import SmallFs
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.storage.historian import EmbeddedHistorian, HistorianError
 
 TAGS = ["dma1.flow", "dma1.pressure", "res1.level"]

@@ -31,7 +31,7 @@ from support.harness import (
 from support.influx_servers import Influxd, Victoria, influxd, victoria
 from support.ingest_faults import PASSWORD, USER, influx_count, stored_counts, with_influx
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from api.app import create_app
 from gateway.data_dir import progress_path
 from gateway.runtime import Gateway

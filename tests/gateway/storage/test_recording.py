@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import CliRun
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.storage.historian import EmbeddedHistorian
 from gateway.storage.recording import (
     MAX_ROW_BYTES,

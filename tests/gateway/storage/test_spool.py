@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 from gateway.site.model import Point, SpoolSection
 from gateway.status import SinkStatus, SpoolStatus
 from gateway.storage.drain import drain

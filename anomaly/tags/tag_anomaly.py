@@ -71,7 +71,7 @@ until the excursion that began then is over (no statistic near its threshold, an
 back to their usual count: a pressure fed from afar while its tank is closed swings with the
 demand for as long as the tank stays closed): a pump started or stopped, at whatever hour,
 explains its current and flow. A tank of its zone arriving at or leaving its floor or top
-(`anomaly.tank_ends`: its controls close it there, and the pressures it fed drop or rise by
+(`anomaly.water.tank_ends`: its controls close it there, and the pressures it fed drop or rise by
 tens of metres) counts as such a switch. The engine raises a tag's `anomaly` only while no other
 kind's condition or alarm is on the tag, its zone or its device
 (`Engine._unexplained_tags`): a spike, a stuck value, a leak or a sag says more.
@@ -111,8 +111,8 @@ swinging after a switch of its zone); the tuning networks' clean recordings (net
 seeds 51-52) raised nothing before or after it.
 
 >>> import numpy as np
->>> from anomaly.points import PointInfo, PointTable
->>> from anomaly.ticks import Tick
+>>> from anomaly.core.points import PointInfo, PointTable
+>>> from anomaly.core.ticks import Tick
 >>> d = TagAnomaly(PointTable([PointInfo("pump.bearing", "temperature", "degC")]),
 ...                interval=60.0)
 >>> rng = np.random.default_rng(1)
@@ -135,14 +135,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from anomaly.alarms import Finding
-from anomaly.count_rows import CountRows
-from anomaly.points import PointTable
-from anomaly.precision import Float32Fields
-from anomaly.quantised_rows import QuantisedRows
-from anomaly.state_part import StatePart, restored
-from anomaly.tank_ends import TankEnds
-from anomaly.ticks import Tick
+from anomaly.core.alarms import Finding
+from anomaly.core.points import PointTable
+from anomaly.core.ticks import Tick
+from anomaly.tables.count_rows import CountRows
+from anomaly.tables.precision import Float32Fields
+from anomaly.tables.quantised_rows import QuantisedRows
+from anomaly.tables.state_part import StatePart, restored
+from anomaly.water.tank_ends import TankEnds
 
 MEMORY = 288.0  # ticks: the level's and the scales' memory (a day at 5 minutes)
 SHORT = 6.0  # ticks: span of the recent level's EWMA
@@ -202,7 +202,7 @@ class TagAnomaly(Float32Fields):
 
     name = "tag_anomaly"
     # Scales, residual averages, fading weights and the extremes (`peak`, in units of `fade`,
-    # see FADE_FLOOR) in float32 (anomaly/precision.py); so are the counts `ticks` and
+    # see FADE_FLOOR) in float32 (anomaly/tables/precision.py); so are the counts `ticks` and
     # `quiet`, only compared with a few ticks or taken as 1 / (ticks + 1) above 1 / MEMORY
     # (past 2**24 they stop counting, still past them). In float64: values on the readings'
     # scale (prev, level, value, usual, regime) and `res`, compared with their differences.
@@ -230,7 +230,7 @@ class TagAnomaly(Float32Fields):
         self.zones = len(table.zones)
         self.status_of = np.array([owner.get(t.rpartition(".")[0], -1) if "." in t else -1
                                    for t in table.tags], dtype=np.int32)
-        # ... and its tanks at their floor or top (anomaly/tank_ends.py): a tank closed at its
+        # ... and its tanks at their floor or top (anomaly/water/tank_ends.py): a tank closed at its
         # floor drops the pressures it fed by tens of metres, at whatever hour it ran out
         # (ky10, held out: seen), as a pump stopping would; each follows the status points
         self.ends = TankEnds(table)

@@ -27,8 +27,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from anomaly.figures import significant
-from anomaly.points import PointTable
+from anomaly.core.figures import significant
+from anomaly.core.points import PointTable
 
 Scope = Literal["tag", "zone", "device"]
 Action = Literal["raise", "clear"]

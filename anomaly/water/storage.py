@@ -36,7 +36,7 @@ zone's tanks are settled (in, or out after `SETTLE_BINS` because they explain le
 `LEAVE_R2` of the inflow's steps or never stepped while their levels rested) the zone is not
 judged (judged without tanks that move, their filling would be consumption); when they
 enter, the leak detector's profile, learned meanwhile with their filling in it, is taken to
-their areas (anomaly/tank_profile.py). Nothing is learned while the leak detector's burst
+their areas (anomaly/water/tank_profile.py). Nothing is learned while the leak detector's burst
 test fires (a burst is a step too). What is learned is logged (`event=zone_storage_learned`
 for the zone, whether it is judged, `event=tank_area_learned` per tank) when a tank enters
 or leaves or an area moves by `RELOG`, and once when `SETTLE_BINS` have passed; it is kept
@@ -52,7 +52,7 @@ seldom-stepping tanks, and Anytown's low share of steps explained (all held out)
 failure modes they answer: see `_solve` and `settled`.
 
 >>> import numpy as np
->>> from anomaly.points import PointInfo, PointTable
+>>> from anomaly.core.points import PointInfo, PointTable
 >>> t = PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"),
 ...                 PointInfo("z.tank.level", "level", "m", zone="z")])
 >>> s = Storage(t)
@@ -75,8 +75,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from anomaly.points import PointTable
-from anomaly.ticks import Tick
+from anomaly.core.points import PointTable
+from anomaly.core.ticks import Tick
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class Storage:
         SETTLE_BINS bins out of it because they explain less than LEAVE_R2 of the inflow's
         steps (a metered main) or never stepped while their levels rested (a tank at its
         floor); or every one of them `metered` (per tank: its own main is a balance meter,
-        anomaly/tank_mains.py), as the balance holds them already."""
+        anomaly/water/tank_mains.py), as the balance holds them already."""
         out = np.ones(self.n_zones, dtype=bool)
         rows = self.zones_learning
         own = np.zeros(len(self.points), dtype=bool) if metered is None else metered

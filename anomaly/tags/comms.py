@@ -34,8 +34,8 @@ Tuned on simulator exports of seeds 1-3 only (scenarios normal, sensor-faults an
 comms-faults); seeds >= 100 are for evaluation.
 
 >>> import numpy as np
->>> from anomaly.points import PointInfo, PointTable
->>> from anomaly.ticks import Tick
+>>> from anomaly.core.points import PointInfo, PointTable
+>>> from anomaly.core.ticks import Tick
 >>> d = Comms(PointTable([PointInfo("a", device="rtu"), PointInfo("b", device="rtu")]))
 >>> def tick(i, good):
 ...     c = np.array(good, dtype=np.int64)
@@ -55,11 +55,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from anomaly.alarms import Finding
-from anomaly.batch import Batch, Quality
-from anomaly.points import PointTable
-from anomaly.state_part import restored
-from anomaly.ticks import Tick
+from anomaly.core.alarms import Finding
+from anomaly.core.batch import Batch, Quality
+from anomaly.core.points import PointTable
+from anomaly.core.ticks import Tick
+from anomaly.tables.state_part import restored
 
 COMMS_LATE = 2.0  # spacings: a whole device late by one reading is an outage, not chance
 DROPOUT_LATE = 3.0  # spacings

@@ -1,7 +1,7 @@
 """The learned tanks' part of a zone's time-of-day profile: the zone's consumption profile is
 known the moment its tanks enter its balance.
 
-Until a zone's tanks with learned areas enter its balance (anomaly/storage.py), the leak
+Until a zone's tanks with learned areas enter its balance (anomaly/water/storage.py), the leak
 detector's profile learns the zone's net inflow, the tanks' filling in it. Learning the
 consumption anew when they enter waited `leak.WARM_DAYS` more days, and a leak that began
 meanwhile was learned as demand (ky4, tuning: tanks entering on days 2.7-3.8 and leaks from
@@ -27,8 +27,8 @@ Tuned on nothing: it follows from the profile's arithmetic. Checked on wntr's Ne
 (tuning, seeds 1-20, areas learned); ky10, Anytown and Net6 only evaluated it.
 
 >>> import numpy as np
->>> from anomaly.points import PointInfo, PointTable
->>> from anomaly.storage import Storage
+>>> from anomaly.core.points import PointInfo, PointTable
+>>> from anomaly.water.storage import Storage
 >>> s = Storage(PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"),
 ...                         PointInfo("z.tank.level", "level", "m", zone="z")]))
 >>> p = TankProfile(s, day_bins=4, hour_bins=2, alpha=0.1)
@@ -49,8 +49,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from anomaly.state_part import restored
-from anomaly.storage import Storage
+from anomaly.tables.state_part import restored
+from anomaly.water.storage import Storage
 
 
 class TankProfile:

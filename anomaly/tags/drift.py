@@ -54,8 +54,8 @@ fixed injection). The ends columns changed no walk's delay on Net1 and ky4 by mo
 hour and raised no drift on their clean recordings.
 
 >>> import numpy as np
->>> from anomaly.points import PointInfo, PointTable
->>> from anomaly.ticks import Tick
+>>> from anomaly.core.points import PointInfo, PointTable
+>>> from anomaly.core.ticks import Tick
 >>> d = Drift(PointTable([PointInfo(f"z.j{i}.pressure", "pressure", "m", zone="z", lo=0.0,
 ...                                 hi=100.0) for i in range(3)]))
 >>> rng = np.random.default_rng(1)
@@ -76,14 +76,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from anomaly.alarms import Finding
-from anomaly.points import PointTable
-from anomaly.precision import Float32Fields
-from anomaly.state_part import StatePart, restored
-from anomaly.tank_ends import FLOOR as AT_FLOOR
-from anomaly.tank_ends import TOP as AT_TOP
-from anomaly.tank_ends import TankEnds
-from anomaly.ticks import Tick
+from anomaly.core.alarms import Finding
+from anomaly.core.points import PointTable
+from anomaly.core.ticks import Tick
+from anomaly.tables.precision import Float32Fields
+from anomaly.tables.state_part import StatePart, restored
+from anomaly.water.tank_ends import FLOOR as AT_FLOOR
+from anomaly.water.tank_ends import TOP as AT_TOP
+from anomaly.water.tank_ends import TankEnds
 
 LEVEL_KINDS = ("pressure", "voltage", "frequency", "temperature")
 CONTEXT_KINDS = ("status", "level")  # a zone's states that change how its loggers relate
@@ -118,7 +118,7 @@ class Drift(Float32Fields):
     """`drift` on every point of a level kind at once."""
 
     name = "drift"
-    # Per-tag scales, CUSUMs and excursion means in float32 (anomaly/precision.py). In
+    # Per-tag scales, CUSUMs and excursion means in float32 (anomaly/tables/precision.py). In
     # float64: `held`, on the readings' scale, and the regression's sums (fit_*), which add
     # up squares over months. The hourly `profile` is float32 but for the hour being learned
     # (see `_open`).
@@ -155,7 +155,7 @@ class Drift(Float32Fields):
         for r, c in enumerate(context):
             self.columns[r, width:width + len(c)] = c
         # ... and whether each of the zone's tanks is at its floor, at its top (0/1 columns, as
-        # anomaly/tank_ends.py learns them): a tank that ran out and was closed moves the
+        # anomaly/water/tank_ends.py learns them): a tank that ran out and was closed moves the
         # loggers it fed by tens of metres against the rest, a shift no line through its level
         # explains. Column r of `end_cols` is tank r // 2's floor (even) or top (odd) state.
         self.ends = TankEnds(table)

@@ -19,8 +19,8 @@ held is between its ends. A level that only ever holds at one value (a tank kept
 an end throughout: no switch.
 
 >>> import numpy as np
->>> from anomaly.points import PointInfo, PointTable
->>> from anomaly.ticks import Tick
+>>> from anomaly.core.points import PointInfo, PointTable
+>>> from anomaly.core.ticks import Tick
 >>> ends = TankEnds(PointTable([PointInfo("z.t1.level", "level", "m", zone="z")]))
 >>> rng = np.random.default_rng(1)
 >>> cycle = np.r_[np.linspace(25, 20, 40), np.full(12, 20.0), np.linspace(20, 24, 30)]
@@ -42,9 +42,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from anomaly.points import PointTable
-from anomaly.precision import Float32Fields
-from anomaly.ticks import Tick
+from anomaly.core.points import PointTable
+from anomaly.core.ticks import Tick
+from anomaly.tables.precision import Float32Fields
 
 NOISE = 3.0  # times the usual step taken back: a step within the level's noise
 NEAR = 1.0  # such steps from an end: at it (a slow drain reaches it a few readings early)

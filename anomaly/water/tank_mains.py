@@ -23,7 +23,7 @@ Set from the physics, not fitted: the water simulator's tank 2 meets it with an 
 a meter of its own, nor any of ky10, Anytown and Net6 (held out, only evaluated).
 
 >>> import numpy as np
->>> from anomaly.points import PointInfo, PointTable
+>>> from anomaly.core.points import PointInfo, PointTable
 >>> t = PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"),
 ...                 PointInfo("z.tank.flow", "flow", "L/s", zone="z", role="inflow"),
 ...                 PointInfo("z.tank.level", "level", "m", zone="z")])
@@ -44,7 +44,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from anomaly.points import PointTable
+from anomaly.core.points import PointTable
 
 SHARE = 0.9  # of the meter's squared flow a line through the origin on the level rate explains
 MIN_HOURS = 24  # hours known

@@ -14,7 +14,7 @@ in a replay, whatever the batches, and never a tick the reading itself is part o
 that crosses a limit must not widen its own tolerance).
 
 >>> import numpy as np
->>> from anomaly.points import PointInfo, PointTable
+>>> from anomaly.core.points import PointInfo, PointTable
 >>> d = Limits(PointTable([PointInfo("p", lo=0.0, hi=10.0)]))
 >>> def judge(v):
 ...     d.judge(0, np.array([0]), np.array([v]), np.array([True]))
@@ -31,12 +31,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from anomaly.alarms import Finding
-from anomaly.batch import Batch
-from anomaly.points import PointTable
-from anomaly.precision import Float32Fields
-from anomaly.state_part import restored
-from anomaly.ticks import Tick
+from anomaly.core.alarms import Finding
+from anomaly.core.batch import Batch
+from anomaly.core.points import PointTable
+from anomaly.core.ticks import Tick
+from anomaly.tables.precision import Float32Fields
+from anomaly.tables.state_part import restored
 
 DEADBAND = 0.02  # of the lo-hi span: how far back inside a value must come to leave
 TOLERANCE = 0.01  # of the lo-hi span, a class-1 transducer's accuracy: how far outside to trip
@@ -68,7 +68,7 @@ class Limits(Float32Fields):
     `skip` marks (another detector judges them against the same limits)."""
 
     name = "limits"
-    # The usual step and its weight in float32 (anomaly/precision.py); `previous`, a
+    # The usual step and its weight in float32 (anomaly/tables/precision.py); `previous`, a
     # reading, in float64.
     FLOAT32 = frozenset({"step", "weight"})
 

@@ -8,7 +8,7 @@ see the same sequence whether batches come live from pollers or from a recording
 what makes a replay give the alarms of the live run.
 
 >>> import numpy as np
->>> from anomaly.batch import Batch, Quality
+>>> from anomaly.core.batch import Batch, Quality
 >>> acc = TickAccumulator(2, interval_ns=60 * 10**9, lateness_ns=0)
 >>> s = 10**9
 >>> ticks = acc.add(Batch.of(source_ts=[0, 30 * s, 70 * s], point=[0, 0, 1],
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anomaly.batch import Batch, Quality
+from anomaly.core.batch import Batch, Quality
 
 
 @dataclass(frozen=True, slots=True)

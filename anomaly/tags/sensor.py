@@ -45,8 +45,8 @@ from the physics (a step's noise, a spike fault's few readings), not fitted to t
 held-out networks' (ky10, Anytown, Net6) showed the same and were seen before it was written.
 
 >>> import numpy as np
->>> from anomaly.points import PointInfo, PointTable
->>> from anomaly.ticks import Tick
+>>> from anomaly.core.points import PointInfo, PointTable
+>>> from anomaly.core.ticks import Tick
 >>> d = SensorFaults(PointTable([PointInfo("p", "pressure", "m")]))
 >>> rng = np.random.default_rng(0)
 >>> def tick(i, v):
@@ -68,12 +68,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from anomaly.alarms import Finding
-from anomaly.limits import TOLERANCE, limit_span
-from anomaly.points import PointTable
-from anomaly.precision import Float32Fields
-from anomaly.state_part import restored
-from anomaly.ticks import Tick
+from anomaly.core.alarms import Finding
+from anomaly.core.points import PointTable
+from anomaly.core.ticks import Tick
+from anomaly.tables.precision import Float32Fields
+from anomaly.tables.state_part import restored
+from anomaly.tags.limits import TOLERANCE, limit_span
 
 # stuck
 QUANTILE = 0.99  # of a tag's runs: their usual longest
@@ -125,7 +125,7 @@ class SensorFaults(Float32Fields):
     """`stuck` and `spike` on every tag at once."""
 
     name = "sensor"
-    # Scales, spreads and fading weights in float32 (anomaly/precision.py); so is `run`, a
+    # Scales, spreads and fading weights in float32 (anomaly/tables/precision.py); so is `run`, a
     # count of readings only compared with MIN_RUN (past 2**24 it stops counting, still
     # past it). In float64: values on the readings' scale (prev, prev2, rest, low, high) and
     # `res`, compared with their differences.

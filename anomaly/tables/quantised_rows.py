@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from anomaly.state_part import restored
+from anomaly.tables.state_part import restored
 
 BITS = 15  # of each tag's largest value, the sign apart (int16)
 TOP = 2**BITS - 1

@@ -1,14 +1,14 @@
 """`leak`: water leaks per zone, from the zone's water balance against its learned profile.
 
 A zone's consumption is its net inflow (its flow meters with a role, inflow +, outflow -, in
-L/s) less the water going into the tanks whose level point is in the zone (anomaly/storage.py:
+L/s) less the water going into the tanks whose level point is in the zone (anomaly/water/storage.py:
 their `area` or `volume_curve`, else an area learned online). Whatever pumps and level controls
 do, that is what the zone's customers and leaks take: a pump filling a tank raises the inflow
 and the tank's level together, and a pump trip lowers pressures, not consumption. A zone whose
 tanks' areas are still being learned is not judged (a pump filling an unknown tank would look
 like a burst); what its profile learned meanwhile is taken to the tanks' areas when they
-enter, and again whenever they move (anomaly/tank_profile.py), so it is judged from then on; a
-tank whose own main is a balance meter is in the balance already (anomaly/tank_mains.py).
+enter, and again whenever they move (anomaly/water/tank_profile.py), so it is judged from then on; a
+tank whose own main is a balance meter is in the balance already (anomaly/water/tank_mains.py).
 Where tanks are in the balance, a bin whose net inflow stepped between two readings (a pump
 switching) is skipped: point readings put the switch anywhere between them, up to half a
 reading interval of the pump's flow off, while the levels say when it was.
@@ -105,8 +105,8 @@ only, whose alarm there came from a third Saturday's evening in the window's fir
 rule now holds on every night, docs/replay.md).
 
 >>> import numpy as np
->>> from anomaly.points import PointInfo, PointTable
->>> from anomaly.ticks import Tick
+>>> from anomaly.core.points import PointInfo, PointTable
+>>> from anomaly.core.ticks import Tick
 >>> table = PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow")])
 >>> d = Leak(table)
 >>> def tick(k, v):
@@ -131,13 +131,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from anomaly.alarms import Finding
-from anomaly.points import PointTable
-from anomaly.state_part import StatePart
-from anomaly.storage import Storage
-from anomaly.tank_mains import TankMains
-from anomaly.tank_profile import TankProfile
-from anomaly.ticks import Tick
+from anomaly.core.alarms import Finding
+from anomaly.core.points import PointTable
+from anomaly.core.ticks import Tick
+from anomaly.tables.state_part import StatePart
+from anomaly.water.storage import Storage
+from anomaly.water.tank_mains import TankMains
+from anomaly.water.tank_profile import TankProfile
 
 NS = 10**9
 BIN_S = 900  # profile resolution: 15 min
@@ -836,7 +836,7 @@ class Leak:
     def _relearn(self, zones: np.ndarray) -> None:
         """A tank entered these zones' balance: their tests, nights and day level were of
         the consumption without it, the tank's filling in it, so they start again (the
-        profile and hours' variance follow the areas: anomaly/tank_profile.py)."""
+        profile and hours' variance follow the areas: anomaly/water/tank_profile.py)."""
         self.nights[zones] = np.nan
         for name in ("mnf", "usual", "size", "confidence", "limit", "alarm_mnf"):
             getattr(self, name)[zones] = np.nan
