@@ -49,6 +49,12 @@ FORBIDDEN = [
     ("gateway.inputs", "gateway.runtime", "the runtime composes the inputs"),
 ]
 
+# anomaly/'s layers (docs/architecture.md): a module imports its own folder and lower layers
+# only, never another folder of its layer. A module in no layer (new, not placed yet) is free.
+ANOMALY_LAYERS = [("anomaly.core", "anomaly.tables"), ("anomaly.water",),
+                  ("anomaly.tags", "anomaly.grid", "anomaly.zone_score", "anomaly.evaluation"),
+                  ("anomaly.engine",)]
+
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -84,6 +90,7 @@ def test_the_graph_is_read() -> None:
     assert "gateway.inputs.modbus.bus" in graph["gateway.runtime"]
     assert "gateway.inputs.backoff" in graph["gateway.inputs.opcua.session"]
     assert "gateway.inputs.quality" in graph["gateway.inputs.modbus.bus"]  # `from x import mod`
+    assert "anomaly.water.tank_ends" in graph["anomaly.tags.drift"]
 
 
 @pytest.mark.parametrize(("importer", "imported", "why"), FORBIDDEN,
@@ -92,6 +99,18 @@ def test_forbidden_import(importer: str, imported: str, why: str) -> None:
     found = sorted(f"{m} imports {t}" for m, ts in import_graph().items() if _under(m, importer)
                    for t in ts if _under(t, imported))
     assert not found, f"{why}:\n" + "\n".join(found)
+
+
+def test_anomaly_imports_down_its_layers() -> None:
+    def place(module: str) -> tuple[int, str] | None:
+        return next(((rank, unit) for rank, units in enumerate(ANOMALY_LAYERS) for unit in units
+                     if _under(module, unit)), None)
+
+    found = sorted(f"{m} imports {t}" for m, ts in import_graph().items() if (here := place(m))
+                   for t in ts if (there := place(t)) and there[1] != here[1]
+                   and there[0] >= here[0])
+    assert not found, "anomaly's folders import one way, core and tables first:\n" + "\n".join(
+        found)
 
 
 def test_no_protocol_imports_another() -> None:
