@@ -13,11 +13,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import alarms, auth, config, health, history, metrics, points
-from api.auth import AUTH_PROBLEMS, ENGINEER, OPERATOR, PUBLIC, VIEWER, Access, Guard
 from api.context import ApiContext, StatusSource
-from api.middleware import BODY_LIMIT, BODY_LIMITS, BodyLimit, SecurityHeaders
 from api.models import Problem
+from api.routes import alarms, config, health, history, metrics, points
+from api.security import auth
+from api.security.auth import AUTH_PROBLEMS, ENGINEER, OPERATOR, PUBLIC, VIEWER, Access, Guard
+from api.security.middleware import BODY_LIMIT, BODY_LIMITS, BodyLimit, SecurityHeaders
 from api.tokens import TokenStore
 from gateway.site.model import Site
 
@@ -56,7 +57,7 @@ Every route but `health` needs `Authorization: Bearer <token>` (`scadawatch toke
 # /docs) is public: it holds no data. A route for an EventSource takes `?access_token=` too:
 # "GET /alarms/stream": Access("viewer", query_token=True).
 ACCESS: dict[str, Access] = {
-    "GET /health": PUBLIC,  # its details only for a viewer token (api.health)
+    "GET /health": PUBLIC,  # its details only for a viewer token (api.routes.health)
     "GET /auth/me": VIEWER,
     "GET /points": VIEWER,
     "GET /latest": VIEWER,

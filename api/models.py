@@ -207,8 +207,9 @@ class AlarmHistory(BaseModel):
     journal: list[JournalEvent]
 
 
-# Bounds of what a request may carry (with the body limit, api.middleware): text an operator
-# types, names as long as the site file allows, lists no longer than what they choose from.
+# Bounds of what a request may carry (with the body limit, api.security.middleware): text an
+# operator types, names as long as the site file allows, lists no longer than what they choose
+# from.
 TEXT = 2000  # characters of a comment or reason
 NAME = NAME_MAX  # characters of a tag, zone or kind
 ALARM_ID = NAME + 56  # "<kind>:<tag or zone>:<seconds>"

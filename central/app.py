@@ -9,8 +9,8 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.routing import Mount
 
 from api.app import ACCESS, PREFIX, STATUS_STALE_AFTER, create_app
-from api.auth import VIEWER, GuardedRoute
 from api.context import ApiContext
+from api.security.auth import VIEWER, GuardedRoute
 from central.host import Central, historian_file, prefixed
 from central.links import SiteLink
 from central.reader import CentralReader, SiteReader

@@ -18,9 +18,9 @@ from support.alarm_helpers import NS, T0, alarm, cleared, raised
 from support.harness import RUN_LIMIT, running
 
 from anomaly.core.alarms import Alarm as EngineAlarm
-from api import alarms as alarms_api
 from api.app import create_app
 from api.models import AlarmHistory, AlarmKpis, Alarms, BulkAckResult
+from api.routes import alarms as alarms_api
 from api.tokens import TokenStore
 from gateway.alarms.encoding import AlarmView
 from gateway.alarms.store import AlarmStore

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from support.harness import RUN_LIMIT
 
-from api.middleware import BODY_LIMIT, BODY_LIMITS, POLICY
+from api.security.middleware import BODY_LIMIT, BODY_LIMITS, POLICY
 from api.tokens import TokenStore
 from scadawatch.ports import free_port
 

@@ -30,7 +30,7 @@ from fastapi.routing import APIRoute
 from support.harness import RUN_LIMIT, running
 
 from api.app import ACCESS, PREFIX, create_app
-from api.auth import (
+from api.security.auth import (
     ADMIN,
     ENGINEER,
     OPERATOR,
@@ -306,10 +306,10 @@ def test_refused_requests_are_logged_at_a_bounded_rate(own_client: httpx.Client,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     """Anyone can make the API refuse requests: 300 of them log 10 lines (a minute's
     allowance per status and reason); the first line after the minute counts the rest."""
-    with caplog.at_level(logging.INFO, logger="api.auth"):
+    with caplog.at_level(logging.INFO, logger="api.security.auth"):
         for _ in range(300):
             assert own_client.get(PREFIX + "/points").status_code == 401
-    lines = [r.getMessage() for r in caplog.records if r.name == "api.auth"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "api.security.auth"]
     assert len(lines) == 10, lines[:3]
     assert all(line.startswith("event=auth_refused status=401 reason=missing ")
                for line in lines)

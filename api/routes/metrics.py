@@ -20,9 +20,9 @@ from prometheus_client.core import (
     Metric,
 )
 
-from api.auth import GuardedRoute
 from api.context import ApiContext, Ctx
-from api.health import device_rows, read_status
+from api.routes.health import device_rows, read_status
+from api.security.auth import GuardedRoute
 from gateway.status import LATENCY_BUCKETS, DeviceStatus, SinkStatus, TaskStatus
 
 P = "scadawatch_"

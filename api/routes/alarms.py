@@ -18,7 +18,6 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from fastapi.responses import StreamingResponse
 
 from anomaly.core.alarms import AlarmKind
-from api.auth import QUERY_TOKEN, Caller, GuardedRoute
 from api.context import Ctx, bad_param
 from api.models import (
     ALARM_ID,
@@ -39,6 +38,7 @@ from api.models import (
     Suppression,
     SuppressRequest,
 )
+from api.security.auth import QUERY_TOKEN, Caller, GuardedRoute
 from api.times import DURATION_HELP, TIME_HELP, parse_time
 from gateway.alarms.encoding import AlarmView
 from gateway.alarms.kpis import kpis

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import TypeAdapter, ValidationError
 
-from api.auth import Guard, GuardedRoute, bearer
 from api.context import ApiContext, Ctx
 from api.models import (
     DeviceHealth,
@@ -29,6 +28,7 @@ from api.models import (
     SpoolHealth,
     TaskHealth,
 )
+from api.security.auth import Guard, GuardedRoute, bearer
 from api.times import iso_seconds
 from gateway.status import DeviceStatus, GatewayStatus
 

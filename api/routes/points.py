@@ -8,10 +8,10 @@ import numpy as np
 from fastapi import APIRouter, Query, Response
 
 from anomaly.core.batch import Batch, Quality
-from api.auth import GuardedRoute
 from api.context import Ctx
 from api.encode import json_response
 from api.models import QUALITY_NAMES, Latest, PointListing, Points
+from api.security.auth import GuardedRoute
 from gateway.inputs.quality import cause_name
 from gateway.site.model import PointKind, fields_of
 from timegrammar import now_ns

@@ -18,10 +18,10 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.auth import Caller, GuardedRoute
 from api.context import Ctx
 from api.encode import json_response
 from api.models import Problem
+from api.security.auth import Caller, GuardedRoute
 from gateway import config_audit
 from gateway.config_audit import Who
 from gateway.reload import Result

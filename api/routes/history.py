@@ -8,10 +8,10 @@ import numpy as np
 from fastapi import APIRouter, Query, Response
 
 from anomaly.core.batch import Quality
-from api.auth import GuardedRoute
 from api.context import ApiContext, Ctx, bad_param
 from api.encode import Column, columns_csv, columns_json
 from api.models import AGGREGATES, QUALITY_NAMES, Aggregate, History
+from api.security.auth import GuardedRoute
 from api.times import DURATION_HELP, TIME_HELP, parse_time
 from timegrammar import MAX_NS, NS, now_ns, parse_duration
 from timegrammar.iso import iso, iso_column
