@@ -19,8 +19,9 @@ simulated day for Net1, 2-5 s for ky10 and Net6.
 
 Demand: every junction demand that follows a varying pattern follows the network's own daily
 pattern (interpolated per minute; weekends 1.5 h later and 4 % higher) with
-`simulators.water.Demand`'s day-to-day factors and AR(1) noise, drawn for groups of junctions
-(so a large network's total is not unrealistically smooth). Constant demands stay constant.
+`simulators.physics.water.Demand`'s day-to-day factors and AR(1) noise, drawn for groups of
+junctions (so a large network's total is not unrealistically smooth). Constant demands stay
+constant.
 
 Which networks tune and which only evaluate (`NETWORKS[...].role`): Net1 and ky4 tuned the
 detectors; ky10, Anytown and Net6 are held out, only evaluated. Net2 is left out: its source is
@@ -29,7 +30,7 @@ water simulator's.
 
 Events: `leak` (target: the zone; `size` L/s or `percent` of the zone's mean consumption, at
 the pressure when it starts; optional `ramp` seconds and `junction`) and the sensor faults of
-`simulators.measure`. `recording_events` draws a recording's events from a seed.
+`simulators.physics.measure`. `recording_events` draws a recording's events from a seed.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ from wntr.epanet.util import EN
 from wntr.network import LinkStatus, WaterNetworkModel
 from wntr.network.controls import Comparison, Control, ControlAction, ValueCondition
 
+from simulators.physics.water import Demand
 from simulators.scenario import Event, Scenario
 from simulators.signals import Signal
 from simulators.site import SimulatedSite
-from simulators.water import Demand
 
 WNTR = Path(wntr.__file__).parent
 REQUIRED_PRESSURE = 15.0  # m: full demand above it

@@ -19,9 +19,9 @@ from types import TracebackType
 
 import numpy as np
 
-from simulators.iec104_server import Iec104SiteServer
-from simulators.modbus_server import ModbusSiteServer
-from simulators.opcua_server import OpcUaSiteServer, namespace_uri
+from simulators.servers.iec104_server import Iec104SiteServer
+from simulators.servers.modbus_server import ModbusSiteServer
+from simulators.servers.opcua_server import OpcUaSiteServer, namespace_uri
 from simulators.site import SimulatedSite, iso_us
 
 log = logging.getLogger("scadawatch.simulate")

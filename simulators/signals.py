@@ -16,7 +16,7 @@ class Signal:
     current is an RMS magnitude, so its transducer reads 0 A, never -1.5 A, at a stopped
     motor.
     The Modbus fields say where the value is served; `address` is None until
-    `simulators.registers.assign_addresses` places it.
+    `simulators.servers.registers.assign_addresses` places it.
     """
 
     tag: str

@@ -17,9 +17,9 @@ from typing import Literal, Protocol
 import numpy as np
 
 from simulators import scenario as scenarios
-from simulators.measure import SENSOR_FAULTS, Sensors
-from simulators.registers import assign_addresses
+from simulators.physics.measure import SENSOR_FAULTS, Sensors
 from simulators.scenario import EVENT_KINDS, Event, Scenario, ScenarioError
+from simulators.servers.registers import assign_addresses
 from simulators.signals import Signal
 from timegrammar.iso import iso
 
@@ -258,9 +258,9 @@ def build_site(name: SiteName, scenario: str | Path, *, seed: int, start: dateti
     physics = [e for e in loaded.for_site(name) if e.kind not in SENSOR_FAULTS | {"comms"}]
     # Each physics package is heavy (wntr, pandapower): import only the one this site needs.
     if name == "water":
-        from simulators.water import WaterNetwork as Model
+        from simulators.physics.water import WaterNetwork as Model
     elif name == "grid":
-        from simulators.grid import GridNetwork as Model
+        from simulators.physics.grid import GridNetwork as Model
     else:
         raise ValueError(f"unknown site {name!r}; expected water or grid")
     file = scenario_file(scenario)

@@ -14,7 +14,7 @@ from typing import Any
 
 import tomli_w
 
-from simulators.iec104_server import Address, addresses
+from simulators.servers.iec104_server import Address, addresses
 from simulators.signals import Signal
 from simulators.site import SimulatedSite
 

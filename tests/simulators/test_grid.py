@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from simulators import scenario
-from simulators.grid import FREQUENCY_TAG, RESTORE_DELAY, GridNetwork
-from simulators.registers import assign_addresses, device_name
+from simulators.physics.grid import FREQUENCY_TAG, RESTORE_DELAY, GridNetwork
 from simulators.scenario import Event
+from simulators.servers.registers import assign_addresses, device_name
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 PEAK = 18 * 3600 + 900  # Monday 18:15, the evening peak

@@ -1,7 +1,7 @@
-"""The simulators' IEC 60870-5-104 face (simulators/iec104_server.py) read by the gateway's own
-IEC 104 client over loopback: interrogated values, spontaneous reports with their CP56Time2a
-time tags, quality bits of a unit in comms fault and of a dropped-out sensor; and the demo's
-site file with feeder 2's RTU over IEC 104 (check-config, gateway and API end to end); and
+"""The simulators' IEC 60870-5-104 face (simulators/servers/iec104_server.py) read by the
+gateway's own IEC 104 client over loopback: interrogated values, spontaneous reports with their
+CP56Time2a time tags, quality bits of a unit in comms fault and of a dropped-out sensor; and the
+demo's site file with feeder 2's RTU over IEC 104 (check-config, gateway and API end to end); and
 c104's client (lib60870-C, a stack we did not write; GPLv3, a test dependency only) reading the
 same station, so the two ends of our own code do not merely agree with each other.
 """
@@ -31,7 +31,7 @@ from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.status import GatewayStatus
 from scadawatch.demo import IEC104_DEVICES, merge_sites, over_iec104
-from simulators.iec104_server import addresses
+from simulators.servers.iec104_server import addresses
 from simulators.sitefile import write_site_file
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
-"""The simulators' IEC 104 station (simulators/iec104_server.py) at the link layer, driven by
-a raw-socket controlling station: refusals of what a read-only station does not do, the k
+"""The simulators' IEC 104 station (simulators/servers/iec104_server.py) at the link layer,
+driven by a raw-socket controlling station: refusals of what a read-only station does not do, the k
 window and t1 towards a client that never acknowledges, frames that break the protocol.
 Frames are built with the gateway's codec (gateway/inputs/iec104), not the server's."""
 
@@ -15,7 +15,7 @@ import pytest
 
 from gateway.inputs.iec104 import apci
 from gateway.inputs.iec104 import asdu as codec
-from simulators.iec104_server import Iec104SiteServer, Timers
+from simulators.servers.iec104_server import Iec104SiteServer, Timers
 from simulators.signals import Signal
 
 LIMIT = 5.0

@@ -1,6 +1,6 @@
 """A simulated site served live: Modbus TCP read by mbpoll (a client we did not write) and OPC UA
 read by asyncua's client give the same values for the same simulated time, and comms faults and
-dropouts show on both as documented in simulators/modbus_server.py and opcua_server.py.
+dropouts show on both as documented in simulators/servers/modbus_server.py and opcua_server.py.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from asyncua import Client, ua
 from support.modbus_servers import encode
 
 from scadawatch.ports import free_port
-from simulators.modbus_server import TABLES, RegisterImage
-from simulators.opcua_server import namespace_uri
 from simulators.scenario import MIN_OUTAGE
 from simulators.serve import serve
+from simulators.servers.modbus_server import TABLES, RegisterImage
+from simulators.servers.opcua_server import namespace_uri
 from simulators.signals import Signal
 from simulators.site import build_site
 
@@ -265,8 +265,8 @@ def test_before_its_first_values_a_simulator_answers_busy_not_zeros() -> None:
     """A site whose process has no values yet: Modbus answers exception 0x06 (server device
     busy) on every unit, never an empty register map read as zeros, and OPC UA says
     BadWaitingForInitialData; the first sample ends both."""
-    from simulators.modbus_server import ModbusSiteServer
-    from simulators.opcua_server import OpcUaSiteServer
+    from simulators.servers.modbus_server import ModbusSiteServer
+    from simulators.servers.opcua_server import OpcUaSiteServer
 
     site = build_site("water", "normal", seed=1, start=datetime(2026, 3, 1, tzinfo=UTC),
                       step=60.0)

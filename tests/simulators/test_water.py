@@ -13,8 +13,8 @@ import tomli_w
 
 from gateway.site.loader import load_site
 from scadawatch.cli import main as cli_main
+from simulators.physics.water import WaterNetwork
 from simulators.scenario import Event
-from simulators.water import WaterNetwork
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, the CLI's default
 HOUR = 3600.0

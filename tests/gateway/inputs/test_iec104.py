@@ -35,7 +35,7 @@ from gateway.inputs.iec104.client import build_sessions
 from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
-from simulators.iec104_frames import cp56
+from simulators.servers.iec104_frames import cp56
 
 LIMIT = 10.0  # seconds any wait in this file may take before it fails
 CA = 7

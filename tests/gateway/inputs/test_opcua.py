@@ -33,7 +33,7 @@ from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
 from scadawatch.ports import free_port
-from simulators.opcua_server import namespace_uri
+from simulators.servers.opcua_server import namespace_uri
 
 
 def opcua_site(endpoint: str, nodes: dict[str, str], tmp_path: Path, **device: object) -> Site:

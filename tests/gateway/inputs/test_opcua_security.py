@@ -35,7 +35,7 @@ from gateway.inputs.opcua.session import build_sessions
 from gateway.site.model import Device, Point, Site, SiteSection
 from gateway.status import GatewayStatus
 from scadawatch.ports import free_port
-from simulators.opcua_server import OpcUaSiteServer, namespace_uri
+from simulators.servers.opcua_server import OpcUaSiteServer, namespace_uri
 from simulators.signals import Signal
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """A simulated site's Modbus TCP face: one pymodbus server, one unit id per device.
 
-Each unit serves the signals `simulators.registers` placed on it, read-only:
+Each unit serves the signals `simulators.servers.registers` placed on it, read-only:
 
 - holding/input registers: float32 (or any `Signal.type`) in the signal's word order, where
   ABCD is big-endian (most significant word first), CDAB swaps the words, BADC swaps the

@@ -46,7 +46,7 @@ from datetime import datetime
 
 import numpy as np
 
-from simulators import iec104_frames as f
+from simulators.servers import iec104_frames as f
 from simulators.signals import Signal
 
 log = logging.getLogger(__name__)
