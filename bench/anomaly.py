@@ -4,9 +4,9 @@ Quality: simulator exports made with EVALUATION seeds (default 101, 102, 103), n
 while tuning (the detectors were tuned on TUNING_SEEDS 1, 2, 3 only), for water normal, leak,
 small-leaks (a generated scenario: leaks of 5-10 % of a zone's inflow, abrupt and ramped),
 sensor-faults, comms-faults, and grid normal, grid-events, sensor-faults. Each recording goes
-through our engine as `scadawatch replay` runs it (scadawatch/replay.py's engine: ticks of the
-recording's step, 5 min for water and 15 min for grid, not the site's 60 s), and through two
-river off-the-shelf baselines on the same data:
+through our engine as `scadawatch replay` runs it (scadawatch/commands/replay.py's engine:
+ticks of the recording's step, 5 min for water and 15 min for grid, not the site's 60 s), and
+through two river off-the-shelf baselines on the same data:
   - gauss/tag: per tag, GaussianScorer in QuantileFilter(q=0.995);
   - hst/zone: per zone, MinMaxScaler | HalfSpaceTrees(seed) in QuantileFilter(q=0.995), over
     all tags of the zone (the zone-less tags form one group of their own).
@@ -55,9 +55,9 @@ from bench.table import Row
 from gateway.site.loader import load_site
 from gateway.site.model import Point, Site
 from gateway.storage.recording import RecordingReader, read_recording, write_recording
-from scadawatch.evaluate import read_labels
-from scadawatch.replay import replay_engine
-from scadawatch.replay import run as replay_run
+from scadawatch.commands.evaluate import read_labels
+from scadawatch.commands.replay import replay_engine
+from scadawatch.commands.replay import run as replay_run
 
 TUNING_SEEDS = (1, 2, 3)  # the detectors were tuned on these: never evaluate on them
 EVALUATION_SEEDS = (101, 102, 103)

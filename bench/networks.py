@@ -61,7 +61,7 @@ from bench.table import Row
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.storage.recording import read_recording
-from scadawatch.evaluate import read_labels
+from scadawatch.commands.evaluate import read_labels
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 FIRST_SEED = 101  # seeds below it tuned the detectors (on the tuning networks only)

@@ -41,7 +41,7 @@ from bench.anomaly import (
 from bench.table import Row
 from gateway.site.loader import load_site
 from gateway.storage.recording import RecordingReader, read_recording
-from scadawatch.evaluate import read_labels
+from scadawatch.commands.evaluate import read_labels
 
 DAYS = 28.0
 STEPS = {"1 h": 3600.0, "5 min": 300.0}

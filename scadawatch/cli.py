@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = command("demo", "scadawatch.demo:main",
+    p = command("demo", "scadawatch.commands.demo:main",
                 "simulators + gateway + historian + API on 127.0.0.1, on the example site")
     p.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     p.add_argument("--duration", type=duration, default=None, metavar="D",
@@ -74,19 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("run", "gateway + detector + API in one process (edge)"),
                         ("gateway", "the gateway alone: poll, spool, store, detect"),
                         ("api", "the API alone, over the historian a gateway fills")):
-        p = command(name, "scadawatch.serve:main", help_)
+        p = command(name, "scadawatch.commands.serve:main", help_)
         _config(p)
 
-    p = command("check-config", "scadawatch.check:main",
+    p = command("check-config", "scadawatch.commands.check:main",
                 "validate a site file; every error names file, key path and reason; exit 2")
     _config(p)
 
-    p = command("central", "scadawatch.central:main",
+    p = command("central", "scadawatch.commands.central:main",
                 "the multi-site control room: Sparkplug B host application, historian, "
                 "alarm list and API for every site")
     p.add_argument("--config", required=True, metavar="CENTRAL.toml", help="central file")
 
-    p = command("simulate", "scadawatch.simulate:main",
+    p = command("simulate", "scadawatch.commands.simulate:main",
                 "physical simulators served over Modbus TCP, OPC UA and IEC 104, or exported "
                 "to CSV")
     p.add_argument("site", choices=["water", "grid"])
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="physics step (default 1min when serving; 5min water, 15min grid "
                    "when exporting)")
 
-    p = command("opcua", "scadawatch.opcua:main",
+    p = command("opcua", "scadawatch.commands.opcua:main",
                 "OPC UA security: `cert` creates (once) and shows the gateway's client "
                 "certificate for the server admin, and where trusted server certificates go")
     p.add_argument("action", choices=["cert"])
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", default="gateway",
                    help="site name for the certificate with --data-dir (default gateway)")
 
-    p = command("browse", "scadawatch.browse:main",
+    p = command("browse", "scadawatch.commands.browse:main",
                 "walk a server's address space and write its variables as a point list "
                 "(the site file's CSV format)")
     protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--timeout", type=duration, default="10s",
                    help="for the connection and each request (default 10s)")
 
-    p = command("probe", "scadawatch.probe:main",
+    p = command("probe", "scadawatch.commands.probe:main",
                 "read a device once and show every decoding, to pick a point's type and "
                 "word_order (read-only function codes)")
     protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--timeout", type=duration, default="3s",
                    help="for the connection and the answer (default 3s)")
 
-    p = command("token", "scadawatch.token:main",
+    p = command("token", "scadawatch.commands.token:main",
                 "API tokens: create (printed once, stored hashed in data_dir), list, revoke")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("create", help="make a token and print it (once)")
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("name", metavar="NAME")
     _config(a)
 
-    p = command("replay", "scadawatch.replay:main",
+    p = command("replay", "scadawatch.commands.replay:main",
                 "run the anomaly engine offline over a recording; write alarms.jsonl")
     _config(p)
     p.add_argument("--input", required=True, metavar="PATH",
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", default=None, metavar="FILE",
                    help="engine state: loaded if the file exists, saved at the end")
 
-    p = command("evaluate", "scadawatch.evaluate:main",
+    p = command("evaluate", "scadawatch.commands.evaluate:main",
                 "score alarms against ground-truth labels: recall, precision, F1, delay, "
                 "false alarms per zone-day")
     p.add_argument("--alarms", required=True, metavar="ALARMS.jsonl")

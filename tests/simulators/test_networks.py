@@ -17,8 +17,8 @@ import pytest
 from anomaly.core.alarms import Alarm
 from gateway.site.loader import load_site
 from gateway.storage.recording import RecordingReader
-from scadawatch.replay import replay_engine
-from scadawatch.replay import run as replay
+from scadawatch.commands.replay import replay_engine
+from scadawatch.commands.replay import run as replay
 from simulators.export import export
 from simulators.networks import NETWORKS, build, recording
 from simulators.scenario import Event

@@ -30,7 +30,7 @@ from gateway.inputs.iec104.client import build_sessions
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from gateway.status import GatewayStatus
-from scadawatch.demo import IEC104_DEVICES, merge_sites, over_iec104
+from scadawatch.commands.demo import IEC104_DEVICES, merge_sites, over_iec104
 from simulators.servers.iec104_server import addresses
 from simulators.sitefile import write_site_file
 

@@ -28,8 +28,8 @@ from gateway.site.model import Site
 from gateway.status import SpoolStatus
 from gateway.storage.historian import EmbeddedHistorian
 from gateway.storage.spool import Spool
+from scadawatch.commands.serve import serve as run_gateway
 from scadawatch.ports import free_port
-from scadawatch.serve import serve as run_gateway
 
 T = TypeVar("T")
 

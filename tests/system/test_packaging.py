@@ -56,8 +56,9 @@ def test_core_install_pulls_no_simulator_or_science_stack() -> None:
 
 
 def test_gateway_commands_import_no_simulator_stack() -> None:
-    code = ("import sys, scadawatch.cli, scadawatch.serve, scadawatch.check, gateway.runtime, "
-            f"api.app; print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))")
+    code = ("import sys, scadawatch.cli, scadawatch.commands.serve, scadawatch.commands.check, "
+            "gateway.runtime, api.app; "
+            f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.strip()
     assert out == "[]"

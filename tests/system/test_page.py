@@ -34,8 +34,8 @@ from gateway.alarms.store import AlarmStore
 from gateway.data_dir import store_path
 from gateway.site.loader import load_site
 from gateway.site.model import Site
+from scadawatch.commands.serve import serve as run_gateway
 from scadawatch.ports import free_port
-from scadawatch.serve import serve as run_gateway
 from simulators.sitefile import write_site_file
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -46,8 +46,8 @@ from gateway.storage.recording import (
     write_history,
     write_recording,
 )
-from scadawatch.replay import run
-from scadawatch.serve import serve
+from scadawatch.commands.replay import run
+from scadawatch.commands.serve import serve
 
 S = 10**9
 T0 = 1767571200 * S  # 2026-01-05T00:00:00Z

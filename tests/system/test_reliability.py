@@ -65,8 +65,8 @@ from gateway.site.loader import load_site
 from gateway.site.model import Device, Point, Site, SiteSection, SpoolSection
 from gateway.status import GatewayStatus
 from gateway.storage.historian import EmbeddedHistorian
+from scadawatch.commands.serve import serve as run_gateway
 from scadawatch.ports import free_port
-from scadawatch.serve import serve as run_gateway
 
 pytestmark = pytest.mark.reliability
 

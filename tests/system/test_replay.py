@@ -18,7 +18,7 @@ from gateway.engine_state import save_state
 from gateway.site.loader import load_site
 from gateway.storage.recording import RecordingReader
 from scadawatch.cli import main as cli_main
-from scadawatch.replay import run
+from scadawatch.commands.replay import run
 
 ALARM_KEYS = {"id", "kind", "tag", "zone", "start", "end", "priority", "message"}
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")

@@ -1,4 +1,4 @@
-"""`scadawatch browse opcua` (scadawatch/browse.py, gateway/inputs/opcua/browse.py) against
+"""`scadawatch browse opcua` (scadawatch/commands/browse.py, gateway/inputs/opcua/browse.py) against
 node-opcua (tests/node_opcua/tree.js, a server we did not write) with a deep folder tree of
 thousands of variables and small operation limits: the point list covers every numeric
 variable, check-config accepts it and the gateway serves every point live; refusals and silence
@@ -22,10 +22,10 @@ from support.harness import api_until
 from support.node_peer import node_script
 
 import gateway.inputs.opcua.browse
-import scadawatch.browse
+import scadawatch.commands.browse
 from gateway.inputs.opcua.security import Pki, client_certificate, load_certificate
 from gateway.site.loader import load_site
-from scadawatch.browse import guess_kind
+from scadawatch.commands.browse import guess_kind
 from scadawatch.ports import free_port
 
 if TYPE_CHECKING:
@@ -225,7 +225,7 @@ def test_kind_from_unit_then_names(path: list[str], unit: str, boolean: bool,
     assert guess_kind(path, unit, boolean) == kind
 
 
-@pytest.mark.parametrize("module", [scadawatch.browse, gateway.inputs.opcua.browse])
+@pytest.mark.parametrize("module", [scadawatch.commands.browse, gateway.inputs.opcua.browse])
 def test_docstring_examples(module: object) -> None:
     assert doctest.testmod(module).failed == 0  # type: ignore[arg-type]
 

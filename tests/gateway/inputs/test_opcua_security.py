@@ -375,7 +375,7 @@ def test_a_password_allowed_in_clear_is_said_at_start(tmp_path: Path,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     """check-config refuses a username over policy None (tests/cases/config/
     opcua-plaintext-password); where the site accepts it, every start says so."""
-    from scadawatch.serve import serve
+    from scadawatch.commands.serve import serve
 
     site = Site(site=SiteSection(name=SITE, data_dir=tmp_path), devices=[
         device("opc.tcp://127.0.0.1:9/none", "None", "None", username="operator",

@@ -1,6 +1,7 @@
-"""`scadawatch probe modbus` (scadawatch/probe.py): one read-only read, every decoding side by
-side, against pyModbusTCP (a Modbus stack we did not write), the simulator and pymodbus; a
-refused connection, a silent unit and an exception response each give a clear error."""
+"""`scadawatch probe modbus` (scadawatch/commands/probe.py): one read-only read, every decoding
+side by side, against pyModbusTCP (a Modbus stack we did not write), the simulator and
+pymodbus; a refused connection, a silent unit and an exception response each give a clear
+error."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from support.modbus_servers import (
     source,
 )
 
-import scadawatch.probe
+import scadawatch.commands.probe
 from gateway.site.model import Point
-from scadawatch.probe import TYPES, decodings
+from scadawatch.commands.probe import TYPES, decodings
 
 if TYPE_CHECKING:
     from conftest import CliRun, ServedSite
@@ -126,4 +127,4 @@ def test_silent_unit_and_exception_answer_are_named(cli: CliRun, unit: int, addr
 
 
 def test_docstring_examples() -> None:
-    assert doctest.testmod(scadawatch.probe).failed == 0
+    assert doctest.testmod(scadawatch.commands.probe).failed == 0

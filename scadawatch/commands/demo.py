@@ -31,8 +31,8 @@ from gateway.logs import setup_logging
 from gateway.site.loader import load_site
 from gateway.site.model import Site
 from scadawatch.cli import UsageError, require_extra
+from scadawatch.commands.serve import unwritable
 from scadawatch.ports import free_port, port_open
-from scadawatch.serve import unwritable
 
 log = logging.getLogger("scadawatch.demo")
 
@@ -180,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _run(site: Site, port: int, duration: float | None) -> None:
-    from scadawatch.serve import serve
+    from scadawatch.commands.serve import serve
 
     stop = asyncio.Event()
     if duration is not None:

@@ -126,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     zone_of: dict[str, str | None] = {}
     tags = None
     if args.config:
-        from scadawatch.serve import load
+        from scadawatch.commands.serve import load
 
         site = load(args.config)
         zone_of = {p.tag: p.zone for p in site.points}
@@ -154,7 +154,7 @@ def main(args: argparse.Namespace) -> int:
         for x in result.missed:
             print(f"missed: {x.kind} at {x.location} from {iso(x.start_ns)}")
     if args.plot:
-        from scadawatch.alarm_plot import plot
+        from scadawatch.commands.alarm_plot import plot
 
         assert recording is not None
         plot(Path(args.plot), *recording, alarms, labels, zone_of)

@@ -9,8 +9,8 @@ from collections import Counter
 from gateway.site.loader import ConfigError, load_site
 from gateway.site.model import Site
 from gateway.site.rules import clear_text_logins, old_key_names
-from scadawatch.central import is_central_file
 from scadawatch.cli import EXIT_OK, EXIT_USAGE
+from scadawatch.commands.central import is_central_file
 
 
 def _counts(counter: Counter[str]) -> str:

@@ -28,7 +28,7 @@ from gateway.engine_state import load_state, save_state
 from gateway.site.model import Site
 from gateway.storage.recording import ReadStats, RecordingError, RecordingReader
 from scadawatch.cli import EXIT_OK, UsageError
-from scadawatch.serve import load
+from scadawatch.commands.serve import load
 from timegrammar.iso import iso
 
 

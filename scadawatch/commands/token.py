@@ -7,9 +7,9 @@ import sys
 import time
 
 from api.tokens import TokenError, TokenStore
-from scadawatch import central
 from scadawatch.cli import EXIT_OK, UsageError
-from scadawatch.serve import load
+from scadawatch.commands import central
+from scadawatch.commands.serve import load
 
 
 def main(args: argparse.Namespace) -> int:

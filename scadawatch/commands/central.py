@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from gateway.logs import setup_logging
 from gateway.site.loader import ConfigError
 from scadawatch.cli import EXIT_FAILURE, EXIT_OK, UsageError
-from scadawatch.serve import unwritable
+from scadawatch.commands.serve import unwritable
 
 if TYPE_CHECKING:
     from central.config import CentralFile
