@@ -57,7 +57,7 @@ def _started(kind: str) -> Iterator[str]:
     """The URL of a server of `kind` ("influxd", "victoria") started by the test helpers (on
     a free port, with its own config and data), stopped on exit."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from support import influx_servers
+    from support.peers import influx_servers
 
     with tempfile.TemporaryDirectory() as tmp:
         started = getattr(influx_servers, kind)(Path(tmp))

@@ -184,7 +184,7 @@ def run_victoria(peers: Path, interval: float, seconds: int) -> tuple[dict, dict
     """run_peer.sh's run of scadawatch, its historian in api v2 into a VictoriaMetrics started
     here: the harness's JSON line and the spooled-vs-stored count (`drained`'s)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from support.influx_servers import victoria
+    from support.peers.influx_servers import victoria
 
     def harness(*args: object, module: bool = False) -> str:
         command = [PY, "-m", str(args[0])] if module else [PY, str(peers / str(args[0]))]

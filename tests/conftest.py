@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import tomli_w
-from support.influx_servers import Influxd, influxd
 from support.ingest_faults import PASSWORD, USER
+from support.peers.influx_servers import Influxd, influxd
 from support.small_fs import SmallFs, small_filesystem
 
 from scadawatch.cli import main as cli_main
@@ -150,7 +150,7 @@ def serve_site() -> Iterator[Callable[..., ServedSite]]:
         yield start
 
 
-# --- InfluxDB servers (tests/support/influx_servers.py) -------------------------------------------
+# --- InfluxDB servers (tests/support/peers/influx_servers.py) -------------------------------------
 
 @pytest.fixture
 def database(influx: Influxd, request: pytest.FixtureRequest) -> str:

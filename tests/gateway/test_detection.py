@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.harness import stored
-from support.opcua_servers import UaServer, eventually, ns, ns_of
+from support.peers.opcua_servers import UaServer, eventually, ns, ns_of
 
 from anomaly.core.alarms import AlarmEvent
 from gateway.runtime import Gateway

@@ -24,8 +24,8 @@ import pytest
 import tomli_w
 from conftest import CliRun
 from support.harness import RUN_LIMIT, auth_headers, start_simulator
-from support.influx_servers import Influxd, influxd
-from support.modbus_servers import Image, pymodbustcp
+from support.peers.influx_servers import Influxd, influxd
+from support.peers.modbus_servers import Image, pymodbustcp
 
 from anomaly.core.batch import Batch
 from anomaly.core.points import PointInfo

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tomli_w
 from support.harness import api_until
-from support.modbus_servers import Sink
+from support.peers.modbus_servers import Sink
 
 from anomaly.core.batch import Batch, Quality
 from gateway.inputs import quality

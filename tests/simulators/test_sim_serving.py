@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from asyncua import Client, ua
-from support.modbus_servers import encode
+from support.peers.modbus_servers import encode
 
 from scadawatch.ports import free_port
 from simulators.scenario import MIN_OUTAGE

@@ -21,7 +21,7 @@ from gateway.runtime import Gateway
 from gateway.site.model import Site
 from gateway.storage.influxdb.sink import READINGS
 from support.harness import RUN_LIMIT, stored
-from support.influx_servers import Influxd, Server
+from support.peers.influx_servers import Influxd, Server
 
 # The InfluxDB admin of tests/gateway/storage/test_influx.py's servers.
 USER, PASSWORD = "scada", "s3cret"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.alarm_helpers import alarm, cleared, raised
-from support.influx_servers import Influxd, influxd
+from support.peers.influx_servers import Influxd, influxd
 
 from anomaly.core.batch import Batch, Quality
 from gateway.alarms.annotations import AlarmWriter

@@ -27,7 +27,7 @@ from support.harness import (
     gateway_site,
     start_simulator,
 )
-from support.modbus_servers import Image, every_type_order_and_table, pymodbus_tcp, source
+from support.peers.modbus_servers import Image, every_type_order_and_table, pymodbus_tcp, source
 
 from api.tokens import TokenStore
 from gateway.site.loader import load_site

@@ -43,8 +43,6 @@ from support.harness import (
     start_simulator,
     stored,
 )
-from support.hostile_modbus import Flood, hostile_server, register_value
-from support.influx_servers import Influxd
 from support.ingest_faults import (
     PASSWORD,
     influx_count,
@@ -54,7 +52,9 @@ from support.ingest_faults import (
     wait_polling,
     with_influx,
 )
-from support.modbus_servers import Image, pymodbus_tcp, site
+from support.peers.hostile_modbus import Flood, hostile_server, register_value
+from support.peers.influx_servers import Influxd
+from support.peers.modbus_servers import Image, pymodbus_tcp, site
 from support.small_fs import SmallFs
 
 from anomaly.core.batch import Batch, Quality

@@ -28,7 +28,7 @@ import tomli_w
 from conftest import CliRun
 from support import sparkplug_wire as wire
 from support.harness import RUN_LIMIT, auth_headers, gateway_site, start_simulator
-from support.influx_servers import Influxd, influxd
+from support.peers.influx_servers import Influxd, influxd
 
 from bench.mosquitto import Mosquitto
 from central.host import Central

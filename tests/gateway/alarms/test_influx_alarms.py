@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support.alarm_helpers import NS, T0, alarm, cleared, raised
 from support.harness import RUN_LIMIT
-from support.influx_servers import Influxd, influxd
+from support.peers.influx_servers import Influxd, influxd
 
 from gateway.alarms.annotations import AlarmWriter
 from gateway.alarms.store import AlarmStore

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from support.harness import api_until
-from support.node_peer import node_script
+from support.peers.node_peer import node_script
 
 import gateway.inputs.opcua.browse
 import scadawatch.commands.browse

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import opendnp3 as o
 import pytest
-from support.dnp3_peers import (
+from support.harness import comms_alarm_round_trip
+from support.peers.dnp3_peers import (
     HostileOutstation,
     nothing,
     opendnp3_outstation,
@@ -23,8 +24,7 @@ from support.dnp3_peers import (
     short_length,
     wrong_sequence,
 )
-from support.harness import comms_alarm_round_trip
-from support.modbus_servers import Sink, free_port
+from support.peers.modbus_servers import Sink, free_port
 
 from anomaly.core.batch import Batch, Quality
 from gateway.inputs import quality

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from support.harness import api_until, comms_alarm_round_trip
-from support.iec104_peers import (
+from support.peers.iec104_peers import (
     HostileStation,
     asdu_frame,
     c104_station,
@@ -26,7 +26,7 @@ from support.iec104_peers import (
     nothing,
     sends,
 )
-from support.modbus_servers import Sink, free_port
+from support.peers.modbus_servers import Sink, free_port
 
 from anomaly.core.batch import Batch, Quality
 from gateway.inputs import quality

@@ -20,8 +20,8 @@ from pymodbus.pdu.register_message import (
     ReadHoldingRegistersResponse,
     ReadInputRegistersResponse,
 )
-from support.hostile_modbus import liar_server
-from support.modbus_servers import (
+from support.peers.hostile_modbus import liar_server
+from support.peers.modbus_servers import (
     Image,
     Served,
     Sink,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.modbus_servers import ORDERS, TYPES, Image, source
+from support.peers.modbus_servers import ORDERS, TYPES, Image, source
 
 from gateway.inputs.modbus.plan import DevicePlan, plan_device, wire_positions
 from gateway.site.model import REGISTER_WIDTH, Device, Point

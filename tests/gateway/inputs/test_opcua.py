@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from asyncua import ua
 from support.harness import api_until
-from support.modbus_servers import Sink
-from support.opcua_servers import LIMIT, T0, TAGS, URI, UaServer, eventually, ns, ns_of
+from support.peers.modbus_servers import Sink
+from support.peers.opcua_servers import LIMIT, T0, TAGS, URI, UaServer, eventually, ns, ns_of
 
 from anomaly.core.batch import Batch, Quality
 from gateway.inputs.opcua.session import (

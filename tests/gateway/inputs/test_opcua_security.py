@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from asyncua import Client, ua
 from cryptography.hazmat.primitives.serialization import Encoding
-from support.modbus_servers import Sink
-from support.node_peer import node_script
+from support.peers.modbus_servers import Sink
+from support.peers.node_peer import node_script
 
 from anomaly.core.batch import Batch, Quality
 from gateway.inputs.opcua.security import (

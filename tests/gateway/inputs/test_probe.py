@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from support.modbus_servers import (
+from support.peers.modbus_servers import (
     ORDERS,
     Image,
     encode,

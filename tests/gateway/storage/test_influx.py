@@ -28,8 +28,8 @@ from support.harness import (
     start_and_stop,
     start_simulator,
 )
-from support.influx_servers import Influxd, Victoria, influxd, victoria
 from support.ingest_faults import PASSWORD, USER, influx_count, stored_counts, with_influx
+from support.peers.influx_servers import Influxd, Victoria, influxd, victoria
 
 from anomaly.core.batch import Batch, Quality
 from api.app import create_app

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "node_opcua"
+NODE_DIR = Path(__file__).resolve().parents[2] / "node_opcua"
 START_TIMEOUT = 60.0
 
 
