@@ -49,11 +49,23 @@ FORBIDDEN = [
     ("gateway.inputs", "gateway.runtime", "the runtime composes the inputs"),
 ]
 
-# anomaly/'s layers (docs/architecture.md): a module imports its own folder and lower layers
-# only, never another folder of its layer. A module in no layer (new, not placed yet) is free.
-ANOMALY_LAYERS = [("anomaly.core", "anomaly.tables"), ("anomaly.water",),
-                  ("anomaly.tags", "anomaly.grid", "anomaly.zone_score", "anomaly.evaluation"),
-                  ("anomaly.engine",)]
+# The layers of the packages with concern folders (docs/architecture.md): a module imports its
+# own unit (folder or top-level module) and lower layers only, never another unit of its layer.
+# A module in no layer (new, not placed yet) is free.
+LAYERS = {
+    "anomaly": [("anomaly.core", "anomaly.tables"), ("anomaly.water",),
+                ("anomaly.tags", "anomaly.grid", "anomaly.zone_score", "anomaly.evaluation"),
+                ("anomaly.engine",)],
+    "api": [("api.context", "api.encode", "api.times", "api.tokens", "api.server"),
+            ("api.models",), ("api.security",), ("api.routes",), ("api.app",)],
+    "simulators": [("simulators.scenario", "simulators.signals"),
+                   ("simulators.physics", "simulators.servers"), ("simulators.site",),
+                   ("simulators.networks", "simulators.sitefile", "simulators.serve"),
+                   ("simulators.export",)],
+    # cli loads commands/ by name strings, not imports: commands import cli, never the reverse
+    "scadawatch": [("scadawatch.cli", "scadawatch.ports"), ("scadawatch.commands",),
+                   ("scadawatch.__main__",)],
+}
 
 
 def _module_name(path: Path) -> str:
@@ -91,6 +103,9 @@ def test_the_graph_is_read() -> None:
     assert "gateway.inputs.backoff" in graph["gateway.inputs.opcua.session"]
     assert "gateway.inputs.quality" in graph["gateway.inputs.modbus.bus"]  # `from x import mod`
     assert "anomaly.water.tank_ends" in graph["anomaly.tags.drift"]
+    assert "api.security.auth" in graph["api.routes.alarms"]
+    assert "simulators.servers.registers" in graph["simulators.site"]
+    assert "scadawatch.commands.serve" in graph["scadawatch.commands.token"]
 
 
 @pytest.mark.parametrize(("importer", "imported", "why"), FORBIDDEN,
@@ -101,16 +116,17 @@ def test_forbidden_import(importer: str, imported: str, why: str) -> None:
     assert not found, f"{why}:\n" + "\n".join(found)
 
 
-def test_anomaly_imports_down_its_layers() -> None:
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_folders_import_down_their_layers(package: str) -> None:
     def place(module: str) -> tuple[int, str] | None:
-        return next(((rank, unit) for rank, units in enumerate(ANOMALY_LAYERS) for unit in units
-                     if _under(module, unit)), None)
+        return next(((rank, unit) for rank, units in enumerate(LAYERS[package])
+                     for unit in units if _under(module, unit)), None)
 
     found = sorted(f"{m} imports {t}" for m, ts in import_graph().items() if (here := place(m))
                    for t in ts if (there := place(t)) and there[1] != here[1]
                    and there[0] >= here[0])
-    assert not found, "anomaly's folders import one way, core and tables first:\n" + "\n".join(
-        found)
+    assert not found, f"{package}'s folders import one way, {LAYERS[package][0]} first:\n" + (
+        "\n".join(found))
 
 
 def test_no_protocol_imports_another() -> None:
