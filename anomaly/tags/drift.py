@@ -51,7 +51,10 @@ ky10's recordings (held out until then; the ends columns for its J-711, whose wa
 neighbour falling 40 m as its tank runs out hid): for `drift`, ky10 has tuned too; wntr
 ships no other network with tanks and pumps to hold out instead (Net2's only source is a
 fixed injection). The ends columns changed no walk's delay on Net1 and ky4 by more than an
-hour and raised no drift on their clean recordings.
+hour and raised no drift on their clean recordings. `python -m bench.drift_walks` adds such
+walks to every logger of clean Net1 and ky4 recordings (tuning seeds only): where they are late
+(Net1's J32, its residual's spread the tick-to-tick floor) is where a change should be judged
+first; docs/replay.md (session 9) has what was measured there and withdrawn.
 
 >>> import numpy as np
 >>> from anomaly.core.points import PointInfo, PointTable
