@@ -7,7 +7,7 @@ sensor's own error added to what it reads, so it can be added to a clean recordi
 fact: here each of a recording's pressure loggers walks up and down, from `--starts` times
 spread over the recording after its first two days (the faults recordings' earliest), for 48 h
 (the faults recordings' walk) at 1.5 m/day (`simulators.networks.DRIFT_RATE`). Each walk is
-replayed through `anomaly.drift.Drift` alone, one tick per reading (as the engine's 1-minute
+replayed through `anomaly.tags.drift.Drift` alone, one tick per reading (as the engine's 1-minute
 ticks hold them), up to its end and the hour of grace bench.networks allows; the delay is the
 first tick the walking logger is reported on. Each clean recording is also replayed whole:
 any drift there is a false one.
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.drift import Drift
-from anomaly.points import PointInfo, PointTable
-from anomaly.ticks import Tick
+from anomaly.core.points import PointInfo, PointTable
+from anomaly.core.ticks import Tick
+from anomaly.tags.drift import Drift
 from bench.anomaly import table_of
 from bench.networks import default_cache, exported
 from gateway.site.loader import load_site
@@ -49,7 +49,7 @@ TUNING = ("net1", "ky4")
 def walked(times: np.ndarray, values: np.ndarray, column: int, start: int,
            rate: float) -> np.ndarray:
     """`values` with `column` walking `rate` m/h for WALK from `start` (ns), as
-    simulators.measure adds a drift: nothing before or after."""
+    simulators.physics.measure adds a drift: nothing before or after."""
     out = values.copy()
     on = (times >= start) & (times < start + WALK)
     out[on, column] += rate * (times[on] - start) / HOUR
