@@ -25,6 +25,7 @@ from anomaly.clock import Clock, hour_of_day, is_weekend
 from anomaly.engine import Engine, EngineSettings, StateError
 from anomaly.leak import Leak
 from anomaly.points import PointTable
+from gateway.engine_carry import carry_over
 from gateway.engine_state import load_state, save_state
 from scadawatch.cli import EXIT_OK
 
@@ -144,6 +145,15 @@ def test_a_state_learned_on_another_clock_is_refused(tmp_path: Path) -> None:
     engine("UTC").load_state(arrays)
     with pytest.raises(StateError, match="learned in time zone UTC"):
         engine("Australia/Sydney").load_state(arrays)
+
+
+def test_a_site_file_reload_to_another_clock_carries_nothing() -> None:
+    """The gateway's reload (gateway.engine_carry) learns afresh, as for another tick."""
+    times, values = local_recording("Australia/Sydney", "2026-01-05", 2)
+    learned = engine("UTC")
+    run(times, values, engine=learned)
+    assert carry_over(learned, POINTS, engine("UTC"), POINTS) == len(POINTS)
+    assert carry_over(learned, POINTS, engine("Australia/Sydney"), POINTS) == 0
 
 
 def test_replay_judges_on_the_site_files_clock(cli: CliRun, tmp_path: Path) -> None:
