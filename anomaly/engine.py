@@ -51,7 +51,8 @@ from anomaly.tables.state_part import StatePart, restored
 # its own tank ends; 17: limits keeps the points with a limit only, and which points have read
 # (`seen`); 18: narrower per-tag tables (drift's hourly profile float32, sensor's hourly scales
 # float16 on a per-tag grid and run histograms uint16, tag anomaly's extremes float32 and its
-# all-days profile derived from the day types', small counts in small ints)
+# all-days profile derived from the day types', small counts in small ints). (The metadata's
+# `time_zone`, the clock the state was learned on, changes no array: a state without it is UTC.)
 STATE_VERSION = 18
 GOOD = int(Quality.GOOD)
 
@@ -129,10 +130,14 @@ class EngineSettings:
     # seconds per device: its stale window (the site's stale_after poll intervals); `comms`
     # judges the failed reads of these devices reading by reading
     comms_window: Mapping[str, float] = field(default_factory=dict)
+    # the site's IANA time zone: daily profiles and day types are on its clock
+    # (anomaly/core/clock.py); a state learned in another zone is refused
+    time_zone: str = "UTC"
 
 
 def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detector]:
     """Every detector family; imported here so that `anomaly.engine` loads only what runs."""
+    from anomaly.core.clock import Clock
     from anomaly.grid import Grid, claims
     from anomaly.tags.comms import Comms
     from anomaly.tags.drift import Drift
@@ -146,15 +151,16 @@ def default_detectors(table: PointTable, settings: EngineSettings) -> list[Detec
     # A zone balance's meters (a flow with a role) are the leak detector's: their daily and
     # weekly pattern is the zone's demand, which it learns by day type.
     balance = (table.sign != 0) & (table.zone_of >= 0) & table.of_kind("flow")
+    clock = Clock(settings.time_zone)  # one for all: its offset is looked up once an hour
     return [
         # grid points: `Grid` judges their bands
         Limits(table, skip=grid, interval=settings.interval, lateness=settings.lateness),
         Grid(table, settings),
-        SensorFaults(table),
-        Drift(table),
+        SensorFaults(table, clock),
+        Drift(table, clock),
         Comms(table, windows),
-        Leak(table, settings),
-        TagAnomaly(table, settings, skip=grid | balance),
+        Leak(table, settings, clock),
+        TagAnomaly(table, settings, skip=grid | balance, clock=clock),
         *_zone_score(table, settings),  # last: `anomaly` defers to the specific kinds
     ]
 
@@ -430,6 +436,11 @@ class Engine:
         mine = self._meta()
         if not isinstance(meta, dict):
             raise StateError(f"{source}: no engine metadata")
+        # a state from before the key was learned in UTC
+        zone = meta.setdefault("time_zone", "UTC")
+        if zone != mine["time_zone"]:
+            raise StateError(f"{source}: learned in time zone {zone}, not the site's "
+                             f"{mine['time_zone']} (its daily profiles are at other hours)")
         if meta != mine:
             diff = sorted(k for k in meta.keys() | mine.keys() if meta.get(k) != mine.get(k))
             raise StateError(f"{source}: saved for other {', '.join(diff)}")
@@ -468,5 +479,5 @@ class Engine:
     def _meta(self) -> dict:
         return {"version": STATE_VERSION, "tags": self.table.tags,
                 "kinds": self.table.kind.tolist(),
-                "interval": self.settings.interval,
+                "interval": self.settings.interval, "time_zone": self.settings.time_zone,
                 "detectors": [d.name for d in self.detectors]}

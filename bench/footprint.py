@@ -42,6 +42,7 @@ import numpy as np
 import tomli_w
 
 from anomaly.core.batch import Batch, Quality
+from anomaly.core.clock import DAY_NS, is_weekend
 from api.tokens import TokenStore
 from bench.modbus import Servers, cpu_seconds
 from bench.table import Row
@@ -180,7 +181,6 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
 LEARN_DAYS = 7.0
 LEARN_STEP = 600.0
 LEARN_READS = 5
-DAY_NS = 86400 * 10**9
 
 
 def week_values(served: np.ndarray, t_ns: int, ref_ns: int, rng: np.random.Generator,
@@ -194,9 +194,8 @@ def week_values(served: np.ndarray, t_ns: int, ref_ns: int, rng: np.random.Gener
 
     def shape(t: int) -> np.ndarray:
         hour = (t % DAY_NS) / 3.6e12 - phase
-        weekend = (t // DAY_NS + 3) % 7 >= 5  # 1970-01-01 was a Thursday
         return ((0.6 * np.sin(2 * np.pi * (hour - 9) / 24)
-                 + 0.3 * np.sin(4 * np.pi * (hour - 7) / 24)) * (0.6 if weekend else 1.0))
+                 + 0.3 * np.sin(4 * np.pi * (hour - 7) / 24)) * (0.6 if is_weekend(t) else 1.0))
 
     mean = served + 0.1 * size * (shape(t_ns) - shape(ref_ns))
     noise = rng.standard_normal((LEARN_READS, len(served)))

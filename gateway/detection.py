@@ -59,7 +59,8 @@ def engine_settings(section: AnomalySection, interval: float | None = None) -> E
         on_delay=_overridden(defaults.on_delay, section.on_delay),
         off_delay=_overridden(defaults.off_delay, section.off_delay),
         priority=_overridden(defaults.priority, section.priority), zone_model=section.zone_model,
-        chattering=tuple((int(n), seconds) for n, seconds in section.chattering))
+        chattering=tuple((int(n), seconds) for n, seconds in section.chattering),
+        time_zone=section.time_zone)
 
 
 _K = TypeVar("_K", bound=str)

@@ -17,7 +17,8 @@ axes (a model of a zone's points, of the grid's) is copied whole when no zone ch
 shape did not; else it starts afresh. The alarm gate's open alarms and chattering records are
 re-keyed to the new positions; those of subjects not kept are dropped (the alarm store keeps
 them until an operator handles them). Learning restarts whole when the tick length or the
-lateness changed: every learned figure is per tick.
+lateness changed (every learned figure is per tick), or the time zone (daily profiles and day
+types are on its clock).
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def carry_over(old: Engine, old_points: Sequence[PointInfo], new: Engine,
     """Load into `new` (fresh, over `new_points`) what `old` (over `old_points`) learned of
     the subjects both have alike; the number of points carried (0: `new` learns afresh).
     StateError if the engine refuses the result: `new` is then half loaded (build another)."""
-    if (old.settings.interval, old.settings.lateness) != (new.settings.interval,
-                                                          new.settings.lateness):
+    # what was learned at other tick lengths, or on another clock (its daily profiles at
+    # other hours), is not carried
+    if (old.settings.interval, old.settings.lateness, old.settings.time_zone) != (
+            new.settings.interval, new.settings.lateness, new.settings.time_zone):
         return 0
     maps = _kept(old, old_points, new, new_points)
     zones_same = (old.table.zones == new.table.zones

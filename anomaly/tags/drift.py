@@ -80,6 +80,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from anomaly.core.alarms import Finding
+from anomaly.core.clock import Clock, hour_of_day
 from anomaly.core.points import PointTable
 from anomaly.core.ticks import Tick
 from anomaly.tables.precision import Float32Fields
@@ -128,7 +129,8 @@ class Drift(Float32Fields):
     FLOAT32 = frozenset({"sigma", "up", "down", "learned", "step_scale", "steps", "onset",
                          "onset_h", "jitter", "last_r"})
 
-    def __init__(self, table: PointTable) -> None:
+    def __init__(self, table: PointTable, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
         n = len(table)
         self.n = n
         self.judged = table.of_kind(*LEVEL_KINDS)
@@ -339,7 +341,7 @@ class Drift(Float32Fields):
             return [Finding("drift", "tag", none, known=none, message="")]
         e = self.residual(tick)
         judge = ~np.isnan(e)
-        hour = int(tick.start_ns // 3_600_000_000_000 % 24)
+        hour = hour_of_day(self.clock.local(tick.start_ns))
         usual = np.full(self.n, np.nan)
         row = self._open(hour)
         usual[self.levelled] = row

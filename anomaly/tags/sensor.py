@@ -69,6 +69,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from anomaly.core.alarms import Finding
+from anomaly.core.clock import Clock, hour_of_day
 from anomaly.core.points import PointTable
 from anomaly.core.ticks import Tick
 from anomaly.tables.precision import Float32Fields
@@ -132,7 +133,8 @@ class SensorFaults(Float32Fields):
     FLOAT32 = frozenset({"runs_total", "moves", "scale", "scale_n", "spread", "spikes_seen",
                          "run"})
 
-    def __init__(self, table: PointTable) -> None:
+    def __init__(self, table: PointTable, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
         n = len(table)
         self.eligible = ~table.of_kind("status")
         # A driven power point's reading out and back is a cloud passing (PV under broken
@@ -375,7 +377,7 @@ class SensorFaults(Float32Fields):
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Spikes, their scores and the score each tag must pass."""
         d1 = self.prev - self.prev2
-        hour = int(tick.start_ns // 3_600_000_000_000 % 24)
+        hour = hour_of_day(self.clock.local(tick.start_ns))
         by_hour, n_h = self._open(hour), self.by_hour_n[hour]
         # Steps are larger at some hours (PV under clouds at noon, the morning demand ramp):
         # a reading is judged against the larger of the tag's overall and this hour's scale.

@@ -12,7 +12,7 @@ times its usual rate of swings beyond 0.31 A".
 
 Per tag, on each tick's mean x:
 - the usual value: the recent level (an EWMA over `MEMORY` ticks, a plain mean at first),
-  plus, where the tag has one, its daily profile: per day type (weekday, weekend; UTC) and
+  plus, where the tag has one, its daily profile: per day type (weekday, weekend; local time) and
   slot of the day (`SLOT_S`, at least a tick), the EWMA of x minus the level over
   `PROFILE_DAYS_MEMORY` days. A slot's profile is used once it has learned `PROFILE_DAYS`
   days of its type and the profile explains the tag better than its level alone (its mean
@@ -136,6 +136,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from anomaly.core.alarms import Finding
+from anomaly.core.clock import DAY_NS, Clock, is_weekend
 from anomaly.core.points import PointTable
 from anomaly.core.ticks import Tick
 from anomaly.tables.count_rows import CountRows
@@ -185,8 +186,6 @@ ABSOLUTE_KINDS = ("temperature",)  # kinds whose 0 is no base for percentages
 TEMPERATURE_ACCURACY = {"degC": 0.5, "°C": 0.5, "C": 0.5, "K": 0.5, "degF": 0.9, "°F": 0.9,
                         "F": 0.9}
 SIGMA = 1.2533  # mean absolute deviation -> standard deviation (Gaussian)
-DAY_NS = 86400 * 10**9
-THURSDAY = 3  # 1970-01-01, day 0, was a Thursday: (day + 3) % 7 counts from Monday
 
 JUMP, SHIFT, SWINGS = 0, 1, 2  # the statistics
 _LEVEL = "{{subject}}: level {way} {{value}} {unit} from its usual {{limit}} {{unit}}{when}"
@@ -211,9 +210,11 @@ class TagAnomaly(Float32Fields):
                          "ticks", "quiet"})
 
     def __init__(self, table: PointTable, settings: object | None = None, *,
-                 interval: float | None = None, skip: np.ndarray | None = None) -> None:
+                 interval: float | None = None, skip: np.ndarray | None = None,
+                 clock: Clock | None = None) -> None:
         """`skip`: points another detector judges in full (a feeder's voltages: `Grid`; a
-        zone balance's meters: `Leak`)."""
+        zone balance's meters: `Leak`). `clock`: the site's (else `settings.time_zone`'s)."""
+        self.clock = clock or Clock(getattr(settings, "time_zone", "UTC"))
         interval = float(interval if interval is not None
                          else getattr(settings, "interval", 60.0))
         n = len(table)
@@ -342,14 +343,15 @@ class TagAnomaly(Float32Fields):
         self.binary &= ~good | (x == 0.0) | (x == 1.0)
         step = np.abs(x - self.prev)
         self.res = np.where((step > 1e-12 * np.abs(x)) & (step < self.res), step, self.res)
-        weekend = int(tick.start_ns // DAY_NS + THURSDAY) % 7 // 5
-        of_day = int(tick.start_ns // self.slot_ns % self.slots)
+        local = self.clock.local(tick.start_ns)  # slots and day types are local (clock.py)
+        weekend = int(is_weekend(local))
+        of_day = int(local // self.slot_ns % self.slots)
         slot = weekend * self.slots + of_day  # the slot this tick teaches
         shape = self.profile.open([slot])[0]
         shape_n = self.shape_n.row(slot)
         # A slot learns the mean of its ticks, the pattern at its middle: judged between the
         # middles of the two nearest slots, a ramp shows no saw-tooth when ticks are shorter.
-        mid = (tick.start_ns + tick.end_ns) / 2 % DAY_NS / self.slot_ns - 0.5
+        mid = (2 * local + tick.end_ns - tick.start_ns) / 2 % DAY_NS / self.slot_ns - 0.5
         pair = int(np.floor(mid)) % self.slots, (int(np.floor(mid)) + 1) % self.slots
         w = mid - np.floor(mid)
         rows = [weekend * self.slots + k for k in pair]

@@ -81,7 +81,9 @@ Units of flow: L/s (l/s, lps), L/min (l/min, lpm), m3/s, m3/h, m3/d, ML/d (Ml/d,
 (US), MGD (US), cfs (ft3/s); an empty unit is taken as L/s; a zone with a meter in another unit
 is not judged. A tick where any balance meter of a zone has no good reading is skipped for that
 zone (a comms fault must not look like a leak); so is a bin without a level at a tank's edge.
-Bins are in UTC; weekday and weekend too.
+Bins, hours and day types are on the site's clock (`[anomaly] time_zone`, anomaly/core/clock.py):
+its hours are local hours, and a daylight-saving day's skipped or repeated hour is as the
+clock's docstring says.
 
 Tuned on simulator exports with seeds 1, 2 and 3 only (scenarios normal, leak, and own files
 with 3-10 % leaks, abrupt and ramped, at several times and days, plus pump trips), and on
@@ -132,6 +134,7 @@ import numpy as np
 import numpy.typing as npt
 
 from anomaly.core.alarms import Finding
+from anomaly.core.clock import Clock, is_weekend
 from anomaly.core.points import PointTable
 from anomaly.core.ticks import Tick
 from anomaly.tables.state_part import StatePart
@@ -356,7 +359,9 @@ class Leak:
 
     name = "leak"
 
-    def __init__(self, table: PointTable, settings: object | None = None) -> None:
+    def __init__(self, table: PointTable, settings: object | None = None,
+                 clock: Clock | None = None) -> None:
+        self.clock = clock or Clock(getattr(settings, "time_zone", "UTC"))
         z = len(table.zones)
         self.n_zones = z
         factor = np.array([flow_factor(u) for u in table.units]) if len(table) else np.zeros(0)
@@ -515,8 +520,11 @@ class Leak:
 
     def _close_bin(self, bin_no: int, following: Tick) -> None:
         """Judge and learn the bin that ended; `following` is the next bin's first tick."""
+        # from here on the bin's number on the site's clock (local bins, hours, day types:
+        # anomaly/core/clock.py; in UTC the same number)
+        local = self.clock.local(bin_no * BIN_S * NS)
+        bin_no, weekend = local // (BIN_S * NS), is_weekend(local)
         b = bin_no % DAY_BINS
-        weekend = (bin_no // DAY_BINS + 3) % 7 >= 5  # 1970-01-01 was a Thursday
         total, count = self.acc
         has = count > 0
         net = np.where(has, total / np.maximum(count, 1), np.nan)

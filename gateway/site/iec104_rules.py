@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from anomaly.core.clock import unknown_zone
 from gateway.site.model import IEC_FAMILY
 from gateway.site.problems import RowName, SiteProblem
 
@@ -35,12 +35,8 @@ def iec104_device_problems(i: int, d: Device) -> list[SiteProblem]:
     for key in ("tls_ca", "tls_cert", "tls_key"):
         if (path := getattr(d, key)) is not None and not path.is_file():
             out.append(("devices", i, key, f"{path}: file not found"))
-    if d.time_zone != "UTC":
-        try:
-            ZoneInfo(d.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            out.append(("devices", i, "time_zone", f"unknown time zone {d.time_zone!r}: give "
-                        "an IANA name such as 'Europe/Berlin', or 'UTC'"))
+    if (why := unknown_zone(d.time_zone)) is not None:
+        out.append(("devices", i, "time_zone", why))
     return out
 
 

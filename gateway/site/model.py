@@ -32,6 +32,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ArgsKwargs, PydanticCustomError, SchemaValidator
 
 from anomaly.core.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
+from anomaly.core.clock import unknown_zone
 from gateway.site.northbound import Northbound
 from timegrammar import DurationError, seconds
 
@@ -217,6 +218,12 @@ def _chatter_rule(rule: list[float]) -> list[float]:
     return rule
 
 
+def _time_zone(name: str) -> str:
+    if (why := unknown_zone(name)) is not None:
+        raise PydanticCustomError("time_zone", why)
+    return name
+
+
 class AnomalySection(Strict):
     """The anomaly engine (`anomaly.engine.EngineSettings`): delays in seconds per alarm kind
     override the defaults of `anomaly/core/alarms.py`."""
@@ -236,6 +243,9 @@ class AnomalySection(Strict):
     chattering: list[Annotated[list[float], AfterValidator(_chatter_rule)]] = Field(
         default_factory=lambda: [list(r) for r in CHATTERING])
     save_interval: Seconds = Field(default=300.0, ge=1, le=DAY)  # between state saves
+    # The site's IANA time zone: daily profiles and weekday/weekend are on its clock
+    # (anomaly/core/clock.py); a saved state learned in another zone is not resumed
+    time_zone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
 
 
 # [alarms] keys renamed: old name -> new (the old one still reads, and is warned about)
