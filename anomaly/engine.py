@@ -51,9 +51,10 @@ from anomaly.tables.state_part import StatePart, restored
 # its own tank ends; 17: limits keeps the points with a limit only, and which points have read
 # (`seen`); 18: narrower per-tag tables (drift's hourly profile float32, sensor's hourly scales
 # float16 on a per-tag grid and run histograms uint16, tag anomaly's extremes float32 and its
-# all-days profile derived from the day types', small counts in small ints). (The metadata's
-# `time_zone`, the clock the state was learned on, changes no array: a state without it is UTC.)
-STATE_VERSION = 18
+# all-days profile derived from the day types', small counts in small ints); 19: leak keeps
+# the first bin of the night window in progress (`night_first`). (The metadata's `time_zone`,
+# the clock the state was learned on, changes no array: a state without it is UTC.)
+STATE_VERSION = 19
 GOOD = int(Quality.GOOD)
 
 
