@@ -415,6 +415,7 @@ class TagAnomaly(Float32Fields):
         floors = self.floors * scales
         floors[:SWINGS] = np.maximum(floors[:SWINGS], self.span_floor)
         limits = np.maximum(floors, (MARGIN * self.fade[0]) * shown)
+        del own, shown, floors  # (3, n) each: a tick's peak is here (see the `del` below)
         # NaN (no reading) compares False: neither over nor holding the condition
         beyond = stats > limits
         counted = np.ones_like(beyond)
@@ -462,6 +463,11 @@ class TagAnomaly(Float32Fields):
             share = np.where(counted, np.nan_to_num(stats / limits), 0.0)
             self._describe(told, np.argmax(share, axis=0), share[JUMP] > 1.0, x, usual,
                            recent, scale, often, swing_size, profiled)
+        # The judging's vectors are done with: freed before the learning makes its own, so
+        # that a tick's peak holds one set (at 50,000 tags: 22 MB above the tables, not 10)
+        del (day_shape, day_n, all_n, floor, shaped, lent, all_shape, profiled, sharp, usual,
+             r, scale, back, swing_size, expected, often, surprise, warm, judged, scale_m,
+             scales, routine, limits, beyond, counted, late, start, before, leave, told)
 
         # --- learn
         first = good & np.isnan(self.level)
@@ -618,8 +624,10 @@ class TagAnomaly(Float32Fields):
         if not (new > self.peak[1]).any():  # most ticks teach nothing new
             return
         top, second = self.peak
-        # NaN (nothing seen) leaves both as they are
-        self.peak = np.stack([np.fmax(top, new), np.fmax(second, np.minimum(top, new))])
+        # NaN (nothing seen) leaves both as they are; in place (the second first, from the
+        # top before it), not a new (2, 3, n) array a tick
+        np.fmax(second, np.minimum(top, new), out=second)
+        np.fmax(top, new, out=top)
 
     def _findings(self, good: np.ndarray) -> list[Finding]:
         """One finding per message, each knowing only its own tags (the others hold)."""
