@@ -97,6 +97,22 @@ class PointTable:
         d = int(self.device_of[point])
         return self.devices[d] if d >= 0 else None
 
+    def take(self, index: np.ndarray) -> PointTable:
+        """The table of the points at `index` (in that order), in the same zones and devices
+        (their positions unchanged): for a detector that holds only some of the points."""
+        out = object.__new__(PointTable)
+        picked = index.tolist()
+        n = len(self)
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray) and value.shape[:1] == (n,):
+                value = value[index]
+            elif name == "tags" or name == "units":
+                value = [value[i] for i in picked]
+            setattr(out, name, value)
+        at = {i: k for k, i in enumerate(picked)}
+        out.details = {at[i]: p for i, p in self.details.items() if i in at}
+        return out
+
     def detail(self, point: int) -> PointInfo:
         """The point's priority and tank geometry (all None where it has none)."""
         return self.details.get(point) or PointInfo(self.tags[point])

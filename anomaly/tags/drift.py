@@ -76,6 +76,7 @@ first; docs/replay.md (session 9) has what was measured there and withdrawn.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -131,6 +132,13 @@ class Drift(Float32Fields):
 
     def __init__(self, table: PointTable, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
+        # It holds and reads only the points it judges and those its fits regress them on (a
+        # zone's states and tank levels): at most sites most points are flows, currents,
+        # powers, of which it would hold ~16 vectors and a tick ~25 more (at 50,000 points:
+        # 4 MB, and 10 MB at each tick). Below, `n` and every index are of those points.
+        self.n_all = len(table)
+        self.points = np.flatnonzero(table.of_kind(*LEVEL_KINDS, *CONTEXT_KINDS))
+        table = table.take(self.points)
         n = len(table)
         self.n = n
         self.judged = table.of_kind(*LEVEL_KINDS)
@@ -331,9 +339,24 @@ class Drift(Float32Fields):
         self.fitted |= ok
 
     def update(self, tick: Tick) -> list[Finding]:
+        at = self.points
+        mine = Tick(tick.start_ns, tick.end_ns, tick.count[at], tick.mean[at], tick.min[at],
+                    tick.max[at], tick.last[at], tick.last_ts[at], tick.bad[at])
         # NaN stands for "no value yet" throughout: its warnings are noise.
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self._update(tick)
+            return [self._every_point(f) for f in self._update(mine)]
+
+    def _every_point(self, finding: Finding) -> Finding:
+        """`finding` over the site's points (those not held: never judged)."""
+        return replace(finding, active=self._wide(finding.active, False),
+                       known=None if finding.known is None else self._wide(finding.known, False),
+                       value=None if finding.value is None else self._wide(finding.value, np.nan),
+                       limit=None if finding.limit is None else self._wide(finding.limit, np.nan))
+
+    def _wide(self, a: np.ndarray, blank: float) -> np.ndarray:
+        out = np.full(self.n_all, blank, dtype=a.dtype)
+        out[self.points] = a
+        return out
 
     def _update(self, tick: Tick) -> list[Finding]:
         if not tick.count.any():  # an empty tick (a sparse recording) teaches and judges nothing
@@ -480,12 +503,24 @@ class Drift(Float32Fields):
         """The arrays to save; the profile's open hour is rounded first (a save ends it
         early), so that an engine restarted from them goes on exactly as the one saved."""
         self._close()
-        return {**{name: getattr(self, name) for name in _STATE}, "profile": self.profile.T,
+        return {**{name: self._saved(name) for name in _STATE}, "profile": self.profile.T,
                 **{f"ends_{name}": a for name, a in self.ends.state().items()}}
+
+    def _saved(self, name: str) -> np.ndarray:
+        """A per-point array over the site's points, as saved (so that gateway.engine_carry
+        follows each point): zeros for those not held, which no engine reads (a point's kind,
+        which decides, is part of what makes it the same point)."""
+        a = getattr(self, name)
+        if name not in _PER_POINT:
+            return a
+        out = np.zeros((*a.shape[:-1], self.n_all), dtype=a.dtype)
+        out[..., self.points] = a
+        return out
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:
-            setattr(self, name, restored(state[name]))
+            saved = state[name][..., self.points] if name in _PER_POINT else state[name]
+            setattr(self, name, restored(saved))
         self.profile = restored(state["profile"].T, np.float32)
         self.open_hour = -1
         self.ends.load_state(StatePart(state, "ends_"))
@@ -495,3 +530,6 @@ _STATE = ("held", "held_ns", "sigma", "up", "down", "active", "reported", "last_
           "learned", "step_scale", "steps", "jumped", "fit_w", "fit_s1", "fit_s2", "fit_ns",
           "fit_buf", "fit_buf_n", "fit_acc_w", "fit_acc_s1", "fit_hour", "coef", "intercept",
           "fitted", "onset", "onset_h", "jitter", "last_r")
+_PER_POINT = frozenset({"held", "held_ns", "sigma", "up", "down", "active", "reported",
+                        "last_ns", "learned", "step_scale", "steps", "jumped", "onset",
+                        "onset_h", "jitter", "last_r"})  # the last axis: the points held

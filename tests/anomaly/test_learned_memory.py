@@ -16,6 +16,7 @@ from anomaly.core.points import PointInfo, PointTable
 from anomaly.core.ticks import Tick
 from anomaly.engine import Engine, EngineSettings
 from anomaly.grid import Grid
+from anomaly.tags.drift import Drift
 from anomaly.tags.limits import Limits
 from anomaly.tags.tag_anomaly import TagAnomaly
 from gateway.engine_state import load_state, save_state
@@ -49,12 +50,14 @@ def _arrays(obj: object, seen: set[int] | None = None) -> Iterator[np.ndarray]:
     (lambda t: Limits(t), 6),
     # its findings' masks when the site has no grid points (a bool each), a few numbers
     (lambda t: Grid(t), 3),
-], ids=["limits", "grid"])
+    # nothing per point: it judges levels (pressures, voltages, ...), reads states and tanks
+    (lambda t: Drift(t), 1),
+], ids=["limits", "grid", "drift"])
 def test_a_detector_holds_no_table_for_points_it_does_not_judge(
         detector: Callable[[PointTable], object], most: int) -> None:
     """10,000 flow meters without limits, of no feeder: neither the limit detector nor the
-    grid detector judges them, and each may hold only a few bytes per point (before: 9 and 3
-    vectors of 8 bytes a point, 3.2 and 1.2 MB at 50,000 points)."""
+    grid detector judges them, nor drift, and each may hold only a few bytes per point (before:
+    9, 3 and ~16 vectors of 8 bytes a point, 3.2, 1.2 and 4 MB at 50,000 points)."""
     n = 10_000
     table = PointTable([PointInfo(f"plc.f{k}", "flow", "L/s", device="plc") for k in range(n)])
     held = sum(a.nbytes for a in _arrays(detector(table)))
