@@ -51,8 +51,10 @@ from anomaly.ticks import Tick, TickAccumulator
 # its own tank ends; 17: limits keeps the points with a limit only, and which points have read
 # (`seen`); 18: narrower per-tag tables (drift's hourly profile float32, sensor's hourly scales
 # float16 on a per-tag grid and run histograms uint16, tag anomaly's extremes float32 and its
-# all-days profile derived from the day types', small counts in small ints)
-STATE_VERSION = 18
+# all-days profile derived from the day types', small counts in small ints); 19: leak
+# storage keeps its own tank ends (a tank held at one leaves the area fit), each level's
+# resolution and each tank's steps; the tank profile keeps the MNF's nights per learned tank
+STATE_VERSION = 19
 GOOD = int(Quality.GOOD)
 
 

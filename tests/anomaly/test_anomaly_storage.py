@@ -13,6 +13,7 @@ import pytest
 from anomaly.points import PointInfo, PointTable
 from anomaly.storage import BIN_S, Storage
 from anomaly.tank_mains import TankMains
+from anomaly.ticks import Tick
 
 DEMAND = 20.0  # L/s
 PUMP = 45.0  # L/s, on below LOW and off above HIGH (m)
@@ -245,3 +246,44 @@ def test_a_tank_main_is_a_meter_that_carries_only_the_tanks_flow(
         mains.add(flow[b:b + 1], np.array([True]))
         mains.close((levels[b] - levels[b - 1]) / BIN_S * 1000)
     assert mains.metered.tolist() == tanks_metered
+
+
+def tick_of(b: int, levels: np.ndarray) -> Tick:
+    """One reading per point at the start of bin b: the inflow (unread here), the tanks."""
+    levels = np.r_[0.0, levels]
+    start = b * int(BIN_S) * 10**9
+    n = len(levels)
+    return Tick(start, start + 10**9, np.ones(n, dtype=np.int64), levels, levels, levels,
+                levels, np.full(n, start, dtype=np.int64), np.zeros(n, dtype=np.int64))
+
+
+@pytest.mark.parametrize(("held_at", "flicker"), [
+    (5.0, 1 / 40), (5.0, 1 / 8), (0.5, 1 / 40),
+], ids=["held full, a flicker a day or so", "held full, flickering often",
+        "held at its floor"])
+def test_a_tank_held_at_an_end_is_no_storage_to_learn(held_at: float, flicker: float) -> None:
+    """A zone whose pump fills a 200 m2 tank on its level, beside a 250 m2 tank its controls
+    hold full (or empty): closed, no flow, its reading flickering by its resolution (1 cm) now
+    and then. Its flicker is no level step (steps from a level resting at one reading would
+    blanket the pump's), and no storage: the pumped tank's area is learned, the held tank's
+    stays 0 (ky4's T-1 and T-2, tuning; ky10's eight tanks held full, held out)."""
+    table = PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"),
+                        PointInfo("z.pumped.level", "level", "m", zone="z"),
+                        PointInfo("z.held.level", "level", "m", zone="z")])
+    storage = Storage(table)
+    rng = np.random.default_rng(4)
+    level, pump, net = 3.0, 0.0, np.nan
+    for b in range(8 * 96):
+        held = held_at + (0.01 if rng.random() < flicker else 0.0)
+        reading = np.array([round(level + rng.normal(0, 0.003), 2), held])
+        tick = tick_of(b, reading)
+        if b:
+            storage.edge(storage.edge_level(tick))
+            storage.learn(np.array([net]), np.array([True]))
+        storage.observe(tick)
+        pump = PUMP if level < LOW else 0.0 if level > HIGH else pump
+        demand = DEMAND * (1 + 0.3 * np.sin(b / 96 * 2 * np.pi)) + rng.normal(0, 0.3)
+        level += (pump - demand) / 1000 / 200.0 * BIN_S
+        net = pump + rng.normal(0, 0.2)
+    assert storage.used[0] and storage.area[0] == pytest.approx(200.0, rel=0.1)
+    assert storage.area[1] == 0.0 and not storage.used[1]
