@@ -13,6 +13,7 @@ import pytest
 from anomaly.points import PointInfo, PointTable
 from anomaly.storage import BIN_S, Storage
 from anomaly.tank_mains import TankMains
+from anomaly.tank_profile import TankProfile
 from anomaly.ticks import Tick
 
 DEMAND = 20.0  # L/s
@@ -287,3 +288,31 @@ def test_a_tank_held_at_an_end_is_no_storage_to_learn(held_at: float, flicker: f
         net = pump + rng.normal(0, 0.2)
     assert storage.used[0] and storage.area[0] == pytest.approx(200.0, rel=0.1)
     assert storage.area[1] == 0.0 and not storage.used[1]
+
+
+@pytest.mark.parametrize(("before", "after"), [(0.0, 200.0), (472.0, 263.0)],
+                         ids=["the tank enters", "its area refits lower"])
+def test_the_minimum_night_flows_nights_follow_the_learned_area(before: float,
+                                                                after: float) -> None:
+    """The leak detector keeps its past nights' and tonight's minimum night flow as
+    consumption at the tank's area then; when the area moves they move with it, as the
+    profile does: a night whose tank filled at 0.05 (x 1000 m/s) is 0.05 L/s per m2 less at the
+    larger area (ky4's clean seed 52, tuning: nights kept at 472 m2, tonight's at 263, a
+    false leak of 10 L/s)."""
+    s = Storage(PointTable([PointInfo("z.in", "flow", "L/s", zone="z", role="inflow"),
+                            PointInfo("z.tank.level", "level", "m", zone="z")]))
+    p = TankProfile(s, day_bins=4, hour_bins=2, alpha=0.1, night_bins=2, nights=3)
+    p.applied[:] = before
+    night = np.full((2, 1), 30.0)  # tonight's window so far: both bins, at the old area
+    nights = np.full((1, 2, 3), np.nan)
+    nights[0, 0, 0] = 30.0  # one weekday night kept
+    s.x[:] = 0.05
+    for b in range(2):
+        p.night_bin(np.array([b]), np.array([0]))
+    p.keep_night(np.array([True]), 0, np.isfinite(night))
+    mu, var = np.zeros((3, 4, 1)), np.full((3, 2, 1), np.nan)
+    p.follow(np.array([after]), np.array([5.0]), mu, var, night, nights)
+    expected = 30.0 - (after - before) * 0.05
+    assert night[:, 0] == pytest.approx([expected, expected])
+    assert nights[0, 0, 0] == pytest.approx(expected)
+    assert np.isnan(nights[0, 1]).all() and np.isnan(nights[0, 0, 1:]).all()
