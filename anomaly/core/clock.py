@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import overload
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -50,17 +50,6 @@ NS = 10**9
 HOUR_NS = 3600 * NS
 DAY_NS = 86400 * NS
 THURSDAY = 3  # 1970-01-01, day 0, was a Thursday: (day + THURSDAY) % 7 counts from Monday
-
-
-def unknown_zone(name: str) -> str | None:
-    """Why `name` is no time zone this machine knows, or None: for the site-file check."""
-    if name == "UTC":
-        return None
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return f"unknown time zone {name!r}: give an IANA name such as 'Europe/Berlin', or 'UTC'"
-    return None
 
 
 class Clock:

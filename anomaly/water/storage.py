@@ -246,6 +246,10 @@ class Storage:
         self.volume_rate = known
         self.edge_prev = level
 
+    def _resolution(self) -> np.ndarray:
+        """Each level's resolution, its smallest change seen (0 while none is)."""
+        return np.where(np.isinf(self.x_res), 0.0, self.x_res)
+
     def settled(self, metered: np.ndarray | None = None) -> np.ndarray:
         """Per zone, whether its balance is known: its learned tanks in it, or after
         SETTLE_BINS bins out of it because they explain less than LEAVE_R2 of the inflow's
@@ -262,7 +266,7 @@ class Storage:
         # found in four days, judged without them: false leaks of 430-550 L/s) wait too.
         # (A tank on a metered main moves, and seldom steps the inflow: it is no such tank.)
         member = (self.members >= 0) & ~own[self.members]
-        usual = np.fmax(self.x_scale, np.where(np.isinf(self.x_res), 0.0, self.x_res))
+        usual = np.fmax(self.x_scale, self._resolution())
         moving = np.logical_or.reduce(member & (
             self.x_abs[self.members] > MOVING * usual[self.members]), axis=1)
         out[rows] = self.zone_in | ~member.any(axis=1) | ((self.bins >= SETTLE_BINS) & np.where(
@@ -302,7 +306,7 @@ class Storage:
         dx = self.x - self.x_prev
         self.y_prev = y
         y_step = _step(np.abs(dy), self.y_scale, self.y_n)
-        x_step = _step(np.abs(dx), self.x_scale, self.x_n, self.x_res)
+        x_step = _step(np.abs(dx), self.x_scale, self.x_n, self._resolution())
         rows = self.zones_learning
         tanks = self.members
         inside = tanks >= 0
@@ -521,8 +525,7 @@ def _step(change: np.ndarray, scale: np.ndarray, n: np.ndarray,
     ok = np.isfinite(change)
     warm = n >= WARM_BINS
     with np.errstate(invalid="ignore"):
-        step = ok & warm & (change > EVENT * np.fmax(scale, np.where(np.isinf(floor), 0.0,
-                                                                    floor)))
+        step = ok & warm & (change > EVENT * np.fmax(scale, floor))
     first = ok & np.isnan(scale)
     bound = np.where(np.isfinite(scale) & (n >= 8), SCALE_CLIP * scale, np.inf)
     alpha = np.maximum(1.0 / (n + 1), SCALE_ALPHA)

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from anomaly.core.clock import unknown_zone
-from gateway.site.model import IEC_FAMILY
+from gateway.site.model import IEC_FAMILY, unknown_zone
 from gateway.site.problems import RowName, SiteProblem
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -32,7 +33,6 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ArgsKwargs, PydanticCustomError, SchemaValidator
 
 from anomaly.core.alarms import CHATTERING, PRIORITIES, AlarmKind, Priority
-from anomaly.core.clock import unknown_zone
 from gateway.site.northbound import Northbound
 from timegrammar import DurationError, seconds
 
@@ -216,6 +216,17 @@ def _chatter_rule(rule: list[float]) -> list[float]:
         raise PydanticCustomError("chatter_rule", f"{shown}: give [raises, seconds], at least 2 "
                                   "raises within more than 0 seconds, e.g. [3, 3600]")
     return rule
+
+
+def unknown_zone(name: str) -> str | None:
+    """Why `name` is no time zone this machine knows, or None: for the site-file check."""
+    if name == "UTC":
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {name!r}: give an IANA name such as 'Europe/Berlin', or 'UTC'"
+    return None
 
 
 def _time_zone(name: str) -> str:
