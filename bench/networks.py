@@ -120,6 +120,8 @@ class Leaks:
 
     found: list[tuple[float, float, float | None]] = field(default_factory=list)  # %, h, err
     missed: list[float] = field(default_factory=list)  # %
+    # every leak's %, start (ns) and delay (h, None if missed): which start hours miss an aim
+    starts: list[tuple[float, int, float | None]] = field(default_factory=list)
 
     def recall(self, lo: float, hi: float = math.inf) -> str:
         n = [p for p in [*(f[0] for f in self.found), *self.missed] if lo <= p < hi]
@@ -134,6 +136,20 @@ class Leaks:
     def delay(self, lo: float, hi: float) -> str:
         d = [f[1] for f in self.found if lo <= f[0] < hi]
         return f"{statistics.median(d):.1f} h" if d else "-"
+
+    def late(self) -> list[str]:
+        """Leaks of >= 6 % not found within 12 h and of 3-4 % not within 24 h, with the
+        weekday and hour each began: a leak that begins by day waits for the night's
+        evidence, so the start hour says which misses are the night's and which are not."""
+        out = []
+        for percent, start_ns, delay in sorted(self.starts, key=lambda s: s[1]):
+            aim = 12.0 if percent >= 6.0 else 24.0 if 3.0 <= percent < 4.0 else None
+            if aim is None or (delay is not None and delay <= aim):
+                continue
+            start = datetime.fromtimestamp(start_ns / 1e9, UTC).strftime("%a %H:%M")
+            out.append(f"{percent:.1f} {start} " + (f"{delay:.1f} h" if delay is not None
+                                                     else "missed"))
+        return out
 
     def size_error(self) -> str:
         e = [f[2] for f in self.found if f[2] is not None]
@@ -179,13 +195,16 @@ def score_leak(tally: Tally, alarms: list[Alarm], labels: list[Label], truth: di
                                      for a in alarms)
     if not hits:
         tally.leaks.missed.append(percent)
+        tally.leaks.starts.append((percent, label.start_ns, None))
         return
     first = hits[0]
     error = None
     if not agnostic and "size_lps" in first.details:
         true = true_size(truth, label.start_ns, first_ns, first.start_ns)
         error = abs(first.details["size_lps"] - true) / true
-    tally.leaks.found.append((percent, (first.start_ns - label.start_ns) / HOUR, error))
+    delay = (first.start_ns - label.start_ns) / HOUR
+    tally.leaks.found.append((percent, delay, error))
+    tally.leaks.starts.append((percent, label.start_ns, delay))
 
 
 def at_rest(label: Label, points: Sequence[PointInfo], times: np.ndarray,
@@ -312,6 +331,9 @@ def print_network(name: str, role: str, tallies: dict[str, Tally]) -> None:
         if missed:
             print(f"  {method}: leaks missed (% of mean consumption): "
                   + ", ".join(f"{p:.1f}" for p in missed))
+        if late := t.leaks.late():
+            print(f"  {method}: leaks past their aim (%, start in the recording's clock, "
+                  "delay): " + ", ".join(late))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
