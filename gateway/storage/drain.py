@@ -50,9 +50,11 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
 
     A failing sink is retried from its own cursor after `backoff` seconds, doubling up to
     BACKOFF_MAX; nothing is skipped. When cancelled, the store in progress finishes and is
-    acknowledged first. `release`: hand the heap's free pages back after each store (a sink
-    that stores a `flush_interval` of readings at once: its transients, left in the heap,
-    stayed resident until the next periodic hand-back, gateway/memory.py).
+    acknowledged first. `release`: hand the heap's free pages back once a store has caught up
+    (a sink that stores a `flush_interval` of readings at once: its transients, left in the
+    heap, stayed resident until the next periodic hand-back, gateway/memory.py); not between
+    the stores of one catch-up, each of which would fault the pages back in (at 50,000 tags a
+    flush is five stores).
     """
     position: int | None = None
     stored = False
@@ -71,7 +73,7 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
             spool.ack(sink.name, position)
             status.readings_total += rows
             stored = True
-            if release:
+            if release and rows < max_rows:
                 release_free_memory()
         status.backlog_readings, status.backlog_age_seconds = spool.backlog(position)
         return rows >= max_rows
