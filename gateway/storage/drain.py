@@ -50,17 +50,18 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
 
     A failing sink is retried from its own cursor after `backoff` seconds, doubling up to
     BACKOFF_MAX; nothing is skipped. When cancelled, the store in progress finishes and is
-    acknowledged first. `release`: hand the heap's free pages back once a store has caught up
-    (a sink that stores a `flush_interval` of readings at once: its transients, left in the
-    heap, stayed resident until the next periodic hand-back, gateway/memory.py); not between
-    the stores of one catch-up, each of which would fault the pages back in (at 50,000 tags a
-    flush is five stores).
+    acknowledged first. `release`: hand the heap's free pages back once its stores have caught
+    up, before it waits (a sink that stores a `flush_interval` of readings at once: its
+    transients, left in the heap, stayed resident until the next periodic hand-back,
+    gateway/memory.py); not between the stores of one catch-up, each of which would fault the
+    pages back in (at 50,000 tags a flush is five stores).
     """
     position: int | None = None
     stored = False
+    unreleased = False  # stored since the heap's free pages were last handed back
 
     def step() -> bool:
-        nonlocal position, stored
+        nonlocal position, stored, unreleased
         if position is None:
             position = sink.cursor()
             # Known to the spool from now on, so it keeps what this sink still needs.
@@ -73,8 +74,7 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
             spool.ack(sink.name, position)
             status.readings_total += rows
             stored = True
-            if release and rows < max_rows:
-                release_free_memory()
+            unreleased = release
         status.backlog_readings, status.backlog_age_seconds = spool.backlog(position)
         return rows >= max_rows
 
@@ -88,6 +88,10 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
         return position is None or spool.last_seq > position
 
     def pause() -> float:
+        nonlocal unreleased
+        if unreleased:  # caught up: the stores' transients are done with
+            release_free_memory()
+            unreleased = False
         return idle if stored else min(idle, FIRST_IDLE)
 
     await keep_stepping(sink.name, step, failed, status, idle=pause, backoff=backoff, wake=wake,
