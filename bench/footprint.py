@@ -121,7 +121,8 @@ def anomaly_events(api_port: int, token: str) -> float:
 
 def measure(devices: int, points: int, interval: float, warmup: float, seconds: float,
             engine: bool = True, restart: bool = False, learned: bool = False,
-            heap_log: Path | None = None) -> dict[str, float | None]:
+            heap_log: Path | None = None, rss_log: Path | None = None
+            ) -> dict[str, float | None]:
     """RSS (MB, and peak), CPU share and cold start (s) of `scadawatch run` polling
     `devices` x `points` float32 every `interval` s (`engine`: the anomaly engine on).
     `restart`: then stop it and start it again on the same data, and add the same figures of
@@ -129,10 +130,12 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
     `learned`: then stop it, give its data dir the state of a week of learning
     (`learn_week`: its figures as `learn_*`) and start it again on it, measured as a restart,
     as `learned_*`. `heap_log`: log where each run's memory is (bench.heap_probe) to
-    `heap_log`.fresh, .restarted and .learned."""
+    `heap_log`.fresh, .restarted and .learned; `rss_log`: each run's RSS samples, likewise."""
     runs = ("fresh", "restarted", "learned")
     logs = dict.fromkeys(runs) if heap_log is None else {
         run: heap_log.with_name(f"{heap_log.name}.{run}") for run in runs}
+    samples = dict.fromkeys(runs) if rss_log is None else {
+        run: rss_log.with_name(f"{rss_log.name}.{run}") for run in runs}
     servers = Servers(devices, points)
     api_port = free_port()
     extra = {} if engine else {"anomaly": {"enabled": False}}
@@ -144,7 +147,7 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
             proc, first = start(config, api_port, token, heap_log=logs["fresh"])
             try:
                 time.sleep(warmup)
-                out = {"first": first, **window(proc.pid, seconds)}
+                out = {"first": first, **window(proc.pid, seconds, samples["fresh"])}
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
@@ -162,7 +165,8 @@ def measure(devices: int, points: int, interval: float, warmup: float, seconds: 
                     engine_drained(api_port, token)
                     events = anomaly_events(api_port, token)
                     time.sleep(warmup)
-                    out |= {f"{run}_{k}": v for k, v in window(proc.pid, seconds).items()}
+                    out |= {f"{run}_{k}": v
+                            for k, v in window(proc.pid, seconds, samples[run]).items()}
                     out[f"{run}_events"] = anomaly_events(api_port, token) - events
                 finally:
                     proc.send_signal(signal.SIGTERM)
@@ -242,15 +246,18 @@ def learn_week(config: Path, seed: int = 0) -> dict[str, float]:
     return {"seconds": time.perf_counter() - t0, "readings": readings, "events": events}
 
 
-def window(pid: int, seconds: float) -> dict[str, float]:
+def window(pid: int, seconds: float, log: Path | None = None) -> dict[str, float]:
     """RSS (MB) at the end of `seconds` and its peak, its median and max sampled once a second
     over them (RSS moves by tens of MB within seconds: the heap's freed pages between two
-    hand-backs, a tick's arrays), and the CPU share."""
+    hand-backs, a tick's arrays), and the CPU share. `log`: each sample written there (seconds
+    into the window, RSS MB), to find what a max falls on."""
     cpu0, w0 = cpu_seconds(pid), time.perf_counter()
     samples = []
-    while (left := w0 + seconds - time.perf_counter()) > 0:
-        time.sleep(min(1.0, left))
-        samples.append(rss_mb(pid)[0])
+    with open(log or os.devnull, "w") as out:
+        while (left := w0 + seconds - time.perf_counter()) > 0:
+            time.sleep(min(1.0, left))
+            samples.append(rss_mb(pid)[0])
+            print(f"{time.perf_counter() - w0:.1f} {samples[-1]:.1f}", file=out, flush=True)
     cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - w0)
     rss, peak = rss_mb(pid)
     return {"rss": rss, "peak": peak, "cpu": cpu, "median": statistics.median(samples),
@@ -324,8 +331,10 @@ def main() -> None:
                     help="then give it the engine state of a week of learning (synthetic "
                          "readings of its tags) and print its RSS started on it")
     ap.add_argument("--heap-log", type=Path, help="run the gateway through bench.heap_probe, "
-                    "logging its heap and SQLite memory every 5 s to HEAP_LOG.fresh (and "
+                    "logging its heap and SQLite memory every second to HEAP_LOG.fresh (and "
                     ".restarted, .learned)")
+    ap.add_argument("--rss-log", type=Path, help="write each window's RSS samples (seconds, "
+                    "MB) to RSS_LOG.fresh (and .restarted, .learned)")
     args = ap.parse_args()
     if args.state_size:
         sizes = state_sizes(args.devices, args.points)
@@ -338,7 +347,8 @@ def main() -> None:
                                                                 key=lambda kv: -kv[1])))
         return
     m = measure(args.devices, args.points, args.interval, args.warmup, args.seconds,
-                restart=args.restart, learned=args.learned, heap_log=args.heap_log)
+                restart=args.restart, learned=args.learned, heap_log=args.heap_log,
+                rss_log=args.rss_log)
     n = args.devices * args.points
     first_text = "n/a" if m["first"] is None else f"{m['first']:.1f} s"
     print(f"scadawatch run: {n:,} points ({args.devices} devices) every {args.interval:g} s"

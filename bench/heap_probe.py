@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-PERIOD = 5.0  # seconds between lines
+PERIOD = 1.0  # seconds between lines
 SQLITE_SUFFIXES = (".sqlite", ".sqlite-wal", ".db")
 
 

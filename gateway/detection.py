@@ -166,6 +166,7 @@ class Detection:
             points = None
         with self._lock:
             engine = self.engine or self._build()
+            tick = engine.ticks.current
             changed = False
             for seq, batch in entries:
                 if points is not None:
@@ -173,7 +174,7 @@ class Detection:
                 changed |= self._emit(engine.process(self._at_receipt_if_ahead(batch)))
                 self._position = seq
             self.status.late_readings_total = engine.ticks.late_total
-            self._save_if(changed)
+            self._save_if(changed, tick)
 
     def _is_site_list(self, points: PointList) -> bool:
         """Compared once per generation: 10,000 tags take ~0.2 ms, more than the engine's
@@ -209,12 +210,13 @@ class Detection:
         and apply the operators' releases of chattering alarms."""
         with self._lock:
             if self.engine is not None:
+                tick = self.engine.ticks.current
                 events = self.engine.advance(now_ns or time.time_ns())
                 if self.releases is not None:
                     for seq, alarm_id in self.releases(self._released):
                         events += self.engine.release(alarm_id)
                         self._released = seq
-                self._save_if(self._emit(events))
+                self._save_if(self._emit(events), tick)
 
     def _emit(self, events: list[AlarmEvent]) -> bool:
         if not events:
@@ -226,14 +228,18 @@ class Detection:
                      e.alarm.id, e.alarm.kind, e.alarm.priority, e.alarm.message)
         return True
 
-    def _save_if(self, changed: bool) -> None:
-        if time.monotonic() - self._saved_at >= self.save_interval:
+    def _save_if(self, changed: bool, tick: int | None) -> None:
+        """Save when due or when alarms changed; `tick`: the engine's oldest open tick before
+        the readings or the clock just taken (None: none yet)."""
+        if changed or time.monotonic() - self._saved_at >= self.save_interval:
             self._save()
-            # The save is the biggest transient: its free pages go back, so that RSS shows
-            # what the gateway holds (at most once a save_interval: trimming costs a few ms).
-            release_free_memory()
-        elif changed:
-            self._save()
+        elif tick is None or self.engine is None or self.engine.ticks.current == tick:
+            return
+        # A save or a tick closed: the biggest transients (a tick's per-tag vectors, ~3 MB
+        # at 10,000 tags, in the heap below its mmap threshold). Their free pages go back
+        # now, so that RSS shows what the gateway holds rather than them until the next
+        # periodic hand-back (gateway/memory.py; once a tick: trimming costs a few ms).
+        release_free_memory()
 
     def save(self) -> None:
         with self._lock:

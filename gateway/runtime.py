@@ -124,7 +124,7 @@ class Gateway:
         # each commit rewrites a few pages whatever it holds (SD cards wear by the page).
         sinks = [self._task("sink:historian", lambda: drain(
             self.spool, self.historian, self.status.sinks["historian"],
-            idle=self.site.historian.flush_interval, wake=flush))]
+            idle=self.site.historian.flush_interval, wake=flush, release=True))]
         if self.influx is not None:
             influx = self.influx
             sinks.append(self._task("sink:influxdb", lambda: self._feed_influx(influx, flush)))

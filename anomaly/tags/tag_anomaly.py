@@ -355,14 +355,12 @@ class TagAnomaly(Float32Fields):
         pair = int(np.floor(mid)) % self.slots, (int(np.floor(mid)) + 1) % self.slots
         w = mid - np.floor(mid)
         rows = [weekend * self.slots + k for k in pair]
-        day_shape = (1 - w) * self.profile.row(rows[0]) + w * self.profile.row(rows[1])
+        day_shape = self._day_shape(rows, w)
         day_n = np.minimum(self.shape_n.row(rows[0]), self.shape_n.row(rows[1]))
         all_n = np.minimum(self._pooled_n(pair[0]), self._pooled_n(pair[1]))
         floor = np.where(np.isfinite(self.res), 0.5 * self.res, 0.0) + 1e-12 * np.abs(x)
 
         # --- judge this tick against what the tag learned before it
-        r_level = x - self.level
-        r_prof = r_level - day_shape
         days = PROFILE_DAYS * self.ticks_per_slot
         shaped = self.dev_p < PROFILE_GAIN * self.dev  # the tag has a daily pattern
         own = shaped & (day_n >= days)  # ... and its day type's is learned
@@ -415,16 +413,22 @@ class TagAnomaly(Float32Fields):
         scales = np.stack([scale, scale_m, np.ones_like(scale)])
         del floor, scale_m
         own = self._own(np.stack([r, recent]), scales[:2], judged)
-        stats = np.abs(np.concatenate([own, surprise[None]]))
-        del r, surprise
+        stats = np.concatenate([own, surprise[None]])
+        np.abs(stats, out=stats)
+        # (2, n) and (3, n) each, freed as soon as done with, and the thresholds taken in
+        # place: at 50,000 tags each is 0.8-1.2 MB, and with them all held to the end of the
+        # judging, the tick's peak was there
+        del r, surprise, own
         # what a tag did twice is its behaviour; what it does every few days, up to the
         # largest it has done (a tank draining each evening takes a pressure down by 40-65 %)
         routine = self.outings >= ROUTINE_OUTINGS
         shown = np.where(routine, self.peak[0], self.peak[1])
-        floors = self.floors * scales
-        floors[:SWINGS] = np.maximum(floors[:SWINGS], self.span_floor)
-        limits = np.maximum(floors, (MARGIN * self.fade[0]) * shown)
-        del own, shown, floors, scales  # (3, n) each
+        limits = self.floors * scales
+        del scales
+        limits[:SWINGS] = np.maximum(limits[:SWINGS], self.span_floor)
+        shown = (MARGIN * self.fade[0]) * shown
+        np.maximum(limits, shown, out=limits)  # the floors, or what the tag has shown
+        del shown
         # NaN (no reading) compares False: neither over nor holding the condition
         beyond = stats > limits
         counted = np.ones_like(beyond)
@@ -477,6 +481,11 @@ class TagAnomaly(Float32Fields):
              judged, routine, limits, beyond, counted, late, start, before, leave, told)
 
         # --- learn
+        # the residuals from the level and from the profile, taken here from what the judging
+        # took them from (the level and the profile rows are as they were then), rather than
+        # held through the judging: 0.8 MB at 50,000 tags beside its peak
+        r_level = x - self.level
+        r_prof = r_level - self._day_shape(rows, w)
         first = good & np.isnan(self.level)
         later = good & ~first
         # a tick beyond, even one that has not started the condition yet, teaches as one in it
@@ -493,6 +502,7 @@ class TagAnomaly(Float32Fields):
         self.dev_p = _learn(self.dev_p, np.abs(r_prof), normal, first)
         self.dev_m = _learn(self.dev_m, np.abs(recent), normal, first)
         self.recent = np.where(first, 0.0, recent)
+        del r_level, r_prof, recent, pace, a_slot, normal
         self.swings = swings
         calm = alpha * (has_rough & ~held)
         # the usual size of what moves (a step taken back, a tick's range): a tag's steady
@@ -507,6 +517,7 @@ class TagAnomaly(Float32Fields):
         self.swing_rate = np.where(starts, 0.0, self.swing_rate
                                    + calm * (step > 0) * np.nan_to_num(swing
                                                                        - self.swing_rate))
+        del alpha, calm, sized, starts, rough, step, swing
         self._learn_extremes(stats, self.active | (near & good))
         self.outings *= self.outing_decay
         self.ticks += good
@@ -522,10 +533,20 @@ class TagAnomaly(Float32Fields):
         it keeps coming back to is its behaviour, whatever the hour. Learns x."""
         n = len(x)
         dist = np.abs(self.regime - x)
-        k = np.argmin(np.fmin(dist, np.inf), axis=0)  # NaN (an empty place) is never nearest
+        # the nearest place, a row at a time (NaN, an empty place, is never nearest; the first
+        # of equals, as argmin): not a (REGIMES, n) copy beside `dist`
+        k = np.zeros(n, dtype=np.intp)
+        nearest = np.fmin(dist[0], np.inf)
+        for j in range(1, REGIMES):
+            d = np.fmin(dist[j], np.inf)
+            closer = d < nearest
+            k[closer] = j
+            np.minimum(nearest, d, out=nearest)
+        del nearest, d, closer
         at = k * n + np.arange(n)  # flat positions in the (REGIMES, n) arrays
         regime, regime_n = self.regime.ravel(), self.regime_n.ravel()
         fits = good & (dist.ravel()[at] <= REGIME_WIDTH * scale)
+        del dist, k
         known = fits & (regime_n[at] >= self.regime_ticks)
         regime_n *= self.regime_decay
         # else the weakest's place
@@ -586,6 +607,7 @@ class TagAnomaly(Float32Fields):
         common = np.zeros((len(z), len(count) + 1))  # the last: points of no group
         common[:, :-1] = np.where(count >= PEERS_MIN,
                                   0.5 * (z[:, rows, low] + z[:, rows, high]), 0.0)
+        del z  # (2, n): a tag's peers, sorted
         return x - common[:, self.peer_of] * scale
 
     def _describe(self, fresh: np.ndarray, which: np.ndarray, jumped: np.ndarray,
@@ -652,6 +674,11 @@ class TagAnomaly(Float32Fields):
               "rough", "swing_rate", "swings", "peak", "fade", "episode", "outings", "regime",
               "regime_n", "away", "active", "quiet", "code", "value", "usual", "status_prev",
               "status_quiet", "switched")
+
+    def _day_shape(self, rows: list[int], w: float) -> np.ndarray:
+        """The profile between the middles of `rows` (a day type's two nearest slots), `w` of
+        the way from the first to the second."""
+        return (1 - w) * self.profile.row(rows[0]) + w * self.profile.row(rows[1])
 
     def _pooled(self, of_day: int) -> np.ndarray:
         """The profile of all days at slot `of_day`: the two day types' weighted by the ticks

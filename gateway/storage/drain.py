@@ -19,6 +19,7 @@ from typing import Protocol
 
 from anomaly.core.batch import Batch
 from gateway.failures import cause_of
+from gateway.memory import release_free_memory
 from gateway.status import SinkStatus
 from gateway.storage.spool import PointList, Spool
 
@@ -41,7 +42,7 @@ class Sink(Protocol):
 
 async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int = 100_000,
                 idle: float = 0.05, backoff: float = BACKOFF_MIN,
-                wake: asyncio.Event | None = None) -> None:
+                wake: asyncio.Event | None = None, release: bool = False) -> None:
     """Store what the spool holds beyond the sink's cursor, forever, in up to `max_rows`
     readings per store; wait `idle` seconds whenever it has caught up (less once `wake` is
     set: a gateway stopping wants what is spooled stored now), and at most FIRST_IDLE until
@@ -49,13 +50,18 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
 
     A failing sink is retried from its own cursor after `backoff` seconds, doubling up to
     BACKOFF_MAX; nothing is skipped. When cancelled, the store in progress finishes and is
-    acknowledged first.
+    acknowledged first. `release`: hand the heap's free pages back once its stores have caught
+    up, before it waits (a sink that stores a `flush_interval` of readings at once: its
+    transients, left in the heap, stayed resident until the next periodic hand-back,
+    gateway/memory.py); not between the stores of one catch-up, each of which would fault the
+    pages back in (at 50,000 tags a flush is five stores).
     """
     position: int | None = None
     stored = False
+    unreleased = False  # stored since the heap's free pages were last handed back
 
     def step() -> bool:
-        nonlocal position, stored
+        nonlocal position, stored, unreleased
         if position is None:
             position = sink.cursor()
             # Known to the spool from now on, so it keeps what this sink still needs.
@@ -68,6 +74,7 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
             spool.ack(sink.name, position)
             status.readings_total += rows
             stored = True
+            unreleased = release
         status.backlog_readings, status.backlog_age_seconds = spool.backlog(position)
         return rows >= max_rows
 
@@ -81,6 +88,10 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
         return position is None or spool.last_seq > position
 
     def pause() -> float:
+        nonlocal unreleased
+        if unreleased:  # caught up: the stores' transients are done with
+            release_free_memory()
+            unreleased = False
         return idle if stored else min(idle, FIRST_IDLE)
 
     await keep_stepping(sink.name, step, failed, status, idle=pause, backoff=backoff, wake=wake,

@@ -607,3 +607,28 @@ def test_cancelled_drain_finishes_and_acks_the_store_in_progress(open_spool) -> 
     asyncio.run(main())
     assert [s for s, _ in sink.stored] == seqs
     assert spool.acked("memory") == seqs[-1]
+
+
+@pytest.mark.parametrize(("release", "handed_back"), [(True, 1), (False, 0)],
+                         ids=["historian", "other sinks"])
+def test_a_drain_hands_back_free_heap_pages_once_it_has_caught_up(
+        open_spool, monkeypatch: pytest.MonkeyPatch, release: bool, handed_back: int) -> None:
+    """Issue 17: the historian stores a `flush_interval` of readings at once, and what that
+    frees stayed resident until the gateway's periodic hand-back: its drain hands the pages
+    back once caught up (once, not after each of the stores a catch-up takes: each would
+    fault them back in)."""
+    calls: list[int] = []
+    monkeypatch.setattr("gateway.storage.drain.release_free_memory", lambda: calls.append(1))
+    spool = open_spool()
+    seqs = [spool.append(seq_batch(i)) for i in range(10)]  # 500 readings: five stores
+    sink, status = ListSink(), SinkStatus("memory")
+
+    async def main() -> None:
+        task = asyncio.create_task(drain(spool, sink, status, max_rows=100, idle=60.0,
+                                         release=release))
+        await until(lambda: sink.cursor() == seqs[-1])
+        await asyncio.sleep(0.1)  # caught up: waiting for the next flush
+        task.cancel()
+
+    asyncio.run(main())
+    assert len(calls) == handed_back
