@@ -59,7 +59,10 @@ fixed injection). The ends columns changed no walk's delay on Net1 and ky4 by mo
 hour and raised no drift on their clean recordings. `python -m bench.drift_walks` adds such
 walks to every logger of clean Net1 and ky4 recordings (tuning seeds only): where they are late
 (Net1's J32, its residual's spread the tick-to-tick floor) is where a change should be judged
-first; docs/replay.md (session 9) has what was measured there and withdrawn.
+first; docs/replay.md (session 9) has what was measured there and withdrawn. On the held-out
+networks' clean recordings (`--networks ky10,anytown,net6`, only evaluated): Anytown 80/80
+walks found, 74 within a day; ky10 18/80, 9 within a day, whose residuals' spread (the fit
+missing its 13 tanks' switching) is 0.3-1.6 m on 7 of its 8 loggers (docs/replay.md, session 10).
 
 >>> import numpy as np
 >>> from anomaly.core.points import PointInfo, PointTable
