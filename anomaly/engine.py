@@ -54,9 +54,10 @@ from anomaly.tables.state_part import StatePart, restored
 # all-days profile derived from the day types', small counts in small ints); 19: leak keeps
 # the first bin of the night window in progress (`night_first`); 20: storage keeps its own
 # tank ends (a tank held at one leaves the area fit), each level's resolution and each tank's
-# steps; the tank profile keeps the MNF's nights per learned tank. (The metadata's
+# steps; the tank profile keeps the MNF's nights per learned tank; 21: drift keeps the least
+# of an excursion's onsets across its CUSUM's restarts (`least`). (The metadata's
 # `time_zone`, the clock the state was learned on, changes no array: a state without it is UTC.)
-STATE_VERSION = 20
+STATE_VERSION = 21
 GOOD = int(Quality.GOOD)
 
 

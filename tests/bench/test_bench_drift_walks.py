@@ -4,9 +4,12 @@ faults recording's may (after day 2, the walk and its grace inside the recording
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from bench import drift_walks
 from bench.drift_walks import DAY, FIRST, GRACE, HOUR, WALK, starts, walked
 
 STEP = 900 * 10**9
@@ -39,3 +42,37 @@ def test_walks_start_after_day_two_and_end_inside(column: int, count: int) -> No
     assert np.all(s >= TIMES[0] + FIRST)
     assert np.all(s + WALK + GRACE <= TIMES[-1])
     assert np.all(s % (60 * 10**9) == 0)  # whole minutes, as the simulator's faults
+
+
+
+@pytest.mark.parametrize(("network", "seeds", "heading"), [
+    ("ky10", [151, 152], "ky10 (held out, only evaluated; clean seeds 151-152)"),
+    ("anytown", [151, 152], "anytown (held out, only evaluated; clean seeds 151-152)"),
+    ("net1", [52, 53, 54, 55, 56], "net1 (tuning; clean seeds 52-56)"),
+])
+def test_each_network_walks_its_roles_recordings(
+        network: str, seeds: list[int], heading: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held-out networks are walked on their held-out clean recordings (bench.networks'
+    151-152) and said to be only evaluated; tuning networks on tuning seeds."""
+    walked_seeds: list[int] = []
+    printed: list[str] = []
+    monkeypatch.setattr(drift_walks, "exported",
+                        lambda cache, name, kind, seed: tmp_path / f"{name}-{kind}-s{seed}")
+    monkeypatch.setattr(drift_walks, "run_recording",
+                        lambda d, rate, count, walks: walked_seeds.append(
+                            int(d.name.rsplit("-s", 1)[1])))
+    monkeypatch.setattr(drift_walks, "print_walks", lambda name, walks: printed.append(name))
+    drift_walks.main(["--networks", network, "--cache", str(tmp_path)])
+    assert walked_seeds == seeds
+    assert printed == [heading]
+
+
+@pytest.mark.parametrize("argv", [
+    ["--networks", "ky10", "--held-out-seeds", "52-53"],  # a held-out network on tuning seeds
+    ["--networks", "net1", "--seeds", "150-151"],  # tuning seeds are below 101
+    ["--networks", "net3"],  # the water simulator's, no recording here
+])
+def test_seeds_outside_a_roles_range_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        drift_walks.main(argv)
