@@ -933,9 +933,13 @@ class Leak:
         # no MNF judged that night).
         going = (self.night_first >= 0) & ((b - self.night_first) % DAY_BINS < NIGHT_BINS)
         first = np.where(going, self.night_first, first)
-        self._profile_night = np.where(days.min(axis=0) >= 1, window.min(axis=0) / NIGHT_BINS,
-                                       np.nan)
-        inside = ((b - first) % DAY_BINS < NIGHT_BINS) & (days.min(axis=0) >= 1)
+        # Judged once every hour of the day has learned bins, not every bin: a pump switching
+        # at about the same time each day (ky4's at midnight, tuning seeds 51-52) skips that
+        # bin day after day (`_inflow_step`), which kept the MNF test off for a week; a bin
+        # not learned is never in the window (`pooled`).
+        whole = days.reshape(24, HOUR_BINS, -1).max(axis=1).min(axis=0) >= 1
+        self._profile_night = np.where(whole, window.min(axis=0) / NIGHT_BINS, np.nan)
+        inside = ((b - first) % DAY_BINS < NIGHT_BINS) & whole
         last = (b - first) % DAY_BINS == NIGHT_BINS - 1
         at = (b - first) % DAY_BINS
         self.night_first = np.where(inside & ~last, first, -1)
