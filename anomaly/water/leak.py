@@ -38,7 +38,9 @@ has `WARM_DAYS` days:
   it has `WARM_DAYS`: its evening may run on into the window's first bins, where a leak raises
   every bin); on any night, the window's later half's median where its first half is above it
   by more than twice the CUSUM's leak, as a night's floor does not fall so far within two
-  hours and an evening running late does;
+  hours and an evening running late does; judged once every hour of the day has learned
+  bins (a bin skipped every day, where a pump switches at the same hour, is never in the
+  window and does not hold the test off);
 - a CUSUM of the log-likelihood ratio "leak of `LEAK_FRACTION` of the zone's mean consumption"
   vs "no leak", on each hour's mean residual (hours, not bins: a bin's storage carries the
   noise of the levels at its two edges, which an hour's mean carries once, not four times
@@ -110,7 +112,11 @@ rule now holds on every night, docs/replay.md). The MNF window held where the ni
 answers tuning net1 s18 (a 10 L/s leak on the first Sunday's night whose window moved from
 18:00 to 20:30 unjudged, found 37 h after onset, now 16 h), no constant; checked on net1 leak
 seeds 1-20, ky4 1-10, their clean 51-52 and the simulator's seeds 1-3; the simulator's seeds
-101-103 and ky10, Anytown and Net6 only evaluated it (docs/replay.md, leakfast round).
+101-103 and ky10, Anytown and Net6 only evaluated it (docs/replay.md, leakfast round). The
+night judged once every hour (not every bin) has learned answers tuning ky4 clean s51 with
+leaks added to its inlet (its pump switching near midnight kept the MNF off for a week); no
+constant; held-out Anytown s112's start (Friday 16:37, found on Monday's night) pointed at
+the weekend's nights, and was only evaluated (docs/replay.md, leaknight round).
 
 >>> import numpy as np
 >>> from anomaly.core.points import PointInfo, PointTable
