@@ -488,9 +488,9 @@ def test_a_large_leak_is_found_by_the_night_and_pumping_is_no_leak(
 
 # A pump switched by a timer at the same hour every day: the bins around its switching are
 # skipped every day (`_inflow_step`), which kept the night's (MNF) test off until one of them
-# was learned (a week on tuning ky4, its pump at midnight): a 12 % leak from Friday 17:00 then
-# waited for Monday's night (the weekend's nights are not judged on the CUSUM until the
-# weekend has a night of its own). Red before: found 58 h after onset, on Monday's night.
+# was learned (a week on tuning ky4, its pump at midnight): a 10 % leak there from Friday
+# 17:00 waited for Monday's night, 58 h (the weekend's first nights add no CUSUM evidence: the
+# weekend has no night of its own yet). Red before: neither leak row found in the 8 days.
 @pytest.mark.parametrize(("what", "timed", "leak"), [
     ("12 % from Friday 17:00, a timed pump at midnight", 0.0, 2.4),
     ("12 % from Friday 17:00, a timed pump at 23:00", 23.0, 2.4),
