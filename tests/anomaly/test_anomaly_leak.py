@@ -450,9 +450,10 @@ TANK_POINTS = [PointInfo("t.inlet.flow", "flow", "L/s", zone="t", role="inflow")
 
 
 def tank_site(days: float, *, leak: float = 0.0, leak_at: float = 0.0,
-              seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+              seed: int = 1, timed: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Zone t at 15-minute readings: consumption as zone z's, and a 45 L/s pump filling the
-    tank from 2 m to 3.5 m whenever it has drained, at any hour."""
+    tank from 2 m to 3.5 m whenever it has drained, at any hour; `timed`: the hour a second
+    pump (30 L/s) starts each day, for an hour (a tariff's timer)."""
     rng = np.random.default_rng(seed)
     step = 900.0
     t = np.arange(0, days * DAY, step)
@@ -463,8 +464,10 @@ def tank_site(days: float, *, leak: float = 0.0, leak_at: float = 0.0,
     level, pump, rows = 3.0, 0.0, []
     for c in consumption:
         pump = 45.0 if level < 2.0 else 0.0 if level > 3.5 else pump
-        rows.append((pump + rng.normal(0, 0.1), level + rng.normal(0, 0.003)))
-        level += (pump - c) / 1000 / 150.0 * step
+        on = timed is not None and 0.0 <= (hour[len(rows)] - timed) % 24 < 1.0
+        into = pump + (30.0 if on else 0.0)
+        rows.append((into + rng.normal(0, 0.1), level + rng.normal(0, 0.003)))
+        level += (into - c) / 1000 / 150.0 * step
     rows = np.array(rows)
     values = np.column_stack([np.round(rows[:, 0], 2), np.round(rows[:, 1], 3)])
     return ((T0 + t) * S).astype(np.int64), values
@@ -505,6 +508,28 @@ def test_a_large_leak_is_found_by_the_night_and_pumping_is_no_leak(
     assert len(raised) == 1
     assert 0 <= hours_after(raised[0].start_ns, leak_at) <= within_h
     assert raised[0].details["size_lps"] == pytest.approx(1.6, rel=0.5)  # the excess, 8 %
+
+
+# A pump switched by a timer at the same hour every day: the bins around its switching are
+# skipped every day (`_inflow_step`), which kept the night's (MNF) test off until one of them
+# was learned (a week on tuning ky4, its pump at midnight): a 10 % leak there from Friday
+# 17:00 waited for Monday's night, 58 h (the weekend's first nights add no CUSUM evidence: the
+# weekend has no night of its own yet). Red before: neither leak row found in the 8 days.
+@pytest.mark.parametrize(("what", "timed", "leak"), [
+    ("12 % from Friday 17:00, a timed pump at midnight", 0.0, 2.4),
+    ("12 % from Friday 17:00, a timed pump at 23:00", 23.0, 2.4),
+    ("no leak, a timed pump at midnight", 0.0, 0.0),
+])
+def test_a_pump_switched_at_the_same_hour_daily_leaves_the_night_judged(
+        what: str, timed: float, leak: float) -> None:
+    leak_at = 4 * DAY + 17 * HOUR
+    raised, _ = run(*tank_site(8, leak=leak, leak_at=leak_at, timed=timed),
+                    engine=tank_engine())
+    if not leak:
+        assert raised == []
+        return
+    assert len(raised) == 1
+    assert 0 <= hours_after(raised[0].start_ns, leak_at) <= 14
 
 
 # Zone z with its tank's level point too: the tank's main (z.tank.flow, role outflow) is
