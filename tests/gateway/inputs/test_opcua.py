@@ -291,7 +291,10 @@ def test_calls_split_to_the_servers_operation_limits(mode: str, requests: int,
             sink = Sink()
             found, status = sessions(site, sink)
             async with sink.running(found):
-                await sink.wait(lambda s: len(latest_by_point(s)) == len(TAGS), LIMIT)
+                # every tag stored and the calls counted: an item's first value may come in
+                # before the call that created it has returned and been counted
+                await sink.wait(lambda s: len(latest_by_point(s)) == len(TAGS)
+                                and status.devices["plc"].requests_total >= requests, LIMIT)
                 return sink, status.devices["plc"].requests_total
 
     sink, count = asyncio.run(scenario())
