@@ -52,6 +52,12 @@ def rows(sink: Sink) -> Batch:
     return Batch.concat(sink.batches)
 
 
+def served_points(sink: Sink) -> set[int]:
+    """Points with a reading the server sent (not one the gateway marked on losing it)."""
+    batch = rows(sink) if sink.batches else None
+    return set() if batch is None else set(batch.point[batch.cause != COMMS].tolist())
+
+
 def latest_by_point(sink: Sink) -> dict[int, int]:
     """Point index -> row of its latest reading in `rows(sink)`."""
     return {int(p): r for r, p in enumerate(rows(sink).point)}
@@ -286,20 +292,24 @@ def test_calls_split_to_the_servers_operation_limits(mode: str, requests: int,
                                                      tmp_path: Path) -> None:
     async def scenario() -> tuple[Sink, int]:
         async with UaServer(limit=2) as served:
+            # A request timeout of 5 s, not 0.5: on a loaded machine a 0.5 s connect timed out,
+            # the session marked every point bad (a stored row for each) and reconnected, so
+            # the calls of two connects were counted. This test is about the split, not loss.
             site = opcua_site(served.endpoint, {t: ns_of(t) for t in TAGS}, tmp_path,
-                              mode=mode, poll_interval=30.0, publishing_interval=0.05)
+                              mode=mode, poll_interval=30.0, publishing_interval=0.05,
+                              timeout=5.0)
             sink = Sink()
             found, status = sessions(site, sink)
             async with sink.running(found):
-                # every tag stored and the calls counted: an item's first value may come in
+                # every tag served and the calls counted: an item's first value may come in
                 # before the call that created it has returned and been counted
-                await sink.wait(lambda s: len(latest_by_point(s)) == len(TAGS)
+                await sink.wait(lambda s: served_points(s) == set(range(len(TAGS)))
                                 and status.devices["plc"].requests_total >= requests, LIMIT)
                 return sink, status.devices["plc"].requests_total
 
     sink, count = asyncio.run(scenario())
     assert count == requests
-    assert sorted(set(rows(sink).point.tolist())) == list(range(len(TAGS)))
+    assert served_points(sink) == set(range(len(TAGS)))
 
 
 # --- site file -------------------------------------------------------------------------------
