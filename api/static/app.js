@@ -17,7 +17,7 @@ const $ = (sel) => document.querySelector(sel);
 const state = {
   token: null, role: null, points: [], byTag: new Map(), latest: new Map(),
   alarms: new Map(), rows: new Map(), renderQueued: false, kpiTimer: null,
-  zone: null, trendTag: null, chart: null, trendData: [[], []],
+  zone: null, trendTag: null, trendAsked: 0, chart: null, trendData: [[], []],
   stream: null, lastEventId: null, streamErrors: 0, timers: [],
 };
 const canAct = () => state.role !== null && state.role !== "viewer";
@@ -405,6 +405,7 @@ async function selectTag(tag) {
 // The raw readings when they fit the chart's width, one per pixel at most; beyond that, the
 // means of buckets as wide as a pixel.
 async function loadTrend(p) {
+  const asked = ++state.trendAsked;
   const range = $("#trend-range").value;
   const pixels = Math.max($("#chart").clientWidth, 300);
   const base = `/history?tag=${encodeURIComponent(p.tag)}&start=-${range}`;
@@ -419,7 +420,8 @@ async function loadTrend(p) {
     data = [body.ts, body.mean];
     how = `means of ${seconds} s`;
   }
-  if (p.tag !== state.trendTag) return;  // another point was picked meanwhile
+  // Another point or range was picked meanwhile: its answer may come in before this one's.
+  if (asked !== state.trendAsked) return;
   state.trendData = [data[0].map((t) => Date.parse(t) / 1000), data[1]];
   $("#trend-how").textContent = `(${how}, last ${range})`;
   drawChart(p);

@@ -407,6 +407,29 @@ def test_a_point_shows_its_raw_readings_and_its_devices_comms_alarms(
     page.screenshot(path=ARTIFACTS / "page-point.png", full_page=True)
 
 
+def test_a_late_answer_for_an_earlier_range_does_not_replace_the_range_picked(
+        browser: Browser, control_room) -> None:
+    """The trend's answer for the range first shown (6 h) held back until the operator has
+    picked 1 h and seen it: when it comes in at last, the chart stays on 1 h."""
+    url, _, site = control_room
+    tag = "dma2.j237.pressure"
+    page = open_page(browser, url, site)
+    held: list = []
+    page.route("**/api/v1/history?*", lambda route: held.append(route)
+               if "start=-6h" in route.request.url else route.continue_())
+    page.locator(".zone[data-zone=dma2]").click()
+    page.locator(f"#zone-points tr[data-tag='{tag}']").click()
+    expect(page.locator("#trend-how")).to_have_text("")
+    page.locator("#trend-range").select_option("1h")
+    expect(page.locator("#trend-how")).to_contain_text("last 1h")
+    assert len(held) == 1, "the 6 h request was not held"
+    with page.expect_response(lambda r: "start=-6h" in r.url) as late:
+        held[0].continue_()
+    late.value.finished()
+    page.wait_for_timeout(300)  # the page's handler of the late answer runs after its body
+    expect(page.locator("#trend-how")).to_contain_text("last 1h")
+
+
 def test_the_api_documentation_works_offline(browser: Browser, control_room) -> None:
     """/docs: Swagger UI from the package itself; any request off this host would fail."""
     url, _, _ = control_room
