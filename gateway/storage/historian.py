@@ -588,17 +588,32 @@ class EmbeddedHistorian:
         return done
 
     def _flush(self, grp: int) -> int:
-        """Move everything of group `grp` from `fresh` into per-tag chunks (one transaction)."""
+        """Move everything of group `grp` from `fresh` into per-tag chunks (one transaction).
+
+        The rows' readings are read into columns as the rows come (not every blob held, then
+        joined) and sorted a column at a time: a group's 256k readings held 131 bytes a
+        reading at the peak, 34 MB for a moment, every group every ~17 min at 10,000 tags
+        polled every second; now ~57 (the columns, one sorted column and the sort's
+        indices)."""
         db = self._write
         db.execute("BEGIN IMMEDIATE")
         try:
-            rows = db.execute("SELECT id, n, data FROM fresh WHERE grp = ? ORDER BY id",
-                              (grp,)).fetchall()
-            cols = _concat([_unpack(data, n, FRESH_COLUMNS) for _, n, data in rows],
-                           FRESH_COLUMNS)
-            cols = _take(cols, np.lexsort((cols["source_ts"], cols["tag"])))
-            db.executemany("DELETE FROM fresh WHERE id = ?", [(r[0],) for r in rows])
-            del rows  # the fresh blobs: cols holds their readings now
+            total, ids = 0, []
+            for rowid, n in db.execute("SELECT id, n FROM fresh WHERE grp = ?", (grp,)):
+                ids.append((rowid,))
+                total += n
+            cols = {k: np.empty(total, DTYPES[k]) for k in FRESH_COLUMNS}
+            at = 0
+            for n, data in db.execute("SELECT n, data FROM fresh WHERE grp = ? ORDER BY id",
+                                      (grp,)):
+                for k, v in _unpack(data, n, FRESH_COLUMNS).items():
+                    cols[k][at : at + n] = v
+                at += n
+            order = np.lexsort((cols["source_ts"], cols["tag"]))
+            for k in FRESH_COLUMNS:  # a column at a time: one sorted copy at once
+                cols[k] = cols[k][order]
+            del order
+            db.executemany("DELETE FROM fresh WHERE id = ?", ids)
             sizes: list[tuple[int, int]] = []  # (tag, readings) of each chunk
 
             def chunks() -> Iterator[tuple]:
@@ -619,7 +634,7 @@ class EmbeddedHistorian:
         self._due.discard(grp)
         for tag, n in sizes:
             self._small[tag] += n < SMALL
-        return len(cols["tag"])
+        return total
 
     def _merge(self, tags: list[int]) -> int:
         """Merge each tag's small chunks (up to 64) into as few big ones as fit."""
