@@ -59,11 +59,13 @@ MERGE_TAGS = 64  # tags merged per compaction step
 FLUSH_ROWS = 1024  # a group's fresh rows are moved to chunks at this many rows...
 FLUSH_READINGS = 1 << 18  # ...or this many readings
 NO_TS = np.iinfo(np.int64).min  # latest: no reading yet
-# Readings a store sorts and packs at a time (~0.7 MB of columns): beside its batches a store
-# holds the tags and the sort's indices of all readings and one column joined (~30 bytes a
-# reading at its peak, 53-86 when sorted whole). The fresh rows written are the same, but a
-# group of more readings in one store is written in rows of at most this many.
-PART_READINGS = 1 << 14
+# Readings a store sorts and packs at a time (~340 KB of columns): beside its batches a store
+# holds the tags, the sort's indices and the batch of each reading (9 bytes a reading) and a
+# part's batches joined; its peak, ~18 bytes a reading, is now the sort by tag (53-86 sorted
+# whole; tracemalloc, 100,000 readings: 1 << 15 ~37, 1 << 14 ~24, at the same CPU as this
+# within the noise, +3-5 ms a store over sorting whole). The fresh rows written are the same,
+# but a group of more readings in one store is written in rows of at most this many.
+PART_READINGS = 1 << 13
 WHOLE_BLOB = 16384  # bytes: a blob this small is read in one call, not column by column
 # SQLite's page cache per connection, KiB: pinned, not left to how the linked library was built.
 # The writer's hot pages are B-tree interiors and the `latest` rows it rewrites (~42 KB per
@@ -479,11 +481,16 @@ class EmbeddedHistorian:
         # PART_READINGS at a time. Sorted whole, 100,000 readings of 50,000 tags held 86
         # bytes a reading beside the batches (the sorted copy, and the latest values kept to
         # undo a failed commit): a 50,000-tag gateway's RSS +11 MB at every commit.
-        order = np.argsort(tag, kind="stable")
+        order = np.argsort(tag, kind="stable").astype(np.int32)
         tag = tag[order]
         if keep is not None:
-            order = keep[order]  # positions in the joined batches
+            order = keep.astype(np.int32)[order]  # positions in the joined batches
         del keep
+        sizes = [len(b) for b in batches]
+        starts = np.cumsum([0, *sizes[:-1]])  # of each batch, joined
+        of_batch = np.repeat(np.arange(len(batches), dtype=np.min_scalar_type(len(batches))),
+                             sizes)  # the batch each reading is of (a byte each, <256 batches)
+        del sizes
         parts = _parts(tag >> GROUP_SHIFT)
         rows: list[tuple[int, int]] = []  # (group, readings) of each fresh row
         blocks: list[np.ndarray] = []  # the latest rows each part changed
@@ -495,11 +502,20 @@ class EmbeddedHistorian:
             failure leaves them to be read anew (`_latest_stale`)."""
             for part in parts:
                 a, b = part[0][0], part[-1][1]
+                # Joined are only the batches the part has readings of (a few of 40 in a
+                # 50,000-tag flush): a column of all of them was 8 bytes a reading more.
                 index = order[a:b]
-                index = index[np.lexsort((_joined(batches, "source_ts")[index], tag[a:b]))]
-                cols = {k: _joined(batches, k)[index] for k in CHUNK_COLUMNS}
+                which = of_batch[index]
+                used = np.bincount(which, minlength=len(batches)) > 0
+                mine = list(itertools.compress(batches, used.tolist()))
+                # Each used batch's start joined, less its start among the used ones.
+                shift = starts - np.cumsum([0, *(len(m) for m in mine)])[np.cumsum(used) - 1]
+                index = index - shift[which]
+                del which, used, shift
+                index = index[np.lexsort((_joined(mine, "source_ts")[index], tag[a:b]))]
+                cols = {k: _joined(mine, k)[index] for k in CHUNK_COLUMNS}
                 cols["tag"] = tag[a:b]
-                del index
+                del index, mine
                 blocks.append(np.unique(self._latest_update(cols) >> LATEST_SHIFT))
                 ts = cols["source_ts"]
                 for lo, hi in part:
