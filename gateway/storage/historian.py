@@ -59,6 +59,9 @@ MERGE_TAGS = 64  # tags merged per compaction step
 FLUSH_ROWS = 1024  # a group's fresh rows are moved to chunks at this many rows...
 FLUSH_READINGS = 1 << 18  # ...or this many readings
 NO_TS = np.iinfo(np.int64).min  # latest: no reading yet
+# What the gateway's drain hands the historian a store (one commit), `store_readings`.
+STORE_READINGS = 100_000
+STORE_POLLS = 5
 # Readings a store sorts and packs at a time (~340 KB of columns): beside its batches a store
 # holds the tags, the sort's indices and the batch of each reading (9 bytes a reading) and a
 # part's batches joined; its peak, ~18 bytes a reading, is now the sort by tag (53-86 sorted
@@ -235,6 +238,17 @@ def _joined(batches: list[Batch], name: str) -> np.ndarray:
     if len(batches) == 1:
         return getattr(batches[0], name)
     return np.concatenate([getattr(b, name) for b in batches])
+
+
+def store_readings(tags: int) -> int:
+    """Readings a store (one commit) of a site of `tags` takes at most: its spool read holds
+    them all at once (41 bytes each, beside the store's own peak), and each commit rewrites
+    the `latest` rows of every tag it has (37 bytes a tag). STORE_READINGS // 2, but
+    STORE_POLLS polls of every tag up to STORE_READINGS: 10,000 tags polled every second
+    commit a 10-s flush in two, 50,000 readings (RSS +3 MB for it, not +6: the aim is 100 MB),
+    for ~4 % more bytes written over a reading's life (bench.disk_writes' lifetime: 244 ->
+    254 bytes a reading); 50,000 tags keep 100,000 (half would write 15 % more)."""
+    return min(STORE_READINGS, max(STORE_READINGS // 2, STORE_POLLS * tags))
 
 
 def _latest_shift(db: sqlite3.Connection) -> int:

@@ -18,7 +18,12 @@ import pytest
 from support.small_fs import SmallFs
 
 from anomaly.core.batch import Batch, Quality
-from gateway.storage.historian import PART_READINGS, EmbeddedHistorian, HistorianError
+from gateway.storage.historian import (
+    PART_READINGS,
+    EmbeddedHistorian,
+    HistorianError,
+    store_readings,
+)
 
 TAGS = ["dma1.flow", "dma1.pressure", "res1.level"]
 READINGS = 3000  # per tag
@@ -455,3 +460,13 @@ def test_a_store_of_more_readings_of_a_group_than_a_part_lands_whole(
         assert got.value.tolist() == [float(t) for t in range(n)]
     latest = h.latest()
     assert latest.source_ts.tolist() == [n - 1] * len(TAGS)
+
+
+@pytest.mark.parametrize("tags, readings", [
+    (25, 50_000),  # a backlog of a small site: commits of 50,000
+    (10_000, 50_000),  # a 10-s flush at 1 s in two commits: the 100 MB aim's +3 MB, not +6
+    (15_000, 75_000),  # at least 5 polls of every tag a commit (its latest rows rewritten)
+    (50_000, 100_000),  # a 10-s flush in five: half as much would write 15 % more
+])
+def test_a_commit_takes_at_most_what_the_aims_allow(tags: int, readings: int) -> None:
+    assert store_readings(tags) == readings
