@@ -503,7 +503,7 @@ class EmbeddedHistorian:
         sizes = [len(b) for b in batches]
         starts = np.cumsum([0, *sizes[:-1]])  # of each batch, joined
         of_batch = np.repeat(np.arange(len(batches), dtype=np.min_scalar_type(len(batches))),
-                             sizes)  # the batch each reading is of (a byte each, <256 batches)
+                             sizes)  # the batch of each reading (a byte each below 256 batches)
         del sizes
         parts = _parts(tag >> GROUP_SHIFT)
         rows: list[tuple[int, int]] = []  # (group, readings) of each fresh row
