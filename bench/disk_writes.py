@@ -49,7 +49,7 @@ from bench.modbus import Servers
 from bench.table import Row
 from gateway.site.model import HistorianSection, SpoolSection
 from gateway.status import SpoolStatus
-from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.historian import EmbeddedHistorian, store_readings
 from gateway.storage.spool import Spool
 from scadawatch.ports import free_port
 
@@ -130,8 +130,8 @@ class _Clock:
 
 
 def lifetime(points: int, interval: float, readings: int, where: Path,
-             spool: SpoolSection | None = None, historian: HistorianSection | None = None
-             ) -> dict[str, float]:
+             spool: SpoolSection | None = None, historian: HistorianSection | None = None,
+             store_rows: int | None = None) -> dict[str, float]:
     """Bytes written per reading over a reading's whole life on the gateway, in this process:
     `readings` of `points` tags polled every `interval` s are spooled (synced every
     `fsync_interval` of the poll clock), stored in the embedded historian every
@@ -144,6 +144,7 @@ def lifetime(points: int, interval: float, readings: int, where: Path,
     this takes seconds."""
     spool = spool or SpoolSection()
     historian = historian or HistorianSection()
+    store_rows = store_rows or store_readings(points)
     clock = _Clock()
     polls = readings // points
     per_store = max(1, round(historian.flush_interval / interval))
@@ -162,10 +163,11 @@ def lifetime(points: int, interval: float, readings: int, where: Path,
                                        quality=np.ones(points), value=np.sin(ts / 1e10)))
                     clock.now += interval
                     if (poll + 1) % per_store == 0 or poll == polls - 1:
-                        entries = sp.read_after(seq, 1 << 20)
-                        db.store(entries)
-                        seq = entries[-1][0]
-                        sp.ack("historian", seq)
+                        # In commits of up to `store_rows` readings, as the gateway's drain.
+                        while entries := sp.read_after(seq, store_rows):
+                            db.store(entries)
+                            seq = entries[-1][0]
+                            sp.ack("historian", seq)
                 while db.compact(full=True):
                     pass
         finally:

@@ -24,7 +24,7 @@ from gateway.reload import Inputs, Reloader, install_reload_signal
 from gateway.site.model import Site
 from gateway.status import GatewayStatus, SinkStatus, TaskStatus
 from gateway.storage.drain import drain
-from gateway.storage.historian import EmbeddedHistorian
+from gateway.storage.historian import EmbeddedHistorian, store_readings
 from gateway.storage.spool import Spool
 from gateway.supervise import supervise
 
@@ -124,6 +124,7 @@ class Gateway:
         # each commit rewrites a few pages whatever it holds (SD cards wear by the page).
         sinks = [self._task("sink:historian", lambda: drain(
             self.spool, self.historian, self.status.sinks["historian"],
+            max_rows=store_readings(len(self.site.points)),
             idle=self.site.historian.flush_interval, wake=flush, release=True))]
         if self.influx is not None:
             influx = self.influx

@@ -3,8 +3,9 @@
 A row per reading costs a whole core at 100k readings/s (NOTES.md), so readings are stored as
 numpy columns in blobs, in two tables:
 
-- `fresh`: what `store()` writes, one row per group of 256 tag ids per store, sorted by
-  (tag, source time). One store of readings from many tags is a handful of rows.
+- `fresh`: what `store()` writes, one row per group of 256 tag ids per store (or per
+  PART_READINGS of a group's readings in one store), sorted by (tag, source time). One store
+  of readings from many tags is a handful of rows.
 - `chunks`: one tag's readings, up to 4,096 per row, with the row's time range indexed.
   A background compaction (bounded work after each store) moves a group's fresh rows into
   per-tag chunks once the group has 1,024 rows or 256k readings (50,000 tags polled twice a
@@ -58,6 +59,16 @@ MERGE_TAGS = 64  # tags merged per compaction step
 FLUSH_ROWS = 1024  # a group's fresh rows are moved to chunks at this many rows...
 FLUSH_READINGS = 1 << 18  # ...or this many readings
 NO_TS = np.iinfo(np.int64).min  # latest: no reading yet
+# What the gateway's drain hands the historian a store (one commit), `store_readings`.
+STORE_READINGS = 100_000
+STORE_POLLS = 5
+# Readings a store sorts and packs at a time (~340 KB of columns): beside its batches a store
+# holds the tags, the sort's indices and the batch of each reading (9 bytes a reading) and a
+# part's batches joined; its peak, ~18 bytes a reading, is now the sort by tag (53-86 sorted
+# whole; tracemalloc, 100,000 readings: 1 << 15 ~37, 1 << 14 ~24, at the same CPU as this
+# within the noise, +3-5 ms a store over sorting whole). The fresh rows written are the same,
+# but a group of more readings in one store is written in rows of at most this many.
+PART_READINGS = 1 << 13
 WHOLE_BLOB = 16384  # bytes: a blob this small is read in one call, not column by column
 # SQLite's page cache per connection, KiB: pinned, not left to how the linked library was built.
 # The writer's hot pages are B-tree interiors and the `latest` rows it rewrites (~42 KB per
@@ -194,15 +205,50 @@ def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[0, cuts], np.r_[cuts, len(keys)]
 
 
-def _pieces(a: int, b: int) -> list[tuple[int, int]]:
-    """[a, b) cut into nearly equal pieces of at most CHUNK_MAX (as Python ints: SQLite
-    would store numpy integers as blobs)."""
+def _pieces(a: int, b: int, most: int = CHUNK_MAX) -> list[tuple[int, int]]:
+    """[a, b) cut into nearly equal pieces of at most `most` (as Python ints: SQLite would
+    store numpy integers as blobs)."""
     a, b = int(a), int(b)
     if b <= a:
         return []
-    k = -(-(b - a) // CHUNK_MAX)
+    k = -(-(b - a) // most)
     edges = [a + (b - a) * i // k for i in range(k + 1)]
     return list(itertools.pairwise(edges))
+
+
+def _parts(groups: np.ndarray) -> list[list[tuple[int, int]]]:
+    """The fresh rows of a store whose readings, sorted, are of `groups`: a row a group (a
+    group of more than PART_READINGS readings cut into pieces of at most that many), as
+    [a, b) of the sorted readings, put together in parts of whole rows of at most
+    PART_READINGS readings each, in order."""
+    parts: list[list[tuple[int, int]]] = []
+    size = PART_READINGS
+    for a, b in zip(*_runs(groups), strict=True):
+        for lo, hi in _pieces(a, b, PART_READINGS):
+            if size + hi - lo > PART_READINGS:
+                parts.append([])
+                size = 0
+            parts[-1].append((lo, hi))
+            size += hi - lo
+    return parts
+
+
+def _joined(batches: list[Batch], name: str) -> np.ndarray:
+    """Column `name` of `batches`, one after the other (no copy of a single batch's)."""
+    if len(batches) == 1:
+        return getattr(batches[0], name)
+    return np.concatenate([getattr(b, name) for b in batches])
+
+
+def store_readings(tags: int) -> int:
+    """Readings a store (one commit) of a site of `tags` takes at most: its spool read holds
+    them all at once (41 bytes each, beside the store's own peak), and each commit rewrites
+    the `latest` rows of every tag it has (37 bytes a tag). STORE_READINGS // 2, but
+    STORE_POLLS polls of every tag up to STORE_READINGS: 10,000 tags polled every second
+    commit a 10-s flush in two, 50,000 readings (RSS +3 MB for it, not +6: the aim is 100 MB),
+    for ~4 % more bytes written over a reading's life (bench.disk_writes' lifetime: 244 ->
+    254 bytes a reading); 50,000 tags keep 100,000 (half would write 15 % more)."""
+    return min(STORE_READINGS, max(STORE_READINGS // 2, STORE_POLLS * tags))
 
 
 def _latest_shift(db: sqlite3.Connection) -> int:
@@ -295,14 +341,8 @@ class EmbeddedHistorian:
         for tag, count in db.execute(
                 f"SELECT tag, count(*) FROM chunks WHERE n < {SMALL} GROUP BY tag"):
             self._small[tag] = count
-        self._latest = self._empty_latest(self._capacity())
-        shift = _latest_shift(db)
-        rows = db.execute("SELECT block, data FROM latest").fetchall()
-        for block, data in rows:
-            a = block << shift
-            for k, v in _unpack(data, 1 << shift, CHUNK_COLUMNS).items():
-                self._latest[k][a : a + len(v)] = v[: len(self._latest[k]) - a]
-        if shift != LATEST_SHIFT or not rows:
+        shift, stored = self._load_latest(db)
+        if shift != LATEST_SHIFT or not stored:
             # A file of an earlier layout (or a new one): latest in today's rows.
             blocks = np.flatnonzero(self._latest["source_ts"] != NO_TS) >> LATEST_SHIFT
             try:
@@ -316,6 +356,21 @@ class EmbeddedHistorian:
             except sqlite3.Error as e:
                 _rollback(db)
                 raise HistorianError(f"{self.path}: cannot convert latest: {e}") from None
+
+    def _load_latest(self, db: sqlite3.Connection) -> tuple[int, bool]:
+        """Read the `latest` table into the latest arrays: what the last commit left (a store
+        updates the arrays before its commit, so one that fails leaves them to be read anew).
+        Returns the file's log2 of tag ids per row and whether it had any row."""
+        self._latest = self._empty_latest(self._capacity())
+        self._latest_stale = False
+        shift = _latest_shift(db)
+        stored = False
+        for block, data in db.execute("SELECT block, data FROM latest"):
+            a = block << shift
+            for k, v in _unpack(data, 1 << shift, CHUNK_COLUMNS).items():
+                self._latest[k][a : a + len(v)] = v[: len(self._latest[k]) - a]
+            stored = True
+        return shift, stored
 
     @functools.cached_property
     def _position(self) -> TagIndex:
@@ -420,52 +475,78 @@ class EmbeddedHistorian:
 
     def _store(self, batches: list[Batch], cursor: int, point_ids: np.ndarray,
                sender: str | None = None) -> None:
+        if self._latest_stale:  # a failed store updated the arrays: read what was committed
+            try:
+                self._load_latest(self._write)
+            except sqlite3.Error as e:
+                raise HistorianError(f"{self.path}: cannot read latest: {e}") from e
         point = np.concatenate([b.point for b in batches])
         known = (point >= 0) & (point < len(point_ids))
-        keep: np.ndarray | slice = slice(None)
+        keep: np.ndarray | None = None
         if not known.all():
             log.error("event=historian_unknown_point readings=%d points=%s",
                       int((~known).sum()), np.unique(point[~known])[:10].tolist())
-            keep = known
+            keep = np.flatnonzero(known)
         del known
-        tag = point_ids[point[keep]]
+        tag = point_ids[point if keep is None else point[keep]]
         del point
-        order = np.lexsort((np.concatenate([b.source_ts for b in batches])[keep], tag))
-        # Sorted a column at a time, each joined only as it is sorted: joining the batches
-        # whole, then sorting a copy, held both beside the batches (10 s of 10,000 tags:
-        # ~4 MB each, the 10-s commit's peak)
-        cols = {k: np.concatenate([getattr(b, k) for b in batches])[keep][order]
-                for k in CHUNK_COLUMNS}
-        cols["tag"] = tag[order]
-        del tag, order
-        ts = cols["source_ts"]
+        # Sorted by tag here, by (tag, time) a part at a time below: only the tags and the
+        # sort's indices are held for all readings, the columns are joined, sorted and packed
+        # PART_READINGS at a time. Sorted whole, 100,000 readings of 50,000 tags held 86
+        # bytes a reading beside the batches (the sorted copy, and the latest values kept to
+        # undo a failed commit): a 50,000-tag gateway's RSS +11 MB at every commit.
+        order = np.argsort(tag, kind="stable").astype(np.int32)
+        tag = tag[order]
+        if keep is not None:
+            order = keep.astype(np.int32)[order]  # positions in the joined batches
+        del keep
+        sizes = [len(b) for b in batches]
+        starts = np.cumsum([0, *sizes[:-1]])  # of each batch, joined
+        of_batch = np.repeat(np.arange(len(batches), dtype=np.min_scalar_type(len(batches))),
+                             sizes)  # the batch of each reading (a byte each below 256 batches)
+        del sizes
+        parts = _parts(tag >> GROUP_SHIFT)
         rows: list[tuple[int, int]] = []  # (group, readings) of each fresh row
+        blocks: list[np.ndarray] = []  # the latest rows each part changed
 
         def fresh_rows() -> Iterator[tuple[int, int, int, int, bytes]]:
-            """Each group's row, packed as SQLite asks for it: held all at once, 10 s of
-            50,000 tags (~90 KB a group, each below the C heap's mmap threshold) took 17 MB
-            of heap that stayed until the next hand-back (gateway/memory.py)."""
-            if not len(ts):
-                return
-            grp = cols["tag"] >> GROUP_SHIFT
-            starts, ends = _runs(grp)
-            t_min = np.minimum.reduceat(ts, starts)
-            t_max = np.maximum.reduceat(ts, starts)
-            for a, b, lo, hi in zip(starts, ends, t_min, t_max, strict=True):
-                g, n = int(grp[a]), int(b - a)
-                rows.append((g, n))
-                yield g, int(lo), int(hi), n, _pack(cols, FRESH_COLUMNS, a, b)
+            """Each part's rows, packed as SQLite asks for them (held all at once, 10 s of
+            50,000 tags, ~90 KB a group, took 17 MB of heap that stayed until the next
+            hand-back, gateway/memory.py); the latest arrays updated part by part, so a
+            failure leaves them to be read anew (`_latest_stale`)."""
+            for part in parts:
+                a, b = part[0][0], part[-1][1]
+                # Joined are only the batches the part has readings of (a few of 40 in a
+                # 50,000-tag flush): a column of all of them was 8 bytes a reading more.
+                index = order[a:b]
+                which = of_batch[index]
+                used = np.bincount(which, minlength=len(batches)) > 0
+                mine = list(itertools.compress(batches, used.tolist()))
+                # Each used batch's start joined, less its start among the used ones.
+                shift = starts - np.cumsum([0, *(len(m) for m in mine)])[np.cumsum(used) - 1]
+                index = index - shift[which]
+                del which, used, shift
+                index = index[np.lexsort((_joined(mine, "source_ts")[index], tag[a:b]))]
+                cols = {k: _joined(mine, k)[index] for k in CHUNK_COLUMNS}
+                cols["tag"] = tag[a:b]
+                del index, mine
+                blocks.append(np.unique(self._latest_update(cols) >> LATEST_SHIFT))
+                ts = cols["source_ts"]
+                for lo, hi in part:
+                    g, n = int(tag[lo]) >> GROUP_SHIFT, hi - lo
+                    rows.append((g, n))
+                    yield (g, int(ts[lo - a : hi - a].min()), int(ts[lo - a : hi - a].max()), n,
+                           _pack(cols, FRESH_COLUMNS, lo - a, hi - a))
 
-        ids, undo = self._latest_update(cols)
-        latest = self._latest
         db = self._write
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "INSERT INTO fresh(grp, t_min, t_max, n, data) VALUES (?, ?, ?, ?, ?)",
                 fresh_rows())
-            db.executemany("INSERT OR REPLACE INTO latest(block, data) VALUES (?, ?)",
-                           self._latest_rows(sorted(set((ids >> LATEST_SHIFT).tolist()))))
+            db.executemany(
+                "INSERT OR REPLACE INTO latest(block, data) VALUES (?, ?)",
+                self._latest_rows(np.unique(np.concatenate(blocks)).tolist() if blocks else []))
             # An update in place: a REPLACE would rewrite the key's index page as well.
             db.execute("INSERT INTO meta(key, value) VALUES ('cursor', ?) "
                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (cursor,))
@@ -474,11 +555,10 @@ class EmbeddedHistorian:
                            (sender,))
             db.execute("COMMIT")
         except BaseException as e:
-            for k, v in undo.items():
-                latest[k][ids] = v
+            self._latest_stale = True
             _rollback(db)
             if isinstance(e, sqlite3.Error):
-                raise HistorianError(f"{self.path}: cannot store {len(ts)} readings: "
+                raise HistorianError(f"{self.path}: cannot store {len(tag)} readings: "
                                      f"{e}") from e
             raise
         self._cursor = cursor
@@ -491,28 +571,28 @@ class EmbeddedHistorian:
             if stats[0] >= FLUSH_ROWS or stats[1] >= FLUSH_READINGS:
                 self._due.add(g)
 
-    def _latest_rows(self, blocks: list[int]) -> list[tuple[int, bytes]]:
+    def _latest_rows(self, blocks: list[int]) -> Iterator[tuple[int, bytes]]:
+        """The `latest` rows `blocks`, packed as SQLite asks for them (held all at once,
+        50,000 tags' 3,125 rows were 2.2 MB)."""
         latest = self._latest
-        return [(b, _pack(latest, CHUNK_COLUMNS, b << LATEST_SHIFT, (b + 1) << LATEST_SHIFT))
-                for b in blocks]
+        for b in blocks:
+            yield b, _pack(latest, CHUNK_COLUMNS, b << LATEST_SHIFT, (b + 1) << LATEST_SHIFT)
 
-    def _latest_update(self, cols: Columns) -> tuple[np.ndarray, Columns]:
-        """Apply `cols` (sorted by tag, time) to the latest arrays; return the tag ids changed
-        and their previous values, to undo a failed commit.
+    def _latest_update(self, cols: Columns) -> np.ndarray:
+        """Apply `cols` (sorted by tag, time) to the latest arrays; return the tag ids changed.
 
         A reading replaces the latest only if it is not older: late data never hides newer.
         """
         latest = self._latest
         if not len(cols["tag"]):
-            return np.empty(0, np.int64), {}
+            return np.empty(0, np.int64)
         last = _runs(cols["tag"])[1] - 1
         ids = cols["tag"][last].astype(np.int64)
         newer = cols["source_ts"][last] >= latest["source_ts"][ids]
         ids, last = ids[newer], last[newer]
-        undo = {k: latest[k][ids] for k in CHUNK_COLUMNS}
         for k in CHUNK_COLUMNS:
             latest[k][ids] = cols[k][last]
-        return ids, undo
+        return ids
 
     # --- compaction --------------------------------------------------------------------
 
@@ -538,17 +618,32 @@ class EmbeddedHistorian:
         return done
 
     def _flush(self, grp: int) -> int:
-        """Move everything of group `grp` from `fresh` into per-tag chunks (one transaction)."""
+        """Move everything of group `grp` from `fresh` into per-tag chunks (one transaction).
+
+        The rows' readings are read into columns as the rows come (not every blob held, then
+        joined) and sorted a column at a time: a group's 256k readings held 131 bytes a
+        reading at the peak, 34 MB for a moment, every group every ~17 min at 10,000 tags
+        polled every second; now ~57 (the columns, one sorted column and the sort's
+        indices)."""
         db = self._write
         db.execute("BEGIN IMMEDIATE")
         try:
-            rows = db.execute("SELECT id, n, data FROM fresh WHERE grp = ? ORDER BY id",
-                              (grp,)).fetchall()
-            cols = _concat([_unpack(data, n, FRESH_COLUMNS) for _, n, data in rows],
-                           FRESH_COLUMNS)
-            cols = _take(cols, np.lexsort((cols["source_ts"], cols["tag"])))
-            db.executemany("DELETE FROM fresh WHERE id = ?", [(r[0],) for r in rows])
-            del rows  # the fresh blobs: cols holds their readings now
+            total, ids = 0, []
+            for rowid, n in db.execute("SELECT id, n FROM fresh WHERE grp = ?", (grp,)):
+                ids.append((rowid,))
+                total += n
+            cols = {k: np.empty(total, DTYPES[k]) for k in FRESH_COLUMNS}
+            at = 0
+            for n, data in db.execute("SELECT n, data FROM fresh WHERE grp = ? ORDER BY id",
+                                      (grp,)):
+                for k, v in _unpack(data, n, FRESH_COLUMNS).items():
+                    cols[k][at : at + n] = v
+                at += n
+            order = np.lexsort((cols["source_ts"], cols["tag"]))
+            for k in FRESH_COLUMNS:  # a column at a time: one sorted copy at once
+                cols[k] = cols[k][order]
+            del order
+            db.executemany("DELETE FROM fresh WHERE id = ?", ids)
             sizes: list[tuple[int, int]] = []  # (tag, readings) of each chunk
 
             def chunks() -> Iterator[tuple]:
@@ -569,7 +664,7 @@ class EmbeddedHistorian:
         self._due.discard(grp)
         for tag, n in sizes:
             self._small[tag] += n < SMALL
-        return len(cols["tag"])
+        return total
 
     def _merge(self, tags: list[int]) -> int:
         """Merge each tag's small chunks (up to 64) into as few big ones as fit."""
