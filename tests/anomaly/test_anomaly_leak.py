@@ -54,12 +54,14 @@ def site(days: float, *, seed: int = 1, leak: float = 0.0, leak_at: float = 0.0,
          tank_fill: bool = False, gap: tuple[float, float] | None = None,
          step: float = 300.0, weekend_later: float = 0.0,
          weekend_more: float = 1.0, tank_swing: float = 0.0,
-         second: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+         second: tuple[float, float] | None = None,
+         hot: tuple[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(times ns, values time x point) of `days` from Monday 00:00; times in seconds.
     At weekends the day runs `weekend_later` hours later (Friday's evening past midnight) and
     takes `weekend_more` times the water, day and night. `second`: (L/s, from) of a second
     leak, never repaired. `tank_swing`: L/s into the tank through its metered main, filling by
-    night and draining by day (a cosine, no steps)."""
+    night and draining by day (a cosine, no steps). `hot`: (day, factor): that day's demand above
+    the night's floor `factor` times (a hot day: gardens, showers), on top of its day factor."""
     rng = np.random.default_rng(seed)
     t = np.arange(0, days * DAY, step)
     day = (t // DAY).astype(int)
@@ -68,6 +70,8 @@ def site(days: float, *, seed: int = 1, leak: float = 0.0, leak_at: float = 0.0,
     late = ((t - weekend_later * HOUR) // DAY).astype(int) % 7 >= 5
     day_hour = (hour - np.where(late, weekend_later, 0.0)) % 24
     day_factor = np.exp(0.07 * rng.standard_normal(day.max() + 1))[day]
+    if hot is not None:
+        day_factor = day_factor * np.where(day == hot[0], hot[1], 1.0)
     night = 0.35 / 0.98
     ar = np.zeros(t.size)
     for i in range(1, t.size):
