@@ -55,10 +55,9 @@ from anomaly.tables.state_part import StatePart, restored
 # the first bin of the night window in progress (`night_first`); 20: storage keeps its own
 # tank ends (a tank held at one leaves the area fit), each level's resolution and each tank's
 # steps; the tank profile keeps the MNF's nights per learned tank; 21: drift keeps the least
-# of an excursion's onsets across its CUSUM's restarts (`least`); 22: leak keeps the day level
-# it rose from (`level_before`). (The metadata's
+# of an excursion's onsets across its CUSUM's restarts (`least`). (The metadata's
 # `time_zone`, the clock the state was learned on, changes no array: a state without it is UTC.)
-STATE_VERSION = 22
+STATE_VERSION = 21
 GOOD = int(Quality.GOOD)
 
 

@@ -29,10 +29,7 @@ has `WARM_DAYS` days:
   night's floor, its evening included, while a leak adds the same at every hour; the slope of
   the residuals on the activity (with an intercept, where a leak goes) over about a day is
   taken out of every bin of a learned day type, which leaves the night, where activity is
-  nil, as it is; learned over about a day, it lags a day busier than the one before (a hot
-  day comes at once), so each hour's variance takes (the level's rise over what it stood at
-  the day before x the hour's activity)^2: what the level has not caught up with is no leak
-  evidence, by day nor in the evening's night hours that still hold activity;
+  nil, as it is;
 - the minimum night flow (MNF): the mean over the 2-hour window where the day type's profile is
   lowest (where it was when the night began: the profile learns each of the night's bins as it
   closes, and a leak raising them moved the window on past the night, which then never ended),
@@ -124,12 +121,7 @@ net1/ky4, only evaluated on the simulator's seeds 101-103 and ky10, Anytown and 
 every hour (not every bin) has learned answers tuning ky4 clean s51 with leaks added to its
 inlet (its pump switching near midnight kept the MNF off for a week); no constant; held-out
 Anytown s112's start (Friday 16:37, found on Monday's night) pointed at the weekend's
-nights, and was only evaluated (docs/replay.md, leaknight round). The day level's lag in the
-hours' variance answers the tests' site with one day 30-50 % busier (a false leak on the night
-after); no constant; checked on net1 leak seeds 1-20 and 101-112, ky4 1-12 and 101-112, their
-clean recordings and the simulator's seeds 1-3; the simulator's seeds 101-103 and ky10,
-Anytown and Net6 only evaluated it (docs/replay.md, leak12 round); no held-out trace informed
-it.
+nights, and was only evaluated (docs/replay.md, leaknight round).
 
 >>> import numpy as np
 >>> from anomaly.core.points import PointInfo, PointTable
@@ -443,7 +435,6 @@ class Leak:
         self.mnf_margin = np.ones(z)  # more while the night's day type has no nights of its own
         self.day_sums = np.zeros((5, z))  # 1, a, a^2, r, r a (_learn_day_level)
         self.day_level = np.zeros(z)
-        self.level_before = np.zeros(z)  # the day level over about the day before (EWMA)
         self.smeared = np.zeros(z, dtype=bool)  # the bin holds an inflow step (_inflow_step)
         self.tick_net = np.full(z, np.nan)  # the last tick's net inflow
         self.tick_scale = np.zeros(z)  # its usual change from tick to tick
@@ -683,20 +674,6 @@ class Leak:
         lowest = np.argmin(np.where(self.flow.days[0] > 0, self.flow.mu[0], np.inf), axis=0)
         morning = (b - lowest) % DAY_BINS < DAY_BINS // 2
         var = self._hour_var(of_day, weekend, leak0, night_h, morning)
-        # The day's level is learned over about a day, so on a day busier than the one before
-        # (heat: gardens, showers) it lags, and what it has not caught up with is left in each
-        # hour's residual in proportion to the hour's activity: daytime, and the evening's
-        # night hours that still hold some (a leak adds the same at every hour, activity or
-        # none). The level's rise over what it stood at is the size of that lag, so the hour's
-        # variance takes (rise x activity)^2; a falling level leaves residuals low, no leak's
-        # sign. (The tests' site, 30 % busier on one day: a parked daytime CUSUM and two
-        # evening hours 2-3 spreads high raised "leak of ~1.2 L/s" that night.)
-        hour_bins = np.arange(b - HOUR_BINS + 1, b + 1) % DAY_BINS
-        typed_h = self.flow.days[t_own].take(hour_bins, axis=0) >= TYPE_DAYS
-        activity = np.where(typed_h, np.fmax(self.flow.mu[t_own].take(hour_bins, axis=0)
-                                             - self.flow.floor(), 0.0), 0.0).mean(axis=0)
-        rise = np.fmax(self.day_level - self.level_before, 0.0)
-        var = var + (rise * activity) ** 2
         # no night of this hour's day type learned yet (its last bin, which the profile
         # learns after this: in alarm too, less the leak, where the hour's spread does not)
         unseen = night_h & (self.flow.days[t_own, b] < 1)
@@ -896,9 +873,6 @@ class Leak:
             var_a = saa / n - ma * ma
             level = (sra / n - sr / n * ma) / var_a
         enough = (n >= DAY_LEVEL_MEMORY / 2) & (var_a > (DAY_LEVEL_SPREAD * mean) ** 2)
-        # what the level stood at over about the day before this one (`_hour_bin`: its rise)
-        self.level_before = np.where(learn, self.level_before + (
-            self.day_level - self.level_before) / DAY_LEVEL_MEMORY, self.level_before)
         self.day_level = np.where(enough, _clip(_nan_to_num(level), -DAY_LEVEL_MAX,
                                                 DAY_LEVEL_MAX), 0.0)
 
@@ -918,7 +892,6 @@ class Leak:
         self.night_first[zones] = -1
         self.day_sums[:, zones] = 0.0
         self.day_level[zones] = 0.0
-        self.level_before[zones] = 0.0
         self.hacc[:, zones] = 0.0
 
     def _pressure_bin(self, b: int, weekend: bool) -> np.ndarray:
@@ -1085,5 +1058,5 @@ class Leak:
 _STATE = ("bin", "acc", "pacc", "cusum", "wsum", "fast", "back", "alarm", "size", "confidence",
           "pz", "night", "night_first", "nights", "mnf", "alarm_mnf", "usual", "night_mad",
           "limit", "size_se", "evidence_nights", "smeared", "mnf_margin", "hour_no", "hacc",
-          "hour_var", "hour_n", "hour_weight", "day_sums", "day_level", "level_before",
-          "tick_net", "tick_scale", "tick_n")
+          "hour_var", "hour_n", "hour_weight", "day_sums", "day_level", "tick_net", "tick_scale",
+          "tick_n")
