@@ -54,12 +54,14 @@ def site(days: float, *, seed: int = 1, leak: float = 0.0, leak_at: float = 0.0,
          tank_fill: bool = False, gap: tuple[float, float] | None = None,
          step: float = 300.0, weekend_later: float = 0.0,
          weekend_more: float = 1.0, tank_swing: float = 0.0,
-         second: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+         second: tuple[float, float] | None = None,
+         hot: tuple[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(times ns, values time x point) of `days` from Monday 00:00; times in seconds.
     At weekends the day runs `weekend_later` hours later (Friday's evening past midnight) and
     takes `weekend_more` times the water, day and night. `second`: (L/s, from) of a second
     leak, never repaired. `tank_swing`: L/s into the tank through its metered main, filling by
-    night and draining by day (a cosine, no steps)."""
+    night and draining by day (a cosine, no steps). `hot`: (day, factor): that day's demand above
+    the night's floor `factor` times (a hot day: gardens, showers), on top of its day factor."""
     rng = np.random.default_rng(seed)
     t = np.arange(0, days * DAY, step)
     day = (t // DAY).astype(int)
@@ -68,6 +70,8 @@ def site(days: float, *, seed: int = 1, leak: float = 0.0, leak_at: float = 0.0,
     late = ((t - weekend_later * HOUR) // DAY).astype(int) % 7 >= 5
     day_hour = (hour - np.where(late, weekend_later, 0.0)) % 24
     day_factor = np.exp(0.07 * rng.standard_normal(day.max() + 1))[day]
+    if hot is not None:
+        day_factor = day_factor * np.where(day == hot[0], hot[1], 1.0)
     night = 0.35 / 0.98
     ar = np.zeros(t.size)
     for i in range(1, t.size):
@@ -156,6 +160,42 @@ def test_normal_operation_raises_no_leak(what: str, kwargs: dict) -> None:
     raised, _ = run(*site(days, **kwargs))
     assert raised == [], what
 
+
+
+# A hot day: its demand above the night's floor 30-50 % up at once, on top of the day's own
+# factor. The day's level, learned over about a day, lags it, and what it has not caught up
+# with is in every hour in proportion to the activity; a leak adds the same at every hour.
+# A known defect (issue #14): "leak of ~1.1-1.8 L/s" on the night after, and a leak on such a
+# day sized 1.6-1.7 L/s for 1.2. The lag in the hours' variance fixed every row but cost other
+# leaks (docs/replay.md, leak12 round), so it was withdrawn; strict: a fix turns them green.
+HOT_DAY_DEFECT = pytest.mark.xfail(strict=True, raises=AssertionError,
+                                   reason="issue #14: the day level lags a hot day")
+
+
+@HOT_DAY_DEFECT
+@pytest.mark.parametrize(("what", "seed", "hot"), [
+    ("the second Tuesday 30 % busier", 8, (8, 1.3)),
+    ("the second Tuesday 40 % busier", 8, (8, 1.4)),
+    ("the first Thursday 40 % busier", 8, (3, 1.4)),
+    ("the second Tuesday 50 % busier", 2, (8, 1.5)),
+])
+def test_a_hot_day_is_no_leak(what: str, seed: int, hot: tuple[int, float]) -> None:
+    raised, _ = run(*site(10, seed=seed, hot=hot))
+    assert raised == [], what
+
+
+@HOT_DAY_DEFECT
+@pytest.mark.parametrize(("what", "seed", "leak_at", "within_h"), [
+    ("from a hot Tuesday's 14:00", 1, 8 * DAY + 14 * HOUR, 12),
+    ("from a hot Tuesday's 20:00", 2, 8 * DAY + 20 * HOUR, 8),
+])
+def test_a_leak_on_a_hot_day_is_found_by_its_night_at_its_size(what: str, seed: int,
+                                                                leak_at: float,
+                                                                within_h: float) -> None:
+    raised, _ = run(*site(10, seed=seed, leak=1.2, leak_at=leak_at, hot=(8, 1.3)))
+    (alarm,) = raised
+    assert 0 <= hours_after(alarm.start_ns, leak_at) <= within_h, what
+    assert alarm.details["size_lps"] == pytest.approx(1.2, rel=0.25), what
 
 # The first weekend (runs start on a Monday): its nights have no profile of their own yet.
 @pytest.mark.parametrize(("what", "kwargs"), [
