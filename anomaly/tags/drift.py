@@ -9,7 +9,9 @@ least-squares fit on its neighbours' values (intercept and one coefficient each,
 so that neighbours moving as one share it), from fading sums over about a week (`FIT_TAU`),
 refitted every hour, used once `FIT_HOURS` are in. The fit also takes the zone's pump states and
 tank levels (a pump starting or a tank filling to its top changes how the loggers stand to
-one another), and each of the zone's tanks at its floor or top as 0/1 columns (anomaly/
+one another), its balance flows (a `flow` point with a role: the mains out of its sources) and
+their q|q| (head lost to friction grows as about a main's flow squared, so a line through the
+flow misses the loggers' fall at the day's peak), and each of the zone's tanks at its floor or top as 0/1 columns (anomaly/
 tank_ends.py): a tank that ran out and was closed moves the loggers it fed by tens of metres
 for hours, a shift no line through its level explains (ky10's T-13 and J-581: the residual's
 spread 8.8 -> 4.5 m in an offline fit on one week judged on the next; the same on net1 and
@@ -21,9 +23,16 @@ suspected, taught the fit to expect it.
 A tick where a neighbour has no value (`HOLD`) judges none of the group. Points of kinds with
 a stable level (pressure, voltage, frequency, temperature) without such neighbours use their
 own value as residual.
-The residual's usual level is learned per hour of day (EWMA per hour bin) and its spread as an
-EWMA of absolute deviations; both learn with clipped updates and stop learning once a drift
-is suspected (its CUSUM a quarter of the way up). A two-sided CUSUM in
+The residual's usual level is learned per hour of day and its spread as an EWMA of absolute
+deviations. Of a grouped point the usual level at an hour is the hour's mean of its group's
+columns put through the fit as it stands (the fit is linear: the mean residual is the
+member's mean less the prediction from the columns' means), so that it follows the fit as the
+fit learns: a profile of the residuals themselves kept what the fit did not know when an
+hour was first learned (a tank's first run-out, seen before the fit had learned the tank's
+floor, left tens of metres in the evening's bins for weeks, and a walk's neighbour was
+reported instead). Of a point without a group it is an EWMA per hour bin, learned with clipped
+updates, as the spread is. Both stop learning once a drift is suspected (its CUSUM, or a
+group member's, a quarter of the way up). A two-sided CUSUM in
 z-hours (the standardised deviation, clipped at `Z_CLIP`, less `K_REF`, times hours elapsed)
 judges a drift once it passes `H`; it clears when the deviation is back within `Z_OFF`.
 Working in hours makes the same settings hold for 1-minute ticks and 15-minute recordings.
@@ -78,7 +87,7 @@ missing its 13 tanks' switching) is 0.3-1.6 m on 7 of its 8 loggers (docs/replay
 ...     return Tick(i * hour, (i + 1) * hour, c, v, v, v, v, np.full(3, i * hour), 0 * c)
 >>> found = [d.update(tick(i, 0.2 * max(0, i - 48)))[0].active for i in range(72)]
 >>> [i for i, a in enumerate(found) if a.any()][0], bool(np.any(found[:48]))
-(57, False)
+(58, False)
 """
 
 from __future__ import annotations
@@ -100,6 +109,8 @@ from anomaly.water.tank_ends import TankEnds
 
 LEVEL_KINDS = ("pressure", "voltage", "frequency", "temperature")
 CONTEXT_KINDS = ("status", "level")  # a zone's states that change how its loggers relate
+# ... and its balance flows (a `flow` with a role): what its mains carry, whose friction takes
+# head from every logger downstream as about the flow's square
 MIN_NEIGHBOURS = 2  # reporting neighbours for a median
 HOLD = 1800.0  # seconds a neighbour's last good value stands in for a missing one
 Z_CLIP = 4.0  # a single wild reading adds at most (Z_CLIP - K_REF) * hours
@@ -145,8 +156,10 @@ class Drift(Float32Fields):
         # powers, of which it would hold ~16 vectors and a tick ~25 more (at 50,000 points:
         # 4 MB, and 10 MB at each tick). Below, `n` and every index are of those points.
         self.n_all = len(table)
-        self.points = np.flatnonzero(table.of_kind(*LEVEL_KINDS, *CONTEXT_KINDS))
+        balance = table.of_kind("flow") & (table.sign != 0)
+        self.points = np.flatnonzero(table.of_kind(*LEVEL_KINDS, *CONTEXT_KINDS) | balance)
         table = table.take(self.points)
+        balance = balance[self.points]
         n = len(table)
         self.n = n
         self.judged = table.of_kind(*LEVEL_KINDS)
@@ -168,13 +181,21 @@ class Drift(Float32Fields):
         # What the fit regresses a member on: the other members, then the zone's pump and
         # valve states and tank levels (a pump starting or a tank filling to its top changes
         # how the loggers stand to one another).
-        context = [np.flatnonzero(table.of_kind(*CONTEXT_KINDS)
+        context = [np.flatnonzero((table.of_kind(*CONTEXT_KINDS) | balance)
                                   & (table.zone_of == table.zone_of[g[0]])) for g in groups]
         extra = max((len(c) for c in context), default=0)
         self.columns = np.full((len(groups), width + extra), -1, dtype=np.int64)
         self.columns[:, :width] = self.groups
         for r, c in enumerate(context):
             self.columns[r, width:width + len(c)] = c
+        # ... and each balance flow's q|q|: head lost to friction in a main grows as about the
+        # square of its flow (Darcy-Weisbach, Hazen-Williams' 1.85), so a line through the flow
+        # alone misses the loggers' fall at the day's peak and the rise when a pump stops.
+        flows = [c[balance[c]] for c in context]
+        self.flow_cols = np.full((len(groups), max((len(f) for f in flows), default=0)), -1,
+                                 dtype=np.int64)
+        for r, f in enumerate(flows):
+            self.flow_cols[r, :len(f)] = f
         # ... and whether each of the zone's tanks is at its floor, at its top (0/1 columns, as
         # anomaly/water/tank_ends.py learns them): a tank that ran out and was closed moves the
         # loggers it fed by tens of metres against the rest, a shift no line through its level
@@ -186,10 +207,12 @@ class Drift(Float32Fields):
         for r, t in enumerate(tanks):
             self.end_cols[r, :2 * len(t)] = np.stack([2 * t, 2 * t + 1], axis=1).ravel()
         self.n_points_cols = width + extra
-        self.columns = np.concatenate([self.columns, np.where(self.end_cols >= 0, 0, -1)], axis=1)
+        self.n_value_cols = width + extra + self.flow_cols.shape[1]  # ... then the ends
+        self.columns = np.concatenate([self.columns, np.where(self.flow_cols >= 0, 0, -1),
+                                       np.where(self.end_cols >= 0, 0, -1)], axis=1)
         self._col_inside = self.columns >= 0
         # The fit of each member on the rest: fading sums (hours of weight), coefficients.
-        rows, k = len(groups), width + extra + n_ends
+        rows, k = len(groups), self.columns.shape[1]
         self.fit_w = np.zeros(rows)
         self.fit_s1 = np.zeros((rows, k))
         self.fit_s2 = np.zeros((rows, k, k))
@@ -202,16 +225,28 @@ class Drift(Float32Fields):
         self.coef = np.zeros((rows, width, k))
         self.intercept = np.zeros((rows, width))
         self.fitted = np.zeros(rows, dtype=bool)
+        # A member's usual level per hour of day is the hour's mean residual through the fit
+        # as it stands: the group's columns' fading means per hour bin (`PROFILE_TAU` hours of
+        # weight in a bin, ~3 days), put through the current fit at each tick. A profile of
+        # the residuals themselves keeps what the fit did not know when it was learned: a
+        # tank's first run-out (or a regime the fit has seen for hours, not days) teaches an
+        # hour bin tens of metres, the fit learns the switch a day later, and the bin, learning
+        # in steps of a few spreads, holds the double count for weeks (Net1's J21, tuning: -12
+        # m at 10:00 for 5 weeks; held-out ky10's J-189, +48 and +62 m at 18:00 and 19:00).
+        self.hour_w = np.zeros((24, rows))
+        self.hour_s1 = np.zeros((24, rows, k))
         self.held = np.full(n, np.nan)
         self.held_ns = np.zeros(n, dtype=np.int64)
-        # the residual's usual level per hour of day, of the judged points only (a column
-        # each, in point order): at most sites the most of the points are flows, currents,
-        # states. An hour's row is learned in float64 while its hour lasts (`_open`), rounded
-        # to float32 when it ends: of a point with no neighbours the residual is its value
-        # (40 m, 50 Hz), and an update on 1-second ticks (1/10,800 of a deviation of ~FLOOR
-        # of the value) is below float32's step there; an hour of them is ~1/3 of it, and
-        # float32's 6e-8 of the value is 1/1,600 of the smallest spread (FLOOR).
-        self.levelled = np.flatnonzero(self.judged)
+        # the residual's usual level per hour of day, of the judged points without a group (a
+        # column each, in point order; a member's is its group's, above). An hour's row is
+        # learned in float64 while its hour lasts (`_open`), rounded to float32 when it ends:
+        # of a point with no neighbours the residual is its value (40 m, 50 Hz), and an update
+        # on 1-second ticks (1/10,800 of a deviation of ~FLOOR of the value) is below float32's
+        # step there; an hour of them is ~1/3 of it, and float32's 6e-8 of the value is 1/1,600
+        # of the smallest spread (FLOOR).
+        alone = self.judged.copy()
+        alone[self.grouped] = False
+        self.levelled = np.flatnonzero(alone)
         self.profile = np.full((24, len(self.levelled)), np.nan, dtype=np.float32)
         self.open_hour = -1
         self.open_row = np.zeros(0)
@@ -241,24 +276,30 @@ class Drift(Float32Fields):
         span = table.hi - table.lo
         self.accuracy = np.where(np.isfinite(span) & (span > 0), ACCURACY * span, 0.0)
 
-    def residual(self, tick: Tick) -> np.ndarray:
-        """Value minus its prediction from its neighbours (grouped points), or the value;
-        NaN: no judge."""
+    def residual(self, tick: Tick, hour: int) -> tuple[np.ndarray, np.ndarray]:
+        """Value minus its prediction from its neighbours (grouped points), or the value
+        (NaN: no judge); and a grouped point's usual residual at `hour` of day (NaN: none
+        yet, or not grouped)."""
         good = tick.count > 0
         jumped = self._jumps(tick.mean, good)
         self.held = np.where(good, tick.mean, self.held)
         self.held_ns = np.where(good, tick.end_ns, self.held_ns)
         fresh = tick.end_ns - self.held_ns <= HOLD * 1e9
         e = np.where(good & self.judged, tick.mean, np.nan)
+        usual = np.full(self.n, np.nan)
         if len(self.groups) == 0:
-            return e
+            return e, usual
         g, cols = self.groups, self.columns
         v = np.where(self._col_inside, np.where(fresh[cols], self.held[cols], np.nan), 0.0)
+        if self.flow_cols.shape[1]:
+            q = np.where(fresh, self.held, np.nan)[np.maximum(self.flow_cols, 0)]
+            v[:, self.n_points_cols:self.n_value_cols] = np.where(self.flow_cols >= 0,
+                                                                  q * np.abs(q), 0.0)
         if self.end_cols.shape[1]:
             state = self.ends.update(tick)  # per tank; NaN without a reading
             at = np.stack([state == AT_FLOOR, state == AT_TOP], axis=1).astype(float)
             at = np.where(np.isnan(state)[:, None], np.nan, at).ravel()
-            v[:, self.n_points_cols:] = np.where(self.end_cols >= 0,
+            v[:, self.n_value_cols:] = np.where(self.end_cols >= 0,
                                                  at[np.maximum(self.end_cols, 0)], 0.0)
         complete = np.asarray(~np.isnan(v).any(axis=1))  # an array: v is 2-D
         dt = np.where(self.fit_ns >= 0, (tick.end_ns - self.fit_ns) / 3.6e12, 0.0)
@@ -270,16 +311,30 @@ class Drift(Float32Fields):
             axis=1)
         self._learn_fit(np.where(np.isnan(v), 0.0, v), np.where(calm, dt, 0.0))
         self.fit_ns = np.where(complete, tick.end_ns, self.fit_ns)
-        hour = tick.end_ns // 3_600_000_000_000
-        if hour != self.fit_hour[0]:
-            self.fit_hour[0] = hour
+        hours = tick.end_ns // 3_600_000_000_000
+        if hours != self.fit_hour[0]:
+            self.fit_hour[0] = hours
             self._flush()
             self._refit()
         # prediction of each member from the others: intercept + coefficients . values
         pred = self.intercept + np.einsum("gij,gj->gi", self.coef, np.nan_to_num(v))
         pred = np.where(complete[:, None] & self.fitted[:, None], pred, np.nan)
         e[self.grouped] = e[self.grouped] - pred[self._inside]
-        return e
+        # ... its usual residual at this hour (the fit is linear: the mean residual is the
+        # members' mean less the prediction from the columns' means), learned as the member's
+        # own profile was, while none of the group is a quarter of the way to a drift
+        w = self.hour_w[hour]
+        mean = self.hour_s1[hour] / np.where(w > 0, w, np.nan)[:, None]
+        at_hour = mean[:, :self.groups.shape[1]] - self.intercept - np.einsum(
+            "gij,gj->gi", self.coef, mean)
+        usual[self.grouped] = np.where(self.fitted[:, None], at_hour, np.nan)[self._inside]
+        quiet = calm & ~np.logical_or.reduce(self._inside & (
+            (self.up[g] > H / 4) | (self.down[g] > H / 4)), axis=1)
+        keep = np.exp(-np.where(quiet, dt, 0.0) / PROFILE_TAU)
+        self.hour_w[hour] = w * keep + np.where(quiet, dt, 0.0)
+        self.hour_s1[hour] = self.hour_s1[hour] * keep[:, None] + np.where(
+            quiet, dt, 0.0)[:, None] * np.nan_to_num(v)
+        return e, usual
 
     def _jumps(self, v: np.ndarray, good: np.ndarray) -> np.ndarray:
         """Tags whose reading jumped by JUMP times their usual step since their last (or
@@ -378,10 +433,9 @@ class Drift(Float32Fields):
         if not tick.count.any():  # an empty tick (a sparse recording) teaches and judges nothing
             none = np.zeros(self.n, dtype=bool)
             return [Finding("drift", "tag", none, known=none, message="")]
-        e = self.residual(tick)
-        judge = ~np.isnan(e)
         hour = hour_of_day(self.clock.local(tick.start_ns))
-        usual = np.full(self.n, np.nan)
+        e, usual = self.residual(tick, hour)
+        judge = ~np.isnan(e)
         row = self._open(hour)
         usual[self.levelled] = row
         base = np.where(np.isnan(usual), e, usual)
@@ -509,10 +563,8 @@ class Drift(Float32Fields):
         self.least[:, members] = np.inf
         self.jitter[members] = np.nan
         self.last_r[members] = np.nan
-        columns = np.searchsorted(self.levelled, members)
-        self.profile[:, columns] = np.nan
-        if self.open_hour >= 0:
-            self.open_row[columns] = np.nan
+        self.hour_w[:, rows] = 0.0
+        self.hour_s1[:, rows] = 0.0
         self.sigma[members] = np.nan
         self.learned[members] = 0.0
         self.fit_w[rows] = 0.0
@@ -553,7 +605,7 @@ class Drift(Float32Fields):
 _STATE = ("held", "held_ns", "sigma", "up", "down", "active", "reported", "last_ns",
           "learned", "step_scale", "steps", "jumped", "fit_w", "fit_s1", "fit_s2", "fit_ns",
           "fit_buf", "fit_buf_n", "fit_acc_w", "fit_acc_s1", "fit_hour", "coef", "intercept",
-          "fitted", "onset", "onset_h", "least", "jitter", "last_r")
+          "fitted", "onset", "onset_h", "least", "jitter", "last_r", "hour_w", "hour_s1")
 _PER_POINT = frozenset({"held", "held_ns", "sigma", "up", "down", "active", "reported",
                         "last_ns", "learned", "step_scale", "steps", "jumped", "onset",
                         "onset_h", "least", "jitter", "last_r"})  # the last axis: the points held
