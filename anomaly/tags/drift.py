@@ -9,9 +9,7 @@ least-squares fit on its neighbours' values (intercept and one coefficient each,
 so that neighbours moving as one share it), from fading sums over about a week (`FIT_TAU`),
 refitted every hour, used once `FIT_HOURS` are in. The fit also takes the zone's pump states and
 tank levels (a pump starting or a tank filling to its top changes how the loggers stand to
-one another), its balance flows (a `flow` point with a role: the mains out of its sources) and
-their q|q| (head lost to friction grows as about a main's flow squared, so a line through the
-flow misses the loggers' fall at the day's peak), and each of the zone's tanks at its floor or top as 0/1 columns (anomaly/
+one another), and each of the zone's tanks at its floor or top as 0/1 columns (anomaly/
 tank_ends.py): a tank that ran out and was closed moves the loggers it fed by tens of metres
 for hours, a shift no line through its level explains (ky10's T-13 and J-581: the residual's
 spread 8.8 -> 4.5 m in an offline fit on one week judged on the next; the same on net1 and
@@ -26,13 +24,16 @@ own value as residual.
 The residual's usual level is learned per hour of day and its spread as an EWMA of absolute
 deviations. Of a grouped point the usual level at an hour is the hour's mean of its group's
 columns put through the fit as it stands (the fit is linear: the mean residual is the
-member's mean less the prediction from the columns' means), so that it follows the fit as the
-fit learns: a profile of the residuals themselves kept what the fit did not know when an
-hour was first learned (a tank's first run-out, seen before the fit had learned the tank's
-floor, left tens of metres in the evening's bins for weeks, and a walk's neighbour was
-reported instead). Of a point without a group it is an EWMA per hour bin, learned with clipped
-updates, as the spread is. Both stop learning once a drift is suspected (its CUSUM, or a
-group member's, a quarter of the way up). A two-sided CUSUM in
+member's mean less the prediction from the columns' means), less that over the day's hours
+(the level is the fit's intercept's), so that it follows the fit as the fit learns: a
+profile of the residuals themselves kept what the fit did not know when an hour was first
+learned (a tank's first run-out, seen before the fit had learned the tank's floor, left tens
+of metres in the evening's bins for weeks, and a walk's neighbour was reported instead). The
+hours' means learn only on ticks where every member is within 3 spreads of its usual level,
+so that a level a logger jumped to is learned by the fit, evenly over the day. Of a point
+without a group it is an EWMA per hour bin, learned with clipped updates, as the spread is.
+Both stop learning once a drift is suspected (its CUSUM, or a group member's, a quarter of
+the way up). A two-sided CUSUM in
 z-hours (the standardised deviation, clipped at `Z_CLIP`, less `K_REF`, times hours elapsed)
 judges a drift once it passes `H`; it clears when the deviation is back within `Z_OFF`.
 Working in hours makes the same settings hold for 1-minute ticks and 15-minute recordings.
@@ -109,8 +110,6 @@ from anomaly.water.tank_ends import TankEnds
 
 LEVEL_KINDS = ("pressure", "voltage", "frequency", "temperature")
 CONTEXT_KINDS = ("status", "level")  # a zone's states that change how its loggers relate
-# ... and its balance flows (a `flow` with a role): what its mains carry, whose friction takes
-# head from every logger downstream as about the flow's square
 MIN_NEIGHBOURS = 2  # reporting neighbours for a median
 HOLD = 1800.0  # seconds a neighbour's last good value stands in for a missing one
 Z_CLIP = 4.0  # a single wild reading adds at most (Z_CLIP - K_REF) * hours
@@ -156,10 +155,8 @@ class Drift(Float32Fields):
         # powers, of which it would hold ~16 vectors and a tick ~25 more (at 50,000 points:
         # 4 MB, and 10 MB at each tick). Below, `n` and every index are of those points.
         self.n_all = len(table)
-        balance = table.of_kind("flow") & (table.sign != 0)
-        self.points = np.flatnonzero(table.of_kind(*LEVEL_KINDS, *CONTEXT_KINDS) | balance)
+        self.points = np.flatnonzero(table.of_kind(*LEVEL_KINDS, *CONTEXT_KINDS))
         table = table.take(self.points)
-        balance = balance[self.points]
         n = len(table)
         self.n = n
         self.judged = table.of_kind(*LEVEL_KINDS)
@@ -181,21 +178,13 @@ class Drift(Float32Fields):
         # What the fit regresses a member on: the other members, then the zone's pump and
         # valve states and tank levels (a pump starting or a tank filling to its top changes
         # how the loggers stand to one another).
-        context = [np.flatnonzero((table.of_kind(*CONTEXT_KINDS) | balance)
+        context = [np.flatnonzero(table.of_kind(*CONTEXT_KINDS)
                                   & (table.zone_of == table.zone_of[g[0]])) for g in groups]
         extra = max((len(c) for c in context), default=0)
         self.columns = np.full((len(groups), width + extra), -1, dtype=np.int64)
         self.columns[:, :width] = self.groups
         for r, c in enumerate(context):
             self.columns[r, width:width + len(c)] = c
-        # ... and each balance flow's q|q|: head lost to friction in a main grows as about the
-        # square of its flow (Darcy-Weisbach, Hazen-Williams' 1.85), so a line through the flow
-        # alone misses the loggers' fall at the day's peak and the rise when a pump stops.
-        flows = [c[balance[c]] for c in context]
-        self.flow_cols = np.full((len(groups), max((len(f) for f in flows), default=0)), -1,
-                                 dtype=np.int64)
-        for r, f in enumerate(flows):
-            self.flow_cols[r, :len(f)] = f
         # ... and whether each of the zone's tanks is at its floor, at its top (0/1 columns, as
         # anomaly/water/tank_ends.py learns them): a tank that ran out and was closed moves the
         # loggers it fed by tens of metres against the rest, a shift no line through its level
@@ -207,12 +196,10 @@ class Drift(Float32Fields):
         for r, t in enumerate(tanks):
             self.end_cols[r, :2 * len(t)] = np.stack([2 * t, 2 * t + 1], axis=1).ravel()
         self.n_points_cols = width + extra
-        self.n_value_cols = width + extra + self.flow_cols.shape[1]  # ... then the ends
-        self.columns = np.concatenate([self.columns, np.where(self.flow_cols >= 0, 0, -1),
-                                       np.where(self.end_cols >= 0, 0, -1)], axis=1)
+        self.columns = np.concatenate([self.columns, np.where(self.end_cols >= 0, 0, -1)], axis=1)
         self._col_inside = self.columns >= 0
         # The fit of each member on the rest: fading sums (hours of weight), coefficients.
-        rows, k = len(groups), self.columns.shape[1]
+        rows, k = len(groups), width + extra + n_ends
         self.fit_w = np.zeros(rows)
         self.fit_s1 = np.zeros((rows, k))
         self.fit_s2 = np.zeros((rows, k, k))
@@ -235,6 +222,7 @@ class Drift(Float32Fields):
         # m at 10:00 for 5 weeks; held-out ky10's J-189, +48 and +62 m at 18:00 and 19:00).
         self.hour_w = np.zeros((24, rows))
         self.hour_s1 = np.zeros((24, rows, k))
+        self.hour_level = np.zeros((rows, width))  # their mean over the day's hours
         self.held = np.full(n, np.nan)
         self.held_ns = np.zeros(n, dtype=np.int64)
         # the residual's usual level per hour of day, of the judged points without a group (a
@@ -291,15 +279,11 @@ class Drift(Float32Fields):
             return e, usual
         g, cols = self.groups, self.columns
         v = np.where(self._col_inside, np.where(fresh[cols], self.held[cols], np.nan), 0.0)
-        if self.flow_cols.shape[1]:
-            q = np.where(fresh, self.held, np.nan)[np.maximum(self.flow_cols, 0)]
-            v[:, self.n_points_cols:self.n_value_cols] = np.where(self.flow_cols >= 0,
-                                                                  q * np.abs(q), 0.0)
         if self.end_cols.shape[1]:
             state = self.ends.update(tick)  # per tank; NaN without a reading
             at = np.stack([state == AT_FLOOR, state == AT_TOP], axis=1).astype(float)
             at = np.where(np.isnan(state)[:, None], np.nan, at).ravel()
-            v[:, self.n_value_cols:] = np.where(self.end_cols >= 0,
+            v[:, self.n_points_cols:] = np.where(self.end_cols >= 0,
                                                  at[np.maximum(self.end_cols, 0)], 0.0)
         complete = np.asarray(~np.isnan(v).any(axis=1))  # an array: v is 2-D
         dt = np.where(self.fit_ns >= 0, (tick.end_ns - self.fit_ns) / 3.6e12, 0.0)
@@ -320,21 +304,28 @@ class Drift(Float32Fields):
         pred = self.intercept + np.einsum("gij,gj->gi", self.coef, np.nan_to_num(v))
         pred = np.where(complete[:, None] & self.fitted[:, None], pred, np.nan)
         e[self.grouped] = e[self.grouped] - pred[self._inside]
-        # ... its usual residual at this hour (the fit is linear: the mean residual is the
-        # members' mean less the prediction from the columns' means), learned as the member's
-        # own profile was, while none of the group is a quarter of the way to a drift
+        # ... its usual residual at this hour against the rest of the day (the fit is linear:
+        # the hour's mean residual is the members' mean less the prediction from the columns'
+        # means; the fit's intercept, learned over a week, holds the level), learned as the
+        # member's own profile was, while none of the group is a quarter of the way to a drift
         w = self.hour_w[hour]
-        mean = self.hour_s1[hour] / np.where(w > 0, w, np.nan)[:, None]
-        at_hour = mean[:, :self.groups.shape[1]] - self.intercept - np.einsum(
-            "gij,gj->gi", self.coef, mean)
+        at_hour = self._at_hours(self.hour_s1[hour][None], w[None])[0] - self.hour_level
         usual[self.grouped] = np.where(self.fitted[:, None], at_hour, np.nan)[self._inside]
-        quiet = calm & ~np.logical_or.reduce(self._inside & (
-            (self.up[g] > H / 4) | (self.down[g] > H / 4)), axis=1)
-        keep = np.exp(-np.where(quiet, dt, 0.0) / PROFILE_TAU)
-        self.hour_w[hour] = w * keep + np.where(quiet, dt, 0.0)
-        self.hour_s1[hour] = self.hour_s1[hour] * keep[:, None] + np.where(
-            quiet, dt, 0.0)[:, None] * np.nan_to_num(v)
+        # ... learned on every tick the group is complete and none of it is suspected or
+        # jumped: a level a member moved to (a jump, a walk) is in every hour's mean alike,
+        # and leaves the day's shape as it was
+        learn = np.where(calm, dt, 0.0)
+        keep = np.exp(-learn / PROFILE_TAU)
+        self.hour_w[hour] = w * keep + learn
+        self.hour_s1[hour] = self.hour_s1[hour] * keep[:, None] + learn[:, None] * np.nan_to_num(v)
         return e, usual
+
+    def _at_hours(self, s1: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Each member's mean residual through the fit over hour bins of sums `s1` (hours,
+        groups, columns) and weights `w` (hours, groups); NaN where a bin has none."""
+        mean = s1 / np.where(w > 0, w, np.nan)[:, :, None]
+        return mean[:, :, :self.groups.shape[1]] - self.intercept - np.einsum(
+            "gij,hgj->hgi", self.coef, mean)
 
     def _jumps(self, v: np.ndarray, good: np.ndarray) -> np.ndarray:
         """Tags whose reading jumped by JUMP times their usual step since their last (or
@@ -408,6 +399,14 @@ class Drift(Float32Fields):
         self.coef = np.where(ok[:, None, None], coef, self.coef)
         self.intercept = np.where(ok[:, None], intercept, self.intercept)
         self.fitted |= ok
+        # The hours' mean residuals through the new fit, averaged over the hours that have
+        # some: an hour's usual level is taken against it, so that a level the whole day
+        # shares (a valve opened near a logger) is the fit's intercept's to learn, evenly,
+        # not each hour bin's on its own hour of the day (a walk test would see the bins
+        # that learned it later as a deviation grown).
+        at = self._at_hours(self.hour_s1, self.hour_w)
+        seen = ~np.isnan(at)
+        self.hour_level = np.where(seen, at, 0.0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
 
     def update(self, tick: Tick) -> list[Finding]:
         at = self.points
@@ -565,6 +564,7 @@ class Drift(Float32Fields):
         self.last_r[members] = np.nan
         self.hour_w[:, rows] = 0.0
         self.hour_s1[:, rows] = 0.0
+        self.hour_level[rows] = 0.0
         self.sigma[members] = np.nan
         self.learned[members] = 0.0
         self.fit_w[rows] = 0.0
@@ -605,7 +605,8 @@ class Drift(Float32Fields):
 _STATE = ("held", "held_ns", "sigma", "up", "down", "active", "reported", "last_ns",
           "learned", "step_scale", "steps", "jumped", "fit_w", "fit_s1", "fit_s2", "fit_ns",
           "fit_buf", "fit_buf_n", "fit_acc_w", "fit_acc_s1", "fit_hour", "coef", "intercept",
-          "fitted", "onset", "onset_h", "least", "jitter", "last_r", "hour_w", "hour_s1")
+          "fitted", "onset", "onset_h", "least", "jitter", "last_r", "hour_w", "hour_s1",
+          "hour_level")
 _PER_POINT = frozenset({"held", "held_ns", "sigma", "up", "down", "active", "reported",
                         "last_ns", "learned", "step_scale", "steps", "jumped", "onset",
                         "onset_h", "least", "jitter", "last_r"})  # the last axis: the points held
