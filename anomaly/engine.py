@@ -55,9 +55,11 @@ from anomaly.tables.state_part import StatePart, restored
 # the first bin of the night window in progress (`night_first`); 20: storage keeps its own
 # tank ends (a tank held at one leaves the area fit), each level's resolution and each tank's
 # steps; the tank profile keeps the MNF's nights per learned tank; 21: drift keeps the least
-# of an excursion's onsets across its CUSUM's restarts (`least`). (The metadata's
+# of an excursion's onsets across its CUSUM's restarts (`least`); 22: drift's grouped
+# loggers' hourly profile is their group's columns' hourly means through the fit (`hour_w`,
+# `hour_s1`, `hour_level`; `profile` holds the ungrouped points only). (The metadata's
 # `time_zone`, the clock the state was learned on, changes no array: a state without it is UTC.)
-STATE_VERSION = 21
+STATE_VERSION = 22
 GOOD = int(Quality.GOOD)
 
 

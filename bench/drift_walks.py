@@ -12,22 +12,24 @@ ticks hold them), up to its end and the hour of grace bench.networks allows; the
 first tick the walking logger is reported on. Each clean recording is also replayed whole:
 any drift there is a false one.
 
-    python -m bench.drift_walks [--networks net1,ky4] [--seeds 52-56] [--starts 4] [--cache DIR]
+    python -m bench.drift_walks [--networks net1,ky4,net3] [--seeds 52-56] [--starts 4]
+        [--cache DIR]
     python -m bench.drift_walks --networks ky10,anytown,net6  # held out: only evaluated
 
-A network's role is `simulators.networks.NETWORKS[...].role`. On the tuning networks (Net1, ky4)
-the clean recordings of seeds below 101 are walked (`--seeds`, default 52-56), and the detector
-may be tuned on what they print. The held-out networks (ky10, Anytown, Net6) are only evaluated:
-their clean recordings of seeds from 151 (`--held-out-seeds`, default 151-152: the clean
-recordings bench.networks replays, so its cache has them), and their block is headed "held out,
-only evaluated": what it prints judges issue #14's aims (a drift found within a day; sensor-fault
-recall >= 0.9) with a sample of walks, where a faults recording holds two; tuning on it is not
-allowed.
+A network's role is `simulators.networks.NETWORKS[...].role`. On the tuning networks (Net1, ky4,
+Net3) the clean recordings of seeds below 101 are walked (`--seeds`, default 52-56), and the
+detector may be tuned on what they print. The held-out networks (ky10, Anytown, Net6) are only
+evaluated: their clean recordings of seeds from 151 (`--held-out-seeds`, default 151-152: the
+clean recordings bench.networks replays, so its cache has them), and their block is headed "held
+out, only evaluated": what it prints judges issue #14's aims (a drift found within a day;
+sensor-fault recall >= 0.9) with a sample of walks, where a faults recording holds two; tuning
+on it is not allowed.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 from collections import defaultdict
@@ -72,19 +74,25 @@ def starts(times: np.ndarray, column: int, count: int) -> list[int]:
             * 60_000_000_000 for k in range(count)]
 
 
-def replay(table: PointTable, times: np.ndarray, values: np.ndarray,
-           until: int | None = None) -> list[tuple[int, int]]:
-    """(tick end ns, point) of every tick where `Drift` reports a point."""
-    drift = Drift(table)
+def replay(drift: Drift, times: np.ndarray, values: np.ndarray, until: int | None = None,
+           snapshots: Sequence[int] = ()) -> tuple[list[tuple[int, int]], dict[int, Drift]]:
+    """(tick end ns, point) of every tick where `drift` reports a point, and a copy of `drift`
+    as it stood before the first reading at or after each time of `snapshots` (ascending; a
+    walk's start: up to it the walked recording is the clean one, so a walk is replayed from
+    there)."""
     found: list[tuple[int, int]] = []
+    copies: dict[int, Drift] = {}
+    pending = list(snapshots)
     for t, v in zip(times.tolist(), values, strict=True):
         if until is not None and t > until:
             break
+        while pending and pending[0] <= t:
+            copies[pending.pop(0)] = copy.deepcopy(drift)
         good = np.isfinite(v)
         count = good.astype(np.int64)
         tick = Tick(t, t + 60 * 10**9, count, v, v, v, v, np.where(good, t, -1), 0 * count)
         found.extend((t, int(j)) for j in np.flatnonzero(drift.update(tick)[0].active))
-    return found
+    return found, copies
 
 
 @dataclass
@@ -111,14 +119,19 @@ def run_recording(directory: Path, rate: float, count: int, walks: Walks) -> Non
     table = PointTable(points)
     batch, _ = read_recording(directory, [p.tag for p in points])
     times, values = table_of(batch, len(points))
-    walks.clean_false += sorted({f"{directory.name}: {points[j].tag}"
-                                 for _, j in replay(table, times, values)})
-    for j in (j for j, p in enumerate(points) if p.kind == "pressure"):
-        for start in starts(times, j, count):
+    loggers = [j for j, p in enumerate(points) if p.kind == "pressure"]
+    begins = {j: starts(times, j, count) for j in loggers}
+    clean, before = replay(Drift(table), times, values,
+                           snapshots=sorted({s for b in begins.values() for s in b}))
+    walks.clean_false += sorted({f"{directory.name}: {points[j].tag}" for _, j in clean})
+    for j in loggers:
+        for start in begins[j]:
+            at = int(np.searchsorted(times, start))
             for sign in (1.0, -1.0):
                 end = start + WALK + GRACE
-                found = replay(table, times, walked(times, values, j, start, sign * rate),
-                               until=end)
+                found, _ = replay(copy.deepcopy(before[start]), times[at:],
+                                  walked(times[at:], values[at:], j, start, sign * rate),
+                                  until=end)
                 mine = [t for t, i in found if i == j and t >= start]
                 walks.add(points[j].tag, (mine[0] - start) / HOUR if mine else None,
                           any(i != j and t >= start for t, i in found))
@@ -147,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--networks", default=",".join(n for n, s in NETWORKS.items()
                                                   if s.role == "tuning"),
-                   help="tuning (net1, ky4) and held-out (ky10, anytown, net6) networks")
+                   help="tuning (net1, ky4, net3) and held-out (ky10, anytown, net6) networks")
     p.add_argument("--seeds", default="52-56",
                    help="tuning networks' clean recordings: seeds below 101, e.g. 51-58")
     p.add_argument("--held-out-seeds", default="151-152",

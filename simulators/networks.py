@@ -24,9 +24,12 @@ junctions (so a large network's total is not unrealistically smooth). Constant d
 constant.
 
 Which networks tune and which only evaluate (`NETWORKS[...].role`): Net1 and ky4 tuned the
-detectors; ky10, Anytown and Net6 are held out, only evaluated. Net2 is left out: its source is
-a fixed injection with no control, so over weeks its only tank runs full or empty; Net3 is the
-water simulator's.
+detectors; ky10, Anytown and Net6 are held out, only evaluated. Net3 (2 pumps, 3 tanks, a bulk
+customer with a pattern of its own at junction 15) tunes too: the water simulator's districts
+are cut from it and already tuned on it (seeds 1-3), and it is the one tuning network whose
+loggers include one the neighbours' fit follows loosely (`drift`, session 11). Net2 is left
+out: its source is a fixed injection with no control, so over weeks its only tank runs full or
+empty.
 
 Events: `leak` (target: the zone; `size` L/s or `percent` of the zone's mean consumption, at
 the pressure when it starts; optional `ramp` seconds and `junction`) and the sensor faults of
@@ -102,6 +105,7 @@ class NetworkSpec:
 NETWORKS: dict[str, NetworkSpec] = {
     "net1": NetworkSpec("library/networks/Net1.inp", "tuning"),
     "ky4": NetworkSpec("library/networks/ky4.inp", "tuning"),
+    "net3": NetworkSpec("library/networks/Net3.inp", "tuning"),
     "ky10": NetworkSpec("library/networks/ky10.inp", "held-out"),
     # Anytown is a design exercise's template: its pumps run on all-zero schedules and its
     # demands (618 L/s) are more than they deliver at its pressures. Here pump 78 runs, 79 and

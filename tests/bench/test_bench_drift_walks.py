@@ -71,7 +71,7 @@ def test_each_network_walks_its_roles_recordings(
 @pytest.mark.parametrize("argv", [
     ["--networks", "ky10", "--held-out-seeds", "52-53"],  # a held-out network on tuning seeds
     ["--networks", "net1", "--seeds", "150-151"],  # tuning seeds are below 101
-    ["--networks", "net3"],  # the water simulator's, no recording here
+    ["--networks", "net2"],  # left out (a fixed injection), no recording here
 ])
 def test_seeds_outside_a_roles_range_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
