@@ -41,7 +41,7 @@ import numpy as np
 
 from anomaly.core.batch import Batch, Quality
 from gateway.site.tag_index import TagIndex
-from gateway.storage.spool import PointList
+from gateway.storage.spool import PointList, Record
 
 log = logging.getLogger(__name__)
 
@@ -233,11 +233,15 @@ def _parts(groups: np.ndarray) -> list[list[tuple[int, int]]]:
     return parts
 
 
-def _joined(batches: list[Batch], name: str) -> np.ndarray:
+def _column(batch: Batch | Record, name: str) -> np.ndarray:
+    return batch.column(name) if isinstance(batch, Record) else getattr(batch, name)
+
+
+def _joined(batches: list[Batch | Record], name: str) -> np.ndarray:
     """Column `name` of `batches`, one after the other (no copy of a single batch's)."""
     if len(batches) == 1:
-        return getattr(batches[0], name)
-    return np.concatenate([getattr(b, name) for b in batches])
+        return _column(batches[0], name)
+    return np.concatenate([_column(b, name) for b in batches])
 
 
 def store_readings(tags: int) -> int:
@@ -445,9 +449,14 @@ class EmbeddedHistorian:
         """What the last store's `sender` said (None if none did)."""
         return self._sender
 
-    def store(self, entries: list[tuple[int, Batch]], points: PointList | None = None, *,
+    def store(self, entries: Sequence[tuple[int, Batch | Record]],
+              points: PointList | None = None, *,
               sender: str | None = None) -> None:
         """Store spooled batches and the cursor (their last seq) in one transaction.
+
+        Records by reference (`Spool.read_records_after`, the gateway's drain) have their
+        columns read a part at a time as the store packs them: the commit's readings are
+        not held whole beside the store (issue 17).
 
         `points`: the list the batches' point indices refer to (None: this historian's
         tags). Entries at or below the cursor are already stored and are skipped. `sender`:
@@ -473,7 +482,7 @@ class EmbeddedHistorian:
                 # The readings are committed; compaction retries after the next store.
                 log.exception("event=historian_compaction_error path=%s", self.path)
 
-    def _store(self, batches: list[Batch], cursor: int, point_ids: np.ndarray,
+    def _store(self, batches: list[Batch | Record], cursor: int, point_ids: np.ndarray,
                sender: str | None = None) -> None:
         if self._latest_stale:  # a failed store updated the arrays: read what was committed
             try:
