@@ -110,26 +110,25 @@ class PointList:
 
 
 class Record:
-    """A spooled record by reference (`Spool.read_records_after`): its points, and its other
-    columns read from its segment file when asked, not kept. Records are never rewritten, so
-    what is read is what was checked; a segment the bounds drop meanwhile raises
+    """A spooled record by reference (`Spool.read_records_after`): where its payload is, and
+    its columns read from its segment file when asked, not kept. Records are never rewritten,
+    so what is read is what was checked; a segment the bounds drop meanwhile raises
     FileNotFoundError: the sink's store fails and is retried from its cursor, which skips
     what was dropped (counted, as in any read)."""
 
-    __slots__ = ("offset", "path", "point")
+    __slots__ = ("offset", "path", "rows")
 
-    def __init__(self, path: Path, offset: int, point: np.ndarray) -> None:
-        self.path, self.offset, self.point = path, offset, point
+    def __init__(self, path: Path, offset: int, rows: int) -> None:
+        self.path, self.offset, self.rows = path, offset, rows
 
     def __len__(self) -> int:
-        return len(self.point)
+        return self.rows
 
     def column(self, name: str) -> np.ndarray:
         """The record's column `name` (one of COLUMNS), read from the file."""
-        rows = len(self.point)
-        start = self.offset + sum(rows * DTYPES[c].itemsize
+        start = self.offset + sum(self.rows * DTYPES[c].itemsize
                                   for c in COLUMNS[:COLUMNS.index(name)])
-        out = np.empty(rows, DTYPES[name])
+        out = np.empty(self.rows, DTYPES[name])
         fd = os.open(self.path, os.O_RDONLY)
         try:
             if os.preadv(fd, [out.data], start) != out.nbytes:
@@ -482,11 +481,11 @@ class Spool:
         return [(s, batch) for s, _, _, batch in self._read(seq, max_rows, whole=True)]
 
     def read_records_after(self, seq: int, max_rows: int) -> list[tuple[int, Record]]:
-        """As `read_after`, but each record by reference: its points held, its other columns
-        read from the segment file when asked. A record is read whole once here (its CRC
-        checked) and let go, so a sink that takes the columns a part at a time holds 4 bytes
-        a reading of a commit, not 41 (issue 17)."""
-        return [(s, Record(path, offset, batch.point.copy()))
+        """As `read_after`, but each record by reference: its columns read from the segment
+        file when asked. A record is read whole once here (its CRC checked) and let go, so a
+        sink that takes the columns a part at a time does not hold a commit's records whole
+        (41 bytes a reading; issue 17)."""
+        return [(s, Record(path, offset, len(batch)))
                 for s, path, offset, batch in self._read(seq, max_rows, whole=False)]
 
     def _read(self, seq: int, max_rows: int, whole: bool
