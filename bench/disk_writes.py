@@ -164,7 +164,7 @@ def lifetime(points: int, interval: float, readings: int, where: Path,
                     clock.now += interval
                     if (poll + 1) % per_store == 0 or poll == polls - 1:
                         # In commits of up to `store_rows` readings, as the gateway's drain.
-                        while entries := sp.read_after(seq, store_rows):
+                        while entries := sp.read_records_after(seq, store_rows):
                             db.store(entries)
                             seq = entries[-1][0]
                             sp.ack("historian", seq)

@@ -55,7 +55,7 @@ async def run(data: Path, tags: int, batch: int, readings: int, rate: float, idl
     total = count * batch
     status = SinkStatus(name=historian.name)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    sink = asyncio.create_task(drain(spool, historian, status, idle=idle))
+    sink = asyncio.create_task(drain(spool, historian, status, spool.read_records_after, idle=idle))
     append_s = 0.0
     for i, b in enumerate(device_polls(tags, batch, count)):
         if rate:

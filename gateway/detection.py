@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -159,7 +159,7 @@ class Detection:
                 self._build()
             return self._position
 
-    def store(self, entries: list[tuple[int, Batch]], points: PointList | None = None) -> None:
+    def store(self, entries: Sequence[tuple[int, Batch]], points: PointList | None = None) -> None:
         """Feed spooled batches to the engine; `points`: the list their indices refer to
         (None: the site's), re-indexed to the site's current list."""
         if points is not None and self._is_site_list(points):

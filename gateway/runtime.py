@@ -124,7 +124,7 @@ class Gateway:
         # each commit rewrites a few pages whatever it holds (SD cards wear by the page).
         sinks = [self._task("sink:historian", lambda: drain(
             self.spool, self.historian, self.status.sinks["historian"],
-            max_rows=store_readings(len(self.site.points)),
+            self.spool.read_records_after, max_rows=store_readings(len(self.site.points)),
             idle=self.site.historian.flush_interval, wake=flush, release=True))]
         if self.influx is not None:
             influx = self.influx
@@ -132,7 +132,8 @@ class Gateway:
         if self.detection is not None:
             detection = self.detection
             sinks += [self._task("sink:anomaly", lambda: drain(
-                          self.spool, detection, self.status.sinks[Detection.name], wake=flush)),
+                          self.spool, detection, self.status.sinks[Detection.name],
+                          self.spool.read_after, wake=flush)),
                       self._task("anomaly:clock", lambda: self._clock(detection))]
         sinks += [self._task(f"sink:{edge.name}", functools.partial(edge.run, flush))
                   for edge in self.northbound]

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 from anomaly.core.batch import Batch
 from gateway.failures import cause_of
 from gateway.memory import release_free_memory
 from gateway.status import SinkStatus
-from gateway.storage.spool import PointList, Spool
+from gateway.storage.spool import PointList, Record, Spool
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +32,28 @@ FIRST_IDLE = 0.05
 WOKEN_IDLE = 0.05  # seconds between steps once the gateway stops (`wake` set)
 
 
-class Sink(Protocol):
+R = TypeVar("R", bound=Batch | Record)  # what a sink stores: batches, or records by reference
+R_contra = TypeVar("R_contra", bound=Batch | Record, contravariant=True)
+
+
+class Sink(Protocol[R_contra]):
     name: str
 
     def cursor(self) -> int: ...
 
-    def store(self, entries: list[tuple[int, Batch]], points: PointList | None) -> None: ...
+    def store(self, entries: Sequence[tuple[int, R_contra]], points: PointList | None) -> None: ...
 
 
-async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int = 100_000,
+async def drain(spool: Spool, sink: Sink[R], status: SinkStatus,
+                read: Callable[[int, int], Sequence[tuple[int, R]]], *, max_rows: int = 100_000,
                 idle: float = 0.05, backoff: float = BACKOFF_MIN,
                 wake: asyncio.Event | None = None, release: bool = False) -> None:
     """Store what the spool holds beyond the sink's cursor, forever, in up to `max_rows`
-    readings per store; wait `idle` seconds whenever it has caught up (less once `wake` is
-    set: a gateway stopping wants what is spooled stored now), and at most FIRST_IDLE until
-    the first readings since start are stored.
+    readings per store read by `read` (the spool's `read_after`, or `read_records_after`
+    for a sink that reads the columns itself, a part at a time); wait `idle` seconds
+    whenever it has caught up (less once `wake` is set: a gateway stopping wants what is
+    spooled stored now), and at most FIRST_IDLE until the first readings since start are
+    stored.
 
     A failing sink is retried from its own cursor after `backoff` seconds, doubling up to
     BACKOFF_MAX; nothing is skipped. When cancelled, the store in progress finishes and is
@@ -66,7 +73,7 @@ async def drain(spool: Spool, sink: Sink, status: SinkStatus, *, max_rows: int =
             position = sink.cursor()
             # Known to the spool from now on, so it keeps what this sink still needs.
             spool.ack(sink.name, position)
-        entries = spool.read_after(position, max_rows)
+        entries = read(position, max_rows)
         rows = sum(len(b) for _, b in entries)
         if entries:
             sink.store(entries, spool.points_for(entries[0][0]))

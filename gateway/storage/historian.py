@@ -41,7 +41,7 @@ import numpy as np
 
 from anomaly.core.batch import Batch, Quality
 from gateway.site.tag_index import TagIndex
-from gateway.storage.spool import PointList
+from gateway.storage.spool import PointList, Record
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,15 @@ NO_TS = np.iinfo(np.int64).min  # latest: no reading yet
 # What the gateway's drain hands the historian a store (one commit), `store_readings`.
 STORE_READINGS = 100_000
 STORE_POLLS = 5
-# Readings a store sorts and packs at a time (~340 KB of columns): beside its batches a store
+# Readings a store sorts and packs at a time (~170 KB of columns): beside its batches a store
 # holds the tags, the sort's indices and the batch of each reading (9 bytes a reading) and a
-# part's batches joined; its peak, ~18 bytes a reading, is now the sort by tag (53-86 sorted
-# whole; tracemalloc, 100,000 readings: 1 << 15 ~37, 1 << 14 ~24, at the same CPU as this
-# within the noise, +3-5 ms a store over sorting whole). The fresh rows written are the same,
-# but a group of more readings in one store is written in rows of at most this many.
-PART_READINGS = 1 << 13
+# part's columns gathered from the batches it has readings of, ~100 bytes a reading of the
+# part. With the drain's records read by reference (their columns a part at a time), a commit
+# of 50,000 readings of 10,000 tags peaks at 17 bytes a reading, 25 at 1 << 13, 71 with the
+# records read whole (tracemalloc; the CPU of 1 << 13 within the noise at load 6). The fresh
+# rows written are the same, but a group of more readings in one store (a backlog of a few
+# tags) is written in rows of at most this many.
+PART_READINGS = 1 << 12
 WHOLE_BLOB = 16384  # bytes: a blob this small is read in one call, not column by column
 # SQLite's page cache per connection, KiB: pinned, not left to how the linked library was built.
 # The writer's hot pages are B-tree interiors and the `latest` rows it rewrites (~42 KB per
@@ -233,11 +235,18 @@ def _parts(groups: np.ndarray) -> list[list[tuple[int, int]]]:
     return parts
 
 
-def _joined(batches: list[Batch], name: str) -> np.ndarray:
-    """Column `name` of `batches`, one after the other (no copy of a single batch's)."""
-    if len(batches) == 1:
-        return getattr(batches[0], name)
-    return np.concatenate([getattr(b, name) for b in batches])
+def _column(batch: Batch | Record, name: str) -> np.ndarray:
+    return batch.column(name) if isinstance(batch, Record) else getattr(batch, name)
+
+
+def _gathered(batches: list[Batch | Record], pieces: list[tuple[int, np.ndarray]],
+              within: np.ndarray, name: str) -> np.ndarray:
+    """Column `name` of readings `within` their batches, from each batch `k` at the readings'
+    positions `at` of each (k, at) of `pieces` (one column of a batch held at a time)."""
+    out = np.empty(len(within), DTYPES[name])
+    for k, at in pieces:
+        out[at] = _column(batches[k], name)[within[at]]
+    return out
 
 
 def store_readings(tags: int) -> int:
@@ -445,9 +454,14 @@ class EmbeddedHistorian:
         """What the last store's `sender` said (None if none did)."""
         return self._sender
 
-    def store(self, entries: list[tuple[int, Batch]], points: PointList | None = None, *,
+    def store(self, entries: Sequence[tuple[int, Batch | Record]],
+              points: PointList | None = None, *,
               sender: str | None = None) -> None:
         """Store spooled batches and the cursor (their last seq) in one transaction.
+
+        Records by reference (`Spool.read_records_after`, the gateway's drain) have their
+        columns read a part at a time as the store packs them: the commit's readings are
+        not held whole beside the store (issue 17).
 
         `points`: the list the batches' point indices refer to (None: this historian's
         tags). Entries at or below the cursor are already stored and are skipped. `sender`:
@@ -473,14 +487,14 @@ class EmbeddedHistorian:
                 # The readings are committed; compaction retries after the next store.
                 log.exception("event=historian_compaction_error path=%s", self.path)
 
-    def _store(self, batches: list[Batch], cursor: int, point_ids: np.ndarray,
+    def _store(self, batches: list[Batch | Record], cursor: int, point_ids: np.ndarray,
                sender: str | None = None) -> None:
         if self._latest_stale:  # a failed store updated the arrays: read what was committed
             try:
                 self._load_latest(self._write)
             except sqlite3.Error as e:
                 raise HistorianError(f"{self.path}: cannot read latest: {e}") from e
-        point = np.concatenate([b.point for b in batches])
+        point = np.concatenate([_column(b, "point") for b in batches])
         known = (point >= 0) & (point < len(point_ids))
         keep: np.ndarray | None = None
         if not known.all():
@@ -516,20 +530,22 @@ class EmbeddedHistorian:
             failure leaves them to be read anew (`_latest_stale`)."""
             for part in parts:
                 a, b = part[0][0], part[-1][1]
-                # Joined are only the batches the part has readings of (a few of 40 in a
-                # 50,000-tag flush): a column of all of them was 8 bytes a reading more.
+                # Gathered from each batch the part has readings of, a column at a time:
+                # the drain's records, read by reference, are read a column at a time and
+                # let go (a part's batches joined whole held 4-5 times the part: 0.5 MB).
                 index = order[a:b]
                 which = of_batch[index]
-                used = np.bincount(which, minlength=len(batches)) > 0
-                mine = list(itertools.compress(batches, used.tolist()))
-                # Each used batch's start joined, less its start among the used ones.
-                shift = starts - np.cumsum([0, *(len(m) for m in mine)])[np.cumsum(used) - 1]
-                index = index - shift[which]
-                del which, used, shift
-                index = index[np.lexsort((_joined(mine, "source_ts")[index], tag[a:b]))]
-                cols = {k: _joined(mine, k)[index] for k in CHUNK_COLUMNS}
+                within = (index - starts[which]).astype(np.int32)  # its position in its batch
+                by = np.argsort(which, kind="stable").astype(np.int32)
+                pieces = [(int(which[by[i]]), by[i:j]) for i, j in zip(*_runs(which[by]),
+                                                                        strict=True)]
+                del index, which, by
+                ts = _gathered(batches, pieces, within, "source_ts")
+                sort = np.lexsort((ts, tag[a:b]))
+                cols = {k: (ts if k == "source_ts" else _gathered(batches, pieces, within, k))[sort]
+                        for k in CHUNK_COLUMNS}
+                del within, pieces, ts, sort
                 cols["tag"] = tag[a:b]
-                del index, mine
                 blocks.append(np.unique(self._latest_update(cols) >> LATEST_SHIFT))
                 ts = cols["source_ts"]
                 for lo, hi in part:

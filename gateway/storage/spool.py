@@ -51,7 +51,7 @@ import zlib
 from array import array
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +107,35 @@ class PointList:
         keep = point >= 0
         cols = {k: getattr(batch, k)[keep] for k in Batch.DTYPES}
         return Batch(**cols | {"point": point[keep]})
+
+
+class Record:
+    """A spooled record by reference (`Spool.read_records_after`): where its payload is, and
+    its columns read from its segment file when asked, not kept. Records are never rewritten,
+    so what is read is what was checked; a segment the bounds drop meanwhile raises
+    FileNotFoundError: the sink's store fails and is retried from its cursor, which skips
+    what was dropped (counted, as in any read)."""
+
+    __slots__ = ("offset", "path", "rows")
+
+    def __init__(self, path: Path, offset: int, rows: int) -> None:
+        self.path, self.offset, self.rows = path, offset, rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def column(self, name: str) -> np.ndarray:
+        """The record's column `name` (one of COLUMNS), read from the file."""
+        start = self.offset + sum(self.rows * DTYPES[c].itemsize
+                                  for c in COLUMNS[:COLUMNS.index(name)])
+        out = np.empty(self.rows, DTYPES[name])
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            if os.preadv(fd, [out.data], start) != out.nbytes:
+                raise SpoolError(f"{self.path}: short read at {start}")
+        finally:
+            os.close(fd)
+        return out
 
 
 def _labels(points: Sequence[Point]) -> list[dict]:
@@ -449,7 +478,21 @@ class Spool:
         """Records after `seq`, oldest first, up to about `max_rows` readings (at least one
         record if there is any), all of one point-list generation. Records dropped by the
         bounds are skipped."""
-        out: list[tuple[int, Batch]] = []
+        return [(s, batch) for s, _, _, batch in self._read(seq, max_rows, whole=True)]
+
+    def read_records_after(self, seq: int, max_rows: int) -> list[tuple[int, Record]]:
+        """As `read_after`, but each record by reference: its columns read from the segment
+        file when asked. A record is read whole once here (its CRC checked) and let go, so a
+        sink that takes the columns a part at a time does not hold a commit's records whole
+        (41 bytes a reading; issue 17)."""
+        return [(s, Record(path, offset, len(batch)))
+                for s, path, offset, batch in self._read(seq, max_rows, whole=False)]
+
+    def _read(self, seq: int, max_rows: int, whole: bool
+              ) -> Iterator[tuple[int, Path, int, Batch]]:
+        """(seq, segment, the payload's offset in it, its batch) of each record `read_after`
+        answers; `whole`: a segment's records in one read, else a record a read (the batch's
+        buffer let go before the next)."""
         rows = 0
         end: int | None = None  # the last seq of the generation of the first record
         while rows < max_rows:
@@ -468,7 +511,7 @@ class Spool:
                 if k0 >= seg.count:  # a gap left by a damaged segment
                     seq = self._segments[i + 1].first_seq - 1
                     continue
-                k_end = min(seg.count, end + 1 - seg.first_seq)
+                k_end = min(seg.count, end + 1 - seg.first_seq) if whole else k0 + 1
                 k1, taken = k0 + 1, rows + seg.rows_of(k0)
                 while k1 < k_end and taken < max_rows:
                     k1, taken = k1 + 1, taken + seg.rows_of(k1)
@@ -487,10 +530,10 @@ class Spool:
                 record = buf[bounds[j] - bounds[0] : bounds[j + 1] - bounds[0]]
                 batch = self._parse(seg.path, record, seg.first_seq + k0 + j, count)
                 if batch is not None:
-                    out.append((seg.first_seq + k0 + j, batch))
+                    yield seg.first_seq + k0 + j, seg.path, bounds[j] + HEADER.size, batch
                 rows += count
+            del buf, record, batch  # views of the buffer: a record a read lets it go here
             seq = seg.first_seq + k1 - 1
-        return out
 
     def _parse(self, path: Path, record: np.ndarray, seq: int, rows: int) -> Batch | None:
         """The batch in one record, or None (counted and logged) if the record is damaged."""
