@@ -299,7 +299,8 @@ class Drift(Float32Fields):
         calm = complete & ~np.logical_or.reduce(self._inside & (
             self.active[g] | (self.up[g] > H / 2) | (self.down[g] > H / 2) | jumped[g]),
             axis=1)
-        self._learn_fit(np.where(np.isnan(v), 0.0, v), np.where(calm, dt, 0.0))
+        learn = np.where(calm, dt, 0.0)  # hours the fit and the hours' means learn
+        self._learn_fit(np.where(np.isnan(v), 0.0, v), learn)
         self.fit_ns = np.where(complete, tick.end_ns, self.fit_ns)
         hours = tick.end_ns // 3_600_000_000_000
         if hours != self.fit_hour[0]:
@@ -319,7 +320,6 @@ class Drift(Float32Fields):
         usual[self.grouped] = np.where(self.fitted[:, None], at_hour, np.nan)[self._inside]
         # ... learned on the ticks the fit learns on (none of the group suspected, halfway to
         # a drift, or jumped)
-        learn = np.where(calm, dt, 0.0)
         keep = np.exp(-learn / PROFILE_TAU)
         self.hour_w[hour] = w * keep + learn
         self.hour_s1[hour] = self.hour_s1[hour] * keep[:, None] + learn[:, None] * np.nan_to_num(v)
