@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 CliRun = Callable[..., tuple[int, str, str]]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test run first, the slowest-marked first: with the workers of
+    tests/run.sh (pytest-xdist, whole files to a worker) the soak's minutes then overlap the
+    rest of the suite instead of trailing it on one worker."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 @pytest.fixture

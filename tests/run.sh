@@ -38,8 +38,11 @@ if [ -n "${CI:-}" ]; then
     export SCADAWATCH_RELIABILITY_SCALE="${SCADAWATCH_RELIABILITY_SCALE:-0.2}"
 fi
 
+# Two workers (pytest-xdist), each taking whole files, so a file's module fixtures (a real
+# InfluxDB, a recorded export) start once; most tests wait on sockets and child processes, so
+# two overlap well even on two cores. SCADAWATCH_TEST_WORKERS=0 runs them in this process.
 set +e
-python3 -m pytest -q -p no:cacheprovider "$@"
+python3 -m pytest -q -p no:cacheprovider -n "${SCADAWATCH_TEST_WORKERS:-2}" --dist loadfile "$@"
 status=$?
 set -e
 # pytest exits 5 when it collected no test: a selection that matched nothing is not a failure.
